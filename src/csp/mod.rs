@@ -1,0 +1,16 @@
+//! The CSPs a device has: one file per configuration service provider (STYLE.md habit 9).
+//!
+//! Each file holds the node table and behaviour hooks of one CSP, with its tests at the bottom.
+//! Adding a CSP touches its file and one line of [`registry`].
+
+pub mod devinfo;
+
+use crate::tree::Registry;
+
+/// The registry with every CSP mdmsim emulates, shared by all devices.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(devinfo::DevInfo);
+    r.register(devinfo::DevDetail);
+    r
+}

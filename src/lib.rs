@@ -1,0 +1,9 @@
+//! mdmsim: an emulator of the device side of Windows MDM (the OMA-DM client of one device or of
+//! a fleet), for people who build MDM servers.
+//!
+//! The protocol and device logic (`syncml`, `tree`, `csp`) are sans-I/O: they take `now` and
+//! inputs and return outputs. See DESIGN.md for the map.
+
+pub mod csp;
+pub mod syncml;
+pub mod tree;

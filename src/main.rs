@@ -1,0 +1,63 @@
+//! The `mdmsim` binary: parses the command line and hands over to one command module.
+//!
+//! Exit codes (also in `--help` and the README):
+//! 0 success; 1 a scenario expectation failed; 2 usage or input error (bad arguments, a file
+//! that does not parse); 3 the server could not be reached (connection, TLS, timeout);
+//! 4 the server broke the protocol (HTTP error status, malformed or out-of-order SyncML);
+//! 5 local state error (the state directory cannot be used, unknown device).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a scenario expectation failed
+  2  usage or input error (bad arguments, a file that does not parse)
+  3  the server could not be reached (connection refused, TLS, timeout)
+  4  the server broke the protocol (HTTP error, malformed or out-of-order SyncML)
+  5  local state error (state directory unusable, unknown device)";
+
+/// Emulates the device side of Windows MDM (the OMA-DM client) against your MDM server.
+#[derive(Parser)]
+#[command(name = "mdmsim", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read, pretty-print and validate SyncML messages.
+    #[command(subcommand)]
+    Syncml(cmd::syncml::Syncml),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(cmd::exit::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    cmd::init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mdmsim: {e:#}");
+            ExitCode::from(cmd::exit::code_of(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Syncml(c) => cmd::syncml::run(c),
+    }
+}

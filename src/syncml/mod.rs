@@ -1,0 +1,73 @@
+//! SyncML (OMA-DM 1.2 as Windows uses it): the message model, its one codec, and the status
+//! and alert codes.
+//!
+//! Owns bytes <-> typed messages. It does not know what the commands mean: executing them is the
+//! tree's job, ordering them into a session is the session's. Both the device side and the
+//! embedded reference server use this module, and nothing else of each other.
+
+mod codes;
+mod model;
+mod read;
+mod write;
+
+pub use codes::{AlertCode, StatusCode};
+pub use model::*;
+pub use read::{DecodeError, decode, line_col};
+pub use write::{encode, pretty, pretty_xml};
+
+/// The MIME type of SyncML over HTTP (PROTOCOL.md §2).
+pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKG: &str = r#"<?xml version="1.0"?>
+<SyncML xmlns="syncml:SYNCML1.1"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>
+ <SessionID>7</SessionID><MsgID>1</MsgID>
+ <Target><LocURI>0123456789ABCDEF</LocURI></Target>
+ <Source><LocURI>https://mdm.example/MDM.svc</LocURI></Source></SyncHdr>
+<SyncBody>
+ <Atomic><CmdID>a-1</CmdID>
+  <Add><CmdID>e6f5-uuid</CmdID><Item><Target><LocURI>
+     ./Vendor/MSFT/X/%7Bid%7D/Name
+  </LocURI></Target><Data>A &amp; B</Data><Meta><Format xmlns="syncml:metinf">chr</Format></Meta></Item></Add>
+  <Exec><CmdID>2</CmdID><Item><Target><LocURI>./X</LocURI></Target><Data><![CDATA[<MsiInstallJob id="{1}"><Product/></MsiInstallJob>]]></Data></Item></Exec>
+  <Exec><CmdID>3</CmdID><Item><Target><LocURI>./X</LocURI></Target><Data><MsiInstallJob id="{1}"><Product Version="1"/></MsiInstallJob></Data></Item></Exec>
+ </Atomic>
+ <Final/></SyncBody></SyncML>"#;
+
+    #[test]
+    fn tolerant_decode_keeps_what_servers_send_and_round_trips() {
+        let msg = decode(PKG).unwrap();
+        assert_eq!(msg.hdr.session_id, "7");
+        let Command::Atomic(a) = &msg.body.commands[0] else { panic!("expected Atomic") };
+        let Command::Add(add) = &a.commands[0] else { panic!("expected Add") };
+        assert_eq!(add.cmd_id, "e6f5-uuid");
+        assert_eq!(add.items[0].target.as_deref(), Some("./Vendor/MSFT/X/%7Bid%7D/Name"));
+        assert_eq!(add.items[0].data.as_deref(), Some("A & B"));
+        assert_eq!(add.items[0].meta.as_ref().and_then(|m| m.format.as_deref()), Some("chr"));
+        let Command::Exec(cdata) = &a.commands[1] else { panic!("expected Exec") };
+        assert_eq!(cdata.items[0].data.as_deref(), Some(r#"<MsiInstallJob id="{1}"><Product/></MsiInstallJob>"#));
+        let Command::Exec(raw) = &a.commands[2] else { panic!("expected Exec") };
+        assert_eq!(
+            raw.items[0].data.as_deref(),
+            Some(r#"<MsiInstallJob id="{1}"><Product Version="1"/></MsiInstallJob>"#)
+        );
+        assert!(msg.body.final_);
+        let again = decode(&encode(&msg)).unwrap();
+        assert_eq!(again, msg);
+    }
+
+    #[test]
+    fn errors_name_the_element_and_offset() {
+        let e = decode("<SyncML><SyncHdr><Bogus/></SyncHdr></SyncML>").unwrap_err();
+        assert_eq!(e.element(), Some("Bogus"));
+        assert_eq!(e.offset(), 17);
+        let e = decode("<html/>").unwrap_err();
+        assert!(matches!(e, DecodeError::NotSyncMl { .. }), "{e}");
+        let e = decode("<SyncML><SyncHdr>").unwrap_err();
+        assert!(matches!(e, DecodeError::Xml { .. }), "{e}");
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,498 @@
+//! The SyncML reader: XML text -> [`SyncMl`].
+//!
+//! Two steps: quick-xml events build a small element tree (namespace prefixes dropped, byte
+//! offsets kept), then each element is converted to its typed form. Tolerant where real servers
+//! are sloppy (PROTOCOL.md §7): any namespace prefix, `SYNCML1.1` or `1.2` in any case, any child
+//! order, string CmdIDs, whitespace around LocURIs, escaped text, CDATA or raw embedded XML in
+//! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and elements
+//! we do not know, are refused with a [`DecodeError`] naming the element and its byte offset.
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+use super::model::*;
+
+/// Deepest element nesting accepted; deeper input is refused rather than risking the stack.
+const MAX_DEPTH: usize = 48;
+
+/// Why a message could not be decoded. Offsets are byte offsets into the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not well-formed XML at byte {offset}: {message}")]
+    Xml { offset: usize, message: String },
+    #[error("not a SyncML message: {problem} (byte {offset})")]
+    NotSyncMl { offset: usize, problem: String },
+    #[error("<{element}> at byte {offset}: {problem}")]
+    Invalid { element: String, offset: usize, problem: String },
+}
+
+impl DecodeError {
+    /// Byte offset of the problem in the input.
+    pub fn offset(&self) -> usize {
+        match self {
+            DecodeError::Xml { offset, .. }
+            | DecodeError::NotSyncMl { offset, .. }
+            | DecodeError::Invalid { offset, .. } => *offset,
+        }
+    }
+
+    /// The element at fault, when one is known.
+    pub fn element(&self) -> Option<&str> {
+        match self {
+            DecodeError::Invalid { element, .. } => Some(element),
+            _ => None,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset in `text` (columns count characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut cut = offset;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let before = &text[..cut];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Decodes one SyncML message.
+pub fn decode(text: &str) -> Result<SyncMl, DecodeError> {
+    let root = parse_tree(text)?;
+    if root.name != "SyncML" {
+        return Err(DecodeError::NotSyncMl {
+            offset: root.offset,
+            problem: format!("root element is <{}>, expected <SyncML>", root.name),
+        });
+    }
+    if let Some(ns) = &root.xmlns {
+        let ns = ns.trim().to_ascii_uppercase();
+        if ns != "SYNCML:SYNCML1.2" && ns != "SYNCML:SYNCML1.1" {
+            return Err(DecodeError::NotSyncMl {
+                offset: root.offset,
+                problem: format!("namespace {ns:?} is not SYNCML:SYNCML1.1 or 1.2"),
+            });
+        }
+    }
+    let mut hdr = None;
+    let mut body = None;
+    for child in &root.children {
+        match child.name {
+            "SyncHdr" if hdr.is_none() => hdr = Some(sync_hdr(child)?),
+            "SyncBody" if body.is_none() => body = Some(sync_body(child, text)?),
+            _ => return Err(unexpected(child, &root)),
+        }
+    }
+    let hdr = hdr.ok_or_else(|| missing(&root, "SyncHdr"))?;
+    let body = body.ok_or_else(|| missing(&root, "SyncBody"))?;
+    Ok(SyncMl { hdr, body })
+}
+
+/// An element of the intermediate tree.
+struct El<'a> {
+    name: &'a str,
+    offset: usize,
+    xmlns: Option<String>,
+    children: Vec<El<'a>>,
+    /// Text, CDATA and resolved references that are direct children, in order.
+    text: String,
+    /// Byte range of everything between the start and end tags.
+    inner: (usize, usize),
+}
+
+impl<'a> El<'a> {
+    fn new(name: &'a str, offset: usize, xmlns: Option<String>, inner_start: usize) -> Self {
+        El { name, offset, xmlns, children: Vec::new(), text: String::new(), inner: (inner_start, inner_start) }
+    }
+}
+
+fn local(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
+}
+
+fn xml_err(offset: u64, e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Xml { offset: offset as usize, message: e.to_string() }
+}
+
+fn parse_tree(text: &str) -> Result<El<'_>, DecodeError> {
+    let mut reader = Reader::from_str(text);
+    let cfg = reader.config_mut();
+    cfg.check_end_names = true;
+    cfg.expand_empty_elements = false;
+    let mut stack: Vec<El<'_>> = Vec::new();
+    let mut root: Option<El<'_>> = None;
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = reader.read_event().map_err(|e| xml_err(reader.error_position(), e))?;
+        let (start, is_empty) = match event {
+            Event::Start(start) => (start, false),
+            Event::Empty(start) => (start, true),
+            Event::Eof => break,
+            other => {
+                content(&mut stack, &mut root, other, before)?;
+                continue;
+            }
+        };
+        if root.is_some() {
+            return Err(xml_err(before as u64, "content after the root element"));
+        }
+        if stack.len() >= MAX_DEPTH {
+            return Err(xml_err(before as u64, format!("elements nested deeper than {MAX_DEPTH}")));
+        }
+        // Borrow the name from the input so the tree holds no copies of names.
+        let name_start = before + 1;
+        let name = &text[name_start..name_start + start.name().as_ref().len()];
+        let mut xmlns = None;
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| xml_err(before as u64, e))?;
+            if attr.key.as_ref() == "xmlns" {
+                xmlns =
+                    Some(quick_xml::escape::unescape(&attr.value).map_err(|e| xml_err(before as u64, e))?.into_owned());
+            }
+        }
+        let el = El::new(local(name), before, xmlns, reader.buffer_position() as usize);
+        if is_empty {
+            close(&mut stack, &mut root, el);
+        } else {
+            stack.push(el);
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(DecodeError::Xml {
+            offset: text.len(),
+            message: format!("input ends inside <{}> opened at byte {}", open.name, open.offset),
+        });
+    }
+    root.ok_or(DecodeError::Xml { offset: text.len(), message: "no root element".into() })
+}
+
+/// Handles every event but a start tag: end tags close elements, text goes to the open one.
+fn content<'a>(
+    stack: &mut Vec<El<'a>>,
+    root: &mut Option<El<'a>>,
+    event: Event<'a>,
+    before: usize,
+) -> Result<(), DecodeError> {
+    let at = before as u64;
+    let piece = match event {
+        Event::End(_) => {
+            let mut el = stack.pop().ok_or_else(|| xml_err(at, "unmatched end tag"))?;
+            el.inner.1 = before;
+            close(stack, root, el);
+            return Ok(());
+        }
+        Event::Text(t) => t.xml10_content(),
+        Event::CData(c) => c.xml10_content(),
+        Event::GeneralRef(r) => match r.resolve_char_ref().map_err(|e| xml_err(at, e))? {
+            Some(c) => Cow::Owned(c.to_string()),
+            None => {
+                let name = r.xml10_content();
+                Cow::Borrowed(
+                    quick_xml::escape::resolve_predefined_entity(&name)
+                        .ok_or_else(|| xml_err(at, format!("unknown entity &{name};")))?,
+                )
+            }
+        },
+        Event::DocType(_) => return Err(xml_err(at, "DOCTYPE is not accepted in SyncML")),
+        _ => return Ok(()),
+    };
+    match stack.last_mut() {
+        Some(el) => el.text.push_str(&piece),
+        None if piece.trim().is_empty() => {}
+        None => return Err(xml_err(at, "text outside the root element")),
+    }
+    Ok(())
+}
+
+fn close<'a>(stack: &mut [El<'a>], root: &mut Option<El<'a>>, el: El<'a>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(el),
+        None => *root = Some(el),
+    }
+}
+
+fn unexpected(child: &El<'_>, parent: &El<'_>) -> DecodeError {
+    DecodeError::Invalid {
+        element: child.name.to_string(),
+        offset: child.offset,
+        problem: format!("unexpected or repeated element inside <{}>", parent.name),
+    }
+}
+
+fn missing(parent: &El<'_>, what: &str) -> DecodeError {
+    DecodeError::Invalid {
+        element: parent.name.to_string(),
+        offset: parent.offset,
+        problem: format!("missing <{what}>"),
+    }
+}
+
+fn invalid(el: &El<'_>, problem: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid { element: el.name.to_string(), offset: el.offset, problem: problem.into() }
+}
+
+/// Text of a leaf element: it must not have element children.
+fn leaf_text(el: &El<'_>) -> Result<String, DecodeError> {
+    if let Some(child) = el.children.first() {
+        return Err(unexpected(child, el));
+    }
+    Ok(el.text.clone())
+}
+
+fn trimmed(el: &El<'_>) -> Result<String, DecodeError> {
+    Ok(leaf_text(el)?.trim().to_string())
+}
+
+/// `<Target><LocURI>..</LocURI></Target>` (or Source): the trimmed LocURI.
+fn loc_uri(el: &El<'_>) -> Result<String, DecodeError> {
+    let mut uri = None;
+    for child in &el.children {
+        match child.name {
+            "LocURI" if uri.is_none() => uri = Some(trimmed(child)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    uri.ok_or_else(|| missing(el, "LocURI"))
+}
+
+fn set_once(slot: &mut Option<String>, child: &El<'_>, parent: &El<'_>, value: String) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(unexpected(child, parent));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn meta(el: &El<'_>) -> Result<Meta, DecodeError> {
+    let mut m = Meta::default();
+    for child in &el.children {
+        let slot = match child.name {
+            "Format" => &mut m.format,
+            "Type" => &mut m.type_,
+            "Mark" => &mut m.mark,
+            "Size" => &mut m.size,
+            "NextNonce" => &mut m.next_nonce,
+            "Version" => &mut m.version,
+            "MaxMsgSize" => &mut m.max_msg_size,
+            "MaxObjSize" => &mut m.max_obj_size,
+            _ => {
+                m.extra.push((child.name.to_string(), trimmed(child)?));
+                continue;
+            }
+        };
+        let value = trimmed(child)?;
+        set_once(slot, child, el, value)?;
+    }
+    Ok(m)
+}
+
+fn cred(el: &El<'_>) -> Result<Cred, DecodeError> {
+    let mut c = Cred::default();
+    let mut data = None;
+    for child in &el.children {
+        match child.name {
+            "Meta" => c.meta = meta(child)?,
+            "Data" => set_once(&mut data, child, el, trimmed(child)?)?,
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    c.data = data.unwrap_or_default();
+    Ok(c)
+}
+
+/// The content of a `Data` element: its text, or the raw markup when it holds XML elements
+/// (an MsiInstallJob sent unescaped is kept intact, character for character).
+fn data<'a>(el: &El<'a>, src: &'a str) -> String {
+    if el.children.is_empty() { el.text.clone() } else { src[el.inner.0..el.inner.1].trim().to_string() }
+}
+
+fn item(el: &El<'_>, src: &str) -> Result<Item, DecodeError> {
+    let mut it = Item::default();
+    for child in &el.children {
+        match child.name {
+            "Target" if it.target.is_none() => it.target = Some(loc_uri(child)?),
+            "Source" if it.source.is_none() => it.source = Some(loc_uri(child)?),
+            "Meta" if it.meta.is_none() => it.meta = Some(meta(child)?),
+            "Data" if it.data.is_none() => it.data = Some(data(child, src)),
+            "MoreData" => it.more_data = true,
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    Ok(it)
+}
+
+fn sync_hdr(el: &El<'_>) -> Result<SyncHdr, DecodeError> {
+    let (mut dtd, mut proto, mut sid, mut mid, mut target, mut source) = (None, None, None, None, None, None);
+    let mut h = SyncHdr::default();
+    for child in &el.children {
+        match child.name {
+            "VerDTD" => set_once(&mut dtd, child, el, trimmed(child)?)?,
+            "VerProto" => set_once(&mut proto, child, el, trimmed(child)?)?,
+            "SessionID" => set_once(&mut sid, child, el, trimmed(child)?)?,
+            "MsgID" => set_once(&mut mid, child, el, trimmed(child)?)?,
+            "Target" => set_once(&mut target, child, el, loc_uri(child)?)?,
+            "Source" => set_once(&mut source, child, el, loc_uri(child)?)?,
+            "RespURI" => set_once(&mut h.resp_uri, child, el, trimmed(child)?)?,
+            "NoResp" => h.no_resp = true,
+            "Cred" if h.cred.is_none() => h.cred = Some(cred(child)?),
+            "Meta" if h.meta.is_none() => h.meta = Some(meta(child)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    h.ver_dtd = dtd.ok_or_else(|| missing(el, "VerDTD"))?;
+    h.ver_proto = proto.ok_or_else(|| missing(el, "VerProto"))?;
+    h.session_id = sid.ok_or_else(|| missing(el, "SessionID"))?;
+    h.msg_id = mid.ok_or_else(|| missing(el, "MsgID"))?;
+    h.target = target.ok_or_else(|| missing(el, "Target"))?;
+    h.source = source.ok_or_else(|| missing(el, "Source"))?;
+    Ok(h)
+}
+
+fn sync_body(el: &El<'_>, src: &str) -> Result<SyncBody, DecodeError> {
+    let mut body = SyncBody::default();
+    for child in &el.children {
+        if child.name == "Final" {
+            body.final_ = true;
+        } else if body.final_ {
+            return Err(invalid(child, "command after <Final/>"));
+        } else {
+            body.commands.push(command(child, el, src)?);
+        }
+    }
+    Ok(body)
+}
+
+fn command(el: &El<'_>, parent: &El<'_>, src: &str) -> Result<Command, DecodeError> {
+    Ok(match el.name {
+        "Alert" => Command::Alert(alert(el, src)?),
+        "Add" => Command::Add(item_cmd(el, src)?),
+        "Replace" => Command::Replace(item_cmd(el, src)?),
+        "Delete" => Command::Delete(item_cmd(el, src)?),
+        "Get" => Command::Get(item_cmd(el, src)?),
+        "Exec" => Command::Exec(item_cmd(el, src)?),
+        "Atomic" => Command::Atomic(container(el, src)?),
+        "Sequence" => Command::Sequence(container(el, src)?),
+        "Status" => Command::Status(status(el, src)?),
+        "Results" => Command::Results(results(el, src)?),
+        "Copy" | "Map" | "Sync" | "Put" | "Search" => Command::Unsupported {
+            name: el.name.to_string(),
+            cmd_id: el
+                .children
+                .iter()
+                .find(|c| c.name == "CmdID")
+                .map(|c| c.text.trim().to_string())
+                .unwrap_or_default(),
+        },
+        _ => return Err(unexpected(el, parent)),
+    })
+}
+
+fn alert(el: &El<'_>, src: &str) -> Result<Alert, DecodeError> {
+    let mut a = Alert::default();
+    let (mut id, mut data) = (None, None);
+    for child in &el.children {
+        match child.name {
+            "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
+            "NoResp" => a.no_resp = true,
+            "Data" => set_once(&mut data, child, el, trimmed(child)?)?,
+            "Correlator" => set_once(&mut a.correlator, child, el, trimmed(child)?)?,
+            "Item" => a.items.push(item(child, src)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    a.cmd_id = id.unwrap_or_default();
+    a.data = data.unwrap_or_default();
+    Ok(a)
+}
+
+fn item_cmd(el: &El<'_>, src: &str) -> Result<ItemCmd, DecodeError> {
+    let mut c = ItemCmd::default();
+    let mut id = None;
+    for child in &el.children {
+        match child.name {
+            "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
+            "NoResp" => c.no_resp = true,
+            "Correlator" => set_once(&mut c.correlator, child, el, trimmed(child)?)?,
+            "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
+            "Item" => c.items.push(item(child, src)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    c.cmd_id = id.unwrap_or_default();
+    Ok(c)
+}
+
+fn container(el: &El<'_>, src: &str) -> Result<Container, DecodeError> {
+    let mut c = Container::default();
+    let mut id = None;
+    for child in &el.children {
+        match child.name {
+            "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
+            "NoResp" => c.no_resp = true,
+            "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
+            _ => c.commands.push(command(child, el, src)?),
+        }
+    }
+    c.cmd_id = id.unwrap_or_default();
+    Ok(c)
+}
+
+fn status(el: &El<'_>, src: &str) -> Result<Status, DecodeError> {
+    let mut s = Status::default();
+    let (mut id, mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None, None);
+    for child in &el.children {
+        match child.name {
+            "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
+            "MsgRef" => set_once(&mut msg_ref, child, el, trimmed(child)?)?,
+            "CmdRef" => set_once(&mut cmd_ref, child, el, trimmed(child)?)?,
+            "Cmd" => set_once(&mut cmd, child, el, trimmed(child)?)?,
+            "TargetRef" => s.target_refs.push(trimmed(child)?),
+            "SourceRef" => s.source_refs.push(trimmed(child)?),
+            "Cred" if s.cred.is_none() => s.cred = Some(cred(child)?),
+            "Chal" if s.chal.is_none() => {
+                let mut chal = Chal::default();
+                for c in &child.children {
+                    match c.name {
+                        "Meta" => chal.meta = meta(c)?,
+                        _ => return Err(unexpected(c, child)),
+                    }
+                }
+                s.chal = Some(chal);
+            }
+            "Data" => set_once(&mut data, child, el, trimmed(child)?)?,
+            "Item" => s.items.push(item(child, src)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    s.cmd_id = id.unwrap_or_default();
+    s.msg_ref = msg_ref.unwrap_or_default();
+    s.cmd_ref = cmd_ref.unwrap_or_default();
+    s.cmd = cmd.ok_or_else(|| missing(el, "Cmd"))?;
+    s.data = data.ok_or_else(|| missing(el, "Data"))?;
+    Ok(s)
+}
+
+fn results(el: &El<'_>, src: &str) -> Result<Results, DecodeError> {
+    let mut r = Results::default();
+    let (mut id, mut msg_ref, mut cmd_ref) = (None, None, None);
+    for child in &el.children {
+        match child.name {
+            "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
+            "MsgRef" => set_once(&mut msg_ref, child, el, trimmed(child)?)?,
+            "CmdRef" => set_once(&mut cmd_ref, child, el, trimmed(child)?)?,
+            "Meta" if r.meta.is_none() => r.meta = Some(meta(child)?),
+            "TargetRef" => r.target_refs.push(trimmed(child)?),
+            "SourceRef" => r.source_refs.push(trimmed(child)?),
+            "Item" => r.items.push(item(child, src)?),
+            _ => return Err(unexpected(child, el)),
+        }
+    }
+    r.cmd_id = id.unwrap_or_default();
+    r.msg_ref = msg_ref.unwrap_or_default();
+    r.cmd_ref = cmd_ref.unwrap_or_default();
+    Ok(r)
+}

@@ -1,0 +1,503 @@
+//! Command execution: SyncML commands in, [`CmdOutcome`]s out (PROTOCOL.md §1.3, §1.5).
+
+use crate::syncml::{Command, Container, Item, ItemCmd, Meta, StatusCode};
+
+use super::schema::{Format, Lifetime, NodeSpec, Ops};
+use super::uri::{NodeUri, Query, Scope, encode_segment, key_of};
+use super::{Csp, CspCx, Effect, Env, NodeRef, Registry, TreeState, WriteOp};
+
+/// What one received command (or one item of it) came to: the Status to send and, for a Get,
+/// the Results items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdOutcome {
+    pub cmd_id: String,
+    /// The command name for the Status `Cmd` element.
+    pub cmd: String,
+    pub code: StatusCode,
+    /// Set when a multi-item command's items got different codes: one outcome per item.
+    pub target_refs: Vec<String>,
+    /// Results items of a Get (empty otherwise).
+    pub results: Vec<Item>,
+}
+
+impl CmdOutcome {
+    fn new(cmd_id: &str, cmd: &str, code: StatusCode) -> Self {
+        CmdOutcome {
+            cmd_id: cmd_id.to_string(),
+            cmd: cmd.to_string(),
+            code,
+            target_refs: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+}
+
+/// A device's tree during command execution: the shared registry, the device's values, the
+/// environment and the effects produced so far.
+pub struct Tree<'a> {
+    pub registry: &'a Registry,
+    pub state: &'a mut TreeState,
+    pub env: &'a Env,
+    pub effects: Vec<Effect>,
+}
+
+/// A LocURI resolved against the registry.
+struct Resolved<'r> {
+    csp: &'r dyn Csp,
+    /// Specs from the CSP root down to the node.
+    chain: Vec<&'static NodeSpec>,
+    /// Decoded segments relative to the CSP root.
+    rel: Vec<String>,
+    scope: Scope,
+    base: String,
+}
+
+impl Resolved<'_> {
+    fn spec(&self) -> &'static NodeSpec {
+        self.chain[self.chain.len() - 1]
+    }
+
+    fn rel_path(&self) -> String {
+        self.rel.join("/")
+    }
+
+    fn key_at(&self, depth: usize) -> String {
+        let mut k = self.base.clone();
+        for s in &self.rel[..depth] {
+            k.push('/');
+            k.push_str(s);
+        }
+        k
+    }
+
+    fn key(&self) -> String {
+        self.key_at(self.rel.len())
+    }
+}
+
+/// Where a Get landed: a node of a CSP, or a path above the CSP roots.
+enum Target<'r> {
+    Node(Resolved<'r>),
+    AboveRoots(Vec<&'static str>),
+}
+
+impl<'a> Tree<'a> {
+    /// A tree over a device's state.
+    pub fn new(registry: &'a Registry, state: &'a mut TreeState, env: &'a Env) -> Self {
+        Tree { registry, state, env, effects: Vec::new() }
+    }
+
+    /// Executes one command of a server message and returns the outcomes in status order (an
+    /// Atomic or Sequence first, then one per child). Alerts, Status and Results are not tree
+    /// commands: the session handles them and they give no outcome here.
+    pub fn execute(&mut self, cmd: &Command) -> Vec<CmdOutcome> {
+        let mut out = Vec::new();
+        self.run(cmd, false, &mut out);
+        out
+    }
+
+    fn run(&mut self, cmd: &Command, in_atomic: bool, out: &mut Vec<CmdOutcome>) {
+        match cmd {
+            Command::Get(c) if in_atomic => out.push(CmdOutcome::new(&c.cmd_id, "Get", StatusCode::CommandFailed)),
+            Command::Get(c) => self.items(c, "Get", out, |t, item| Ok((StatusCode::Ok, t.get(item)?))),
+            Command::Add(c) => self.items(c, "Add", out, |t, item| t.write(WriteOp::Add, item, c.meta.as_ref())),
+            Command::Replace(c) => {
+                self.items(c, "Replace", out, |t, item| t.write(WriteOp::Replace, item, c.meta.as_ref()))
+            }
+            Command::Delete(c) => self.items(c, "Delete", out, |t, item| t.write(WriteOp::Delete, item, None)),
+            Command::Exec(c) => self.items(c, "Exec", out, |t, item| t.exec(item)),
+            Command::Atomic(c) if in_atomic => {
+                // A nested Atomic is not supported: it fails as a whole (PROTOCOL.md §1.5).
+                out.push(CmdOutcome::new(&c.cmd_id, "Atomic", StatusCode::CommandFailed));
+            }
+            Command::Atomic(c) => self.atomic(c, out),
+            Command::Sequence(c) => self.sequence(c, in_atomic, out),
+            Command::Unsupported { name, cmd_id } => {
+                out.push(CmdOutcome::new(cmd_id, name, StatusCode::OptionalFeatureNotSupported))
+            }
+            Command::Alert(a) if in_atomic => out.push(CmdOutcome::new(&a.cmd_id, "Alert", StatusCode::BadRequest)),
+            Command::Status(s) if in_atomic => out.push(CmdOutcome::new(&s.cmd_id, "Status", StatusCode::BadRequest)),
+            Command::Results(r) if in_atomic => out.push(CmdOutcome::new(&r.cmd_id, "Results", StatusCode::BadRequest)),
+            Command::Alert(_) | Command::Status(_) | Command::Results(_) => {}
+        }
+    }
+
+    /// Runs `f` for each item; one outcome when all items agree, else one per item with its
+    /// TargetRef (PROTOCOL.md §1.3).
+    fn items(
+        &mut self,
+        c: &ItemCmd,
+        name: &str,
+        out: &mut Vec<CmdOutcome>,
+        mut f: impl FnMut(&mut Self, &Item) -> Result<(StatusCode, Vec<Item>), StatusCode>,
+    ) {
+        if c.cmd_id.is_empty() {
+            out.push(CmdOutcome::new("", name, StatusCode::BadRequest));
+            return;
+        }
+        if c.items.is_empty() {
+            out.push(CmdOutcome::new(&c.cmd_id, name, StatusCode::IncompleteCommand));
+            return;
+        }
+        let mut per_item: Vec<(String, StatusCode, Vec<Item>)> = Vec::with_capacity(c.items.len());
+        for item in &c.items {
+            let target = item.target.clone().unwrap_or_default();
+            let mark = self.state.mark();
+            let effects = self.effects.len();
+            let result = f(self, item);
+            let (code, results) = match result {
+                Ok(ok) => ok,
+                Err(code) => {
+                    self.state.rollback(mark);
+                    self.effects.truncate(effects);
+                    (code, Vec::new())
+                }
+            };
+            per_item.push((target, code, results));
+        }
+        let all_same = per_item.windows(2).all(|w| w[0].1 == w[1].1);
+        if all_same {
+            let mut o = CmdOutcome::new(&c.cmd_id, name, per_item[0].1);
+            o.results = per_item.into_iter().flat_map(|(_, _, r)| r).collect();
+            out.push(o);
+        } else {
+            for (target, code, results) in per_item {
+                let mut o = CmdOutcome::new(&c.cmd_id, name, code);
+                o.target_refs.push(target);
+                o.results = results;
+                out.push(o);
+            }
+        }
+    }
+
+    fn atomic(&mut self, c: &Container, out: &mut Vec<CmdOutcome>) {
+        let mark = self.state.mark();
+        let effects = self.effects.len();
+        let mut children = Vec::new();
+        let mut failed = false;
+        for child in &c.commands {
+            if failed {
+                // Not executed: reported as rolled back with the rest.
+                children.push(CmdOutcome::new(child.cmd_id(), child.name(), StatusCode::AtomicRollbackOk));
+                continue;
+            }
+            let start = children.len();
+            self.run(child, true, &mut children);
+            failed = children[start..].iter().any(|o| !o.code.is_success());
+        }
+        if failed {
+            self.state.rollback(mark);
+            self.effects.truncate(effects);
+            for o in &mut children {
+                if o.code.is_success() {
+                    o.code = StatusCode::AtomicRollbackOk;
+                }
+                o.results.clear();
+            }
+        }
+        let code = if failed { StatusCode::AtomicFailed } else { StatusCode::Ok };
+        out.push(CmdOutcome::new(&c.cmd_id, "Atomic", code));
+        out.extend(children);
+    }
+
+    fn sequence(&mut self, c: &Container, in_atomic: bool, out: &mut Vec<CmdOutcome>) {
+        let at = out.len();
+        out.push(CmdOutcome::new(&c.cmd_id, "Sequence", StatusCode::Ok));
+        for child in &c.commands {
+            self.run(child, in_atomic, out);
+        }
+        // Inside an Atomic a failed child must fail the Atomic: carry it up on the Sequence.
+        if in_atomic && out[at + 1..].iter().any(|o| !o.code.is_success()) {
+            out[at].code = StatusCode::CommandFailed;
+        }
+    }
+
+    fn resolve(&self, uri: &NodeUri) -> Result<Target<'a>, StatusCode> {
+        let registry: &'a Registry = self.registry;
+        let Some((csp, rel)) = registry.find(uri.scope, &uri.segments) else {
+            let above = registry.children_above_roots(uri.scope, &uri.segments);
+            return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
+        };
+        let mut chain = vec![csp.schema()];
+        for seg in rel {
+            let next = chain[chain.len() - 1].child(seg).ok_or(StatusCode::NotFound)?;
+            chain.push(next);
+        }
+        let root: Vec<&str> = csp.root().split('/').collect();
+        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base: key_of(uri.scope, &root) }))
+    }
+
+    fn cx(&mut self, base: &str) -> CspCx<'_> {
+        CspCx { state: self.state, env: self.env, base: base.to_string(), effects: &mut self.effects }
+    }
+
+    /// True when every dynamic node on the path down to `depth` (inclusive) is stored.
+    fn path_exists(&self, r: &Resolved<'_>, depth: usize) -> bool {
+        (1..=depth).all(|d| r.chain[d].lifetime == Lifetime::Permanent || self.state.entry(&r.key_at(d)).is_some())
+    }
+
+    /// The value a Get reads for a leaf: computed, stored, or default.
+    fn leaf_value(&mut self, r: &Resolved<'_>) -> Option<String> {
+        let rel = r.rel_path();
+        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
+        let csp = r.csp;
+        let key = r.key();
+        let cx = self.cx(&r.base);
+        if let Some(v) = csp.read(&cx, node) {
+            return Some(v);
+        }
+        cx.state.value(&key).map(str::to_string).or_else(|| r.spec().default.map(str::to_string))
+    }
+
+    /// Child names of an interior node: fixed children, then stored dynamic ones.
+    fn child_names(&self, r: &Resolved<'_>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let stored = self.state.child_names(&r.key());
+        for c in r.spec().children {
+            if c.is_placeholder() {
+                continue;
+            }
+            if c.lifetime == Lifetime::Permanent || stored.iter().any(|s| s == c.name) {
+                names.push(c.name.to_string());
+            }
+        }
+        for s in stored {
+            if !names.contains(&s) {
+                names.push(s);
+            }
+        }
+        names
+    }
+
+    fn get(&mut self, item: &Item) -> Result<Vec<Item>, StatusCode> {
+        let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
+        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        let r = match self.resolve(&uri)? {
+            Target::AboveRoots(names) => {
+                if uri.query.is_some() {
+                    return Err(StatusCode::OptionalFeatureNotSupported);
+                }
+                let data = names.iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
+                return Ok(vec![result_item(&uri.raw, Format::Node, None, data)]);
+            }
+            Target::Node(r) => r,
+        };
+        if !self.path_exists(&r, r.chain.len() - 1) {
+            return Err(StatusCode::NotFound);
+        }
+        let spec = r.spec();
+        match &uri.query {
+            Some(Query::Prop(p)) => return self.prop(&r, &uri.raw, p),
+            Some(Query::Other(_)) => return Err(StatusCode::OptionalFeatureNotSupported),
+            Some(Query::ListStructData) | None => {}
+        }
+        if !spec.ops.contains(Ops::GET) {
+            return Err(StatusCode::CommandNotAllowed);
+        }
+        if uri.query == Some(Query::ListStructData) {
+            let base_uri = uri.raw.split('?').next().unwrap_or(&uri.raw).to_string();
+            let mut items = Vec::new();
+            self.struct_data(&r, &base_uri, &mut items);
+            return Ok(items);
+        }
+        if spec.is_interior() {
+            let data = self.child_names(&r).iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
+            return Ok(vec![result_item(&uri.raw, Format::Node, None, data)]);
+        }
+        let value = self.leaf_value(&r).ok_or(StatusCode::NotFound)?;
+        Ok(vec![result_item(&uri.raw, spec.format, Some("text/plain"), value)])
+    }
+
+    /// `?list=StructData`: the node and every node below it that has something to show, each
+    /// with its own Source LocURI and Format (OMA TND §8).
+    fn struct_data(&mut self, r: &Resolved<'_>, uri: &str, items: &mut Vec<Item>) {
+        let spec = r.spec();
+        if !spec.ops.contains(Ops::GET) {
+            return;
+        }
+        if !spec.is_interior() {
+            if let Some(v) = self.leaf_value(r) {
+                items.push(result_item(uri, spec.format, Some("text/plain"), v));
+            }
+            return;
+        }
+        let names = self.child_names(r);
+        let data = names.iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
+        items.push(result_item(uri, Format::Node, None, data));
+        for name in names {
+            let Some(child) = spec.child(&name) else { continue };
+            let mut chain = r.chain.clone();
+            chain.push(child);
+            let mut rel = r.rel.clone();
+            rel.push(name.clone());
+            let sub = Resolved { csp: r.csp, chain, rel, scope: r.scope, base: r.base.clone() };
+            if self.path_exists(&sub, sub.chain.len() - 1) {
+                self.struct_data(&sub, &format!("{uri}/{}", encode_segment(&name)), items);
+            }
+        }
+    }
+
+    fn prop(&mut self, r: &Resolved<'_>, raw: &str, prop: &str) -> Result<Vec<Item>, StatusCode> {
+        let spec = r.spec();
+        let value = match prop {
+            "Type" => spec.mime_type().to_string(),
+            "Format" => spec.format.as_str().to_string(),
+            "Name" => r.rel.last().cloned().unwrap_or_else(|| spec.name.to_string()),
+            "Size" if !spec.is_interior() => {
+                self.leaf_value(r).map(|v| v.len().to_string()).ok_or(StatusCode::NotFound)?
+            }
+            "ACL" => String::new(),
+            _ => return Err(StatusCode::OptionalFeatureNotSupported),
+        };
+        Ok(vec![result_item(raw, Format::Chr, None, value)])
+    }
+
+    fn write(
+        &mut self,
+        op: WriteOp,
+        item: &Item,
+        cmd_meta: Option<&Meta>,
+    ) -> Result<(StatusCode, Vec<Item>), StatusCode> {
+        let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
+        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        if uri.query.is_some() {
+            return Err(StatusCode::BadRequest);
+        }
+        let r = match self.resolve(&uri)? {
+            Target::Node(r) if !r.rel.is_empty() || op == WriteOp::Add => r,
+            // The roots of the tree and of each CSP are not the server's to write.
+            _ => return Err(StatusCode::CommandNotAllowed),
+        };
+        let spec = r.spec();
+        let needed = match op {
+            WriteOp::Add => Ops::ADD,
+            WriteOp::Replace => Ops::REPLACE,
+            WriteOp::Delete => Ops::DELETE,
+        };
+        let depth = r.chain.len() - 1;
+        let key = r.key();
+        let stored = self.state.entry(&key).is_some();
+        // Existence first: a write to a node that is not there is 404 whatever the table says,
+        // an Add of a node that is there is 418.
+        match op {
+            WriteOp::Add => {
+                let present = self.path_exists(&r, depth.saturating_sub(1))
+                    && match spec.lifetime {
+                        Lifetime::Dynamic => stored,
+                        Lifetime::Permanent => spec.is_interior() || stored || spec.default.is_some(),
+                    };
+                if present {
+                    return Err(StatusCode::AlreadyExists);
+                }
+                // Missing dynamic ancestors are created implicitly when the table lets the
+                // server add them (the seeds' Atomic examples rely on this).
+                for d in 1..depth {
+                    let anc = r.chain[d];
+                    if anc.lifetime == Lifetime::Dynamic
+                        && self.state.entry(&r.key_at(d)).is_none()
+                        && !anc.ops.contains(Ops::ADD)
+                    {
+                        return Err(StatusCode::NotFound);
+                    }
+                }
+            }
+            WriteOp::Replace | WriteOp::Delete => {
+                if !self.path_exists(&r, depth) {
+                    return Err(StatusCode::NotFound);
+                }
+            }
+        }
+        if !spec.ops.contains(needed) {
+            return Err(StatusCode::CommandNotAllowed);
+        }
+        let value = match op {
+            WriteOp::Delete => None,
+            _ => Some(check_value(spec, item, cmd_meta)?),
+        };
+        let rel = r.rel_path();
+        let node = NodeRef { rel: &rel, spec, scope: r.scope };
+        let csp = r.csp;
+        {
+            let cx = self.cx(&r.base);
+            csp.validate(&cx, op, node, value.as_deref())?;
+        }
+        match op {
+            WriteOp::Add => {
+                for d in 1..depth {
+                    let k = r.key_at(d);
+                    if r.chain[d].lifetime == Lifetime::Dynamic && self.state.entry(&k).is_none() {
+                        self.state.set(&k, super::Entry::Interior);
+                    }
+                }
+                if spec.is_interior() {
+                    self.state.set(&key, super::Entry::Interior);
+                } else {
+                    self.state.set_value(&key, value.unwrap_or_default());
+                }
+            }
+            WriteOp::Replace => self.state.set_value(&key, value.unwrap_or_default()),
+            WriteOp::Delete => self.state.remove_subtree(&key),
+        }
+        let mut cx = self.cx(&r.base);
+        csp.after_write(&mut cx, op, node)?;
+        Ok((StatusCode::Ok, Vec::new()))
+    }
+
+    fn exec(&mut self, item: &Item) -> Result<(StatusCode, Vec<Item>), StatusCode> {
+        let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
+        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        let Target::Node(r) = self.resolve(&uri)? else { return Err(StatusCode::CommandNotAllowed) };
+        if !self.path_exists(&r, r.chain.len() - 1) {
+            return Err(StatusCode::NotFound);
+        }
+        if !r.spec().ops.contains(Ops::EXEC) {
+            return Err(StatusCode::CommandNotAllowed);
+        }
+        let rel = r.rel_path();
+        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
+        let csp = r.csp;
+        let mut cx = self.cx(&r.base);
+        let code = csp.exec(&mut cx, node, item.data.as_deref());
+        if code.is_success() { Ok((code, Vec::new())) } else { Err(code) }
+    }
+}
+
+/// Checks the data of an Add/Replace against the node's format and returns the value to store.
+fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<String, StatusCode> {
+    let sent = item.meta.as_ref().and_then(|m| m.format.as_deref()).or(cmd_meta.and_then(|m| m.format.as_deref()));
+    if let Some(sent) = sent {
+        let sent = Format::parse(sent).ok_or(StatusCode::UnsupportedMediaType)?;
+        if !spec.format.accepts(sent) {
+            return Err(StatusCode::UnsupportedMediaType);
+        }
+    }
+    let data = item.data.clone().unwrap_or_default();
+    if spec.is_interior() {
+        return Ok(String::new());
+    }
+    let text = data.trim();
+    let ok = match spec.format {
+        Format::Int => text.parse::<i64>().is_ok(),
+        Format::Bool => text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false"),
+        Format::B64 => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).is_ok()
+        }
+        Format::Float => text.parse::<f64>().is_ok(),
+        _ => true,
+    };
+    if !ok {
+        return Err(StatusCode::BadRequest);
+    }
+    Ok(match spec.format {
+        Format::Int | Format::Float => text.to_string(),
+        Format::Bool => text.to_ascii_lowercase(),
+        _ => data,
+    })
+}
+
+fn result_item(uri: &str, format: Format, type_: Option<&str>, data: String) -> Item {
+    let mut meta = Meta::format(format.as_str());
+    meta.type_ = type_.map(str::to_string);
+    Item { source: Some(uri.to_string()), meta: Some(meta), data: Some(data), ..Item::default() }
+}

@@ -1,0 +1,368 @@
+//! The DM tree engine: resolves LocURIs against the registered CSPs and executes SyncML commands
+//! on a device's values with the Windows status codes. No I/O, no clock: `now` comes in
+//! through [`Env`].
+//!
+//! Owns command semantics (Get/Add/Replace/Delete/Exec/Atomic/Sequence, existence, allowed
+//! operations, formats, rollback). Does not own what a node means: that is each CSP's
+//! [`Csp`] implementation in `src/csp/`. Does not own the session (statuses are returned as
+//! [`CmdOutcome`] data; the session turns them into SyncML).
+
+mod exec;
+mod schema;
+mod state;
+mod uri;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::syncml::{Item, StatusCode};
+
+pub use exec::{CmdOutcome, Tree};
+pub use schema::{Format, Lifetime, NodeSpec, Ops};
+pub use state::{Entry, Mark, TreeState};
+pub use uri::{NodeUri, Query, Scope, UriError, encode_segment, key_of};
+
+/// Which Windows client a device emulates (PROTOCOL.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Windows 10/11 (omadmclient): LoginStatus alerts, push = server-initiated session.
+    #[default]
+    Win10,
+    /// Windows 8.1 (MDMAgent.exe): `mode=Apps` for push, DM session version 1.0.
+    Win81,
+}
+
+impl Profile {
+    /// The name used on the command line and in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Win10 => "win10",
+            Profile::Win81 => "win81",
+        }
+    }
+}
+
+/// Per-device behaviour settings from the device template (`[behaviour]` table), read by CSPs
+/// with typed getters; unknown keys are ignored by everyone but the CSP that reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings(pub BTreeMap<String, String>);
+
+impl Settings {
+    /// A string setting.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// An integer setting, or `default` when absent or not a number.
+    pub fn u64_or(&self, key: &str, default: u64) -> u64 {
+        self.str(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    }
+
+    /// A boolean setting (`true`/`false`), or `default`.
+    pub fn bool_or(&self, key: &str, default: bool) -> bool {
+        match self.str(key).map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v == "true" || v == "1" => true,
+            Some(v) if v == "false" || v == "0" => false,
+            _ => default,
+        }
+    }
+}
+
+/// What the engine is told about the moment and the device when it executes commands.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub now: DateTime<Utc>,
+    pub profile: Profile,
+    pub settings: Arc<Settings>,
+}
+
+impl Env {
+    /// An environment with default settings.
+    pub fn new(now: DateTime<Utc>, profile: Profile) -> Self {
+        Env { now, profile, settings: Arc::new(Settings::default()) }
+    }
+}
+
+/// The outcome of a fetch the runner did for a CSP (see [`Effect::Fetch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The body arrived: its size and SHA-256 (hex).
+    Done { size: u64, sha256: String },
+    /// The server answered with a non-success HTTP status.
+    HttpStatus(u16),
+    /// Nobody listened at the address.
+    ConnectionRefused,
+    /// No answer in time.
+    Timeout,
+    /// The host name did not resolve or another transport error happened.
+    Failed(String),
+}
+
+/// Something a CSP asks the world outside the tree to do. The tree records effects in order;
+/// the device and runner carry them out after the command (and drop those of a rolled-back
+/// Atomic).
+#[allow(clippy::large_enum_variant)] // effects are few and short-lived
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// GET `url` and report back through [`Csp::on_fetch`] with `node` (a key in the state).
+    Fetch { csp: &'static str, node: String, url: String },
+    /// The device leaves management: wipe the enrollment and stop syncing.
+    Unenroll { reason: String },
+    /// Start a session soon (for example to report a finished install).
+    RequestSession { reason: String },
+    /// A client alert to send in the next package (e.g. a 1224 or 1226 generic alert item).
+    Alert { code: u16, item: Item },
+}
+
+/// The view a CSP gets of the device's tree: values relative to the CSP root, plus the
+/// environment. Writes are journalled, so a failing command or Atomic undoes them.
+pub struct CspCx<'a> {
+    pub state: &'a mut TreeState,
+    pub env: &'a Env,
+    /// Key of the CSP root in this scope (`Vendor/MSFT/DMClient`, `User/Vendor/MSFT/...`).
+    pub base: String,
+    pub effects: &'a mut Vec<Effect>,
+}
+
+impl CspCx<'_> {
+    /// The full key of a path relative to the CSP root (`""` is the root itself).
+    pub fn key(&self, rel: &str) -> String {
+        if rel.is_empty() { self.base.clone() } else { format!("{}/{rel}", self.base) }
+    }
+
+    /// The stored value at a relative path.
+    pub fn value(&self, rel: &str) -> Option<&str> {
+        self.state.value(&self.key(rel))
+    }
+
+    /// Stores a value at a relative path.
+    pub fn set(&mut self, rel: &str, value: impl Into<String>) {
+        let k = self.key(rel);
+        self.state.set_value(&k, value);
+    }
+
+    /// Marks a dynamic interior node as existing.
+    pub fn create(&mut self, rel: &str) {
+        let k = self.key(rel);
+        if self.state.entry(&k).is_none() {
+            self.state.set(&k, Entry::Interior);
+        }
+    }
+
+    /// Removes a node and its subtree.
+    pub fn remove(&mut self, rel: &str) {
+        let k = self.key(rel);
+        self.state.remove_subtree(&k);
+    }
+
+    /// True when something is stored at the relative path.
+    pub fn exists(&self, rel: &str) -> bool {
+        self.state.entry(&self.key(rel)).is_some()
+    }
+
+    /// Names of stored children of a relative path.
+    pub fn children(&self, rel: &str) -> Vec<String> {
+        self.state.child_names(&self.key(rel))
+    }
+
+    /// Records an effect.
+    pub fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+}
+
+/// A write the engine applied (or is about to apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    Add,
+    Replace,
+    Delete,
+}
+
+/// A node a command addresses, as a CSP sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'a> {
+    /// Path relative to the CSP root, decoded (`Provider/Fleet/Poll/NumberOfFirstRetries`).
+    pub rel: &'a str,
+    pub spec: &'static NodeSpec,
+    pub scope: Scope,
+}
+
+impl NodeRef<'_> {
+    /// The decoded segments of the relative path.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.rel.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+/// One CSP: its node table and behaviour hooks (STYLE.md habit 9). Every hook has a default,
+/// so a CSP whose nodes are plain values only provides `name`, `root` and `schema`.
+pub trait Csp: Send + Sync + 'static {
+    /// The CSP name (`DMClient`).
+    fn name(&self) -> &'static str;
+
+    /// The path of the root below the scope (`Vendor/MSFT/DMClient`, `DevInfo`).
+    fn root(&self) -> &'static str;
+
+    /// The node table; its root's name is the last segment of [`Csp::root`].
+    fn schema(&self) -> &'static NodeSpec;
+
+    /// The scopes the CSP exists in.
+    fn scopes(&self) -> &'static [Scope] {
+        &[Scope::Device]
+    }
+
+    /// A computed value for a leaf; `None` reads the stored value (or the default).
+    fn read(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<String> {
+        None
+    }
+
+    /// Checks a write before the engine applies it; an `Err` is the status returned and nothing
+    /// changes. `value` is the new data (None for Delete).
+    fn validate(
+        &self,
+        _cx: &CspCx<'_>,
+        _op: WriteOp,
+        _node: NodeRef<'_>,
+        _value: Option<&str>,
+    ) -> Result<(), StatusCode> {
+        Ok(())
+    }
+
+    /// Runs after the engine applied a write: side effects and corrections of stored values. An
+    /// `Err` undoes the write and everything the hook changed, and is the status returned.
+    fn after_write(&self, _cx: &mut CspCx<'_>, _op: WriteOp, _node: NodeRef<'_>) -> Result<(), StatusCode> {
+        Ok(())
+    }
+
+    /// Exec on a node whose table allows it. A failure status undoes what the hook changed.
+    fn exec(&self, _cx: &mut CspCx<'_>, _node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
+        StatusCode::OptionalFeatureNotSupported
+    }
+
+    /// The earliest instant the CSP wants [`Csp::on_deadline`] called (timers are data).
+    fn next_deadline(&self, _cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// Called when `env.now` reached the deadline the CSP asked for.
+    fn on_deadline(&self, _cx: &mut CspCx<'_>) {}
+
+    /// The result of a fetch the CSP asked for with [`Effect::Fetch`].
+    fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
+}
+
+/// The CSPs a device has, shared by all devices of a fleet.
+#[derive(Clone, Default)]
+pub struct Registry {
+    csps: Vec<Arc<dyn Csp>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a CSP.
+    pub fn register(&mut self, csp: impl Csp) -> &mut Self {
+        self.csps.push(Arc::new(csp));
+        self
+    }
+
+    /// The CSPs in registration order.
+    pub fn csps(&self) -> impl Iterator<Item = &dyn Csp> {
+        self.csps.iter().map(|c| c.as_ref())
+    }
+
+    /// The CSP owning a path in a scope, and the path relative to its root.
+    pub fn find<'p>(&self, scope: Scope, segments: &'p [String]) -> Option<(&dyn Csp, &'p [String])> {
+        self.csps.iter().map(|c| c.as_ref()).filter(|c| c.scopes().contains(&scope)).find_map(|c| {
+            let root: Vec<&str> = c.root().split('/').collect();
+            (segments.len() >= root.len() && segments.iter().zip(&root).all(|(a, b)| a == b))
+                .then(|| (c, &segments[root.len()..]))
+        })
+    }
+
+    /// Names below a path that is an ancestor of CSP roots (`Vendor` -> `MSFT`), for Gets on
+    /// `./Vendor/MSFT` and the like.
+    pub fn children_above_roots(&self, scope: Scope, segments: &[String]) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        for c in self.csps.iter().filter(|c| c.scopes().contains(&scope)) {
+            let root: Vec<&'static str> = c.root().split('/').collect();
+            if root.len() > segments.len() && segments.iter().zip(&root).all(|(a, b)| a == b) {
+                let n = root[segments.len()];
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        names
+    }
+
+    /// The earliest deadline any CSP has on this state.
+    pub fn next_deadline(&self, state: &mut TreeState, env: &Env) -> Option<DateTime<Utc>> {
+        let mut effects = Vec::new();
+        let mut best: Option<DateTime<Utc>> = None;
+        for c in &self.csps {
+            for &scope in c.scopes() {
+                let cx = CspCx {
+                    base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
+                    state,
+                    env,
+                    effects: &mut effects,
+                };
+                if let Some(d) = c.next_deadline(&cx) {
+                    best = Some(best.map_or(d, |b| b.min(d)));
+                }
+            }
+        }
+        best
+    }
+
+    /// Runs every CSP timer that is due at `env.now`; returns the effects they produced.
+    pub fn on_deadline(&self, state: &mut TreeState, env: &Env) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for c in &self.csps {
+            for &scope in c.scopes() {
+                let mut cx = CspCx {
+                    base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
+                    state,
+                    env,
+                    effects: &mut effects,
+                };
+                if c.next_deadline(&cx).is_some_and(|d| d <= env.now) {
+                    c.on_deadline(&mut cx);
+                }
+            }
+        }
+        effects
+    }
+
+    /// Delivers a fetch outcome to the CSP that asked for it.
+    pub fn on_fetch(
+        &self,
+        state: &mut TreeState,
+        env: &Env,
+        csp: &str,
+        node: &str,
+        outcome: &FetchOutcome,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some(c) = self.csps.iter().find(|c| c.name() == csp) {
+            let scope = if node.starts_with("User/") { Scope::User } else { Scope::Device };
+            let mut cx = CspCx {
+                base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
+                state,
+                env,
+                effects: &mut effects,
+            };
+            c.on_fetch(&mut cx, node, outcome);
+        }
+        effects
+    }
+}

@@ -1,0 +1,174 @@
+//! LocURI handling: scope, normalisation, percent-decoding, queries (PROTOCOL.md §1.1).
+//!
+//! `./Vendor/MSFT/X` and `./Device/Vendor/MSFT/X` name the same device node; `./User/...` is the
+//! user scope. Segments are compared percent-decoded (`%7B..%7D`, `%20`), while Results echo the
+//! LocURI exactly as the server sent it: [`NodeUri::raw`] keeps it.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// The scope a node lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Scope {
+    Device,
+    User,
+}
+
+/// A query appended to a LocURI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `?list=StructData`: the whole subtree, one item per node (OMA TND §8).
+    ListStructData,
+    /// `?prop=Name`: a node property (Type, Format, Name, Size, ACL...).
+    Prop(String),
+    /// Any other query, refused by the engine with 406.
+    Other(String),
+}
+
+/// A parsed LocURI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUri {
+    /// As received (trimmed): what Results echo back.
+    pub raw: String,
+    pub scope: Scope,
+    /// Decoded segments below the scope (`["Vendor", "MSFT", "DMClient"]`); empty for the root.
+    pub segments: Vec<String>,
+    pub query: Option<Query>,
+}
+
+/// Why a LocURI is unusable (answered with 400 by the engine).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("LocURI is empty")]
+    Empty,
+    #[error("LocURI {0:?} starts with '/'")]
+    Absolute(String),
+    #[error("LocURI {0:?} has an empty segment")]
+    EmptySegment(String),
+}
+
+/// Characters escaped when a node name is written into a LocURI or an interior node's child list.
+const SEGMENT: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'{').add(b'}').add(b'<').add(b'>');
+
+/// Percent-encodes one node name for use in a LocURI.
+pub fn encode_segment(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+impl NodeUri {
+    /// Parses a LocURI as a server sends it.
+    pub fn parse(raw: &str) -> Result<NodeUri, UriError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(UriError::Empty);
+        }
+        if raw.starts_with('/') {
+            return Err(UriError::Absolute(raw.to_string()));
+        }
+        let (path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p, Some(parse_query(q))),
+            None => (raw, None),
+        };
+        let path = path.strip_prefix("./").unwrap_or(if path == "." { "" } else { path });
+        let path = path.trim_end_matches('/');
+        let mut segments: Vec<String> = Vec::new();
+        if !path.is_empty() {
+            for seg in path.split('/') {
+                if seg.is_empty() {
+                    return Err(UriError::EmptySegment(raw.to_string()));
+                }
+                segments.push(percent_decode_str(seg).decode_utf8_lossy().into_owned());
+            }
+        }
+        let scope = match segments.first().map(String::as_str) {
+            Some("User") => {
+                segments.remove(0);
+                Scope::User
+            }
+            Some("Device") => {
+                segments.remove(0);
+                Scope::Device
+            }
+            _ => Scope::Device,
+        };
+        Ok(NodeUri { raw: raw.to_string(), scope, segments, query })
+    }
+
+    /// The key of this node in a device's [`super::TreeState`]: decoded segments joined by `/`,
+    /// prefixed with `User/` in user scope.
+    pub fn key(&self) -> String {
+        key_of(self.scope, &self.segments)
+    }
+}
+
+/// The state key for decoded segments in a scope.
+pub fn key_of<S: AsRef<str>>(scope: Scope, segments: &[S]) -> String {
+    let mut k = String::new();
+    if scope == Scope::User {
+        k.push_str("User");
+    }
+    for s in segments {
+        if !k.is_empty() {
+            k.push('/');
+        }
+        k.push_str(s.as_ref());
+    }
+    k
+}
+
+fn parse_query(q: &str) -> Query {
+    let q = q.trim();
+    if q.eq_ignore_ascii_case("list=StructData") {
+        Query::ListStructData
+    } else if let Some(p) = q.strip_prefix("prop=") {
+        Query::Prop(p.to_string())
+    } else {
+        Query::Other(q.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_prefix_and_plain_vendor_are_the_same_node() {
+        let a = NodeUri::parse("./Vendor/MSFT/DMClient").unwrap();
+        let b = NodeUri::parse("./Device/Vendor/MSFT/DMClient").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.scope, Scope::Device);
+        assert_eq!(a.raw, "./Vendor/MSFT/DMClient");
+    }
+
+    #[test]
+    fn user_scope_has_its_own_keys() {
+        let u = NodeUri::parse("./User/Vendor/MSFT/Policy").unwrap();
+        assert_eq!(u.scope, Scope::User);
+        assert_eq!(u.key(), "User/Vendor/MSFT/Policy");
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_for_comparison_and_whitespace_trimmed() {
+        let u = NodeUri::parse("\n   ./Vendor/MSFT/NodeCache/MS%20DM%20Server/%7Babc%7D \n").unwrap();
+        assert_eq!(u.segments, ["Vendor", "MSFT", "NodeCache", "MS DM Server", "{abc}"]);
+        assert_eq!(u.raw, "./Vendor/MSFT/NodeCache/MS%20DM%20Server/%7Babc%7D");
+        assert_eq!(encode_segment("MS DM Server"), "MS%20DM%20Server");
+        assert_eq!(encode_segment("{abc}"), "%7Babc%7D");
+    }
+
+    #[test]
+    fn queries_are_recognised() {
+        let u = NodeUri::parse("./Vendor/MSFT/X/Inventory?list=StructData").unwrap();
+        assert_eq!(u.query, Some(Query::ListStructData));
+        assert_eq!(u.segments.last().map(String::as_str), Some("Inventory"));
+        let p = NodeUri::parse("./DevInfo/DevId?prop=Type").unwrap();
+        assert_eq!(p.query, Some(Query::Prop("Type".into())));
+    }
+
+    #[test]
+    fn bad_uris_are_refused() {
+        assert_eq!(NodeUri::parse("  "), Err(UriError::Empty));
+        assert!(matches!(NodeUri::parse("/Vendor"), Err(UriError::Absolute(_))));
+        assert!(matches!(NodeUri::parse("./Vendor//MSFT"), Err(UriError::EmptySegment(_))));
+    }
+}
