@@ -309,30 +309,37 @@ impl<'a> Tree<'a> {
     }
 
     /// `?list=StructData`: the node and every node below it that has something to show, each
-    /// with its own Source LocURI and Format (OMA TND §8).
+    /// with its own Source LocURI, in breadth-first order: interior nodes carry
+    /// `Format node` and an empty `Type` and no Data, leaves carry only their Data. This is the
+    /// shape of the Windows reply in the EnterpriseAppManagement seed (its Inventory example:
+    /// the Inventory node, then each product node, then the products' leaves).
     fn struct_data(&mut self, r: &Resolved<'_>, uri: &str, items: &mut Vec<Item>) {
-        let spec = r.spec();
-        if !spec.ops.contains(Ops::GET) {
-            return;
-        }
-        if !spec.is_interior() {
-            if let Some(v) = self.leaf_value(r) {
-                items.push(result_item(uri, spec.format, Some("text/plain"), v));
+        let mut queue = std::collections::VecDeque::new();
+        queue.push_back((Resolved { csp: r.csp, chain: r.chain.clone(), rel: r.rel.clone(), scope: r.scope, base: r.base.clone() }, uri.to_string()));
+        while let Some((node, uri)) = queue.pop_front() {
+            let spec = node.spec();
+            if !spec.ops.contains(Ops::GET) {
+                continue;
             }
-            return;
-        }
-        let names = self.child_names(r);
-        let data = names.iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
-        items.push(result_item(uri, Format::Node, None, data));
-        for name in names {
-            let Some(child) = spec.child(&name) else { continue };
-            let mut chain = r.chain.clone();
-            chain.push(child);
-            let mut rel = r.rel.clone();
-            rel.push(name.clone());
-            let sub = Resolved { csp: r.csp, chain, rel, scope: r.scope, base: r.base.clone() };
-            if self.path_exists(&sub, sub.chain.len() - 1) {
-                self.struct_data(&sub, &format!("{uri}/{}", encode_segment(&name)), items);
+            if !spec.is_interior() {
+                if let Some(v) = self.leaf_value(&node) {
+                    items.push(Item { source: Some(uri), data: Some(v), ..Item::default() });
+                }
+                continue;
+            }
+            let mut meta = Meta::format(Format::Node.as_str());
+            meta.type_ = Some(String::new());
+            items.push(Item { source: Some(uri.clone()), meta: Some(meta), ..Item::default() });
+            for name in self.child_names(&node) {
+                let Some(child) = spec.child(&name) else { continue };
+                let mut chain = node.chain.clone();
+                chain.push(child);
+                let mut rel = node.rel.clone();
+                rel.push(name.clone());
+                let sub = Resolved { csp: node.csp, chain, rel, scope: node.scope, base: node.base.clone() };
+                if self.path_exists(&sub, sub.chain.len() - 1) {
+                    queue.push_back((sub, format!("{uri}/{}", encode_segment(&name))));
+                }
             }
         }
     }
