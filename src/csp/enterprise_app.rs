@@ -569,10 +569,10 @@ impl Job {
         let settings = cx.env.settings.clone();
         let failure = match outcome {
             FetchOutcome::Done { size, sha256 } => {
-                let want_size = package_setting(&settings, "entapp_size", &self.product)
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let want_hash = package_setting(&settings, "entapp_sha256", &self.product)
-                    .map(|v| v.trim().to_ascii_lowercase());
+                let want_size =
+                    package_setting(&settings, "entapp_size", &self.product).and_then(|v| v.trim().parse::<u64>().ok());
+                let want_hash =
+                    package_setting(&settings, "entapp_sha256", &self.product).map(|v| v.trim().to_ascii_lowercase());
                 match (want_size, want_hash) {
                     (Some(expected), _) if expected != *size => {
                         Some(InstallFailure::SizeMismatch { expected, got: *size })
@@ -729,5 +729,690 @@ impl Csp for EnterpriseAppManagement {
         let job = Job { enterprise: enterprise.to_string(), product: product.to_string() };
         let t = Timing::of(&cx.env.settings);
         job.on_fetch(cx, &t, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::syncml::{Command, Item, decode};
+    use crate::tree::{CmdOutcome, Env, Profile, Registry, Tree};
+
+    const ENT: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001";
+    const PID: &str = "%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D";
+    const DL: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D";
+    const INV: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Inventory";
+
+    /// The seed's enrollment example.
+    const ENROLL: &str = r#"<Add><CmdID>2</CmdID>
+      <Item><Target><LocURI>./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnrollmentToken</LocURI></Target>
+        <Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>InsertTokenHere</Data></Item>
+      <Item><Target><LocURI>./Vendor/MSFT/EnterpriseAppManagement/4000000001/CertificateSearchCriteria
+         </LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>SearchCriteriaInsertedHere</Data></Item>
+    </Add>"#;
+
+    /// The seed's install Atomic, verbatim, typo included (`Download%7B...` without a slash).
+    const SEED_ATOMIC: &str = r#"<Atomic>
+   <CmdID>2</CmdID>
+   <!-- The Add command can be used if the download node does not have a matching product ID
+        node in it or if the application was installer 7 or more days old. Otherwise, use the Replace command. -->
+   <Add>
+      <CmdID>3</CmdID>
+      <Item>
+         <Target>
+            <LocURI>
+./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/Name
+            </LocURI>
+         </Target>
+         <Meta>
+            <Format xmlns="syncml:metinf">chr</Format>
+         </Meta>
+         <Data>ContosoApp1</Data>
+      </Item>
+      <Item>
+         <Target>
+            <LocURI>
+./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/URL
+            </LocURI>
+         </Target>
+         <Meta>
+            <Format xmlns="syncml:metinf">chr</Format>
+         </Meta>
+         <Data>http://contoso.com/enterpriseapps/ContosoApp1.xap</Data>
+      </Item>
+      <Item>
+         <Target>
+            <LocURI>
+./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/Version</LocURI>
+         </Target>
+         <Meta>
+            <Format xmlns="syncml:metinf">chr</Format>
+         </Meta>
+         <Data>2.0.0.0</Data>
+      </Item>
+      <Item>
+         <Target>
+            <LocURI>
+./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/DownloadInstall
+            </LocURI>
+         </Target>
+         <Data>1</Data>
+      </Item>
+   </Add>
+   <Exec>
+      <CmdID>4</CmdID>
+      <Item>
+         <Target>
+            <LocURI>
+./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/DownloadInstall
+            </LocURI>
+         </Target>
+         <Meta>
+            <Format xmlns="syncml:metinf">int</Format>
+         </Meta>
+         <Data>0</Data>
+      </Item>
+   </Exec>
+</Atomic>"#;
+
+    /// The seed's Atomic with the slash put back, and a URL on a given base.
+    fn install_atomic(url: &str, version: &str) -> String {
+        SEED_ATOMIC
+            .replace("Download%7B", "Download/%7B")
+            .replace("http://contoso.com/enterpriseapps/ContosoApp1.xap", url)
+            .replace("2.0.0.0", version)
+    }
+
+    /// The seed's note: Replace Name, URL and Version, then Exec, in an Atomic.
+    fn replace_atomic(url: &str, version: &str) -> String {
+        format!(
+            r#"<Atomic><CmdID>20</CmdID><Replace><CmdID>21</CmdID>
+            <Item><Target><LocURI>{DL}/Name</LocURI></Target><Data>ContosoApp1</Data></Item>
+            <Item><Target><LocURI>{DL}/URL</LocURI></Target><Data>{url}</Data></Item>
+            <Item><Target><LocURI>{DL}/Version</LocURI></Target><Data>{version}</Data></Item>
+            </Replace><Exec><CmdID>22</CmdID><Item><Target><LocURI>{DL}/DownloadInstall</LocURI></Target></Item></Exec></Atomic>"#
+        )
+    }
+
+    const URL: &str = "http://127.0.0.1:8080/apps/ContosoApp1.appx";
+
+    /// One device driven the way the runner will drive it: commands through the tree engine,
+    /// timers through `Registry::next_deadline`/`on_deadline`, fetches through `on_fetch`.
+    struct Dev {
+        reg: Registry,
+        state: TreeState,
+        env: Env,
+        /// Fetches asked for and not answered yet: (node, url).
+        fetches: Vec<(String, String)>,
+    }
+
+    impl Dev {
+        fn new(settings: &[(&str, &str)]) -> Self {
+            let mut reg = Registry::new();
+            reg.register(EnterpriseAppManagement);
+            let mut env = Env::new(Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap(), Profile::Win10);
+            let mut s = Settings::default();
+            for (k, v) in settings {
+                s.0.insert(k.to_string(), v.to_string());
+            }
+            env.settings = Arc::new(s);
+            Dev { reg, state: TreeState::new(), env, fetches: Vec::new() }
+        }
+
+        fn take(&mut self, effects: Vec<Effect>) {
+            for e in effects {
+                if let Effect::Fetch { csp, node, url } = e {
+                    assert_eq!(csp, CSP_NAME);
+                    self.fetches.push((node, url));
+                }
+            }
+        }
+
+        /// Executes the commands of a SyncBody fragment as a server message.
+        fn run(&mut self, body: &str) -> Vec<CmdOutcome> {
+            let xml = format!(
+                r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>dev</LocURI></Target><Source><LocURI>https://srv</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
+            );
+            let msg = decode(&xml).expect("test message decodes");
+            let mut out = Vec::new();
+            let mut effects = Vec::new();
+            for cmd in &msg.body.commands {
+                let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
+                out.extend(tree.execute(cmd));
+                effects.append(&mut tree.effects);
+            }
+            self.state.commit();
+            self.take(effects);
+            out
+        }
+
+        fn get_all(&mut self, uri: &str) -> (StatusCode, Vec<Item>) {
+            let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
+            let out = tree.execute(&Command::Get(crate::syncml::ItemCmd {
+                cmd_id: "9".into(),
+                items: vec![Item::target(uri)],
+                ..Default::default()
+            }));
+            (out[0].code, out[0].results.clone())
+        }
+
+        fn get(&mut self, uri: &str) -> Option<String> {
+            let (code, items) = self.get_all(uri);
+            if code != StatusCode::Ok {
+                return None;
+            }
+            items.first().and_then(|i| i.data.clone())
+        }
+
+        fn status(&mut self) -> Option<String> {
+            self.get(&format!("{DL}/Status"))
+        }
+
+        /// Moves the clock forward, running each timer at its own instant.
+        fn advance(&mut self, d: Duration) {
+            let until = self.env.now + d;
+            for _ in 0..1000 {
+                match self.reg.next_deadline(&mut self.state, &self.env) {
+                    Some(t) if t <= until => {
+                        self.env.now = t.max(self.env.now);
+                        let e = self.reg.on_deadline(&mut self.state, &self.env);
+                        self.take(e);
+                    }
+                    _ => break,
+                }
+            }
+            self.env.now = until;
+        }
+
+        /// Answers the oldest pending fetch.
+        fn answer(&mut self, outcome: FetchOutcome) {
+            assert!(!self.fetches.is_empty(), "no fetch was asked for");
+            let (node, _) = self.fetches.remove(0);
+            let e = self.reg.on_fetch(&mut self.state, &self.env, CSP_NAME, &node, &outcome);
+            self.take(e);
+        }
+    }
+
+    fn codes(out: &[CmdOutcome]) -> Vec<(String, u16)> {
+        out.iter().map(|o| (o.cmd.clone(), o.code.code())).collect()
+    }
+
+    fn ok_body() -> FetchOutcome {
+        FetchOutcome::Done { size: 5, sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hello")) }
+    }
+
+    fn hr(v: u32) -> String {
+        (v as i32).to_string()
+    }
+
+    /// Enrolls, sends the install Atomic and returns the device after the Exec.
+    fn started(settings: &[(&str, &str)]) -> Dev {
+        let mut d = Dev::new(settings);
+        assert_eq!(codes(&d.run(ENROLL)), [("Add".to_string(), 200)]);
+        let out = d.run(&install_atomic(URL, "2.0.0.0"));
+        assert!(out.iter().all(|o| o.code == StatusCode::Ok), "{out:?}");
+        d
+    }
+
+    #[test]
+    fn enrolling_creates_the_enterprise_with_its_fixed_nodes() {
+        let mut d = Dev::new(&[]);
+        assert_eq!(d.get(ENT), None);
+        d.run(ENROLL);
+        assert_eq!(
+            d.get(ENT).as_deref(),
+            Some("EnrollmentToken/StoreProductID/StoreUri/CertificateSearchCriteria/Status/CRLCheck/EnterpriseApps")
+        );
+        assert_eq!(d.get(&format!("{ENT}/EnrollmentToken")).as_deref(), Some("InsertTokenHere"));
+        assert_eq!(d.get(&format!("{ENT}/Status")).as_deref(), Some("0"));
+        assert_eq!(d.get(&format!("{ENT}/EnterpriseApps")).as_deref(), Some("Inventory/Download"));
+        assert_eq!(d.get(INV).as_deref(), Some(""));
+        // The seed's token update.
+        let out = d.run(&format!(
+            r#"<Replace><CmdID>2</CmdID><Item><Target><LocURI>{ENT}/EnrollmentToken</LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>InsertUpdaedTokenHere</Data></Item></Replace>"#
+        ));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        assert_eq!(d.get(&format!("{ENT}/EnrollmentToken")).as_deref(), Some("InsertUpdaedTokenHere"));
+        // Status is Get only; CRLCheck takes "0" or "1"; a second Add of the enterprise is 418.
+        let w = |op: &str, node: &str, data: &str| {
+            format!(
+                r#"<{op}><CmdID>5</CmdID><Item><Target><LocURI>{ENT}{node}</LocURI></Target><Data>{data}</Data></Item></{op}>"#
+            )
+        };
+        assert_eq!(d.run(&w("Replace", "/Status", "2"))[0].code, StatusCode::CommandNotAllowed);
+        assert_eq!(d.run(&w("Add", "/CRLCheck", "2"))[0].code, StatusCode::BadRequest);
+        assert_eq!(d.run(&w("Add", "/CRLCheck", "1"))[0].code, StatusCode::Ok);
+        assert_eq!(d.run(&w("Add", "", ""))[0].code, StatusCode::AlreadyExists);
+        assert_eq!(d.run(&w("Delete", "/EnterpriseApps", ""))[0].code, StatusCode::CommandNotAllowed);
+    }
+
+    #[test]
+    fn install_moves_status_1_to_5_and_the_app_shows_in_inventory() {
+        let mut d = started(&[]);
+        let t0 = d.env.now;
+        assert_eq!(d.status().as_deref(), Some("1"));
+        assert!(d.fetches.is_empty());
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), Some(t0 + Duration::seconds(5)));
+        d.advance(Duration::seconds(5));
+        assert_eq!(d.status().as_deref(), Some("2"));
+        let node = format!("{ROOT}/4000000001/EnterpriseApps/Download/{{B316008A-141D-4A79-810F-8B764C4CFDFB}}");
+        assert_eq!(d.fetches, [(node, URL.to_string())]);
+        // The body arrives after 3 s; DOWNLOADING lasts at least 20 s.
+        d.advance(Duration::seconds(3));
+        d.answer(ok_body());
+        assert_eq!(d.status().as_deref(), Some("2"));
+        d.advance(Duration::seconds(16));
+        assert_eq!(d.status().as_deref(), Some("2"));
+        d.advance(Duration::seconds(1));
+        assert_eq!(d.status().as_deref(), Some("3"));
+        d.advance(Duration::seconds(5));
+        assert_eq!(d.status().as_deref(), Some("4"));
+        assert_eq!(d.get(&format!("{INV}/{PID}")), None);
+        d.advance(Duration::seconds(30));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        assert_eq!(d.get(&format!("{DL}/LastError")).as_deref(), Some("0"));
+        let app = format!("{INV}/{PID}");
+        assert_eq!(d.get(&app).as_deref(), Some("Version/Title/Publisher/InstallDate"));
+        assert_eq!(d.get(&format!("{app}/Version")).as_deref(), Some("2.0.0.0"));
+        assert_eq!(d.get(&format!("{app}/Title")).as_deref(), Some("ContosoApp1"));
+        assert_eq!(d.get(&format!("{app}/Publisher")).as_deref(), Some("127.0.0.1"));
+        assert_eq!(d.get(&format!("{app}/InstallDate")).as_deref(), Some("2026-03-01T10:01:00Z"));
+        // Only the 7-day expiry is left.
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), Some(t0 + Duration::seconds(60) + Duration::days(7)));
+    }
+
+    #[test]
+    fn inventory_list_structdata_has_the_seeds_shape() {
+        let mut d = Dev::new(&[("entapp_publisher", "Contoso")]);
+        d.run(ENROLL);
+        preinstall(
+            &mut d.state,
+            "4000000001",
+            &InstalledApp {
+                product_id: "{B0322158-C3C2-44EB-8A31-D14A9FEC450E}".into(),
+                version: "1.0.0.0".into(),
+                title: "Sample1".into(),
+                publisher: "ExamplePublisher".into(),
+                install_date: Utc.with_ymd_and_hms(2012, 10, 30, 21, 9, 52).unwrap(),
+            },
+        );
+        // The second app arrives through the state machine.
+        d.run(&install_atomic(URL, "1.0.0.0").replace("ContosoApp1<", "Sample2<"));
+        d.advance(Duration::seconds(5));
+        d.answer(ok_body());
+        d.advance(Duration::minutes(5));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        let (code, items) = d.get_all(&format!("\n    {INV}?list=StructData\n          "));
+        assert_eq!(code, StatusCode::Ok);
+        let p1 = format!("{INV}/%7BB0322158-C3C2-44EB-8A31-D14A9FEC450E%7D");
+        let p2 = format!("{INV}/{PID}");
+        let shape: Vec<(String, Option<String>, Option<String>)> = items
+            .iter()
+            .map(|i| {
+                (i.source.clone().unwrap_or_default(), i.meta.as_ref().and_then(|m| m.format.clone()), i.data.clone())
+            })
+            .collect();
+        let node = |u: &str| (u.to_string(), Some("node".to_string()), None);
+        let leaf = |u: String, v: &str| (u, None, Some(v.to_string()));
+        assert_eq!(
+            shape,
+            vec![
+                node(INV),
+                node(&p1),
+                node(&p2),
+                leaf(format!("{p1}/Version"), "1.0.0.0"),
+                leaf(format!("{p1}/Title"), "Sample1"),
+                leaf(format!("{p1}/Publisher"), "ExamplePublisher"),
+                leaf(format!("{p1}/InstallDate"), "2012-10-30T21:09:52Z"),
+                leaf(format!("{p2}/Version"), "1.0.0.0"),
+                leaf(format!("{p2}/Title"), "Sample2"),
+                leaf(format!("{p2}/Publisher"), "Contoso"),
+                leaf(format!("{p2}/InstallDate"), "2026-03-01T10:01:00Z"),
+            ]
+        );
+        // Interior items carry an empty Type, as in the seed.
+        assert_eq!(items[0].meta.as_ref().and_then(|m| m.type_.as_deref()), Some(""));
+        // On the wire: the interior item as in the seed, a leaf with Source and Data only.
+        let xml = crate::syncml::encode(&crate::syncml::SyncMl {
+            body: crate::syncml::SyncBody {
+                commands: vec![Command::Results(crate::syncml::Results {
+                    cmd_id: "3".into(),
+                    msg_ref: "1".into(),
+                    cmd_ref: "2".into(),
+                    meta: None,
+                    target_refs: vec![],
+                    source_refs: vec![],
+                    items: items[..4].to_vec(),
+                })],
+                final_: true,
+            },
+            ..Default::default()
+        });
+        assert!(
+            xml.contains(&format!(
+                r#"<Item><Source><LocURI>{INV}</LocURI></Source><Meta><Format xmlns="syncml:metinf">node</Format><Type xmlns="syncml:metinf"></Type></Meta></Item>"#
+            )),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(&format!(
+                r#"<Item><Source><LocURI>{p1}/Version</LocURI></Source><Data>1.0.0.0</Data></Item>"#
+            )),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn product_ids_match_decoded_and_are_echoed_as_received() {
+        let mut d = started(&[]);
+        // Escaped, as the seed sends it: echoed escaped.
+        let (code, items) = d.get_all(&format!("{DL}/Name"));
+        assert_eq!(code, StatusCode::Ok);
+        assert_eq!(items[0].source.as_deref(), Some(format!("{DL}/Name").as_str()));
+        // The same node written with literal braces is the same node, echoed with braces.
+        let literal = format!("{ENT}/EnterpriseApps/Download/{{B316008A-141D-4A79-810F-8B764C4CFDFB}}/Name");
+        let (code, items) = d.get_all(&literal);
+        assert_eq!((code, items[0].data.as_deref()), (StatusCode::Ok, Some("ContosoApp1")));
+        assert_eq!(items[0].source.as_deref(), Some(literal.as_str()));
+        // Child lists give the name escaped.
+        assert_eq!(d.get(&format!("{ENT}/EnterpriseApps/Download")).as_deref(), Some(PID));
+    }
+
+    #[test]
+    fn a_404_ends_in_download_failed_with_its_hresult() {
+        let mut d = started(&[]);
+        d.advance(Duration::seconds(5));
+        d.answer(FetchOutcome::HttpStatus(404));
+        assert_eq!(d.status().as_deref(), Some("7"));
+        assert_eq!(d.get(&format!("{DL}/LastError")), Some(hr(0x8019_0194)));
+        assert_eq!(d.get(&format!("{DL}/LastError")).as_deref(), Some("-2145844844"));
+        let desc = d.get(&format!("{DL}/LastErrorDesc")).unwrap_or_default();
+        assert!(desc.starts_with("0x80190194") && desc.contains("404"), "{desc}");
+        assert_eq!(d.get(&format!("{INV}/{PID}")), None);
+        // No retry by default: only the 7-day expiry remains.
+        d.advance(Duration::days(1));
+        assert!(d.fetches.is_empty());
+        assert_eq!(d.status().as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn each_download_failure_has_its_own_lasterror() {
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hello"));
+        let zeros = "0".repeat(64);
+        let cases: Vec<(Vec<(&str, &str)>, FetchOutcome, &str, u32)> = vec![
+            (vec![], FetchOutcome::HttpStatus(500), "7", 0x8019_01F4),
+            (vec![], FetchOutcome::ConnectionRefused, "7", 0x8007_2EFD),
+            (vec![], FetchOutcome::Timeout, "7", 0x8007_2EE2),
+            (vec![], FetchOutcome::Failed("dns error: failed to lookup address".into()), "7", 0x8007_2EE7),
+            (vec![], FetchOutcome::Failed("connection reset".into()), "7", 0x8007_2EFE),
+            (vec![("entapp_size:{B316008A-141D-4A79-810F-8B764C4CFDFB}", "6")], ok_body(), "7", 0x8007_000D),
+            (vec![("entapp_sha256:b316008a-141d-4a79-810f-8b764c4cfdfb", &zeros)], ok_body(), "7", 0x8009_6010),
+            (vec![("entapp_rejected:{B316008A-141D-4A79-810F-8B764C4CFDFB}", "true")], ok_body(), "6", 0x8007_3CF2),
+            (vec![("entapp_enterprise_status", "2")], ok_body(), "6", 0x8007_3CFF),
+            // Expectations that hold let the install through.
+            (
+                vec![
+                    ("entapp_size:{B316008A-141D-4A79-810F-8B764C4CFDFB}", "5"),
+                    ("entapp_sha256:{B316008A-141D-4A79-810F-8B764C4CFDFB}", &sha),
+                ],
+                ok_body(),
+                "5",
+                0,
+            ),
+        ];
+        let mut seen = Vec::new();
+        for (settings, outcome, status, hresult) in cases {
+            let mut d = started(&settings);
+            d.advance(Duration::seconds(5));
+            d.answer(outcome.clone());
+            d.advance(Duration::minutes(2));
+            assert_eq!(d.status().as_deref(), Some(status), "{outcome:?} {settings:?}");
+            assert_eq!(d.get(&format!("{DL}/LastError")), Some(hr(hresult)), "{outcome:?} {settings:?}");
+            let desc = d.get(&format!("{DL}/LastErrorDesc")).unwrap_or_default();
+            if hresult != 0 {
+                assert!(desc.starts_with(&format!("0x{hresult:08X}: ")), "{desc}");
+                assert!(!seen.contains(&hresult), "LastError {hresult:#x} used twice");
+                seen.push(hresult);
+                assert_eq!(d.get(&format!("{INV}/{PID}")), None);
+            } else {
+                assert_eq!(desc, "");
+                assert!(d.get(&format!("{INV}/{PID}")).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_fails_without_a_fetch() {
+        let mut d = Dev::new(&[]);
+        d.run(ENROLL);
+        d.run(&install_atomic("ftp://contoso.com/app.xap", "1.0"));
+        d.advance(Duration::seconds(5));
+        assert!(d.fetches.is_empty());
+        assert_eq!(d.status().as_deref(), Some("7"));
+        assert_eq!(d.get(&format!("{DL}/LastError")), Some(hr(0x8007_0057)));
+    }
+
+    #[test]
+    fn an_add_within_7_days_is_418_then_replace_and_exec_reinstall() {
+        let mut d = started(&[]);
+        d.advance(Duration::seconds(5));
+        d.answer(ok_body());
+        d.advance(Duration::minutes(2));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        d.advance(Duration::days(6));
+        let out = d.run(&install_atomic(URL, "3.0.0.0"));
+        assert_eq!(out[0].code, StatusCode::AtomicFailed);
+        assert!(out.iter().any(|o| o.cmd == "Add" && o.code == StatusCode::AlreadyExists), "{out:?}");
+        assert_eq!(d.get(&format!("{DL}/Version")).as_deref(), Some("2.0.0.0"));
+        // The seed's way around: Replace Name/URL/Version and Exec, in an Atomic.
+        let out = d.run(&replace_atomic(URL, "3.0.0.0"));
+        assert_eq!(codes(&out), [("Atomic".into(), 200), ("Replace".into(), 200), ("Exec".into(), 200)]);
+        assert_eq!(d.status().as_deref(), Some("1"));
+        assert_eq!(d.get(&format!("{DL}/LastError")).as_deref(), Some("0"));
+        d.advance(Duration::seconds(5));
+        d.answer(ok_body());
+        d.advance(Duration::minutes(2));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        assert_eq!(d.get(&format!("{INV}/{PID}/Version")).as_deref(), Some("3.0.0.0"));
+        // The retention counts from the new completion: still there 6 days later.
+        d.advance(Duration::days(6));
+        assert_eq!(d.status().as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_download_node_is_gone_after_7_days_and_add_works_again() {
+        let mut d = started(&[]);
+        d.advance(Duration::seconds(5));
+        d.answer(ok_body());
+        // Installed 60 s after the Exec (5 queued + 20 downloading + 5 + 30).
+        d.advance(Duration::seconds(55));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        d.advance(Duration::days(7) - Duration::seconds(1));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        d.advance(Duration::seconds(1));
+        assert_eq!(d.get(DL), None);
+        assert_eq!(d.get_all(DL).0, StatusCode::NotFound);
+        assert_eq!(d.get(&format!("{ENT}/EnterpriseApps/Download")).as_deref(), Some(""));
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), None);
+        // The app stays installed; a new Add goes through.
+        assert!(d.get(&format!("{INV}/{PID}")).is_some());
+        let out = d.run(&install_atomic(URL, "4.0.0.0"));
+        assert_eq!(out[0].code, StatusCode::Ok, "{out:?}");
+        assert_eq!(d.status().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn delete_of_an_inventory_app_uninstalls_it() {
+        let mut d = Dev::new(&[]);
+        preinstall(
+            &mut d.state,
+            "4000000001",
+            &InstalledApp {
+                product_id: "{B316008A-141D-4A79-810F-8B764C4CFDFB}".into(),
+                version: "1.0.0.0".into(),
+                title: "ContosoApp1".into(),
+                publisher: "Contoso".into(),
+                install_date: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            },
+        );
+        assert_eq!(d.get(INV).as_deref(), Some(PID));
+        assert_eq!(d.get(&format!("{INV}/{PID}/Title")).as_deref(), Some("ContosoApp1"));
+        // Inventory leaves are Get only.
+        let out = d.run(&format!(
+            r#"<Replace><CmdID>2</CmdID><Item><Target><LocURI>{INV}/{PID}/Version</LocURI></Target><Data>9</Data></Item></Replace>"#
+        ));
+        assert_eq!(out[0].code, StatusCode::CommandNotAllowed);
+        // The seed's uninstall example.
+        let out = d.run(&format!(
+            r#"<Delete><CmdID>2</CmdID><Item><Target><LocURI>{INV}/{PID}</LocURI></Target></Item></Delete>"#
+        ));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        assert_eq!(d.get_all(&format!("{INV}/{PID}")).0, StatusCode::NotFound);
+        assert_eq!(d.get(INV).as_deref(), Some(""));
+        let out = d.run(&format!(
+            r#"<Delete><CmdID>3</CmdID><Item><Target><LocURI>{INV}/{PID}</LocURI></Target></Item></Delete>"#
+        ));
+        assert_eq!(out[0].code, StatusCode::NotFound);
+    }
+
+    #[test]
+    fn the_seeds_atomic_with_its_locuri_typo_rolls_back_everything() {
+        let mut d = Dev::new(&[]);
+        d.run(ENROLL);
+        let before = d.state.clone();
+        let out = d.run(SEED_ATOMIC);
+        assert_eq!(out[0].cmd, "Atomic");
+        assert_eq!(out[0].code, StatusCode::AtomicFailed);
+        // The Add's items differ: three rolled back, the typo'd one not found.
+        let add: Vec<(Vec<String>, u16)> =
+            out.iter().filter(|o| o.cmd == "Add").map(|o| (o.target_refs.clone(), o.code.code())).collect();
+        assert_eq!(add.len(), 4, "{out:?}");
+        assert_eq!(add.iter().filter(|(_, c)| *c == 216).count(), 3);
+        let typo = add.iter().find(|(_, c)| *c == 404).expect("a 404 item");
+        assert!(typo.0[0].contains("Download%7BB316008A"), "{typo:?}");
+        let exec = out.iter().find(|o| o.cmd == "Exec").expect("Exec status");
+        assert_eq!(exec.code, StatusCode::AtomicRollbackOk);
+        // Nothing was created and nothing will run.
+        assert_eq!(d.state, before);
+        assert_eq!(d.get_all(DL).0, StatusCode::NotFound);
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), None);
+    }
+
+    #[test]
+    fn confirm_waits_for_the_simulated_user() {
+        let mut d = started(&[("entapp_require_confirmation", "true"), ("entapp_confirm_secs", "120")]);
+        assert_eq!(d.status().as_deref(), Some("0"));
+        d.advance(Duration::seconds(119));
+        assert_eq!(d.status().as_deref(), Some("0"));
+        d.advance(Duration::seconds(1));
+        assert_eq!(d.status().as_deref(), Some("1"));
+        d.advance(Duration::seconds(5));
+        assert_eq!(d.status().as_deref(), Some("2"));
+        assert_eq!(d.fetches.len(), 1);
+    }
+
+    #[test]
+    fn step_durations_come_from_the_template_and_exec_does_not_restart_a_running_install() {
+        let mut d = started(&[
+            ("entapp_queue_secs", "3600"),
+            ("entapp_download_secs", "0"),
+            ("entapp_downloaded_secs", "0"),
+            ("entapp_install_secs", "7200"),
+        ]);
+        d.advance(Duration::minutes(59));
+        // A server polling in a later session still sees QUEUED.
+        assert_eq!(d.status().as_deref(), Some("1"));
+        let exec = format!(
+            r#"<Exec><CmdID>7</CmdID><Item><Target><LocURI>{DL}/DownloadInstall</LocURI></Target></Item></Exec>"#
+        );
+        assert_eq!(d.run(&exec)[0].code, StatusCode::Ok);
+        d.advance(Duration::minutes(1));
+        assert_eq!(d.status().as_deref(), Some("2"));
+        d.answer(ok_body());
+        d.advance(Duration::seconds(0));
+        assert_eq!(d.status().as_deref(), Some("4"));
+        d.advance(Duration::minutes(119));
+        assert_eq!(d.status().as_deref(), Some("4"));
+        d.advance(Duration::minutes(1));
+        assert_eq!(d.status().as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn a_fetch_that_never_reports_is_asked_again_and_late_answers_are_ignored() {
+        let mut d = started(&[("entapp_fetch_watchdog_secs", "60")]);
+        d.advance(Duration::seconds(5));
+        assert_eq!(d.fetches.len(), 1);
+        d.advance(Duration::seconds(60));
+        assert_eq!(d.fetches.len(), 2);
+        assert_eq!(d.status().as_deref(), Some("2"));
+        d.answer(ok_body());
+        // The duplicate arrives after the first answer: ignored.
+        d.answer(FetchOutcome::HttpStatus(404));
+        d.advance(Duration::minutes(2));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        // A stale answer after completion changes nothing either.
+        let node = format!("{ROOT}/4000000001/EnterpriseApps/Download/{{B316008A-141D-4A79-810F-8B764C4CFDFB}}");
+        let e = d.reg.on_fetch(&mut d.state, &d.env, CSP_NAME, &node, &FetchOutcome::Timeout);
+        assert!(e.is_empty());
+        assert_eq!(d.status().as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn deleting_the_enterprise_removes_apps_downloads_and_timers() {
+        let mut d = started(&[]);
+        d.advance(Duration::seconds(5));
+        let out =
+            d.run(&format!(r#"<Delete><CmdID>2</CmdID><Item><Target><LocURI>{ENT}</LocURI></Target></Item></Delete>"#));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        assert_eq!(d.get_all(ENT).0, StatusCode::NotFound);
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), None);
+        assert!(d.state.is_empty(), "{:?}", d.state.iter().collect::<Vec<_>>());
+        // The download's answer arrives after the unenrollment: nothing comes back.
+        d.answer(ok_body());
+        assert!(d.state.is_empty());
+    }
+
+    #[test]
+    fn retry_model_retries_retry_codes_3_times_at_5_minutes_then_every_24_hours() {
+        let mut d = started(&[("entapp_retry", "true")]);
+        d.advance(Duration::seconds(5));
+        let t_fail = d.env.now;
+        d.answer(FetchOutcome::ConnectionRefused);
+        assert_eq!(d.status().as_deref(), Some("7"));
+        let mut retries_at = Vec::new();
+        for _ in 0..5 {
+            let next = d.reg.next_deadline(&mut d.state, &d.env).expect("a retry is scheduled");
+            retries_at.push(next - t_fail);
+            d.advance(next - d.env.now);
+            assert_eq!(d.status().as_deref(), Some("2"));
+            assert_eq!(d.fetches.len(), 1);
+            d.answer(FetchOutcome::ConnectionRefused);
+            assert_eq!(d.status().as_deref(), Some("7"));
+        }
+        let m = Duration::minutes;
+        let h = Duration::hours;
+        assert_eq!(retries_at, [m(5), m(10), m(15), m(15) + h(24), m(15) + h(48)]);
+        // The next attempt succeeds: installed.
+        d.advance(h(24));
+        d.answer(ok_body());
+        d.advance(m(2));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        assert_eq!(d.get(&format!("{DL}/LastError")).as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn retry_model_retries_other_failures_every_24_hours() {
+        let mut d = started(&[("entapp_retry", "true")]);
+        d.advance(Duration::seconds(5));
+        let t_fail = d.env.now;
+        d.answer(FetchOutcome::HttpStatus(404));
+        assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), Some(t_fail + Duration::hours(24)));
+        d.advance(Duration::hours(24));
+        assert_eq!(d.fetches.len(), 1);
+        assert_eq!(d.status().as_deref(), Some("2"));
     }
 }

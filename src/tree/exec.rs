@@ -315,7 +315,10 @@ impl<'a> Tree<'a> {
     /// the Inventory node, then each product node, then the products' leaves).
     fn struct_data(&mut self, r: &Resolved<'_>, uri: &str, items: &mut Vec<Item>) {
         let mut queue = std::collections::VecDeque::new();
-        queue.push_back((Resolved { csp: r.csp, chain: r.chain.clone(), rel: r.rel.clone(), scope: r.scope, base: r.base.clone() }, uri.to_string()));
+        queue.push_back((
+            Resolved { csp: r.csp, chain: r.chain.clone(), rel: r.rel.clone(), scope: r.scope, base: r.base.clone() },
+            uri.to_string(),
+        ));
         while let Some((node, uri)) = queue.pop_front() {
             let spec = node.spec();
             if !spec.ops.contains(Ops::GET) {
