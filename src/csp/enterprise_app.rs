@@ -18,7 +18,8 @@
 //! in `Inventory/<ProductID>` with `Version` (from Download/Version), `Title` (from Name),
 //! `Publisher` and `InstallDate` (`YYYY-MM-DDTHH:MM:SSZ`, the shape of the seed's example
 //! values). An Exec while an install is in progress (Status 0-4) is answered 200 and does not
-//! restart it.
+//! restart it. Status has no value (Get → 404) until the first Exec; LastError reads 0 and
+//! LastErrorDesc empty until a failure.
 //!
 //! After the install ends the Download node is kept for 7 days (seed: "the node can persist for
 //! up to 1 week"): an Add of its nodes gets 418 and the server uses Replace + Exec; then a timer
@@ -353,7 +354,9 @@ struct Timing {
 
 impl Timing {
     fn of(s: &Settings) -> Self {
-        let secs = |k: &str, d: u64| Duration::seconds(i64::try_from(s.u64_or(k, d)).unwrap_or(i64::MAX / 1000));
+        // Capped at 100 years so that `now + duration` cannot overflow whatever a template says.
+        const MAX_SECS: u64 = 100 * 365 * 24 * 3600;
+        let secs = |k: &str, d: u64| Duration::seconds(s.u64_or(k, d).min(MAX_SECS) as i64);
         Timing {
             queue: secs("entapp_queue_secs", 5),
             download: secs("entapp_download_secs", 20),
@@ -1143,7 +1146,9 @@ mod tests {
     fn each_download_failure_has_its_own_lasterror() {
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hello"));
         let zeros = "0".repeat(64);
-        let cases: Vec<(Vec<(&str, &str)>, FetchOutcome, &str, u32)> = vec![
+        /// Template settings, what the runner reports, the Status and LastError expected.
+        type Case<'a> = (Vec<(&'a str, &'a str)>, FetchOutcome, &'a str, u32);
+        let cases: Vec<Case> = vec![
             (vec![], FetchOutcome::HttpStatus(500), "7", 0x8019_01F4),
             (vec![], FetchOutcome::ConnectionRefused, "7", 0x8007_2EFD),
             (vec![], FetchOutcome::Timeout, "7", 0x8007_2EE2),
@@ -1300,6 +1305,28 @@ mod tests {
         assert_eq!(d.state, before);
         assert_eq!(d.get_all(DL).0, StatusCode::NotFound);
         assert_eq!(d.reg.next_deadline(&mut d.state, &d.env), None);
+    }
+
+    #[test]
+    fn a_device_that_was_off_catches_up_in_one_timer_call() {
+        let mut d = started(&[]);
+        d.advance(Duration::seconds(5));
+        d.answer(ok_body());
+        // The runner comes back an hour later and calls the timers once.
+        d.env.now += Duration::hours(1);
+        let e = d.reg.on_deadline(&mut d.state, &d.env);
+        assert!(e.is_empty());
+        assert_eq!(d.status().as_deref(), Some("5"));
+        // The steps happened when they were due, not when the runner woke up.
+        assert_eq!(d.get(&format!("{INV}/{PID}/InstallDate")).as_deref(), Some("2026-03-01T10:01:00Z"));
+    }
+
+    #[test]
+    fn absurd_durations_in_a_template_do_not_overflow_the_clock() {
+        let mut d = started(&[("entapp_queue_secs", "18446744073709551615")]);
+        assert_eq!(d.status().as_deref(), Some("1"));
+        d.advance(Duration::days(365));
+        assert_eq!(d.status().as_deref(), Some("1"));
     }
 
     #[test]
