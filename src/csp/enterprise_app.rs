@@ -21,6 +21,10 @@
 //! restart it. Status has no value (Get → 404) until the first Exec; LastError reads 0 and
 //! LastErrorDesc empty until a failure.
 //!
+//! Adding both `StoreProductID/ProductId` and `StoreUri` to an enterprise starts the same machine
+//! for that product by itself (the seed's "first enterprise application ... automatically
+//! installed"), with the product ID as its Name.
+//!
 //! After the install ends the Download node is kept for 7 days (seed: "the node can persist for
 //! up to 1 week"): an Add of its nodes gets 418 and the server uses Replace + Exec; then a timer
 //! deletes it.
@@ -430,6 +434,27 @@ impl Job {
         cx.value(&format!("{}/URL", self.node())).unwrap_or_default().trim().to_string()
     }
 
+    /// Starts (or restarts) the job: 0 CONFIRM or 1 QUEUED, LastError cleared, retry count reset.
+    fn start(&self, cx: &mut CspCx<'_>) {
+        let t = Timing::of(&cx.env.settings);
+        let now = cx.env.now;
+        let k = format!("{META}/{}/{}", self.enterprise, self.product);
+        cx.state.remove_subtree(&k);
+        let d = self.node();
+        cx.set(&format!("{d}/LastError"), "0");
+        cx.set(&format!("{d}/LastErrorDesc"), "");
+        match t.confirm {
+            Some(after) => {
+                self.set_status(cx, DownloadStatus::Confirm);
+                self.set_time(cx, "due", now + after);
+            }
+            None => {
+                self.set_status(cx, DownloadStatus::Queued);
+                self.set_time(cx, "due", now + t.queue);
+            }
+        }
+    }
+
     /// Enters 2 DOWNLOADING and asks the runner for the package.
     fn start_download(&self, cx: &mut CspCx<'_>, t: &Timing) {
         let url = self.url(cx);
@@ -599,6 +624,27 @@ impl Job {
     }
 }
 
+/// The seed's "first auto-downloadable app link": once an enterprise has both
+/// `StoreProductID/ProductId` and `StoreUri`, the client downloads and installs that app (usually
+/// the Company Hub) by itself, through the same Download node and state machine an Exec starts.
+/// Its Name (the inventory Title) is the product ID, the only name the server gave.
+fn first_app(cx: &mut CspCx<'_>, enterprise: &str) {
+    let product = cx.value(&format!("{enterprise}/StoreProductID/ProductId")).unwrap_or_default().trim().to_string();
+    let uri = cx.value(&format!("{enterprise}/StoreUri")).unwrap_or_default().trim().to_string();
+    if product.is_empty() || uri.is_empty() || product.contains('/') {
+        return;
+    }
+    let job = Job { enterprise: enterprise.to_string(), product: product.clone() };
+    let d = job.node();
+    if cx.exists(&d) {
+        return;
+    }
+    cx.create(&d);
+    cx.set(&format!("{d}/Name"), product);
+    cx.set(&format!("{d}/URL"), uri);
+    job.start(cx);
+}
+
 fn enterprise_status(cx: &CspCx<'_>, enterprise: &str) -> u8 {
     cx.env
         .settings
@@ -676,10 +722,16 @@ impl Csp for EnterpriseAppManagement {
 
     fn after_write(&self, cx: &mut CspCx<'_>, op: WriteOp, node: NodeRef<'_>) -> Result<(), StatusCode> {
         let segs: Vec<&str> = node.segments().collect();
-        if let (WriteOp::Delete, [enterprise]) = (op, segs.as_slice()) {
-            // Unenrollment of the enterprise removes its apps (done by the engine) and timers.
-            let k = format!("{META}/{enterprise}");
-            cx.state.remove_subtree(&k);
+        match (op, segs.as_slice()) {
+            (WriteOp::Delete, [enterprise]) => {
+                // Unenrollment of the enterprise removes its apps (done by the engine) and timers.
+                let k = format!("{META}/{enterprise}");
+                cx.state.remove_subtree(&k);
+            }
+            (WriteOp::Add, [enterprise, "StoreUri"] | [enterprise, "StoreProductID", "ProductId"]) => {
+                first_app(cx, enterprise);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -693,23 +745,7 @@ impl Csp for EnterpriseAppManagement {
         if job.status(cx).is_some_and(DownloadStatus::in_progress) && job.time(cx, "due").is_some() {
             return StatusCode::Ok;
         }
-        let t = Timing::of(&cx.env.settings);
-        let now = cx.env.now;
-        let k = format!("{META}/{enterprise}/{product}");
-        cx.state.remove_subtree(&k);
-        let d = job.node();
-        cx.set(&format!("{d}/LastError"), "0");
-        cx.set(&format!("{d}/LastErrorDesc"), "");
-        match t.confirm {
-            Some(after) => {
-                job.set_status(cx, DownloadStatus::Confirm);
-                job.set_time(cx, "due", now + after);
-            }
-            None => {
-                job.set_status(cx, DownloadStatus::Queued);
-                job.set_time(cx, "due", now + t.queue);
-            }
-        }
+        job.start(cx);
         StatusCode::Ok
     }
 
@@ -1327,6 +1363,26 @@ mod tests {
         assert_eq!(d.status().as_deref(), Some("1"));
         d.advance(Duration::days(365));
         assert_eq!(d.status().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn store_product_id_and_store_uri_install_the_first_app_by_themselves() {
+        let mut d = Dev::new(&[]);
+        let out = d.run(&format!(
+            r#"<Add><CmdID>2</CmdID>
+            <Item><Target><LocURI>{ENT}/EnrollmentToken</LocURI></Target><Data>token</Data></Item>
+            <Item><Target><LocURI>{ENT}/StoreProductID/ProductId</LocURI></Target><Data>{{B316008A-141D-4A79-810F-8B764C4CFDFB}}</Data></Item>
+            <Item><Target><LocURI>{ENT}/StoreUri</LocURI></Target><Data>{URL}</Data></Item></Add>"#
+        ));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        assert_eq!(d.status().as_deref(), Some("1"));
+        d.advance(Duration::seconds(5));
+        assert_eq!(d.fetches.len(), 1);
+        assert_eq!(d.fetches[0].1, URL);
+        d.answer(ok_body());
+        d.advance(Duration::minutes(2));
+        assert_eq!(d.status().as_deref(), Some("5"));
+        assert_eq!(d.get(&format!("{INV}/{PID}/Title")).as_deref(), Some("{B316008A-141D-4A79-810F-8B764C4CFDFB}"));
     }
 
     #[test]
