@@ -6,6 +6,7 @@
 
 pub mod csp;
 pub mod device;
+pub mod runner;
 pub mod session;
 pub mod syncml;
 pub mod tree;
