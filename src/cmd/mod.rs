@@ -1,8 +1,11 @@
 //! The commands of the binary. Each module parses its own arguments (clap) and runs them;
 //! errors are `anyhow` here only, tagged with an exit code through [`exit::Fail`].
 
+pub mod device;
 pub mod exit;
+pub mod sync;
 pub mod syncml;
+pub mod tree;
 
 /// Sets up `tracing` output on stderr: `-v` levels, overridden by `RUST_LOG`.
 pub fn init_logging(verbose: u8) {

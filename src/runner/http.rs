@@ -223,19 +223,21 @@ fn retry_after(value: Option<&HeaderValue>) -> Duration {
     }
 }
 
-/// An error and its sources, joined: reqwest's top message alone rarely says what happened.
+/// An error and its sources, joined: reqwest's top message alone rarely says what happened,
+/// and its wrappers ("error sending request for url (...)", "client error (Connect)") repeat
+/// what the caller's message already says.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = Some(e);
     while let Some(c) = src {
         let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
+        let wrapper = t.starts_with("error sending request") || t.starts_with("client error (");
+        if !wrapper && !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
         }
         src = c.source();
     }
-    s
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 #[cfg(test)]

@@ -115,7 +115,8 @@ pub async fn run_session(
 
 fn failed(device: &mut Device, f: session::Failed) -> SessionReport {
     device.tree.commit();
-    tracing::warn!(device = %device.id, error = %f.error, "session failed; tree rolled back");
+    // The caller reports the error; this is the log of it.
+    tracing::info!(device = %device.id, error = %f.error, "session failed; tree rolled back");
     SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new() }
 }
 

@@ -335,6 +335,8 @@ pub struct AwaitingServer {
 }
 
 /// What a server message led to.
+// One value per session step, matched at once; boxing the state would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// Send this message and wait again.
     Send(AwaitingServer, SyncMl),
