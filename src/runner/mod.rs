@@ -80,7 +80,10 @@ pub async fn run_session(
     loop {
         let n = awaiting.awaiting_reply_to();
         let body = syncml::encode(&msg);
-        write_transcript(opts.transcript.as_deref(), n, "client", &pretty(&msg));
+        let shown = pretty(&msg);
+        tracing::debug!(msg_id = n, commands = msg.body.commands.len(), final_ = msg.body.final_, "client message");
+        tracing::trace!("client message {n}:\n{shown}");
+        write_transcript(opts.transcript.as_deref(), n, "client", &shown);
         let target = awaiting.resp_uri().map(str::to_string).unwrap_or_else(|| url.clone());
         let answer = transport.post(&target, &body, &request_id).await;
         let env = device.env(Utc::now());
@@ -89,6 +92,7 @@ pub async fn run_session(
             Ok(None) => Next::Finished(awaiting.receive_empty(&mut cx)),
             Ok(Some(text)) => {
                 let shown = syncml::decode(&text).map(|m| pretty(&m)).unwrap_or_else(|_| text.clone());
+                tracing::trace!("server answer to {n}:\n{shown}");
                 write_transcript(opts.transcript.as_deref(), n, "server", &shown);
                 awaiting.receive(&text, &mut cx)
             }

@@ -477,3 +477,34 @@ fn fault_nobody_listening_is_unreachable_and_unknown_device_is_a_state_error() {
         mdmsim(&["device", "new", "--state", &state, "--server", "http://127.0.0.1:9/x", "--id", "xyz"]);
     assert_eq!(code, 2, "{err}");
 }
+
+// ---- TLS ----
+
+#[test]
+fn tls_is_verified_by_default_and_ca_cert_or_insecure_let_the_session_through() {
+    let server = crate::support::tls::TlsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    new_device(&state, &server.url, 9);
+    let state = state.to_string_lossy().into_owned();
+
+    let (code, _, err) = mdmsim(&["sync", "--state", &state, "--timeout", "10"]);
+    assert_eq!(code, 3, "an unknown CA is refused: {err}");
+    assert!(err.contains("TLS with https://127.0.0.1:"), "{err}");
+    assert_eq!(server.served(), 0);
+
+    let (code, out, err) = mdmsim(&["sync", "--state", &state, "--ca-cert", &ca.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("completed"), "{out}");
+    assert_eq!(server.served(), 1);
+
+    let (code, _, err) = mdmsim(&["sync", "--state", &state, "--insecure"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.served(), 2);
+
+    let (code, _, err) = mdmsim(&["sync", "--state", &state, "--ca-cert", "/nonexistent/ca.pem"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ca-cert /nonexistent/ca.pem"), "{err}");
+}

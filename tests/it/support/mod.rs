@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod server;
+pub mod tls;
 
 use std::path::Path;
 use std::process::{Command, Output};
