@@ -61,8 +61,7 @@ impl TlsServer {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
                 // Read the head and the body the Content-Length announces.
-                loop {
-                    let Ok(n) = tls.read(&mut chunk) else { break };
+                while let Ok(n) = tls.read(&mut chunk) {
                     if n == 0 {
                         break;
                     }
