@@ -133,8 +133,10 @@ pub enum Fault {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {
     /// The server's reply is not SyncML or not well-formed.
-    #[error("server message in reply to client message {reply_to} is not valid SyncML: {source}")]
-    Malformed { reply_to: u32, source: DecodeError },
+    #[error(
+        "server message in reply to client message {reply_to} is not valid SyncML (line {line}, column {column}): {source}"
+    )]
+    Malformed { reply_to: u32, line: usize, column: usize, source: DecodeError },
     /// The server's header names another session.
     #[error("server message {msg_id} has SessionID {got:?}, this session is {expected:?}")]
     WrongSession { msg_id: String, expected: String, got: String },
@@ -395,9 +397,10 @@ impl AwaitingServer {
             Ok(msg) => self.receive_message(&msg, cx),
             Err(source) => {
                 let reply_to = self.awaiting_reply_to();
+                let (line, column) = syncml::line_col(text, source.offset());
                 let mut core = self.core;
                 core.summary.messages_received += 1;
-                Next::Failed(core.fail(SessionError::Malformed { reply_to, source }, cx))
+                Next::Failed(core.fail(SessionError::Malformed { reply_to, line, column, source }, cx))
             }
         }
     }

@@ -145,6 +145,7 @@ async fn full_session_answers_every_command_kind_with_exact_statuses_and_results
                 ],
             ),
             get("g5", &format!("{LAB}/Items")),
+            exec("e4", &format!("{LAB}/Report")),
         ])),
         Reply::Empty,
     ]);
@@ -200,8 +201,14 @@ async fn full_session_answers_every_command_kind_with_exact_statuses_and_results
             "at2b Replace 405",
             "at2c Add 216",
             "g5 Get 200",
+            "e4 Exec 200",
         ]
     );
+    // The CSP's client alert goes out in the very next message, after the statuses.
+    let Some(Command::Alert(alert)) = sent[2].body.commands.last() else { panic!("{:?}", sent[2].body.commands) };
+    assert_eq!(alert.data, "1226");
+    assert_eq!(alert.items[0].data.as_deref(), Some("0"));
+    assert_eq!(alert.items[0].meta.as_ref().and_then(|m| m.type_.as_deref()), Some("com.example.lab.report"));
     assert_eq!(results(&sent[2]), ["g5: ./Vendor/MSFT/Lab/Items (node) = a/c"]);
     // MsgIDs count per sender; CmdIDs restart at 1 in every message.
     let ids: Vec<&str> = sent.iter().map(|m| m.hdr.msg_id.as_str()).collect();
@@ -227,6 +234,9 @@ async fn full_session_answers_every_command_kind_with_exact_statuses_and_results
     assert_eq!(s.statuses_sent.get(&216), Some(&2));
     assert_eq!(s.statuses_sent.get(&507), Some(&1));
     assert_eq!(device.sessions, 1);
+    let kinds: Vec<&str> = s.effects.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["alert", "request_session"]);
+    assert_eq!(report.effects, [mdmsim::tree::Effect::RequestSession { reason: "lab report".into() }]);
 }
 
 #[tokio::test]
@@ -444,7 +454,7 @@ fn fault_connection_closed_mid_body_is_a_protocol_error() {
 fn fault_malformed_xml_is_a_protocol_error() {
     let (code, err) = fault_session(Reply::Raw("<SyncML><SyncHdr><VerDTD>1.2</SyncHdr>".into()), &[]);
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("in reply to client message 2 is not valid SyncML"), "{err}");
+    assert!(err.contains("in reply to client message 2 is not valid SyncML (line 1, column"), "{err}");
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! interior nodes the server adds and deletes, typed leaves, a Replace-only setting, an Exec
 //! that counts and an Exec that fails.
 
-use mdmsim::syncml::StatusCode;
-use mdmsim::tree::{Csp, CspCx, Format, NodeRef, NodeSpec, Ops, Registry};
+use mdmsim::syncml::{Item, Meta, StatusCode};
+use mdmsim::tree::{Csp, CspCx, Effect, Format, NodeRef, NodeSpec, Ops, Registry};
 
 static LAB: NodeSpec = NodeSpec::interior(
     "Lab",
@@ -26,6 +26,7 @@ static LAB: NodeSpec = NodeSpec::interior(
         NodeSpec::leaf("Reboots", Format::Int, Ops::GET).default("0"),
         NodeSpec::leaf("Reboot", Format::Null, Ops::EXEC),
         NodeSpec::leaf("Explode", Format::Null, Ops::EXEC),
+        NodeSpec::leaf("Report", Format::Null, Ops::EXEC),
     ],
 );
 
@@ -50,6 +51,14 @@ impl Csp for Lab {
             "Reboot" => {
                 let n: u64 = cx.value("Reboots").and_then(|v| v.parse().ok()).unwrap_or(0);
                 cx.set("Reboots", (n + 1).to_string());
+                StatusCode::Ok
+            }
+            "Report" => {
+                // A client alert for the next message and a request for another session.
+                let mut item = Item::source_data("./Vendor/MSFT/Lab/Report", "0");
+                item.meta = Some(Meta::typed("com.example.lab.report", Some("int")));
+                cx.emit(Effect::Alert { code: 1226, item });
+                cx.emit(Effect::RequestSession { reason: "lab report".into() });
                 StatusCode::Ok
             }
             _ => StatusCode::CommandFailed,
