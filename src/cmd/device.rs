@@ -19,6 +19,18 @@ use super::exit::{STATE, USAGE, fail};
 pub enum Device {
     /// Create a pre-provisioned device and print its device id.
     New(NewArgs),
+    /// List the devices of a state directory (the default one marked with `*`).
+    List(ListArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// Print a JSON array of {id, profile, server, sessions, default}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -49,7 +61,33 @@ pub struct NewArgs {
 pub fn run(cmd: Device) -> anyhow::Result<ExitCode> {
     match cmd {
         Device::New(a) => new(a),
+        Device::List(a) => list(a),
     }
+}
+
+fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    let default = store.default_id().map_err(|e| fail(STATE, e.to_string()))?;
+    let mut rows = Vec::new();
+    for id in store.ids().map_err(|e| fail(STATE, e.to_string()))? {
+        let d = store.load(Some(&id)).map_err(|e| fail(STATE, e.to_string()))?;
+        let is_default = default.as_deref() == Some(id.as_str());
+        if !a.json {
+            let mark = if is_default { "*" } else { " " };
+            println!("{mark} {}  {}  {}  sessions={}", d.id, d.profile.as_str(), d.server_url, d.sessions);
+        }
+        rows.push(serde_json::json!({
+            "id": d.id.as_str(),
+            "profile": d.profile.as_str(),
+            "server": d.server_url,
+            "sessions": d.sessions,
+            "default": is_default,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new(a: NewArgs) -> anyhow::Result<ExitCode> {

@@ -84,7 +84,13 @@ pub async fn run_session(
         tracing::debug!(msg_id = n, commands = msg.body.commands.len(), final_ = msg.body.final_, "client message");
         tracing::trace!("client message {n}:\n{shown}");
         write_transcript(opts.transcript.as_deref(), n, "client", &shown);
-        let target = awaiting.resp_uri().map(str::to_string).unwrap_or_else(|| url.clone());
+        let target = match awaiting.resp_uri() {
+            // A relative RespURI is resolved against the session URL.
+            Some(r) => {
+                reqwest::Url::parse(&url).and_then(|base| base.join(r)).map_or_else(|_| r.to_string(), String::from)
+            }
+            None => url.clone(),
+        };
         let answer = transport.post(&target, &body, &request_id).await;
         let env = device.env(Utc::now());
         let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };

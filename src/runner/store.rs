@@ -56,7 +56,13 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
-        let db = sled::open(dir.join("db")).map_err(|e| open_err(&e))?;
+        let db = sled::open(dir.join("db")).map_err(|e| {
+            if e.to_string().contains("could not acquire lock") {
+                open_err(&"in use by another mdmsim process (sled lock held)")
+            } else {
+                open_err(&e)
+            }
+        })?;
         let devices = db.open_tree("devices").map_err(|e| open_err(&e))?;
         let sessions = db.open_tree("sessions").map_err(|e| open_err(&e))?;
         let meta = db.open_tree("meta").map_err(|e| open_err(&e))?;

@@ -348,7 +348,7 @@ fn sync_sends_the_windows_http_request_and_the_trigger_decides_the_mode() {
 #[test]
 fn multi_message_package_gets_alert_1222_until_final_then_the_session_ends_by_itself() {
     let server = Server::start(vec![
-        Reply::Syncml(msg(vec![get("g1", "./DevInfo/DmV")]).not_final()),
+        Reply::Syncml(msg(vec![get("g1", "./DevInfo/DmV")]).not_final().resp_uri("next/part?k=2")),
         Reply::Syncml(msg(vec![replace("r1", "./DevDetail/Ext/Microsoft/DeviceName", "PART-2")])),
         Reply::Syncml(msg(vec![])),
     ]);
@@ -358,6 +358,8 @@ fn multi_message_package_gets_alert_1222_until_final_then_the_session_ends_by_it
     assert_eq!(code, 0, "{err}");
     let sent = server.device_messages();
     assert_eq!(sent.len(), 3, "no status-only message is sent after the last server message");
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths[1..], ["/next/part?k=2", "/next/part?k=2"], "a relative RespURI is resolved");
     assert_eq!(statuses(&sent[1], "1"), ["0 SyncHdr 200", "g1 Get 200"]);
     assert_eq!(alerts(&sent[1]), ["1222"]);
     assert!(!sent[1].body.final_);
@@ -404,6 +406,26 @@ fn http_429_without_end_gives_up_after_bounded_retries() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("answered HTTP 429 (too many requests) 4 times"), "{err}");
     assert_eq!(server.requests().len(), 4);
+}
+
+#[test]
+fn secrets_never_reach_transcripts_or_logs() {
+    let secret_uri = "./SyncML/DMAcc/Fleet/AppAuth/CLCRED/AAuthSecret";
+    let server =
+        Server::start(vec![Reply::Syncml(msg(vec![replace("r1", secret_uri, "hunter2-secret")])), Reply::Empty]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let transcript = dir.path().join("t");
+    new_device(&state, &server.url, 10);
+    let (code, out, err) =
+        mdmsim(&["sync", "--state", &state.to_string_lossy(), "--transcript", &transcript.to_string_lossy(), "-vvv"]);
+    assert_eq!(code, 0, "{err}");
+    let server_file = std::fs::read_to_string(transcript.join("001-server.xml")).unwrap();
+    assert!(server_file.contains(secret_uri) && server_file.contains("***"), "{server_file}");
+    assert!(err.contains("client message 1:"), "-vvv logs the messages");
+    for text in [&server_file, &out, &err] {
+        assert!(!text.contains("hunter2-secret"), "secret leaked:\n{text}");
+    }
 }
 
 // ---- faults: each ends the session with a clear error and exit code, tree unchanged ----
@@ -486,6 +508,25 @@ fn fault_nobody_listening_is_unreachable_and_unknown_device_is_a_state_error() {
     let (code, _, err) =
         mdmsim(&["device", "new", "--state", &state, "--server", "http://127.0.0.1:9/x", "--id", "xyz"]);
     assert_eq!(code, 2, "{err}");
+    let (code, _, err) = mdmsim(&[
+        "device",
+        "new",
+        "--state",
+        &state,
+        "--server",
+        "http://127.0.0.1:9/x",
+        "--id",
+        "1e08c6e95d8bb843b1278ff45bc60cc6",
+        "--profile",
+        "win81",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = mdmsim(&["device", "list", "--state", &state]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(out.contains("  1E08C6E95D8BB843B1278FF45BC60CC6  win81  http://127.0.0.1:9/x  sessions=0"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("* ")), "the first device is the default:\n{out}");
 }
 
 // ---- TLS ----
