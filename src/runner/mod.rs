@@ -16,7 +16,7 @@ use chrono::Utc;
 
 use crate::device::Device;
 use crate::session::{self, AllowAll, DeviceCx, Gate, Next, SessionError, Summary, Trigger};
-use crate::syncml::{self, Alert, SyncMl};
+use crate::syncml::{self, Alert, Chal, SyncMl};
 use crate::tree::{Effect, Registry};
 
 use self::http::Transport;
@@ -25,7 +25,8 @@ use self::http::Transport;
 pub struct SessionOptions {
     pub trigger: Trigger,
     /// Write every message here as `NNN-client.xml` / `NNN-server.xml` (pretty, secrets
-    /// masked). NNN is the client MsgID; the server file is the answer to that message.
+    /// masked; NNN is the client MsgID, the server file is the answer to that message), and
+    /// the session summary (findings included) as `summary.json` at the end.
     pub transcript: Option<PathBuf>,
     /// Client alerts for package 1 (1226 unenroll, install reports).
     pub extra_alerts: Vec<Alert>,
@@ -48,6 +49,9 @@ pub struct SessionReport {
     pub error: Option<SessionError>,
     /// Effects for the caller to carry out (empty after a failure).
     pub effects: Vec<Effect>,
+    /// The server's last SyncHdr challenge (its NextNonce serves the next session's
+    /// credentials, PROTOCOL.md §1.9).
+    pub challenge: Option<Chal>,
 }
 
 /// Runs one session of `device` now. On return the device's tree holds the session's changes
@@ -73,7 +77,7 @@ pub async fn run_session(
         Ok(u) => u.to_string(),
         Err(e) => {
             let f = awaiting.fail(SessionError::Transport { fault: e.fault(), message: e.to_string() }, &mut cx);
-            return failed(device, f);
+            return failed(device, f, opts.transcript.as_deref());
         }
     };
     tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url, "session starts");
@@ -116,18 +120,21 @@ pub async fn run_session(
                 device.tree.commit();
                 tracing::info!(device = %device.id, "session completed");
                 let effects = f.effects().to_vec();
-                return SessionReport { summary: f.summary, error: None, effects };
+                let challenge = f.challenge().cloned();
+                write_summary(opts.transcript.as_deref(), &f.summary);
+                return SessionReport { summary: f.summary, error: None, effects, challenge };
             }
-            Next::Failed(f) => return failed(device, f),
+            Next::Failed(f) => return failed(device, f, opts.transcript.as_deref()),
         }
     }
 }
 
-fn failed(device: &mut Device, f: session::Failed) -> SessionReport {
+fn failed(device: &mut Device, f: session::Failed, transcript: Option<&Path>) -> SessionReport {
     device.tree.commit();
+    write_summary(transcript, &f.summary);
     // The caller reports the error; this is the log of it.
     tracing::info!(device = %device.id, error = %f.error, "session failed; tree rolled back");
-    SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new() }
+    SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new(), challenge: None }
 }
 
 /// Pretty SyncML with secrets masked.
@@ -135,10 +142,21 @@ fn pretty(msg: &SyncMl) -> String {
     syncml::pretty(&session::redact(msg))
 }
 
+/// Writes the summary next to the transcript's messages.
+fn write_summary(dir: Option<&Path>, summary: &Summary) {
+    if let Ok(text) = serde_json::to_string_pretty(summary) {
+        write_file(dir, "summary.json", &text);
+    }
+}
+
 /// Writes one transcript file; a failure is logged, not fatal (the session matters more).
 fn write_transcript(dir: Option<&Path>, n: u32, who: &str, text: &str) {
+    write_file(dir, &format!("{n:03}-{who}.xml"), text);
+}
+
+fn write_file(dir: Option<&Path>, name: &str, text: &str) {
     let Some(dir) = dir else { return };
-    let path = dir.join(format!("{n:03}-{who}.xml"));
+    let path = dir.join(name);
     if let Err(e) = std::fs::write(&path, text) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write transcript");
     }

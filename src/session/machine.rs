@@ -9,12 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::syncml::{
-    self, Alert, AlertCode, Command, Cred, DecodeError, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody,
-    SyncHdr, SyncMl,
+    self, Alert, AlertCode, Chal, Command, Cred, DecodeError, Item, ItemCmd, Meta, Results, Status, StatusCode,
+    SyncBody, SyncHdr, SyncMl,
 };
 use crate::tree::{CmdOutcome, Effect, Env, Mark, Registry, Tree, TreeState};
 
@@ -89,6 +90,9 @@ pub struct SessionConfig {
     pub trigger: Trigger,
     /// Credentials put on every client message header (application-layer auth, §1.9).
     pub cred: Option<Cred>,
+    /// Answers a 401/407 challenge on the SyncHdr: package 1 is sent again with the
+    /// credentials it computes (once per session). `None`: a challenge ends the session.
+    pub auth: Option<Arc<dyn Authenticator>>,
     /// Upper bound on client messages in one session (a server that never stops is an error).
     pub max_messages: u32,
 }
@@ -107,9 +111,18 @@ impl SessionConfig {
             mode,
             trigger,
             cred: None,
+            auth: None,
             max_messages: 200,
         }
     }
+}
+
+/// Computes the credentials that answer a server's challenge (`Chal` with `NextNonce`, PROTOCOL.md
+/// §1.9). The digest itself (MD5 over name, secret and nonce) belongs to the enrollment/auth code;
+/// the session only decides when to ask and resends package 1 with the answer.
+pub trait Authenticator: Send + Sync + fmt::Debug {
+    /// Credentials for a challenge; `None` gives up (the session fails as unauthenticated).
+    fn answer(&self, chal: &Chal) -> Option<Cred>;
 }
 
 /// The device's tree as a session step sees it.
@@ -147,7 +160,7 @@ pub enum SessionError {
     UnknownMsgRef { msg_id: String, cmd_id: String, cmd: String, msg_ref: String, sent: String },
     /// The server refused the device's header credentials (401/407).
     #[error("server message {msg_id} refused the device's credentials with status {code} (SyncHdr)")]
-    Unauthenticated { msg_id: String, code: u16 },
+    Unauthenticated { msg_id: String, code: u16, chal: Option<Chal> },
     /// The server aborted the session with Alert 1223.
     #[error("server aborted the session (Alert 1223, message {msg_id} CmdID {cmd_id})")]
     Aborted { msg_id: String, cmd_id: String },
@@ -184,6 +197,13 @@ struct Core {
     effects: Vec<Effect>,
     /// Client alerts CSPs asked for, sent in the next client message.
     pending_alerts: Vec<Alert>,
+    /// Package 1's commands, kept to send them again after an authentication challenge.
+    package1: Vec<Command>,
+    /// Challenges answered so far (at most one per session).
+    auth_tries: u32,
+    /// The last challenge the server put on a SyncHdr status (its NextNonce serves the next
+    /// session, PROTOCOL.md §1.9).
+    last_chal: Option<Chal>,
 }
 
 impl Core {
@@ -239,6 +259,9 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         summary,
         effects: Vec::new(),
         pending_alerts: Vec::new(),
+        package1: Vec::new(),
+        auth_tries: 0,
+        last_chal: None,
         gate,
         cfg,
     };
@@ -260,6 +283,7 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
     }
     let devinfo = devinfo_items(&core.cfg.device_id, cx);
     body.push(Command::Replace(ItemCmd { items: devinfo, ..ItemCmd::default() }));
+    core.package1 = body.commands.clone();
     let msg = SyncMl { hdr: core.header(1), body: SyncBody { commands: body.commands, final_: true } };
     core.sent.push(1);
     core.summary.messages_sent = 1;
@@ -382,8 +406,9 @@ impl AwaitingServer {
     /// The server answered with an HTTP 200 and an empty body: the session is over
     /// (PROTOCOL.md §1.3, loop step 5).
     pub fn receive_empty(self, cx: &mut DeviceCx<'_>) -> Finished {
+        let chal = self.core.last_chal.clone();
         let (summary, effects) = self.core.finish(cx.env.now, Outcome::Completed);
-        Finished { summary, effects }
+        Finished { summary, effects, chal }
     }
 
     /// The transport failed: ends the session and rolls the tree back.
@@ -409,8 +434,15 @@ impl AwaitingServer {
     pub fn receive_message(self, msg: &SyncMl, cx: &mut DeviceCx<'_>) -> Next {
         let mut core = self.core;
         core.summary.messages_received += 1;
-        if let Err(e) = check(&mut core, msg) {
-            return Next::Failed(core.fail(e, cx));
+        match check(&mut core, msg) {
+            Err(e) => return Next::Failed(core.fail(e, cx)),
+            Ok(Some(cred)) => {
+                // Challenged and answered: package 1 again, with credentials (§1.9 step 3).
+                core.cfg.cred = Some(cred);
+                let commands = core.package1.clone();
+                return core.send(SyncBody { commands, final_: true }, cx);
+            }
+            Ok(None) => {}
         }
         if let Some(uri) = msg.hdr.resp_uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             core.resp_uri = Some(uri.to_string());
@@ -476,23 +508,32 @@ impl AwaitingServer {
             body.push(Command::Alert(Alert { data: AlertCode::NextMessage.code().to_string(), ..Alert::default() }));
         } else if body.commands.len() == header_only {
             // Nothing to send but the SyncHdr status: the session is over (§1.3 loop step 4).
+            let chal = core.last_chal.clone();
             let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
-            return Next::Finished(Finished { summary, effects });
+            return Next::Finished(Finished { summary, effects, chal });
         }
-        if core.summary.messages_sent >= core.cfg.max_messages {
-            let e = SessionError::TooManyMessages { limit: core.cfg.max_messages };
-            return Next::Failed(core.fail(e, cx));
-        }
-        let msg_id = core.sent.last().copied().unwrap_or(0) + 1;
-        core.sent.push(msg_id);
-        core.summary.messages_sent += 1;
-        let reply = SyncMl { hdr: core.header(msg_id), body: SyncBody { commands: body.commands, final_ } };
-        Next::Send(AwaitingServer { core }, reply)
+        core.send(SyncBody { commands: body.commands, final_ }, cx)
     }
 }
 
-/// The header and reference checks that end a session before anything is executed.
-fn check(core: &mut Core, msg: &SyncMl) -> Result<(), SessionError> {
+impl Core {
+    /// Sends the next client message (bounded by `max_messages`).
+    fn send(mut self, body: SyncBody, cx: &mut DeviceCx<'_>) -> Next {
+        if self.summary.messages_sent >= self.cfg.max_messages {
+            let e = SessionError::TooManyMessages { limit: self.cfg.max_messages };
+            return Next::Failed(self.fail(e, cx));
+        }
+        let msg_id = self.sent.last().copied().unwrap_or(0) + 1;
+        self.sent.push(msg_id);
+        self.summary.messages_sent += 1;
+        let reply = SyncMl { hdr: self.header(msg_id), body };
+        Next::Send(AwaitingServer { core: self }, reply)
+    }
+}
+
+/// The header and reference checks that end a session before anything is executed. `Ok(Some)`:
+/// the server challenged the device's header and these credentials answer it.
+fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
     let hdr = &msg.hdr;
     if hdr.session_id.trim() != core.cfg.session_id {
         return Err(SessionError::WrongSession {
@@ -533,11 +574,25 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<(), SessionError> {
         let Command::Status(s) = cmd else { continue };
         let code = StatusCode::parse(&s.data).map_or(0, StatusCode::code);
         *core.summary.statuses_received.entry(code).or_default() += 1;
-        if s.cmd_ref.trim() == "0" && matches!(code, 401 | 407) {
-            return Err(SessionError::Unauthenticated { msg_id: hdr.msg_id.clone(), code });
+        if s.cmd_ref.trim() != "0" {
+            continue;
+        }
+        if let Some(c) = &s.chal {
+            core.last_chal = Some(c.clone());
+        }
+        if matches!(code, 401 | 407) {
+            let answer = match (&core.cfg.auth, &s.chal) {
+                (Some(auth), Some(chal)) if core.auth_tries == 0 => auth.answer(chal),
+                _ => None,
+            };
+            core.auth_tries += 1;
+            return match answer {
+                Some(cred) => Ok(Some(cred)),
+                None => Err(SessionError::Unauthenticated { msg_id: hdr.msg_id.clone(), code, chal: s.chal.clone() }),
+            };
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn outcome(cmd_id: &str, cmd: &str, code: StatusCode) -> CmdOutcome {
@@ -584,6 +639,7 @@ fn count(into: &mut BTreeMap<String, u32>, cmd: &Command) {
 pub struct Finished {
     pub summary: Summary,
     effects: Vec<Effect>,
+    chal: Option<Chal>,
 }
 
 impl Finished {
@@ -591,6 +647,12 @@ impl Finished {
     /// order CSPs produced them. Client alerts were already sent in the session.
     pub fn effects(&self) -> &[Effect] {
         &self.effects
+    }
+
+    /// The last challenge the server sent on a SyncHdr status: its NextNonce is the nonce of
+    /// the next session's credentials (PROTOCOL.md §1.9).
+    pub fn challenge(&self) -> Option<&Chal> {
+        self.chal.as_ref()
     }
 }
 
@@ -860,7 +922,65 @@ mod tests {
             h.data = "407".into();
         }
         let Next::Failed(f) = s.receive_message(&denied, &mut rig.cx()) else { panic!() };
-        assert_eq!(f.error, SessionError::Unauthenticated { msg_id: "1".into(), code: 407 });
+        assert_eq!(f.error, SessionError::Unauthenticated { msg_id: "1".into(), code: 407, chal: None });
+    }
+
+    #[derive(Debug)]
+    struct EchoNonce;
+    impl Authenticator for EchoNonce {
+        fn answer(&self, chal: &Chal) -> Option<Cred> {
+            let nonce = chal.meta.next_nonce.clone()?;
+            Some(Cred { meta: Meta::typed("syncml:auth-md5", Some("b64")), data: format!("digest-of-{nonce}") })
+        }
+    }
+
+    fn challenge(msg_id: &str, msg_ref: &str, code: &str, nonce: &str) -> SyncMl {
+        let mut m = server(msg_id, vec![], true);
+        if let Command::Status(h) = &mut m.body.commands[0] {
+            h.msg_ref = msg_ref.into();
+            h.data = code.into();
+            h.chal = Some(Chal {
+                meta: Meta { next_nonce: Some(nonce.into()), ..Meta::typed("syncml:auth-md5", Some("b64")) },
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn a_challenge_is_answered_once_by_resending_package_one_with_credentials() {
+        let mut rig = Rig::new();
+        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+        cfg.auth = Some(Arc::new(EchoNonce));
+        let (s, p1) = start_default(cfg, &mut rig.cx());
+        assert!(p1.hdr.cred.is_none());
+        let (s, again) = send(s.receive_message(&challenge("1", "1", "407", "bm9uY2U="), &mut rig.cx()));
+        assert_eq!(again.hdr.msg_id, "2");
+        assert_eq!(again.body, p1.body, "package 1 again");
+        assert_eq!(again.hdr.cred.as_ref().map(|c| c.data.as_str()), Some("digest-of-bm9uY2U="));
+        // Accepted (200, with the nonce for the next session): the session goes on, the
+        // credentials stay on every message (Fleet answers 200, not 212).
+        let ok = challenge("2", "2", "200", "bmV4dA==");
+        let msg = SyncMl {
+            body: SyncBody {
+                commands: [ok.body.commands, vec![Command::Get(item_cmd("g", "./DevInfo/DmV", None))]].concat(),
+                final_: true,
+            },
+            ..ok
+        };
+        let (s, reply) = send(s.receive_message(&msg, &mut rig.cx()));
+        assert!(reply.hdr.cred.is_some());
+        let f = s.receive_empty(&mut rig.cx());
+        assert_eq!(f.challenge().and_then(|c| c.meta.next_nonce.as_deref()), Some("bmV4dA=="));
+
+        // A second refusal in the same session is final.
+        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+        cfg.auth = Some(Arc::new(EchoNonce));
+        let (s, _) = start_default(cfg, &mut rig.cx());
+        let (s, _) = send(s.receive_message(&challenge("1", "1", "401", "YQ=="), &mut rig.cx()));
+        let Next::Failed(f) = s.receive_message(&challenge("2", "2", "401", "Yg=="), &mut rig.cx()) else {
+            panic!("expected Failed")
+        };
+        assert!(matches!(f.error, SessionError::Unauthenticated { code: 401, .. }), "{}", f.error);
     }
 
     #[test]

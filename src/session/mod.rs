@@ -18,8 +18,8 @@ mod summary;
 
 pub use gate::{AllowAll, Finding, Gate, GateCx, Verdict};
 pub use machine::{
-    AwaitingServer, DeviceCx, Failed, Fault, Finished, LOGIN_STATUS_TYPE, LoginStatus, Next, SessionAlert,
-    SessionConfig, SessionError, start, start_default,
+    Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, LOGIN_STATUS_TYPE, LoginStatus, Next,
+    SessionAlert, SessionConfig, SessionError, start, start_default,
 };
 pub use redact::{REDACTED, is_secret_uri, redact};
 pub use summary::{EffectRecord, Mode, Outcome, Summary, Trigger};

@@ -300,7 +300,10 @@ fn sync_prints_a_json_summary_writes_a_transcript_and_tree_shows_the_change() {
         f.sort();
         f
     };
-    assert_eq!(files, ["001-client.xml", "001-server.xml", "002-client.xml"]);
+    assert_eq!(files, ["001-client.xml", "001-server.xml", "002-client.xml", "summary.json"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(transcript.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(saved, j, "the transcript's summary is the one printed");
     let t2 = std::fs::read_to_string(transcript.join("002-client.xml")).unwrap();
     assert!(t2.contains("7HX2Q93") && t2.lines().count() > 10, "pretty-printed:\n{t2}");
     assert!(mdmsim::syncml::decode(&t2).is_ok(), "a transcript file is valid SyncML");
