@@ -160,7 +160,7 @@ pub enum SessionError {
     UnknownMsgRef { msg_id: String, cmd_id: String, cmd: String, msg_ref: String, sent: String },
     /// The server refused the device's header credentials (401/407).
     #[error("server message {msg_id} refused the device's credentials with status {code} (SyncHdr)")]
-    Unauthenticated { msg_id: String, code: u16, chal: Option<Chal> },
+    Unauthenticated { msg_id: String, code: u16, chal: Option<Box<Chal>> },
     /// The server aborted the session with Alert 1223.
     #[error("server aborted the session (Alert 1223, message {msg_id} CmdID {cmd_id})")]
     Aborted { msg_id: String, cmd_id: String },
@@ -588,7 +588,11 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
             core.auth_tries += 1;
             return match answer {
                 Some(cred) => Ok(Some(cred)),
-                None => Err(SessionError::Unauthenticated { msg_id: hdr.msg_id.clone(), code, chal: s.chal.clone() }),
+                None => Err(SessionError::Unauthenticated {
+                    msg_id: hdr.msg_id.clone(),
+                    code,
+                    chal: s.chal.clone().map(Box::new),
+                }),
             };
         }
     }
