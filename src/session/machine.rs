@@ -197,6 +197,8 @@ struct Core {
     effects: Vec<Effect>,
     /// Client alerts CSPs asked for, sent in the next client message.
     pending_alerts: Vec<Alert>,
+    /// A large object whose chunks are still arriving.
+    pending_object: Option<PendingObject>,
     /// Package 1's commands, kept to send them again after an authentication challenge.
     package1: Vec<Command>,
     /// Challenges answered so far (at most one per session).
@@ -260,6 +262,7 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         effects: Vec::new(),
         pending_alerts: Vec::new(),
         package1: Vec::new(),
+        pending_object: None,
         auth_tries: 0,
         last_chal: None,
         gate,
@@ -463,24 +466,13 @@ impl AwaitingServer {
                 }
                 _ => {}
             }
-            let gcx =
-                GateCx { mode: core.cfg.mode, trigger: core.cfg.trigger, profile: cx.env.profile, msg_id: server_msg };
-            let verdict = core.gate.check(&gcx, cmd);
-            if let Some(f) = verdict.finding {
-                core.summary.findings.push(f);
-            }
-            let outcomes = match (verdict.refuse, cmd) {
-                (Some(code), _) => refused(cmd, code),
-                (None, Command::Alert(a)) => {
-                    let code = if a.cmd_id.is_empty() { StatusCode::BadRequest } else { StatusCode::Ok };
-                    vec![outcome(&a.cmd_id, "Alert", code)]
-                }
-                (None, _) => {
-                    let mut tree = Tree::new(cx.registry, cx.state, cx.env);
-                    let out = tree.execute(cmd);
-                    let effects = std::mem::take(&mut tree.effects);
-                    core.record_effects(effects);
-                    out
+            let assembled;
+            let outcomes = match core.chunk(cmd, &mut body) {
+                Chunk::Whole => core.run(cmd, server_msg, cx),
+                Chunk::Status(code) => vec![outcome(cmd.cmd_id(), cmd.name(), code)],
+                Chunk::Complete(full) => {
+                    assembled = *full;
+                    core.run(&assembled, server_msg, cx)
                 }
             };
             if no_resp(cmd) {
@@ -516,7 +508,108 @@ impl AwaitingServer {
     }
 }
 
+/// Where a command stands with respect to large objects (PROTOCOL.md §1.4).
+enum Chunk {
+    /// An ordinary command: execute it.
+    Whole,
+    /// A chunk buffered (213) or refused (400, 424): answer with this status only.
+    Status(StatusCode),
+    /// The last chunk arrived: execute the reassembled command.
+    Complete(Box<Command>),
+}
+
+/// A large object being received.
+struct PendingObject {
+    /// The first chunk's command (its Meta, target and kind are the object's).
+    first: Command,
+    target: Option<String>,
+    data: String,
+    /// The announced total size (Meta/Size on the first chunk).
+    size: Option<usize>,
+}
+
 impl Core {
+    /// Applies the gate, then executes one server command on the tree.
+    fn run(&mut self, cmd: &Command, server_msg: &str, cx: &mut DeviceCx<'_>) -> Vec<CmdOutcome> {
+        let gcx =
+            GateCx { mode: self.cfg.mode, trigger: self.cfg.trigger, profile: cx.env.profile, msg_id: server_msg };
+        let verdict = self.gate.check(&gcx, cmd);
+        if let Some(f) = verdict.finding {
+            self.summary.findings.push(f);
+        }
+        match (verdict.refuse, cmd) {
+            (Some(code), _) => refused(cmd, code),
+            (None, Command::Alert(a)) => {
+                let code = if a.cmd_id.is_empty() { StatusCode::BadRequest } else { StatusCode::Ok };
+                vec![outcome(&a.cmd_id, "Alert", code)]
+            }
+            (None, _) => {
+                let mut tree = Tree::new(cx.registry, cx.state, cx.env);
+                let out = tree.execute(cmd);
+                let effects = std::mem::take(&mut tree.effects);
+                self.record_effects(effects);
+                out
+            }
+        }
+    }
+
+    /// Large-object reception (PROTOCOL.md §1.4, OMA DM 1.2.1 §7): each chunk (an item with
+    /// MoreData) is answered 213 and buffered; the last one completes the object, whose size is
+    /// checked against the first chunk's Meta/Size (424 on mismatch) before it is executed as one
+    /// command. A different command before the last chunk drops the object with Alert 1225.
+    fn chunk(&mut self, cmd: &Command, body: &mut Body) -> Chunk {
+        let c = match cmd {
+            Command::Add(c) | Command::Replace(c) | Command::Exec(c) => Some(c),
+            _ => None,
+        };
+        let more = c.is_some_and(|c| c.items.last().is_some_and(|i| i.more_data));
+        if let Some(mut p) = self.pending_object.take() {
+            let same =
+                c.filter(|c| c.items.len() == 1 && c.items[0].target == p.target && cmd.name() == p.first.name());
+            if let Some(c) = same {
+                p.data.push_str(c.items[0].data.as_deref().unwrap_or_default());
+                if more {
+                    self.pending_object = Some(p);
+                    return Chunk::Status(StatusCode::ChunkedItemAccepted);
+                }
+                if p.size.is_some_and(|n| n != p.data.len()) {
+                    return Chunk::Status(StatusCode::SizeMismatch);
+                }
+                let mut full = p.first;
+                if let Command::Add(f) | Command::Replace(f) | Command::Exec(f) = &mut full {
+                    f.cmd_id = c.cmd_id.clone();
+                    if let Some(item) = f.items.first_mut() {
+                        item.data = Some(p.data);
+                        item.more_data = false;
+                    }
+                }
+                return Chunk::Complete(Box::new(full));
+            }
+            body.push(Command::Alert(Alert {
+                data: AlertCode::NoEndOfData.code().to_string(),
+                items: vec![Item { source: p.target, ..Item::default() }],
+                ..Alert::default()
+            }));
+        }
+        let Some(c) = c.filter(|_| more) else { return Chunk::Whole };
+        if c.items.len() != 1 {
+            // Only single-item commands are chunked by the servers we know; refuse the rest.
+            return Chunk::Status(StatusCode::BadRequest);
+        }
+        let item = &c.items[0];
+        let size = [item.meta.as_ref(), c.meta.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|m| m.size.as_deref().and_then(|s| s.trim().parse().ok()));
+        self.pending_object = Some(PendingObject {
+            first: cmd.clone(),
+            target: item.target.clone(),
+            data: item.data.clone().unwrap_or_default(),
+            size,
+        });
+        Chunk::Status(StatusCode::ChunkedItemAccepted)
+    }
+
     /// Sends the next client message (bounded by `max_messages`).
     fn send(mut self, body: SyncBody, cx: &mut DeviceCx<'_>) -> Next {
         if self.summary.messages_sent >= self.cfg.max_messages {
@@ -927,6 +1020,75 @@ mod tests {
         }
         let Next::Failed(f) = s.receive_message(&denied, &mut rig.cx()) else { panic!() };
         assert_eq!(f.error, SessionError::Unauthenticated { msg_id: "1".into(), code: 407, chal: None });
+    }
+
+    fn chunk(id: &str, uri: &str, data: &str, more: bool, size: Option<&str>) -> Command {
+        let mut c = item_cmd(id, uri, Some(data));
+        c.items[0].more_data = more;
+        if let Some(n) = size {
+            c.items[0].meta = Some(Meta { size: Some(n.into()), ..Meta::default() });
+        }
+        Command::Replace(c)
+    }
+
+    fn server_to(msg_id: &str, commands: Vec<Command>, final_: bool) -> SyncMl {
+        let mut m = server(msg_id, commands, final_);
+        if let Command::Status(h) = &mut m.body.commands[0] {
+            h.msg_ref = msg_id.into();
+        }
+        m
+    }
+
+    #[test]
+    fn a_large_object_is_buffered_with_213_and_applied_whole() {
+        const NAME: &str = "./DevDetail/Ext/Microsoft/DeviceName";
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let m1 = server_to("1", vec![chunk("c1", NAME, "LONG-", true, Some("16"))], false);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        assert_eq!(
+            statuses(&r1),
+            [("0".into(), "SyncHdr".into(), "200".into()), ("c1".into(), "Replace".into(), "213".into())]
+        );
+        let Some(Command::Alert(a)) = r1.body.commands.last() else { panic!() };
+        assert_eq!(a.data, "1222");
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"), "nothing applied yet");
+        let m2 = server_to("2", vec![chunk("c2", NAME, "DEVICE", true, None)], false);
+        let (s, _) = send(s.receive_message(&m2, &mut rig.cx()));
+        let m3 = server_to("3", vec![chunk("c3", NAME, "-NAME", false, None)], true);
+        let (_, r3) = send(s.receive_message(&m3, &mut rig.cx()));
+        assert_eq!(statuses(&r3)[1], ("c3".into(), "Replace".into(), "200".into()));
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("LONG-DEVICE-NAME"));
+    }
+
+    #[test]
+    fn a_large_object_of_the_wrong_size_gets_424_and_an_interrupted_one_alert_1225() {
+        const NAME: &str = "./DevDetail/Ext/Microsoft/DeviceName";
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let m1 =
+            server_to("1", vec![chunk("c1", NAME, "AB", true, Some("99")), chunk("c2", NAME, "CD", false, None)], true);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        let codes: Vec<String> = statuses(&r1).into_iter().map(|(r, _, c)| format!("{r}={c}")).collect();
+        assert_eq!(codes, ["0=200", "c1=213", "c2=424"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let m2 = server_to(
+            "2",
+            vec![chunk("c3", NAME, "AB", true, None), Command::Get(item_cmd("g", "./DevInfo/DmV", None))],
+            true,
+        );
+        let (_, r2) = send(s.receive_message(&m2, &mut rig.cx()));
+        let names: Vec<String> = r2
+            .body
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Status(s) => format!("Status {} {}", s.cmd_ref, s.data),
+                Command::Alert(a) => format!("Alert {}", a.data),
+                other => other.name().to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["Status 0 200", "Status c3 213", "Alert 1225", "Status g 200", "Results"]);
     }
 
     #[derive(Debug)]
