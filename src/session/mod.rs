@@ -3,7 +3,9 @@
 //!
 //! Owns package 1, the command loop (SyncHdr status first, one status per server command in
 //! order, Results for Gets, MsgID/MsgRef/CmdRef bookkeeping), multi-message packages (Alert
-//! 1222), abort (1223), the end of the session, the [`Gate`] policy seam and the [`Summary`].
+//! 1222), abort (1223), the end of the session, receiving large objects (§1.4: 213, 424, 1225),
+//! answering a 401/407 challenge once through an [`Authenticator`] (§1.9), the [`Gate`] policy
+//! seam, the [`Summary`], and masking secrets for transcripts and logs ([`redact`]).
 //! It does not own the transport (`runner/`), command semantics (`tree/`), or when a session
 //! starts and in which mode (the device and, later, the scheduler decide; the session is told).
 //!
