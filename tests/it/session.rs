@@ -254,6 +254,29 @@ async fn a_failed_session_leaves_the_tree_as_it_was_and_counts_the_session() {
     assert_eq!(device.sessions, 1);
 }
 
+#[tokio::test]
+async fn a_large_object_split_over_two_messages_arrives_whole() {
+    let mode = format!("{LAB}/Mode");
+    let mut first = item_cmd("c1", &mode, Some("turbo-"));
+    first.items[0].more_data = true;
+    first.items[0].meta = Some(mdmsim::syncml::Meta { size: Some("11".into()), ..Default::default() });
+    let last = item_cmd("c2", &mode, Some("boost"));
+    let server = Server::start(vec![
+        Reply::Syncml(msg(vec![Command::Replace(first)]).not_final()),
+        Reply::Syncml(msg(vec![Command::Replace(last)])),
+        Reply::Empty,
+    ]);
+    let registry = lab::registry();
+    let mut device = lab_device(&server);
+    let report = run_session(&registry, &mut device, &transport(), SessionOptions::new(Trigger::Manual)).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let sent = server.device_messages();
+    assert_eq!(statuses(&sent[1], "1"), ["0 SyncHdr 200", "c1 Replace 213"]);
+    assert_eq!(alerts(&sent[1]), ["1222"]);
+    assert_eq!(statuses(&sent[2], "2"), ["0 SyncHdr 200", "c2 Replace 200"]);
+    assert_eq!(device.tree.value("Vendor/MSFT/Lab/Mode"), Some("turbo-boost"));
+}
+
 // ---- the binary, as a user runs it ----
 
 #[test]
