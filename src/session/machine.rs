@@ -1091,6 +1091,32 @@ mod tests {
         assert_eq!(names, ["Status 0 200", "Status c3 213", "Alert 1225", "Status g 200", "Results"]);
     }
 
+    #[test]
+    fn every_truncated_server_message_fails_cleanly_and_leaves_the_tree_alone() {
+        let full = syncml::encode(&server(
+            "1",
+            vec![
+                Command::Replace(item_cmd("r", "./DevDetail/Ext/Microsoft/DeviceName", Some("CUT"))),
+                Command::Get(item_cmd("g", "./DevInfo/Man", None)),
+            ],
+            true,
+        ));
+        let mut rig = Rig::new();
+        let before = rig.state.clone();
+        for end in (0..full.len()).filter(|&i| full.is_char_boundary(i)) {
+            let (s, _) = rig.start();
+            match s.receive(&full[..end], &mut rig.cx()) {
+                Next::Failed(f) => {
+                    assert!(matches!(f.error, SessionError::Malformed { .. }), "prefix {end}: {}", f.error)
+                }
+                other => panic!("prefix of {end} bytes accepted: {other:?}"),
+            }
+            assert_eq!(rig.state, before, "prefix {end}");
+        }
+        let (s, _) = rig.start();
+        assert!(matches!(s.receive(&full, &mut rig.cx()), Next::Send(..)));
+    }
+
     #[derive(Debug)]
     struct EchoNonce;
     impl Authenticator for EchoNonce {
