@@ -5,6 +5,8 @@
 //! inputs and return outputs. See DESIGN.md for the map.
 
 pub mod csp;
+pub mod device;
 pub mod runner;
+pub mod session;
 pub mod syncml;
 pub mod tree;

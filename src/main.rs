@@ -36,6 +36,13 @@ enum Command {
     /// Read, pretty-print and validate SyncML messages.
     #[command(subcommand)]
     Syncml(cmd::syncml::Syncml),
+    /// Create and manage emulated devices.
+    #[command(subcommand)]
+    Device(cmd::device::Device),
+    /// Run one management session of a device now.
+    Sync(cmd::sync::SyncArgs),
+    /// Print a device's DM tree (or a subtree) with formats and values.
+    Tree(cmd::tree::TreeArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +66,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Syncml(c) => cmd::syncml::run(c),
+        Command::Device(c) => cmd::device::run(c),
+        Command::Sync(c) => cmd::sync::run(c),
+        Command::Tree(c) => cmd::tree::run(c),
     }
 }

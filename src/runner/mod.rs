@@ -1,4 +1,164 @@
-//! The I/O shell around the sans-I/O core: the only place (with `server/` and the binary) that
-//! touches the network, the disk and the wall clock.
+//! The I/O shell around the sans-I/O core: it moves SyncML between a session and the server
+//! over HTTP ([`http`]), keeps device state on disk ([`store`]), reads the wall clock, and
+//! writes transcripts.
+//!
+//! [`run_session`] runs one session of one device to its end. It does not decide when sessions
+//! happen or in which mode (the device's plan, later the scheduler) and does not persist: the
+//! caller stores the device and the summary ([`store::Store::save_session`]) so that one
+//! transaction holds the whole session.
 
 pub mod fetch;
+pub mod http;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use crate::device::Device;
+use crate::session::{self, AllowAll, DeviceCx, Gate, Next, SessionError, Summary, Trigger};
+use crate::syncml::{self, Alert, Chal, SyncMl};
+use crate::tree::{Effect, Registry};
+
+use self::http::Transport;
+
+/// What to run besides the device and the transport.
+pub struct SessionOptions {
+    pub trigger: Trigger,
+    /// Write every message here as `NNN-client.xml` / `NNN-server.xml` (pretty, secrets
+    /// masked; NNN is the client MsgID, the server file is the answer to that message), and
+    /// the session summary (findings included) as `summary.json` at the end.
+    pub transcript: Option<PathBuf>,
+    /// Client alerts for package 1 (1226 unenroll, install reports).
+    pub extra_alerts: Vec<Alert>,
+    /// The policy consulted before each server command.
+    pub gate: Box<dyn Gate>,
+}
+
+impl SessionOptions {
+    /// A session for `trigger`, no transcript, no extra alerts, the default gate.
+    pub fn new(trigger: Trigger) -> Self {
+        SessionOptions { trigger, transcript: None, extra_alerts: Vec::new(), gate: Box::new(AllowAll) }
+    }
+}
+
+/// How one session went.
+#[derive(Debug)]
+pub struct SessionReport {
+    pub summary: Summary,
+    /// `Some` when the session failed (the tree was rolled back).
+    pub error: Option<SessionError>,
+    /// Effects for the caller to carry out (empty after a failure).
+    pub effects: Vec<Effect>,
+    /// The server's last SyncHdr challenge (its NextNonce serves the next session's
+    /// credentials, PROTOCOL.md §1.9).
+    pub challenge: Option<Chal>,
+}
+
+/// Runs one session of `device` now. On return the device's tree holds the session's changes
+/// (committed) or, after a failure, the values of before the session; its session counter has
+/// moved on either way. The caller persists `device` and `report.summary`.
+pub async fn run_session(
+    registry: &Registry,
+    device: &mut Device,
+    transport: &Transport,
+    opts: SessionOptions,
+) -> SessionReport {
+    let mut cfg = device.next_session(opts.trigger);
+    cfg.extra_alerts = opts.extra_alerts;
+    // Client-Request-Id carries the EntDMID once the server set one, else 0 (PROTOCOL.md §2).
+    let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
+    let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
+    let profile = device.profile;
+    let url = http::Transport::session_url(&device.server_url, cfg.mode, profile);
+    let env = device.env(Utc::now());
+    let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
+    let (mut awaiting, mut msg) = session::start(cfg, opts.gate, &mut cx);
+    let url = match url {
+        Ok(u) => u.to_string(),
+        Err(e) => {
+            let f = awaiting.fail(SessionError::Transport { fault: e.fault(), message: e.to_string() }, &mut cx);
+            return failed(device, f, opts.transcript.as_deref());
+        }
+    };
+    tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url, "session starts");
+    loop {
+        let n = awaiting.awaiting_reply_to();
+        let body = syncml::encode(&msg);
+        let shown = pretty(&msg);
+        tracing::debug!(msg_id = n, commands = msg.body.commands.len(), final_ = msg.body.final_, "client message");
+        tracing::trace!("client message {n}:\n{shown}");
+        write_transcript(opts.transcript.as_deref(), n, "client", &shown);
+        let target = match awaiting.resp_uri() {
+            // A relative RespURI is resolved against the session URL.
+            Some(r) => {
+                reqwest::Url::parse(&url).and_then(|base| base.join(r)).map_or_else(|_| r.to_string(), String::from)
+            }
+            None => url.clone(),
+        };
+        let answer = transport.post(&target, &body, &request_id).await;
+        let env = device.env(Utc::now());
+        let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
+        let next = match answer {
+            Ok(None) => Next::Finished(awaiting.receive_empty(&mut cx)),
+            Ok(Some(text)) => {
+                let shown = syncml::decode(&text).map(|m| pretty(&m)).unwrap_or_else(|_| text.clone());
+                tracing::trace!("server answer to {n}:\n{shown}");
+                write_transcript(opts.transcript.as_deref(), n, "server", &shown);
+                awaiting.receive(&text, &mut cx)
+            }
+            Err(e) => {
+                let error = SessionError::Transport { fault: e.fault(), message: e.to_string() };
+                Next::Failed(awaiting.fail(error, &mut cx))
+            }
+        };
+        match next {
+            Next::Send(a, m) => {
+                awaiting = a;
+                msg = m;
+            }
+            Next::Finished(f) => {
+                device.tree.commit();
+                tracing::info!(device = %device.id, "session completed");
+                let effects = f.effects().to_vec();
+                let challenge = f.challenge().cloned();
+                write_summary(opts.transcript.as_deref(), &f.summary);
+                return SessionReport { summary: f.summary, error: None, effects, challenge };
+            }
+            Next::Failed(f) => return failed(device, f, opts.transcript.as_deref()),
+        }
+    }
+}
+
+fn failed(device: &mut Device, f: session::Failed, transcript: Option<&Path>) -> SessionReport {
+    device.tree.commit();
+    write_summary(transcript, &f.summary);
+    // The caller reports the error; this is the log of it.
+    tracing::info!(device = %device.id, error = %f.error, "session failed; tree rolled back");
+    SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new(), challenge: None }
+}
+
+/// Pretty SyncML with secrets masked.
+fn pretty(msg: &SyncMl) -> String {
+    syncml::pretty(&session::redact(msg))
+}
+
+/// Writes the summary next to the transcript's messages.
+fn write_summary(dir: Option<&Path>, summary: &Summary) {
+    if let Ok(text) = serde_json::to_string_pretty(summary) {
+        write_file(dir, "summary.json", &text);
+    }
+}
+
+/// Writes one transcript file; a failure is logged, not fatal (the session matters more).
+fn write_transcript(dir: Option<&Path>, n: u32, who: &str, text: &str) {
+    write_file(dir, &format!("{n:03}-{who}.xml"), text);
+}
+
+fn write_file(dir: Option<&Path>, name: &str, text: &str) {
+    let Some(dir) = dir else { return };
+    let path = dir.join(name);
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write transcript");
+    }
+}

@@ -1,4 +1,9 @@
-//! The integration test binary: one module per area.
+//! The integration tests of mdmsim: one test binary, one module per area.
+
+/// Shared helpers: the scripted SyncML server, a test CSP, running the binary.
+mod support;
 
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
+/// One device, one management session over HTTP: commands, statuses, faults, the CLI.
+mod session;

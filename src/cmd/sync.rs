@@ -1,0 +1,91 @@
+//! `mdmsim sync`: runs one management session of a stored device now and prints its summary.
+//!
+//! Exit 0 when the session completed; 3 when the server could not be reached; 4 when it broke
+//! the protocol; 5 when the state directory or the device cannot be used. The device's state
+//! after a failed session is the state of before it (the summary is stored either way).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::store::Store;
+use mdmsim::runner::{SessionOptions, run_session};
+use mdmsim::session::{Fault, Trigger};
+
+use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// The device (default: the first one created).
+    #[arg(long, value_name = "ID")]
+    device: Option<String>,
+    /// Why the session starts; decides the mode (reboot -> Machine, push -> Apps on win81 or a
+    /// server-initiated session on win10, others -> Maintenance).
+    #[arg(long, value_enum, default_value = "manual")]
+    trigger: Trigger,
+    /// Write every message to DIR as NNN-client.xml / NNN-server.xml (pretty, secrets masked).
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Trust this CA certificate (PEM) besides the system roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds to wait for each answer of the server.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    timeout: f64,
+}
+
+pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = HttpOptions::default();
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        return Err(fail(USAGE, format!("--timeout {}: must be a positive number of seconds", a.timeout)));
+    }
+    opts.timeout = Duration::from_secs_f64(a.timeout);
+    opts.connect_timeout = opts.connect_timeout.min(opts.timeout);
+    opts.insecure = a.insecure;
+    if let Some(path) = &a.ca_cert {
+        opts.ca_cert_pem =
+            Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
+    }
+    if let Some(dir) = &a.transcript {
+        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
+    }
+    let transport = Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))?;
+    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    let registry = mdmsim::csp::registry();
+    let mut sopts = SessionOptions::new(a.trigger);
+    sopts.transcript = a.transcript.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let report = rt.block_on(run_session(&registry, &mut device, &transport, sopts));
+    store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report.summary)?);
+    } else {
+        print!("{}", report.summary.human());
+    }
+    match report.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            let code = match e.fault() {
+                Fault::Unreachable => UNREACHABLE,
+                Fault::Protocol => PROTOCOL,
+            };
+            Err(fail(code, format!("session {} failed: {e}", report.summary.session_id)))
+        }
+    }
+}

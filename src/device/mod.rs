@@ -1,0 +1,176 @@
+//! One emulated device: its identity, profile, server, template settings, tree values and
+//! session counter (the record the store keeps), and how a trigger becomes a session.
+//!
+//! Owns the device record and its creation from a [`Template`], and the simple trigger → mode
+//! rule used before the scheduler exists (reboot → Machine; push → Apps on win81, a
+//! server-initiated session on win10; everything else → Maintenance, or Machine at night when
+//! nobody is logged on). Does not own I/O: the runner stores the record and moves the messages.
+
+mod id;
+mod template;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::session::{LoginStatus, Mode, SessionAlert, SessionConfig, Trigger};
+use crate::tree::{Env, Profile, Settings, TreeState};
+
+pub use id::{BadDeviceId, DeviceId};
+pub use template::{Template, TemplateError};
+
+/// The DMClient provider ID when none is given (the one Intune uses, PROTOCOL.md §5).
+pub const DEFAULT_PROVIDER_ID: &str = "MS DM Server";
+
+/// The stored record of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub profile: Profile,
+    /// The management server address (ADDR): SyncHdr Target and the POST URL.
+    pub server_url: String,
+    /// DMClient provider ID.
+    pub provider_id: String,
+    /// The template's `[behaviour]` settings.
+    pub settings: Settings,
+    /// The device's tree values.
+    pub tree: TreeState,
+    /// Sessions started so far (the next SessionID is this plus one).
+    pub sessions: u64,
+    /// When the device was created (pre-provisioned) or enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// Who is logged on (the 1224 LoginStatus of win10 sessions in user context).
+    #[serde(default)]
+    pub login: LoginStatus,
+}
+
+/// How a trigger plays out as a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPlan {
+    pub mode: Mode,
+    pub alert: SessionAlert,
+    /// `Some` on the win10 profile only.
+    pub login_status: Option<LoginStatus>,
+}
+
+impl Device {
+    /// A pre-provisioned device: the template's DevInfo/DevDetail values and the DeviceID are
+    /// written into its tree (already committed).
+    pub fn new(
+        id: DeviceId,
+        profile: Profile,
+        server_url: &str,
+        provider_id: &str,
+        template: &Template,
+        now: DateTime<Utc>,
+    ) -> Device {
+        let mut tree = TreeState::new();
+        tree.set_value("DevInfo/DevId", id.as_str());
+        for (k, v) in &template.devinfo {
+            tree.set_value(&format!("DevInfo/{k}"), v.clone());
+        }
+        for (k, v) in &template.devdetail {
+            tree.set_value(&format!("DevDetail/{k}"), v.clone());
+        }
+        tree.commit();
+        Device {
+            id,
+            profile,
+            server_url: server_url.to_string(),
+            provider_id: provider_id.to_string(),
+            settings: template.behaviour.clone(),
+            tree,
+            sessions: 0,
+            enrolled_at: now,
+            login: LoginStatus::User,
+        }
+    }
+
+    /// The environment the tree engine runs in at `now`.
+    pub fn env(&self, now: DateTime<Utc>) -> Env {
+        Env { now, profile: self.profile, settings: Arc::new(self.settings.clone()) }
+    }
+
+    /// The mode, session alert and LoginStatus a trigger gives (seed
+    /// mdmagent-operation-modes.txt; PROTOCOL.md §8).
+    pub fn plan(&self, trigger: Trigger) -> SessionPlan {
+        let user_on = self.login != LoginStatus::None;
+        let (mode, alert) = match (trigger, self.profile) {
+            (Trigger::Reboot, _) => (Mode::Machine, SessionAlert::ClientInitiated),
+            (Trigger::Nightly, _) if !user_on => (Mode::Machine, SessionAlert::ClientInitiated),
+            (Trigger::Push, Profile::Win81) => (Mode::Apps, SessionAlert::ClientInitiated),
+            (Trigger::Push, Profile::Win10) => (Mode::Maintenance, SessionAlert::ServerInitiated),
+            _ => (Mode::Maintenance, SessionAlert::ClientInitiated),
+        };
+        let login_status = match (self.profile, mode) {
+            (Profile::Win81, _) => None,
+            // Machine mode runs with nobody logged on (after a reboot, before logon).
+            (Profile::Win10, Mode::Machine) => Some(LoginStatus::None),
+            (Profile::Win10, _) => Some(self.login),
+        };
+        SessionPlan { mode, alert, login_status }
+    }
+
+    /// Starts counting a new session and returns its configuration (SessionID = the counter
+    /// in decimal, PROTOCOL.md §1.1).
+    pub fn next_session(&mut self, trigger: Trigger) -> SessionConfig {
+        self.sessions += 1;
+        let plan = self.plan(trigger);
+        let mut cfg =
+            SessionConfig::new(self.id.as_str(), &self.server_url, &self.sessions.to_string(), plan.mode, trigger);
+        cfg.alert = plan.alert;
+        cfg.login_status = plan.login_status;
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn device(profile: Profile) -> Device {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        Device::new(
+            DeviceId::from_seed(1),
+            profile,
+            "https://mdm.example/MDM.svc",
+            "Fleet",
+            &Template::builtin(profile),
+            now,
+        )
+    }
+
+    #[test]
+    fn creation_writes_the_id_and_template_values_into_the_tree() {
+        let d = device(Profile::Win10);
+        assert_eq!(d.tree.value("DevInfo/DevId"), Some(d.id.as_str()));
+        assert_eq!(d.tree.value("DevInfo/Man"), Some("Dell Inc."));
+        assert_eq!(d.tree.value("DevDetail/Ext/Microsoft/SMBIOSSerialNumber"), Some("7HX2Q93"));
+        assert!(!d.tree.is_dirty());
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn triggers_pick_modes_as_the_seed_says() {
+        let mut d = device(Profile::Win10);
+        assert_eq!(d.plan(Trigger::Reboot).mode, Mode::Machine);
+        assert_eq!(d.plan(Trigger::Reboot).login_status, Some(LoginStatus::None));
+        assert_eq!(d.plan(Trigger::Logon).mode, Mode::Maintenance);
+        assert_eq!(d.plan(Trigger::Push).alert, SessionAlert::ServerInitiated);
+        assert_eq!(d.plan(Trigger::Push).mode, Mode::Maintenance);
+        assert_eq!(d.plan(Trigger::Nightly).mode, Mode::Maintenance);
+        d.login = LoginStatus::None;
+        assert_eq!(d.plan(Trigger::Nightly).mode, Mode::Machine);
+        let w81 = device(Profile::Win81);
+        assert_eq!(w81.plan(Trigger::Push).mode, Mode::Apps);
+        assert_eq!(w81.plan(Trigger::Push).alert, SessionAlert::ClientInitiated);
+        assert_eq!(w81.plan(Trigger::Logon).login_status, None);
+        let cfg = d.next_session(Trigger::Manual);
+        assert_eq!((cfg.session_id.as_str(), d.sessions), ("1", 1));
+        assert_eq!(d.next_session(Trigger::Manual).session_id, "2");
+    }
+}

@@ -1,0 +1,267 @@
+//! The SyncML transport: one HTTP POST per client message, with reqwest over native-tls
+//! (OpenSSL) (PROTOCOL.md §2).
+//!
+//! Owns the request shape a Windows client sends (`application/vnd.syncml.dm+xml`, the
+//! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id), TLS
+//! settings (verification on by default, an extra trusted CA, an optional client identity for
+//! mTLS), timeouts and HTTP 429 `Retry-After`. Errors say whose fault they are: the server could
+//! not be reached ([`Fault::Unreachable`]) or it answered against the protocol
+//! ([`Fault::Protocol`]). Does not know SyncML beyond the content type.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, ACCEPT_CHARSET, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Identity, StatusCode, Url};
+
+use crate::session::{Fault, Mode};
+use crate::syncml;
+use crate::tree::Profile;
+
+/// What Windows 10 sends as User-Agent (PROTOCOL.md §2).
+pub const DEFAULT_USER_AGENT: &str = "MSFT OMA DM Client/1.2.0.1";
+/// The Accept header of the Windows client.
+const ACCEPT_VALUE: &str = "application/vnd.syncml.dm+xml, application/vnd.syncml.dm+wbxml, application/octet-stream";
+
+/// Transport settings.
+pub struct HttpOptions {
+    /// Whole-request timeout (connect, send, answer, body).
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// PEM certificates (one or a bundle) to trust besides the system roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Accept any server certificate (only when the user asks for it).
+    pub insecure: bool,
+    /// A client certificate and key for mTLS (the enrollment certificate).
+    pub identity: Option<Identity>,
+    /// How many times an HTTP 429 is retried before giving up.
+    pub max_429_retries: u32,
+    /// The longest `Retry-After` honoured; longer waits are cut to this.
+    pub max_retry_after: Duration,
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            ca_cert_pem: None,
+            insecure: false,
+            identity: None,
+            max_429_retries: 3,
+            max_retry_after: Duration::from_secs(60),
+            user_agent: DEFAULT_USER_AGENT.to_string(),
+        }
+    }
+}
+
+/// A transport failure, named with the URL it happened on.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The settings cannot be used (bad CA file, bad URL).
+    #[error("{0}")]
+    Config(String),
+    /// Nobody answered at the address (refused, DNS, reset before an answer).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The TLS handshake failed (untrusted certificate, protocol mismatch).
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+    /// No complete answer in time.
+    #[error("no answer from {url} within {} s", after.as_secs_f32())]
+    Timeout { url: String, after: Duration },
+    /// The server kept answering 429.
+    #[error("{url} answered HTTP 429 (too many requests) {tries} times; giving up")]
+    Throttled { url: String, tries: u32 },
+    /// The server answered with an HTTP error status.
+    #[error("{url} answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    Status { url: String, status: u16, body: String },
+    /// The answer's body could not be read (connection closed mid-body, not UTF-8).
+    #[error("reading the answer of {url} failed: {reason}")]
+    Body { url: String, reason: String },
+}
+
+impl HttpError {
+    /// Whose fault the failure is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            HttpError::Connect { .. }
+            | HttpError::Tls { .. }
+            | HttpError::Timeout { .. }
+            | HttpError::Throttled { .. } => Fault::Unreachable,
+            HttpError::Config(_) | HttpError::Status { .. } | HttpError::Body { .. } => Fault::Protocol,
+        }
+    }
+}
+
+/// A connection pool with the device's TLS settings, shared by the sessions that use it.
+pub struct Transport {
+    client: Client,
+    opts: HttpOptions,
+}
+
+impl Transport {
+    /// Builds the client.
+    pub fn new(mut opts: HttpOptions) -> Result<Transport, HttpError> {
+        let mut b = Client::builder()
+            .tls_backend_native()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.connect_timeout)
+            .user_agent(opts.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &opts.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| HttpError::Config(format!("CA certificate: {}", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(HttpError::Config("CA certificate: no PEM certificate found".into()));
+            }
+            b = b.tls_certs_merge(certs);
+        }
+        if opts.insecure {
+            b = b.tls_danger_accept_invalid_certs(true).tls_danger_accept_invalid_hostnames(true);
+        }
+        if let Some(id) = opts.identity.take() {
+            b = b.identity(id);
+        }
+        let client = b.build().map_err(|e| HttpError::Config(format!("HTTP client: {}", chain(&e))))?;
+        Ok(Transport { client, opts })
+    }
+
+    /// The session URL: the server address with `mode=<Mode>&Platform=WoA` appended
+    /// (PROTOCOL.md §2). `mode=Apps` exists only on the win81 profile; on win10 it is sent as
+    /// Maintenance.
+    pub fn session_url(server: &str, mode: Mode, profile: Profile) -> Result<Url, HttpError> {
+        let mut url = Url::parse(server).map_err(|e| HttpError::Config(format!("server URL {server:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::Config(format!("server URL {server:?}: scheme must be http or https")));
+        }
+        let mode = if mode == Mode::Apps && profile != Profile::Win81 { Mode::Maintenance } else { mode };
+        url.query_pairs_mut().append_pair("mode", mode.as_str()).append_pair("Platform", "WoA");
+        Ok(url)
+    }
+
+    /// POSTs one SyncML message. `Ok(None)` is an answer with an empty body (the end of the
+    /// session, PROTOCOL.md §1.3). A 429 is retried after its `Retry-After` (bounded).
+    pub async fn post(&self, url: &str, body: &str, client_request_id: &str) -> Result<Option<String>, HttpError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            tracing::debug!(url, bytes = body.len(), "POST");
+            let req = self
+                .client
+                .post(url)
+                .header(CONTENT_TYPE, syncml::CONTENT_TYPE)
+                .header(ACCEPT, ACCEPT_VALUE)
+                .header(ACCEPT_CHARSET, "UTF-8")
+                .header("Client-Request-Id", header(client_request_id))
+                .body(body.to_string());
+            let resp = req.send().await.map_err(|e| self.send_error(url, &e))?;
+            let status = resp.status();
+            tracing::debug!(url, status = status.as_u16(), "answer");
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                if tries > self.opts.max_429_retries {
+                    return Err(HttpError::Throttled { url: url.to_string(), tries });
+                }
+                let wait = retry_after(resp.headers().get(RETRY_AFTER)).min(self.opts.max_retry_after);
+                tracing::info!(url, wait_s = wait.as_secs_f32(), "HTTP 429: waiting as Retry-After asks");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let text = resp.text().await.map_err(|e| self.body_error(url, &e))?;
+            if !status.is_success() {
+                let snippet: String = text.trim().chars().take(200).collect();
+                return Err(HttpError::Status { url: url.to_string(), status: status.as_u16(), body: snippet });
+            }
+            return Ok(if text.trim().is_empty() { None } else { Some(text) });
+        }
+    }
+
+    fn send_error(&self, url: &str, e: &reqwest::Error) -> HttpError {
+        let url = url.to_string();
+        let reason = chain(e);
+        if e.is_timeout() {
+            return HttpError::Timeout { url, after: self.opts.timeout };
+        }
+        let lower = reason.to_ascii_lowercase();
+        if lower.contains("certificate")
+            || lower.contains("ssl")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+        {
+            return HttpError::Tls { url, reason };
+        }
+        if e.is_connect() || e.is_request() {
+            return HttpError::Connect { url, reason };
+        }
+        HttpError::Body { url, reason }
+    }
+
+    fn body_error(&self, url: &str, e: &reqwest::Error) -> HttpError {
+        if e.is_timeout() {
+            return HttpError::Timeout { url: url.to_string(), after: self.opts.timeout };
+        }
+        HttpError::Body { url: url.to_string(), reason: chain(e) }
+    }
+}
+
+/// A header value from text a server or the tree gave; invalid characters become `0`.
+fn header(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `Retry-After` as seconds or an HTTP date; 1 s when absent or unreadable.
+fn retry_after(value: Option<&HeaderValue>) -> Duration {
+    let Some(text) = value.and_then(|v| v.to_str().ok()).map(str::trim) else { return Duration::from_secs(1) };
+    if let Ok(secs) = text.parse::<u64>() {
+        return Duration::from_secs(secs);
+    }
+    match chrono::DateTime::parse_from_rfc2822(text) {
+        // The runner may read the wall clock; the core never does.
+        Ok(at) => (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
+        Err(_) => Duration::from_secs(1),
+    }
+}
+
+/// An error and its sources, joined: reqwest's top message alone rarely says what happened,
+/// and its wrappers ("error sending request for url (...)", "client error (Connect)") repeat
+/// what the caller's message already says.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = Some(e);
+    while let Some(c) = src {
+        let t = c.to_string();
+        let wrapper = t.starts_with("error sending request") || t.starts_with("client error (");
+        if !wrapper && !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = c.source();
+    }
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_url_carries_mode_and_platform() {
+        let u = Transport::session_url("https://mdm.example/MDM.svc", Mode::Machine, Profile::Win10).unwrap();
+        assert_eq!(u.as_str(), "https://mdm.example/MDM.svc?mode=Machine&Platform=WoA");
+        let u = Transport::session_url("http://127.0.0.1:8080/x?tenant=a", Mode::Apps, Profile::Win81).unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/x?tenant=a&mode=Apps&Platform=WoA");
+        let u = Transport::session_url("http://h/x", Mode::Apps, Profile::Win10).unwrap();
+        assert!(u.as_str().ends_with("mode=Maintenance&Platform=WoA"));
+        assert!(Transport::session_url("ftp://h/x", Mode::Machine, Profile::Win10).is_err());
+        assert!(Transport::session_url("not a url", Mode::Machine, Profile::Win10).is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_defaults() {
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("7"))), Duration::from_secs(7));
+        assert_eq!(retry_after(None), Duration::from_secs(1));
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), Duration::from_secs(1));
+        let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(retry_after(Some(&past)), Duration::ZERO);
+    }
+}

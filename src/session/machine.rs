@@ -1,0 +1,1244 @@
+//! The session state machine (STYLE.md habit 6): [`start`] builds package 1 and gives an
+//! [`AwaitingServer`]; each server message consumes it and gives the next state ([`Next`]):
+//! another client message to send, [`Finished`], or [`Failed`].
+//!
+//! No I/O: the caller moves the bytes (see `runner/`), passes the device's tree in a
+//! [`DeviceCx`] at each step and persists what changed. Tree changes of a failed session are
+//! rolled back to the session start by the transition into [`Failed`]; the changes of a
+//! finished session are left in the journal for the caller to persist and `commit()`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::syncml::{
+    self, Alert, AlertCode, Chal, Command, Cred, DecodeError, Item, ItemCmd, Meta, Results, Status, StatusCode,
+    SyncBody, SyncHdr, SyncMl,
+};
+use crate::tree::{CmdOutcome, Effect, Env, Mark, Registry, Tree, TreeState};
+
+use super::gate::{AllowAll, Finding, Gate, GateCx};
+use super::summary::{EffectRecord, Mode, Outcome, Summary, Trigger};
+
+/// The LocURI type of the LoginStatus client event (PROTOCOL.md §1.2).
+pub const LOGIN_STATUS_TYPE: &str = "com.microsoft/MDM/LoginStatus";
+
+/// The DevInfo nodes package 1 reports, in the order Windows sends them (PROTOCOL.md §1.2).
+const DEVINFO_NODES: [&str; 5] = ["DevId", "Man", "Mod", "DmV", "Lang"];
+
+/// The session alert of package 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAlert {
+    /// 1200: the session answers a server trigger (a push on the win10 profile).
+    ServerInitiated,
+    /// 1201: scheduled, user or enrollment-triggered sessions.
+    ClientInitiated,
+}
+
+impl SessionAlert {
+    /// The alert code on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            SessionAlert::ServerInitiated => 1200,
+            SessionAlert::ClientInitiated => 1201,
+        }
+    }
+}
+
+/// Who is logged on, as the 1224 LoginStatus alert says it (win10 profile only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginStatus {
+    /// The enrolling user is logged on.
+    #[default]
+    User,
+    /// Another user, without an MDM account.
+    Others,
+    /// No interactive user.
+    None,
+}
+
+impl LoginStatus {
+    /// The alert's Data value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginStatus::User => "user",
+            LoginStatus::Others => "others",
+            LoginStatus::None => "none",
+        }
+    }
+}
+
+/// Everything needed to start one session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The 32-hex DeviceID: SyncHdr Source.
+    pub device_id: String,
+    /// The server address: SyncHdr Target (ADDR; a RespURI does not change it).
+    pub server_url: String,
+    /// Opaque, constant within the session.
+    pub session_id: String,
+    pub alert: SessionAlert,
+    /// `Some` on the win10 profile: the 1224 LoginStatus alert of package 1.
+    pub login_status: Option<LoginStatus>,
+    /// Client alerts other parts queued for package 1 (a 1226 unenroll alert, an install
+    /// report); their CmdIDs are renumbered.
+    pub extra_alerts: Vec<Alert>,
+    pub mode: Mode,
+    pub trigger: Trigger,
+    /// Credentials put on every client message header (application-layer auth, §1.9).
+    pub cred: Option<Cred>,
+    /// Answers a 401/407 challenge on the SyncHdr: package 1 is sent again with the
+    /// credentials it computes (once per session). `None`: a challenge ends the session.
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Upper bound on client messages in one session (a server that never stops is an error).
+    pub max_messages: u32,
+}
+
+impl SessionConfig {
+    /// A client-initiated session with no LoginStatus, no extra alerts, no credentials and a
+    /// bound of 200 messages.
+    pub fn new(device_id: &str, server_url: &str, session_id: &str, mode: Mode, trigger: Trigger) -> Self {
+        SessionConfig {
+            device_id: device_id.to_string(),
+            server_url: server_url.to_string(),
+            session_id: session_id.to_string(),
+            alert: SessionAlert::ClientInitiated,
+            login_status: None,
+            extra_alerts: Vec::new(),
+            mode,
+            trigger,
+            cred: None,
+            auth: None,
+            max_messages: 200,
+        }
+    }
+}
+
+/// Computes the credentials that answer a server's challenge (`Chal` with `NextNonce`, PROTOCOL.md
+/// §1.9). The digest itself (MD5 over name, secret and nonce) belongs to the enrollment/auth code;
+/// the session only decides when to ask and resends package 1 with the answer.
+pub trait Authenticator: Send + Sync + fmt::Debug {
+    /// Credentials for a challenge; `None` gives up (the session fails as unauthenticated).
+    fn answer(&self, chal: &Chal) -> Option<Cred>;
+}
+
+/// The device's tree as a session step sees it.
+pub struct DeviceCx<'a> {
+    pub registry: &'a Registry,
+    pub state: &'a mut TreeState,
+    /// `env.now` is the moment of the step (used for the summary's duration too).
+    pub env: &'a Env,
+}
+
+/// Whose fault a session error is (the binary maps it to an exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The server could not be reached (connection, TLS, timeout).
+    Unreachable,
+    /// The server broke the protocol.
+    Protocol,
+}
+
+/// Why a session ended in failure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The server's reply is not SyncML or not well-formed.
+    #[error(
+        "server message in reply to client message {reply_to} is not valid SyncML (line {line}, column {column}): {source}"
+    )]
+    Malformed { reply_to: u32, line: usize, column: usize, source: DecodeError },
+    /// The server's header names another session.
+    #[error("server message {msg_id} has SessionID {got:?}, this session is {expected:?}")]
+    WrongSession { msg_id: String, expected: String, got: String },
+    /// A Status or Results refers to a message the device never sent.
+    #[error(
+        "server message {msg_id}, {cmd} CmdID {cmd_id}: MsgRef {msg_ref:?} refers to no message the device sent (sent: {sent})"
+    )]
+    UnknownMsgRef { msg_id: String, cmd_id: String, cmd: String, msg_ref: String, sent: String },
+    /// The server refused the device's header credentials (401/407).
+    #[error("server message {msg_id} refused the device's credentials with status {code} (SyncHdr)")]
+    Unauthenticated { msg_id: String, code: u16, chal: Option<Box<Chal>> },
+    /// The server aborted the session with Alert 1223.
+    #[error("server aborted the session (Alert 1223, message {msg_id} CmdID {cmd_id})")]
+    Aborted { msg_id: String, cmd_id: String },
+    /// The session went on longer than the configured bound.
+    #[error("session exceeded {limit} client messages")]
+    TooManyMessages { limit: u32 },
+    /// The transport failed (reported by the runner).
+    #[error("{message}")]
+    Transport { fault: Fault, message: String },
+}
+
+impl SessionError {
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            SessionError::Transport { fault, .. } => *fault,
+            _ => Fault::Protocol,
+        }
+    }
+}
+
+/// Bookkeeping shared by every state.
+struct Core {
+    cfg: SessionConfig,
+    gate: Box<dyn Gate>,
+    mark: Mark,
+    started: DateTime<Utc>,
+    /// MsgIDs the device sent, in order.
+    sent: Vec<u32>,
+    /// Where to send the next message when the server gave a RespURI.
+    resp_uri: Option<String>,
+    summary: Summary,
+    /// Effects for the caller to carry out (client alerts are sent in-session instead).
+    effects: Vec<Effect>,
+    /// Client alerts CSPs asked for, sent in the next client message.
+    pending_alerts: Vec<Alert>,
+    /// A large object whose chunks are still arriving.
+    pending_object: Option<PendingObject>,
+    /// Package 1's commands, kept to send them again after an authentication challenge.
+    package1: Vec<Command>,
+    /// Challenges answered so far (at most one per session).
+    auth_tries: u32,
+    /// The last challenge the server put on a SyncHdr status (its NextNonce serves the next
+    /// session, PROTOCOL.md §1.9).
+    last_chal: Option<Chal>,
+}
+
+impl Core {
+    fn header(&self, msg_id: u32) -> SyncHdr {
+        SyncHdr {
+            session_id: self.cfg.session_id.clone(),
+            msg_id: msg_id.to_string(),
+            target: self.cfg.server_url.clone(),
+            source: self.cfg.device_id.clone(),
+            cred: self.cfg.cred.clone(),
+            ..SyncHdr::default()
+        }
+    }
+
+    fn finish(mut self, now: DateTime<Utc>, outcome: Outcome) -> (Summary, Vec<Effect>) {
+        self.summary.outcome = outcome;
+        self.summary.duration_ms = (now - self.started).num_milliseconds().max(0) as u64;
+        (self.summary, self.effects)
+    }
+
+    fn fail(self, error: SessionError, cx: &mut DeviceCx<'_>) -> Failed {
+        cx.state.rollback(self.mark);
+        let mut core = self;
+        core.summary.error = Some(error.to_string());
+        let (summary, _) = core.finish(cx.env.now, Outcome::Failed);
+        Failed { summary, error }
+    }
+
+    fn record_effects(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            self.summary.effects.push(EffectRecord::from(&e));
+            match e {
+                Effect::Alert { code, item } => {
+                    self.pending_alerts.push(Alert { data: code.to_string(), items: vec![item], ..Alert::default() })
+                }
+                other => self.effects.push(other),
+            }
+        }
+    }
+}
+
+/// Builds package 1 (PROTOCOL.md §1.2) and waits for the server's answer.
+///
+/// The session starts from the tree as it is now: a later failure rolls back to this point.
+pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> (AwaitingServer, SyncMl) {
+    let now = cx.env.now;
+    let summary = Summary::new(&cfg.device_id, &cfg.session_id, cfg.mode, cfg.trigger, cfg.alert.code(), now);
+    let mut core = Core {
+        mark: cx.state.mark(),
+        started: now,
+        sent: Vec::new(),
+        resp_uri: None,
+        summary,
+        effects: Vec::new(),
+        pending_alerts: Vec::new(),
+        package1: Vec::new(),
+        pending_object: None,
+        auth_tries: 0,
+        last_chal: None,
+        gate,
+        cfg,
+    };
+    let mut body = Body::default();
+    body.push(Command::Alert(Alert { data: core.cfg.alert.code().to_string(), ..Alert::default() }));
+    if let Some(login) = core.cfg.login_status {
+        body.push(Command::Alert(Alert {
+            data: AlertCode::ClientEvent.code().to_string(),
+            items: vec![Item {
+                meta: Some(Meta::typed(LOGIN_STATUS_TYPE, None)),
+                data: Some(login.as_str().to_string()),
+                ..Item::default()
+            }],
+            ..Alert::default()
+        }));
+    }
+    for a in std::mem::take(&mut core.cfg.extra_alerts) {
+        body.push(Command::Alert(a));
+    }
+    let devinfo = devinfo_items(&core.cfg.device_id, cx);
+    body.push(Command::Replace(ItemCmd { items: devinfo, ..ItemCmd::default() }));
+    core.package1 = body.commands.clone();
+    let msg = SyncMl { hdr: core.header(1), body: SyncBody { commands: body.commands, final_: true } };
+    core.sent.push(1);
+    core.summary.messages_sent = 1;
+    (AwaitingServer { core }, msg)
+}
+
+/// Starts a session with the default gate ([`AllowAll`]).
+pub fn start_default(cfg: SessionConfig, cx: &mut DeviceCx<'_>) -> (AwaitingServer, SyncMl) {
+    start(cfg, Box::new(AllowAll), cx)
+}
+
+/// `./DevInfo/*` read through the tree engine, as Replace items with Source LocURIs.
+fn devinfo_items(device_id: &str, cx: &mut DeviceCx<'_>) -> Vec<Item> {
+    let mut tree = Tree::new(cx.registry, cx.state, cx.env);
+    let mut items = Vec::new();
+    for name in DEVINFO_NODES {
+        let uri = format!("./DevInfo/{name}");
+        let out = tree.execute(&Command::Get(ItemCmd {
+            cmd_id: "1".into(),
+            items: vec![Item::target(&uri)],
+            ..ItemCmd::default()
+        }));
+        let value = out.first().filter(|o| o.code == StatusCode::Ok).and_then(|o| o.results.first()?.data.clone());
+        match (name, value) {
+            (_, Some(v)) => items.push(Item::source_data(&uri, &v)),
+            // The DevId is the one value a server cannot do without (Fleet matches on it).
+            ("DevId", None) => items.push(Item::source_data(&uri, device_id)),
+            _ => {}
+        }
+    }
+    items
+}
+
+/// A client message under construction: numbers its commands 1, 2, 3...
+#[derive(Default)]
+struct Body {
+    commands: Vec<Command>,
+}
+
+impl Body {
+    fn next_id(&self) -> String {
+        (self.commands.len() + 1).to_string()
+    }
+
+    fn push(&mut self, mut cmd: Command) {
+        let id = self.next_id();
+        match &mut cmd {
+            Command::Alert(a) => a.cmd_id = id,
+            Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Get(c) | Command::Exec(c) => {
+                c.cmd_id = id
+            }
+            Command::Atomic(c) | Command::Sequence(c) => c.cmd_id = id,
+            Command::Status(s) => s.cmd_id = id,
+            Command::Results(r) => r.cmd_id = id,
+            Command::Unsupported { cmd_id, .. } => *cmd_id = id,
+        }
+        self.commands.push(cmd);
+    }
+
+    fn status(&mut self, msg_ref: &str, cmd_ref: &str, cmd: &str, code: StatusCode, target_refs: Vec<String>) {
+        self.push(Command::Status(Status {
+            msg_ref: msg_ref.to_string(),
+            cmd_ref: cmd_ref.to_string(),
+            cmd: cmd.to_string(),
+            target_refs,
+            data: code.code().to_string(),
+            ..Status::default()
+        }));
+    }
+}
+
+/// Waiting for the server's answer to the last client message.
+pub struct AwaitingServer {
+    core: Core,
+}
+
+/// What a server message led to.
+// One value per session step, matched at once; boxing the state would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Next {
+    /// Send this message and wait again.
+    Send(AwaitingServer, SyncMl),
+    /// The session is over.
+    Finished(Finished),
+    /// The session failed; the tree was rolled back.
+    Failed(Failed),
+}
+
+impl fmt::Debug for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Next::Send(_, m) => write!(f, "Send(MsgID {})", m.hdr.msg_id),
+            Next::Finished(_) => f.write_str("Finished"),
+            Next::Failed(x) => write!(f, "Failed({})", x.error),
+        }
+    }
+}
+
+impl AwaitingServer {
+    /// The MsgID of the client message whose answer is awaited.
+    pub fn awaiting_reply_to(&self) -> u32 {
+        self.core.sent.last().copied().unwrap_or(1)
+    }
+
+    /// The RespURI the server asked for, if any (honoured for the rest of the session).
+    pub fn resp_uri(&self) -> Option<&str> {
+        self.core.resp_uri.as_deref()
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.core.cfg
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> &Summary {
+        &self.core.summary
+    }
+
+    /// The server answered with an HTTP 200 and an empty body: the session is over
+    /// (PROTOCOL.md §1.3, loop step 5).
+    pub fn receive_empty(self, cx: &mut DeviceCx<'_>) -> Finished {
+        let chal = self.core.last_chal.clone();
+        let (summary, effects) = self.core.finish(cx.env.now, Outcome::Completed);
+        Finished { summary, effects, chal }
+    }
+
+    /// The transport failed: ends the session and rolls the tree back.
+    pub fn fail(self, error: SessionError, cx: &mut DeviceCx<'_>) -> Failed {
+        self.core.fail(error, cx)
+    }
+
+    /// Decodes a server message body and handles it (see [`AwaitingServer::receive_message`]).
+    pub fn receive(self, text: &str, cx: &mut DeviceCx<'_>) -> Next {
+        match syncml::decode(text) {
+            Ok(msg) => self.receive_message(&msg, cx),
+            Err(source) => {
+                let reply_to = self.awaiting_reply_to();
+                let (line, column) = syncml::line_col(text, source.offset());
+                let mut core = self.core;
+                core.summary.messages_received += 1;
+                Next::Failed(core.fail(SessionError::Malformed { reply_to, line, column, source }, cx))
+            }
+        }
+    }
+
+    /// Checks the header, executes the commands in order and builds the reply (§1.3).
+    pub fn receive_message(self, msg: &SyncMl, cx: &mut DeviceCx<'_>) -> Next {
+        let mut core = self.core;
+        core.summary.messages_received += 1;
+        match check(&mut core, msg) {
+            Err(e) => return Next::Failed(core.fail(e, cx)),
+            Ok(Some(cred)) => {
+                // Challenged and answered: package 1 again, with credentials (§1.9 step 3).
+                core.cfg.cred = Some(cred);
+                let commands = core.package1.clone();
+                return core.send(SyncBody { commands, final_: true }, cx);
+            }
+            Ok(None) => {}
+        }
+        if let Some(uri) = msg.hdr.resp_uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            core.resp_uri = Some(uri.to_string());
+        }
+        let server_msg = msg.hdr.msg_id.as_str();
+        let mut body = Body::default();
+        // The SyncHdr status always comes first.
+        body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
+        let header_only = body.commands.len();
+        for cmd in &msg.body.commands {
+            count(&mut core.summary.commands_received, cmd);
+            match cmd {
+                // Never status a Status or Results.
+                Command::Status(_) | Command::Results(_) => continue,
+                Command::Alert(a) if AlertCode::parse(&a.data) == Some(AlertCode::SessionAbort) => {
+                    let e = SessionError::Aborted { msg_id: server_msg.to_string(), cmd_id: a.cmd_id.clone() };
+                    return Next::Failed(core.fail(e, cx));
+                }
+                _ => {}
+            }
+            let assembled;
+            let outcomes = match core.chunk(cmd, &mut body) {
+                Chunk::Whole => core.run(cmd, server_msg, cx),
+                Chunk::Status(code) => vec![outcome(cmd.cmd_id(), cmd.name(), code)],
+                Chunk::Complete(full) => {
+                    assembled = *full;
+                    core.run(&assembled, server_msg, cx)
+                }
+            };
+            if no_resp(cmd) {
+                continue;
+            }
+            for o in outcomes {
+                *core.summary.statuses_sent.entry(o.code.code()).or_default() += 1;
+                body.status(server_msg, &o.cmd_id, &o.cmd, o.code, o.target_refs.clone());
+                if !o.results.is_empty() {
+                    body.push(Command::Results(Results {
+                        msg_ref: server_msg.to_string(),
+                        cmd_ref: o.cmd_id.clone(),
+                        items: o.results,
+                        ..Results::default()
+                    }));
+                }
+            }
+        }
+        for a in std::mem::take(&mut core.pending_alerts) {
+            body.push(Command::Alert(a));
+        }
+        let final_ = msg.body.final_;
+        if !final_ {
+            // The server's package goes on: ask for its next message (§1.3 multi-message).
+            body.push(Command::Alert(Alert { data: AlertCode::NextMessage.code().to_string(), ..Alert::default() }));
+        } else if body.commands.len() == header_only {
+            // Nothing to send but the SyncHdr status: the session is over (§1.3 loop step 4).
+            let chal = core.last_chal.clone();
+            let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
+            return Next::Finished(Finished { summary, effects, chal });
+        }
+        core.send(SyncBody { commands: body.commands, final_ }, cx)
+    }
+}
+
+/// Where a command stands with respect to large objects (PROTOCOL.md §1.4).
+enum Chunk {
+    /// An ordinary command: execute it.
+    Whole,
+    /// A chunk buffered (213) or refused (400, 424): answer with this status only.
+    Status(StatusCode),
+    /// The last chunk arrived: execute the reassembled command.
+    Complete(Box<Command>),
+}
+
+/// A large object being received.
+struct PendingObject {
+    /// The first chunk's command (its Meta, target and kind are the object's).
+    first: Command,
+    target: Option<String>,
+    data: String,
+    /// The announced total size (Meta/Size on the first chunk).
+    size: Option<usize>,
+}
+
+impl Core {
+    /// Applies the gate, then executes one server command on the tree.
+    fn run(&mut self, cmd: &Command, server_msg: &str, cx: &mut DeviceCx<'_>) -> Vec<CmdOutcome> {
+        let gcx =
+            GateCx { mode: self.cfg.mode, trigger: self.cfg.trigger, profile: cx.env.profile, msg_id: server_msg };
+        let verdict = self.gate.check(&gcx, cmd);
+        if let Some(f) = verdict.finding {
+            self.summary.findings.push(f);
+        }
+        match (verdict.refuse, cmd) {
+            (Some(code), _) => refused(cmd, code),
+            (None, Command::Alert(a)) => {
+                let code = if a.cmd_id.is_empty() { StatusCode::BadRequest } else { StatusCode::Ok };
+                vec![outcome(&a.cmd_id, "Alert", code)]
+            }
+            (None, _) => {
+                let mut tree = Tree::new(cx.registry, cx.state, cx.env);
+                let out = tree.execute(cmd);
+                let effects = std::mem::take(&mut tree.effects);
+                self.record_effects(effects);
+                out
+            }
+        }
+    }
+
+    /// Large-object reception (PROTOCOL.md §1.4, OMA DM 1.2.1 §7): each chunk (an item with
+    /// MoreData) is answered 213 and buffered; the last one completes the object, whose size is
+    /// checked against the first chunk's Meta/Size (424 on mismatch) before it is executed as one
+    /// command. A different command before the last chunk drops the object with Alert 1225.
+    fn chunk(&mut self, cmd: &Command, body: &mut Body) -> Chunk {
+        let c = match cmd {
+            Command::Add(c) | Command::Replace(c) | Command::Exec(c) => Some(c),
+            _ => None,
+        };
+        let more = c.is_some_and(|c| c.items.last().is_some_and(|i| i.more_data));
+        if let Some(mut p) = self.pending_object.take() {
+            let same =
+                c.filter(|c| c.items.len() == 1 && c.items[0].target == p.target && cmd.name() == p.first.name());
+            if let Some(c) = same {
+                p.data.push_str(c.items[0].data.as_deref().unwrap_or_default());
+                if more {
+                    self.pending_object = Some(p);
+                    return Chunk::Status(StatusCode::ChunkedItemAccepted);
+                }
+                if p.size.is_some_and(|n| n != p.data.len()) {
+                    return Chunk::Status(StatusCode::SizeMismatch);
+                }
+                let mut full = p.first;
+                if let Command::Add(f) | Command::Replace(f) | Command::Exec(f) = &mut full {
+                    f.cmd_id = c.cmd_id.clone();
+                    if let Some(item) = f.items.first_mut() {
+                        item.data = Some(p.data);
+                        item.more_data = false;
+                    }
+                }
+                return Chunk::Complete(Box::new(full));
+            }
+            body.push(Command::Alert(Alert {
+                data: AlertCode::NoEndOfData.code().to_string(),
+                items: vec![Item { source: p.target, ..Item::default() }],
+                ..Alert::default()
+            }));
+        }
+        let Some(c) = c.filter(|_| more) else { return Chunk::Whole };
+        if c.items.len() != 1 {
+            // Only single-item commands are chunked by the servers we know; refuse the rest.
+            return Chunk::Status(StatusCode::BadRequest);
+        }
+        let item = &c.items[0];
+        let size = [item.meta.as_ref(), c.meta.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|m| m.size.as_deref().and_then(|s| s.trim().parse().ok()));
+        self.pending_object = Some(PendingObject {
+            first: cmd.clone(),
+            target: item.target.clone(),
+            data: item.data.clone().unwrap_or_default(),
+            size,
+        });
+        Chunk::Status(StatusCode::ChunkedItemAccepted)
+    }
+
+    /// Sends the next client message (bounded by `max_messages`).
+    fn send(mut self, body: SyncBody, cx: &mut DeviceCx<'_>) -> Next {
+        if self.summary.messages_sent >= self.cfg.max_messages {
+            let e = SessionError::TooManyMessages { limit: self.cfg.max_messages };
+            return Next::Failed(self.fail(e, cx));
+        }
+        let msg_id = self.sent.last().copied().unwrap_or(0) + 1;
+        self.sent.push(msg_id);
+        self.summary.messages_sent += 1;
+        let reply = SyncMl { hdr: self.header(msg_id), body };
+        Next::Send(AwaitingServer { core: self }, reply)
+    }
+}
+
+/// The header and reference checks that end a session before anything is executed. `Ok(Some)`:
+/// the server challenged the device's header and these credentials answer it.
+fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
+    let hdr = &msg.hdr;
+    if hdr.session_id.trim() != core.cfg.session_id {
+        return Err(SessionError::WrongSession {
+            msg_id: hdr.msg_id.clone(),
+            expected: core.cfg.session_id.clone(),
+            got: hdr.session_id.clone(),
+        });
+    }
+    if !hdr.target.trim().is_empty() && hdr.target.trim() != core.cfg.device_id {
+        core.summary.findings.push(Finding {
+            what: "header-target".into(),
+            msg_id: hdr.msg_id.clone(),
+            cmd_id: String::new(),
+            cmd: "SyncHdr".into(),
+            uri: Some(hdr.target.clone()),
+            why: format!("SyncHdr Target should be the DeviceID {}", core.cfg.device_id),
+        });
+    }
+    let sent = &core.sent;
+    let known = |r: &str| r.trim().is_empty() || r.trim().parse::<u32>().is_ok_and(|n| sent.contains(&n));
+    for cmd in &msg.body.commands {
+        let (cmd_id, msg_ref, name) = match cmd {
+            Command::Status(s) => (&s.cmd_id, &s.msg_ref, "Status"),
+            Command::Results(r) => (&r.cmd_id, &r.msg_ref, "Results"),
+            _ => continue,
+        };
+        if !known(msg_ref) {
+            return Err(SessionError::UnknownMsgRef {
+                msg_id: hdr.msg_id.clone(),
+                cmd_id: cmd_id.clone(),
+                cmd: name.into(),
+                msg_ref: msg_ref.clone(),
+                sent: sent.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            });
+        }
+    }
+    for cmd in &msg.body.commands {
+        let Command::Status(s) = cmd else { continue };
+        let code = StatusCode::parse(&s.data).map_or(0, StatusCode::code);
+        *core.summary.statuses_received.entry(code).or_default() += 1;
+        if s.cmd_ref.trim() != "0" {
+            continue;
+        }
+        if let Some(c) = &s.chal {
+            core.last_chal = Some(c.clone());
+        }
+        if matches!(code, 401 | 407) {
+            let answer = match (&core.cfg.auth, &s.chal) {
+                (Some(auth), Some(chal)) if core.auth_tries == 0 => auth.answer(chal),
+                _ => None,
+            };
+            core.auth_tries += 1;
+            return match answer {
+                Some(cred) => Ok(Some(cred)),
+                None => Err(SessionError::Unauthenticated {
+                    msg_id: hdr.msg_id.clone(),
+                    code,
+                    chal: s.chal.clone().map(Box::new),
+                }),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn outcome(cmd_id: &str, cmd: &str, code: StatusCode) -> CmdOutcome {
+    CmdOutcome { cmd_id: cmd_id.to_string(), cmd: cmd.to_string(), code, target_refs: Vec::new(), results: Vec::new() }
+}
+
+/// The statuses of a command the gate refused: the code for it, 215 for each child.
+fn refused(cmd: &Command, code: StatusCode) -> Vec<CmdOutcome> {
+    fn children(cmd: &Command, out: &mut Vec<CmdOutcome>) {
+        if let Command::Atomic(c) | Command::Sequence(c) = cmd {
+            for child in &c.commands {
+                out.push(outcome(child.cmd_id(), child.name(), StatusCode::NotExecuted));
+                children(child, out);
+            }
+        }
+    }
+    let mut out = vec![outcome(cmd.cmd_id(), cmd.name(), code)];
+    children(cmd, &mut out);
+    out
+}
+
+/// True when the server asked for no status (NoResp on a top-level command).
+fn no_resp(cmd: &Command) -> bool {
+    match cmd {
+        Command::Alert(a) => a.no_resp,
+        Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Get(c) | Command::Exec(c) => c.no_resp,
+        Command::Atomic(c) | Command::Sequence(c) => c.no_resp,
+        _ => false,
+    }
+}
+
+fn count(into: &mut BTreeMap<String, u32>, cmd: &Command) {
+    *into.entry(cmd.name().to_string()).or_default() += 1;
+    if let Command::Atomic(c) | Command::Sequence(c) = cmd {
+        for child in &c.commands {
+            count(into, child);
+        }
+    }
+}
+
+/// A session that ended normally. Its tree changes are still in the journal: persist them,
+/// then `commit()` the state.
+#[derive(Debug)]
+pub struct Finished {
+    pub summary: Summary,
+    effects: Vec<Effect>,
+    chal: Option<Chal>,
+}
+
+impl Finished {
+    /// Effects for the caller to carry out (fetches, unenrollment, session requests), in the
+    /// order CSPs produced them. Client alerts were already sent in the session.
+    pub fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+
+    /// The last challenge the server sent on a SyncHdr status: its NextNonce is the nonce of
+    /// the next session's credentials (PROTOCOL.md §1.9).
+    pub fn challenge(&self) -> Option<&Chal> {
+        self.chal.as_ref()
+    }
+}
+
+/// A session that ended with an error; the tree is back where it was at the session start.
+#[derive(Debug)]
+pub struct Failed {
+    pub summary: Summary,
+    pub error: SessionError,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::session::Verdict;
+    use crate::syncml::Container;
+    use crate::tree::Profile;
+
+    const DEV: &str = "0123456789ABCDEF0123456789ABCDEF";
+    const SRV: &str = "https://mdm.example/MDM.svc";
+
+    struct Rig {
+        registry: Registry,
+        state: TreeState,
+        env: Env,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let mut state = TreeState::new();
+            state.set_value("DevInfo/DevId", DEV);
+            state.set_value("DevInfo/Man", "Contoso");
+            state.set_value("DevInfo/Mod", "Laptop 7");
+            state.set_value("DevDetail/Ext/Microsoft/DeviceName", "PC-1");
+            state.commit();
+            let env = Env::new(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(), Profile::Win10);
+            Rig { registry: crate::csp::registry(), state, env }
+        }
+
+        fn cx(&mut self) -> DeviceCx<'_> {
+            DeviceCx { registry: &self.registry, state: &mut self.state, env: &self.env }
+        }
+
+        fn start(&mut self) -> (AwaitingServer, SyncMl) {
+            let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+            cfg.login_status = Some(LoginStatus::User);
+            start_default(cfg, &mut self.cx())
+        }
+    }
+
+    fn server(msg_id: &str, commands: Vec<Command>, final_: bool) -> SyncMl {
+        let mut all = vec![Command::Status(Status {
+            cmd_id: "1".into(),
+            msg_ref: "1".into(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: "200".into(),
+            ..Status::default()
+        })];
+        all.extend(commands);
+        SyncMl {
+            hdr: SyncHdr {
+                session_id: "7".into(),
+                msg_id: msg_id.into(),
+                target: DEV.into(),
+                source: SRV.into(),
+                ..SyncHdr::default()
+            },
+            body: SyncBody { commands: all, final_ },
+        }
+    }
+
+    fn item_cmd(id: &str, uri: &str, data: Option<&str>) -> ItemCmd {
+        ItemCmd {
+            cmd_id: id.into(),
+            items: vec![Item { target: Some(uri.into()), data: data.map(str::to_string), ..Item::default() }],
+            ..ItemCmd::default()
+        }
+    }
+
+    /// (CmdRef, Cmd, code) of every Status in a client message.
+    fn statuses(msg: &SyncMl) -> Vec<(String, String, String)> {
+        msg.body
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Status(s) => Some((s.cmd_ref.clone(), s.cmd.clone(), s.data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn send(next: Next) -> (AwaitingServer, SyncMl) {
+        match next {
+            Next::Send(a, m) => (a, m),
+            other => panic!("expected a message to send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn package_one_has_session_alert_login_status_and_devinfo_sources() {
+        let mut rig = Rig::new();
+        let (_, p1) = rig.start();
+        assert_eq!(p1.hdr.msg_id, "1");
+        assert_eq!(p1.hdr.source, DEV);
+        assert_eq!(p1.hdr.target, SRV);
+        assert!(p1.body.final_);
+        let c = &p1.body.commands;
+        let Command::Alert(a) = &c[0] else { panic!("{c:?}") };
+        assert_eq!((a.cmd_id.as_str(), a.data.as_str()), ("1", "1201"));
+        let Command::Alert(l) = &c[1] else { panic!("{c:?}") };
+        assert_eq!(l.data, "1224");
+        assert_eq!(l.items[0].data.as_deref(), Some("user"));
+        assert_eq!(l.items[0].meta.as_ref().and_then(|m| m.type_.as_deref()), Some(LOGIN_STATUS_TYPE));
+        let Command::Replace(r) = &c[2] else { panic!("{c:?}") };
+        assert_eq!(r.cmd_id, "3");
+        let got: Vec<(&str, &str)> =
+            r.items.iter().map(|i| (i.source.as_deref().unwrap_or(""), i.data.as_deref().unwrap_or(""))).collect();
+        assert_eq!(
+            got,
+            [
+                ("./DevInfo/DevId", DEV),
+                ("./DevInfo/Man", "Contoso"),
+                ("./DevInfo/Mod", "Laptop 7"),
+                ("./DevInfo/DmV", "1.3"),
+                ("./DevInfo/Lang", "en-US")
+            ]
+        );
+        assert!(r.items.iter().all(|i| i.target.is_none()));
+    }
+
+    #[test]
+    fn server_initiated_session_and_extra_alerts_are_numbered_in_order() {
+        let mut rig = Rig::new();
+        let mut cfg = SessionConfig::new(DEV, SRV, "9", Mode::Maintenance, Trigger::Push);
+        cfg.alert = SessionAlert::ServerInitiated;
+        cfg.extra_alerts.push(Alert { cmd_id: "x".into(), data: "1226".into(), ..Alert::default() });
+        let (_, p1) = start_default(cfg, &mut rig.cx());
+        let ids: Vec<(&str, &str)> = p1.body.commands.iter().map(|c| (c.name(), c.cmd_id())).collect();
+        assert_eq!(ids, [("Alert", "1"), ("Alert", "2"), ("Replace", "3")]);
+        let Command::Alert(a) = &p1.body.commands[0] else { unreachable!() };
+        assert_eq!(a.data, "1200");
+    }
+
+    #[test]
+    fn statuses_follow_the_header_status_in_command_order_with_results_for_gets() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let msg = server(
+            "1",
+            vec![
+                Command::Alert(Alert { cmd_id: "a1".into(), data: "1201".into(), ..Alert::default() }),
+                Command::Get(item_cmd("g-1", "./DevInfo/Man", None)),
+                Command::Get(item_cmd("g-2", "./DevInfo/Nope", None)),
+                Command::Replace(item_cmd("r", "./DevDetail/Ext/Microsoft/DeviceName", Some("PC-2"))),
+            ],
+            true,
+        );
+        let (s, reply) = send(s.receive_message(&msg, &mut rig.cx()));
+        assert_eq!(reply.hdr.msg_id, "2");
+        assert!(reply.body.final_);
+        assert_eq!(
+            statuses(&reply),
+            [
+                ("0".into(), "SyncHdr".into(), "200".into()),
+                ("a1".into(), "Alert".into(), "200".into()),
+                ("g-1".into(), "Get".into(), "200".into()),
+                ("g-2".into(), "Get".into(), "404".into()),
+                ("r".into(), "Replace".into(), "200".into()),
+            ]
+        );
+        let Command::Results(r) = &reply.body.commands[3] else { panic!("{:?}", reply.body.commands) };
+        assert_eq!((r.msg_ref.as_str(), r.cmd_ref.as_str()), ("1", "g-1"));
+        assert_eq!(r.items[0].data.as_deref(), Some("Contoso"));
+        let ids: Vec<&str> = reply.body.commands.iter().map(Command::cmd_id).collect();
+        assert_eq!(ids, ["1", "2", "3", "4", "5", "6"]);
+        // The server answers with statuses only: nothing left to send, the session is over.
+        let mut done = server("2", vec![], true);
+        if let Command::Status(h) = &mut done.body.commands[0] {
+            h.msg_ref = "2".into();
+        }
+        let Next::Finished(f) = s.receive_message(&done, &mut rig.cx()) else { panic!("expected Finished") };
+        assert_eq!(f.summary.outcome, Outcome::Completed);
+        assert_eq!(f.summary.messages_sent, 2);
+        assert_eq!(f.summary.messages_received, 2);
+        assert_eq!(f.summary.statuses_sent.get(&200), Some(&3));
+        assert_eq!(f.summary.statuses_sent.get(&404), Some(&1));
+        assert_eq!(f.summary.commands_received.get("Get"), Some(&2));
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-2"));
+    }
+
+    #[test]
+    fn a_message_without_final_gets_alert_1222_and_no_final() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let msg = server("1", vec![Command::Get(item_cmd("1", "./DevInfo/DmV", None))], false);
+        let (_, reply) = send(s.receive_message(&msg, &mut rig.cx()));
+        assert!(!reply.body.final_);
+        let Some(Command::Alert(a)) = reply.body.commands.last() else { panic!("{:?}", reply.body.commands) };
+        assert_eq!(a.data, "1222");
+    }
+
+    #[test]
+    fn atomic_children_get_their_own_statuses() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let atomic = Command::Atomic(Container {
+            cmd_id: "at".into(),
+            commands: vec![
+                Command::Replace(item_cmd("c1", "./DevDetail/Ext/Microsoft/DeviceName", Some("X"))),
+                Command::Replace(item_cmd("c2", "./DevInfo/Man", Some("Y"))),
+            ],
+            ..Container::default()
+        });
+        let (_, reply) = send(s.receive_message(&server("1", vec![atomic], true), &mut rig.cx()));
+        let codes: Vec<String> = statuses(&reply).into_iter().map(|(r, _, c)| format!("{r}={c}")).collect();
+        assert_eq!(codes, ["0=200", "at=507", "c1=216", "c2=405"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+    }
+
+    #[test]
+    fn wrong_header_ends_the_session_and_rolls_the_tree_back() {
+        let mut rig = Rig::new();
+        let before = rig.state.clone();
+        let (s, _) = rig.start();
+        let change =
+            server("1", vec![Command::Replace(item_cmd("r", "./DevDetail/Ext/Microsoft/DeviceName", Some("Z")))], true);
+        let (s, _) = send(s.receive_message(&change, &mut rig.cx()));
+        assert_ne!(rig.state, before);
+        let mut bad = server("2", vec![], true);
+        if let Command::Status(h) = &mut bad.body.commands[0] {
+            h.msg_ref = "9".into();
+        }
+        let Next::Failed(f) = s.receive_message(&bad, &mut rig.cx()) else { panic!("expected Failed") };
+        assert!(matches!(&f.error, SessionError::UnknownMsgRef { msg_ref, .. } if msg_ref == "9"), "{}", f.error);
+        assert_eq!(f.summary.outcome, Outcome::Failed);
+        assert_eq!(rig.state, before);
+
+        let (s, _) = rig.start();
+        let mut other = server("1", vec![], true);
+        other.hdr.session_id = "8".into();
+        let Next::Failed(f) = s.receive_message(&other, &mut rig.cx()) else { panic!("expected Failed") };
+        assert!(matches!(f.error, SessionError::WrongSession { .. }), "{}", f.error);
+
+        let (s, _) = rig.start();
+        let Next::Failed(f) = s.receive("<html><body>oops</body></html>", &mut rig.cx()) else { panic!() };
+        assert!(matches!(f.error, SessionError::Malformed { reply_to: 1, .. }), "{}", f.error);
+        assert_eq!(f.error.fault(), Fault::Protocol);
+    }
+
+    #[test]
+    fn alert_1223_aborts_and_401_on_the_header_is_unauthenticated() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let abort = server(
+            "1",
+            vec![Command::Alert(Alert { cmd_id: "9".into(), data: "1223".into(), ..Alert::default() })],
+            true,
+        );
+        let Next::Failed(f) = s.receive_message(&abort, &mut rig.cx()) else { panic!() };
+        assert!(matches!(f.error, SessionError::Aborted { .. }));
+
+        let (s, _) = rig.start();
+        let mut denied = server("1", vec![], true);
+        if let Command::Status(h) = &mut denied.body.commands[0] {
+            h.data = "407".into();
+        }
+        let Next::Failed(f) = s.receive_message(&denied, &mut rig.cx()) else { panic!() };
+        assert_eq!(f.error, SessionError::Unauthenticated { msg_id: "1".into(), code: 407, chal: None });
+    }
+
+    fn chunk(id: &str, uri: &str, data: &str, more: bool, size: Option<&str>) -> Command {
+        let mut c = item_cmd(id, uri, Some(data));
+        c.items[0].more_data = more;
+        if let Some(n) = size {
+            c.items[0].meta = Some(Meta { size: Some(n.into()), ..Meta::default() });
+        }
+        Command::Replace(c)
+    }
+
+    fn server_to(msg_id: &str, commands: Vec<Command>, final_: bool) -> SyncMl {
+        let mut m = server(msg_id, commands, final_);
+        if let Command::Status(h) = &mut m.body.commands[0] {
+            h.msg_ref = msg_id.into();
+        }
+        m
+    }
+
+    #[test]
+    fn a_large_object_is_buffered_with_213_and_applied_whole() {
+        const NAME: &str = "./DevDetail/Ext/Microsoft/DeviceName";
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let m1 = server_to("1", vec![chunk("c1", NAME, "LONG-", true, Some("16"))], false);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        assert_eq!(
+            statuses(&r1),
+            [("0".into(), "SyncHdr".into(), "200".into()), ("c1".into(), "Replace".into(), "213".into())]
+        );
+        let Some(Command::Alert(a)) = r1.body.commands.last() else { panic!() };
+        assert_eq!(a.data, "1222");
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"), "nothing applied yet");
+        let m2 = server_to("2", vec![chunk("c2", NAME, "DEVICE", true, None)], false);
+        let (s, _) = send(s.receive_message(&m2, &mut rig.cx()));
+        let m3 = server_to("3", vec![chunk("c3", NAME, "-NAME", false, None)], true);
+        let (_, r3) = send(s.receive_message(&m3, &mut rig.cx()));
+        assert_eq!(statuses(&r3)[1], ("c3".into(), "Replace".into(), "200".into()));
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("LONG-DEVICE-NAME"));
+    }
+
+    #[test]
+    fn a_large_object_of_the_wrong_size_gets_424_and_an_interrupted_one_alert_1225() {
+        const NAME: &str = "./DevDetail/Ext/Microsoft/DeviceName";
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let m1 =
+            server_to("1", vec![chunk("c1", NAME, "AB", true, Some("99")), chunk("c2", NAME, "CD", false, None)], true);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        let codes: Vec<String> = statuses(&r1).into_iter().map(|(r, _, c)| format!("{r}={c}")).collect();
+        assert_eq!(codes, ["0=200", "c1=213", "c2=424"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let m2 = server_to(
+            "2",
+            vec![chunk("c3", NAME, "AB", true, None), Command::Get(item_cmd("g", "./DevInfo/DmV", None))],
+            true,
+        );
+        let (_, r2) = send(s.receive_message(&m2, &mut rig.cx()));
+        let names: Vec<String> = r2
+            .body
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Status(s) => format!("Status {} {}", s.cmd_ref, s.data),
+                Command::Alert(a) => format!("Alert {}", a.data),
+                other => other.name().to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["Status 0 200", "Status c3 213", "Alert 1225", "Status g 200", "Results"]);
+    }
+
+    #[test]
+    fn every_truncated_server_message_fails_cleanly_and_leaves_the_tree_alone() {
+        let full = syncml::encode(&server(
+            "1",
+            vec![
+                Command::Replace(item_cmd("r", "./DevDetail/Ext/Microsoft/DeviceName", Some("CUT"))),
+                Command::Get(item_cmd("g", "./DevInfo/Man", None)),
+            ],
+            true,
+        ));
+        let mut rig = Rig::new();
+        let before = rig.state.clone();
+        for end in (0..full.len()).filter(|&i| full.is_char_boundary(i)) {
+            let (s, _) = rig.start();
+            match s.receive(&full[..end], &mut rig.cx()) {
+                Next::Failed(f) => {
+                    assert!(matches!(f.error, SessionError::Malformed { .. }), "prefix {end}: {}", f.error)
+                }
+                other => panic!("prefix of {end} bytes accepted: {other:?}"),
+            }
+            assert_eq!(rig.state, before, "prefix {end}");
+        }
+        let (s, _) = rig.start();
+        assert!(matches!(s.receive(&full, &mut rig.cx()), Next::Send(..)));
+    }
+
+    #[derive(Debug)]
+    struct EchoNonce;
+    impl Authenticator for EchoNonce {
+        fn answer(&self, chal: &Chal) -> Option<Cred> {
+            let nonce = chal.meta.next_nonce.clone()?;
+            Some(Cred { meta: Meta::typed("syncml:auth-md5", Some("b64")), data: format!("digest-of-{nonce}") })
+        }
+    }
+
+    fn challenge(msg_id: &str, msg_ref: &str, code: &str, nonce: &str) -> SyncMl {
+        let mut m = server(msg_id, vec![], true);
+        if let Command::Status(h) = &mut m.body.commands[0] {
+            h.msg_ref = msg_ref.into();
+            h.data = code.into();
+            h.chal = Some(Chal {
+                meta: Meta { next_nonce: Some(nonce.into()), ..Meta::typed("syncml:auth-md5", Some("b64")) },
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn a_challenge_is_answered_once_by_resending_package_one_with_credentials() {
+        let mut rig = Rig::new();
+        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+        cfg.auth = Some(Arc::new(EchoNonce));
+        let (s, p1) = start_default(cfg, &mut rig.cx());
+        assert!(p1.hdr.cred.is_none());
+        let (s, again) = send(s.receive_message(&challenge("1", "1", "407", "bm9uY2U="), &mut rig.cx()));
+        assert_eq!(again.hdr.msg_id, "2");
+        assert_eq!(again.body, p1.body, "package 1 again");
+        assert_eq!(again.hdr.cred.as_ref().map(|c| c.data.as_str()), Some("digest-of-bm9uY2U="));
+        // Accepted (200, with the nonce for the next session): the session goes on, the
+        // credentials stay on every message (Fleet answers 200, not 212).
+        let ok = challenge("2", "2", "200", "bmV4dA==");
+        let msg = SyncMl {
+            body: SyncBody {
+                commands: [ok.body.commands, vec![Command::Get(item_cmd("g", "./DevInfo/DmV", None))]].concat(),
+                final_: true,
+            },
+            ..ok
+        };
+        let (s, reply) = send(s.receive_message(&msg, &mut rig.cx()));
+        assert!(reply.hdr.cred.is_some());
+        let f = s.receive_empty(&mut rig.cx());
+        assert_eq!(f.challenge().and_then(|c| c.meta.next_nonce.as_deref()), Some("bmV4dA=="));
+
+        // A second refusal in the same session is final.
+        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+        cfg.auth = Some(Arc::new(EchoNonce));
+        let (s, _) = start_default(cfg, &mut rig.cx());
+        let (s, _) = send(s.receive_message(&challenge("1", "1", "401", "YQ=="), &mut rig.cx()));
+        let Next::Failed(f) = s.receive_message(&challenge("2", "2", "401", "Yg=="), &mut rig.cx()) else {
+            panic!("expected Failed")
+        };
+        assert!(matches!(f.error, SessionError::Unauthenticated { code: 401, .. }), "{}", f.error);
+    }
+
+    #[test]
+    fn empty_body_finishes_and_the_gate_can_refuse_with_a_finding() {
+        struct NoWrites;
+        impl Gate for NoWrites {
+            fn check(&mut self, cx: &GateCx<'_>, cmd: &Command) -> Verdict {
+                if matches!(cmd, Command::Replace(_) | Command::Atomic(_)) {
+                    let f = Finding {
+                        what: "machine-mode-write".into(),
+                        msg_id: cx.msg_id.into(),
+                        cmd_id: cmd.cmd_id().into(),
+                        cmd: cmd.name().into(),
+                        uri: None,
+                        why: format!("{} in {} mode", cmd.name(), cx.mode),
+                    };
+                    Verdict::refuse(StatusCode::CommandNotAllowed).with_finding(f)
+                } else {
+                    Verdict::allow()
+                }
+            }
+        }
+        let mut rig = Rig::new();
+        let cfg = SessionConfig::new(DEV, SRV, "7", Mode::Machine, Trigger::Reboot);
+        let (s, _) = start(cfg, Box::new(NoWrites), &mut rig.cx());
+        let atomic = Command::Atomic(Container {
+            cmd_id: "at".into(),
+            commands: vec![Command::Get(item_cmd("c1", "./DevInfo/Man", None))],
+            ..Container::default()
+        });
+        let msg = server(
+            "1",
+            vec![Command::Replace(item_cmd("r", "./DevDetail/Ext/Microsoft/DeviceName", Some("Q"))), atomic],
+            true,
+        );
+        let (s, reply) = send(s.receive_message(&msg, &mut rig.cx()));
+        let codes: Vec<String> = statuses(&reply).into_iter().map(|(r, _, c)| format!("{r}={c}")).collect();
+        assert_eq!(codes, ["0=200", "r=405", "at=405", "c1=215"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let f = s.receive_empty(&mut rig.cx());
+        assert_eq!(f.summary.findings.len(), 2);
+        assert_eq!(f.summary.findings[0].what, "machine-mode-write");
+        assert_eq!(f.summary.mode, Mode::Machine);
+        assert_eq!(f.summary.trigger, Trigger::Reboot);
+    }
+
+    #[test]
+    fn a_server_that_never_stops_is_bounded() {
+        let mut rig = Rig::new();
+        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
+        cfg.max_messages = 3;
+        let (mut s, _) = start_default(cfg, &mut rig.cx());
+        for n in 1..=10 {
+            let mut m = server(&n.to_string(), vec![Command::Get(item_cmd("1", "./DevInfo/DmV", None))], true);
+            if let Command::Status(h) = &mut m.body.commands[0] {
+                h.msg_ref = n.to_string();
+            }
+            match s.receive_message(&m, &mut rig.cx()) {
+                Next::Send(next, _) => s = next,
+                Next::Failed(f) => {
+                    assert_eq!(f.error, SessionError::TooManyMessages { limit: 3 });
+                    return;
+                }
+                Next::Finished(_) => panic!("finished"),
+            }
+        }
+        panic!("never stopped");
+    }
+}

@@ -1,0 +1,27 @@
+//! One OMA-DM management session of one device, as a sans-I/O state machine (PROTOCOL.md
+//! §1.2–1.3, STYLE.md habits 1 and 6).
+//!
+//! Owns package 1, the command loop (SyncHdr status first, one status per server command in
+//! order, Results for Gets, MsgID/MsgRef/CmdRef bookkeeping), multi-message packages (Alert
+//! 1222), abort (1223), the end of the session, receiving large objects (§1.4: 213, 424, 1225),
+//! answering a 401/407 challenge once through an [`Authenticator`] (§1.9), the [`Gate`] policy
+//! seam, the [`Summary`], and masking secrets for transcripts and logs ([`redact`]).
+//! It does not own the transport (`runner/`), command semantics (`tree/`), or when a session
+//! starts and in which mode (the device and, later, the scheduler decide; the session is told).
+//!
+//! Use: [`start`] → send the message → [`AwaitingServer::receive`] with the reply body (or
+//! [`AwaitingServer::receive_empty`] for an empty HTTP body, [`AwaitingServer::fail`] for a
+//! transport error) → [`Next`], until [`Finished`] or [`Failed`].
+
+mod gate;
+mod machine;
+mod redact;
+mod summary;
+
+pub use gate::{AllowAll, Finding, Gate, GateCx, Verdict};
+pub use machine::{
+    Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, LOGIN_STATUS_TYPE, LoginStatus, Next,
+    SessionAlert, SessionConfig, SessionError, start, start_default,
+};
+pub use redact::{REDACTED, is_secret_uri, redact};
+pub use summary::{EffectRecord, Mode, Outcome, Summary, Trigger};

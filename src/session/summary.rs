@@ -1,0 +1,222 @@
+//! What a session came to, as data: the [`Summary`] that `mdmsim sync` prints (human or
+//! `--json`) and the store keeps, plus the small vocabularies it is written in ([`Mode`],
+//! [`Trigger`], [`Outcome`]).
+//!
+//! Owns only data types; the session state machine fills them in. Every figure here is counted
+//! from what was actually sent and received in that session.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::tree::Effect;
+
+use super::gate::Finding;
+
+/// The operation mode of a session: the `mode=` query parameter of every POST (PROTOCOL.md §2,
+/// seed mdmagent-operation-modes.txt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// SYSTEM context without a user profile (after a reboot, nightly with nobody logged on).
+    Machine,
+    /// The enrolled user's context.
+    Maintenance,
+    /// Windows 8.1 only: a push-started app installation session.
+    Apps,
+}
+
+impl Mode {
+    /// The value of the `mode=` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Machine => "Machine",
+            Mode::Maintenance => "Maintenance",
+            Mode::Apps => "Apps",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a session started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The machine started.
+    Reboot,
+    /// The enrolled user logged on.
+    Logon,
+    /// The nightly maintenance window.
+    Nightly,
+    /// A WNS push from the server.
+    Push,
+    /// A DMClient poll schedule fired.
+    Poll,
+    /// Someone asked for a session now (the `sync` command's default).
+    Manual,
+    /// The first session right after enrollment.
+    Enrollment,
+}
+
+impl Trigger {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Reboot => "reboot",
+            Trigger::Logon => "logon",
+            Trigger::Nightly => "nightly",
+            Trigger::Push => "push",
+            Trigger::Poll => "poll",
+            Trigger::Manual => "manual",
+            Trigger::Enrollment => "enrollment",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Still running (only seen in a summary taken mid-session).
+    Running,
+    /// The session ended normally; its tree changes are kept.
+    Completed,
+    /// The session ended with an error; its tree changes were rolled back.
+    Failed,
+}
+
+/// A CSP effect of the session, in a printable form (the runner carries out the real
+/// [`Effect`] values, see `Finished::effects`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectRecord {
+    /// `fetch`, `unenroll`, `request_session` or `alert`.
+    pub kind: String,
+    /// What it is about (URL, reason, alert type).
+    pub detail: String,
+}
+
+impl From<&Effect> for EffectRecord {
+    fn from(e: &Effect) -> Self {
+        let (kind, detail) = match e {
+            Effect::Fetch { csp, node, url } => ("fetch", format!("{csp} {node} <- {url}")),
+            Effect::Unenroll { reason } => ("unenroll", reason.clone()),
+            Effect::RequestSession { reason } => ("request_session", reason.clone()),
+            Effect::Alert { code, item } => {
+                let ty = item.meta.as_ref().and_then(|m| m.type_.clone()).unwrap_or_default();
+                ("alert", format!("{code} {ty}").trim_end().to_string())
+            }
+        };
+        EffectRecord { kind: kind.to_string(), detail }
+    }
+}
+
+/// Everything a session did, counted from the messages themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub device_id: String,
+    pub session_id: String,
+    pub mode: Mode,
+    pub trigger: Trigger,
+    /// The session alert of package 1 (1201 client-initiated, 1200 server-initiated).
+    pub alert: u16,
+    pub outcome: Outcome,
+    /// Client messages sent (package 1 included).
+    pub messages_sent: u32,
+    /// Server messages received (an empty HTTP body is not a message).
+    pub messages_received: u32,
+    /// Commands the server sent, by element name, children of Atomic/Sequence included.
+    pub commands_received: BTreeMap<String, u32>,
+    /// Status codes the device returned for the server's commands (the SyncHdr statuses are
+    /// not counted).
+    pub statuses_sent: BTreeMap<u16, u32>,
+    /// Status codes the server returned for the device's header and commands.
+    pub statuses_received: BTreeMap<u16, u32>,
+    /// Conformance findings (see [`super::Gate`]).
+    pub findings: Vec<Finding>,
+    /// Effects CSPs produced during the session (alerts among them were sent in-session).
+    pub effects: Vec<EffectRecord>,
+    /// What ended the session, when it failed.
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+impl Summary {
+    /// An empty summary for a session that starts now.
+    pub fn new(
+        device_id: &str,
+        session_id: &str,
+        mode: Mode,
+        trigger: Trigger,
+        alert: u16,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Summary {
+            device_id: device_id.to_string(),
+            session_id: session_id.to_string(),
+            mode,
+            trigger,
+            alert,
+            outcome: Outcome::Running,
+            messages_sent: 0,
+            messages_received: 0,
+            commands_received: BTreeMap::new(),
+            statuses_sent: BTreeMap::new(),
+            statuses_received: BTreeMap::new(),
+            findings: Vec::new(),
+            effects: Vec::new(),
+            error: None,
+            started_at: now,
+            duration_ms: 0,
+        }
+    }
+
+    /// The human form printed by `mdmsim sync` (one fact per line).
+    pub fn human(&self) -> String {
+        fn counts<K: fmt::Display>(m: &BTreeMap<K, u32>) -> String {
+            if m.is_empty() {
+                return "none".to_string();
+            }
+            m.iter().map(|(k, n)| format!("{k} x{n}")).collect::<Vec<_>>().join(", ")
+        }
+        let mut out = String::new();
+        let outcome = match self.outcome {
+            Outcome::Running => "running",
+            Outcome::Completed => "completed",
+            Outcome::Failed => "FAILED",
+        };
+        out.push_str(&format!("session {} of device {}: {outcome}\n", self.session_id, self.device_id));
+        out.push_str(&format!("  mode:      {} (trigger {}, alert {})\n", self.mode, self.trigger, self.alert));
+        out.push_str(&format!(
+            "  messages:  {} sent, {} received in {} ms\n",
+            self.messages_sent, self.messages_received, self.duration_ms
+        ));
+        out.push_str(&format!("  commands:  {}\n", counts(&self.commands_received)));
+        out.push_str(&format!("  statuses:  {}\n", counts(&self.statuses_sent)));
+        if !self.statuses_received.is_empty() {
+            out.push_str(&format!("  server statuses: {}\n", counts(&self.statuses_received)));
+        }
+        for f in &self.findings {
+            out.push_str(&format!("  finding:   {f}\n"));
+        }
+        for e in &self.effects {
+            out.push_str(&format!("  effect:    {} {}\n", e.kind, e.detail));
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!("  error:     {e}\n"));
+        }
+        out
+    }
+}
