@@ -12,7 +12,7 @@ use clap::Args;
 
 use mdmsim::runner::http::{HttpOptions, Transport};
 use mdmsim::runner::store::Store;
-use mdmsim::runner::{SessionOptions, run_session};
+use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
 use mdmsim::session::{Fault, Trigger};
 
 use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
@@ -71,7 +71,16 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
-    let report = rt.block_on(run_session(&registry, &mut device, &transport, sopts));
+    let report = rt.block_on(async {
+        // The device's timers (app download and install steps, expiries) ran while mdmsim was
+        // not: catch up first, so the server sees the states they reached by now.
+        run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await;
+        let report = run_session(&registry, &mut device, &transport, sopts).await;
+        carry_out(&registry, &mut device, &transport, report.effects.clone(), chrono::Utc::now()).await;
+        run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await;
+        device.tree.commit();
+        report
+    });
     store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
     if a.json {
         println!("{}", serde_json::to_string(&report.summary)?);

@@ -102,6 +102,12 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// The underlying HTTP client (shared with package downloads, so they present the same
+    /// client certificate and trust the same CAs as the management sessions).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Builds the client.
     pub fn new(mut opts: HttpOptions) -> Result<Transport, HttpError> {
         let mut b = Client::builder()

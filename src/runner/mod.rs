@@ -130,6 +130,65 @@ pub async fn run_session(
     }
 }
 
+/// How long a package download may take before it counts as timed out.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Upper bound on timer/fetch rounds in one catch-up, so a CSP that keeps asking can never
+/// spin the runner forever.
+const MAX_ROUNDS: usize = 64;
+
+/// Brings the device's CSP timers up to `now`: runs every timer that is due (one late call
+/// catches up on all steps that were due), performs the downloads they ask for with the
+/// session's HTTP client, and feeds the outcomes back, until nothing more is due. Returns the
+/// effects that are not downloads (unenroll, session requests, alerts) for the caller.
+pub async fn run_timers(
+    registry: &Registry,
+    device: &mut Device,
+    transport: &Transport,
+    now: chrono::DateTime<Utc>,
+) -> Vec<Effect> {
+    let mut rest = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let env = device.env(now);
+        let due = registry.next_deadline(&mut device.tree, &env).is_some_and(|d| d <= now);
+        if !due {
+            break;
+        }
+        let effects = registry.on_deadline(&mut device.tree, &env);
+        rest.extend(carry_out(registry, device, transport, effects, now).await);
+    }
+    rest
+}
+
+/// Performs the `Fetch` effects (and the fetches their outcomes ask for in turn) and returns
+/// every other effect, in order.
+pub async fn carry_out(
+    registry: &Registry,
+    device: &mut Device,
+    transport: &Transport,
+    effects: Vec<Effect>,
+    now: chrono::DateTime<Utc>,
+) -> Vec<Effect> {
+    let mut rest = Vec::new();
+    let mut queue: std::collections::VecDeque<Effect> = effects.into();
+    let mut rounds = 0;
+    while let Some(effect) = queue.pop_front() {
+        match effect {
+            Effect::Fetch { csp, node, url } if rounds < MAX_ROUNDS => {
+                rounds += 1;
+                tracing::info!(device = %device.id, url, "downloading package");
+                let outcome = fetch::fetch(transport.client(), &url, FETCH_TIMEOUT).await;
+                tracing::info!(device = %device.id, ?outcome, "download finished");
+                let env = device.env(now);
+                queue.extend(registry.on_fetch(&mut device.tree, &env, csp, &node, &outcome));
+            }
+            Effect::Fetch { url, .. } => tracing::warn!(url, "too many downloads in one round; left for later"),
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
 fn failed(device: &mut Device, f: session::Failed, transcript: Option<&Path>) -> SessionReport {
     device.tree.commit();
     write_summary(transcript, &f.summary);
