@@ -40,7 +40,7 @@ mod poll;
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::syncml::StatusCode;
+use crate::syncml::{Alert, AlertCode, Item, Meta, StatusCode};
 use crate::tree::{
     Csp, CspCx, Effect, Entry, Format, NodeRef, NodeSpec, Ops, Profile, Settings, TreeState, WriteOp, encode_segment,
 };
@@ -521,6 +521,31 @@ pub fn lost_contact_deadline(
 /// slow command is running.
 pub fn keep_alive_enabled(state: &TreeState, provider_id: &str) -> bool {
     provider_bool(state, provider_id, "EnableOmaDmKeepAliveMessage")
+}
+
+/// The Meta Type of the keep-alive alert (seed, EnableOmaDmKeepAliveMessage example).
+pub const REQUEST_PENDING_TYPE: &str = "Reversed-Domain-Name:com.microsoft.mdm.requestpending";
+
+/// The alert the session sends while a slow command is pending and
+/// [`keep_alive_enabled`] is true: Alert 1224 with one item, Type
+/// [`REQUEST_PENDING_TYPE`], Data `1`, exactly as in the seed's example message.
+pub fn request_pending_alert(cmd_id: &str) -> Alert {
+    Alert {
+        cmd_id: cmd_id.to_string(),
+        data: AlertCode::ClientEvent.code().to_string(),
+        items: vec![Item {
+            meta: Some(Meta::typed(REQUEST_PENDING_TYPE, None)),
+            data: Some("1".into()),
+            ..Item::default()
+        }],
+        ..Alert::default()
+    }
+}
+
+/// `EntDMID`: the enterprise device ID the server set at enrollment (the transport sends it as
+/// `Client-Request-Id`, PROTOCOL.md §2).
+pub fn ent_dmid(state: &TreeState, provider_id: &str) -> Option<String> {
+    provider_value(state, provider_id, "EntDMID").map(str::to_string)
 }
 
 /// `RequireMessageSigning`: every client message carries the CMS detached signature header
@@ -1241,6 +1266,22 @@ mod tests {
         assert_eq!(lost_contact_deadline(&d.state, "Fleet", last), Some(last + TimeDelta::days(30)));
         assert_eq!(d.replace(&node, "0"), StatusCode::Ok);
         assert_eq!(lost_contact_deadline(&d.state, "Fleet", last), None);
+    }
+
+    #[test]
+    fn the_keep_alive_alert_is_the_seeds_message() {
+        let alert = request_pending_alert("2");
+        let msg = crate::syncml::SyncMl {
+            body: crate::syncml::SyncBody { commands: vec![Command::Alert(alert)], final_: false },
+            ..Default::default()
+        };
+        let text = crate::syncml::encode(&msg);
+        assert!(text.contains("<Alert><CmdID>2</CmdID><Data>1224</Data><Item><Meta>"), "{text}");
+        assert!(
+            text.contains("Reversed-Domain-Name:com.microsoft.mdm.requestpending</Type></Meta><Data>1</Data>"),
+            "{text}"
+        );
+        assert_eq!(ent_dmid(&Dev::new().state, "Fleet"), None);
     }
 
     #[test]
