@@ -62,7 +62,9 @@ fn exchange_id_get_is_not_found_until_email_is_set_up() {
 #[test]
 fn seed_poll_tables_replayed_as_server_messages() {
     let names = dmclient::POLL_VALUES.map(|(n, _)| n);
-    let tables: [([u32; 6], [u32; 6], &[(&str, &str)]); 4] = [
+    // (set by the server, actual value queried on device, device template settings)
+    type Table = ([u32; 6], [u32; 6], &'static [(&'static str, &'static str)]);
+    let tables: [Table; 4] = [
         ([15, 5, 60, 10, 1440, 0], [15, 5, 60, 10, 1440, 0], &[]),
         ([15, 5, 60, 10, 0, 0], [15, 5, 60, 10, 0, 0], &[]),
         ([0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], &[("poll_all_zero", "accept")]),
