@@ -226,6 +226,11 @@ impl Csp for DmClient {
             ["Provider", id, "Push", "Status"] => {
                 Some(push_channel(cx.state, &cx.env.settings, id).status.code().to_string())
             }
+            ["Provider", id, "Poll", name] if POLL_VALUES.iter().any(|(n, _)| n == name) => {
+                let raw = raw_poll_values(|rel| cx.value(&format!("Provider/{id}/{rel}")).map(str::to_string));
+                let i = POLL_VALUES.iter().position(|(n, _)| n == name)?;
+                Some(raw.corrected().values()[i].to_string())
+            }
             ["Provider", _, rest @ ..] => {
                 let rest = rest.join("/");
                 let soft = SOFT_DEFAULTS.iter().find(|(p, _)| *p == rest).map(|(_, d)| d.to_string());
@@ -286,9 +291,7 @@ impl Csp for DmClient {
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         match segs.as_slice() {
             ["UpdateManagementServiceAddress"] => apply_address_update(cx),
-            ["Provider", id, "Poll", name] if POLL_VALUES.iter().any(|(n, _)| n == name) => {
-                check_and_correct_poll(cx, id)?
-            }
+            ["Provider", id, "Poll", name] if POLL_VALUES.iter().any(|(n, _)| n == name) => check_poll(cx, id)?,
             _ => {}
         }
         if let (WriteOp::Add, ["Provider", id, ..]) = (op, segs.as_slice()) {
@@ -373,22 +376,16 @@ fn first_sync_rule(cx: &CspCx<'_>, id: &str, leaf: &str, v: Option<&str>) -> Res
     }
 }
 
-/// After a poll value changed: refuse the configurations the seed calls failures, then store the
-/// corrections (a set after an infinite set is disabled).
-fn check_and_correct_poll(cx: &mut CspCx<'_>, id: &str) -> Result<(), StatusCode> {
-    let cfg = poll_values_at(|rel| cx.value(&format!("Provider/{id}/{rel}")).map(str::to_string));
+/// After a poll value changed: refuse the configurations the seed calls failures. (Corrections
+/// are applied when the values are read, see [`raw_poll_values`].)
+fn check_poll(cx: &CspCx<'_>, id: &str) -> Result<(), StatusCode> {
+    let cfg = raw_poll_values(|rel| cx.value(&format!("Provider/{id}/{rel}")).map(str::to_string));
     let accept_all_zero = cx.env.settings.str("poll_all_zero").is_some_and(|v| v.trim().eq_ignore_ascii_case("accept"));
     if cfg.is_all_zero() && !accept_all_zero {
         return Err(StatusCode::CommandFailed);
     }
     if cx.env.settings.bool_or("strict_poll_schedule", false) && cfg.all_numbers_zero() && !cfg.is_all_zero() {
         return Err(StatusCode::CommandFailed);
-    }
-    let corrected = cfg.corrected().values();
-    for (i, (name, _)) in POLL_VALUES.iter().enumerate() {
-        if corrected[i] != cfg.values()[i] {
-            cx.set(&format!("Provider/{id}/Poll/{name}"), corrected[i].to_string());
-        }
     }
     Ok(())
 }
@@ -469,7 +466,15 @@ pub fn create_provider(state: &mut TreeState, provider_id: &str, settings: &Sett
     }
 }
 
-fn poll_values_at(value: impl Fn(&str) -> Option<String>) -> PollConfig {
+/// The poll values as the server wrote them (seed defaults for values never written), without
+/// the corrections.
+///
+/// mdmsim keeps what the server sent and applies [`PollConfig::corrected`] whenever the values
+/// are read (Get, [`poll_config`]): what the server reads back is the corrected configuration
+/// (the "two infinite schedules" table), and the result does not depend on the order in which a
+/// server sends the six values inside one message (sending every Interval before the Numbers
+/// would otherwise make a set look infinite half-way and wrongly disable the next one).
+fn raw_poll_values(value: impl Fn(&str) -> Option<String>) -> PollConfig {
     let mut v = [0u32; 6];
     for (i, (name, default)) in POLL_VALUES.iter().enumerate() {
         v[i] = value(&format!("Poll/{name}")).and_then(|s| s.trim().parse().ok()).unwrap_or(*default);
@@ -481,12 +486,13 @@ fn poll_values_at(value: impl Fn(&str) -> Option<String>) -> PollConfig {
     cfg
 }
 
-/// A provider's poll configuration as stored (seed defaults for values never written, even when
-/// the Poll node does not exist yet); `None` when the provider does not exist. Feed it to
+/// A provider's poll configuration as the device reads it back: seed defaults for values never
+/// written (even when the Poll node does not exist yet) and the seed's corrections applied (a
+/// set after an infinite set is disabled). `None` when the provider does not exist. Feed it to
 /// [`PollTimetable::new`] with the enrollment time for the poll instants.
 pub fn poll_config(state: &TreeState, provider_id: &str) -> Option<PollConfig> {
     state.entry(&provider_key(provider_id))?;
-    Some(poll_values_at(|rel| provider_value(state, provider_id, rel).map(str::to_string)))
+    Some(raw_poll_values(|rel| provider_value(state, provider_id, rel).map(str::to_string)).corrected())
 }
 
 /// `Poll/PollOnLogin`: start a session at every user login.
@@ -1057,7 +1063,26 @@ mod tests {
     }
 
     #[test]
-    fn a_set_after_an_infinite_set_is_stored_disabled() {
+    fn corrections_do_not_depend_on_the_order_the_server_sends_the_values() {
+        // Every Interval first, then the Numbers: half-way the second set looks infinite, yet
+        // the recommended table reads back exactly as set.
+        let mut d = Dev::new();
+        for (name, v) in [
+            ("IntervalForFirstSetOfRetries", "15"),
+            ("IntervalForSecondSetOfRetries", "60"),
+            ("IntervalForRemainingScheduledRetries", "1440"),
+            ("NumberOfFirstRetries", "5"),
+            ("NumberOfSecondRetries", "10"),
+            ("NumberOfRemainingScheduledRetries", "0"),
+        ] {
+            assert_eq!(d.replace(&poll(name), v), StatusCode::Ok, "{name}");
+        }
+        assert_eq!(poll_values(&mut d), [15, 5, 60, 10, 1440, 0]);
+        assert_eq!(poll_config(&d.state, "Fleet").unwrap().infinite_set(), Some(2));
+    }
+
+    #[test]
+    fn a_set_after_an_infinite_set_reads_back_disabled() {
         let mut d = Dev::new();
         assert_eq!(d.replace(&poll("NumberOfFirstRetries"), "0"), StatusCode::Ok);
         assert_eq!(d.replace(&poll("IntervalForSecondSetOfRetries"), "60"), StatusCode::Ok);

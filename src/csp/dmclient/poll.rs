@@ -10,8 +10,8 @@
 //! - An interval of 0 disables its set ("If the value is set to 0, this schedule is disabled").
 //! - A number of 0 with a non-zero interval makes the set infinite; a set after an infinite set
 //!   is disabled ("second set and this set of schedule will not set in this case"), and the
-//!   device corrects what it stores: the "two infinite schedules" table reads the third interval
-//!   back as 0 ([`PollConfig::corrected`]).
+//!   device corrects the configuration: the "two infinite schedules" table reads the third
+//!   interval back as 0 ([`PollConfig::corrected`], applied by the CSP on every read).
 //! - All six values 0 is a configuration failure ([`PollConfig::is_all_zero`]); the stricter
 //!   reading "or set all 3 number of retry nodes to 0" is [`PollConfig::all_numbers_zero`],
 //!   applied only when the device template asks for it, because Fleet provisions
@@ -113,7 +113,7 @@ impl PollConfig {
         [self.first, self.second, self.remaining]
     }
 
-    /// The configuration the device keeps: every set after an infinite set is disabled by
+    /// The configuration the device uses and reports: every set after an infinite set is disabled by
     /// setting its interval to 0 (seed, "Invalid poll schedule: two infinite schedules"). Numbers
     /// are kept as the server set them.
     pub fn corrected(&self) -> PollConfig {
