@@ -14,7 +14,8 @@
 //! Device template settings read here (`[behaviour]` table, all optional):
 //! - `poll_requires_add` (bool, default false): the device was polled through the registry
 //!   before, so `Provider/<ID>/Poll` does not exist until the server Adds it (seed: "must first
-//!   send an Add command ... before it sends a Get/Replace"). Otherwise a provider gets its Poll
+//!   send an Add command ... before it sends a Get/Replace"); a provider the server Adds over
+//!   SyncML then has no Push node either until it is added. Otherwise a provider gets its Poll
 //!   and Push nodes when it is created, as enrollment does on Windows.
 //! - `strict_poll_schedule` (bool, default false): also refuse a configuration whose three
 //!   Number values are 0 (the seed's warning), which by default is accepted as an infinite first
@@ -671,6 +672,16 @@ pub fn push_channel(state: &TreeState, settings: &Settings, provider_id: &str) -
     none(PushStatus::NoChannelUri)
 }
 
+/// The device and provider a fake-WNS channel URI made by [`push_channel`] points at: the inverse
+/// of `<push_endpoint>/<DevId>/<ProviderID>`, for the loopback push service that receives the
+/// server's notification and must wake the right device. `None` for a URI of another endpoint.
+pub fn channel_target(channel_uri: &str, push_endpoint: &str) -> Option<(String, String)> {
+    let rest = channel_uri.trim().strip_prefix(push_endpoint.trim().trim_end_matches('/'))?.strip_prefix('/')?;
+    let (dev, provider) = rest.split_once('/')?;
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    Some((decode(dev)?, decode(provider)?)).filter(|(d, p)| !d.is_empty() && !p.is_empty() && !p.contains('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1192,6 +1203,12 @@ mod tests {
         assert_eq!(w.add(&format!("{P}/Push/PFN"), Some(pfn)), StatusCode::Ok);
         assert_eq!(w.value(&uri), "http://127.0.0.1:8181/wns/0123456789ABCDEF0123456789ABCDEF/Fleet");
         assert_eq!(w.value(&status), "0");
+        assert_eq!(
+            channel_target(&w.value(&uri), "http://127.0.0.1:8181/wns"),
+            Some(("0123456789ABCDEF0123456789ABCDEF".into(), "Fleet".into()))
+        );
+        assert_eq!(channel_target("http://127.0.0.1:8181/wns/MS%20DM%20Server", "http://127.0.0.1:8181/wns"), None);
+        assert_eq!(channel_target("http://127.0.0.1:9/wns/A/B", "http://127.0.0.1:8181/wns"), None);
 
         let mut expired =
             Dev::with(Profile::Win10, &[("push_endpoint", "http://127.0.0.1:1/wns"), ("push_status", "5")]);
