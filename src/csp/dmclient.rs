@@ -1,6 +1,6 @@
 //! DMClient (`./Vendor/MSFT/DMClient`): the enrolment's own settings — identity nodes, server
 //! addresses, poll schedules, push, first-sync status, message signing, keep-alive and
-//! unenrollment (seed dmclient-csp.md, the authority; DDF `DMClient.xml` only where the seed
+//! unenrollment, and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (seed dmclient-csp.md, the authority; DDF `DMClient.xml` only where the seed
 //! gives no operations or format).
 //!
 //! Owns the node table, the rules the seed attaches to writes (one-way values, the poll
@@ -43,7 +43,8 @@ use sha2::{Digest, Sha256};
 
 use crate::syncml::{Alert, AlertCode, Item, Meta, StatusCode};
 use crate::tree::{
-    Csp, CspCx, Effect, Entry, Format, NodeRef, NodeSpec, Ops, Profile, Settings, TreeState, WriteOp, encode_segment,
+    Csp, CspCx, Effect, Entry, Format, NodeRef, NodeSpec, Ops, Profile, Scope, Settings, TreeState, WriteOp,
+    encode_segment,
 };
 
 pub use address::{AddressError, AddressList, LastGood};
@@ -176,6 +177,37 @@ static DMCLIENT: NodeSpec = NodeSpec::interior(
         // Legacy `./Vendor/MSFT/DMClient/Unenroll`, kept for backward compatibility (seed).
         NodeSpec::leaf("Unenroll", Format::Null, GE).default(""),
     ],
+);
+
+/// FirstSyncStatus in user scope: the per-user status page nodes (DDF `./User/Vendor/MSFT/DMClient`;
+/// the seed: IsSyncDone and WasDeviceSuccessfullyProvisioned apply "on a per user basis").
+const USER_FIRST_SYNC_CHILDREN: &[NodeSpec] = &[
+    chr("ExpectedPolicies", AGRD),
+    chr("ExpectedNetworkProfiles", AGRD),
+    chr("ExpectedMSIAppPackages", AGRD),
+    chr("ExpectedModernAppPackages", AGRD),
+    chr("ExpectedPFXCerts", AGRD),
+    chr("ExpectedSCEPCerts", AGRD),
+    boolean("ServerHasFinishedProvisioning", GR).default("false"),
+    boolean("IsSyncDone", GR).default("false"),
+    int("WasDeviceSuccessfullyProvisioned", GR).default("2"),
+    boolean("AllowCollectLogsButton", GR).default("false"),
+    chr("CustomErrorText", AGRD),
+];
+
+static DMCLIENT_USER: NodeSpec = NodeSpec::interior(
+    "DMClient",
+    G,
+    &[NodeSpec::interior(
+        "Provider",
+        G,
+        &[NodeSpec::interior(
+            "<ProviderID>",
+            GA,
+            &[NodeSpec::interior("FirstSyncStatus", AGD, USER_FIRST_SYNC_CHILDREN).dynamic()],
+        )
+        .dynamic()],
+    )],
 );
 
 /// Defaults of nodes that also allow Add: served by [`Csp::read`] rather than the table, because
@@ -330,6 +362,35 @@ impl Csp for DmClient {
             reason: format!("server Exec on ./Vendor/MSFT/DMClient/{} (provider {provider})", node.rel),
         });
         StatusCode::Ok
+    }
+}
+
+/// `./User/Vendor/MSFT/DMClient`: the per-user FirstSyncStatus nodes, with the same one-way
+/// rules as the device's.
+pub struct DmClientUser;
+
+impl Csp for DmClientUser {
+    fn name(&self) -> &'static str {
+        "DMClient (user)"
+    }
+
+    fn root(&self) -> &'static str {
+        ROOT_KEY
+    }
+
+    fn schema(&self) -> &'static NodeSpec {
+        &DMCLIENT_USER
+    }
+
+    fn scopes(&self) -> &'static [Scope] {
+        &[Scope::User]
+    }
+
+    fn validate(&self, cx: &CspCx<'_>, _op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
+        match node.segments().collect::<Vec<_>>().as_slice() {
+            ["Provider", id, "FirstSyncStatus", leaf] => first_sync_rule(cx, id, leaf, value.map(str::trim)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -886,6 +947,27 @@ mod tests {
             "DMClient/Unenroll null Get,Exec".into(),
         ];
         assert_eq!(got, expected);
+
+        let mut user = Vec::new();
+        walk(&DMCLIENT_USER, "DMClient", &mut user);
+        let f = "DMClient/Provider/<ProviderID>/FirstSyncStatus";
+        let mut expected_user = vec![
+            "DMClient node Get".to_string(),
+            "DMClient/Provider node Get".into(),
+            format!("{p} node Get,Add"),
+            format!("{f} node Get,Add,Delete"),
+        ];
+        for n in ["Policies", "NetworkProfiles", "MSIAppPackages", "ModernAppPackages", "PFXCerts", "SCEPCerts"] {
+            expected_user.push(format!("{f}/Expected{n} chr Get,Add,Replace,Delete"));
+        }
+        expected_user.extend([
+            format!("{f}/ServerHasFinishedProvisioning bool Get,Replace"),
+            format!("{f}/IsSyncDone bool Get,Replace"),
+            format!("{f}/WasDeviceSuccessfullyProvisioned int Get,Replace"),
+            format!("{f}/AllowCollectLogsButton bool Get,Replace"),
+            format!("{f}/CustomErrorText chr Get,Add,Replace,Delete"),
+        ]);
+        assert_eq!(user, expected_user);
     }
 
     #[test]
@@ -1260,6 +1342,25 @@ mod tests {
         assert_eq!(d.replace(&node, "0"), StatusCode::CommandNotAllowed);
         assert_eq!(d.replace(&node, "2"), StatusCode::CommandNotAllowed);
         assert_eq!(d.value(&node), "1");
+    }
+
+    #[test]
+    fn user_scope_first_sync_status_has_the_same_one_way_rules() {
+        let mut d = Dev::new();
+        d.reg.register(DmClientUser);
+        let user = "./User/Vendor/MSFT/DMClient/Provider/Fleet/FirstSyncStatus";
+        assert_eq!(d.get(&format!("{user}/IsSyncDone")).0, StatusCode::NotFound);
+        assert_eq!(
+            d.add(&format!("{user}/ExpectedPolicies"), Some("./User/Vendor/MSFT/Policy/Config/A")),
+            StatusCode::Ok
+        );
+        assert_eq!(d.replace(&format!("{user}/IsSyncDone"), "true"), StatusCode::Ok);
+        assert_eq!(d.replace(&format!("{user}/IsSyncDone"), "true"), StatusCode::CommandNotAllowed);
+        assert_eq!(d.value(&format!("{user}/IsSyncDone")), "true");
+        // The device's own node is separate.
+        assert_eq!(d.get(&format!("{P}/FirstSyncStatus/IsSyncDone")).0, StatusCode::NotFound);
+        // Only FirstSyncStatus exists in user scope.
+        assert_eq!(d.get("./User/Vendor/MSFT/DMClient/Provider/Fleet/EntDMID").0, StatusCode::NotFound);
     }
 
     #[test]

@@ -14,5 +14,6 @@ pub fn registry() -> Registry {
     r.register(devinfo::DevInfo);
     r.register(devinfo::DevDetail);
     r.register(dmclient::DmClient);
+    r.register(dmclient::DmClientUser);
     r
 }
