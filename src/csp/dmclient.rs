@@ -1,7 +1,8 @@
 //! DMClient (`./Vendor/MSFT/DMClient`): the enrolment's own settings — identity nodes, server
 //! addresses, poll schedules, push, first-sync status, message signing, keep-alive and
-//! unenrollment, and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (seed dmclient-csp.md, the authority; DDF `DMClient.xml` only where the seed
-//! gives no operations or format).
+//! unenrollment — and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (seed
+//! dmclient-csp.md, the authority; DDF `DMClient.xml` only where the seed gives no operations or
+//! format).
 //!
 //! Owns the node table, the rules the seed attaches to writes (one-way values, the poll
 //! corrections and refusals, address lists, ranges), the computed values (Push/ChannelURI and
