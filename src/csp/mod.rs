@@ -4,6 +4,7 @@
 //! Adding a CSP touches its file and one line of [`registry`].
 
 pub mod devinfo;
+pub mod dmclient;
 pub mod enterprise_app;
 
 use crate::tree::Registry;
@@ -14,5 +15,7 @@ pub fn registry() -> Registry {
     r.register(devinfo::DevInfo);
     r.register(devinfo::DevDetail);
     r.register(enterprise_app::EnterpriseAppManagement);
+    r.register(dmclient::DmClient);
+    r.register(dmclient::DmClientUser);
     r
 }

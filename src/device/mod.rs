@@ -73,6 +73,11 @@ impl Device {
         for (k, v) in &template.devdetail {
             tree.set_value(&format!("DevDetail/{k}"), v.clone());
         }
+        // Pre-provisioned as bulk provisioning (or enrollment) leaves a device: the DMClient
+        // provider with its Poll and Push nodes, and the management address (w7 ADDR).
+        crate::csp::dmclient::create_provider(&mut tree, provider_id, &template.behaviour);
+        let provider = crate::csp::dmclient::provider_key(provider_id);
+        tree.set_value(&format!("{provider}/ManagementServiceAddress"), server_url);
         tree.commit();
         Device {
             id,

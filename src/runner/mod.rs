@@ -9,6 +9,7 @@
 
 pub mod fetch;
 pub mod http;
+pub mod signing;
 pub mod store;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 /// Shared helpers: the scripted SyncML server, a test CSP, running the binary.
 mod support;
 
+/// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
+mod dmclient;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
