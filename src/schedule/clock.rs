@@ -9,6 +9,7 @@
 //! [`Wall`] used by real and scaled clocks outside tests; everything else takes `now` in.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
@@ -78,6 +79,31 @@ impl SystemWall {
 impl Wall for SystemWall {
     fn now(&self) -> DateTime<Utc> {
         self.origin_utc + Duration::from_std(self.origin.elapsed()).unwrap_or(Duration::zero())
+    }
+}
+
+/// A wall that moves only when told: for tests of real and scaled clocks (clones share the
+/// same time).
+#[derive(Debug, Clone)]
+pub struct ManualWall(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualWall {
+    /// A wall showing `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        ManualWall(Arc::new(Mutex::new(now)))
+    }
+
+    /// Moves the wall forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t += d;
+        }
+    }
+}
+
+impl Wall for ManualWall {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.lock().map(|t| *t).unwrap_or_else(|e| *e.into_inner())
     }
 }
 
@@ -204,24 +230,7 @@ pub fn build(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone)]
-    struct ManualWall(Arc<Mutex<DateTime<Utc>>>);
-
-    impl ManualWall {
-        fn advance(&self, d: Duration) {
-            *self.0.lock().unwrap() += d;
-        }
-    }
-
-    impl Wall for ManualWall {
-        fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap()
-        }
-    }
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -229,7 +238,7 @@ mod tests {
 
     #[test]
     fn speed_60_is_one_simulated_hour_per_real_minute() {
-        let wall = ManualWall(Arc::new(Mutex::new(t("2026-01-01T00:00:00Z"))));
+        let wall = ManualWall::new(t("2026-01-01T00:00:00Z"));
         let mut c = WallClock::new(wall.clone(), Some(t("2030-06-01T08:00:00Z")), 60.0).unwrap();
         assert_eq!(c.kind(), ClockKind::Scaled);
         assert_eq!(c.now(), t("2030-06-01T08:00:00Z"));
@@ -247,7 +256,7 @@ mod tests {
 
     #[test]
     fn real_clock_without_start_follows_the_wall() {
-        let wall = ManualWall(Arc::new(Mutex::new(t("2026-01-01T00:00:00Z"))));
+        let wall = ManualWall::new(t("2026-01-01T00:00:00Z"));
         let mut c = WallClock::new(wall.clone(), None, 1.0).unwrap();
         assert_eq!(c.kind(), ClockKind::Real);
         wall.advance(Duration::minutes(5));
@@ -257,7 +266,7 @@ mod tests {
 
     #[test]
     fn bad_speed_is_refused() {
-        let wall = ManualWall(Arc::new(Mutex::new(t("2026-01-01T00:00:00Z"))));
+        let wall = ManualWall::new(t("2026-01-01T00:00:00Z"));
         assert_eq!(WallClock::new(wall.clone(), None, 0.0).unwrap_err(), ClockError::BadSpeed(0.0));
         assert!(WallClock::new(wall, None, f64::NAN).is_err());
     }

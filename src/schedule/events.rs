@@ -66,6 +66,13 @@ impl fmt::Display for At {
     }
 }
 
+/// Parses `--start TIME`: an RFC 3339 time with an offset.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 time with an offset (2026-03-01T02:00:00Z), found {text:?}: {e}"))
+}
+
 /// Parses a duration: one or more `<number><unit>` groups, units `s`, `m`, `h`, `d`, `w`, with
 /// an optional leading `+` (`90m`, `36h`, `7d`, `+1h30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -315,6 +322,11 @@ mod tests {
         assert_eq!(At::parse("+10m").unwrap().resolve(start), t("2026-03-01T00:10:00Z"));
         assert_eq!(At::parse("2026-03-02T02:00:00-05:00").unwrap().resolve(start), t("2026-03-02T07:00:00Z"));
         assert!(At::parse("2026-03-02 two o'clock").unwrap_err().contains("RFC 3339"));
+        assert_eq!(parse_time("2026-03-02T02:00:00+01:00"), Ok(t("2026-03-02T01:00:00Z")));
+        assert!(parse_time("+10m").is_err());
+        // Multi-byte text never panics the parser.
+        assert!(At::parse("2026é-03").is_err());
+        assert!(At::parse("ééééééééééé").is_err());
     }
 
     #[test]

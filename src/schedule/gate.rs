@@ -373,5 +373,9 @@ mod tests {
     fn unparsable_target_is_outside_the_set_and_does_not_panic() {
         let v = judge(&cx(Profile::Win10, Mode::Machine), &cmd("Get", ""));
         assert!(matches!(v, Verdict::Finding(_)));
+        for t in ["./cimv2/Win3é_x/y", "./cimv2/ééééééé/y", "./cimv2", "./User", "//x", "./a//b"] {
+            let _ = judge(&cx(Profile::Win81, Mode::Machine), &cmd("Exec", t));
+            let _ = judge(&cx(Profile::Win81, Mode::Machine), &cmd("Get", t));
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`scheduler`]: one device's timers and events as data ([`Scheduler`]:
 //!   `next_deadline` / `on_deadline` / `on_event`);
 //! - [`events`]: the `--events` TOML timeline and the `--start`/`--until` time syntax;
+//! - [`driver`]: the loop of `mdmsim run` for one device as a step function ([`Driver`]);
 //! - [`clock`]: real, scaled and virtual time behind one [`Clock`] trait (the only wall-clock
 //!   read of the core, [`clock::SystemWall`], lives there).
 //!
@@ -17,6 +18,7 @@
 //! builds the [`PollSource`]), nor the runner's loop and timer heap.
 
 pub mod clock;
+pub mod driver;
 pub mod events;
 pub mod gate;
 pub mod mode;
@@ -24,8 +26,11 @@ pub mod nightly;
 pub mod scheduler;
 
 pub use clock::{Clock, ClockError, ClockKind, VirtualClock};
-pub use events::{At, Event, Timeline, TimelineError, parse_duration, parse_timeline};
+pub use driver::{Driver, Step};
+pub use events::{At, Event, Timeline, TimelineError, parse_duration, parse_time, parse_timeline};
 pub use gate::{Finding, GateCmd, GateContext, Verdict, judge};
 pub use mode::{ENROLLED, LoginPolling, LoginStatus, Mode, Presence, Trigger, UserEvent, UserState, decide};
-pub use nightly::{Nightly, NightlyError};
-pub use scheduler::{Action, Jitter, PollSource, Scheduler, SchedulerConfig, SchedulerState, SessionRequest};
+pub use nightly::{Nightly, NightlyError, Zone};
+pub use scheduler::{
+    Action, Jitter, PollSource, Scheduler, SchedulerConfig, SchedulerState, SessionRequest, device_seed,
+};

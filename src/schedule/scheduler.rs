@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use super::events::Event;
 use super::mode::{LoginPolling, LoginStatus, Mode, Trigger, UserChange, UserEvent, UserState, decide};
-use super::nightly::Nightly;
-use crate::tree::Profile;
+use super::nightly::{Nightly, NightlyError, nightly_from_settings};
+use crate::tree::{Profile, Settings};
 
 /// The DMClient poll timetable as the scheduler sees it: the first poll instant strictly after
 /// `t`, or `None` when no poll remains. The DMClient CSP builds it from the enrollment time and
@@ -87,6 +87,16 @@ pub enum Action {
     Missed { at: DateTime<Utc>, trigger: Trigger, reason: String },
     /// The device unenrolls itself (wipe the enrollment, stop syncing); the scheduler stops.
     Unenroll { at: DateTime<Utc>, reason: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Session(r) => r.fmt(f),
+            Action::Missed { at, trigger, reason } => write!(f, "{} {trigger} missed: {reason}", at.to_rfc3339()),
+            Action::Unenroll { at, reason } => write!(f, "{} unenroll: {reason}", at.to_rfc3339()),
+        }
+    }
 }
 
 impl Action {
@@ -147,6 +157,39 @@ pub struct SchedulerConfig {
     pub jitter: Jitter,
     /// The seed of the device's RNG (derive it from the fleet seed and the device index).
     pub seed: u64,
+}
+
+impl SchedulerConfig {
+    /// The configuration a device template gives: the nightly window and zone from its settings
+    /// (see [`nightly_from_settings`]; `timezone` or `utc_offset_minutes`, `nightly_cron` or
+    /// `maintenance_time`), `jitter = false` for sessions exactly at their trigger's instant,
+    /// no login polling and no lost-contact timer until the DMClient values say otherwise
+    /// ([`Scheduler::set_login_polling`], [`Scheduler::set_lost_contact_days`]).
+    pub fn from_settings(
+        profile: Profile,
+        settings: &Settings,
+        enrolled_at: DateTime<Utc>,
+        seed: u64,
+    ) -> Result<Self, NightlyError> {
+        Ok(SchedulerConfig {
+            profile,
+            enrolled_at,
+            nightly: nightly_from_settings(settings)?,
+            login_polling: LoginPolling::default(),
+            lost_contact_days: None,
+            jitter: if settings.bool_or("jitter", true) { Jitter::default() } else { Jitter::none() },
+            seed,
+        })
+    }
+}
+
+/// The seed of one device's RNG from the run's seed and the device's index (SplitMix64), so
+/// devices of one fleet draw independent jitter and the same run seed gives the same fleet.
+pub fn device_seed(run_seed: u64, device_index: u64) -> u64 {
+    let mut z = run_seed ^ device_index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A timer: the instant its schedule says, and the jittered instant it fires.
