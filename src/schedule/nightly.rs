@@ -13,6 +13,7 @@
 //! - a local time that happens twice (fall back) fires once, at the first occurrence.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -91,10 +92,11 @@ pub fn nightly_from_settings(settings: &Settings) -> Result<Nightly, NightlyErro
     Nightly::with_zone(DEFAULT_CRON, zone)
 }
 
-/// A cron schedule in a time zone.
+/// A cron schedule in a time zone. Cloning is cheap: the parsed schedule (a few kilobytes of
+/// ordinal sets) is shared, so the devices of a fleet built from one template share one.
 #[derive(Debug, Clone)]
 pub struct Nightly {
-    schedule: cron::Schedule,
+    schedule: Arc<cron::Schedule>,
     zone: Zone,
 }
 
@@ -111,12 +113,12 @@ impl Nightly {
         let full = if fields == 5 { format!("0 {}", expr.trim()) } else { expr.trim().to_string() };
         let schedule = cron::Schedule::from_str(&full)
             .map_err(|e| NightlyError::BadCron { expr: expr.to_string(), reason: e.to_string() })?;
-        Ok(Nightly { schedule, zone })
+        Ok(Nightly { schedule: Arc::new(schedule), zone })
     }
 
     /// The default window (02:00 local) in `zone`.
     pub fn default_in(zone: Zone) -> Self {
-        Nightly { schedule: cron::Schedule::from_str(DEFAULT_CRON).expect("the default cron parses"), zone }
+        Nightly { schedule: Arc::new(cron::Schedule::from_str(DEFAULT_CRON).expect("the default cron parses")), zone }
     }
 
     /// The device's time zone.

@@ -37,7 +37,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::events::Event;
-use super::mode::{LoginPolling, LoginStatus, Mode, Trigger, UserChange, UserEvent, UserState, decide};
+use super::mode::{
+    Decision, ENROLLED, LoginPolling, LoginStatus, Mode, Trigger, UserChange, UserEvent, UserState, decide,
+};
 use super::nightly::{Nightly, NightlyError, nightly_from_settings};
 use crate::tree::{Profile, Settings};
 
@@ -62,6 +64,48 @@ pub struct SessionRequest {
     pub login_status: LoginStatus,
     /// MDMAgent runs interactively (seed "Manual operation"): impersonation fails.
     pub interactive: bool,
+}
+
+impl SessionRequest {
+    /// The session `mdmsim sync --trigger T` runs at `now`, outside any schedule: the mode the
+    /// seed gives `trigger` on a device whose users are `users` (a reboot logs everyone off; a
+    /// logon is the enrolled user's).
+    pub fn one_shot(
+        trigger: Trigger,
+        profile: Profile,
+        users: &UserState,
+        now: DateTime<Utc>,
+        interactive: bool,
+    ) -> SessionRequest {
+        let mut users = users.clone();
+        let change = match trigger {
+            Trigger::Reboot => users.apply(UserEvent::Reboot),
+            Trigger::Logon => users.apply(UserEvent::Logon(ENROLLED.into())),
+            _ => UserChange::None,
+        };
+        // A logon of the enrolled user that was already logged on is a switch, not a logon;
+        // a one-shot logon sync still means the enrolled user's logon task.
+        let change = match change {
+            UserChange::Other if trigger == Trigger::Logon => {
+                UserChange::Logon { user: ENROLLED.into(), enrolled: true, first: false }
+            }
+            c => c,
+        };
+        let d = decide(trigger, profile, &users, Some(&change), LoginPolling::default()).unwrap_or(Decision {
+            mode: users.mode(),
+            server_initiated: false,
+            login_status: users.login_status(),
+        });
+        SessionRequest {
+            at: now,
+            nominal: now,
+            trigger,
+            mode: d.mode,
+            server_initiated: d.server_initiated,
+            login_status: d.login_status,
+            interactive,
+        }
+    }
 }
 
 impl fmt::Display for SessionRequest {
@@ -315,6 +359,13 @@ impl Scheduler {
         self.cfg.lost_contact_days = days;
     }
 
+    /// The device left management (the server's Unenroll Exec, a user-initiated unenrollment):
+    /// nothing is due any more.
+    pub fn unenroll(&mut self) {
+        self.st.unenrolled = true;
+        self.st.pending.clear();
+    }
+
     /// The runner reports the end of a session; a successful one resets the lost-contact timer.
     pub fn session_finished(&mut self, now: DateTime<Utc>, success: bool) {
         if success {
@@ -429,7 +480,11 @@ impl Scheduler {
 
     fn apply(&mut self, now: DateTime<Utc>, event: Event, out: &mut Vec<Action>) {
         let (trigger, change, interactive) = match event {
-            Event::Reboot => (Trigger::Reboot, self.st.users.apply(UserEvent::Reboot), false),
+            Event::Reboot => {
+                // Sessions waiting to start die with the machine.
+                self.st.pending.clear();
+                (Trigger::Reboot, self.st.users.apply(UserEvent::Reboot), false)
+            }
             Event::Logon { user } => (Trigger::Logon, self.st.users.apply(UserEvent::Logon(user)), false),
             Event::Logoff { user } => {
                 self.st.users.apply(UserEvent::Logoff(user));
@@ -526,5 +581,94 @@ impl Scheduler {
     fn next_nightly_timer(&mut self, after: DateTime<Utc>) -> Option<Timer> {
         let nominal = self.cfg.nightly.next_after(after)?;
         Some(Timer { nominal, due: nominal + self.jitter(Trigger::Nightly) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn cfg() -> SchedulerConfig {
+        let mut c = SchedulerConfig::from_settings(Profile::Win10, &Settings::default(), t("2026-03-02T00:00:00Z"), 7)
+            .expect("default settings");
+        c.jitter = Jitter::none();
+        c
+    }
+
+    #[test]
+    fn one_shot_sessions_follow_the_seed() {
+        let now = t("2026-03-02T10:00:00Z");
+        let users = UserState::enrolled_active();
+        let r = SessionRequest::one_shot(Trigger::Reboot, Profile::Win10, &users, now, false);
+        assert_eq!((r.mode, r.login_status), (Mode::Machine, LoginStatus::None));
+        let r = SessionRequest::one_shot(Trigger::Logon, Profile::Win10, &UserState::new(), now, false);
+        assert_eq!((r.mode, r.login_status), (Mode::Maintenance, LoginStatus::User));
+        let r = SessionRequest::one_shot(Trigger::Logon, Profile::Win10, &users, now, false);
+        assert_eq!(r.mode, Mode::Maintenance);
+        let r = SessionRequest::one_shot(Trigger::Push, Profile::Win81, &users, now, false);
+        assert_eq!(r.mode, Mode::Apps);
+        let r = SessionRequest::one_shot(Trigger::Push, Profile::Win10, &users, now, false);
+        assert!(r.server_initiated);
+        let r = SessionRequest::one_shot(Trigger::Nightly, Profile::Win10, &UserState::new(), now, true);
+        assert_eq!((r.mode, r.interactive), (Mode::Machine, true));
+    }
+
+    #[test]
+    fn a_reboot_drops_sessions_waiting_to_start() {
+        let mut c = cfg();
+        c.jitter.logon = (30, 30);
+        let start = t("2026-03-02T10:00:00Z");
+        let mut s = Scheduler::new(c, None, UserState::new(), start);
+        assert!(s.on_event(start, Event::Logon { user: ENROLLED.into() }).is_empty());
+        let got = s.on_event(start + Duration::seconds(10), Event::Reboot);
+        let triggers: Vec<_> = got.iter().filter_map(|a| a.session()).map(|r| r.trigger).collect();
+        assert_eq!(triggers, [Trigger::Reboot]);
+        assert_eq!(s.on_deadline(start + Duration::minutes(5)), []);
+    }
+
+    #[test]
+    fn unenroll_stops_the_schedule() {
+        let start = t("2026-03-02T10:00:00Z");
+        let mut s = Scheduler::new(cfg(), Some(Box::new(|t| Some(t + Duration::minutes(15)))), UserState::new(), start);
+        assert_eq!(s.next_deadline(), Some(start + Duration::minutes(15)));
+        s.unenroll();
+        assert_eq!(s.next_deadline(), None);
+        assert!(s.on_event(start, Event::Push).is_empty());
+    }
+
+    #[test]
+    fn a_poll_source_that_does_not_advance_ends_the_timetable() {
+        let start = t("2026-03-02T10:00:00Z");
+        let stuck = start + Duration::minutes(15);
+        let mut s = Scheduler::new(cfg(), Some(Box::new(move |_| Some(stuck))), UserState::new(), start);
+        let polls = s.on_deadline(start + Duration::hours(1));
+        assert_eq!(polls.iter().filter(|a| a.session().is_some_and(|r| r.trigger == Trigger::Poll)).count(), 1);
+        assert!(s.next_deadline().is_some_and(|d| d > start + Duration::hours(1)), "only the nightly remains");
+    }
+
+    #[test]
+    fn changing_the_poll_timetable_keeps_an_unchanged_timer() {
+        let start = t("2026-03-02T10:00:00Z");
+        let every = |m: i64| -> PollSource {
+            Box::new(move |t: DateTime<Utc>| {
+                let base: DateTime<Utc> = "2026-03-02T10:00:00Z".parse().expect("time");
+                let k = (t - base).num_minutes().div_euclid(m) + 1;
+                Some(base + Duration::minutes(k * m))
+            })
+        };
+        let mut c = cfg();
+        c.jitter.poll = (0, 60);
+        let mut s = Scheduler::new(c, Some(every(15)), UserState::new(), start);
+        let before = s.state().poll;
+        s.set_poll_source(Some(every(15)), start + Duration::minutes(1));
+        assert_eq!(s.state().poll, before);
+        s.set_poll_source(Some(every(60)), start + Duration::minutes(1));
+        assert_eq!(s.state().poll.map(|p| p.nominal), Some(start + Duration::minutes(60)));
+        s.set_poll_source(None, start + Duration::minutes(2));
+        assert_eq!(s.state().poll, None);
     }
 }
