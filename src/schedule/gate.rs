@@ -44,7 +44,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::mode::Mode;
-use crate::syncml::StatusCode;
+use crate::syncml::{Command, StatusCode};
 use crate::tree::{NodeUri, Profile, Scope};
 
 /// Device-scope roots (decoded segments) whose `Get`s count as device inventory in Machine mode.
@@ -159,6 +159,31 @@ pub struct GateCmd<'a> {
     pub target: &'a str,
     /// The item's data (unused by today's rules; kept so rules on Exec payloads can be added).
     pub data: Option<&'a str>,
+}
+
+impl<'a> GateCmd<'a> {
+    /// The items of a server command, one [`GateCmd`] per Item of an Add, Replace, Delete, Get
+    /// or Exec (an Item without Target gets an empty LocURI, which is outside every allowed
+    /// set); none for other commands (judge the children of Atomic and Sequence one by one).
+    pub fn items(cmd: &'a Command) -> Vec<GateCmd<'a>> {
+        let (name, ic) = match cmd {
+            Command::Add(c) => ("Add", c),
+            Command::Replace(c) => ("Replace", c),
+            Command::Delete(c) => ("Delete", c),
+            Command::Get(c) => ("Get", c),
+            Command::Exec(c) => ("Exec", c),
+            _ => return Vec::new(),
+        };
+        ic.items
+            .iter()
+            .map(|it| GateCmd {
+                name,
+                cmd_id: &ic.cmd_id,
+                target: it.target.as_deref().unwrap_or(""),
+                data: it.data.as_deref(),
+            })
+            .collect()
+    }
 }
 
 /// What a command is, as far as the mode rules care.
@@ -367,6 +392,21 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         assert_eq!(judge(&c, &cmd("Get", "./DevDetail/SwV")), Verdict::Allow);
+    }
+
+    #[test]
+    fn items_of_a_decoded_command_are_judged_one_by_one() {
+        let xml = r#"<SyncML><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID>
+<MsgID>2</MsgID><Target><LocURI>dev</LocURI></Target><Source><LocURI>srv</LocURI></Source></SyncHdr><SyncBody>
+<Get><CmdID>a-1</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item>
+<Item><Target><LocURI>./User/Vendor/MSFT/Policy/Config</LocURI></Target></Item></Get><Final/></SyncBody></SyncML>"#;
+        let msg = crate::syncml::decode(xml).expect("decodes");
+        let items = GateCmd::items(&msg.body.commands[0]);
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0].name, items[0].cmd_id), ("Get", "a-1"));
+        let c = cx(Profile::Win10, Mode::Machine);
+        assert_eq!(judge(&c, &items[0]), Verdict::Allow);
+        assert!(matches!(judge(&c, &items[1]), Verdict::Refuse { status: IMPERSONATION_FAILED, .. }));
     }
 
     #[test]
