@@ -213,8 +213,16 @@ impl UserState {
         s
     }
 
-    /// Applies an event and says what changed.
+    /// Applies an event and says what changed. User names are compared case-insensitively, as
+    /// Windows account names are (they are stored lower-cased).
     pub fn apply(&mut self, event: UserEvent) -> UserChange {
+        let norm = |u: String| u.trim().to_lowercase();
+        let event = match event {
+            UserEvent::Logon(u) => UserEvent::Logon(norm(u)),
+            UserEvent::Logoff(u) => UserEvent::Logoff(u.map(norm)),
+            UserEvent::Unlock(u) => UserEvent::Unlock(u.map(norm)),
+            e => e,
+        };
         match event {
             UserEvent::Reboot => {
                 self.sessions.clear();
@@ -420,6 +428,15 @@ mod tests {
         // Switching back is not a logon.
         assert_eq!(logon(&mut s, ENROLLED), UserChange::Other);
         assert_eq!(s.presence(), Presence::EnrolledActive);
+    }
+
+    #[test]
+    fn user_names_are_case_insensitive() {
+        let mut s = UserState::new();
+        assert!(matches!(logon(&mut s, "Enrolled"), UserChange::Logon { enrolled: true, .. }));
+        assert!(matches!(logon(&mut s, "Bob"), UserChange::Logon { first: true, .. }));
+        s.apply(UserEvent::Logoff(Some("BOB".into())));
+        assert!(matches!(logon(&mut s, "bob"), UserChange::Logon { first: false, .. }));
     }
 
     #[test]
