@@ -118,20 +118,34 @@ pub struct Scale {
 impl Scale {
     /// The simulated instant at a real instant.
     pub fn sim_at(&self, real: DateTime<Utc>) -> DateTime<Utc> {
-        self.sim_origin + scale_duration(real - self.real_origin, self.speed)
+        saturating_add(self.sim_origin, scale_duration(real - self.real_origin, self.speed))
     }
 
     /// The real instant at which simulated time reaches `sim`.
     pub fn real_at(&self, sim: DateTime<Utc>) -> DateTime<Utc> {
-        self.real_origin + scale_duration(sim - self.sim_origin, 1.0 / self.speed)
+        saturating_add(self.real_origin, scale_duration(sim - self.sim_origin, 1.0 / self.speed))
     }
+}
+
+fn saturating_add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(if d < Duration::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
 }
 
 fn scale_duration(d: Duration, factor: f64) -> Duration {
     // Nanosecond precision is plenty; saturate rather than overflow on absurd spans.
     let nanos = d.num_nanoseconds().map(|n| n as f64).unwrap_or(d.num_milliseconds() as f64 * 1e6);
     let scaled = nanos * factor;
-    if scaled.abs() >= i64::MAX as f64 { Duration::MAX } else { Duration::nanoseconds(scaled.round() as i64) }
+    if scaled >= i64::MAX as f64 {
+        Duration::MAX
+    } else if scaled <= i64::MIN as f64 {
+        Duration::MIN
+    } else {
+        Duration::nanoseconds(scaled.round() as i64)
+    }
 }
 
 /// Real or scaled time: simulated time follows a [`Wall`] at `speed` (1 for real time).
@@ -262,6 +276,15 @@ mod tests {
         wall.advance(Duration::minutes(5));
         assert_eq!(c.now(), t("2026-01-01T00:05:00Z"));
         assert_eq!(c.sleep_until(t("2026-01-01T00:06:00Z")), StdDuration::from_secs(60));
+    }
+
+    #[test]
+    fn far_deadlines_saturate_instead_of_overflowing() {
+        let wall = ManualWall::new(t("2026-01-01T00:00:00Z"));
+        let mut c = WallClock::new(wall, None, 0.001).unwrap();
+        assert!(c.sleep_until(DateTime::<Utc>::MAX_UTC) > StdDuration::from_secs(86_400 * 365));
+        let mut c = WallClock::new(ManualWall::new(t("2026-01-01T00:00:00Z")), None, 1e9).unwrap();
+        assert_eq!(c.sleep_until(DateTime::<Utc>::MIN_UTC), StdDuration::ZERO);
     }
 
     #[test]

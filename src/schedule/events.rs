@@ -48,10 +48,10 @@ impl At {
         parse_duration(s).map(At::Offset)
     }
 
-    /// The instant, counting offsets from `start`.
+    /// The instant, counting offsets from `start` (saturating at the end of the calendar).
     pub fn resolve(self, start: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            At::Offset(d) => start + d,
+            At::Offset(d) => start.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC),
             At::Time(t) => t,
         }
     }
@@ -72,6 +72,9 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| format!("expected an RFC 3339 time with an offset (2026-03-01T02:00:00Z), found {text:?}: {e}"))
 }
+
+/// The longest duration accepted (a century): beyond it instants leave the calendar.
+pub const MAX_DURATION_DAYS: i64 = 36_525;
 
 /// Parses a duration: one or more `<number><unit>` groups, units `s`, `m`, `h`, `d`, `w`, with
 /// an optional leading `+` (`90m`, `36h`, `7d`, `+1h30m`).
@@ -99,8 +102,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         let n: i64 = digits.parse().map_err(|_| expected())?;
         digits.clear();
-        let secs = n.checked_mul(unit).ok_or_else(|| format!("duration {s:?} is too long"))?;
-        total = total.checked_add(&Duration::seconds(secs)).ok_or_else(|| format!("duration {s:?} is too long"))?;
+        let too_long = || format!("duration {s:?} is longer than {MAX_DURATION_DAYS} days");
+        let part = n.checked_mul(unit).and_then(Duration::try_seconds).ok_or_else(too_long)?;
+        total = total.checked_add(&part).filter(|d| *d <= Duration::days(MAX_DURATION_DAYS)).ok_or_else(too_long)?;
     }
     if !digits.is_empty() {
         return Err(format!("{}: the number {digits} has no unit", expected()));
@@ -313,7 +317,10 @@ mod tests {
         for bad in ["", "+", "10", "10x", "m", "-5m", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_duration("99999999999999999w").unwrap_err().contains("too long"));
+        assert!(parse_duration("99999999999999999w").unwrap_err().contains("longer than"));
+        assert!(parse_duration("9999999999999999s").unwrap_err().contains("longer than"));
+        assert!(parse_duration("36526d").is_err());
+        assert_eq!(parse_duration("100w").map(|d| d.num_days()), Ok(700));
     }
 
     #[test]

@@ -392,7 +392,8 @@ impl Scheduler {
 
     fn lost_contact_deadline(&self) -> Option<DateTime<Utc>> {
         let days = self.cfg.lost_contact_days.filter(|d| *d > 0)?;
-        Some(self.st.last_success + Duration::days(i64::from(days)))
+        // The value comes from the server: a number of days beyond the calendar means never.
+        self.st.last_success.checked_add_signed(Duration::try_days(i64::from(days))?)
     }
 
     /// Handles everything due at or before `now`, in time order (scripted events first among
@@ -520,7 +521,7 @@ impl Scheduler {
             return;
         }
         let logon = (trigger == Trigger::Logon).then_some(&change);
-        let due = now + self.jitter(trigger);
+        let due = self.jittered(now, trigger);
         if let Some(req) = self.request(trigger, now, due, logon, interactive) {
             self.st.pending.push(req);
         }
@@ -532,13 +533,13 @@ impl Scheduler {
         }
         self.st.online = true;
         if let Some((nominal, trigger)) = self.st.missed_scheduled.take() {
-            let due = now + self.jitter(trigger);
+            let due = self.jittered(now, trigger);
             if let Some(req) = self.request(trigger, nominal, due, None, false) {
                 self.st.pending.push(req);
             }
         }
         if let Some(nominal) = self.st.cached_push.take() {
-            let due = now + self.jitter(Trigger::Push);
+            let due = self.jittered(now, Trigger::Push);
             if let Some(req) = self.request(Trigger::Push, nominal, due, None, false) {
                 self.st.pending.push(req);
             }
@@ -565,6 +566,12 @@ impl Scheduler {
         })
     }
 
+    /// `at` plus the trigger's jitter (saturating at the end of the calendar).
+    fn jittered(&mut self, at: DateTime<Utc>, trigger: Trigger) -> DateTime<Utc> {
+        let d = self.jitter(trigger);
+        at.checked_add_signed(d).unwrap_or(at)
+    }
+
     fn jitter(&mut self, trigger: Trigger) -> Duration {
         let (lo, hi) = self.cfg.jitter.range(trigger);
         let secs = if hi > lo { self.rng.random_range(lo..=hi) } else { lo };
@@ -575,12 +582,12 @@ impl Scheduler {
         // A source that does not move forward would fire forever at one instant: treat it as
         // the end of the timetable.
         let nominal = self.poll_source.as_ref().and_then(|f| f(after)).filter(|t| *t > after)?;
-        Some(Timer { nominal, due: nominal + self.jitter(Trigger::Poll) })
+        Some(Timer { nominal, due: self.jittered(nominal, Trigger::Poll) })
     }
 
     fn next_nightly_timer(&mut self, after: DateTime<Utc>) -> Option<Timer> {
         let nominal = self.cfg.nightly.next_after(after)?;
-        Some(Timer { nominal, due: nominal + self.jitter(Trigger::Nightly) })
+        Some(Timer { nominal, due: self.jittered(nominal, Trigger::Nightly) })
     }
 }
 
@@ -628,6 +635,16 @@ mod tests {
         let triggers: Vec<_> = got.iter().filter_map(|a| a.session()).map(|r| r.trigger).collect();
         assert_eq!(triggers, [Trigger::Reboot]);
         assert_eq!(s.on_deadline(start + Duration::minutes(5)), []);
+    }
+
+    #[test]
+    fn an_absurd_lost_contact_value_from_the_server_means_never() {
+        let start = t("2026-03-02T10:00:00Z");
+        let mut s = Scheduler::new(cfg(), None, UserState::new(), start);
+        s.set_lost_contact_days(Some(u32::MAX));
+        assert!(s.next_deadline().is_some_and(|d| d < start + Duration::days(2)), "only the nightly");
+        s.set_lost_contact_days(Some(0));
+        assert!(s.on_deadline(start + Duration::days(30)).iter().all(|a| !matches!(a, Action::Unenroll { .. })));
     }
 
     #[test]
