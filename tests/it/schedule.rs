@@ -558,3 +558,21 @@ fn a_thousand_devices_share_one_timer_heap_for_a_week() {
     // Each device: 15 polls of the first two sets, 6 daily polls (+675m, then daily), 7 nightlies.
     assert_eq!(sessions, 1000 * (15 + 6 + 7));
 }
+
+#[test]
+fn every_prefix_of_a_timeline_parses_or_fails_with_a_place() {
+    let text = std::fs::read_to_string(fixture("week.toml")).unwrap();
+    let lines = text.lines().count() + 1;
+    let mut failures = 0;
+    for (i, _) in text.char_indices() {
+        match parse_timeline(&text[..i], "week.toml") {
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                assert!(e.line >= 1 && e.line <= lines && e.column >= 1, "{e}");
+                assert!(e.to_string().starts_with(&format!("week.toml:{}:{}: ", e.line, e.column)));
+            }
+        }
+    }
+    assert!(failures > 0);
+}
