@@ -19,6 +19,8 @@
 //!   `./Vendor/MSFT/DMClient`, `./Vendor/MSFT/WindowsLicensing`, with or without `./Device/`),
 //!   or below a WMI inventory class `./cimv2/Win32_*` (the Windows 8.1 inventory section reads
 //!   Win32_OperatingSystem, Win32_Processor, Win32_Service, Win32_QuickFixEngineering, ...).
+//!   DMClient reads are inventory because servers re-read the enrollment's identity and
+//!   `Push/ChannelURI` every session (PROTOCOL.md §4, §5); writes to it are not.
 //! - **Password reset**: `Exec ./cimv2/MDM_Client/MDM_Client.DeviceClientID=<id>/Exec=ResetUserPassword`.
 //! - **Unenrollment**: `Exec ./cimv2/MDM_Client/MDM_Client.DeviceClientID=<id>/Exec=SendUnenrollRequest`
 //!   (`win81`), `Exec ./Vendor/MSFT/DMClient/Provider/<ID>/Unenroll` and the legacy
@@ -270,7 +272,9 @@ fn classify(profile: Profile, cmd: &GateCmd<'_>) -> Class {
     if segs.first().is_some_and(|s| eq(s, "cimv2")) {
         let class = segs.get(1).copied().unwrap_or("");
         let last = segs.last().copied().unwrap_or("");
-        if eq(class, "MDM_Client") && is_exec && segs.len() == 4 {
+        let instance_of_client =
+            segs.get(2).and_then(|i| i.get(..11)).is_some_and(|p| p.eq_ignore_ascii_case("MDM_Client."));
+        if eq(class, "MDM_Client") && is_exec && segs.len() == 4 && instance_of_client {
             if eq(last, "Exec=ResetUserPassword") {
                 return Class::PasswordReset;
             }
@@ -357,6 +361,9 @@ mod tests {
         let base = "./cimv2/MDM_Client/MDM_Client.DeviceClientID=%22abc%22";
         assert_eq!(judge(&c, &cmd("Exec", &format!("{base}/Exec=ResetUserPassword"))), Verdict::Allow);
         assert_eq!(judge(&c, &cmd("Exec", &format!("{base}/Exec=SendUnenrollRequest"))), Verdict::Allow);
+        // The method on another class's instance is not the seed's password reset.
+        let other = "./cimv2/MDM_Client/MDM_Other.X=1/Exec=ResetUserPassword";
+        assert!(matches!(judge(&c, &cmd("Exec", other)), Verdict::Finding(_)));
         let c10 = cx(Profile::Win10, Mode::Machine);
         assert_eq!(judge(&c10, &cmd("Exec", "./Vendor/MSFT/DMClient/Provider/Fleet/Unenroll")), Verdict::Allow);
         assert_eq!(judge(&c10, &cmd("Exec", "./Vendor/MSFT/DMClient/Unenroll")), Verdict::Allow);
