@@ -13,6 +13,7 @@ use clap::Args;
 use mdmsim::runner::http::{HttpOptions, Transport};
 use mdmsim::runner::store::Store;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
+use mdmsim::schedule::ModeGate;
 use mdmsim::session::{Fault, Trigger};
 
 use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
@@ -41,6 +42,14 @@ pub struct SyncArgs {
     /// Accept any server certificate (testing only).
     #[arg(long)]
     insecure: bool,
+    /// Refuse commands the server must not send in this mode (Machine-mode rules) with 405
+    /// instead of executing them and recording a finding.
+    #[arg(long)]
+    strict: bool,
+    /// Run as MDMAgent started from a command prompt: tasks that need the enrolled user's
+    /// impersonation (WNS configuration, user-scoped commands) fail.
+    #[arg(long)]
+    interactive: bool,
     /// Seconds to wait for each answer of the server.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     timeout: f64,
@@ -67,6 +76,7 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     let registry = mdmsim::csp::registry();
     let mut sopts = SessionOptions::new(a.trigger);
     sopts.transcript = a.transcript.clone();
+    sopts.gate = Box::new(ModeGate { interactive: a.interactive, strict: a.strict });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

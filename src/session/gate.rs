@@ -30,8 +30,8 @@ pub struct Verdict {
     /// `Some(code)`: do not execute; answer the command with `code` (its children, if it is an
     /// Atomic or Sequence, get 215 "not executed").
     pub refuse: Option<StatusCode>,
-    /// A conformance finding to record in the session summary (whether or not refused).
-    pub finding: Option<Finding>,
+    /// Conformance findings to record in the session summary (whether or not refused).
+    pub findings: Vec<Finding>,
 }
 
 impl Verdict {
@@ -42,12 +42,12 @@ impl Verdict {
 
     /// Do not execute; answer with `code`.
     pub fn refuse(code: StatusCode) -> Self {
-        Verdict { refuse: Some(code), finding: None }
+        Verdict { refuse: Some(code), findings: Vec::new() }
     }
 
     /// The same verdict, also recording `finding`.
     pub fn with_finding(mut self, finding: Finding) -> Self {
-        self.finding = Some(finding);
+        self.findings.push(finding);
         self
     }
 }

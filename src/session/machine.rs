@@ -47,29 +47,7 @@ impl SessionAlert {
     }
 }
 
-/// Who is logged on, as the 1224 LoginStatus alert says it (win10 profile only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LoginStatus {
-    /// The enrolling user is logged on.
-    #[default]
-    User,
-    /// Another user, without an MDM account.
-    Others,
-    /// No interactive user.
-    None,
-}
-
-impl LoginStatus {
-    /// The alert's Data value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoginStatus::User => "user",
-            LoginStatus::Others => "others",
-            LoginStatus::None => "none",
-        }
-    }
-}
+pub use crate::schedule::LoginStatus;
 
 /// Everything needed to start one session.
 #[derive(Debug, Clone)]
@@ -534,9 +512,7 @@ impl Core {
         let gcx =
             GateCx { mode: self.cfg.mode, trigger: self.cfg.trigger, profile: cx.env.profile, msg_id: server_msg };
         let verdict = self.gate.check(&gcx, cmd);
-        if let Some(f) = verdict.finding {
-            self.summary.findings.push(f);
-        }
+        self.summary.findings.extend(verdict.findings);
         match (verdict.refuse, cmd) {
             (Some(code), _) => refused(cmd, code),
             (None, Command::Alert(a)) => {

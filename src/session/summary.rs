@@ -15,75 +15,9 @@ use crate::tree::Effect;
 
 use super::gate::Finding;
 
-/// The operation mode of a session: the `mode=` query parameter of every POST (PROTOCOL.md §2,
-/// seed mdmagent-operation-modes.txt).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Mode {
-    /// SYSTEM context without a user profile (after a reboot, nightly with nobody logged on).
-    Machine,
-    /// The enrolled user's context.
-    Maintenance,
-    /// Windows 8.1 only: a push-started app installation session.
-    Apps,
-}
-
-impl Mode {
-    /// The value of the `mode=` query parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Machine => "Machine",
-            Mode::Maintenance => "Maintenance",
-            Mode::Apps => "Apps",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a session started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The machine started.
-    Reboot,
-    /// The enrolled user logged on.
-    Logon,
-    /// The nightly maintenance window.
-    Nightly,
-    /// A WNS push from the server.
-    Push,
-    /// A DMClient poll schedule fired.
-    Poll,
-    /// Someone asked for a session now (the `sync` command's default).
-    Manual,
-    /// The first session right after enrollment.
-    Enrollment,
-}
-
-impl Trigger {
-    /// The name used on the command line and in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Reboot => "reboot",
-            Trigger::Logon => "logon",
-            Trigger::Nightly => "nightly",
-            Trigger::Push => "push",
-            Trigger::Poll => "poll",
-            Trigger::Manual => "manual",
-            Trigger::Enrollment => "enrollment",
-        }
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// Mode and Trigger belong to the scheduling rules (schedule/mode.rs); the session only reports
+// them.
+pub use crate::schedule::{Mode, Trigger};
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,3 +9,5 @@ mod dmclient;
 mod enterprise_app;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
+// Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
+mod schedule;
