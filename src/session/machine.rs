@@ -20,7 +20,7 @@ use crate::syncml::{
 use crate::tree::{CmdOutcome, Effect, Env, Mark, Registry, Tree, TreeState};
 
 use super::gate::{AllowAll, Finding, Gate, GateCx};
-use super::summary::{EffectRecord, Mode, Outcome, Summary, Trigger};
+use super::summary::{CommandRecord, EffectRecord, Mode, Outcome, Summary, Trigger};
 
 /// The LocURI type of the LoginStatus client event (PROTOCOL.md §1.2).
 pub const LOGIN_STATUS_TYPE: &str = "com.microsoft/MDM/LoginStatus";
@@ -456,8 +456,20 @@ impl AwaitingServer {
             if no_resp(cmd) {
                 continue;
             }
+            let targets = targets_by_cmd_id(cmd);
             for o in outcomes {
                 *core.summary.statuses_sent.entry(o.code.code()).or_default() += 1;
+                core.summary.commands.push(CommandRecord {
+                    msg_id: server_msg.to_string(),
+                    cmd_id: o.cmd_id.clone(),
+                    cmd: o.cmd.clone(),
+                    targets: if o.target_refs.is_empty() {
+                        targets.iter().filter(|(id, _)| *id == o.cmd_id).flat_map(|(_, t)| t.clone()).collect()
+                    } else {
+                        o.target_refs.clone()
+                    },
+                    status: o.code.code(),
+                });
                 body.status(server_msg, &o.cmd_id, &o.cmd, o.code, o.target_refs.clone());
                 if !o.results.is_empty() {
                     body.push(Command::Results(Results {
@@ -484,6 +496,22 @@ impl AwaitingServer {
         }
         core.send(SyncBody { commands: body.commands, final_ }, cx)
     }
+}
+
+/// The item targets of a command and of its Atomic/Sequence children, by CmdID.
+fn targets_by_cmd_id(cmd: &Command) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![cmd];
+    while let Some(c) = pending.pop() {
+        match c {
+            Command::Atomic(k) | Command::Sequence(k) => pending.extend(k.commands.iter()),
+            Command::Add(i) | Command::Replace(i) | Command::Delete(i) | Command::Get(i) | Command::Exec(i) => {
+                out.push((i.cmd_id.clone(), i.items.iter().filter_map(|it| it.target.clone()).collect()));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Where a command stands with respect to large objects (PROTOCOL.md §1.4).

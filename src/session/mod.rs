@@ -24,4 +24,4 @@ pub use machine::{
     SessionAlert, SessionConfig, SessionError, start, start_default,
 };
 pub use redact::{REDACTED, is_secret_uri, redact};
-pub use summary::{EffectRecord, Mode, Outcome, Summary, Trigger};
+pub use summary::{CommandRecord, EffectRecord, Mode, Outcome, Summary, Trigger};

@@ -77,6 +77,10 @@ pub struct Summary {
     pub statuses_sent: BTreeMap<u16, u32>,
     /// Status codes the server returned for the device's header and commands.
     pub statuses_received: BTreeMap<u16, u32>,
+    /// Every server command the device answered, in order (children of Atomic and Sequence
+    /// included): what scenario expectations and reports look at.
+    #[serde(default)]
+    pub commands: Vec<CommandRecord>,
     /// Conformance findings (see [`super::Gate`]).
     pub findings: Vec<Finding>,
     /// Effects CSPs produced during the session (alerts among them were sent in-session).
@@ -85,6 +89,20 @@ pub struct Summary {
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
+}
+
+/// One server command as the device answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The server message it came in.
+    pub msg_id: String,
+    pub cmd_id: String,
+    /// The element name (`Get`, `Replace`, `Atomic`...).
+    pub cmd: String,
+    /// Target LocURIs of its items, as the server sent them.
+    pub targets: Vec<String>,
+    /// The status code the device returned.
+    pub status: u16,
 }
 
 impl Summary {
@@ -108,6 +126,7 @@ impl Summary {
             messages_received: 0,
             commands_received: BTreeMap::new(),
             statuses_sent: BTreeMap::new(),
+            commands: Vec::new(),
             statuses_received: BTreeMap::new(),
             findings: Vec::new(),
             effects: Vec::new(),
