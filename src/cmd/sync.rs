@@ -74,6 +74,9 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
     let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
     let registry = mdmsim::csp::registry();
+    // A reboot logs everyone off and a logon logs the enrolled user on, for this session and
+    // the ones after it.
+    device.apply_trigger(a.trigger);
     let mut sopts = SessionOptions::new(a.trigger);
     sopts.transcript = a.transcript.clone();
     sopts.gate = Box::new(ModeGate { interactive: a.interactive, strict: a.strict });

@@ -1,10 +1,11 @@
 //! One emulated device: its identity, profile, server, template settings, tree values and
 //! session counter (the record the store keeps), and how a trigger becomes a session.
 //!
-//! Owns the device record and its creation from a [`Template`], and the simple trigger → mode
-//! rule used before the scheduler exists (reboot → Machine; push → Apps on win81, a
-//! server-initiated session on win10; everything else → Maintenance, or Machine at night when
-//! nobody is logged on). Does not own I/O: the runner stores the record and moves the messages.
+//! Owns the device record and its creation from a [`Template`], and turning a trigger (or a
+//! scheduler's [`SessionRequest`]) into a session configuration. Who is logged on is kept in
+//! the record ([`UserState`]); the trigger → mode rules are the scheduling module's
+//! ([`crate::schedule::decide`]). Does not own I/O: the runner stores the record and moves the
+//! messages.
 
 mod id;
 mod template;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::{SessionRequest, UserEvent, UserState};
 use crate::session::{LoginStatus, Mode, SessionAlert, SessionConfig, Trigger};
 use crate::tree::{Env, Profile, Settings, TreeState};
 
@@ -40,9 +42,9 @@ pub struct Device {
     pub sessions: u64,
     /// When the device was created (pre-provisioned) or enrolled.
     pub enrolled_at: DateTime<Utc>,
-    /// Who is logged on (the 1224 LoginStatus of win10 sessions in user context).
-    #[serde(default)]
-    pub login: LoginStatus,
+    /// Who is logged on: the enrolled user (active, locked, logged off), other users.
+    #[serde(default = "UserState::enrolled_active")]
+    pub users: UserState,
 }
 
 /// How a trigger plays out as a session.
@@ -52,6 +54,18 @@ pub struct SessionPlan {
     pub alert: SessionAlert,
     /// `Some` on the win10 profile only.
     pub login_status: Option<LoginStatus>,
+}
+
+impl SessionPlan {
+    /// The plan of a scheduler's session request: its mode, 1200 when server-initiated, and
+    /// the LoginStatus alert on win10 only.
+    pub fn from_request(r: &SessionRequest, profile: Profile) -> SessionPlan {
+        SessionPlan {
+            mode: r.mode,
+            alert: if r.server_initiated { SessionAlert::ServerInitiated } else { SessionAlert::ClientInitiated },
+            login_status: (profile == Profile::Win10).then_some(r.login_status),
+        }
+    }
 }
 
 impl Device {
@@ -88,7 +102,7 @@ impl Device {
             tree,
             sessions: 0,
             enrolled_at: now,
-            login: LoginStatus::User,
+            users: UserState::enrolled_active(),
         }
     }
 
@@ -97,31 +111,38 @@ impl Device {
         Env { now, profile: self.profile, settings: Arc::new(self.settings.clone()) }
     }
 
-    /// The mode, session alert and LoginStatus a trigger gives (seed
-    /// mdmagent-operation-modes.txt; PROTOCOL.md §8).
+    /// The mode, session alert and LoginStatus a trigger gives now, outside any schedule (seed
+    /// mdmagent-operation-modes.txt; PROTOCOL.md §8), from who is logged on.
     pub fn plan(&self, trigger: Trigger) -> SessionPlan {
-        let user_on = self.login != LoginStatus::None;
-        let (mode, alert) = match (trigger, self.profile) {
-            (Trigger::Reboot, _) => (Mode::Machine, SessionAlert::ClientInitiated),
-            (Trigger::Nightly, _) if !user_on => (Mode::Machine, SessionAlert::ClientInitiated),
-            (Trigger::Push, Profile::Win81) => (Mode::Apps, SessionAlert::ClientInitiated),
-            (Trigger::Push, Profile::Win10) => (Mode::Maintenance, SessionAlert::ServerInitiated),
-            _ => (Mode::Maintenance, SessionAlert::ClientInitiated),
-        };
-        let login_status = match (self.profile, mode) {
-            (Profile::Win81, _) => None,
-            // Machine mode runs with nobody logged on (after a reboot, before logon).
-            (Profile::Win10, Mode::Machine) => Some(LoginStatus::None),
-            (Profile::Win10, _) => Some(self.login),
-        };
-        SessionPlan { mode, alert, login_status }
+        let request = SessionRequest::one_shot(trigger, self.profile, &self.users, self.enrolled_at, false);
+        SessionPlan::from_request(&request, self.profile)
+    }
+
+    /// Applies what a one-shot trigger means for who is logged on: a reboot logs everyone off,
+    /// a logon trigger is the enrolled user's logon.
+    pub fn apply_trigger(&mut self, trigger: Trigger) {
+        match trigger {
+            Trigger::Reboot => {
+                self.users.apply(UserEvent::Reboot);
+            }
+            Trigger::Logon => {
+                self.users.apply(UserEvent::Logon(crate::schedule::ENROLLED.into()));
+            }
+            _ => {}
+        }
     }
 
     /// Starts counting a new session and returns its configuration (SessionID = the counter
     /// in decimal, PROTOCOL.md §1.1).
     pub fn next_session(&mut self, trigger: Trigger) -> SessionConfig {
-        self.sessions += 1;
         let plan = self.plan(trigger);
+        self.start_session(trigger, plan)
+    }
+
+    /// Starts counting a new session with a given plan (a scheduler's request) and returns its
+    /// configuration.
+    pub fn start_session(&mut self, trigger: Trigger, plan: SessionPlan) -> SessionConfig {
+        self.sessions += 1;
         let mut cfg =
             SessionConfig::new(self.id.as_str(), &self.server_url, &self.sessions.to_string(), plan.mode, trigger);
         cfg.alert = plan.alert;
@@ -168,8 +189,12 @@ mod tests {
         assert_eq!(d.plan(Trigger::Push).alert, SessionAlert::ServerInitiated);
         assert_eq!(d.plan(Trigger::Push).mode, Mode::Maintenance);
         assert_eq!(d.plan(Trigger::Nightly).mode, Mode::Maintenance);
-        d.login = LoginStatus::None;
+        d.users = UserState::new();
         assert_eq!(d.plan(Trigger::Nightly).mode, Mode::Machine);
+        d.apply_trigger(Trigger::Logon);
+        assert_eq!(d.plan(Trigger::Nightly).mode, Mode::Maintenance);
+        d.apply_trigger(Trigger::Reboot);
+        assert_eq!(d.plan(Trigger::Manual).mode, Mode::Machine);
         let w81 = device(Profile::Win81);
         assert_eq!(w81.plan(Trigger::Push).mode, Mode::Apps);
         assert_eq!(w81.plan(Trigger::Push).alert, SessionAlert::ClientInitiated);

@@ -14,9 +14,9 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use crate::device::Device;
+use crate::device::{Device, SessionPlan};
 use crate::session::{self, AllowAll, DeviceCx, Gate, Next, SessionError, Summary, Trigger};
 use crate::syncml::{self, Alert, Chal, SyncMl};
 use crate::tree::{Effect, Registry};
@@ -34,12 +34,25 @@ pub struct SessionOptions {
     pub extra_alerts: Vec<Alert>,
     /// The policy consulted before each server command.
     pub gate: Box<dyn Gate>,
+    /// The mode, alert and LoginStatus to use (a scheduler's request); `None` plans from the
+    /// trigger and who is logged on now.
+    pub plan: Option<SessionPlan>,
+    /// The simulated instant of the whole session (virtual and scaled clocks); `None` reads
+    /// the wall clock.
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl SessionOptions {
     /// A session for `trigger`, no transcript, no extra alerts, the default gate.
     pub fn new(trigger: Trigger) -> Self {
-        SessionOptions { trigger, transcript: None, extra_alerts: Vec::new(), gate: Box::new(AllowAll) }
+        SessionOptions {
+            trigger,
+            transcript: None,
+            extra_alerts: Vec::new(),
+            gate: Box::new(AllowAll),
+            plan: None,
+            at: None,
+        }
     }
 }
 
@@ -65,14 +78,18 @@ pub async fn run_session(
     transport: &Transport,
     opts: SessionOptions,
 ) -> SessionReport {
-    let mut cfg = device.next_session(opts.trigger);
+    let now = || opts.at.unwrap_or_else(Utc::now);
+    let mut cfg = match opts.plan {
+        Some(plan) => device.start_session(opts.trigger, plan),
+        None => device.next_session(opts.trigger),
+    };
     cfg.extra_alerts = opts.extra_alerts;
     // Client-Request-Id carries the EntDMID once the server set one, else 0 (PROTOCOL.md §2).
     let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
     let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
     let profile = device.profile;
     let url = http::Transport::session_url(&device.server_url, cfg.mode, profile);
-    let env = device.env(Utc::now());
+    let env = device.env(now());
     let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
     let (mut awaiting, mut msg) = session::start(cfg, opts.gate, &mut cx);
     let url = match url {
@@ -98,7 +115,7 @@ pub async fn run_session(
             None => url.clone(),
         };
         let answer = transport.post(&target, &body, &request_id).await;
-        let env = device.env(Utc::now());
+        let env = device.env(now());
         let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
         let next = match answer {
             Ok(None) => Next::Finished(awaiting.receive_empty(&mut cx)),
