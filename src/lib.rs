@@ -5,5 +5,7 @@
 //! inputs and return outputs. See DESIGN.md for the map.
 
 pub mod csp;
+pub mod enroll;
+pub mod runner;
 pub mod syncml;
 pub mod tree;

@@ -4,6 +4,7 @@
 //! Adding a CSP touches its file and one line of [`registry`].
 
 pub mod devinfo;
+pub mod dmacc;
 
 use crate::tree::Registry;
 
@@ -12,5 +13,6 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(devinfo::DevInfo);
     r.register(devinfo::DevDetail);
+    r.register(dmacc::DmAcc);
     r
 }
