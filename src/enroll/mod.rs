@@ -57,7 +57,7 @@ impl Malformed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     #[error("{0}")]
-    Fault(SoapFault),
+    Fault(Box<SoapFault>),
     #[error("malformed response: {0}")]
     Malformed(#[from] Malformed),
 }

@@ -55,7 +55,7 @@ pub fn open(text: &str, expected: &str) -> Result<Element, ResponseError> {
     }
     let body = root.child("Body").ok_or_else(|| Malformed::missing(&root, "Body"))?;
     if let Some(fault) = body.child("Fault") {
-        return Err(ResponseError::Fault(SoapFault::from_element(fault)));
+        return Err(ResponseError::Fault(Box::new(SoapFault::from_element(fault))));
     }
     let payload = body.children.first().ok_or_else(|| Malformed::missing(body, expected))?;
     if !payload.name.eq_ignore_ascii_case(expected) {

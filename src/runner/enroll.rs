@@ -92,7 +92,7 @@ pub enum EnrollError {
     HttpStatus { step: Step, url: String, status: u16 },
     /// The server refused with a SOAP fault (MS-MDE2 §2.2.10).
     #[error("{step}: {url} refused: {fault}")]
-    Fault { step: Step, url: String, fault: SoapFault },
+    Fault { step: Step, url: String, fault: Box<SoapFault> },
     /// The response broke the protocol.
     #[error("{step}: malformed response from {url}: {error}")]
     Malformed { step: Step, url: String, error: Malformed },
