@@ -158,3 +158,62 @@ impl DeviceIdentity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/fixtures/enroll/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// Every file of the enrollment corpus reads with its parser, and every truncated prefix of
+    /// it is refused with an error, never a panic or a silent success.
+    #[test]
+    fn corpus_reads_and_every_truncation_is_refused() {
+        let dir = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/enroll")).unwrap();
+        let mut names: Vec<String> = dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert!(names.len() >= 6, "{names:?}");
+        for name in names {
+            let text = fixture(&name);
+            let parse = |t: &str| -> Result<(), String> {
+                match name.as_str() {
+                    "discover-response.xml" => parse_discover_response(t).map(|_| ()).map_err(|e| e.to_string()),
+                    "get-policies-response.xml" => {
+                        parse_get_policies_response(t).map(|_| ()).map_err(|e| e.to_string())
+                    }
+                    "rstr.xml" => parse_rstr(t)
+                        .and_then(|d| parse_provisioning(&d).map_err(Into::into))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    "provisioning.xml" => parse_provisioning(t).map(|_| ()).map_err(|e| e.to_string()),
+                    n if n.starts_with("fault-") => match soap_fault_of(t) {
+                        Err(ResponseError::Fault(_)) => Ok(()),
+                        other => Err(format!("expected a fault, got {other:?}")),
+                    },
+                    other => panic!("fixture {other} has no parser in this test"),
+                }
+            };
+            parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let end = text.trim_end().len();
+            for cut in (0..end).step_by(13).filter(|c| text.is_char_boundary(*c)) {
+                assert!(parse(&text[..cut]).is_err(), "{name}: prefix of {cut} bytes was accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn fault_fixtures_are_typed() {
+        let Err(ResponseError::Fault(f)) = soap_fault_of(&fixture("fault-authorization.xml")) else { panic!() };
+        assert_eq!((f.kind.clone(), f.hresult()), (FaultKind::Authorization, Some(0x8018_0003)));
+        assert_eq!(f.reason, "This User is not authorized to enroll");
+        let Err(ResponseError::Fault(f)) = soap_fault_of(&fixture("fault-device-cap-reached.xml")) else { panic!() };
+        let d = f.detail.clone().unwrap();
+        assert_eq!((d.kind, f.hresult()), (ServiceErrorKind::DeviceCapReached, Some(0x8018_0013)));
+        assert_eq!(d.trace_id.as_deref(), Some("2493ee37-beeb-4cb9-833c-cadde9067645"));
+        assert!(f.to_string().contains("0x80180013"), "{f}");
+        let bom = format!("\u{feff}{}", fixture("discover-response.xml"));
+        assert!(parse_discover_response(&bom).is_ok());
+    }
+}

@@ -82,6 +82,8 @@ fn bad(offset: u64, message: impl std::fmt::Display) -> Malformed {
 
 /// Parses a whole document into its root element.
 pub fn parse(text: &str) -> Result<Element, Malformed> {
+    // Some Windows-stack servers start their bodies with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();

@@ -415,3 +415,162 @@ async fn bad_provisioning_wrong_certificate_and_unreachable_servers_are_named() 
     assert!(matches!(err, EnrollError::Unreachable { step: Step::Probe, .. }), "{err}");
     assert_eq!(err.exit_code(), 3);
 }
+
+/// A TLS server on 127.0.0.1 that requires a client certificate from `ca` (the management
+/// server of the post-enrollment session, as far as TLS goes). Serves `connections` connections
+/// and reports the client certificate CN of each (None when the handshake failed).
+fn mtls_server(ca: &TestCa, connections: usize) -> (u16, std::sync::mpsc::Receiver<Option<String>>) {
+    use std::io::{Read as _, Write as _};
+
+    use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode};
+    use openssl::x509::extension::SubjectAlternativeName;
+
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&serial()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(ca.cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    let san = SubjectAlternativeName::new().ip("127.0.0.1").build(&b.x509v3_context(Some(&ca.cert), None)).unwrap();
+    b.append_extension(san).unwrap();
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
+    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
+    let server_cert = b.build();
+
+    let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acc.set_private_key(&key).unwrap();
+    acc.set_certificate(&server_cert).unwrap();
+    acc.add_client_ca(&ca.cert).unwrap();
+    acc.cert_store_mut().add_cert(ca.cert.clone()).unwrap();
+    acc.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    let acc = acc.build();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..connections {
+            let Ok((tcp, _)) = listener.accept() else { return };
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+            let cn = match acc.accept(tcp) {
+                Ok(mut tls) => {
+                    let cn = tls.ssl().peer_certificate().and_then(|c| {
+                        c.subject_name()
+                            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                            .next()
+                            .and_then(|e| e.data().to_string().ok().map(|s| s.to_string()))
+                    });
+                    let mut buf = [0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = tls.shutdown();
+                    cn
+                }
+                Err(_) => None,
+            };
+            let _ = tx.send(cn);
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn the_issued_certificate_opens_an_mtls_session_trusting_the_provisioned_root() {
+    let (srv, url) = start(Behaviour::Issue, 2048).await;
+    let enrolled = enroll(&reqwest::Client::new(), &url, request(password())).await.unwrap();
+    let (port, seen) = mtls_server(&srv.ca, 2);
+    let mgmt = format!("https://127.0.0.1:{port}/ManagementServer/MDM.svc");
+
+    // With the enrollment identity, and trusting only the provisioned root.
+    let builder =
+        reqwest::Client::builder().identity(enrolled.identity().unwrap()).tls_certs_only(enrolled.root_certificates());
+    let resp = builder.build().unwrap().post(&mgmt).body("<SyncML/>").send().await.expect("mTLS session");
+    assert_eq!(resp.status().as_u16(), 200);
+    let cn = seen.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(cn.as_deref(), Some(DEVICE_ID), "the server saw the enrollment certificate");
+
+    // Without it, the server refuses the handshake.
+    let builder = reqwest::Client::builder().tls_certs_only(enrolled.root_certificates());
+    let refused = builder.build().unwrap().post(&mgmt).body("<SyncML/>").send().await;
+    assert!(refused.is_err(), "a session without the client certificate must fail");
+    assert_eq!(seen.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), None);
+}
+
+#[tokio::test]
+async fn provisioned_credentials_answer_a_challenge_and_follow_a_rekey() {
+    use mdmsim::enroll::{AppAuth, AuthReaction, digest_md5};
+    use mdmsim::syncml::{Chal, Command, Item, ItemCmd, Meta, Status};
+    use mdmsim::tree::{Env, Profile, Tree, TreeState};
+
+    let (_srv, url) = start(Behaviour::Issue, 2048).await;
+    let enrolled = enroll(&reqwest::Client::new(), &url, request(password())).await.unwrap();
+    let registry = mdmsim::csp::registry();
+    let env = Env::new(chrono::Utc::now(), Profile::Win10);
+    let mut state = TreeState::new();
+    // The DMAcc writes of the provisioning (the DMClient ones belong to the DMClient CSP).
+    let dmacc: Vec<Command> = enrolled
+        .provisioning
+        .tree_commands()
+        .into_iter()
+        .filter(|c| matches!(c, Command::Add(a) if a.items[0].target.as_deref().is_some_and(|t| t.starts_with("./SyncML/DMAcc/"))))
+        .collect();
+    {
+        let mut tree = Tree::new(&registry, &mut state, &env);
+        for c in &dmacc {
+            let out = tree.execute(c);
+            assert!(out[0].code.is_success(), "{c:?}: {:?}", out[0].code);
+        }
+    }
+
+    // Session 1: the provisioned nonce, then a challenge with a new one.
+    let mut auth = AppAuth::load(&state).expect("a DMAcc account");
+    auth.begin_session();
+    assert_eq!(auth.cred().unwrap().data, digest_md5(DEVICE_ID, "dev-secret", b"dev-nonce"));
+    let chal = Status {
+        cmd_ref: "0".into(),
+        cmd: "SyncHdr".into(),
+        data: "407".into(),
+        chal: Some(Chal {
+            meta: Meta { next_nonce: Some(B64.encode(b"fresh")), ..Meta::typed("syncml:auth-md5", Some("b64")) },
+        }),
+        ..Status::default()
+    };
+    assert_eq!(auth.on_header_status(&chal), AuthReaction::Resend);
+    assert_eq!(auth.cred().unwrap().data, digest_md5(DEVICE_ID, "dev-secret", b"fresh"));
+
+    // The server rekeys through its own AccountUID; the nonce is kept for the next session.
+    let fleet_uid = format!("0x0000800c{}", "f".repeat(64));
+    let rekey = Command::Replace(ItemCmd {
+        cmd_id: "5".into(),
+        items: ["AAuthName", "AAuthSecret"]
+            .iter()
+            .zip(["new-name", "new-secret"])
+            .map(|(leaf, v)| Item {
+                target: Some(format!("./SyncML/DMAcc/{fleet_uid}/AppAuth/CLCRED/{leaf}")),
+                data: Some(v.into()),
+                ..Item::default()
+            })
+            .collect(),
+        ..ItemCmd::default()
+    });
+    let out = Tree::new(&registry, &mut state, &env).execute(&rekey);
+    assert!(out.iter().all(|o| o.code.is_success()), "{out:?}");
+    auth.store(&mut state);
+
+    // Session 2 uses the new credentials with the nonce of session 1's challenge.
+    let mut next = AppAuth::load(&state).unwrap();
+    next.begin_session();
+    assert_eq!(next.cred().unwrap().data, digest_md5("new-name", "new-secret", b"fresh"));
+}
