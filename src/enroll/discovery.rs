@@ -103,6 +103,15 @@ impl DiscoverRequest {
     }
 }
 
+/// The discovery URL Windows derives from an email address (MS-MDE2 §3.1; PROTOCOL.md §3.1):
+/// `https://EnterpriseEnrollment.<domain>/EnrollmentServer/Discovery.svc`. `None` without a
+/// domain.
+pub fn discovery_url_for_email(email: &str) -> Option<String> {
+    let (_, domain) = email.rsplit_once('@')?;
+    let domain = domain.trim();
+    (!domain.is_empty()).then(|| format!("https://EnterpriseEnrollment.{domain}/EnrollmentServer/Discovery.svc"))
+}
+
 /// What discovery told the client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Discovery {
@@ -150,6 +159,15 @@ mod tests {
         assert_eq!(req.child_value("OSEdition"), Some("4"));
         let pols: Vec<_> = req.child("AuthPolicies").unwrap().children.iter().map(|c| c.value().to_string()).collect();
         assert_eq!(pols, ["OnPremise", "Federated"]);
+    }
+
+    #[test]
+    fn discovery_url_comes_from_the_email_domain() {
+        assert_eq!(
+            discovery_url_for_email("user@contoso.com").as_deref(),
+            Some("https://EnterpriseEnrollment.contoso.com/EnrollmentServer/Discovery.svc")
+        );
+        assert_eq!(discovery_url_for_email("contoso\\user"), None);
     }
 
     #[test]

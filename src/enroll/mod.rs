@@ -22,10 +22,13 @@ use std::fmt;
 
 pub use appauth::{AppAuth, AuthReaction, AuthType, Credentials, digest_md5, redact_secrets, unenroll_alert};
 pub use csr::{CsrError, DEVICE_ID_EXTENSION_OID, build_csr, subject_cn};
-pub use discovery::{AuthPolicy, DISCOVER_ACTION, DiscoverRequest, Discovery, parse_discover_response};
+pub use discovery::{
+    AuthPolicy, DISCOVER_ACTION, DiscoverRequest, Discovery, discovery_url_for_email, parse_discover_response,
+};
 pub use policy::{GET_POLICIES_ACTION, HashAlg, Policy, get_policies_body, parse_get_policies_response};
 pub use provisioning::{
-    APPSRV, ApplyError, CLIENT, CertEntry, DmAccount, Provisioning, W7App, account_uid, parse_provisioning,
+    APPSRV, ApplyError, CLIENT, CertEntry, DmAccount, ProvValue, Provisioning, Renew, W7App, account_uid,
+    parse_provisioning, remove_enrollment,
 };
 pub use soap::{CONTENT_TYPE, FaultKind, ServiceError, ServiceErrorKind, SoapFault, envelope, soap_fault_of};
 pub use wstep::{AuthToken, ContextItem, RST_ACTION, RstRequest, additional_context, parse_rstr};

@@ -432,6 +432,19 @@ impl Provisioning {
     }
 }
 
+/// Removes an enrollment's values from a device's tree: the DMAcc account of `provider_id` and
+/// `./Vendor/MSFT/DMClient/Provider/<provider_id>` (user-initiated or server-initiated
+/// unenrollment, PROTOCOL.md §3.6). Journalled like any write; returns how many entries went.
+pub fn remove_enrollment(state: &mut crate::tree::TreeState, provider_id: &str) -> usize {
+    let keys =
+        [format!("SyncML/DMAcc/{}", account_uid(provider_id)), format!("Vendor/MSFT/DMClient/Provider/{provider_id}")];
+    let before = state.len();
+    for k in &keys {
+        state.remove_subtree(k);
+    }
+    before - state.len()
+}
+
 /// The port written in a URL (`https://h:8443/x` -> `8443`), if any.
 fn explicit_port(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -530,6 +543,21 @@ mod tests {
         assert_eq!(ids.first(), Some(&"1"));
         assert_eq!(explicit_port("https://h/x"), None);
         assert_eq!(explicit_port("https://[::1]:99/x"), Some("99".into()));
+    }
+
+    #[test]
+    fn remove_enrollment_wipes_dmacc_and_the_provider_only() {
+        let mut s = TreeState::new();
+        let uid = account_uid("Fleet");
+        s.set_value(&format!("SyncML/DMAcc/{uid}/ServerID"), "Fleet");
+        s.set_value("Vendor/MSFT/DMClient/Provider/Fleet/EntDMID", "x");
+        s.set_value("Vendor/MSFT/DMClient/Provider/Other/EntDMID", "y");
+        s.set_value("DevInfo/Man", "Contoso");
+        assert_eq!(remove_enrollment(&mut s, "Fleet"), 2);
+        assert_eq!(
+            s.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+            ["DevInfo/Man", "Vendor/MSFT/DMClient/Provider/Other/EntDMID"]
+        );
     }
 
     #[test]

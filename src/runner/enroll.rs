@@ -173,6 +173,98 @@ impl Enrolled {
     }
 }
 
+/// What the device store keeps of an enrollment besides the tree values and the key file: no
+/// secrets, so it can be printed as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrollmentRecord {
+    pub device_id: String,
+    /// w7 PROVIDER-ID (also the DMClient Provider node name).
+    pub provider_id: String,
+    /// DMAcc AccountUID of the account.
+    pub account_uid: String,
+    pub management_url: String,
+    pub enrollment_type: EnrollmentType,
+    pub discovery: Discovery,
+    pub client_cert_pem: String,
+    /// SHA-1 thumbprint of the client certificate (upper hex), as Windows names it.
+    pub client_cert_thumbprint: String,
+    pub root_certs_pem: Vec<String>,
+    pub intermediate_certs_pem: Vec<String>,
+    /// Connection retries and backoff of the w7 APPLICATION, with the DDF defaults.
+    pub conn_retry_freq: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+/// The files [`Enrolled::write_to_dir`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentFiles {
+    /// The private key (0600).
+    pub key: std::path::PathBuf,
+    /// The client certificate, then the intermediates.
+    pub cert: std::path::PathBuf,
+    /// The provisioned roots.
+    pub roots: std::path::PathBuf,
+}
+
+impl Enrolled {
+    /// The record to store, for an enrollment of `enrollment_type`.
+    pub fn record(&self, enrollment_type: EnrollmentType) -> EnrollmentRecord {
+        let app = &self.provisioning.app;
+        EnrollmentRecord {
+            device_id: self.device_id.clone(),
+            provider_id: app.provider_id.clone(),
+            account_uid: self.provisioning.account().uid,
+            management_url: app.addr.clone(),
+            enrollment_type,
+            discovery: self.discovery.clone(),
+            client_cert_pem: self.client_cert_pem.clone(),
+            client_cert_thumbprint: openssl::x509::X509::from_pem(self.client_cert_pem.as_bytes())
+                .and_then(|c| c.digest(openssl::hash::MessageDigest::sha1()))
+                .map(|d| hex::encode_upper(d))
+                .unwrap_or_default(),
+            root_certs_pem: self.root_certs_pem.clone(),
+            intermediate_certs_pem: self.intermediate_certs_pem.clone(),
+            conn_retry_freq: app.conn_retry_freq.unwrap_or(3),
+            initial_backoff_ms: app.initial_backoff_ms.unwrap_or(16_000),
+            max_backoff_ms: app.max_backoff_ms.unwrap_or(86_400_000),
+        }
+    }
+
+    /// Writes `device.key` (0600), `device.crt` (client certificate and intermediates) and
+    /// `roots.pem` into `dir`, which must exist.
+    pub fn write_to_dir(&self, dir: &Path) -> std::io::Result<EnrollmentFiles> {
+        let files =
+            EnrollmentFiles { key: dir.join("device.key"), cert: dir.join("device.crt"), roots: dir.join("roots.pem") };
+        write_private_key(&files.key, &self.key_pem)?;
+        let mut chain = self.client_cert_pem.clone();
+        chain.extend(self.intermediate_certs_pem.iter().map(String::as_str));
+        std::fs::write(&files.cert, chain)?;
+        std::fs::write(&files.roots, self.root_certs_pem.concat())?;
+        Ok(files)
+    }
+}
+
+/// The HTTP client for enrollment: extra trusted roots from `ca_cert_pem` (a PEM bundle,
+/// `--ca-cert`), or no certificate checks at all with `insecure` (`--insecure`).
+pub fn http_client(ca_cert_pem: Option<&[u8]>, insecure: bool) -> Result<reqwest::Client, EnrollError> {
+    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(TIMEOUT);
+    if let Some(pem) = ca_cert_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| EnrollError::Config(format!("--ca-cert is not a PEM certificate bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(EnrollError::Config("--ca-cert holds no certificate".into()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if insecure {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| EnrollError::Local(format!("building the HTTP client: {e}")))
+}
+
 /// A fresh RSA key of `bits` bits.
 pub fn generate_key(bits: u32) -> Result<PKey<Private>, EnrollError> {
     Rsa::generate(bits)

@@ -574,3 +574,32 @@ async fn provisioned_credentials_answer_a_challenge_and_follow_a_rekey() {
     next.begin_session();
     assert_eq!(next.cred().unwrap().data, digest_md5("new-name", "new-secret", b"fresh"));
 }
+
+#[tokio::test]
+async fn the_record_and_files_hold_what_the_store_needs_and_no_secret() {
+    use mdmsim::enroll::EnrollmentType;
+    use mdmsim::runner::enroll::http_client;
+
+    let (srv, url) = start(Behaviour::Issue, 2048).await;
+    let ca_pem = srv.ca.cert.to_pem().unwrap();
+    let client = http_client(Some(&ca_pem), false).unwrap();
+    let enrolled = enroll(&client, &url, request(password())).await.unwrap();
+    let record = enrolled.record(EnrollmentType::Full);
+    assert_eq!(record.provider_id, "TestMDM");
+    assert_eq!(record.account_uid, account_uid("TestMDM"));
+    assert_eq!((record.conn_retry_freq, record.initial_backoff_ms, record.max_backoff_ms), (2, 1000, 5000));
+    assert_eq!(record.client_cert_thumbprint, enrolled.provisioning.client_cert.thumbprint);
+    let json = serde_json::to_string(&record).unwrap();
+    assert!(!json.contains("PRIVATE KEY") && !json.contains("dev-secret"), "{json}");
+    let back: mdmsim::runner::enroll::EnrollmentRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, record);
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = enrolled.write_to_dir(dir.path()).unwrap();
+    let key = PKey::private_key_from_pem(&std::fs::read(&files.key).unwrap()).unwrap();
+    let cert = X509::from_pem(&std::fs::read(&files.cert).unwrap()).unwrap();
+    assert!(cert.public_key().unwrap().public_eq(&key));
+    assert_eq!(X509::stack_from_pem(&std::fs::read(&files.roots).unwrap()).unwrap().len(), 1);
+
+    assert!(matches!(http_client(Some(b"not a pem"), false), Err(EnrollError::Config(_))));
+}
