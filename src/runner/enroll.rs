@@ -221,7 +221,7 @@ impl Enrolled {
             client_cert_pem: self.client_cert_pem.clone(),
             client_cert_thumbprint: openssl::x509::X509::from_pem(self.client_cert_pem.as_bytes())
                 .and_then(|c| c.digest(openssl::hash::MessageDigest::sha1()))
-                .map(|d| hex::encode_upper(d))
+                .map(hex::encode_upper)
                 .unwrap_or_default(),
             root_certs_pem: self.root_certs_pem.clone(),
             intermediate_certs_pem: self.intermediate_certs_pem.clone(),
