@@ -303,12 +303,11 @@ fn parse_app(ch: &Element) -> Result<W7App, Malformed> {
 }
 
 fn walk_values(ch: &Element, path: &mut Vec<String>, out: &mut Vec<ProvValue>) {
-    for (_, name, value) in parms(ch) {
-        let datatype =
-            ch.children_named("parm").find(|p| p.attr("name") == Some(name)).and_then(|p| p.attr("datatype"));
+    for (parm, name, value) in parms(ch) {
         let mut p = path.clone();
         p.push(name.to_string());
-        out.push(ProvValue { path: p, value: value.unwrap_or("").to_string(), datatype: datatype.map(str::to_string) });
+        let datatype = parm.attr("datatype").map(str::to_string);
+        out.push(ProvValue { path: p, value: value.unwrap_or("").to_string(), datatype });
     }
     for (sub, ty) in characteristics(ch) {
         path.push(ty.to_string());
@@ -342,6 +341,44 @@ impl Provisioning {
     /// The DMAcc account the w7 APPLICATION maps to.
     pub fn account(&self) -> DmAccount {
         DmAccount { uid: account_uid(&self.app.provider_id) }
+    }
+
+    /// Where the document departs from what MS-MDE2 and Learn ask of servers, in words a server
+    /// developer can act on (PROTOCOL.md §3.5). Empty for a conforming document. Windows may
+    /// still enroll with some of these; mdmsim reports them rather than refusing.
+    pub fn findings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &self.app;
+        for (level, cred) in [(APPSRV, &a.client_cred), (CLIENT, &a.server_cred)] {
+            match cred {
+                None => out
+                    .push(format!("APPLICATION has no APPAUTH block with AAUTHLEVEL={level} (MS-MDE2 requires both)")),
+                Some(c) if c.nonce.is_empty() => out.push(format!(
+                    "APPAUTH {level} has no AAUTHDATA nonce (Windows 11 fails account setup with 0x80070057 without it)"
+                )),
+                Some(_) => {}
+            }
+        }
+        let providers: std::collections::BTreeSet<&str> = self
+            .dmclient
+            .iter()
+            .filter(|v| v.path.first().map(String::as_str) == Some("Provider"))
+            .filter_map(|v| v.path.get(1).map(String::as_str))
+            .filter(|p| *p != a.provider_id)
+            .collect();
+        for p in providers {
+            out.push(format!("DMClient Provider {p:?} is not the w7 PROVIDER-ID {:?}", a.provider_id));
+        }
+        for c in self.roots.iter().chain(&self.intermediates).chain(std::iter::once(&self.client_cert)) {
+            let actual = hex::encode_upper(sha1(&c.der));
+            if !c.thumbprint.eq_ignore_ascii_case(&actual) {
+                out.push(format!(
+                    "certificate {}/{} is named with a thumbprint that is not its SHA-1 ({actual})",
+                    c.store, c.thumbprint
+                ));
+            }
+        }
+        out
     }
 
     /// The tree writes the device applies, as `Add` commands (CmdIDs `1`, `2`, ...): the DMAcc
@@ -445,6 +482,10 @@ pub fn remove_enrollment(state: &mut crate::tree::TreeState, provider_id: &str) 
     before - state.len()
 }
 
+fn sha1(der: &[u8]) -> Vec<u8> {
+    openssl::hash::hash(openssl::hash::MessageDigest::sha1(), der).map(|d| d.to_vec()).unwrap_or_default()
+}
+
 /// The port written in a URL (`https://h:8443/x` -> `8443`), if any.
 fn explicit_port(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -503,6 +544,21 @@ mod tests {
         assert_eq!(poll.path, ["Provider", "Fleet", "Poll", "IntervalForRemainingScheduledRetries"]);
         assert_eq!((poll.value.as_str(), poll.datatype.as_deref()), ("1560", Some("integer")));
         assert!(!format!("{p:?}").contains("client-secret-1"), "Debug must not show secrets");
+    }
+
+    #[test]
+    fn findings_name_what_the_server_should_fix() {
+        let p = parse_provisioning(&fixture()).unwrap();
+        assert_eq!(p.findings(), Vec::<String>::new());
+        let text = fixture()
+            .replace(r#"<parm name="AAUTHDATA" value="Y2xpZW50LW5vbmNl" />"#, "")
+            .replace(r#"<characteristic type="Fleet">"#, r#"<characteristic type="Other">"#)
+            .replace("DDF3545BCB", "0000000000");
+        let f = parse_provisioning(&text).unwrap().findings();
+        assert_eq!(f.len(), 3, "{f:#?}");
+        assert!(f[0].contains("APPSRV") && f[0].contains("AAUTHDATA"), "{f:#?}");
+        assert!(f[1].contains(r#""Other""#), "{f:#?}");
+        assert!(f[2].contains("DDF3545BCB576CC9C6767E5B619395878B50A60B"), "{f:#?}");
     }
 
     #[test]
