@@ -163,12 +163,13 @@ impl Csp for DmAcc {
         match op {
             // A new account, or more of an existing one.
             WriteOp::Add => Ok(()),
+            // An interior node has no value to replace.
+            WriteOp::Replace if node.spec.is_interior() => Err(StatusCode::CommandNotAllowed),
             WriteOp::Replace => {
                 let account = account_for(cx, uid).ok_or(StatusCode::NotFound)?;
-                if rest.is_empty() || cx.value(&format!("{account}/{rest}")).is_some() || node.spec.default.is_some() {
-                    Ok(())
-                } else if DEFAULTS.iter().any(|(p, _)| *p == rest) || rest == "Ext/Microsoft/Role" {
-                    // Values with a DDF default exist as soon as the account does.
+                // Values with a DDF default exist as soon as the account does.
+                let has_default = DEFAULTS.iter().any(|(p, _)| *p == rest) || rest == "Ext/Microsoft/Role";
+                if has_default || cx.value(&format!("{account}/{rest}")).is_some() {
                     Ok(())
                 } else {
                     Err(StatusCode::NotFound)

@@ -104,7 +104,7 @@ impl AppAuth {
     /// The credentials a provisioning document gave.
     pub fn from_provisioning(p: &super::Provisioning) -> AppAuth {
         AppAuth {
-            account: p.account().uid,
+            account: p.account_uid(),
             client: p.app.client_cred.clone(),
             server: p.app.server_cred.clone(),
             ..AppAuth::default()

@@ -27,8 +27,8 @@ pub use discovery::{
 };
 pub use policy::{GET_POLICIES_ACTION, HashAlg, Policy, get_policies_body, parse_get_policies_response};
 pub use provisioning::{
-    APPSRV, ApplyError, CLIENT, CertEntry, DmAccount, ProvValue, Provisioning, Renew, W7App, account_uid,
-    parse_provisioning, remove_enrollment,
+    APPSRV, ApplyError, CLIENT, CertEntry, ProvValue, Provisioning, Renew, W7App, account_uid, parse_provisioning,
+    remove_enrollment,
 };
 pub use soap::{CONTENT_TYPE, FaultKind, ServiceError, ServiceErrorKind, SoapFault, envelope, soap_fault_of};
 pub use wstep::{AuthToken, ContextItem, RST_ACTION, RstRequest, additional_context, parse_rstr};

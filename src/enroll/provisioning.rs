@@ -125,12 +125,6 @@ pub fn account_uid(provider_id: &str) -> String {
     hex::encode_upper(Sha256::digest(provider_id.as_bytes()))
 }
 
-/// A DMAcc account as the tree holds it (used by [`Provisioning::tree_commands`] and tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DmAccount {
-    pub uid: String,
-}
-
 fn parm_err(parm: &Element, name: &str, problem: impl Into<String>) -> Malformed {
     Malformed { element: format!("parm name=\"{name}\""), offset: parm.offset, problem: problem.into() }
 }
@@ -338,9 +332,9 @@ fn add(loc_uri: String, format: &str, value: &str) -> Command {
 }
 
 impl Provisioning {
-    /// The DMAcc account the w7 APPLICATION maps to.
-    pub fn account(&self) -> DmAccount {
-        DmAccount { uid: account_uid(&self.app.provider_id) }
+    /// The DMAcc AccountUID the w7 APPLICATION maps to.
+    pub fn account_uid(&self) -> String {
+        account_uid(&self.app.provider_id)
     }
 
     /// Where the document departs from what MS-MDE2 and Learn ask of servers, in words a server
@@ -386,7 +380,7 @@ impl Provisioning {
     /// allows only Get and Replace (DDF), Windows sets it itself.
     pub fn tree_commands(&self) -> Vec<Command> {
         let a = &self.app;
-        let base = format!("./SyncML/DMAcc/{}", self.account().uid);
+        let base = format!("./SyncML/DMAcc/{}", self.account_uid());
         let mut cmds =
             vec![add(format!("{base}/AppID"), "chr", "w7"), add(format!("{base}/ServerID"), "chr", &a.provider_id)];
         if let Some(name) = &a.name {

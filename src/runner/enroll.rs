@@ -214,7 +214,7 @@ impl Enrolled {
         EnrollmentRecord {
             device_id: self.device_id.clone(),
             provider_id: app.provider_id.clone(),
-            account_uid: self.provisioning.account().uid,
+            account_uid: self.provisioning.account_uid(),
             management_url: app.addr.clone(),
             enrollment_type,
             discovery: self.discovery.clone(),
