@@ -6,6 +6,39 @@
 //! SOAP fault, malformed response, configuration. Message building and parsing are
 //! `crate::enroll`'s; storing the result in the device store and running the post-enrollment
 //! session are the caller's (`mdmsim enroll`).
+//!
+//! The wiring of `mdmsim enroll`, in order:
+//!
+//! ```no_run
+//! # async fn demo(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+//! use mdmsim::enroll::{AuthToken, DeviceIdentity, EnrollmentType, Secret};
+//! use mdmsim::runner::enroll::{EnrollRequest, enroll, http_client};
+//! use mdmsim::tree::{Env, Profile, Tree, TreeState};
+//!
+//! let client = http_client(None, false)?; // --ca-cert PEM bytes, --insecure
+//! let device = DeviceIdentity::new("1E08C6E95D8BB843B1278FF45BC60CC6", &"0".repeat(64));
+//! let auth = AuthToken::OnPremise { username: "user@example.com".into(), password: Secret::new("pw") };
+//! // or AuthToken::from_user_token(token) for --token
+//! let url = "https://EnterpriseEnrollment.example.com/EnrollmentServer/Discovery.svc";
+//! let enrolled = enroll(&client, url, EnrollRequest::new("user@example.com", auth, device)).await?;
+//! for finding in enrolled.provisioning.findings() {
+//!     eprintln!("conformance: {finding}");
+//! }
+//! // Apply to the device's tree (all or nothing), then persist; on any error store nothing.
+//! let registry = mdmsim::csp::registry();
+//! let mut state = TreeState::new();
+//! let env = Env::new(chrono::Utc::now(), Profile::Win10);
+//! enrolled.provisioning.apply(&mut Tree::new(&registry, &mut state, &env))?;
+//! let _files = enrolled.write_to_dir(state_dir)?; // device.key is 0600
+//! let record = enrolled.record(EnrollmentType::Full); // no secrets: fine for JSON output
+//! println!("{} {}", record.device_id, record.management_url);
+//! // Management sessions: mTLS with the issued certificate, trusting the provisioned roots.
+//! let _mgmt = reqwest::Client::builder()
+//!     .identity(enrolled.identity()?)
+//!     .tls_certs_merge(enrolled.root_certificates())
+//!     .build()?;
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::path::Path;
