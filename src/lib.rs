@@ -6,6 +6,7 @@
 
 pub mod csp;
 pub mod device;
+pub mod enroll;
 pub mod runner;
 pub mod schedule;
 pub mod session;

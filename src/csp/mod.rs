@@ -4,6 +4,7 @@
 //! Adding a CSP touches its file and one line of [`registry`].
 
 pub mod devinfo;
+pub mod dmacc;
 pub mod dmclient;
 pub mod enterprise_app;
 
@@ -17,5 +18,6 @@ pub fn registry() -> Registry {
     r.register(enterprise_app::EnterpriseAppManagement);
     r.register(dmclient::DmClient);
     r.register(dmclient::DmClientUser);
+    r.register(dmacc::DmAcc);
     r
 }

@@ -7,6 +7,7 @@
 //! caller stores the device and the summary ([`store::Store::save_session`]) so that one
 //! transaction holds the whole session.
 
+pub mod enroll;
 pub mod fetch;
 pub mod http;
 pub mod signing;

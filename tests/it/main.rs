@@ -11,3 +11,5 @@ mod enterprise_app;
 mod session;
 // Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
 mod schedule;
+/// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
+mod enroll;
