@@ -5,5 +5,6 @@
 //! inputs and return outputs. See DESIGN.md for the map.
 
 pub mod csp;
+pub mod server;
 pub mod syncml;
 pub mod tree;

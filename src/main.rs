@@ -36,6 +36,8 @@ enum Command {
     /// Read, pretty-print and validate SyncML messages.
     #[command(subcommand)]
     Syncml(cmd::syncml::Syncml),
+    /// Run the embedded reference MDM server (enrollment + management) until Ctrl-C.
+    Server(cmd::server::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +61,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Syncml(c) => cmd::syncml::run(c),
+        Command::Server(c) => cmd::server::run(c),
     }
 }

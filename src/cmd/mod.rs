@@ -2,6 +2,7 @@
 //! errors are `anyhow` here only, tagged with an exit code through [`exit::Fail`].
 
 pub mod exit;
+pub mod server;
 pub mod syncml;
 
 /// Sets up `tracing` output on stderr: `-v` levels, overridden by `RUST_LOG`.

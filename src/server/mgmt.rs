@@ -1,0 +1,847 @@
+//! The management endpoint's logic: one reference OMA-DM server session per device message
+//! (PROTOCOL.md §1, §2, §8). It authenticates the message (client certificate or
+//! `syncml:auth-md5`), statuses the client's commands, records check-ins and inventory, sends
+//! the commands the policies call for in package 1's reply, reads back Statuses and Results,
+//! and ends the session with an empty body when nothing is left.
+//!
+//! Owns the per-device command queue and its rules: Add then Replace after a 418; app installs
+//! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (seed
+//! enterpriseappmanagement-csp.txt), then `Download/<ProductID>/Status` polls in later sessions
+//! until 5 or a failure; nothing but reads and unenroll in a Machine-mode session (seed
+//! mdmagent-operation-modes.txt). It does not do HTTP (see `mod.rs`) and shares nothing with the
+//! device side but the SyncML codec.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use md5::{Digest as _, Md5};
+
+use super::config::{AuthMode, Config};
+use super::records::*;
+use crate::syncml::{
+    AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody,
+    SyncHdr, SyncMl,
+};
+
+/// The LoginStatus client event type (PROTOCOL.md §1.2).
+const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
+/// The user-initiated unenrollment generic alert type.
+const UNENROLL_ALERT: &str = "com.microsoft:mdm.unenrollment.userrequest";
+
+/// An app as the server plans it: the config entry plus where and what it serves.
+#[derive(Debug, Clone)]
+pub struct AppPlan {
+    pub name: String,
+    pub product_id: String,
+    pub version: String,
+    pub url: String,
+    pub size: usize,
+    pub sha256: String,
+}
+
+/// The application-layer credentials of one device (w7 APPAUTH, PROTOCOL.md §1.9).
+#[derive(Debug, Clone)]
+pub struct Creds {
+    /// APPSRV AAUTHNAME / AAUTHSECRET: what the client digests in its Cred.
+    pub name: String,
+    pub secret: String,
+    /// The nonce the next Cred must use (AAUTHDATA at enrollment, then each Chal's NextNonce).
+    pub nonce: Vec<u8>,
+}
+
+/// One device message as the HTTP layer hands it over.
+pub struct Incoming<'a> {
+    pub msg: SyncMl,
+    /// The `mode` query parameter.
+    pub mode: Option<&'a str>,
+    /// The CN of a TLS client certificate that verified against our CA.
+    pub cert_cn: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// What to answer.
+#[derive(Debug)]
+pub enum Reply {
+    Message(SyncMl),
+    /// HTTP 200 with an empty body: the session is over.
+    End,
+}
+
+/// Op to use for a setting or an app's Name/URL/Version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SetState {
+    Pending,
+    InFlight,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Setting {
+    value: String,
+    format: &'static str,
+    op: Op,
+    state: SetState,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct AppTrack {
+    op: Op,
+    atomic_status: Option<u16>,
+    children: Vec<(String, u16)>,
+}
+
+/// What a CmdID we sent was for.
+#[derive(Debug, Clone)]
+enum Sent {
+    Inventory { uri: String },
+    Setting { uri: String },
+    AppAtomic { app: String },
+    AppChild { app: String, uri: String },
+    AppPoll { app: String, uri: String },
+    Unenroll { uri: String },
+    Rekey { uri: String, name: bool },
+}
+
+impl Sent {
+    fn uri(&self) -> Option<&str> {
+        match self {
+            Sent::Inventory { uri }
+            | Sent::Setting { uri }
+            | Sent::AppChild { uri, .. }
+            | Sent::AppPoll { uri, .. }
+            | Sent::Unenroll { uri }
+            | Sent::Rekey { uri, .. } => Some(uri),
+            Sent::AppAtomic { .. } => None,
+        }
+    }
+}
+
+/// The server's state for one device.
+#[derive(Debug, Default)]
+pub struct Device {
+    pub record: DeviceRecord,
+    creds: Option<Creds>,
+    /// New credentials sent in a DMAcc Replace, accepted alongside the old until confirmed.
+    rekey: Option<(String, String, u8)>,
+    rekey_wanted: bool,
+    settings: BTreeMap<String, Setting>,
+    apps: BTreeMap<String, AppTrack>,
+    inventory_done: bool,
+    unenroll_sent: bool,
+    sent: HashMap<String, Sent>,
+    /// Session ID and index of its check-in.
+    session: Option<(String, usize)>,
+}
+
+/// All devices' management state.
+pub struct Mgmt {
+    config: Arc<Config>,
+    apps: Vec<AppPlan>,
+    devices: BTreeMap<String, Device>,
+}
+
+impl Mgmt {
+    /// A fresh state for a config and the apps it serves.
+    pub fn new(config: Arc<Config>, apps: Vec<AppPlan>) -> Self {
+        Mgmt { config, apps, devices: BTreeMap::new() }
+    }
+
+    /// The records of every device.
+    pub fn records(&self) -> Vec<DeviceRecord> {
+        self.devices.values().map(|d| d.record.clone()).collect()
+    }
+
+    /// The record of one device.
+    pub fn record(&self, device_id: &str) -> Option<DeviceRecord> {
+        self.devices.get(device_id).map(|d| d.record.clone())
+    }
+
+    /// Records an enrollment and the device's app-layer credentials.
+    pub fn enrolled(&mut self, device_id: &str, record: EnrollmentRecord, creds: Creds) {
+        let dev = self.device(device_id);
+        dev.record.enrollment = Some(record);
+        dev.record.unenrolled = false;
+        dev.creds = Some(creds);
+    }
+
+    /// Asks for a DMAcc rekey in the device's next Maintenance session. False if the device has
+    /// no app-layer credentials here.
+    pub fn request_rekey(&mut self, device_id: &str) -> bool {
+        match self.devices.get_mut(device_id) {
+            Some(d) if d.creds.is_some() => {
+                d.rekey_wanted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn device(&mut self, id: &str) -> &mut Device {
+        let config = &self.config;
+        let apps = &self.apps;
+        self.devices.entry(id.to_string()).or_insert_with(|| new_device(id, config, apps))
+    }
+
+    /// Handles one device message and returns the answer.
+    pub fn handle(&mut self, inc: Incoming<'_>) -> Reply {
+        let Incoming { msg, mode, cert_cn, now } = inc;
+        let config = self.config.clone();
+        let apps = self.apps.clone();
+        let device_id = msg.hdr.source.trim().to_string();
+        let dev = self.device(&device_id);
+        let mut out = Out::new(&msg.hdr);
+
+        // Authentication first (PROTOCOL.md §1.9): nothing else is processed without it.
+        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn) {
+            Ok(method) => method,
+            Err((code, nonce)) => {
+                let mut st = out.hdr_status(code);
+                st.chal = Some(Chal {
+                    meta: Meta {
+                        type_: Some("syncml:auth-md5".into()),
+                        format: Some("b64".into()),
+                        next_nonce: Some(B64.encode(nonce)),
+                        ..Meta::default()
+                    },
+                });
+                out.commands.push(Command::Status(st));
+                return Reply::Message(out.finish());
+            }
+        };
+        let st = out.hdr_status(StatusCode::Ok.code());
+        out.commands.push(Command::Status(st));
+
+        let session_alert = msg.body.commands.iter().find_map(|c| match c {
+            Command::Alert(a) => {
+                let code = AlertCode::parse(&a.data)?;
+                matches!(code, AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt).then_some(code.code())
+            }
+            _ => None,
+        });
+        let same_session = dev.session.as_ref().is_some_and(|(id, _)| *id == msg.hdr.session_id);
+        if session_alert.is_some() || !same_session {
+            if session_alert.is_none() {
+                dev.record.findings.push(format!(
+                    "session {} message {}: no Alert 1201/1200 in the first message of the session",
+                    msg.hdr.session_id, msg.hdr.msg_id
+                ));
+            }
+            start_session(dev, &msg, mode, session_alert, auth, now);
+        }
+        let Some((session_id, ci)) = dev.session.clone() else { return Reply::End };
+        dev.record.checkins[ci].messages += 1;
+
+        let mut abort = false;
+        for cmd in &msg.body.commands {
+            match cmd {
+                Command::Status(st) => on_status(dev, &config, st, &session_id, now),
+                Command::Results(r) => on_results(dev, r, &session_id),
+                Command::Alert(a) => {
+                    if AlertCode::parse(&a.data) == Some(AlertCode::SessionAbort) {
+                        abort = true;
+                    }
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                }
+                Command::Replace(c) | Command::Add(c) => {
+                    // Package 1 DevInfo (Source LocURIs), PROTOCOL.md §1.2.
+                    for item in &c.items {
+                        if let (Some(uri), Some(data)) = (item.source.as_ref().or(item.target.as_ref()), &item.data) {
+                            dev.record.inventory.insert(uri.clone(), data.clone());
+                        }
+                    }
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                }
+                other => {
+                    dev.record.findings.push(format!(
+                        "session {session_id} message {}: the client sent a {} (CmdID {}), which a server does not execute",
+                        msg.hdr.msg_id,
+                        other.name(),
+                        other.cmd_id()
+                    ));
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::OptionalFeatureNotSupported.code());
+                }
+            }
+        }
+        settle_apps(dev, &config);
+        if abort {
+            end_session(dev);
+            return Reply::End;
+        }
+        if session_alert.is_some() {
+            let mode = dev.record.checkins[ci].effective_mode;
+            let planned = plan(dev, &config, &apps, mode, &session_id, now);
+            dev.record.checkins[ci].commands_sent += planned.len() as u32;
+            out.commands.extend(planned);
+        }
+        let ours = out.commands.iter().any(|c| !matches!(c, Command::Status(_)));
+        if out.commands.len() == 1 {
+            // Only our SyncHdr status would go: Fleet ends the session with an empty body.
+            end_session(dev);
+            return Reply::End;
+        }
+        if !ours {
+            dev.record.checkins[ci].completed = true;
+        }
+        Reply::Message(out.finish())
+    }
+}
+
+fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
+    let mut d = Device { record: DeviceRecord { device_id: id.to_string(), ..Default::default() }, ..Default::default() };
+    let provider = format!("./Vendor/MSFT/DMClient/Provider/{}", enc(&config.provider_id));
+    for (name, value) in &config.dmclient.poll {
+        d.settings.insert(
+            format!("{provider}/Poll/{name}"),
+            Setting { value: value.text(), format: value.format(), op: Op::Add, state: SetState::Pending, attempts: 0 },
+        );
+    }
+    if let Some(pfn) = &config.dmclient.push_pfn {
+        d.settings.insert(
+            format!("{provider}/Push/PFN"),
+            Setting { value: pfn.clone(), format: "chr", op: Op::Add, state: SetState::Pending, attempts: 0 },
+        );
+    }
+    for app in apps {
+        d.apps.insert(app.name.clone(), AppTrack { op: Op::Add, atomic_status: None, children: Vec::new() });
+        d.record.apps.insert(
+            app.name.clone(),
+            AppRecord {
+                product_id: app.product_id.clone(),
+                version: app.version.clone(),
+                url: app.url.clone(),
+                size: app.size,
+                sha256: app.sha256.clone(),
+                state: AppState::Pending,
+                attempts: 0,
+                polls: 0,
+                last_status: None,
+            },
+        );
+    }
+    d
+}
+
+/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal.
+fn authenticate(config: &Config, dev: &mut Device, hdr: &SyncHdr, cert_cn: Option<&str>) -> Result<AuthMethod, (u16, Vec<u8>)> {
+    match config.management.auth {
+        AuthMode::None => return Ok(AuthMethod::Unauthenticated),
+        AuthMode::CertOrMd5 => {
+            // Fleet's rule: trusted if the certificate CN contains the SyncHdr Source.
+            if let Some(cn) = cert_cn
+                && !hdr.source.is_empty()
+                && cn.contains(hdr.source.as_str())
+            {
+                return Ok(AuthMethod::Certificate);
+            }
+        }
+        AuthMode::Md5 => {}
+    }
+    let Some(creds) = dev.creds.as_mut() else {
+        dev.record.findings.push(format!(
+            "session {}: no trusted client certificate and no app-layer credentials for this DeviceID (not enrolled here)",
+            hdr.session_id
+        ));
+        return Err((StatusCode::InvalidCredentials.code(), fresh_nonce()));
+    };
+    let Some(cred) = &hdr.cred else {
+        return Err((StatusCode::MissingCredentials.code(), creds.nonce.clone()));
+    };
+    let md5_type = cred.meta.type_.as_deref().is_none_or(|t| t.trim() == "syncml:auth-md5");
+    let mut candidates = vec![(creds.name.clone(), creds.secret.clone())];
+    if let Some((n, s, _)) = &dev.rekey {
+        candidates.push((n.clone(), s.clone()));
+    }
+    if md5_type && candidates.iter().any(|(n, s)| md5_digest(n, s, &creds.nonce) == cred.data.trim()) {
+        return Ok(AuthMethod::Md5);
+    }
+    creds.nonce = fresh_nonce();
+    let nonce = creds.nonce.clone();
+    dev.record.findings.push(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
+    Err((StatusCode::InvalidCredentials.code(), nonce))
+}
+
+/// `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))` (PROTOCOL.md §1.9).
+pub fn md5_digest(name: &str, secret: &str, nonce: &[u8]) -> String {
+    let inner = B64.encode(Md5::digest(format!("{name}:{secret}").as_bytes()));
+    let mut h = Md5::new();
+    h.update(inner.as_bytes());
+    h.update(b":");
+    h.update(nonce);
+    B64.encode(h.finalize())
+}
+
+/// 16 random bytes from the OS (the server does I/O; the core never calls this).
+pub fn fresh_nonce() -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        b = uuid::Uuid::new_v4().as_bytes().to_vec();
+    }
+    b
+}
+
+fn start_session(dev: &mut Device, msg: &SyncMl, mode: Option<&str>, alert: Option<u16>, auth: AuthMethod, now: DateTime<Utc>) {
+    // Whatever was in flight in an earlier session and never got a status is sent again.
+    for s in dev.settings.values_mut() {
+        if s.state == SetState::InFlight {
+            s.state = SetState::Pending;
+        }
+    }
+    for rec in dev.record.apps.values_mut() {
+        if rec.state == AppState::Sent {
+            rec.state = AppState::Pending;
+        }
+    }
+    if dev.sent.values().any(|s| matches!(s, Sent::Rekey { .. })) && dev.rekey.is_some() {
+        dev.rekey_wanted = true;
+        dev.rekey = None;
+    }
+    dev.sent.clear();
+    let mut login_status = None;
+    let mut alerts = Vec::new();
+    for cmd in &msg.body.commands {
+        let Command::Alert(a) = cmd else { continue };
+        let Some(code) = AlertCode::parse(&a.data) else {
+            dev.record.findings.push(format!("session {}: Alert {} has a non-numeric code", msg.hdr.session_id, a.cmd_id));
+            continue;
+        };
+        if matches!(code, AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt) {
+            continue;
+        }
+        for item in &a.items {
+            let type_ = item.meta.as_ref().and_then(|m| m.type_.clone());
+            if type_.as_deref().is_some_and(|t| t.trim() == LOGIN_STATUS) {
+                login_status = item.data.clone();
+                continue;
+            }
+            if type_.as_deref().is_some_and(|t| t.trim() == UNENROLL_ALERT) {
+                dev.record.unenrolled = true;
+            }
+            alerts.push(AlertRecord { code: code.code(), type_, source: item.source.clone(), data: item.data.clone() });
+        }
+        if a.items.is_empty() {
+            alerts.push(AlertRecord { code: code.code(), type_: None, source: None, data: None });
+        }
+    }
+    let effective_mode = effective_mode(mode, login_status.as_deref());
+    dev.record.checkins.push(CheckIn {
+        at: now,
+        session_id: msg.hdr.session_id.clone(),
+        mode: mode.map(str::to_string),
+        effective_mode,
+        alert,
+        login_status,
+        alerts,
+        auth,
+        messages: 0,
+        commands_sent: 0,
+        completed: false,
+    });
+    dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
+}
+
+fn end_session(dev: &mut Device) {
+    if let Some((_, ci)) = dev.session.take() {
+        dev.record.checkins[ci].completed = true;
+    }
+}
+
+/// The mode to act on: the `mode` query parameter (seed mdmagent-operation-modes.txt), else the
+/// LoginStatus of a Windows 10 client (`user` = the enrolled user is there), else Maintenance
+/// (a plain OMA-DM client that says neither).
+pub fn effective_mode(mode: Option<&str>, login_status: Option<&str>) -> Mode {
+    match mode.map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+        Some("machine") => return Mode::Machine,
+        Some("maintenance") => return Mode::Maintenance,
+        Some("apps") => return Mode::Apps,
+        _ => {}
+    }
+    match login_status.map(str::trim) {
+        Some("user") | None => Mode::Maintenance,
+        Some(_) => Mode::Machine,
+    }
+}
+
+fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, now: DateTime<Utc>) {
+    let code = StatusCode::parse(&st.data).map(StatusCode::code);
+    if st.cmd == "SyncHdr" {
+        if !code.is_some_and(|c| StatusCode::from_code(c).is_success()) {
+            dev.record.findings.push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
+        }
+        return;
+    }
+    let Some(sent) = dev.sent.get(&st.cmd_ref).cloned() else {
+        dev.record.findings.push(format!(
+            "session {session_id}: Status {} refers to CmdRef {:?}, which we did not send in this session",
+            st.cmd_id, st.cmd_ref
+        ));
+        return;
+    };
+    let Some(code) = code else {
+        dev.record.findings.push(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
+        return;
+    };
+    dev.record.results.push(CommandResult {
+        at: now,
+        session_id: session_id.to_string(),
+        cmd_id: st.cmd_ref.clone(),
+        cmd: st.cmd.clone(),
+        loc_uri: st.target_refs.first().cloned().or_else(|| sent.uri().map(str::to_string)),
+        status: code,
+        data: None,
+    });
+    let ok = StatusCode::from_code(code).is_success();
+    let max = config.management.max_attempts.max(1);
+    match sent {
+        Sent::Inventory { .. } => {}
+        Sent::Setting { uri } => {
+            let Some(s) = dev.settings.get_mut(&uri) else { return };
+            if ok {
+                s.state = SetState::Done;
+                dev.record.settings.insert(uri, s.value.clone());
+            } else if code == StatusCode::AlreadyExists.code() && s.op == Op::Add {
+                // 418 on Add: the node exists; Replace it next time (Fleet does the same).
+                s.op = Op::Replace;
+                s.state = SetState::Pending;
+            } else {
+                s.attempts += 1;
+                s.state = if s.attempts >= max { SetState::Failed } else { SetState::Pending };
+            }
+        }
+        Sent::AppAtomic { app } => {
+            if let Some(t) = dev.apps.get_mut(&app) {
+                t.atomic_status = Some(code);
+            }
+        }
+        Sent::AppChild { app, .. } => {
+            if let Some(t) = dev.apps.get_mut(&app) {
+                t.children.push((st.cmd.clone(), code));
+            }
+        }
+        Sent::AppPoll { app, .. } => {
+            if !ok && let Some(rec) = dev.record.apps.get_mut(&app) {
+                rec.last_status = Some(format!("Get failed: {code}"));
+            }
+        }
+        Sent::Unenroll { .. } => {
+            if ok {
+                dev.record.unenrolled = true;
+            }
+        }
+        Sent::Rekey { name, .. } => {
+            if let Some((n, s, confirmed)) = dev.rekey.as_mut() {
+                if !ok {
+                    dev.rekey = None;
+                    dev.rekey_wanted = true;
+                    return;
+                }
+                *confirmed |= if name { 1 } else { 2 };
+                if *confirmed == 3
+                    && let Some(c) = dev.creds.as_mut()
+                {
+                    c.name = n.clone();
+                    c.secret = s.clone();
+                    dev.rekey = None;
+                }
+            }
+        }
+    }
+}
+
+fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
+    let sent = dev.sent.get(&r.cmd_ref).cloned();
+    for item in &r.items {
+        let uri = item.source.clone().or_else(|| sent.as_ref().and_then(|s| s.uri().map(str::to_string)));
+        let data = item.data.clone().unwrap_or_default();
+        if let Some(uri) = &uri {
+            dev.record.inventory.insert(uri.clone(), data.clone());
+        }
+        if let Some(res) =
+            dev.record.results.iter_mut().rev().find(|x| x.cmd_id == r.cmd_ref && x.session_id == session_id)
+        {
+            res.data = Some(data.clone());
+        }
+        if let Some(Sent::AppPoll { app, .. }) = &sent
+            && let Some(rec) = dev.record.apps.get_mut(app)
+        {
+            rec.last_status = Some(data.trim().to_string());
+            // EnterpriseAppManagement Download/<ProductID>/Status: 5 INSTALLED, 6 FAILED,
+            // 7 DOWNLOAD_FAILED; the rest are steps on the way.
+            rec.state = match data.trim() {
+                "5" => AppState::Installed,
+                "6" => AppState::Failed("Status 6 (FAILED)".into()),
+                "7" => AppState::Failed("Status 7 (DOWNLOAD_FAILED)".into()),
+                _ => rec.state.clone(),
+            };
+        }
+    }
+    if sent.is_none() {
+        dev.record.findings.push(format!("session {session_id}: Results {} refers to CmdRef {:?}, which we did not send", r.cmd_id, r.cmd_ref));
+    }
+}
+
+/// Turns the statuses of each install Atomic into the app's next state.
+fn settle_apps(dev: &mut Device, config: &Config) {
+    let max = config.management.max_attempts.max(1);
+    for (name, t) in dev.apps.iter_mut() {
+        let Some(code) = t.atomic_status.take() else { continue };
+        let children = std::mem::take(&mut t.children);
+        let Some(rec) = dev.record.apps.get_mut(name) else { continue };
+        if StatusCode::from_code(code).is_success() {
+            rec.state = AppState::Installing;
+            continue;
+        }
+        // Seed: a previous Download/<ProductID> node makes the Add fail with 418; resend the
+        // Atomic with Replace.
+        if t.op == Op::Add && children.iter().any(|(cmd, c)| cmd == "Add" && *c == StatusCode::AlreadyExists.code()) {
+            t.op = Op::Replace;
+            rec.state = AppState::Pending;
+            continue;
+        }
+        let detail: Vec<String> = children.iter().map(|(cmd, c)| format!("{cmd} {c}")).collect();
+        rec.state = if rec.attempts >= max {
+            AppState::Failed(format!("install Atomic failed: {code} ({})", detail.join(", ")))
+        } else {
+            AppState::Pending
+        };
+    }
+}
+
+/// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
+/// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
+fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, session_id: &str, now: DateTime<Utc>) -> Vec<Command> {
+    let _ = now;
+    let mut cmds = Vec::new();
+    let config_ok = mode == Mode::Maintenance;
+    let apps_ok = mode != Mode::Machine;
+
+    if config.management.inventory_every_session || !dev.inventory_done {
+        let mut all = true;
+        for uri in &config.management.inventory {
+            if is_user_scope(uri) && !config_ok {
+                all = false;
+                continue;
+            }
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
+            cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(uri)], ..Default::default() }));
+        }
+        dev.inventory_done = all;
+    }
+
+    if config_ok {
+        for (uri, s) in dev.settings.iter_mut().filter(|(_, s)| s.state == SetState::Pending) {
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Setting { uri: uri.clone() });
+            s.state = SetState::InFlight;
+            let item = Item {
+                target: Some(uri.clone()),
+                meta: Some(Meta::format(s.format)),
+                data: Some(s.value.clone()),
+                ..Default::default()
+            };
+            let c = ItemCmd { cmd_id: id, items: vec![item], ..Default::default() };
+            cmds.push(if s.op == Op::Add { Command::Add(c) } else { Command::Replace(c) });
+        }
+    }
+
+    if apps_ok {
+        for app in apps {
+            let (Some(t), Some(rec)) = (dev.apps.get(&app.name), dev.record.apps.get_mut(&app.name)) else { continue };
+            let base = format!(
+                "./Vendor/MSFT/EnterpriseAppManagement/{}/EnterpriseApps/Download/{}",
+                enc(&config.management.enterprise_id),
+                enc(&app.product_id)
+            );
+            match rec.state {
+                AppState::Pending => {
+                    rec.state = AppState::Sent;
+                    rec.attempts += 1;
+                    let atomic_id = new_id();
+                    let write_id = new_id();
+                    let exec_id = new_id();
+                    let chr = |uri: String, data: &str| Item {
+                        target: Some(uri),
+                        meta: Some(Meta::format("chr")),
+                        data: Some(data.to_string()),
+                        ..Default::default()
+                    };
+                    let write = ItemCmd {
+                        cmd_id: write_id.clone(),
+                        items: vec![
+                            chr(format!("{base}/Name"), &app.name),
+                            chr(format!("{base}/URL"), &app.url),
+                            chr(format!("{base}/Version"), &app.version),
+                        ],
+                        ..Default::default()
+                    };
+                    let exec_uri = format!("{base}/DownloadInstall");
+                    let exec = ItemCmd {
+                        cmd_id: exec_id.clone(),
+                        items: vec![Item {
+                            target: Some(exec_uri.clone()),
+                            meta: Some(Meta::format("int")),
+                            data: Some("0".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    dev.sent.insert(atomic_id.clone(), Sent::AppAtomic { app: app.name.clone() });
+                    dev.sent.insert(write_id, Sent::AppChild { app: app.name.clone(), uri: format!("{base}/Name") });
+                    dev.sent.insert(exec_id, Sent::AppChild { app: app.name.clone(), uri: exec_uri });
+                    let write = if t.op == Op::Add { Command::Add(write) } else { Command::Replace(write) };
+                    cmds.push(Command::Atomic(Container {
+                        cmd_id: atomic_id,
+                        commands: vec![write, Command::Exec(exec)],
+                        ..Default::default()
+                    }));
+                }
+                AppState::Installing if rec.polls >= config.management.max_status_polls => {
+                    rec.state = AppState::Failed(format!("no INSTALLED status after {} polls", rec.polls));
+                }
+                AppState::Installing => {
+                    rec.polls += 1;
+                    let id = new_id();
+                    let uri = format!("{base}/Status");
+                    dev.sent.insert(id.clone(), Sent::AppPoll { app: app.name.clone(), uri: uri.clone() });
+                    cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    if config_ok && dev.rekey_wanted && dev.creds.is_some() && dev.rekey.is_none() {
+        dev.rekey_wanted = false;
+        let account = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(config.provider_id.as_bytes()));
+        let name = dev.record.device_id.clone();
+        let secret = hex::encode(fresh_nonce());
+        for (leaf, value, is_name) in [("AAuthName", &name, true), ("AAuthSecret", &secret, false)] {
+            let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Rekey { uri: uri.clone(), name: is_name });
+            let item = Item { target: Some(uri), meta: Some(Meta::format("chr")), data: Some(value.clone()), ..Default::default() };
+            cmds.push(Command::Replace(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
+        }
+        dev.rekey = Some((name, secret, 0));
+    }
+
+    let settled = dev.settings.values().all(|s| matches!(s.state, SetState::Done | SetState::Failed))
+        && dev.record.apps.values().all(|a| matches!(a.state, AppState::Installed | AppState::Failed(_)));
+    if config.management.unenroll && !dev.unenroll_sent && settled && !dev.record.unenrolled {
+        dev.unenroll_sent = true;
+        let uri = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", enc(&config.provider_id));
+        let id = new_id();
+        dev.sent.insert(id.clone(), Sent::Unenroll { uri: uri.clone() });
+        let item = Item {
+            target: Some(uri),
+            meta: Some(Meta::format("chr")),
+            data: Some(config.provider_id.clone()),
+            ..Default::default()
+        };
+        cmds.push(Command::Exec(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
+    }
+    let _ = session_id;
+    cmds
+}
+
+fn is_user_scope(uri: &str) -> bool {
+    uri.starts_with("./User/")
+}
+
+/// LocURI encoding of a segment: braces and spaces (PROTOCOL.md §1.1).
+fn enc(segment: &str) -> String {
+    segment.replace('{', "%7B").replace('}', "%7D").replace(' ', "%20")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The reply being built: header mirrored from the client's, commands in order.
+struct Out {
+    hdr: SyncHdr,
+    peer_msg_id: String,
+    commands: Vec<Command>,
+}
+
+impl Out {
+    fn new(client: &SyncHdr) -> Self {
+        let hdr = SyncHdr {
+            session_id: client.session_id.clone(),
+            // Mirror the client's MsgID, like Fleet and the MS-MDM example (PROTOCOL.md §1.1).
+            msg_id: client.msg_id.clone(),
+            target: client.source.clone(),
+            source: client.target.clone(),
+            ..SyncHdr::default()
+        };
+        Out { hdr, peer_msg_id: client.msg_id.clone(), commands: Vec::new() }
+    }
+
+    fn hdr_status(&self, code: u16) -> Status {
+        Status {
+            cmd_id: new_id(),
+            msg_ref: self.peer_msg_id.clone(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: code.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn status_for(&mut self, msg_ref: &str, cmd: &Command, code: u16) {
+        self.commands.push(Command::Status(Status {
+            cmd_id: new_id(),
+            msg_ref: msg_ref.to_string(),
+            cmd_ref: cmd.cmd_id().to_string(),
+            cmd: cmd.name().to_string(),
+            data: code.to_string(),
+            ..Default::default()
+        }));
+    }
+
+    fn finish(self) -> SyncMl {
+        SyncMl { hdr: self.hdr, body: SyncBody { commands: self.commands, final_: true } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_digest_matches_the_fleet_formula() {
+        // b64(MD5("name:secret")) = "..." then MD5 of that ":" nonce bytes.
+        let inner = B64.encode(Md5::digest(b"dev:secret"));
+        let mut h = Md5::new();
+        h.update(format!("{inner}:").as_bytes());
+        h.update([1u8, 2, 3]);
+        assert_eq!(md5_digest("dev", "secret", &[1, 2, 3]), B64.encode(h.finalize()));
+    }
+
+    #[test]
+    fn mode_comes_from_the_query_then_the_login_status() {
+        assert_eq!(effective_mode(Some("Machine"), Some("user")), Mode::Machine);
+        assert_eq!(effective_mode(Some("apps"), None), Mode::Apps);
+        assert_eq!(effective_mode(None, Some("none")), Mode::Machine);
+        assert_eq!(effective_mode(None, Some("others")), Mode::Machine);
+        assert_eq!(effective_mode(None, Some("user")), Mode::Maintenance);
+        assert_eq!(effective_mode(None, None), Mode::Maintenance);
+    }
+
+    #[test]
+    fn locuri_segments_are_encoded() {
+        assert_eq!(enc("{AB}"), "%7BAB%7D");
+        assert_eq!(enc("MS DM Server"), "MS%20DM%20Server");
+    }
+}
