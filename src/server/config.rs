@@ -206,8 +206,8 @@ impl Config {
 
     /// Parses and checks config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?;
         config.check().map_err(|message| ConfigError::Invalid { file: file.to_string(), message })?;
         Ok(config)
     }
@@ -232,7 +232,7 @@ impl Config {
                 return Err(format!("apps[{i}].name {:?} appears twice", app.name));
             }
         }
-        for (name, _) in &self.dmclient.poll {
+        for name in self.dmclient.poll.keys() {
             if !name.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(format!("dmclient.poll.{name}: not a DMClient Poll node name"));
             }

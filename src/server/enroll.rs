@@ -29,7 +29,8 @@ const ACTION_FAULT: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enr
 const TOKEN_TYPE: &str = "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
 const PROVISION_DOC: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
-const B64_ENCODING: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
+const B64_ENCODING: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
 
 /// A SOAP fault of MS-MDE2 §2.2.10 (PROTOCOL.md §3.4), with what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,7 +151,10 @@ pub fn enroll(body: &str, ctx: &Ctx<'_>) -> (SoapReply, Option<Enrolled>) {
                 r#"<s:Body><RequestSecurityTokenResponseCollection xmlns="http://docs.oasis-open.org/ws-sx/ws-trust/200512"><RequestSecurityTokenResponse><TokenType>{TOKEN_TYPE}</TokenType><DispositionMessage xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollment"/><RequestedSecurityToken><BinarySecurityToken ValueType="{PROVISION_DOC}" EncodingType="{B64_ENCODING}" xmlns="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">{}</BinarySecurityToken></RequestedSecurityToken><RequestID xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollment">0</RequestID></RequestSecurityTokenResponse></RequestSecurityTokenResponseCollection></s:Body>"#,
                 B64.encode(doc.as_bytes())
             );
-            (SoapReply { status: 200, body: envelope_out(ACTION_RSTRC, relates.as_deref(), &security, &body) }, Some(enrolled))
+            (
+                SoapReply { status: 200, body: envelope_out(ACTION_RSTRC, relates.as_deref(), &security, &body) },
+                Some(enrolled),
+            )
         }
         Err(f) => (fault(&f, relates.as_deref(), ctx.now), None),
     }
@@ -186,16 +190,21 @@ fn issue(env: &Element, ctx: &Ctx<'_>) -> Result<(String, Enrolled), Fault> {
     let device_id = match ctx_value("DeviceID").filter(|v| !v.is_empty()) {
         Some(id) => id.to_string(),
         None => csr_device_id(&csr).ok_or_else(|| {
-            Fault::MessageFormat("no DeviceID in AdditionalContext and none in the CSR subject (CN=...!<DeviceID>)".into())
+            Fault::MessageFormat(
+                "no DeviceID in AdditionalContext and none in the CSR subject (CN=...!<DeviceID>)".into(),
+            )
         })?,
     };
     if device_id.len() > 64 || !device_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(Fault::MessageFormat(format!("DeviceID {device_id:?} is not 1-64 letters, digits or '-'")));
     }
-    let issued = ctx.pki.issue_client(&csr, &device_id, ctx.config.enrollment.cert_validity_days).map_err(|e| match e {
-        PkiError::BadCsr(_) | PkiError::CsrSignature | PkiError::WeakKey(_) => Fault::CertificateRequest(e.to_string()),
-        other => Fault::EnrollmentServer(other.to_string()),
-    })?;
+    let issued =
+        ctx.pki.issue_client(&csr, &device_id, ctx.config.enrollment.cert_validity_days).map_err(|e| match e {
+            PkiError::BadCsr(_) | PkiError::CsrSignature | PkiError::WeakKey(_) => {
+                Fault::CertificateRequest(e.to_string())
+            }
+            other => Fault::EnrollmentServer(other.to_string()),
+        })?;
     let device_scope = ctx_value("EnrollmentType").is_some_and(|t| t.eq_ignore_ascii_case("Device"));
     let store = if device_scope { "System" } else { "User" };
     let client_nonce = fresh_nonce();
@@ -273,9 +282,13 @@ fn authenticate(env: &Element, config: &Config) -> Result<String, Fault> {
         let ok = if config.enrollment.tokens.is_empty() {
             !decoded.is_empty()
         } else {
-            config.enrollment.tokens.iter().any(|t| *t == decoded)
+            config.enrollment.tokens.contains(&decoded)
         };
-        return if ok { Ok("token".into()) } else { Err(Fault::Authentication("the enrollment token is not accepted".into())) };
+        return if ok {
+            Ok("token".into())
+        } else {
+            Err(Fault::Authentication("the enrollment token is not accepted".into()))
+        };
     }
     Err(Fault::Authentication("no UsernameToken or BinarySecurityToken in the WS-Security header".into()))
 }

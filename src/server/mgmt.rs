@@ -22,8 +22,7 @@ use md5::{Digest as _, Md5};
 use super::config::{AuthMode, Config};
 use super::records::*;
 use crate::syncml::{
-    AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody,
-    SyncHdr, SyncMl,
+    AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody, SyncHdr, SyncMl,
 };
 
 /// The LoginStatus client event type (PROTOCOL.md §1.2).
@@ -65,7 +64,7 @@ pub struct Incoming<'a> {
 /// What to answer.
 #[derive(Debug)]
 pub enum Reply {
-    Message(SyncMl),
+    Message(Box<SyncMl>),
     /// HTTP 200 with an empty body: the session is over.
     End,
 }
@@ -216,7 +215,7 @@ impl Mgmt {
                     },
                 });
                 out.commands.push(Command::Status(st));
-                return Reply::Message(out.finish());
+                return Reply::Message(Box::new(out.finish()));
             }
         };
         let st = out.hdr_status(StatusCode::Ok.code());
@@ -293,12 +292,13 @@ impl Mgmt {
         if !ours {
             dev.record.checkins[ci].completed = true;
         }
-        Reply::Message(out.finish())
+        Reply::Message(Box::new(out.finish()))
     }
 }
 
 fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
-    let mut d = Device { record: DeviceRecord { device_id: id.to_string(), ..Default::default() }, ..Default::default() };
+    let mut d =
+        Device { record: DeviceRecord { device_id: id.to_string(), ..Default::default() }, ..Default::default() };
     let provider = format!("./Vendor/MSFT/DMClient/Provider/{}", enc(&config.provider_id));
     for (name, value) in &config.dmclient.poll {
         d.settings.insert(
@@ -333,7 +333,12 @@ fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
 }
 
 /// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal.
-fn authenticate(config: &Config, dev: &mut Device, hdr: &SyncHdr, cert_cn: Option<&str>) -> Result<AuthMethod, (u16, Vec<u8>)> {
+fn authenticate(
+    config: &Config,
+    dev: &mut Device,
+    hdr: &SyncHdr,
+    cert_cn: Option<&str>,
+) -> Result<AuthMethod, (u16, Vec<u8>)> {
     match config.management.auth {
         AuthMode::None => return Ok(AuthMethod::Unauthenticated),
         AuthMode::CertOrMd5 => {
@@ -390,7 +395,14 @@ pub fn fresh_nonce() -> Vec<u8> {
     b
 }
 
-fn start_session(dev: &mut Device, msg: &SyncMl, mode: Option<&str>, alert: Option<u16>, auth: AuthMethod, now: DateTime<Utc>) {
+fn start_session(
+    dev: &mut Device,
+    msg: &SyncMl,
+    mode: Option<&str>,
+    alert: Option<u16>,
+    auth: AuthMethod,
+    now: DateTime<Utc>,
+) {
     // Whatever was in flight in an earlier session and never got a status is sent again.
     for s in dev.settings.values_mut() {
         if s.state == SetState::InFlight {
@@ -412,7 +424,9 @@ fn start_session(dev: &mut Device, msg: &SyncMl, mode: Option<&str>, alert: Opti
     for cmd in &msg.body.commands {
         let Command::Alert(a) = cmd else { continue };
         let Some(code) = AlertCode::parse(&a.data) else {
-            dev.record.findings.push(format!("session {}: Alert {} has a non-numeric code", msg.hdr.session_id, a.cmd_id));
+            dev.record
+                .findings
+                .push(format!("session {}: Alert {} has a non-numeric code", msg.hdr.session_id, a.cmd_id));
             continue;
         };
         if matches!(code, AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt) {
@@ -476,7 +490,9 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
     let code = StatusCode::parse(&st.data).map(StatusCode::code);
     if st.cmd == "SyncHdr" {
         if !code.is_some_and(|c| StatusCode::from_code(c).is_success()) {
-            dev.record.findings.push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
+            dev.record
+                .findings
+                .push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
         }
         return;
     }
@@ -488,7 +504,9 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
         return;
     };
     let Some(code) = code else {
-        dev.record.findings.push(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
+        dev.record
+            .findings
+            .push(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
         return;
     };
     dev.record.results.push(CommandResult {
@@ -586,7 +604,10 @@ fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
         }
     }
     if sent.is_none() {
-        dev.record.findings.push(format!("session {session_id}: Results {} refers to CmdRef {:?}, which we did not send", r.cmd_id, r.cmd_ref));
+        dev.record.findings.push(format!(
+            "session {session_id}: Results {} refers to CmdRef {:?}, which we did not send",
+            r.cmd_id, r.cmd_ref
+        ));
     }
 }
 
@@ -619,7 +640,14 @@ fn settle_apps(dev: &mut Device, config: &Config) {
 
 /// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
 /// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
-fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, session_id: &str, now: DateTime<Utc>) -> Vec<Command> {
+fn plan(
+    dev: &mut Device,
+    config: &Config,
+    apps: &[AppPlan],
+    mode: Mode,
+    session_id: &str,
+    now: DateTime<Utc>,
+) -> Vec<Command> {
     let _ = now;
     let mut cmds = Vec::new();
     let config_ok = mode == Mode::Maintenance;
@@ -714,7 +742,11 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, session
                     let id = new_id();
                     let uri = format!("{base}/Status");
                     dev.sent.insert(id.clone(), Sent::AppPoll { app: app.name.clone(), uri: uri.clone() });
-                    cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
+                    cmds.push(Command::Get(ItemCmd {
+                        cmd_id: id,
+                        items: vec![Item::target(&uri)],
+                        ..Default::default()
+                    }));
                 }
                 _ => {}
             }
@@ -730,7 +762,12 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, session
             let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
             let id = new_id();
             dev.sent.insert(id.clone(), Sent::Rekey { uri: uri.clone(), name: is_name });
-            let item = Item { target: Some(uri), meta: Some(Meta::format("chr")), data: Some(value.clone()), ..Default::default() };
+            let item = Item {
+                target: Some(uri),
+                meta: Some(Meta::format("chr")),
+                data: Some(value.clone()),
+                ..Default::default()
+            };
             cmds.push(Command::Replace(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
         }
         dev.rekey = Some((name, secret, 0));

@@ -219,7 +219,8 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
     let base_url = match &opts.public_url {
         Some(u) => {
             let u = u.trim_end_matches('/').to_string();
-            if !(u.starts_with("https://") || u.starts_with("http://")) || u.split('/').nth(2).is_none_or(str::is_empty) {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.split('/').nth(2).is_none_or(str::is_empty)
+            {
                 return Err(ServerError::PublicUrl(u));
             }
             u
@@ -423,7 +424,11 @@ impl Drop for TlsListener {
     }
 }
 
-async fn handshake(sock: TcpStream, addr: SocketAddr, acceptor: &SslAcceptor) -> io::Result<(SslStream<TcpStream>, Peer)> {
+async fn handshake(
+    sock: TcpStream,
+    addr: SocketAddr,
+    acceptor: &SslAcceptor,
+) -> io::Result<(SslStream<TcpStream>, Peer)> {
     let ssl = Ssl::new(acceptor.context()).map_err(io::Error::other)?;
     let mut stream = SslStream::new(ssl, sock).map_err(io::Error::other)?;
     Pin::new(&mut stream).accept().await.map_err(io::Error::other)?;
@@ -509,7 +514,9 @@ async fn management_post(
     let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn: peer.cert_cn.as_deref(), now });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
-        Reply::Message(m) => (HttpStatus::OK, [(header::CONTENT_TYPE, syncml::CONTENT_TYPE)], syncml::encode(&m)).into_response(),
+        Reply::Message(m) => {
+            (HttpStatus::OK, [(header::CONTENT_TYPE, syncml::CONTENT_TYPE)], syncml::encode(&m)).into_response()
+        }
     }
 }
 
@@ -527,7 +534,9 @@ async fn admin_devices(State(s): State<Arc<Shared>>) -> Response {
 
 async fn package_get(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match s.packages.iter().find(|p| p.name == name) {
-        Some(p) => (HttpStatus::OK, [(header::CONTENT_TYPE, "application/octet-stream")], p.bytes.clone()).into_response(),
+        Some(p) => {
+            (HttpStatus::OK, [(header::CONTENT_TYPE, "application/octet-stream")], p.bytes.clone()).into_response()
+        }
         None => (HttpStatus::NOT_FOUND, format!("no package {name:?}\n")).into_response(),
     }
 }

@@ -16,8 +16,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509Builder, X509NameBuilder, X509Req};
 
@@ -143,7 +142,11 @@ fn name(cn: &str) -> Result<openssl::x509::X509Name, PkiError> {
     Ok(n.build())
 }
 
-fn builder(subject: &openssl::x509::X509NameRef, issuer: &openssl::x509::X509NameRef, days: u32) -> Result<X509Builder, PkiError> {
+fn builder(
+    subject: &openssl::x509::X509NameRef,
+    issuer: &openssl::x509::X509NameRef,
+    days: u32,
+) -> Result<X509Builder, PkiError> {
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let mut serial = BigNum::new()?;

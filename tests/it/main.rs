@@ -1,0 +1,4 @@
+//! The integration tests: one binary, one module per area.
+
+/// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
+mod server;
