@@ -22,7 +22,8 @@ use md5::{Digest as _, Md5};
 use super::config::{AuthMode, Config};
 use super::records::*;
 use crate::syncml::{
-    AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody, SyncHdr, SyncMl,
+    Alert, AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody, SyncHdr,
+    SyncMl,
 };
 
 /// The LoginStatus client event type (PROTOCOL.md §1.2).
@@ -141,6 +142,10 @@ pub struct Device {
     sent: HashMap<String, Sent>,
     /// Session ID and index of its check-in.
     session: Option<(String, usize)>,
+    /// Package 1 arrived; its commands go once the client's package is complete (Final).
+    plan_pending: bool,
+    /// A Results item sent in chunks (MoreData): CmdRef, LocURI and the data so far.
+    chunk: Option<(String, Option<String>, String)>,
 }
 
 /// All devices' management state.
@@ -247,8 +252,16 @@ impl Mgmt {
                 Command::Status(st) => on_status(dev, &config, st, &session_id, now),
                 Command::Results(r) => on_results(dev, r, &session_id),
                 Command::Alert(a) => {
-                    if AlertCode::parse(&a.data) == Some(AlertCode::SessionAbort) {
-                        abort = true;
+                    match AlertCode::parse(&a.data) {
+                        Some(AlertCode::SessionAbort) => abort = true,
+                        Some(
+                            AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt | AlertCode::NextMessage,
+                        ) => {}
+                        Some(code) => record_alert(dev, ci, code, a),
+                        None => dev.record.findings.push(format!(
+                            "session {session_id} message {}: Alert {} has a non-numeric code {:?}",
+                            msg.hdr.msg_id, a.cmd_id, a.data
+                        )),
                     }
                     out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
                 }
@@ -278,8 +291,23 @@ impl Mgmt {
             return Reply::End;
         }
         if session_alert.is_some() {
+            dev.plan_pending = true;
+        }
+        if !msg.body.final_ {
+            // The client's package goes on in its next message (OMA-DM §8, PROTOCOL.md §1.3):
+            // answer what we have and ask for the rest with Alert 1222, without Final.
+            out.commands.push(Command::Alert(Alert {
+                cmd_id: new_id(),
+                data: AlertCode::NextMessage.code().to_string(),
+                ..Default::default()
+            }));
+            let mut m = out.finish();
+            m.body.final_ = false;
+            return Reply::Message(Box::new(m));
+        }
+        if std::mem::take(&mut dev.plan_pending) {
             let mode = dev.record.checkins[ci].effective_mode;
-            let planned = plan(dev, &config, &apps, mode, &session_id, now);
+            let planned = plan(dev, &config, &apps, mode);
             dev.record.checkins[ci].commands_sent += planned.len() as u32;
             out.commands.extend(planned);
         }
@@ -419,34 +447,15 @@ fn start_session(
         dev.rekey = None;
     }
     dev.sent.clear();
-    let mut login_status = None;
-    let mut alerts = Vec::new();
-    for cmd in &msg.body.commands {
-        let Command::Alert(a) = cmd else { continue };
-        let Some(code) = AlertCode::parse(&a.data) else {
-            dev.record
-                .findings
-                .push(format!("session {}: Alert {} has a non-numeric code", msg.hdr.session_id, a.cmd_id));
-            continue;
-        };
-        if matches!(code, AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt) {
-            continue;
-        }
-        for item in &a.items {
-            let type_ = item.meta.as_ref().and_then(|m| m.type_.clone());
-            if type_.as_deref().is_some_and(|t| t.trim() == LOGIN_STATUS) {
-                login_status = item.data.clone();
-                continue;
-            }
-            if type_.as_deref().is_some_and(|t| t.trim() == UNENROLL_ALERT) {
-                dev.record.unenrolled = true;
-            }
-            alerts.push(AlertRecord { code: code.code(), type_, source: item.source.clone(), data: item.data.clone() });
-        }
-        if a.items.is_empty() {
-            alerts.push(AlertRecord { code: code.code(), type_: None, source: None, data: None });
-        }
-    }
+    dev.chunk = None;
+    dev.plan_pending = false;
+    let login_status = msg.body.commands.iter().find_map(|c| match c {
+        Command::Alert(a) => a.items.iter().find_map(|item| {
+            let t = item.meta.as_ref()?.type_.as_deref()?;
+            (t.trim() == LOGIN_STATUS).then(|| item.data.clone().unwrap_or_default())
+        }),
+        _ => None,
+    });
     let effective_mode = effective_mode(mode, login_status.as_deref());
     dev.record.checkins.push(CheckIn {
         at: now,
@@ -455,13 +464,36 @@ fn start_session(
         effective_mode,
         alert,
         login_status,
-        alerts,
+        alerts: Vec::new(),
         auth,
         messages: 0,
         commands_sent: 0,
         completed: false,
     });
     dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
+}
+
+/// Records a client alert (1224 client event, 1226 generic alert...) in the session's check-in;
+/// the user-initiated unenrollment alert marks the device unenrolled.
+fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert) {
+    if a.items.is_empty() {
+        dev.record.checkins[ci].alerts.push(AlertRecord { code: code.code(), type_: None, source: None, data: None });
+    }
+    for item in &a.items {
+        let type_ = item.meta.as_ref().and_then(|m| m.type_.as_deref()).map(|t| t.trim().to_string());
+        if type_.as_deref() == Some(LOGIN_STATUS) {
+            continue;
+        }
+        if type_.as_deref() == Some(UNENROLL_ALERT) {
+            dev.record.unenrolled = true;
+        }
+        dev.record.checkins[ci].alerts.push(AlertRecord {
+            code: code.code(),
+            type_,
+            source: item.source.clone(),
+            data: item.data.clone(),
+        });
+    }
 }
 
 fn end_session(dev: &mut Device) {
@@ -579,8 +611,24 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
 fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
     let sent = dev.sent.get(&r.cmd_ref).cloned();
     for item in &r.items {
-        let uri = item.source.clone().or_else(|| sent.as_ref().and_then(|s| s.uri().map(str::to_string)));
-        let data = item.data.clone().unwrap_or_default();
+        let mut uri = item.source.clone().or_else(|| sent.as_ref().and_then(|s| s.uri().map(str::to_string)));
+        let mut data = item.data.clone().unwrap_or_default();
+        // Large objects (PROTOCOL.md §1.4): gather MoreData chunks, record the whole value.
+        if let Some((cmd_ref, first_uri, mut sofar)) = dev.chunk.take() {
+            if cmd_ref == r.cmd_ref {
+                sofar.push_str(&data);
+                data = sofar;
+                uri = uri.or(first_uri);
+            } else {
+                dev.record
+                    .findings
+                    .push(format!("session {session_id}: Results for CmdRef {cmd_ref} ended without its last chunk"));
+            }
+        }
+        if item.more_data {
+            dev.chunk = Some((r.cmd_ref.clone(), uri, data));
+            continue;
+        }
         if let Some(uri) = &uri {
             dev.record.inventory.insert(uri.clone(), data.clone());
         }
@@ -640,15 +688,7 @@ fn settle_apps(dev: &mut Device, config: &Config) {
 
 /// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
 /// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
-fn plan(
-    dev: &mut Device,
-    config: &Config,
-    apps: &[AppPlan],
-    mode: Mode,
-    session_id: &str,
-    now: DateTime<Utc>,
-) -> Vec<Command> {
-    let _ = now;
+fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<Command> {
     let mut cmds = Vec::new();
     let config_ok = mode == Mode::Maintenance;
     let apps_ok = mode != Mode::Machine;
@@ -788,7 +828,6 @@ fn plan(
         };
         cmds.push(Command::Exec(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
     }
-    let _ = session_id;
     cmds
 }
 

@@ -572,3 +572,65 @@ fn server_command_refuses_plain_http_off_loopback_and_prints_its_urls() {
     assert!(text.contains("/EnrollmentServer/Discovery.svc"), "{text}");
     assert!(text.contains(&format!("CA to trust:   {}", dir.path().join("ca.pem").display())), "{text}");
 }
+
+#[tokio::test]
+async fn a_package_split_over_messages_gets_alert_1222_and_chunked_results_are_joined() {
+    let config = POLICIES.replace(
+        "[dmclient]\npush_pfn = \"Contoso.PFN_8wekyb3d8bbwe\"\n[dmclient.poll]\nNumberOfFirstRetries = 8\n",
+        "",
+    );
+    let (h, _dir) = start(&config, true).await;
+    let c = client();
+    // Package 1 also carries the user-initiated unenrollment alert (PROTOCOL.md §1.2).
+    let unenroll = r#"<Alert><CmdID>4</CmdID><Data>1226</Data><Item><Meta><Type xmlns="syncml:metinf">com.microsoft:mdm.unenrollment.userrequest</Type><Format xmlns="syncml:metinf">int</Format></Meta><Data>1</Data></Item></Alert>"#;
+    let p1 = pkg1("9", 1, "user", "").replace("<Final/>", &format!("{unenroll}<Final/>"));
+    let m = post(&c, &h, "Maintenance", &p1).await.unwrap();
+    let get = ours(&m)[0].cmd_id().to_string();
+    let ci = &h.device(DEV).unwrap().checkins[0];
+    assert_eq!(ci.alerts.len(), 1);
+    assert_eq!(ci.alerts[0].type_.as_deref(), Some("com.microsoft:mdm.unenrollment.userrequest"));
+    assert!(h.device(DEV).unwrap().unenrolled);
+
+    // The SwV value comes in two chunks over two messages; the first message has no Final.
+    let chunk1 = format!(
+        "<Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{get}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
+         <Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>{get}</CmdRef><Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Meta><Size xmlns=\"syncml:metinf\">15</Size></Meta><Data>10.0.1904</Data><MoreData/></Item></Results>"
+    );
+    let msg2 = reply("9", 2, "1", &chunk1).replace("<Final/>", "");
+    let m = post(&c, &h, "Maintenance", &msg2).await.expect("an answer asking for the next message");
+    assert!(!m.body.final_);
+    assert!(
+        m.body.commands.iter().any(|c| matches!(c, Command::Alert(a) if a.data == "1222")),
+        "{}",
+        syncml::pretty(&m)
+    );
+    let chunk2 = results(2, "1", &get, "./DevDetail/SwV", "5.2006");
+    assert!(post(&c, &h, "Maintenance", &reply("9", 3, "2", &chunk2)).await.is_none());
+    let rec = h.device(DEV).unwrap();
+    assert_eq!(rec.inventory.get("./DevDetail/SwV").map(String::as_str), Some("10.0.19045.2006"));
+    assert!(rec.findings.is_empty(), "{:?}", rec.findings);
+}
+
+#[tokio::test]
+async fn token_enrollment_when_the_config_allows_it() {
+    let config = "[enrollment]\ntoken_auth = true\ntokens = ['{\"type\":1}']\n";
+    let (h, _dir) = start(config, true).await;
+    let c = client();
+    let url = format!("{}/EnrollmentServer/Enrollment.svc", h.base_url);
+    let token = |t: &str| {
+        format!(
+            r#"<wsse:Security s:mustUnderstand="1" xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"><wsse:BinarySecurityToken ValueType="http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary">{}</wsse:BinarySecurityToken></wsse:Security>"#,
+            B64.encode(t)
+        )
+    };
+    let (csr_b64, _) = csr(DEV);
+    let (status, body) = soap_post(&c, &url, rst(&url, &token("{\"type\":2}"), &csr_b64, DEV)).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("s:Authentication"), "{body}");
+    let (status, body) = soap_post(&c, &url, rst(&url, &token("{\"type\":1}"), &csr_b64, DEV)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.device(DEV).unwrap().enrollment.unwrap().user, "token");
+    // UsernameTokens still need a configured user (this config has none).
+    let (status, _) = soap_post(&c, &url, rst(&url, &username_token("demo@mdmsim.test", "demo"), &csr_b64, DEV)).await;
+    assert_eq!(status, 500);
+}
