@@ -242,6 +242,7 @@ impl Mgmt {
                 ));
             }
             start_session(dev, &msg, mode, session_alert, auth, now);
+            tracing::info!(device = %device_id, session = %msg.hdr.session_id, mode = ?mode, alert = ?session_alert, "check-in");
         }
         let Some((session_id, ci)) = dev.session.clone() else { return Reply::End };
         dev.record.checkins[ci].messages += 1;
@@ -314,9 +315,17 @@ impl Mgmt {
         let ours = out.commands.iter().any(|c| !matches!(c, Command::Status(_)));
         if out.commands.len() == 1 {
             // Only our SyncHdr status would go: Fleet ends the session with an empty body.
+            tracing::debug!(device = %device_id, session = %session_id, "session ends (empty body)");
             end_session(dev);
             return Reply::End;
         }
+        tracing::debug!(
+            device = %device_id,
+            session = %session_id,
+            msg = %msg.hdr.msg_id,
+            commands = out.commands.len(),
+            "management reply"
+        );
         if !ours {
             dev.record.checkins[ci].completed = true;
         }

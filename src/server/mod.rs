@@ -170,6 +170,11 @@ impl ServerHandle {
         self.shared.mgmt().record(device_id)
     }
 
+    /// Totals over every device's records.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.devices())
+    }
+
     /// The packages served, with size and SHA-256.
     pub fn packages(&self) -> &[Package] {
         &self.shared.packages
@@ -341,6 +346,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/EnrollmentServer/Enrollment.svc", post(enrollment_post))
         .route(MANAGEMENT_PATH, post(management_post))
         .route("/admin/devices", get(admin_devices))
+        .route("/admin/devices/{id}", get(admin_device))
+        .route("/admin/summary", get(admin_summary))
         .route("/packages/{name}", get(package_get))
         .with_state(shared)
 }
@@ -530,6 +537,17 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 
 async fn admin_devices(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(s.mgmt().records()).into_response()
+}
+
+async fn admin_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match s.mgmt().record(&id) {
+        Some(r) => axum::Json(r).into_response(),
+        None => (HttpStatus::NOT_FOUND, format!("no device {id:?}\n")).into_response(),
+    }
+}
+
+async fn admin_summary(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(Summary::of(&s.mgmt().records())).into_response()
 }
 
 async fn package_get(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {

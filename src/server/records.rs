@@ -143,3 +143,129 @@ pub enum AppState {
     /// A failure: the reason.
     Failed(String),
 }
+
+/// Totals over all devices, for a report that must agree with the server's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub devices: usize,
+    pub enrolled: usize,
+    pub unenrolled: usize,
+    /// Check-ins (sessions started).
+    pub sessions: usize,
+    /// Sessions the server saw to their end.
+    pub completed_sessions: usize,
+    /// Sessions by the mode acted on (`Machine`, `Maintenance`, `Apps`).
+    pub sessions_by_mode: BTreeMap<String, usize>,
+    /// Sessions by session alert (`1201`, `1200`, or `none`).
+    pub sessions_by_alert: BTreeMap<String, usize>,
+    /// Sessions by LoginStatus (`user`, `others`, `none`, or `-` when not sent).
+    pub sessions_by_login: BTreeMap<String, usize>,
+    pub apps_installed: usize,
+    pub apps_failed: usize,
+    /// App installs not settled yet (pending, sent or installing).
+    pub apps_in_progress: usize,
+    /// Statuses received for our commands, and how many were failures (>= 300).
+    pub command_statuses: usize,
+    pub command_failures: usize,
+    pub findings: usize,
+}
+
+impl Summary {
+    /// Adds up the records.
+    pub fn of(records: &[DeviceRecord]) -> Summary {
+        let mut s = Summary { devices: records.len(), ..Summary::default() };
+        for d in records {
+            s.enrolled += usize::from(d.enrollment.is_some());
+            s.unenrolled += usize::from(d.unenrolled);
+            s.findings += d.findings.len();
+            for c in &d.checkins {
+                s.sessions += 1;
+                s.completed_sessions += usize::from(c.completed);
+                *s.sessions_by_mode.entry(format!("{:?}", c.effective_mode)).or_default() += 1;
+                let alert = c.alert.map_or_else(|| "none".to_string(), |a| a.to_string());
+                *s.sessions_by_alert.entry(alert).or_default() += 1;
+                let login = c.login_status.clone().unwrap_or_else(|| "-".to_string());
+                *s.sessions_by_login.entry(login).or_default() += 1;
+            }
+            for a in d.apps.values() {
+                match a.state {
+                    AppState::Installed => s.apps_installed += 1,
+                    AppState::Failed(_) => s.apps_failed += 1,
+                    _ => s.apps_in_progress += 1,
+                }
+            }
+            s.command_statuses += d.results.len();
+            s.command_failures += d.results.iter().filter(|r| r.status >= 300).count();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkin(mode: Mode, alert: Option<u16>, login: Option<&str>, completed: bool) -> CheckIn {
+        CheckIn {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            session_id: "1".into(),
+            mode: None,
+            effective_mode: mode,
+            alert,
+            login_status: login.map(str::to_string),
+            alerts: Vec::new(),
+            auth: AuthMethod::Unauthenticated,
+            messages: 1,
+            commands_sent: 0,
+            completed,
+        }
+    }
+
+    #[test]
+    fn summary_counts_sessions_apps_and_failures() {
+        let app = |state| AppRecord {
+            product_id: "{X}".into(),
+            version: "1".into(),
+            url: "u".into(),
+            size: 1,
+            sha256: String::new(),
+            state,
+            attempts: 1,
+            polls: 0,
+            last_status: None,
+        };
+        let result = |status| CommandResult {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            session_id: "1".into(),
+            cmd_id: "c".into(),
+            cmd: "Get".into(),
+            loc_uri: None,
+            status,
+            data: None,
+        };
+        let a = DeviceRecord {
+            device_id: "A".into(),
+            checkins: vec![
+                checkin(Mode::Machine, Some(1201), Some("none"), true),
+                checkin(Mode::Maintenance, Some(1201), Some("user"), false),
+            ],
+            apps: [("x".to_string(), app(AppState::Installed))].into(),
+            results: vec![result(200), result(418)],
+            ..Default::default()
+        };
+        let b = DeviceRecord {
+            device_id: "B".into(),
+            checkins: vec![checkin(Mode::Maintenance, Some(1200), None, true)],
+            apps: [("x".to_string(), app(AppState::Failed("6".into())))].into(),
+            unenrolled: true,
+            ..Default::default()
+        };
+        let s = Summary::of(&[a, b]);
+        assert_eq!((s.devices, s.sessions, s.completed_sessions, s.unenrolled), (2, 3, 2, 1));
+        assert_eq!(s.sessions_by_mode["Maintenance"], 2);
+        assert_eq!(s.sessions_by_alert["1200"], 1);
+        assert_eq!(s.sessions_by_login["-"], 1);
+        assert_eq!((s.apps_installed, s.apps_failed, s.apps_in_progress), (1, 1, 0));
+        assert_eq!((s.command_statuses, s.command_failures), (2, 1));
+    }
+}

@@ -234,6 +234,15 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     assert_eq!(json[0]["device_id"], DEV);
     assert_eq!(json[0]["checkins"].as_array().unwrap().len(), 3);
     assert_eq!(json[0]["apps"]["ContosoApp1"]["state"], "Installed");
+    let one: serde_json::Value =
+        c.get(format!("{}/admin/devices/{DEV}", h.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["inventory"]["./DevDetail/SwV"], "10.0.19045.2006");
+    let summary = h.summary();
+    assert_eq!((summary.sessions, summary.completed_sessions, summary.apps_installed), (3, 3, 1));
+    assert_eq!(summary.sessions_by_mode["Maintenance"], 3);
+    let json: serde_json::Value =
+        c.get(format!("{}/admin/summary", h.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(json["sessions_by_alert"]["1201"], 3);
     h.shutdown().await;
 }
 
