@@ -516,6 +516,9 @@ async fn management_post(
                 .into_response();
         }
     };
+    if msg.hdr.source.trim().is_empty() {
+        return (HttpStatus::BAD_REQUEST, "SyncHdr/Source/LocURI (the DeviceID) is empty\n").into_response();
+    }
     let mode = query.as_deref().and_then(|q| query_param(q, "mode"));
     let now = (s.clock)();
     let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn: peer.cert_cn.as_deref(), now });

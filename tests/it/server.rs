@@ -287,6 +287,21 @@ async fn machine_mode_sessions_get_only_inventory_reads_and_unenroll() {
 }
 
 #[tokio::test]
+async fn malformed_management_messages_get_http_400_naming_the_problem() {
+    let (h, _dir) = start(POLICIES, true).await;
+    let c = client();
+    let send = |body: String| c.post(h.management_url()).body(body).send();
+    let r = send("<SyncML><SyncHdr><Bogus/></SyncHdr></SyncML>".into()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("malformed SyncML at line 1") && text.contains("Bogus"), "{text}");
+    let r = send(pkg1("1", 1, "user", "").replace(DEV, "")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("DeviceID"));
+    assert!(h.devices().is_empty());
+}
+
+#[tokio::test]
 async fn a_failed_install_atomic_with_418_is_resent_with_replace() {
     let (h, _dir) = start(POLICIES, true).await;
     let c = client();
