@@ -122,6 +122,8 @@ impl Default for Management {
 pub struct DmClient {
     /// `Push/PFN`.
     pub push_pfn: Option<String>,
+    /// Bearer token for WNS pushes (PROTOCOL.md §4); the fake WNS of a test accepts any.
+    pub wns_token: Option<String>,
     /// `Poll/<Name>` = value, node names as in the DMClient CSP.
     #[serde(default)]
     pub poll: BTreeMap<String, PollValue>,

@@ -191,6 +191,21 @@ impl Mgmt {
         }
     }
 
+    /// The device's last reported `Push/ChannelURI`, if any.
+    pub fn channel_uri(&self, device_id: &str) -> Option<String> {
+        let d = self.devices.get(device_id)?;
+        d.record
+            .inventory
+            .iter()
+            .find(|(u, v)| u.ends_with("/Push/ChannelURI") && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Records a push sent to the device.
+    pub fn pushed(&mut self, device_id: &str, record: PushRecord) {
+        self.device(device_id).record.pushes.push(record);
+    }
+
     fn device(&mut self, id: &str) -> &mut Device {
         let config = &self.config;
         let apps = &self.apps;
@@ -714,6 +729,18 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
             cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(uri)], ..Default::default() }));
         }
         dev.inventory_done = all;
+    }
+
+    // PROTOCOL.md §4: once the PFN is set, re-read the channel every session (a device read,
+    // allowed in every mode).
+    if let Some(pfn) = dev.settings.iter().find(|(u, s)| u.ends_with("/Push/PFN") && s.state == SetState::Done) {
+        let push = pfn.0.trim_end_matches("/PFN").to_string();
+        for leaf in ["ChannelURI", "Status"] {
+            let uri = format!("{push}/{leaf}");
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
+            cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
+        }
     }
 
     if config_ok {

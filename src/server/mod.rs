@@ -104,6 +104,17 @@ pub enum ServerError {
     PublicUrl(String),
 }
 
+/// Why a push could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("device {0}: no Push/ChannelURI reported yet (the PFN must be set and read back first)")]
+    NoChannel(String),
+    #[error("the device's Push/ChannelURI {0:?} is not an http(s) URL")]
+    BadChannel(String),
+    #[error("push to {channel}: {source}")]
+    Http { channel: String, source: reqwest::Error },
+}
+
 /// A package served at `/packages/<name>`.
 #[derive(Debug, Clone)]
 pub struct Package {
@@ -184,6 +195,38 @@ impl ServerHandle {
     /// Maintenance session. False when the device has no app-layer credentials here.
     pub fn request_rekey(&self, device_id: &str) -> bool {
         self.shared.mgmt().request_rekey(device_id)
+    }
+
+    /// Sends a WNS raw push (PROTOCOL.md §4) to the device's last reported `Push/ChannelURI`
+    /// with `client` (the caller decides which certificates it trusts), and records the answer.
+    /// A device that gets it starts a session (Alert 1200 on `win10`, `mode=Apps` on `win81`).
+    pub async fn push(&self, client: &reqwest::Client, device_id: &str) -> Result<PushRecord, PushError> {
+        let channel =
+            self.shared.mgmt().channel_uri(device_id).ok_or_else(|| PushError::NoChannel(device_id.to_string()))?;
+        if !(channel.starts_with("https://") || channel.starts_with("http://")) {
+            return Err(PushError::BadChannel(channel));
+        }
+        let token = self.shared.config.dmclient.wns_token.clone().unwrap_or_else(|| "mdmsim".into());
+        let resp = client
+            .post(&channel)
+            .bearer_auth(token)
+            .header("X-WNS-Type", "wns/raw")
+            .header("X-WNS-Cache-Policy", "cache")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(Duration::from_secs(10))
+            // The device ignores the payload, but WNS refuses an empty body.
+            .body(format!("mdmsim push for {device_id}"))
+            .send()
+            .await
+            .map_err(|source| PushError::Http { channel: channel.clone(), source })?;
+        let record = PushRecord {
+            at: (self.shared.clock)(),
+            channel_uri: channel,
+            http_status: resp.status().as_u16(),
+            wns_status: resp.headers().get("X-WNS-Status").and_then(|v| v.to_str().ok()).map(str::to_string),
+        };
+        self.shared.mgmt().pushed(device_id, record.clone());
+        Ok(record)
     }
 
     /// Waits until the server stops by itself (an I/O error).

@@ -27,6 +27,19 @@ pub struct DeviceRecord {
     pub unenrolled: bool,
     /// Protocol problems seen from this device (the reference server is strict but answers).
     pub findings: Vec<String>,
+    /// WNS pushes sent to the device's channel.
+    pub pushes: Vec<PushRecord>,
+}
+
+/// One WNS raw push (PROTOCOL.md §4) and what the channel answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushRecord {
+    pub at: DateTime<Utc>,
+    pub channel_uri: String,
+    /// HTTP status of the channel's answer (200 received; 404/410 dead channel; 406 throttled).
+    pub http_status: u16,
+    /// `X-WNS-Status` (`received`, `dropped`, `channelthrottled`).
+    pub wns_status: Option<String>,
 }
 
 /// An enrollment (MS-WSTEP RequestSecurityToken answered).

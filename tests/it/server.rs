@@ -27,6 +27,7 @@ auth = "none"
 inventory = ["./DevDetail/SwV", "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber"]
 [dmclient]
 push_pfn = "Contoso.PFN_8wekyb3d8bbwe"
+wns_token = "tok"
 [dmclient.poll]
 NumberOfFirstRetries = 8
 [[apps]]
@@ -109,6 +110,25 @@ fn target(c: &Command) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// A stand-in WNS channel endpoint: answers `X-WNS-Status: received` and hands over what it got.
+async fn fake_wns() -> (String, tokio::sync::mpsc::Receiver<(axum::http::HeaderMap, axum::body::Bytes)>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let app = axum::Router::new().route(
+        "/channel",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body)).await;
+                ([("X-WNS-Status", "received")], "")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/channel", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
 }
 
 /// The server's commands (not its Statuses).
@@ -224,9 +244,33 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     );
     assert_eq!(rec.checkins.len(), 2);
 
-    // Session 3: everything settled, nothing to send but statuses.
+    // Session 3: everything settled; with the PFN set, the push channel is read back.
     let m = post(&c, &h, "Maintenance", &pkg1("7", 1, "user", "")).await.unwrap();
-    assert!(ours(&m).is_empty(), "{}", syncml::pretty(&m));
+    let cmds = ours(&m);
+    let summary: Vec<_> = cmds.iter().map(|c| (c.name().to_string(), target(c))).collect();
+    let push = "./Vendor/MSFT/DMClient/Provider/mdmsim/Push";
+    assert_eq!(
+        summary,
+        [("Get".to_string(), format!("{push}/ChannelURI")), ("Get".to_string(), format!("{push}/Status"))],
+    );
+
+    // The device reports a channel on a fake WNS; a push goes there with the WNS headers.
+    let (wns_url, mut pushes) = fake_wns().await;
+    let body = [
+        status(2, "1", cmds[0].cmd_id(), "Get", 200),
+        results(3, "1", cmds[0].cmd_id(), &format!("{push}/ChannelURI"), &wns_url),
+        status(4, "1", cmds[1].cmd_id(), "Get", 200),
+        results(5, "1", cmds[1].cmd_id(), &format!("{push}/Status"), "0"),
+    ]
+    .concat();
+    assert!(post(&c, &h, "Maintenance", &reply("7", 2, "1", &body)).await.is_none());
+    let sent = h.push(&c, DEV).await.unwrap();
+    assert_eq!((sent.http_status, sent.wns_status.as_deref()), (200, Some("received")));
+    let (headers, payload) = tokio::time::timeout(Duration::from_secs(10), pushes.recv()).await.unwrap().unwrap();
+    assert_eq!(headers.get("x-wns-type").unwrap(), "wns/raw");
+    assert_eq!(headers.get("authorization").unwrap(), "Bearer tok");
+    assert!(!payload.is_empty());
+    assert_eq!(h.device(DEV).unwrap().pushes.len(), 1);
 
     // The same records as JSON.
     let json: serde_json::Value =
@@ -270,7 +314,7 @@ async fn machine_mode_sessions_get_only_inventory_reads_and_unenroll() {
     assert!(post(&c, &h, "Maintenance", &reply("2", 2, "1", &body)).await.is_none());
     let m = post(&c, &h, "Apps", &pkg1("3", 1, "user", "")).await.unwrap();
     let cmds = ours(&m);
-    let poll = cmds.iter().find(|c| target(c).ends_with("/Status")).expect("a Status poll in Apps mode");
+    let poll = cmds.iter().find(|c| target(c).ends_with(&format!("{PID}/Status"))).expect("a Status poll in Apps mode");
     let body = [status(2, "1", poll.cmd_id(), "Get", 200), results(3, "1", poll.cmd_id(), &target(poll), "5")].concat();
     assert!(post(&c, &h, "Apps", &reply("3", 2, "1", &body)).await.is_none());
     // Everything settled: the Unenroll Exec is allowed even in Machine mode (seed).
@@ -600,9 +644,10 @@ fn server_command_refuses_plain_http_off_loopback_and_prints_its_urls() {
 #[tokio::test]
 async fn a_package_split_over_messages_gets_alert_1222_and_chunked_results_are_joined() {
     let config = POLICIES.replace(
-        "[dmclient]\npush_pfn = \"Contoso.PFN_8wekyb3d8bbwe\"\n[dmclient.poll]\nNumberOfFirstRetries = 8\n",
+        "[dmclient]\npush_pfn = \"Contoso.PFN_8wekyb3d8bbwe\"\nwns_token = \"tok\"\n[dmclient.poll]\nNumberOfFirstRetries = 8\n",
         "",
     );
+    assert!(!config.contains("push_pfn"));
     let (h, _dir) = start(&config, true).await;
     let c = client();
     // Package 1 also carries the user-initiated unenrollment alert (PROTOCOL.md §1.2).
