@@ -246,6 +246,7 @@ fn issue(env: &Element, ctx: &Ctx<'_>) -> Result<(String, Enrolled), Fault> {
         enrollment_type: if device_scope { "Device".into() } else { "Full".into() },
         cert_serial: issued.serial,
         cert_thumbprint: issued.thumbprint,
+        context,
     };
     Ok((doc, Enrolled { device_id, record, creds }))
 }

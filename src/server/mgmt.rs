@@ -172,8 +172,23 @@ impl Mgmt {
     }
 
     /// Records an enrollment and the device's app-layer credentials.
+    /// A device that enrolls again (after an unenroll wiped its tree) gets every policy anew;
+    /// its history (check-ins, results, findings) stays.
     pub fn enrolled(&mut self, device_id: &str, record: EnrollmentRecord, creds: Creds) {
+        let fresh = new_device(device_id, &self.config, &self.apps);
         let dev = self.device(device_id);
+        if dev.record.enrollment.is_some() || !dev.record.checkins.is_empty() {
+            dev.settings = fresh.settings;
+            dev.apps = fresh.apps;
+            dev.record.apps = fresh.record.apps;
+            dev.record.settings.clear();
+            dev.inventory_done = false;
+            dev.unenroll_sent = false;
+            dev.rekey = None;
+            dev.rekey_wanted = false;
+            dev.sent.clear();
+            dev.session = None;
+        }
         dev.record.enrollment = Some(record);
         dev.record.unenrolled = false;
         dev.creds = Some(creds);
@@ -949,6 +964,52 @@ mod tests {
         assert_eq!(effective_mode(None, Some("others")), Mode::Machine);
         assert_eq!(effective_mode(None, Some("user")), Mode::Maintenance);
         assert_eq!(effective_mode(None, None), Mode::Maintenance);
+    }
+
+    fn msg(session: &str, msg_id: &str, body: &str) -> SyncMl {
+        crate::syncml::decode(&format!(
+            "<SyncML><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID>\
+             <MsgID>{msg_id}</MsgID><Target><LocURI>https://s/</LocURI></Target><Source><LocURI>DEV1</LocURI></Source>\
+             </SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+        ))
+        .unwrap()
+    }
+
+    fn send(m: &mut Mgmt, message: SyncMl) -> Vec<Command> {
+        let inc = Incoming { msg: message, mode: Some("Maintenance"), cert_cn: None, now: Utc::now() };
+        match m.handle(inc) {
+            Reply::Message(r) => r.body.commands.into_iter().filter(|c| !matches!(c, Command::Status(_))).collect(),
+            Reply::End => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn enrolling_again_reapplies_the_policies() {
+        let config = Config::parse("[management]\nauth = 'none'\n[dmclient]\npush_pfn = 'P'\n", "t").unwrap();
+        let mut m = Mgmt::new(Arc::new(config), Vec::new());
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let cmds = send(&mut m, msg("1", "1", pkg1));
+        assert_eq!(cmds.len(), 1);
+        let ok = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Add</Cmd><Data>200</Data></Status>",
+            cmds[0].cmd_id()
+        );
+        assert!(send(&mut m, msg("1", "2", &ok)).is_empty());
+        // Settled: the next session only reads the push channel back.
+        let names: Vec<_> = send(&mut m, msg("2", "1", pkg1)).iter().map(|c| c.name().to_string()).collect();
+        assert_eq!(names, ["Get", "Get"]);
+        let record = EnrollmentRecord {
+            at: Utc::now(),
+            user: "u".into(),
+            enrollment_type: "Full".into(),
+            cert_serial: "1".into(),
+            cert_thumbprint: "T".into(),
+            context: Vec::new(),
+        };
+        m.enrolled("DEV1", record, Creds { name: "n".into(), secret: "s".into(), nonce: vec![1] });
+        let names: Vec<_> = send(&mut m, msg("3", "1", pkg1)).iter().map(|c| c.name().to_string()).collect();
+        assert_eq!(names, ["Add"], "the PFN is set again after a new enrollment");
+        assert_eq!(m.record("DEV1").unwrap().checkins.len(), 3, "history is kept");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct EnrollmentRecord {
     pub enrollment_type: String,
     pub cert_serial: String,
     pub cert_thumbprint: String,
+    /// The RST AdditionalContext items (DeviceName, OSEdition, OSVersion, MAC...), in order.
+    pub context: Vec<(String, String)>,
 }
 
 /// One management session, as its package 1 announced it.

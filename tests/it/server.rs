@@ -481,6 +481,7 @@ async fn enrollment_discovery_policy_and_rst_issue_a_certificate_for_the_device(
     let rec = h.device(DEV).unwrap();
     let e = rec.enrollment.unwrap();
     assert_eq!((e.user.as_str(), e.enrollment_type.as_str()), ("demo@mdmsim.test", "Full"));
+    assert!(e.context.contains(&("DeviceName".to_string(), "DESKTOP-TEST".to_string())));
 }
 
 #[tokio::test]
