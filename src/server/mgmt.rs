@@ -11,7 +11,7 @@
 //! mdmagent-operation-modes.txt). It does not do HTTP (see `mod.rs`) and shares nothing with the
 //! device side but the SyncML codec.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -144,6 +144,14 @@ pub struct Device {
     session: Option<(String, usize)>,
     /// Package 1 arrived; its commands go once the client's package is complete (Final).
     plan_pending: bool,
+    /// CmdIDs of this session's commands that got their Status.
+    answered: HashSet<String>,
+    /// The client's last MsgID in this session.
+    last_msg_id: Option<u64>,
+    /// The MsgID of our last reply, when the client owes a Status for its SyncHdr.
+    owed_hdr_status: Option<String>,
+    /// The MsgID of our message that carried this session's commands.
+    commands_msg_id: String,
     /// A Results item sent in chunks (MoreData): CmdRef, LocURI and the data so far.
     chunk: Option<(String, Option<String>, String)>,
 }
@@ -276,6 +284,7 @@ impl Mgmt {
         }
         let Some((session_id, ci)) = dev.session.clone() else { return Reply::End };
         dev.record.checkins[ci].messages += 1;
+        conformance(dev, &msg, &session_id);
 
         let mut abort = false;
         for cmd in &msg.body.commands {
@@ -332,12 +341,14 @@ impl Mgmt {
                 data: AlertCode::NextMessage.code().to_string(),
                 ..Default::default()
             }));
+            dev.owed_hdr_status = Some(msg.hdr.msg_id.clone());
             let mut m = out.finish();
             m.body.final_ = false;
             return Reply::Message(Box::new(m));
         }
         if std::mem::take(&mut dev.plan_pending) {
             let mode = dev.record.checkins[ci].effective_mode;
+            dev.commands_msg_id = msg.hdr.msg_id.clone();
             let planned = plan(dev, &config, &apps, mode);
             dev.record.checkins[ci].commands_sent += planned.len() as u32;
             out.commands.extend(planned);
@@ -346,9 +357,11 @@ impl Mgmt {
         if out.commands.len() == 1 {
             // Only our SyncHdr status would go: Fleet ends the session with an empty body.
             tracing::debug!(device = %device_id, session = %session_id, "session ends (empty body)");
+            unanswered(dev, &session_id);
             end_session(dev);
             return Reply::End;
         }
+        dev.owed_hdr_status = Some(msg.hdr.msg_id.clone());
         tracing::debug!(
             device = %device_id,
             session = %session_id,
@@ -488,6 +501,9 @@ fn start_session(
     dev.sent.clear();
     dev.chunk = None;
     dev.plan_pending = false;
+    dev.answered.clear();
+    dev.last_msg_id = None;
+    dev.owed_hdr_status = None;
     let login_status = msg.body.commands.iter().find_map(|c| match c {
         Command::Alert(a) => a.items.iter().find_map(|item| {
             let t = item.meta.as_ref()?.type_.as_deref()?;
@@ -510,6 +526,72 @@ fn start_session(
         completed: false,
     });
     dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
+}
+
+/// Checks the client's message against the protocol rules a server can see (PROTOCOL.md §1.1–
+/// §1.3) and records what breaks them as findings; the session goes on.
+fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
+    let msg_id = msg.hdr.msg_id.trim();
+    let at = format!("session {session_id} message {msg_id}");
+    match msg_id.parse::<u64>() {
+        Ok(n) => {
+            if let Some(prev) = dev.last_msg_id
+                && n != prev + 1
+            {
+                dev.record.findings.push(format!("{at}: MsgID {n} does not follow {prev}"));
+            }
+            dev.last_msg_id = Some(n);
+        }
+        Err(_) => dev.record.findings.push(format!("{at}: MsgID {msg_id:?} is not a number")),
+    }
+    if let Some(ours) = dev.owed_hdr_status.take() {
+        let hdr_status = msg.body.commands.iter().find_map(|c| match c {
+            Command::Status(s) if s.cmd == "SyncHdr" => Some(s),
+            _ => None,
+        });
+        match hdr_status {
+            None => dev.record.findings.push(format!("{at}: no Status for our SyncHdr (message {ours})")),
+            Some(s) if s.msg_ref != ours => dev
+                .record
+                .findings
+                .push(format!("{at}: the SyncHdr Status has MsgRef {:?}, our message was {ours}", s.msg_ref)),
+            Some(_) => {}
+        }
+        if !matches!(msg.body.commands.first(), Some(Command::Status(s)) if s.cmd == "SyncHdr") {
+            dev.record.findings.push(format!("{at}: the SyncHdr Status is not the first element of the body"));
+        }
+    }
+    for cmd in &msg.body.commands {
+        if let Command::Replace(c) = cmd {
+            for item in &c.items {
+                let uri = item.source.as_deref().or(item.target.as_deref()).unwrap_or_default();
+                if uri.trim_start_matches("./").eq_ignore_ascii_case("DevInfo/DevId")
+                    && item.data.as_deref().map(str::trim) != Some(msg.hdr.source.trim())
+                {
+                    dev.record.findings.push(format!(
+                        "{at}: ./DevInfo/DevId {:?} differs from the SyncHdr Source {:?}",
+                        item.data.as_deref().unwrap_or_default(),
+                        msg.hdr.source
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// At the end of a session: every command we sent should have had its Status (§1.3: one per
+/// command, and one per child of an Atomic).
+fn unanswered(dev: &mut Device, session_id: &str) {
+    let mut missing: Vec<String> = dev
+        .sent
+        .iter()
+        .filter(|(id, _)| !dev.answered.contains(*id))
+        .map(|(id, sent)| format!("{id} ({})", sent.uri().unwrap_or("Atomic")))
+        .collect();
+    missing.sort();
+    if !missing.is_empty() {
+        dev.record.findings.push(format!("session {session_id}: no Status for {}", missing.join(", ")));
+    }
 }
 
 /// Records a client alert (1224 client event, 1226 generic alert...) in the session's check-in;
@@ -566,6 +648,15 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
                 .push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
         }
         return;
+    }
+    if dev.sent.contains_key(&st.cmd_ref) {
+        dev.answered.insert(st.cmd_ref.clone());
+        if st.msg_ref != dev.commands_msg_id {
+            dev.record.findings.push(format!(
+                "session {session_id}: Status {} for CmdRef {} has MsgRef {:?}, but that command came in our message {}",
+                st.cmd_id, st.cmd_ref, st.msg_ref, dev.commands_msg_id
+            ));
+        }
     }
     let Some(sent) = dev.sent.get(&st.cmd_ref).cloned() else {
         dev.record.findings.push(format!(

@@ -678,7 +678,33 @@ async fn a_package_split_over_messages_gets_alert_1222_and_chunked_results_are_j
     assert!(post(&c, &h, "Maintenance", &reply("9", 3, "2", &chunk2)).await.is_none());
     let rec = h.device(DEV).unwrap();
     assert_eq!(rec.inventory.get("./DevDetail/SwV").map(String::as_str), Some("10.0.19045.2006"));
-    assert!(rec.findings.is_empty(), "{:?}", rec.findings);
+    // The chunks joined cleanly; the one finding is about the commands this client never
+    // answered (the server checks that every command got its Status).
+    assert_eq!(rec.findings.len(), 1, "{:?}", rec.findings);
+    assert!(rec.findings[0].starts_with("session 9: no Status for ") && rec.findings[0].contains("SMBIOSSerialNumber"));
+}
+
+#[tokio::test]
+async fn protocol_slips_of_the_client_are_recorded_as_findings() {
+    let (h, _dir) = start(POLICIES, true).await;
+    let c = client();
+    let p1 = pkg1("4", 1, "user", "").replace(&format!("<Data>{DEV}</Data>"), "<Data>FFFF</Data>");
+    let m = post(&c, &h, "Maintenance", &p1).await.unwrap();
+    let get = ours(&m)[0].cmd_id().to_string();
+    // MsgID jumps to 3, no SyncHdr status, a Status with the wrong MsgRef.
+    let bad = format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>{}<Final/></SyncBody></SyncML>"#,
+        hdr("4", 3, ""),
+        status(1, "7", &get, "Get", 200)
+    );
+    post(&c, &h, "Maintenance", &bad).await;
+    let f = h.device(DEV).unwrap().findings;
+    let has = |text: &str| f.iter().any(|x| x.contains(text));
+    assert!(has("./DevInfo/DevId \"FFFF\" differs from the SyncHdr Source"), "{f:#?}");
+    assert!(has("MsgID 3 does not follow 1"), "{f:#?}");
+    assert!(has("no Status for our SyncHdr (message 1)"), "{f:#?}");
+    assert!(has("has MsgRef \"7\", but that command came in our message 1"), "{f:#?}");
+    assert_eq!(h.summary().findings, f.len());
 }
 
 #[tokio::test]
