@@ -286,6 +286,23 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_server_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/server");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected the shipped configs in {}", dir.display());
+        let fleet = Config::load(&dir.join("fleet-like.toml")).unwrap();
+        assert_eq!((fleet.provider_id.as_str(), fleet.management.auth), ("Fleet", AuthMode::CertOrMd5));
+        assert!(fleet.apps.is_empty() && fleet.management.inventory_every_session);
+    }
+
+    #[test]
     fn bad_config_names_file_and_field() {
         let e = Config::parse("[[apps]]\nname='a'\nproduct_id='x'\nversion='1'\n", "s.toml").unwrap_err();
         assert_eq!(e.to_string(), "s.toml: apps[0].product_id \"x\": expected a {GUID} in braces");

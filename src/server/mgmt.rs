@@ -59,6 +59,8 @@ pub struct Incoming<'a> {
     pub mode: Option<&'a str>,
     /// The CN of a TLS client certificate that verified against our CA.
     pub cert_cn: Option<&'a str>,
+    /// The `UserAgentOrigin` header (PROTOCOL.md §2), if sent.
+    pub user_agent_origin: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -237,7 +239,7 @@ impl Mgmt {
 
     /// Handles one device message and returns the answer.
     pub fn handle(&mut self, inc: Incoming<'_>) -> Reply {
-        let Incoming { msg, mode, cert_cn, now } = inc;
+        let Incoming { msg, mode, cert_cn, user_agent_origin, now } = inc;
         let config = self.config.clone();
         let apps = self.apps.clone();
         let device_id = msg.hdr.source.trim().to_string();
@@ -279,7 +281,7 @@ impl Mgmt {
                     msg.hdr.session_id, msg.hdr.msg_id
                 ));
             }
-            start_session(dev, &msg, mode, session_alert, auth, now);
+            start_session(dev, &msg, (mode, user_agent_origin), session_alert, auth, now);
             tracing::info!(device = %device_id, session = %msg.hdr.session_id, mode = ?mode, alert = ?session_alert, "check-in");
         }
         let Some((session_id, ci)) = dev.session.clone() else { return Reply::End };
@@ -478,7 +480,7 @@ pub fn fresh_nonce() -> Vec<u8> {
 fn start_session(
     dev: &mut Device,
     msg: &SyncMl,
-    mode: Option<&str>,
+    (mode, user_agent_origin): (Option<&str>, Option<&str>),
     alert: Option<u16>,
     auth: AuthMethod,
     now: DateTime<Utc>,
@@ -516,6 +518,7 @@ fn start_session(
         at: now,
         session_id: msg.hdr.session_id.clone(),
         mode: mode.map(str::to_string),
+        user_agent_origin: user_agent_origin.map(str::to_string),
         effective_mode,
         alert,
         login_status,
@@ -1067,7 +1070,13 @@ mod tests {
     }
 
     fn send(m: &mut Mgmt, message: SyncMl) -> Vec<Command> {
-        let inc = Incoming { msg: message, mode: Some("Maintenance"), cert_cn: None, now: Utc::now() };
+        let inc = Incoming {
+            msg: message,
+            mode: Some("Maintenance"),
+            cert_cn: None,
+            user_agent_origin: None,
+            now: Utc::now(),
+        };
         match m.handle(inc) {
             Reply::Message(r) => r.body.commands.into_iter().filter(|c| !matches!(c, Command::Status(_))).collect(),
             Reply::End => Vec::new(),

@@ -546,6 +546,7 @@ async fn management_post(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -564,7 +565,14 @@ async fn management_post(
     }
     let mode = query.as_deref().and_then(|q| query_param(q, "mode"));
     let now = (s.clock)();
-    let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn: peer.cert_cn.as_deref(), now });
+    let user_agent_origin = headers.get("UserAgentOrigin").and_then(|v| v.to_str().ok());
+    let reply = s.mgmt().handle(Incoming {
+        msg,
+        mode: mode.as_deref(),
+        cert_cn: peer.cert_cn.as_deref(),
+        user_agent_origin,
+        now,
+    });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
         Reply::Message(m) => {

@@ -63,6 +63,8 @@ pub struct CheckIn {
     pub session_id: String,
     /// The `mode` query parameter as sent (`Machine`, `Maintenance`, `Apps`), if any.
     pub mode: Option<String>,
+    /// The `UserAgentOrigin` header (1 user, 2 schedule, 3 WNS, 4 login, 5 post-enrollment...).
+    pub user_agent_origin: Option<String>,
     /// The mode the server acted on (from `mode`, else the LoginStatus).
     pub effective_mode: Mode,
     /// The session alert: 1201 client-initiated, 1200 server-initiated.
@@ -225,6 +227,7 @@ mod tests {
             at: DateTime::<Utc>::UNIX_EPOCH,
             session_id: "1".into(),
             mode: None,
+            user_agent_origin: None,
             effective_mode: mode,
             alert,
             login_status: login.map(str::to_string),

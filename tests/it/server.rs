@@ -55,7 +55,14 @@ fn client() -> reqwest::Client {
 /// POSTs a SyncML message; returns the decoded reply, or None for an empty body.
 async fn post(c: &reqwest::Client, h: &ServerHandle, mode: &str, xml: &str) -> Option<SyncMl> {
     let url = format!("{}?mode={mode}&Platform=WoA", h.management_url());
-    let resp = c.post(url).header("Content-Type", syncml::CONTENT_TYPE).body(xml.to_string()).send().await.unwrap();
+    let resp = c
+        .post(url)
+        .header("Content-Type", syncml::CONTENT_TYPE)
+        .header("UserAgentOrigin", "2")
+        .body(xml.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.text().await.unwrap();
     if body.is_empty() { None } else { Some(syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
@@ -209,6 +216,7 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
         (Some("Maintenance"), Mode::Maintenance, Some(1201), Some("user"))
     );
     assert!(ci.completed);
+    assert_eq!(ci.user_agent_origin.as_deref(), Some("2"));
     assert_eq!(rec.inventory.get("./DevDetail/SwV").map(String::as_str), Some("10.0.19045.2006"));
     assert_eq!(rec.inventory.get("./DevInfo/Man").map(String::as_str), Some("Contoso Ltd."));
     let pfn = rec.results.iter().find(|r| r.loc_uri.as_deref().is_some_and(|u| u.ends_with("Push/PFN"))).unwrap();
