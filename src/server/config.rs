@@ -96,6 +96,10 @@ pub struct Management {
     pub max_attempts: u32,
     #[serde(default)]
     pub unenroll: bool,
+    /// Create `Download/<ProductID>/DownloadInstall` in the install Atomic's Add, as the seed's
+    /// prose and example do (dropped automatically if the device answers 405 for that item).
+    #[serde(default = "yes")]
+    pub add_download_install_node: bool,
     #[serde(default)]
     pub inventory: Vec<String>,
     #[serde(default)]
@@ -110,6 +114,7 @@ impl Default for Management {
             max_status_polls: default_polls(),
             max_attempts: default_attempts(),
             unenroll: false,
+            add_download_install_node: true,
             inventory: Vec::new(),
             inventory_every_session: false,
         }
@@ -259,6 +264,9 @@ fn default_validity() -> u32 {
 }
 fn default_enterprise() -> String {
     "4000000001".into()
+}
+fn yes() -> bool {
+    true
 }
 fn default_polls() -> u32 {
     20

@@ -100,7 +100,11 @@ struct Setting {
 struct AppTrack {
     op: Op,
     atomic_status: Option<u16>,
-    children: Vec<(String, u16)>,
+    /// Statuses of the Atomic's children: Cmd, code, TargetRef.
+    children: Vec<(String, u16, Option<String>)>,
+    /// Whether the Add also creates the DownloadInstall node (seed: "create the Name, URL,
+    /// Version, and DownloadInstall nodes first"); dropped if the device refuses that item.
+    add_download_install: bool,
 }
 
 /// What a CmdID we sent was for.
@@ -395,7 +399,15 @@ fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
         );
     }
     for app in apps {
-        d.apps.insert(app.name.clone(), AppTrack { op: Op::Add, atomic_status: None, children: Vec::new() });
+        d.apps.insert(
+            app.name.clone(),
+            AppTrack {
+                op: Op::Add,
+                atomic_status: None,
+                children: Vec::new(),
+                add_download_install: config.management.add_download_install_node,
+            },
+        );
         d.record.apps.insert(
             app.name.clone(),
             AppRecord {
@@ -708,7 +720,7 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
         }
         Sent::AppChild { app, .. } => {
             if let Some(t) = dev.apps.get_mut(&app) {
-                t.children.push((st.cmd.clone(), code));
+                t.children.push((st.cmd.clone(), code, st.target_refs.first().cloned()));
             }
         }
         Sent::AppPoll { app, .. } => {
@@ -805,12 +817,27 @@ fn settle_apps(dev: &mut Device, config: &Config) {
         }
         // Seed: a previous Download/<ProductID> node makes the Add fail with 418; resend the
         // Atomic with Replace.
-        if t.op == Op::Add && children.iter().any(|(cmd, c)| cmd == "Add" && *c == StatusCode::AlreadyExists.code()) {
+        if t.op == Op::Add && children.iter().any(|(cmd, c, _)| cmd == "Add" && *c == StatusCode::AlreadyExists.code())
+        {
             t.op = Op::Replace;
             rec.state = AppState::Pending;
             continue;
         }
-        let detail: Vec<String> = children.iter().map(|(cmd, c)| format!("{cmd} {c}")).collect();
+        // A device that does not let the server create DownloadInstall (its DDF access type is
+        // Exec only) refuses that item: leave it out next time.
+        let refused = [StatusCode::CommandNotAllowed.code(), StatusCode::OptionalFeatureNotSupported.code()];
+        if t.add_download_install
+            && children.iter().any(|(cmd, c, target)| {
+                cmd == "Add"
+                    && refused.contains(c)
+                    && target.as_deref().is_some_and(|u| u.ends_with("/DownloadInstall"))
+            })
+        {
+            t.add_download_install = false;
+            rec.state = AppState::Pending;
+            continue;
+        }
+        let detail: Vec<String> = children.iter().map(|(cmd, c, _)| format!("{cmd} {c}")).collect();
         rec.state = if rec.attempts >= max {
             AppState::Failed(format!("install Atomic failed: {code} ({})", detail.join(", ")))
         } else {
@@ -889,15 +916,20 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
                         data: Some(data.to_string()),
                         ..Default::default()
                     };
-                    let write = ItemCmd {
-                        cmd_id: write_id.clone(),
-                        items: vec![
-                            chr(format!("{base}/Name"), &app.name),
-                            chr(format!("{base}/URL"), &app.url),
-                            chr(format!("{base}/Version"), &app.version),
-                        ],
-                        ..Default::default()
-                    };
+                    let mut items = vec![
+                        chr(format!("{base}/Name"), &app.name),
+                        chr(format!("{base}/URL"), &app.url),
+                        chr(format!("{base}/Version"), &app.version),
+                    ];
+                    if t.op == Op::Add && t.add_download_install {
+                        // As in the seed's example: the node with Data 1 and no Meta.
+                        items.push(Item {
+                            target: Some(format!("{base}/DownloadInstall")),
+                            data: Some("1".into()),
+                            ..Default::default()
+                        });
+                    }
+                    let write = ItemCmd { cmd_id: write_id.clone(), items, ..Default::default() };
                     let exec_uri = format!("{base}/DownloadInstall");
                     let exec = ItemCmd {
                         cmd_id: exec_id.clone(),

@@ -182,7 +182,11 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     let Command::Add(add) = &atomic.commands[0] else { panic!("Atomic starts with Add") };
     let base = format!("./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/{PID}");
     let add_targets: Vec<_> = add.items.iter().map(|i| i.target.clone().unwrap()).collect();
-    assert_eq!(add_targets, [format!("{base}/Name"), format!("{base}/URL"), format!("{base}/Version")]);
+    // Seed: create Name, URL, Version and DownloadInstall, then Exec DownloadInstall.
+    assert_eq!(
+        add_targets,
+        [format!("{base}/Name"), format!("{base}/URL"), format!("{base}/Version"), format!("{base}/DownloadInstall")]
+    );
     let url = add.items[1].data.clone().unwrap();
     assert_eq!(url, format!("{}/packages/ContosoApp1", h.base_url));
     let Command::Exec(exec) = &atomic.commands[1] else { panic!("then Exec") };
@@ -369,9 +373,38 @@ async fn a_failed_install_atomic_with_418_is_resent_with_replace() {
     assert_eq!(h.device(DEV).unwrap().apps["ContosoApp1"].state, AppState::Pending);
     let m = post(&c, &h, "Maintenance", &pkg1("2", 1, "user", "")).await.unwrap();
     let Some(Command::Atomic(a)) = ours(&m).into_iter().find(|c| matches!(c, Command::Atomic(_))) else { panic!() };
-    assert!(matches!(a.commands[0], Command::Replace(_)), "Replace after 418: {}", syncml::pretty(&m));
+    let Command::Replace(r) = &a.commands[0] else { panic!("Replace after 418: {}", syncml::pretty(&m)) };
+    assert_eq!(r.items.len(), 3, "the seed's Replace covers Name, URL and Version");
     assert!(matches!(a.commands[1], Command::Exec(_)));
     assert_eq!(h.device(DEV).unwrap().apps["ContosoApp1"].attempts, 2);
+}
+
+#[tokio::test]
+async fn a_device_that_refuses_to_create_download_install_gets_the_add_without_it() {
+    let (h, _dir) = start(POLICIES, true).await;
+    let c = client();
+    let m = post(&c, &h, "Maintenance", &pkg1("1", 1, "user", "")).await.unwrap();
+    let Some(Command::Atomic(a)) = ours(&m).into_iter().find(|c| matches!(c, Command::Atomic(_))) else { panic!() };
+    let Command::Add(add) = &a.commands[0] else { panic!() };
+    let (add_id, last) = (add.cmd_id.clone(), add.items[3].target.clone().unwrap());
+    // One Status per item with TargetRef, as a multi-item command whose items differ gets.
+    let per_item: String = add.items[..3]
+        .iter()
+        .map(|i| format!("<Status><CmdID>5</CmdID><MsgRef>1</MsgRef><CmdRef>{add_id}</CmdRef><Cmd>Add</Cmd><TargetRef>{}</TargetRef><Data>216</Data></Status>", i.target.as_deref().unwrap()))
+        .collect();
+    let body = [
+        status(2, "1", &a.cmd_id, "Atomic", 507),
+        per_item,
+        format!("<Status><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>{add_id}</CmdRef><Cmd>Add</Cmd><TargetRef>{last}</TargetRef><Data>405</Data></Status>"),
+        status(4, "1", a.commands[1].cmd_id(), "Exec", 216),
+    ]
+    .concat();
+    post(&c, &h, "Maintenance", &reply("1", 2, "1", &body)).await;
+    let m = post(&c, &h, "Maintenance", &pkg1("2", 1, "user", "")).await.unwrap();
+    let Some(Command::Atomic(a)) = ours(&m).into_iter().find(|c| matches!(c, Command::Atomic(_))) else { panic!() };
+    let Command::Add(add) = &a.commands[0] else { panic!("still an Add") };
+    assert_eq!(add.items.len(), 3, "{}", syncml::pretty(&m));
+    assert!(add.items.iter().all(|i| !i.target.as_deref().unwrap().ends_with("/DownloadInstall")));
 }
 
 // ---- enrollment ----
