@@ -830,7 +830,9 @@ fn settle_apps(dev: &mut Device, config: &Config) {
             && children.iter().any(|(cmd, c, target)| {
                 cmd == "Add"
                     && refused.contains(c)
-                    && target.as_deref().is_some_and(|u| u.ends_with("/DownloadInstall"))
+                    // Without a TargetRef the 405 is for the whole Add, and DownloadInstall is
+                    // the only item a conforming device can refuse.
+                    && target.as_deref().is_none_or(|u| u.ends_with("/DownloadInstall"))
             })
         {
             t.add_download_install = false;
