@@ -457,11 +457,19 @@ fn authenticate(
         return Err((StatusCode::MissingCredentials.code(), creds.nonce.clone()));
     };
     let md5_type = cred.meta.type_.as_deref().is_none_or(|t| t.trim() == "syncml:auth-md5");
-    let mut candidates = vec![(creds.name.clone(), creds.secret.clone())];
-    if let Some((n, s, _)) = &dev.rekey {
-        candidates.push((n.clone(), s.clone()));
+    let digest = cred.data.trim();
+    if md5_type && md5_digest(&creds.name, &creds.secret, &creds.nonce) == digest {
+        return Ok(AuthMethod::Md5);
     }
-    if md5_type && candidates.iter().any(|(n, s)| md5_digest(n, s, &creds.nonce) == cred.data.trim()) {
+    // The credentials of a rekey in flight: using them proves the device took them.
+    if md5_type
+        && let Some((n, s, _)) = &dev.rekey
+        && md5_digest(n, s, &creds.nonce) == digest
+    {
+        creds.name = n.clone();
+        creds.secret = s.clone();
+        dev.rekey = None;
+        dev.rekey_wanted = false;
         return Ok(AuthMethod::Md5);
     }
     creds.nonce = fresh_nonce();
@@ -508,9 +516,9 @@ fn start_session(
             rec.state = AppState::Pending;
         }
     }
-    if dev.sent.values().any(|s| matches!(s, Sent::Rekey { .. })) && dev.rekey.is_some() {
+    // A rekey whose statuses never came: send the same values again (both stay accepted).
+    if dev.rekey.is_some() {
         dev.rekey_wanted = true;
-        dev.rekey = None;
     }
     dev.sent.clear();
     dev.chunk = None;
@@ -972,11 +980,15 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
         }
     }
 
-    if config_ok && dev.rekey_wanted && dev.creds.is_some() && dev.rekey.is_none() {
+    if config_ok && dev.rekey_wanted && dev.creds.is_some() {
         dev.rekey_wanted = false;
+        // DMAcc account UID: the SHA-256 of the PROVIDER-ID (Learn DMAcc); the device maps any
+        // UID to its one account (PROTOCOL.md §1.9).
         let account = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(config.provider_id.as_bytes()));
-        let name = dev.record.device_id.clone();
-        let secret = hex::encode(fresh_nonce());
+        let (name, secret) = match dev.rekey.take() {
+            Some((n, s, _)) => (n, s),
+            None => (dev.record.device_id.clone(), hex::encode(fresh_nonce())),
+        };
         for (leaf, value, is_name) in [("AAuthName", &name, true), ("AAuthSecret", &secret, false)] {
             let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
             let id = new_id();

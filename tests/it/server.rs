@@ -594,6 +594,21 @@ async fn without_a_client_certificate_the_device_must_send_an_md5_cred_and_can_b
     let m = post(&c, &h, "Maintenance", &pkg1("4", 1, "user", &cred(&name, &secret, &nonce))).await.unwrap();
     let Command::Status(st) = &m.body.commands[0] else { panic!() };
     assert_eq!(st.data, "401", "the old secret is not");
+    let nonce = B64.decode(st.chal.as_ref().unwrap().meta.next_nonce.as_deref().unwrap()).unwrap();
+
+    // A rekey whose statuses are lost: the device's use of the new secret completes it.
+    assert!(h.request_rekey(DEV));
+    let m = post(&c, &h, "Maintenance", &pkg1("5", 1, "user", &cred(&name, &new_secret, &nonce))).await.unwrap();
+    let Some(Command::Replace(r)) = ours(&m).into_iter().find(|c| target(c).ends_with("/AAuthSecret")) else {
+        panic!("{}", syncml::pretty(&m))
+    };
+    let newest = r.items[0].data.clone().unwrap();
+    let m = post(&c, &h, "Maintenance", &pkg1("6", 1, "user", &cred(&name, &newest, &nonce))).await.unwrap();
+    let Command::Status(st) = &m.body.commands[0] else { panic!() };
+    assert_eq!(st.data, "200");
+    let m = post(&c, &h, "Maintenance", &pkg1("7", 1, "user", &cred(&name, &new_secret, &nonce))).await.unwrap();
+    let Command::Status(st) = &m.body.commands[0] else { panic!() };
+    assert_eq!(st.data, "401", "the secret before the rekey is retired");
 }
 
 #[tokio::test]
