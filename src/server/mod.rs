@@ -4,6 +4,11 @@
 //! what it recorded, over HTTPS (client certificates requested and checked against its CA) or,
 //! on loopback only, plain HTTP.
 //!
+//! Routes: `GET`/`POST /EnrollmentServer/Discovery.svc`, `POST /EnrollmentServer/Policy.svc`
+//! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `POST /ManagementServer/MDM.svc`
+//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app packages), and the read-only JSON views
+//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`.
+//!
 //! Independence: this module uses `crate::syncml` (the codec) and nothing else of the device
 //! side (no tree, CSP, session, scheduler or enrollment client code), so a test of the device
 //! against it checks the device against a second implementation. It owns the HTTP and TLS I/O
@@ -616,6 +621,12 @@ async fn package_get(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ServerHandle>();
+    }
 
     #[test]
     fn generated_packages_are_deterministic_and_sized() {
