@@ -506,6 +506,19 @@ async fn enrollment_discovery_policy_and_rst_issue_a_certificate_for_the_device(
     assert_eq!(between(&body, "<value>", "<"), Some("2.16.840.1.101.3.4.2.1"));
 
     let (doc, key) = enroll(&c, &h).await;
+    // The provisioning document is well-formed XML rooted at wap-provisioningdoc.
+    let mut reader = quick_xml::Reader::from_str(&doc);
+    let mut depth = 0i32;
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("provisioning doc: {e}\n{doc}")) {
+            quick_xml::events::Event::Start(_) => depth += 1,
+            quick_xml::events::Event::End(_) => depth -= 1,
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0);
+    assert!(doc.starts_with(r#"<wap-provisioningdoc version="1.1">"#));
     let cert_b64 = parm(&doc, r#"<characteristic type="My"><characteristic type="User">"#, "EncodedCertificate");
     let cert = X509::from_der(&B64.decode(cert_b64).unwrap()).unwrap();
     let ca = X509::from_pem(&std::fs::read(&h.ca_file).unwrap()).unwrap();
