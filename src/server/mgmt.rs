@@ -230,9 +230,22 @@ impl Mgmt {
             .map(|(_, v)| v.clone())
     }
 
-    /// Records a push sent to the device.
+    /// Records a push sent to the device. A dead channel (404/410) means the WNS configuration
+    /// must be sent again in the next Maintenance session (seed mdmagent-operation-modes.txt):
+    /// the PFN goes back in the queue and the stale ChannelURI is forgotten.
     pub fn pushed(&mut self, device_id: &str, record: PushRecord) {
-        self.device(device_id).record.pushes.push(record);
+        let dead = matches!(record.http_status, 404 | 410);
+        let dev = self.device(device_id);
+        dev.record.pushes.push(record);
+        if dead {
+            dev.record.inventory.retain(|uri, _| !uri.ends_with("/Push/ChannelURI"));
+            for (uri, s) in dev.settings.iter_mut().filter(|(u, _)| u.ends_with("/Push/PFN")) {
+                s.state = SetState::Pending;
+                s.op = Op::Replace;
+                s.attempts = 0;
+                dev.record.settings.remove(uri);
+            }
+        }
     }
 
     fn device(&mut self, id: &str) -> &mut Device {

@@ -138,6 +138,15 @@ async fn fake_wns() -> (String, tokio::sync::mpsc::Receiver<(axum::http::HeaderM
     (url, rx)
 }
 
+/// A WNS channel that was revoked: every push gets 410 Gone.
+async fn fake_gone() -> String {
+    let app = axum::Router::new().route("/gone", axum::routing::post(|| async { axum::http::StatusCode::GONE }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/gone", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// The server's commands (not its Statuses).
 fn ours(m: &SyncMl) -> Vec<&Command> {
     m.body.commands.iter().filter(|c| !matches!(c, Command::Status(_))).collect()
@@ -299,6 +308,23 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     let json: serde_json::Value =
         c.get(format!("{}/admin/summary", h.base_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(json["sessions_by_alert"]["1201"], 3);
+
+    // A revoked channel (410): the next Maintenance session sends the WNS configuration again.
+    let gone = fake_gone().await;
+    let m = post(&c, &h, "Maintenance", &pkg1("8", 1, "user", "")).await.unwrap();
+    let cmds = ours(&m);
+    let answer = [
+        status(2, "1", cmds[0].cmd_id(), "Get", 200),
+        results(3, "1", cmds[0].cmd_id(), &format!("{push}/ChannelURI"), &gone),
+        status(4, "1", cmds[1].cmd_id(), "Get", 200),
+    ]
+    .concat();
+    assert!(post(&c, &h, "Maintenance", &reply("8", 2, "1", &answer)).await.is_none());
+    assert_eq!(h.push(&c, DEV).await.unwrap().http_status, 410);
+    let m = post(&c, &h, "Maintenance", &pkg1("9", 1, "user", "")).await.unwrap();
+    let summary: Vec<_> = ours(&m).iter().map(|c| (c.name().to_string(), target(c))).collect();
+    assert_eq!(summary, [("Replace".to_string(), format!("{push}/PFN"))]);
+    assert!(matches!(h.push(&c, DEV).await, Err(server::PushError::NoChannel(_))));
     h.shutdown().await;
 }
 
