@@ -10,5 +10,6 @@ pub mod enroll;
 pub mod runner;
 pub mod schedule;
 pub mod session;
+pub mod server;
 pub mod syncml;
 pub mod tree;

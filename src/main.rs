@@ -43,6 +43,8 @@ enum Command {
     Sync(cmd::sync::SyncArgs),
     /// Print a device's DM tree (or a subtree) with formats and values.
     Tree(cmd::tree::TreeArgs),
+    /// Run the embedded reference MDM server (enrollment + management) until Ctrl-C.
+    Server(cmd::server::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +71,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(c) => cmd::device::run(c),
         Command::Sync(c) => cmd::sync::run(c),
         Command::Tree(c) => cmd::tree::run(c),
+        Command::Server(c) => cmd::server::run(c),
     }
 }

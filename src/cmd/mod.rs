@@ -4,6 +4,7 @@
 pub mod device;
 pub mod exit;
 pub mod sync;
+pub mod server;
 pub mod syncml;
 pub mod tree;
 

@@ -13,3 +13,5 @@ mod session;
 mod schedule;
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
+/// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
+mod server;

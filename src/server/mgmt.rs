@@ -1,0 +1,1179 @@
+//! The management endpoint's logic: one reference OMA-DM server session per device message
+//! (PROTOCOL.md §1, §2, §8). It authenticates the message (client certificate or
+//! `syncml:auth-md5`), statuses the client's commands, records check-ins and inventory, sends
+//! the commands the policies call for in package 1's reply, reads back Statuses and Results,
+//! and ends the session with an empty body when nothing is left.
+//!
+//! Owns the per-device command queue and its rules: Add then Replace after a 418; app installs
+//! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (seed
+//! enterpriseappmanagement-csp.txt), then `Download/<ProductID>/Status` polls in later sessions
+//! until 5 or a failure; nothing but reads and unenroll in a Machine-mode session (seed
+//! mdmagent-operation-modes.txt). It does not do HTTP (see `mod.rs`) and shares nothing with the
+//! device side but the SyncML codec.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use md5::{Digest as _, Md5};
+
+use super::config::{AuthMode, Config};
+use super::records::*;
+use crate::syncml::{
+    Alert, AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody, SyncHdr,
+    SyncMl,
+};
+
+/// The LoginStatus client event type (PROTOCOL.md §1.2).
+const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
+/// The user-initiated unenrollment generic alert type.
+const UNENROLL_ALERT: &str = "com.microsoft:mdm.unenrollment.userrequest";
+
+/// An app as the server plans it: the config entry plus where and what it serves.
+#[derive(Debug, Clone)]
+pub struct AppPlan {
+    pub name: String,
+    pub product_id: String,
+    pub version: String,
+    pub url: String,
+    pub size: usize,
+    pub sha256: String,
+}
+
+/// The application-layer credentials of one device (w7 APPAUTH, PROTOCOL.md §1.9).
+#[derive(Debug, Clone)]
+pub struct Creds {
+    /// APPSRV AAUTHNAME / AAUTHSECRET: what the client digests in its Cred.
+    pub name: String,
+    pub secret: String,
+    /// The nonce the next Cred must use (AAUTHDATA at enrollment, then each Chal's NextNonce).
+    pub nonce: Vec<u8>,
+}
+
+/// One device message as the HTTP layer hands it over.
+pub struct Incoming<'a> {
+    pub msg: SyncMl,
+    /// The `mode` query parameter.
+    pub mode: Option<&'a str>,
+    /// The CN of a TLS client certificate that verified against our CA.
+    pub cert_cn: Option<&'a str>,
+    /// The `UserAgentOrigin` header (PROTOCOL.md §2), if sent.
+    pub user_agent_origin: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// What to answer.
+#[derive(Debug)]
+pub enum Reply {
+    Message(Box<SyncMl>),
+    /// HTTP 200 with an empty body: the session is over.
+    End,
+}
+
+/// Op to use for a setting or an app's Name/URL/Version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SetState {
+    Pending,
+    InFlight,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Setting {
+    value: String,
+    format: &'static str,
+    op: Op,
+    state: SetState,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct AppTrack {
+    op: Op,
+    atomic_status: Option<u16>,
+    /// Statuses of the Atomic's children: Cmd, code, TargetRef.
+    children: Vec<(String, u16, Option<String>)>,
+    /// Whether the Add also creates the DownloadInstall node (seed: "create the Name, URL,
+    /// Version, and DownloadInstall nodes first"); dropped if the device refuses that item.
+    add_download_install: bool,
+}
+
+/// What a CmdID we sent was for.
+#[derive(Debug, Clone)]
+enum Sent {
+    Inventory { uri: String },
+    Setting { uri: String },
+    AppAtomic { app: String },
+    AppChild { app: String, uri: String },
+    AppPoll { app: String, uri: String },
+    Unenroll { uri: String },
+    Rekey { uri: String, name: bool },
+}
+
+impl Sent {
+    fn uri(&self) -> Option<&str> {
+        match self {
+            Sent::Inventory { uri }
+            | Sent::Setting { uri }
+            | Sent::AppChild { uri, .. }
+            | Sent::AppPoll { uri, .. }
+            | Sent::Unenroll { uri }
+            | Sent::Rekey { uri, .. } => Some(uri),
+            Sent::AppAtomic { .. } => None,
+        }
+    }
+}
+
+/// The server's state for one device.
+#[derive(Debug, Default)]
+pub struct Device {
+    pub record: DeviceRecord,
+    creds: Option<Creds>,
+    /// New credentials sent in a DMAcc Replace, accepted alongside the old until confirmed.
+    rekey: Option<(String, String, u8)>,
+    rekey_wanted: bool,
+    settings: BTreeMap<String, Setting>,
+    apps: BTreeMap<String, AppTrack>,
+    inventory_done: bool,
+    unenroll_sent: bool,
+    sent: HashMap<String, Sent>,
+    /// Session ID and index of its check-in.
+    session: Option<(String, usize)>,
+    /// Package 1 arrived; its commands go once the client's package is complete (Final).
+    plan_pending: bool,
+    /// CmdIDs of this session's commands that got their Status.
+    answered: HashSet<String>,
+    /// The client's last MsgID in this session.
+    last_msg_id: Option<u64>,
+    /// The MsgID of our last reply, when the client owes a Status for its SyncHdr.
+    owed_hdr_status: Option<String>,
+    /// The MsgID of our message that carried this session's commands.
+    commands_msg_id: String,
+    /// A Results item sent in chunks (MoreData): CmdRef, LocURI and the data so far.
+    chunk: Option<(String, Option<String>, String)>,
+}
+
+/// All devices' management state.
+pub struct Mgmt {
+    config: Arc<Config>,
+    apps: Vec<AppPlan>,
+    devices: BTreeMap<String, Device>,
+}
+
+impl Mgmt {
+    /// A fresh state for a config and the apps it serves.
+    pub fn new(config: Arc<Config>, apps: Vec<AppPlan>) -> Self {
+        Mgmt { config, apps, devices: BTreeMap::new() }
+    }
+
+    /// The records of every device.
+    pub fn records(&self) -> Vec<DeviceRecord> {
+        self.devices.values().map(|d| d.record.clone()).collect()
+    }
+
+    /// The record of one device.
+    pub fn record(&self, device_id: &str) -> Option<DeviceRecord> {
+        self.devices.get(device_id).map(|d| d.record.clone())
+    }
+
+    /// Records an enrollment and the device's app-layer credentials.
+    /// A device that enrolls again (after an unenroll wiped its tree) gets every policy anew;
+    /// its history (check-ins, results, findings) stays.
+    pub fn enrolled(&mut self, device_id: &str, record: EnrollmentRecord, creds: Creds) {
+        let fresh = new_device(device_id, &self.config, &self.apps);
+        let dev = self.device(device_id);
+        if dev.record.enrollment.is_some() || !dev.record.checkins.is_empty() {
+            dev.settings = fresh.settings;
+            dev.apps = fresh.apps;
+            dev.record.apps = fresh.record.apps;
+            dev.record.settings.clear();
+            dev.inventory_done = false;
+            dev.unenroll_sent = false;
+            dev.rekey = None;
+            dev.rekey_wanted = false;
+            dev.sent.clear();
+            dev.session = None;
+        }
+        dev.record.enrollment = Some(record);
+        dev.record.unenrolled = false;
+        dev.creds = Some(creds);
+    }
+
+    /// Asks for a DMAcc rekey in the device's next Maintenance session. False if the device has
+    /// no app-layer credentials here.
+    pub fn request_rekey(&mut self, device_id: &str) -> bool {
+        match self.devices.get_mut(device_id) {
+            Some(d) if d.creds.is_some() => {
+                d.rekey_wanted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The device's last reported `Push/ChannelURI`, if any.
+    pub fn channel_uri(&self, device_id: &str) -> Option<String> {
+        let d = self.devices.get(device_id)?;
+        d.record
+            .inventory
+            .iter()
+            .find(|(u, v)| u.ends_with("/Push/ChannelURI") && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Records a push sent to the device. A dead channel (404/410) means the WNS configuration
+    /// must be sent again in the next Maintenance session (seed mdmagent-operation-modes.txt):
+    /// the PFN goes back in the queue and the stale ChannelURI is forgotten.
+    pub fn pushed(&mut self, device_id: &str, record: PushRecord) {
+        let dead = matches!(record.http_status, 404 | 410);
+        let dev = self.device(device_id);
+        dev.record.pushes.push(record);
+        if dead {
+            dev.record.inventory.retain(|uri, _| !uri.ends_with("/Push/ChannelURI"));
+            for (uri, s) in dev.settings.iter_mut().filter(|(u, _)| u.ends_with("/Push/PFN")) {
+                s.state = SetState::Pending;
+                s.op = Op::Replace;
+                s.attempts = 0;
+                dev.record.settings.remove(uri);
+            }
+        }
+    }
+
+    fn device(&mut self, id: &str) -> &mut Device {
+        let config = &self.config;
+        let apps = &self.apps;
+        self.devices.entry(id.to_string()).or_insert_with(|| new_device(id, config, apps))
+    }
+
+    /// Handles one device message and returns the answer.
+    pub fn handle(&mut self, inc: Incoming<'_>) -> Reply {
+        let Incoming { msg, mode, cert_cn, user_agent_origin, now } = inc;
+        let config = self.config.clone();
+        let apps = self.apps.clone();
+        let device_id = msg.hdr.source.trim().to_string();
+        let dev = self.device(&device_id);
+        let mut out = Out::new(&msg.hdr);
+
+        // Authentication first (PROTOCOL.md §1.9): nothing else is processed without it.
+        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn) {
+            Ok(method) => method,
+            Err((code, nonce)) => {
+                let mut st = out.hdr_status(code);
+                st.chal = Some(Chal {
+                    meta: Meta {
+                        type_: Some("syncml:auth-md5".into()),
+                        format: Some("b64".into()),
+                        next_nonce: Some(B64.encode(nonce)),
+                        ..Meta::default()
+                    },
+                });
+                out.commands.push(Command::Status(st));
+                return Reply::Message(Box::new(out.finish()));
+            }
+        };
+        let st = out.hdr_status(StatusCode::Ok.code());
+        out.commands.push(Command::Status(st));
+
+        let session_alert = msg.body.commands.iter().find_map(|c| match c {
+            Command::Alert(a) => {
+                let code = AlertCode::parse(&a.data)?;
+                matches!(code, AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt).then_some(code.code())
+            }
+            _ => None,
+        });
+        let same_session = dev.session.as_ref().is_some_and(|(id, _)| *id == msg.hdr.session_id);
+        if session_alert.is_some() || !same_session {
+            if session_alert.is_none() {
+                dev.record.findings.push(format!(
+                    "session {} message {}: no Alert 1201/1200 in the first message of the session",
+                    msg.hdr.session_id, msg.hdr.msg_id
+                ));
+            }
+            start_session(dev, &msg, (mode, user_agent_origin), session_alert, auth, now);
+            tracing::info!(device = %device_id, session = %msg.hdr.session_id, mode = ?mode, alert = ?session_alert, "check-in");
+        }
+        let Some((session_id, ci)) = dev.session.clone() else { return Reply::End };
+        dev.record.checkins[ci].messages += 1;
+        conformance(dev, &msg, &session_id);
+
+        let mut abort = false;
+        for cmd in &msg.body.commands {
+            match cmd {
+                Command::Status(st) => on_status(dev, &config, st, &session_id, now),
+                Command::Results(r) => on_results(dev, r, &session_id),
+                Command::Alert(a) => {
+                    match AlertCode::parse(&a.data) {
+                        Some(AlertCode::SessionAbort) => abort = true,
+                        Some(
+                            AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt | AlertCode::NextMessage,
+                        ) => {}
+                        Some(code) => record_alert(dev, ci, code, a),
+                        None => dev.record.findings.push(format!(
+                            "session {session_id} message {}: Alert {} has a non-numeric code {:?}",
+                            msg.hdr.msg_id, a.cmd_id, a.data
+                        )),
+                    }
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                }
+                Command::Replace(c) | Command::Add(c) => {
+                    // Package 1 DevInfo (Source LocURIs), PROTOCOL.md §1.2.
+                    for item in &c.items {
+                        if let (Some(uri), Some(data)) = (item.source.as_ref().or(item.target.as_ref()), &item.data) {
+                            dev.record.inventory.insert(uri.clone(), data.clone());
+                        }
+                    }
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                }
+                other => {
+                    dev.record.findings.push(format!(
+                        "session {session_id} message {}: the client sent a {} (CmdID {}), which a server does not execute",
+                        msg.hdr.msg_id,
+                        other.name(),
+                        other.cmd_id()
+                    ));
+                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::OptionalFeatureNotSupported.code());
+                }
+            }
+        }
+        settle_apps(dev, &config);
+        if abort {
+            end_session(dev);
+            return Reply::End;
+        }
+        if session_alert.is_some() {
+            dev.plan_pending = true;
+        }
+        if !msg.body.final_ {
+            // The client's package goes on in its next message (OMA-DM §8, PROTOCOL.md §1.3):
+            // answer what we have and ask for the rest with Alert 1222, without Final.
+            out.commands.push(Command::Alert(Alert {
+                cmd_id: new_id(),
+                data: AlertCode::NextMessage.code().to_string(),
+                ..Default::default()
+            }));
+            dev.owed_hdr_status = Some(msg.hdr.msg_id.clone());
+            let mut m = out.finish();
+            m.body.final_ = false;
+            return Reply::Message(Box::new(m));
+        }
+        if std::mem::take(&mut dev.plan_pending) {
+            let mode = dev.record.checkins[ci].effective_mode;
+            dev.commands_msg_id = msg.hdr.msg_id.clone();
+            let planned = plan(dev, &config, &apps, mode);
+            dev.record.checkins[ci].commands_sent += planned.len() as u32;
+            out.commands.extend(planned);
+        }
+        let ours = out.commands.iter().any(|c| !matches!(c, Command::Status(_)));
+        if out.commands.len() == 1 {
+            // Only our SyncHdr status would go: Fleet ends the session with an empty body.
+            tracing::debug!(device = %device_id, session = %session_id, "session ends (empty body)");
+            unanswered(dev, &session_id);
+            end_session(dev);
+            return Reply::End;
+        }
+        dev.owed_hdr_status = Some(msg.hdr.msg_id.clone());
+        tracing::debug!(
+            device = %device_id,
+            session = %session_id,
+            msg = %msg.hdr.msg_id,
+            commands = out.commands.len(),
+            "management reply"
+        );
+        if !ours {
+            dev.record.checkins[ci].completed = true;
+        }
+        Reply::Message(Box::new(out.finish()))
+    }
+}
+
+fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
+    let mut d =
+        Device { record: DeviceRecord { device_id: id.to_string(), ..Default::default() }, ..Default::default() };
+    let provider = format!("./Vendor/MSFT/DMClient/Provider/{}", enc(&config.provider_id));
+    for (name, value) in &config.dmclient.poll {
+        d.settings.insert(
+            format!("{provider}/Poll/{name}"),
+            Setting { value: value.text(), format: value.format(), op: Op::Add, state: SetState::Pending, attempts: 0 },
+        );
+    }
+    if let Some(pfn) = &config.dmclient.push_pfn {
+        d.settings.insert(
+            format!("{provider}/Push/PFN"),
+            Setting { value: pfn.clone(), format: "chr", op: Op::Add, state: SetState::Pending, attempts: 0 },
+        );
+    }
+    for app in apps {
+        d.apps.insert(
+            app.name.clone(),
+            AppTrack {
+                op: Op::Add,
+                atomic_status: None,
+                children: Vec::new(),
+                add_download_install: config.management.add_download_install_node,
+            },
+        );
+        d.record.apps.insert(
+            app.name.clone(),
+            AppRecord {
+                product_id: app.product_id.clone(),
+                version: app.version.clone(),
+                url: app.url.clone(),
+                size: app.size,
+                sha256: app.sha256.clone(),
+                state: AppState::Pending,
+                attempts: 0,
+                polls: 0,
+                last_status: None,
+            },
+        );
+    }
+    d
+}
+
+/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal.
+fn authenticate(
+    config: &Config,
+    dev: &mut Device,
+    hdr: &SyncHdr,
+    cert_cn: Option<&str>,
+) -> Result<AuthMethod, (u16, Vec<u8>)> {
+    match config.management.auth {
+        AuthMode::None => return Ok(AuthMethod::Unauthenticated),
+        AuthMode::CertOrMd5 => {
+            // Fleet's rule: trusted if the certificate CN contains the SyncHdr Source.
+            if let Some(cn) = cert_cn
+                && !hdr.source.is_empty()
+                && cn.contains(hdr.source.as_str())
+            {
+                return Ok(AuthMethod::Certificate);
+            }
+        }
+        AuthMode::Md5 => {}
+    }
+    let Some(creds) = dev.creds.as_mut() else {
+        dev.record.findings.push(format!(
+            "session {}: no trusted client certificate and no app-layer credentials for this DeviceID (not enrolled here)",
+            hdr.session_id
+        ));
+        return Err((StatusCode::InvalidCredentials.code(), fresh_nonce()));
+    };
+    let Some(cred) = &hdr.cred else {
+        return Err((StatusCode::MissingCredentials.code(), creds.nonce.clone()));
+    };
+    let md5_type = cred.meta.type_.as_deref().is_none_or(|t| t.trim() == "syncml:auth-md5");
+    let digest = cred.data.trim();
+    if md5_type && md5_digest(&creds.name, &creds.secret, &creds.nonce) == digest {
+        return Ok(AuthMethod::Md5);
+    }
+    // The credentials of a rekey in flight: using them proves the device took them.
+    if md5_type
+        && let Some((n, s, _)) = &dev.rekey
+        && md5_digest(n, s, &creds.nonce) == digest
+    {
+        creds.name = n.clone();
+        creds.secret = s.clone();
+        dev.rekey = None;
+        dev.rekey_wanted = false;
+        return Ok(AuthMethod::Md5);
+    }
+    creds.nonce = fresh_nonce();
+    let nonce = creds.nonce.clone();
+    dev.record.findings.push(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
+    Err((StatusCode::InvalidCredentials.code(), nonce))
+}
+
+/// `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))` (PROTOCOL.md §1.9).
+pub fn md5_digest(name: &str, secret: &str, nonce: &[u8]) -> String {
+    let inner = B64.encode(Md5::digest(format!("{name}:{secret}").as_bytes()));
+    let mut h = Md5::new();
+    h.update(inner.as_bytes());
+    h.update(b":");
+    h.update(nonce);
+    B64.encode(h.finalize())
+}
+
+/// 16 random bytes from the OS (the server does I/O; the core never calls this).
+pub fn fresh_nonce() -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        b = uuid::Uuid::new_v4().as_bytes().to_vec();
+    }
+    b
+}
+
+fn start_session(
+    dev: &mut Device,
+    msg: &SyncMl,
+    (mode, user_agent_origin): (Option<&str>, Option<&str>),
+    alert: Option<u16>,
+    auth: AuthMethod,
+    now: DateTime<Utc>,
+) {
+    // Whatever was in flight in an earlier session and never got a status is sent again.
+    for s in dev.settings.values_mut() {
+        if s.state == SetState::InFlight {
+            s.state = SetState::Pending;
+        }
+    }
+    for rec in dev.record.apps.values_mut() {
+        if rec.state == AppState::Sent {
+            rec.state = AppState::Pending;
+        }
+    }
+    // A rekey whose statuses never came: send the same values again (both stay accepted).
+    if dev.rekey.is_some() {
+        dev.rekey_wanted = true;
+    }
+    dev.sent.clear();
+    dev.chunk = None;
+    dev.plan_pending = false;
+    dev.answered.clear();
+    dev.last_msg_id = None;
+    dev.owed_hdr_status = None;
+    let login_status = msg.body.commands.iter().find_map(|c| match c {
+        Command::Alert(a) => a.items.iter().find_map(|item| {
+            let t = item.meta.as_ref()?.type_.as_deref()?;
+            (t.trim() == LOGIN_STATUS).then(|| item.data.clone().unwrap_or_default())
+        }),
+        _ => None,
+    });
+    let effective_mode = effective_mode(mode, login_status.as_deref());
+    dev.record.checkins.push(CheckIn {
+        at: now,
+        session_id: msg.hdr.session_id.clone(),
+        mode: mode.map(str::to_string),
+        user_agent_origin: user_agent_origin.map(str::to_string),
+        effective_mode,
+        alert,
+        login_status,
+        alerts: Vec::new(),
+        auth,
+        messages: 0,
+        commands_sent: 0,
+        completed: false,
+    });
+    dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
+}
+
+/// Checks the client's message against the protocol rules a server can see (PROTOCOL.md §1.1–
+/// §1.3) and records what breaks them as findings; the session goes on.
+fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
+    let msg_id = msg.hdr.msg_id.trim();
+    let at = format!("session {session_id} message {msg_id}");
+    match msg_id.parse::<u64>() {
+        Ok(n) => {
+            if let Some(prev) = dev.last_msg_id
+                && n != prev + 1
+            {
+                dev.record.findings.push(format!("{at}: MsgID {n} does not follow {prev}"));
+            }
+            dev.last_msg_id = Some(n);
+        }
+        Err(_) => dev.record.findings.push(format!("{at}: MsgID {msg_id:?} is not a number")),
+    }
+    if let Some(ours) = dev.owed_hdr_status.take() {
+        let hdr_status = msg.body.commands.iter().find_map(|c| match c {
+            Command::Status(s) if s.cmd == "SyncHdr" => Some(s),
+            _ => None,
+        });
+        match hdr_status {
+            None => dev.record.findings.push(format!("{at}: no Status for our SyncHdr (message {ours})")),
+            Some(s) if s.msg_ref != ours => dev
+                .record
+                .findings
+                .push(format!("{at}: the SyncHdr Status has MsgRef {:?}, our message was {ours}", s.msg_ref)),
+            Some(_) => {}
+        }
+        if !matches!(msg.body.commands.first(), Some(Command::Status(s)) if s.cmd == "SyncHdr") {
+            dev.record.findings.push(format!("{at}: the SyncHdr Status is not the first element of the body"));
+        }
+    }
+    for cmd in &msg.body.commands {
+        if let Command::Replace(c) = cmd {
+            for item in &c.items {
+                let uri = item.source.as_deref().or(item.target.as_deref()).unwrap_or_default();
+                if uri.trim_start_matches("./").eq_ignore_ascii_case("DevInfo/DevId")
+                    && item.data.as_deref().map(str::trim) != Some(msg.hdr.source.trim())
+                {
+                    dev.record.findings.push(format!(
+                        "{at}: ./DevInfo/DevId {:?} differs from the SyncHdr Source {:?}",
+                        item.data.as_deref().unwrap_or_default(),
+                        msg.hdr.source
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// At the end of a session: every command we sent should have had its Status (§1.3: one per
+/// command, and one per child of an Atomic).
+fn unanswered(dev: &mut Device, session_id: &str) {
+    let mut missing: Vec<String> = dev
+        .sent
+        .iter()
+        .filter(|(id, _)| !dev.answered.contains(*id))
+        .map(|(id, sent)| format!("{id} ({})", sent.uri().unwrap_or("Atomic")))
+        .collect();
+    missing.sort();
+    if !missing.is_empty() {
+        dev.record.findings.push(format!("session {session_id}: no Status for {}", missing.join(", ")));
+    }
+}
+
+/// Records a client alert (1224 client event, 1226 generic alert...) in the session's check-in;
+/// the user-initiated unenrollment alert marks the device unenrolled.
+fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert) {
+    if a.items.is_empty() {
+        dev.record.checkins[ci].alerts.push(AlertRecord { code: code.code(), type_: None, source: None, data: None });
+    }
+    for item in &a.items {
+        let type_ = item.meta.as_ref().and_then(|m| m.type_.as_deref()).map(|t| t.trim().to_string());
+        if type_.as_deref() == Some(LOGIN_STATUS) {
+            continue;
+        }
+        if type_.as_deref() == Some(UNENROLL_ALERT) {
+            dev.record.unenrolled = true;
+        }
+        dev.record.checkins[ci].alerts.push(AlertRecord {
+            code: code.code(),
+            type_,
+            source: item.source.clone(),
+            data: item.data.clone(),
+        });
+    }
+}
+
+fn end_session(dev: &mut Device) {
+    if let Some((_, ci)) = dev.session.take() {
+        dev.record.checkins[ci].completed = true;
+    }
+}
+
+/// The mode to act on: the `mode` query parameter (seed mdmagent-operation-modes.txt), else the
+/// LoginStatus of a Windows 10 client (`user` = the enrolled user is there), else Maintenance
+/// (a plain OMA-DM client that says neither).
+pub fn effective_mode(mode: Option<&str>, login_status: Option<&str>) -> Mode {
+    match mode.map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+        Some("machine") => return Mode::Machine,
+        Some("maintenance") => return Mode::Maintenance,
+        Some("apps") => return Mode::Apps,
+        _ => {}
+    }
+    match login_status.map(str::trim) {
+        Some("user") | None => Mode::Maintenance,
+        Some(_) => Mode::Machine,
+    }
+}
+
+fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, now: DateTime<Utc>) {
+    let code = StatusCode::parse(&st.data).map(StatusCode::code);
+    if st.cmd == "SyncHdr" {
+        if !code.is_some_and(|c| StatusCode::from_code(c).is_success()) {
+            dev.record
+                .findings
+                .push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
+        }
+        return;
+    }
+    if dev.sent.contains_key(&st.cmd_ref) {
+        dev.answered.insert(st.cmd_ref.clone());
+        if st.msg_ref != dev.commands_msg_id {
+            dev.record.findings.push(format!(
+                "session {session_id}: Status {} for CmdRef {} has MsgRef {:?}, but that command came in our message {}",
+                st.cmd_id, st.cmd_ref, st.msg_ref, dev.commands_msg_id
+            ));
+        }
+    }
+    let Some(sent) = dev.sent.get(&st.cmd_ref).cloned() else {
+        dev.record.findings.push(format!(
+            "session {session_id}: Status {} refers to CmdRef {:?}, which we did not send in this session",
+            st.cmd_id, st.cmd_ref
+        ));
+        return;
+    };
+    let Some(code) = code else {
+        dev.record
+            .findings
+            .push(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
+        return;
+    };
+    dev.record.results.push(CommandResult {
+        at: now,
+        session_id: session_id.to_string(),
+        cmd_id: st.cmd_ref.clone(),
+        cmd: st.cmd.clone(),
+        loc_uri: st.target_refs.first().cloned().or_else(|| sent.uri().map(str::to_string)),
+        status: code,
+        data: None,
+    });
+    let ok = StatusCode::from_code(code).is_success();
+    let max = config.management.max_attempts.max(1);
+    match sent {
+        Sent::Inventory { .. } => {}
+        Sent::Setting { uri } => {
+            let Some(s) = dev.settings.get_mut(&uri) else { return };
+            if ok {
+                s.state = SetState::Done;
+                dev.record.settings.insert(uri, s.value.clone());
+            } else if code == StatusCode::AlreadyExists.code() && s.op == Op::Add {
+                // 418 on Add: the node exists; Replace it next time (Fleet does the same).
+                s.op = Op::Replace;
+                s.state = SetState::Pending;
+            } else {
+                s.attempts += 1;
+                s.state = if s.attempts >= max { SetState::Failed } else { SetState::Pending };
+            }
+        }
+        Sent::AppAtomic { app } => {
+            if let Some(t) = dev.apps.get_mut(&app) {
+                t.atomic_status = Some(code);
+            }
+        }
+        Sent::AppChild { app, .. } => {
+            if let Some(t) = dev.apps.get_mut(&app) {
+                t.children.push((st.cmd.clone(), code, st.target_refs.first().cloned()));
+            }
+        }
+        Sent::AppPoll { app, .. } => {
+            if !ok && let Some(rec) = dev.record.apps.get_mut(&app) {
+                rec.last_status = Some(format!("Get failed: {code}"));
+            }
+        }
+        Sent::Unenroll { .. } => {
+            if ok {
+                dev.record.unenrolled = true;
+            }
+        }
+        Sent::Rekey { name, .. } => {
+            if let Some((n, s, confirmed)) = dev.rekey.as_mut() {
+                if !ok {
+                    dev.rekey = None;
+                    dev.rekey_wanted = true;
+                    return;
+                }
+                *confirmed |= if name { 1 } else { 2 };
+                if *confirmed == 3
+                    && let Some(c) = dev.creds.as_mut()
+                {
+                    c.name = n.clone();
+                    c.secret = s.clone();
+                    dev.rekey = None;
+                }
+            }
+        }
+    }
+}
+
+fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
+    let sent = dev.sent.get(&r.cmd_ref).cloned();
+    for item in &r.items {
+        let mut uri = item.source.clone().or_else(|| sent.as_ref().and_then(|s| s.uri().map(str::to_string)));
+        let mut data = item.data.clone().unwrap_or_default();
+        // Large objects (PROTOCOL.md §1.4): gather MoreData chunks, record the whole value.
+        if let Some((cmd_ref, first_uri, mut sofar)) = dev.chunk.take() {
+            if cmd_ref == r.cmd_ref {
+                sofar.push_str(&data);
+                data = sofar;
+                uri = uri.or(first_uri);
+            } else {
+                dev.record
+                    .findings
+                    .push(format!("session {session_id}: Results for CmdRef {cmd_ref} ended without its last chunk"));
+            }
+        }
+        if item.more_data {
+            dev.chunk = Some((r.cmd_ref.clone(), uri, data));
+            continue;
+        }
+        if let Some(uri) = &uri {
+            dev.record.inventory.insert(uri.clone(), data.clone());
+        }
+        if let Some(res) =
+            dev.record.results.iter_mut().rev().find(|x| x.cmd_id == r.cmd_ref && x.session_id == session_id)
+        {
+            res.data = Some(data.clone());
+        }
+        if let Some(Sent::AppPoll { app, .. }) = &sent
+            && let Some(rec) = dev.record.apps.get_mut(app)
+        {
+            rec.last_status = Some(data.trim().to_string());
+            // EnterpriseAppManagement Download/<ProductID>/Status: 5 INSTALLED, 6 FAILED,
+            // 7 DOWNLOAD_FAILED; the rest are steps on the way.
+            rec.state = match data.trim() {
+                "5" => AppState::Installed,
+                "6" => AppState::Failed("Status 6 (FAILED)".into()),
+                "7" => AppState::Failed("Status 7 (DOWNLOAD_FAILED)".into()),
+                _ => rec.state.clone(),
+            };
+        }
+    }
+    if sent.is_none() {
+        dev.record.findings.push(format!(
+            "session {session_id}: Results {} refers to CmdRef {:?}, which we did not send",
+            r.cmd_id, r.cmd_ref
+        ));
+    }
+}
+
+/// Turns the statuses of each install Atomic into the app's next state.
+fn settle_apps(dev: &mut Device, config: &Config) {
+    let max = config.management.max_attempts.max(1);
+    for (name, t) in dev.apps.iter_mut() {
+        let Some(code) = t.atomic_status.take() else { continue };
+        let children = std::mem::take(&mut t.children);
+        let Some(rec) = dev.record.apps.get_mut(name) else { continue };
+        if StatusCode::from_code(code).is_success() {
+            rec.state = AppState::Installing;
+            continue;
+        }
+        // Seed: a previous Download/<ProductID> node makes the Add fail with 418; resend the
+        // Atomic with Replace.
+        if t.op == Op::Add && children.iter().any(|(cmd, c, _)| cmd == "Add" && *c == StatusCode::AlreadyExists.code())
+        {
+            t.op = Op::Replace;
+            rec.state = AppState::Pending;
+            continue;
+        }
+        // A device that does not let the server create DownloadInstall (its DDF access type is
+        // Exec only) refuses that item: leave it out next time.
+        let refused = [StatusCode::CommandNotAllowed.code(), StatusCode::OptionalFeatureNotSupported.code()];
+        if t.add_download_install
+            && children.iter().any(|(cmd, c, target)| {
+                cmd == "Add"
+                    && refused.contains(c)
+                    // Without a TargetRef the 405 is for the whole Add, and DownloadInstall is
+                    // the only item a conforming device can refuse.
+                    && target.as_deref().is_none_or(|u| u.ends_with("/DownloadInstall"))
+            })
+        {
+            t.add_download_install = false;
+            rec.state = AppState::Pending;
+            continue;
+        }
+        let detail: Vec<String> = children.iter().map(|(cmd, c, _)| format!("{cmd} {c}")).collect();
+        rec.state = if rec.attempts >= max {
+            AppState::Failed(format!("install Atomic failed: {code} ({})", detail.join(", ")))
+        } else {
+            AppState::Pending
+        };
+    }
+}
+
+/// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
+/// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
+fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<Command> {
+    let mut cmds = Vec::new();
+    let config_ok = mode == Mode::Maintenance;
+    let apps_ok = mode != Mode::Machine;
+
+    if config.management.inventory_every_session || !dev.inventory_done {
+        let mut all = true;
+        for uri in &config.management.inventory {
+            if is_user_scope(uri) && !config_ok {
+                all = false;
+                continue;
+            }
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
+            cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(uri)], ..Default::default() }));
+        }
+        dev.inventory_done = all;
+    }
+
+    // PROTOCOL.md §4: once the PFN is set, re-read the channel every session (a device read,
+    // allowed in every mode).
+    if let Some(pfn) = dev.settings.iter().find(|(u, s)| u.ends_with("/Push/PFN") && s.state == SetState::Done) {
+        let push = pfn.0.trim_end_matches("/PFN").to_string();
+        for leaf in ["ChannelURI", "Status"] {
+            let uri = format!("{push}/{leaf}");
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
+            cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
+        }
+    }
+
+    if config_ok {
+        for (uri, s) in dev.settings.iter_mut().filter(|(_, s)| s.state == SetState::Pending) {
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Setting { uri: uri.clone() });
+            s.state = SetState::InFlight;
+            let item = Item {
+                target: Some(uri.clone()),
+                meta: Some(Meta::format(s.format)),
+                data: Some(s.value.clone()),
+                ..Default::default()
+            };
+            let c = ItemCmd { cmd_id: id, items: vec![item], ..Default::default() };
+            cmds.push(if s.op == Op::Add { Command::Add(c) } else { Command::Replace(c) });
+        }
+    }
+
+    if apps_ok {
+        for app in apps {
+            let (Some(t), Some(rec)) = (dev.apps.get(&app.name), dev.record.apps.get_mut(&app.name)) else { continue };
+            let base = format!(
+                "./Vendor/MSFT/EnterpriseAppManagement/{}/EnterpriseApps/Download/{}",
+                enc(&config.management.enterprise_id),
+                enc(&app.product_id)
+            );
+            match rec.state {
+                AppState::Pending => {
+                    rec.state = AppState::Sent;
+                    rec.attempts += 1;
+                    let atomic_id = new_id();
+                    let write_id = new_id();
+                    let exec_id = new_id();
+                    let chr = |uri: String, data: &str| Item {
+                        target: Some(uri),
+                        meta: Some(Meta::format("chr")),
+                        data: Some(data.to_string()),
+                        ..Default::default()
+                    };
+                    let mut items = vec![
+                        chr(format!("{base}/Name"), &app.name),
+                        chr(format!("{base}/URL"), &app.url),
+                        chr(format!("{base}/Version"), &app.version),
+                    ];
+                    if t.op == Op::Add && t.add_download_install {
+                        // As in the seed's example: the node with Data 1 and no Meta.
+                        items.push(Item {
+                            target: Some(format!("{base}/DownloadInstall")),
+                            data: Some("1".into()),
+                            ..Default::default()
+                        });
+                    }
+                    let write = ItemCmd { cmd_id: write_id.clone(), items, ..Default::default() };
+                    let exec_uri = format!("{base}/DownloadInstall");
+                    let exec = ItemCmd {
+                        cmd_id: exec_id.clone(),
+                        items: vec![Item {
+                            target: Some(exec_uri.clone()),
+                            meta: Some(Meta::format("int")),
+                            data: Some("0".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    dev.sent.insert(atomic_id.clone(), Sent::AppAtomic { app: app.name.clone() });
+                    dev.sent.insert(write_id, Sent::AppChild { app: app.name.clone(), uri: format!("{base}/Name") });
+                    dev.sent.insert(exec_id, Sent::AppChild { app: app.name.clone(), uri: exec_uri });
+                    let write = if t.op == Op::Add { Command::Add(write) } else { Command::Replace(write) };
+                    cmds.push(Command::Atomic(Container {
+                        cmd_id: atomic_id,
+                        commands: vec![write, Command::Exec(exec)],
+                        ..Default::default()
+                    }));
+                }
+                AppState::Installing if rec.polls >= config.management.max_status_polls => {
+                    rec.state = AppState::Failed(format!("no INSTALLED status after {} polls", rec.polls));
+                }
+                AppState::Installing => {
+                    rec.polls += 1;
+                    let id = new_id();
+                    let uri = format!("{base}/Status");
+                    dev.sent.insert(id.clone(), Sent::AppPoll { app: app.name.clone(), uri: uri.clone() });
+                    cmds.push(Command::Get(ItemCmd {
+                        cmd_id: id,
+                        items: vec![Item::target(&uri)],
+                        ..Default::default()
+                    }));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    if config_ok && dev.rekey_wanted && dev.creds.is_some() {
+        dev.rekey_wanted = false;
+        // DMAcc account UID: the SHA-256 of the PROVIDER-ID (Learn DMAcc); the device maps any
+        // UID to its one account (PROTOCOL.md §1.9).
+        let account = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(config.provider_id.as_bytes()));
+        let (name, secret) = match dev.rekey.take() {
+            Some((n, s, _)) => (n, s),
+            None => (dev.record.device_id.clone(), hex::encode(fresh_nonce())),
+        };
+        for (leaf, value, is_name) in [("AAuthName", &name, true), ("AAuthSecret", &secret, false)] {
+            let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
+            let id = new_id();
+            dev.sent.insert(id.clone(), Sent::Rekey { uri: uri.clone(), name: is_name });
+            let item = Item {
+                target: Some(uri),
+                meta: Some(Meta::format("chr")),
+                data: Some(value.clone()),
+                ..Default::default()
+            };
+            cmds.push(Command::Replace(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
+        }
+        dev.rekey = Some((name, secret, 0));
+    }
+
+    let settled = dev.settings.values().all(|s| matches!(s.state, SetState::Done | SetState::Failed))
+        && dev.record.apps.values().all(|a| matches!(a.state, AppState::Installed | AppState::Failed(_)));
+    if config.management.unenroll && !dev.unenroll_sent && settled && !dev.record.unenrolled {
+        dev.unenroll_sent = true;
+        let uri = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", enc(&config.provider_id));
+        let id = new_id();
+        dev.sent.insert(id.clone(), Sent::Unenroll { uri: uri.clone() });
+        let item = Item {
+            target: Some(uri),
+            meta: Some(Meta::format("chr")),
+            data: Some(config.provider_id.clone()),
+            ..Default::default()
+        };
+        cmds.push(Command::Exec(ItemCmd { cmd_id: id, items: vec![item], ..Default::default() }));
+    }
+    cmds
+}
+
+fn is_user_scope(uri: &str) -> bool {
+    uri.starts_with("./User/")
+}
+
+/// LocURI encoding of a segment: braces and spaces (PROTOCOL.md §1.1).
+fn enc(segment: &str) -> String {
+    segment.replace('{', "%7B").replace('}', "%7D").replace(' ', "%20")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The reply being built: header mirrored from the client's, commands in order.
+struct Out {
+    hdr: SyncHdr,
+    peer_msg_id: String,
+    commands: Vec<Command>,
+}
+
+impl Out {
+    fn new(client: &SyncHdr) -> Self {
+        let hdr = SyncHdr {
+            session_id: client.session_id.clone(),
+            // Mirror the client's MsgID, like Fleet and the MS-MDM example (PROTOCOL.md §1.1).
+            msg_id: client.msg_id.clone(),
+            target: client.source.clone(),
+            source: client.target.clone(),
+            ..SyncHdr::default()
+        };
+        Out { hdr, peer_msg_id: client.msg_id.clone(), commands: Vec::new() }
+    }
+
+    fn hdr_status(&self, code: u16) -> Status {
+        Status {
+            cmd_id: new_id(),
+            msg_ref: self.peer_msg_id.clone(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: code.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn status_for(&mut self, msg_ref: &str, cmd: &Command, code: u16) {
+        self.commands.push(Command::Status(Status {
+            cmd_id: new_id(),
+            msg_ref: msg_ref.to_string(),
+            cmd_ref: cmd.cmd_id().to_string(),
+            cmd: cmd.name().to_string(),
+            data: code.to_string(),
+            ..Default::default()
+        }));
+    }
+
+    fn finish(self) -> SyncMl {
+        SyncMl { hdr: self.hdr, body: SyncBody { commands: self.commands, final_: true } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_digest_matches_the_fleet_formula() {
+        // b64(MD5("name:secret")) = "..." then MD5 of that ":" nonce bytes.
+        let inner = B64.encode(Md5::digest(b"dev:secret"));
+        let mut h = Md5::new();
+        h.update(format!("{inner}:").as_bytes());
+        h.update([1u8, 2, 3]);
+        assert_eq!(md5_digest("dev", "secret", &[1, 2, 3]), B64.encode(h.finalize()));
+    }
+
+    #[test]
+    fn mode_comes_from_the_query_then_the_login_status() {
+        assert_eq!(effective_mode(Some("Machine"), Some("user")), Mode::Machine);
+        assert_eq!(effective_mode(Some("apps"), None), Mode::Apps);
+        assert_eq!(effective_mode(None, Some("none")), Mode::Machine);
+        assert_eq!(effective_mode(None, Some("others")), Mode::Machine);
+        assert_eq!(effective_mode(None, Some("user")), Mode::Maintenance);
+        assert_eq!(effective_mode(None, None), Mode::Maintenance);
+    }
+
+    fn msg(session: &str, msg_id: &str, body: &str) -> SyncMl {
+        crate::syncml::decode(&format!(
+            "<SyncML><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID>\
+             <MsgID>{msg_id}</MsgID><Target><LocURI>https://s/</LocURI></Target><Source><LocURI>DEV1</LocURI></Source>\
+             </SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+        ))
+        .unwrap()
+    }
+
+    fn send(m: &mut Mgmt, message: SyncMl) -> Vec<Command> {
+        let inc = Incoming {
+            msg: message,
+            mode: Some("Maintenance"),
+            cert_cn: None,
+            user_agent_origin: None,
+            now: Utc::now(),
+        };
+        match m.handle(inc) {
+            Reply::Message(r) => r.body.commands.into_iter().filter(|c| !matches!(c, Command::Status(_))).collect(),
+            Reply::End => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn enrolling_again_reapplies_the_policies() {
+        let config = Config::parse("[management]\nauth = 'none'\n[dmclient]\npush_pfn = 'P'\n", "t").unwrap();
+        let mut m = Mgmt::new(Arc::new(config), Vec::new());
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let cmds = send(&mut m, msg("1", "1", pkg1));
+        assert_eq!(cmds.len(), 1);
+        let ok = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Add</Cmd><Data>200</Data></Status>",
+            cmds[0].cmd_id()
+        );
+        assert!(send(&mut m, msg("1", "2", &ok)).is_empty());
+        // Settled: the next session only reads the push channel back.
+        let names: Vec<_> = send(&mut m, msg("2", "1", pkg1)).iter().map(|c| c.name().to_string()).collect();
+        assert_eq!(names, ["Get", "Get"]);
+        let record = EnrollmentRecord {
+            at: Utc::now(),
+            user: "u".into(),
+            enrollment_type: "Full".into(),
+            cert_serial: "1".into(),
+            cert_thumbprint: "T".into(),
+            context: Vec::new(),
+        };
+        m.enrolled("DEV1", record, Creds { name: "n".into(), secret: "s".into(), nonce: vec![1] });
+        let names: Vec<_> = send(&mut m, msg("3", "1", pkg1)).iter().map(|c| c.name().to_string()).collect();
+        assert_eq!(names, ["Add"], "the PFN is set again after a new enrollment");
+        assert_eq!(m.record("DEV1").unwrap().checkins.len(), 3, "history is kept");
+    }
+
+    #[test]
+    fn locuri_segments_are_encoded() {
+        assert_eq!(enc("{AB}"), "%7BAB%7D");
+        assert_eq!(enc("MS DM Server"), "MS%20DM%20Server");
+    }
+}

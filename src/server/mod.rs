@@ -1,0 +1,646 @@
+//! The embedded reference MDM server: the demo's default peer and the peer of our own tests.
+//! It serves MS-MDE2 enrollment (discovery, XCEP policy, WSTEP with real certificates from its
+//! own CA), the OMA-DM management endpoint, the app packages it installs, and a JSON view of
+//! what it recorded, over HTTPS (client certificates requested and checked against its CA) or,
+//! on loopback only, plain HTTP.
+//!
+//! Routes: `GET`/`POST /EnrollmentServer/Discovery.svc`, `POST /EnrollmentServer/Policy.svc`
+//! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `POST /ManagementServer/MDM.svc`
+//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app packages), and the read-only JSON views
+//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`.
+//!
+//! Independence: this module uses `crate::syncml` (the codec) and nothing else of the device
+//! side (no tree, CSP, session, scheduler or enrollment client code), so a test of the device
+//! against it checks the device against a second implementation. It owns the HTTP and TLS I/O
+//! (axum, tokio-openssl); the protocol decisions live in `mgmt.rs` and `enroll.rs`.
+
+pub mod config;
+mod enroll;
+mod mgmt;
+mod pki;
+pub mod records;
+mod xml;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{StatusCode as HttpStatus, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use chrono::{DateTime, Utc};
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
+use openssl::x509::X509VerifyResult;
+use sha2::{Digest as _, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_openssl::SslStream;
+
+pub use config::{AuthMode, Config, ConfigError};
+pub use enroll::Fault;
+pub use mgmt::md5_digest;
+pub use records::*;
+
+use crate::syncml;
+use mgmt::{AppPlan, Incoming, Mgmt, Reply};
+use pki::{Pki, PkiError};
+
+/// The path of the discovery endpoint.
+pub const DISCOVERY_PATH: &str = "/EnrollmentServer/Discovery.svc";
+/// The path of the management endpoint.
+pub const MANAGEMENT_PATH: &str = "/ManagementServer/MDM.svc";
+
+/// Where the server's records take their time from: the wall clock by default, or the demo's
+/// virtual clock.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How to run the server.
+pub struct ServerOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS (loopback only).
+    pub http: bool,
+    /// Folder for the CA and the server certificate (created if missing; reused on restart).
+    pub state_dir: PathBuf,
+    pub config: Config,
+    /// Base URL to announce instead of the listen address (e.g. `https://mdm.lan:8443`).
+    pub public_url: Option<String>,
+    /// Time source for records; `None` = wall clock.
+    pub clock: Option<Clock>,
+}
+
+impl ServerOptions {
+    /// Loopback on a free port, HTTPS, default config, state in `state_dir`.
+    pub fn local(state_dir: impl Into<PathBuf>) -> Self {
+        ServerOptions {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            http: false,
+            state_dir: state_dir.into(),
+            config: Config::default(),
+            public_url: None,
+            clock: None,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("refusing plain HTTP on {0}: --http is for loopback addresses (127.0.0.1, ::1) only; use HTTPS")]
+    HttpNotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("certificate authority: {0}")]
+    Pki(#[from] PkiError),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+    #[error("app {app}: package file {file}: {source}")]
+    Package { app: String, file: String, source: io::Error },
+    #[error("public URL {0:?}: expected http(s)://host[:port]")]
+    PublicUrl(String),
+}
+
+/// Why a push could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("device {0}: no Push/ChannelURI reported yet (the PFN must be set and read back first)")]
+    NoChannel(String),
+    #[error("the device's Push/ChannelURI {0:?} is not an http(s) URL")]
+    BadChannel(String),
+    #[error("push to {channel}: {source}")]
+    Http { channel: String, source: reqwest::Error },
+}
+
+/// A package served at `/packages/<name>`.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub name: String,
+    pub url: String,
+    pub size: usize,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    bytes: Bytes,
+}
+
+struct Shared {
+    config: Arc<Config>,
+    pki: Pki,
+    base_url: String,
+    mgmt: Mutex<Mgmt>,
+    packages: Vec<Package>,
+    clock: Clock,
+}
+
+impl Shared {
+    fn mgmt(&self) -> MutexGuard<'_, Mgmt> {
+        // A panic while holding the lock cannot leave the records half-written in a way that
+        // matters more than losing the server, so keep serving.
+        self.mgmt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running server. Dropping it stops it.
+pub struct ServerHandle {
+    /// `https://127.0.0.1:PORT` (or `http://`), no trailing slash.
+    pub base_url: String,
+    pub local_addr: SocketAddr,
+    /// The CA certificate file (PEM) clients should trust.
+    pub ca_file: PathBuf,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// `BASE/EnrollmentServer/Discovery.svc`.
+    pub fn discovery_url(&self) -> String {
+        format!("{}{DISCOVERY_PATH}", self.base_url)
+    }
+
+    /// `BASE/ManagementServer/MDM.svc`.
+    pub fn management_url(&self) -> String {
+        format!("{}{MANAGEMENT_PATH}", self.base_url)
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        self.shared.pki.ca_cert.to_pem().unwrap_or_default()
+    }
+
+    /// The records of every device that enrolled or checked in.
+    pub fn devices(&self) -> Vec<DeviceRecord> {
+        self.shared.mgmt().records()
+    }
+
+    /// The record of one device.
+    pub fn device(&self, device_id: &str) -> Option<DeviceRecord> {
+        self.shared.mgmt().record(device_id)
+    }
+
+    /// Totals over every device's records.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.devices())
+    }
+
+    /// The packages served, with size and SHA-256.
+    pub fn packages(&self) -> &[Package] {
+        &self.shared.packages
+    }
+
+    /// Rotates the device's AAuthName/AAuthSecret through a DMAcc Replace in its next
+    /// Maintenance session. False when the device has no app-layer credentials here.
+    pub fn request_rekey(&self, device_id: &str) -> bool {
+        self.shared.mgmt().request_rekey(device_id)
+    }
+
+    /// Sends a WNS raw push (PROTOCOL.md §4) to the device's last reported `Push/ChannelURI`
+    /// with `client` (the caller decides which certificates it trusts), and records the answer.
+    /// A device that gets it starts a session (Alert 1200 on `win10`, `mode=Apps` on `win81`).
+    pub async fn push(&self, client: &reqwest::Client, device_id: &str) -> Result<PushRecord, PushError> {
+        let channel =
+            self.shared.mgmt().channel_uri(device_id).ok_or_else(|| PushError::NoChannel(device_id.to_string()))?;
+        if !(channel.starts_with("https://") || channel.starts_with("http://")) {
+            return Err(PushError::BadChannel(channel));
+        }
+        let token = self.shared.config.dmclient.wns_token.clone().unwrap_or_else(|| "mdmsim".into());
+        let resp = client
+            .post(&channel)
+            .bearer_auth(token)
+            .header("X-WNS-Type", "wns/raw")
+            .header("X-WNS-Cache-Policy", "cache")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(Duration::from_secs(10))
+            // The device ignores the payload, but WNS refuses an empty body.
+            .body(format!("mdmsim push for {device_id}"))
+            .send()
+            .await
+            .map_err(|source| PushError::Http { channel: channel.clone(), source })?;
+        let record = PushRecord {
+            at: (self.shared.clock)(),
+            channel_uri: channel,
+            http_status: resp.status().as_u16(),
+            wns_status: resp.headers().get("X-WNS-Status").and_then(|v| v.to_str().ok()).map(str::to_string),
+        };
+        self.shared.mgmt().pushed(device_id, record.clone());
+        Ok(record)
+    }
+
+    /// Waits until the server stops by itself (an I/O error).
+    pub async fn wait(mut self) -> io::Result<()> {
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_else(|e| Err(io::Error::other(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, finishes the requests in flight, and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts the server on the current tokio runtime.
+pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
+    if opts.http && !opts.listen.ip().is_loopback() {
+        return Err(ServerError::HttpNotLoopback(opts.listen));
+    }
+    let tcp = TcpListener::bind(opts.listen).await.map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
+    let local_addr = tcp.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
+    let scheme = if opts.http { "http" } else { "https" };
+    let base_url = match &opts.public_url {
+        Some(u) => {
+            let u = u.trim_end_matches('/').to_string();
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.split('/').nth(2).is_none_or(str::is_empty)
+            {
+                return Err(ServerError::PublicUrl(u));
+            }
+            u
+        }
+        None => {
+            // An unspecified address (0.0.0.0) is announced as loopback; use --public-url for
+            // devices on other machines.
+            let ip = if local_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { local_addr.ip() };
+            match ip {
+                IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", local_addr.port()),
+                IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", local_addr.port()),
+            }
+        }
+    };
+    let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+    if !local_addr.ip().is_unspecified() && !hosts.contains(&local_addr.ip().to_string()) {
+        hosts.push(local_addr.ip().to_string());
+    }
+    if let Some(host) = opts.public_url.as_deref().and_then(url_host)
+        && !hosts.contains(&host)
+    {
+        hosts.push(host);
+    }
+    let pki = Pki::open(&opts.state_dir, &hosts)?;
+    let packages = build_packages(&opts.config, &base_url)?;
+    let plans = packages
+        .iter()
+        .zip(&opts.config.apps)
+        .map(|(p, a)| AppPlan {
+            name: a.name.clone(),
+            product_id: a.product_id.clone(),
+            version: a.version.clone(),
+            url: p.url.clone(),
+            size: p.size,
+            sha256: p.sha256.clone(),
+        })
+        .collect();
+    let config = Arc::new(opts.config);
+    let shared = Arc::new(Shared {
+        mgmt: Mutex::new(Mgmt::new(config.clone(), plans)),
+        config,
+        pki,
+        base_url: base_url.clone(),
+        packages,
+        clock: opts.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+    });
+    let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    let task = if opts.http {
+        tokio::spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await })
+    } else {
+        let acceptor = Arc::new(acceptor(&shared.pki)?);
+        let listener = TlsListener::new(tcp, acceptor);
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+    };
+    let ca_file = shared.pki.ca_file.clone();
+    Ok(ServerHandle { base_url, local_addr, ca_file, shared, shutdown: Some(tx), task: Some(task) })
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let authority = url.split('/').nth(2)?;
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn build_packages(config: &Config, base_url: &str) -> Result<Vec<Package>, ServerError> {
+    let mut out = Vec::new();
+    for app in &config.apps {
+        let bytes = match &app.file {
+            Some(file) => {
+                let path = match &config.base_dir {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                std::fs::read(&path).map_err(|source| ServerError::Package {
+                    app: app.name.clone(),
+                    file: path.display().to_string(),
+                    source,
+                })?
+            }
+            None => generated_package(&app.name, &app.version, app.size),
+        };
+        out.push(Package {
+            name: app.name.clone(),
+            url: format!("{base_url}/packages/{}", app.name),
+            size: bytes.len(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes: Bytes::from(bytes),
+        });
+    }
+    Ok(out)
+}
+
+/// Deterministic filler bytes for an app without a file: the same name and version always give
+/// the same package (and hash).
+fn generated_package(name: &str, version: &str, size: usize) -> Vec<u8> {
+    let mut out = format!("mdmsim generated package {name} {version}\n").into_bytes();
+    let mut block = Sha256::digest(name.as_bytes());
+    while out.len() < size {
+        block = Sha256::digest(block);
+        out.extend_from_slice(&block);
+    }
+    out.truncate(size);
+    out
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(DISCOVERY_PATH, get(discovery_get).post(discovery_post))
+        .route("/EnrollmentServer/Policy.svc", post(policy_post))
+        .route("/EnrollmentServer/Enrollment.svc", post(enrollment_post))
+        .route(MANAGEMENT_PATH, post(management_post))
+        .route("/admin/devices", get(admin_devices))
+        .route("/admin/devices/{id}", get(admin_device))
+        .route("/admin/summary", get(admin_summary))
+        .route("/packages/{name}", get(package_get))
+        .with_state(shared)
+}
+
+/// Who is on the other end of a connection: address and, over HTTPS, the CN of a client
+/// certificate that verified against our CA.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert_cn: Option<String>,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer { addr: *stream.remote_addr(), cert_cn: None }
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+fn acceptor(pki: &Pki) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_private_key(&pki.server_key)?;
+    b.set_certificate(&pki.server_cert)?;
+    b.add_extra_chain_cert(pki.ca_cert.clone())?;
+    b.check_private_key()?;
+    b.cert_store_mut().add_cert(pki.ca_cert.clone())?;
+    b.add_client_ca(&pki.ca_cert)?;
+    // Ask for a client certificate but let the handshake finish without one (or with one from
+    // another CA): the management endpoint then falls back to app-layer auth (PROTOCOL.md §1.9).
+    b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    b.set_session_id_context(b"mdmsim-server")?;
+    Ok(b.build())
+}
+
+/// Accepts TCP connections and runs TLS handshakes in their own tasks, so a slow client does
+/// not hold up the others.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(SslStream<TcpStream>, Peer)>,
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, acceptor: Arc<SslAcceptor>) -> Self {
+        let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            loop {
+                let (sock, addr) = match tcp.accept().await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), handshake(sock, addr, &acceptor)).await {
+                        Ok(Ok(pair)) => {
+                            let _ = tx.send(pair).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {addr} failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {addr} timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { rx, local, task }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handshake(
+    sock: TcpStream,
+    addr: SocketAddr,
+    acceptor: &SslAcceptor,
+) -> io::Result<(SslStream<TcpStream>, Peer)> {
+    let ssl = Ssl::new(acceptor.context()).map_err(io::Error::other)?;
+    let mut stream = SslStream::new(ssl, sock).map_err(io::Error::other)?;
+    Pin::new(&mut stream).accept().await.map_err(io::Error::other)?;
+    let verified = stream.ssl().verify_result() == X509VerifyResult::OK;
+    let cert_cn = stream.ssl().peer_certificate().filter(|_| verified).and_then(|c| enroll::cert_cn(&c));
+    Ok((stream, Peer { addr, cert_cn }))
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = SslStream<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(pair) => pair,
+            // The acceptor task is gone (it never ends on its own): wait for shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(Peer { addr: self.local, cert_cn: None })
+    }
+}
+
+fn soap(reply: enroll::SoapReply) -> Response {
+    let status = HttpStatus::from_u16(reply.status).unwrap_or(HttpStatus::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, enroll::SOAP_CONTENT_TYPE)], reply.body).into_response()
+}
+
+fn ctx(s: &Shared) -> enroll::Ctx<'_> {
+    enroll::Ctx { config: &s.config, pki: &s.pki, base: &s.base_url, now: (s.clock)() }
+}
+
+async fn discovery_get() -> Response {
+    // MS-MDE2: the client first sends a bare GET and needs a 200.
+    (HttpStatus::OK, "").into_response()
+}
+
+async fn discovery_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    soap(enroll::discover(&String::from_utf8_lossy(&body), &ctx(&s)))
+}
+
+async fn policy_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    soap(enroll::policies(&String::from_utf8_lossy(&body), &ctx(&s)))
+}
+
+async fn enrollment_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    // Key generation and signing take a moment; keep them off the async workers.
+    let s2 = s.clone();
+    let result = tokio::task::spawn_blocking(move || enroll::enroll(&text, &ctx(&s2))).await;
+    let (reply, enrolled) = match result {
+        Ok(r) => r,
+        Err(e) => (enroll::fault(&Fault::EnrollmentServer(e.to_string()), None, (s.clock)()), None),
+    };
+    if let Some(e) = enrolled {
+        tracing::info!(device = %e.device_id, user = %e.record.user, "enrolled");
+        s.mgmt().enrolled(&e.device_id, e.record, e.creds);
+    }
+    soap(reply)
+}
+
+async fn management_post(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (HttpStatus::BAD_REQUEST, "the SyncML body is not UTF-8\n").into_response();
+    };
+    let msg = match syncml::decode(text) {
+        Ok(m) => m,
+        Err(e) => {
+            let (line, col) = syncml::line_col(text, e.offset());
+            return (HttpStatus::BAD_REQUEST, format!("malformed SyncML at line {line}, column {col}: {e}\n"))
+                .into_response();
+        }
+    };
+    if msg.hdr.source.trim().is_empty() {
+        return (HttpStatus::BAD_REQUEST, "SyncHdr/Source/LocURI (the DeviceID) is empty\n").into_response();
+    }
+    let mode = query.as_deref().and_then(|q| query_param(q, "mode"));
+    let now = (s.clock)();
+    let user_agent_origin = headers.get("UserAgentOrigin").and_then(|v| v.to_str().ok());
+    let reply = s.mgmt().handle(Incoming {
+        msg,
+        mode: mode.as_deref(),
+        cert_cn: peer.cert_cn.as_deref(),
+        user_agent_origin,
+        now,
+    });
+    match reply {
+        Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
+        Reply::Message(m) => {
+            (HttpStatus::OK, [(header::CONTENT_TYPE, syncml::CONTENT_TYPE)], syncml::encode(&m)).into_response()
+        }
+    }
+}
+
+/// A query parameter, percent-decoded; names compare case-insensitively.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        k.eq_ignore_ascii_case(name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
+}
+
+async fn admin_devices(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(s.mgmt().records()).into_response()
+}
+
+async fn admin_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match s.mgmt().record(&id) {
+        Some(r) => axum::Json(r).into_response(),
+        None => (HttpStatus::NOT_FOUND, format!("no device {id:?}\n")).into_response(),
+    }
+}
+
+async fn admin_summary(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(Summary::of(&s.mgmt().records())).into_response()
+}
+
+async fn package_get(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match s.packages.iter().find(|p| p.name == name) {
+        Some(p) => {
+            (HttpStatus::OK, [(header::CONTENT_TYPE, "application/octet-stream")], p.bytes.clone()).into_response()
+        }
+        None => (HttpStatus::NOT_FOUND, format!("no package {name:?}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ServerHandle>();
+    }
+
+    #[test]
+    fn generated_packages_are_deterministic_and_sized() {
+        let a = generated_package("App", "1.0", 1000);
+        assert_eq!(a.len(), 1000);
+        assert_eq!(a, generated_package("App", "1.0", 1000));
+        assert_ne!(a, generated_package("App", "2.0", 1000));
+    }
+
+    #[test]
+    fn query_and_url_helpers() {
+        assert_eq!(query_param("mode=Maintenance&Platform=WoA", "mode").as_deref(), Some("Maintenance"));
+        assert_eq!(query_param("Platform=WoA", "mode"), None);
+        assert_eq!(url_host("https://mdm.lan:8443/x").as_deref(), Some("mdm.lan"));
+        assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
+    }
+}

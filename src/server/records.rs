@@ -1,0 +1,289 @@
+//! What the reference server remembers about each device, as plain data: enrollment, check-ins
+//! (time, mode, trigger, login status), inventory, per-command results, app install outcomes.
+//!
+//! Owns the record types (serde, served as JSON at `GET /admin/devices`). It does not decide
+//! anything: `mgmt.rs` and `enroll.rs` fill them in. Tests and the demo read them through
+//! [`super::ServerHandle::devices`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Everything recorded about one device, keyed by its DeviceID.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub enrollment: Option<EnrollmentRecord>,
+    pub checkins: Vec<CheckIn>,
+    /// LocURI -> last value read (DevInfo from package 1, Get results).
+    pub inventory: BTreeMap<String, String>,
+    pub results: Vec<CommandResult>,
+    /// App name -> install outcome.
+    pub apps: BTreeMap<String, AppRecord>,
+    /// Settings (LocURI) the device has confirmed, with the value.
+    pub settings: BTreeMap<String, String>,
+    /// Set when the device reported a user unenrollment (Alert 1226) or accepted our Unenroll.
+    pub unenrolled: bool,
+    /// Protocol problems seen from this device (the reference server is strict but answers).
+    pub findings: Vec<String>,
+    /// WNS pushes sent to the device's channel.
+    pub pushes: Vec<PushRecord>,
+}
+
+/// One WNS raw push (PROTOCOL.md §4) and what the channel answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushRecord {
+    pub at: DateTime<Utc>,
+    pub channel_uri: String,
+    /// HTTP status of the channel's answer (200 received; 404/410 dead channel; 406 throttled).
+    pub http_status: u16,
+    /// `X-WNS-Status` (`received`, `dropped`, `channelthrottled`).
+    pub wns_status: Option<String>,
+}
+
+/// An enrollment (MS-WSTEP RequestSecurityToken answered).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrollmentRecord {
+    pub at: DateTime<Utc>,
+    /// The user (UsernameToken) or `token` for token auth.
+    pub user: String,
+    /// `Full` or `Device`.
+    pub enrollment_type: String,
+    pub cert_serial: String,
+    pub cert_thumbprint: String,
+    /// The RST AdditionalContext items (DeviceName, OSEdition, OSVersion, MAC...), in order.
+    pub context: Vec<(String, String)>,
+}
+
+/// One management session, as its package 1 announced it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckIn {
+    pub at: DateTime<Utc>,
+    pub session_id: String,
+    /// The `mode` query parameter as sent (`Machine`, `Maintenance`, `Apps`), if any.
+    pub mode: Option<String>,
+    /// The `UserAgentOrigin` header (1 user, 2 schedule, 3 WNS, 4 login, 5 post-enrollment...).
+    pub user_agent_origin: Option<String>,
+    /// The mode the server acted on (from `mode`, else the LoginStatus).
+    pub effective_mode: Mode,
+    /// The session alert: 1201 client-initiated, 1200 server-initiated.
+    pub alert: Option<u16>,
+    /// `com.microsoft/MDM/LoginStatus`: user, others or none.
+    pub login_status: Option<String>,
+    /// Other alerts of the session (1224 client events, 1226 generic alerts).
+    pub alerts: Vec<AlertRecord>,
+    /// How the request was trusted.
+    pub auth: AuthMethod,
+    /// Messages the device sent in this session.
+    pub messages: u32,
+    /// Commands the server sent in this session.
+    pub commands_sent: u32,
+    /// True once the server ended the session with an empty body.
+    pub completed: bool,
+}
+
+/// The operation mode of a session (seed mdmagent-operation-modes.txt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// SYSTEM context without the enrolled user: inventory reads, password reset, unenroll only.
+    Machine,
+    /// The enrolled user is logged on: everything.
+    Maintenance,
+    /// Push-started app installation session (Windows 8.1).
+    Apps,
+}
+
+/// A client alert other than the session alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRecord {
+    pub code: u16,
+    pub type_: Option<String>,
+    pub source: Option<String>,
+    pub data: Option<String>,
+}
+
+/// How a management message was trusted (PROTOCOL.md §1.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AuthMethod {
+    /// TLS client certificate from our CA whose CN contains the DeviceID.
+    Certificate,
+    /// `syncml:auth-md5` Cred.
+    Md5,
+    /// Auth mode `none`.
+    Unauthenticated,
+}
+
+/// The device's answer to one server command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandResult {
+    pub at: DateTime<Utc>,
+    pub session_id: String,
+    pub cmd_id: String,
+    /// `Get`, `Add`, `Replace`, `Exec`, `Atomic`...
+    pub cmd: String,
+    pub loc_uri: Option<String>,
+    pub status: u16,
+    /// Results data (for a Get).
+    pub data: Option<String>,
+}
+
+/// The state of one app install.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppRecord {
+    pub product_id: String,
+    pub version: String,
+    pub url: String,
+    /// Package size in bytes and SHA-256 (hex) of what `/packages/<name>` serves.
+    pub size: usize,
+    pub sha256: String,
+    pub state: AppState,
+    /// Install Atomics sent.
+    pub attempts: u32,
+    /// `Download/<ProductID>/Status` reads sent.
+    pub polls: u32,
+    /// Last `Download/<ProductID>/Status` value read.
+    pub last_status: Option<String>,
+}
+
+/// Where an app install stands, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AppState {
+    /// Not sent yet (or to resend).
+    Pending,
+    /// The install Atomic is on its way.
+    Sent,
+    /// The Atomic succeeded; polling `Status`.
+    Installing,
+    /// `Status` = 5.
+    Installed,
+    /// A failure: the reason.
+    Failed(String),
+}
+
+/// Totals over all devices, for a report that must agree with the server's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub devices: usize,
+    pub enrolled: usize,
+    pub unenrolled: usize,
+    /// Check-ins (sessions started).
+    pub sessions: usize,
+    /// Sessions the server saw to their end.
+    pub completed_sessions: usize,
+    /// Sessions by the mode acted on (`Machine`, `Maintenance`, `Apps`).
+    pub sessions_by_mode: BTreeMap<String, usize>,
+    /// Sessions by session alert (`1201`, `1200`, or `none`).
+    pub sessions_by_alert: BTreeMap<String, usize>,
+    /// Sessions by LoginStatus (`user`, `others`, `none`, or `-` when not sent).
+    pub sessions_by_login: BTreeMap<String, usize>,
+    pub apps_installed: usize,
+    pub apps_failed: usize,
+    /// App installs not settled yet (pending, sent or installing).
+    pub apps_in_progress: usize,
+    /// Statuses received for our commands, and how many were failures (>= 300).
+    pub command_statuses: usize,
+    pub command_failures: usize,
+    pub findings: usize,
+}
+
+impl Summary {
+    /// Adds up the records.
+    pub fn of(records: &[DeviceRecord]) -> Summary {
+        let mut s = Summary { devices: records.len(), ..Summary::default() };
+        for d in records {
+            s.enrolled += usize::from(d.enrollment.is_some());
+            s.unenrolled += usize::from(d.unenrolled);
+            s.findings += d.findings.len();
+            for c in &d.checkins {
+                s.sessions += 1;
+                s.completed_sessions += usize::from(c.completed);
+                *s.sessions_by_mode.entry(format!("{:?}", c.effective_mode)).or_default() += 1;
+                let alert = c.alert.map_or_else(|| "none".to_string(), |a| a.to_string());
+                *s.sessions_by_alert.entry(alert).or_default() += 1;
+                let login = c.login_status.clone().unwrap_or_else(|| "-".to_string());
+                *s.sessions_by_login.entry(login).or_default() += 1;
+            }
+            for a in d.apps.values() {
+                match a.state {
+                    AppState::Installed => s.apps_installed += 1,
+                    AppState::Failed(_) => s.apps_failed += 1,
+                    _ => s.apps_in_progress += 1,
+                }
+            }
+            s.command_statuses += d.results.len();
+            s.command_failures += d.results.iter().filter(|r| r.status >= 300).count();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkin(mode: Mode, alert: Option<u16>, login: Option<&str>, completed: bool) -> CheckIn {
+        CheckIn {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            session_id: "1".into(),
+            mode: None,
+            user_agent_origin: None,
+            effective_mode: mode,
+            alert,
+            login_status: login.map(str::to_string),
+            alerts: Vec::new(),
+            auth: AuthMethod::Unauthenticated,
+            messages: 1,
+            commands_sent: 0,
+            completed,
+        }
+    }
+
+    #[test]
+    fn summary_counts_sessions_apps_and_failures() {
+        let app = |state| AppRecord {
+            product_id: "{X}".into(),
+            version: "1".into(),
+            url: "u".into(),
+            size: 1,
+            sha256: String::new(),
+            state,
+            attempts: 1,
+            polls: 0,
+            last_status: None,
+        };
+        let result = |status| CommandResult {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            session_id: "1".into(),
+            cmd_id: "c".into(),
+            cmd: "Get".into(),
+            loc_uri: None,
+            status,
+            data: None,
+        };
+        let a = DeviceRecord {
+            device_id: "A".into(),
+            checkins: vec![
+                checkin(Mode::Machine, Some(1201), Some("none"), true),
+                checkin(Mode::Maintenance, Some(1201), Some("user"), false),
+            ],
+            apps: [("x".to_string(), app(AppState::Installed))].into(),
+            results: vec![result(200), result(418)],
+            ..Default::default()
+        };
+        let b = DeviceRecord {
+            device_id: "B".into(),
+            checkins: vec![checkin(Mode::Maintenance, Some(1200), None, true)],
+            apps: [("x".to_string(), app(AppState::Failed("6".into())))].into(),
+            unenrolled: true,
+            ..Default::default()
+        };
+        let s = Summary::of(&[a, b]);
+        assert_eq!((s.devices, s.sessions, s.completed_sessions, s.unenrolled), (2, 3, 2, 1));
+        assert_eq!(s.sessions_by_mode["Maintenance"], 2);
+        assert_eq!(s.sessions_by_alert["1200"], 1);
+        assert_eq!(s.sessions_by_login["-"], 1);
+        assert_eq!((s.apps_installed, s.apps_failed, s.apps_in_progress), (1, 1, 0));
+        assert_eq!((s.command_statuses, s.command_failures), (2, 1));
+    }
+}
