@@ -9,6 +9,7 @@
 
 pub mod enroll;
 pub mod fetch;
+pub mod fleet;
 pub mod http;
 pub mod signing;
 pub mod store;
@@ -80,6 +81,7 @@ pub async fn run_session(
     opts: SessionOptions,
 ) -> SessionReport {
     let now = || opts.at.unwrap_or_else(Utc::now);
+    let wall = std::time::Instant::now();
     let mut cfg = match opts.plan {
         Some(plan) => device.start_session(opts.trigger, plan),
         None => device.next_session(opts.trigger),
@@ -141,10 +143,15 @@ pub async fn run_session(
                 tracing::info!(device = %device.id, "session completed");
                 let effects = f.effects().to_vec();
                 let challenge = f.challenge().cloned();
-                write_summary(opts.transcript.as_deref(), &f.summary);
-                return SessionReport { summary: f.summary, error: None, effects, challenge };
+                let mut summary = f.summary;
+                summary.wall_us = wall.elapsed().as_micros() as u64;
+                write_summary(opts.transcript.as_deref(), &summary);
+                return SessionReport { summary, error: None, effects, challenge };
             }
-            Next::Failed(f) => return failed(device, f, opts.transcript.as_deref()),
+            Next::Failed(mut f) => {
+                f.summary.wall_us = wall.elapsed().as_micros() as u64;
+                return failed(device, f, opts.transcript.as_deref());
+            }
         }
     }
 }

@@ -88,7 +88,12 @@ pub struct Summary {
     /// What ended the session, when it failed.
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
+    /// Session length in the device's (possibly simulated) time.
     pub duration_ms: u64,
+    /// Real time the session took, HTTP round trips included (set by the runner; with a
+    /// virtual clock this is the only measure of latency).
+    #[serde(default)]
+    pub wall_us: u64,
 }
 
 /// One server command as the device answered it.
@@ -127,6 +132,7 @@ impl Summary {
             commands_received: BTreeMap::new(),
             statuses_sent: BTreeMap::new(),
             commands: Vec::new(),
+            wall_us: 0,
             statuses_received: BTreeMap::new(),
             findings: Vec::new(),
             effects: Vec::new(),
