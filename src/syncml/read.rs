@@ -74,7 +74,7 @@ pub fn decode(text: &str) -> Result<SyncMl, DecodeError> {
         if ns != "SYNCML:SYNCML1.2" && ns != "SYNCML:SYNCML1.1" {
             return Err(DecodeError::NotSyncMl {
                 offset: root.offset,
-                problem: format!("namespace {ns:?} is not SYNCML:SYNCML1.1 or 1.2"),
+                problem: format!("the namespace of <SyncML> is {ns:?}, not SYNCML:SYNCML1.1 or 1.2"),
             });
         }
     }
@@ -96,17 +96,50 @@ pub fn decode(text: &str) -> Result<SyncMl, DecodeError> {
 struct El<'a> {
     name: &'a str,
     offset: usize,
+    /// The `xmlns` attribute, read on the root element only (the only place it decides anything).
     xmlns: Option<String>,
     children: Vec<El<'a>>,
-    /// Text, CDATA and resolved references that are direct children, in order.
-    text: String,
+    /// Text, CDATA and resolved references that are direct children, in order. Only kept until
+    /// the first child element arrives: the text of an element with children is never used
+    /// (`Data` with embedded XML takes the raw `inner` range instead).
+    text: Text<'a>,
     /// Byte range of everything between the start and end tags.
     inner: (usize, usize),
 }
 
+/// The text of a leaf. Most leaves are one run of plain text, which stays a slice of the input;
+/// only text split by references, CDATA or comments is copied.
+enum Text<'a> {
+    Empty,
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl<'a> Text<'a> {
+    fn push(&mut self, piece: Cow<'a, str>) {
+        *self = match (std::mem::replace(self, Text::Empty), piece) {
+            (Text::Empty, Cow::Borrowed(p)) => Text::Borrowed(p),
+            (Text::Empty, Cow::Owned(p)) => Text::Owned(p),
+            (Text::Borrowed(t), p) => Text::Owned([t, &p].concat()),
+            (Text::Owned(mut t), p) => {
+                t.push_str(&p);
+                Text::Owned(t)
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Empty => "",
+            Text::Borrowed(t) => t,
+            Text::Owned(t) => t,
+        }
+    }
+}
+
 impl<'a> El<'a> {
     fn new(name: &'a str, offset: usize, xmlns: Option<String>, inner_start: usize) -> Self {
-        El { name, offset, xmlns, children: Vec::new(), text: String::new(), inner: (inner_start, inner_start) }
+        El { name, offset, xmlns, children: Vec::new(), text: Text::Empty, inner: (inner_start, inner_start) }
     }
 }
 
@@ -114,8 +147,13 @@ fn local(name: &str) -> &str {
     name.rsplit(':').next().unwrap_or(name)
 }
 
-fn xml_err(offset: u64, e: impl std::fmt::Display) -> DecodeError {
-    DecodeError::Xml { offset: offset as usize, message: e.to_string() }
+/// A not-well-formed error at `offset`, naming the element it happened in.
+fn xml_err(stack: &[El<'_>], offset: u64, e: impl std::fmt::Display) -> DecodeError {
+    let message = match stack.last() {
+        Some(open) => format!("inside <{}>: {e}", open.name),
+        None => e.to_string(),
+    };
+    DecodeError::Xml { offset: offset as usize, message }
 }
 
 fn parse_tree(text: &str) -> Result<El<'_>, DecodeError> {
@@ -123,11 +161,24 @@ fn parse_tree(text: &str) -> Result<El<'_>, DecodeError> {
     let cfg = reader.config_mut();
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
-    let mut stack: Vec<El<'_>> = Vec::new();
+    let mut stack: Vec<El<'_>> = Vec::with_capacity(16);
     let mut root: Option<El<'_>> = None;
     loop {
         let before = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| xml_err(reader.error_position(), e))?;
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                // quick-xml reports a mismatched end tag where the tag starts; the other errors
+                // at the position it reached.
+                let at = match &e {
+                    quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag { .. }) => {
+                        before as u64
+                    }
+                    _ => reader.error_position(),
+                };
+                return Err(xml_err(&stack, at, e));
+            }
+        };
         let (start, is_empty) = match event {
             Event::Start(start) => (start, false),
             Event::Empty(start) => (start, true),
@@ -138,20 +189,26 @@ fn parse_tree(text: &str) -> Result<El<'_>, DecodeError> {
             }
         };
         if root.is_some() {
-            return Err(xml_err(before as u64, "content after the root element"));
+            return Err(xml_err(&stack, before as u64, "content after the root element"));
         }
         if stack.len() >= MAX_DEPTH {
-            return Err(xml_err(before as u64, format!("elements nested deeper than {MAX_DEPTH}")));
+            return Err(xml_err(&stack, before as u64, format!("elements nested deeper than {MAX_DEPTH}")));
         }
         // Borrow the name from the input so the tree holds no copies of names.
         let name_start = before + 1;
         let name = &text[name_start..name_start + start.name().as_ref().len()];
         let mut xmlns = None;
+        // Every element's attributes are checked (well-formedness), but only the root's
+        // namespace is kept: `xmlns="syncml:metinf"` on Meta children decides nothing.
         for attr in start.attributes() {
-            let attr = attr.map_err(|e| xml_err(before as u64, e))?;
-            if attr.key.as_ref() == "xmlns" {
-                xmlns =
-                    Some(quick_xml::escape::unescape(&attr.value).map_err(|e| xml_err(before as u64, e))?.into_owned());
+            let attr = attr.map_err(|e| DecodeError::Xml {
+                offset: before,
+                message: format!("in the attributes of <{}>: {e}", local(name)),
+            })?;
+            if stack.is_empty() && attr.key.as_ref() == "xmlns" {
+                let value = quick_xml::escape::unescape(&attr.value)
+                    .map_err(|e| xml_err(&stack, before as u64, e))?;
+                xmlns = Some(value.into_owned());
             }
         }
         let el = El::new(local(name), before, xmlns, reader.buffer_position() as usize);
@@ -180,30 +237,32 @@ fn content<'a>(
     let at = before as u64;
     let piece = match event {
         Event::End(_) => {
-            let mut el = stack.pop().ok_or_else(|| xml_err(at, "unmatched end tag"))?;
+            let mut el = stack.pop().ok_or_else(|| xml_err(stack, at, "unmatched end tag"))?;
             el.inner.1 = before;
             close(stack, root, el);
             return Ok(());
         }
+        // Borrowed from the input unless line ends need normalising (XML 1.0 §2.11).
         Event::Text(t) => t.xml10_content(),
         Event::CData(c) => c.xml10_content(),
-        Event::GeneralRef(r) => match r.resolve_char_ref().map_err(|e| xml_err(at, e))? {
+        Event::GeneralRef(r) => match r.resolve_char_ref().map_err(|e| xml_err(stack, at, e))? {
             Some(c) => Cow::Owned(c.to_string()),
             None => {
                 let name = r.xml10_content();
                 Cow::Borrowed(
                     quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| xml_err(at, format!("unknown entity &{name};")))?,
+                        .ok_or_else(|| xml_err(stack, at, format!("unknown entity &{name};")))?,
                 )
             }
         },
-        Event::DocType(_) => return Err(xml_err(at, "DOCTYPE is not accepted in SyncML")),
+        Event::DocType(_) => return Err(xml_err(stack, at, "DOCTYPE is not accepted in SyncML")),
         _ => return Ok(()),
     };
     match stack.last_mut() {
-        Some(el) => el.text.push_str(&piece),
+        Some(el) if el.children.is_empty() => el.text.push(piece),
+        Some(_) => {}
         None if piece.trim().is_empty() => {}
-        None => return Err(xml_err(at, "text outside the root element")),
+        None => return Err(xml_err(stack, at, "text outside the root element")),
     }
     Ok(())
 }
@@ -236,11 +295,11 @@ fn invalid(el: &El<'_>, problem: impl Into<String>) -> DecodeError {
 }
 
 /// Text of a leaf element: it must not have element children.
-fn leaf_text(el: &El<'_>) -> Result<String, DecodeError> {
+fn leaf_text<'e>(el: &'e El<'_>) -> Result<&'e str, DecodeError> {
     if let Some(child) = el.children.first() {
         return Err(unexpected(child, el));
     }
-    Ok(el.text.clone())
+    Ok(el.text.as_str())
 }
 
 fn trimmed(el: &El<'_>) -> Result<String, DecodeError> {
@@ -307,7 +366,7 @@ fn cred(el: &El<'_>) -> Result<Cred, DecodeError> {
 /// The content of a `Data` element: its text, or the raw markup when it holds XML elements
 /// (an MsiInstallJob sent unescaped is kept intact, character for character).
 fn data<'a>(el: &El<'a>, src: &'a str) -> String {
-    if el.children.is_empty() { el.text.clone() } else { src[el.inner.0..el.inner.1].trim().to_string() }
+    if el.children.is_empty() { el.text.as_str().to_string() } else { src[el.inner.0..el.inner.1].trim().to_string() }
 }
 
 fn item(el: &El<'_>, src: &str) -> Result<Item, DecodeError> {
@@ -384,7 +443,7 @@ fn command(el: &El<'_>, parent: &El<'_>, src: &str) -> Result<Command, DecodeErr
                 .children
                 .iter()
                 .find(|c| c.name == "CmdID")
-                .map(|c| c.text.trim().to_string())
+                .map(|c| c.text.as_str().trim().to_string())
                 .unwrap_or_default(),
         },
         _ => return Err(unexpected(el, parent)),

@@ -281,21 +281,50 @@ pub fn pretty_xml(xml: &str) -> String {
     out
 }
 
+/// True when `t` is a well-formed XML fragment made of elements (balanced tags, valid
+/// attributes, no stray text at the top): only then is it safe to show unescaped. Text that merely
+/// starts with `<` and ends with `>`, like the seed's `<https://server1><https://server2>` list of
+/// URLs, stays escaped.
 fn looks_like_xml(t: &str) -> bool {
+    use quick_xml::events::Event;
+
     let t = t.trim();
-    t.starts_with('<') && t.ends_with('>') && {
-        let mut r = quick_xml::Reader::from_str(t);
-        let mut ok = true;
-        loop {
-            match r.read_event() {
-                Ok(quick_xml::events::Event::Eof) => break,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-                _ => {}
+    if !(t.starts_with('<') && t.ends_with('>')) {
+        return false;
+    }
+    let mut r = quick_xml::Reader::from_str(t);
+    let mut depth = 0usize;
+    let mut elements = 0usize;
+    loop {
+        let start = match r.read_event() {
+            Ok(Event::Start(s)) => {
+                depth += 1;
+                s
             }
+            Ok(Event::Empty(s)) => s,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => {
+                    depth = d;
+                    continue;
+                }
+                None => return false,
+            },
+            Ok(Event::Text(x)) if depth == 0 && !x.xml10_content().trim().is_empty() => return false,
+            Ok(Event::GeneralRef(r)) => {
+                let known = matches!(r.resolve_char_ref(), Ok(Some(_)))
+                    || quick_xml::escape::resolve_predefined_entity(&r.xml10_content()).is_some();
+                if depth == 0 || !known {
+                    return false;
+                }
+                continue;
+            }
+            Ok(Event::Eof) => return depth == 0 && elements > 0,
+            Ok(_) => continue,
+            Err(_) => return false,
+        };
+        elements += 1;
+        if start.attributes().any(|a| a.is_err()) {
+            return false;
         }
-        ok
     }
 }
