@@ -165,6 +165,20 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decode typical 30-command server message", |b| {
         b.iter(|| syncml::decode(black_box(MESSAGE)).expect("decodes"))
     });
+    // The floor: quick-xml alone reading the same bytes, events only (what the codec adds on top
+    // is the element tree, the checks and the owned model).
+    c.bench_function("baseline: quick-xml events only", |b| {
+        b.iter(|| {
+            let mut r = quick_xml::Reader::from_str(black_box(MESSAGE));
+            let mut n = 0usize;
+            loop {
+                match r.read_event() {
+                    Ok(quick_xml::events::Event::Eof) | Err(_) => break n,
+                    Ok(_) => n += 1,
+                }
+            }
+        })
+    });
     c.bench_function("execute its commands on a fresh device tree", |b| {
         b.iter_batched_ref(
             || template.clone(),

@@ -97,7 +97,9 @@ fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
     assert_eq!(add.items.len(), 4);
     assert_eq!(
         add.items[0].target.as_deref(),
-        Some("./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/Name")
+        Some(
+            "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/Name"
+        )
     );
     assert!(add.items[3].target.as_deref().is_some_and(|t| t.contains("Download%7BB316008A")));
     // The seed's space after %7B is part of the LocURI.
@@ -128,7 +130,9 @@ fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
     // Unescaped embedded XML is kept intact.
     let m = decode_file("fleet-msi-install-raw-xml.xml");
     let Command::Exec(e) = &m.body.commands[1] else { panic!("expected Exec") };
-    assert!(e.items[0].data.as_deref().is_some_and(|d| d.starts_with("<MsiInstallJob") && d.ends_with("</MsiInstallJob>")));
+    assert!(
+        e.items[0].data.as_deref().is_some_and(|d| d.starts_with("<MsiInstallJob") && d.ends_with("</MsiInstallJob>"))
+    );
 
     // Status with a Chal, and no Final on the first message of a multi-message package.
     let m = decode_file("fleet-status-407-chal.xml");
