@@ -407,7 +407,9 @@ impl<'a> Tree<'a> {
                 }
             }
         }
-        if !spec.ops.contains(needed) {
+        // An interior node has no value to replace (OMA DM Replace on an interior node would be a
+        // rename, which Windows does not support); storing one would turn it into a leaf.
+        if !spec.ops.contains(needed) || (op == WriteOp::Replace && spec.is_interior()) {
             return Err(StatusCode::CommandNotAllowed);
         }
         let value = match op {
