@@ -177,8 +177,13 @@ impl<'d, 'a> Node<'d, 'a> {
     }
 }
 
+/// The name without a namespace prefix (`msft:Data` -> `Data`). Runs once per element, so it
+/// scans bytes instead of using a `str` pattern search.
 fn local(name: &str) -> &str {
-    name.rsplit(':').next().unwrap_or(name)
+    match name.bytes().rposition(|b| b == b':') {
+        Some(colon) => &name[colon + 1..],
+        None => name,
+    }
 }
 
 /// A not-well-formed error at `offset`, naming the element it happened in.
@@ -196,7 +201,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
     // About one element per 16 to 20 bytes in typical messages; a guess, not a limit.
-    let mut els: Vec<El<'_>> = Vec::with_capacity(text.len() / 16 + 4);
+    let mut els: Vec<El<'_>> = Vec::with_capacity((text.len() / 16 + 4).min(1 << 14));
     let mut stack: Vec<usize> = Vec::with_capacity(16);
     let mut xmlns = None;
     let mut closed_root = false;
@@ -496,7 +501,8 @@ fn sync_hdr(el: Node<'_, '_>) -> Result<SyncHdr, DecodeError> {
 }
 
 fn sync_body(el: Node<'_, '_>, src: &str) -> Result<SyncBody, DecodeError> {
-    let mut body = SyncBody::default();
+    // Commands are large values: size the vector once instead of growing it.
+    let mut body = SyncBody { commands: Vec::with_capacity(el.children().count()), final_: false };
     for child in el.children() {
         if child.name == "Final" {
             body.final_ = true;
@@ -569,7 +575,7 @@ fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
 }
 
 fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
-    let mut c = Container::default();
+    let mut c = Container { commands: Vec::with_capacity(el.children().count()), ..Container::default() };
     let mut id = None;
     for child in el.children() {
         match child.name {

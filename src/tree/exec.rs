@@ -218,13 +218,15 @@ impl<'a> Tree<'a> {
             let above = registry.children_above_roots(uri.scope, &uri.segments);
             return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
         };
-        let mut chain = vec![csp.schema()];
+        let mut chain = Vec::with_capacity(rel.len() + 1);
+        chain.push(csp.schema());
         for seg in rel {
             let next = chain[chain.len() - 1].child(seg).ok_or(StatusCode::NotFound)?;
             chain.push(next);
         }
-        let root: Vec<&str> = csp.root().split('/').collect();
-        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base: key_of(uri.scope, &root) }))
+        // The segments before `rel` are exactly the CSP root.
+        let base = key_of(uri.scope, &uri.segments[..uri.segments.len() - rel.len()]);
+        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base }))
     }
 
     fn cx(&mut self, base: &str) -> CspCx<'_> {

@@ -71,7 +71,12 @@ impl NodeUri {
         };
         let path = path.strip_prefix("./").unwrap_or(if path == "." { "" } else { path });
         let path = path.trim_end_matches('/');
-        let mut segments: Vec<String> = Vec::new();
+        let (scope, path) = match path.split_once('/').map_or((path, ""), |(first, rest)| (first, rest)) {
+            ("User", rest) => (Scope::User, rest),
+            ("Device", rest) => (Scope::Device, rest),
+            _ => (Scope::Device, path),
+        };
+        let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
         if !path.is_empty() {
             for seg in path.split('/') {
                 if seg.is_empty() {
@@ -80,17 +85,6 @@ impl NodeUri {
                 segments.push(percent_decode_str(seg).decode_utf8_lossy().into_owned());
             }
         }
-        let scope = match segments.first().map(String::as_str) {
-            Some("User") => {
-                segments.remove(0);
-                Scope::User
-            }
-            Some("Device") => {
-                segments.remove(0);
-                Scope::Device
-            }
-            _ => Scope::Device,
-        };
         Ok(NodeUri { raw: raw.to_string(), scope, segments, query })
     }
 
