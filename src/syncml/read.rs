@@ -509,13 +509,13 @@ fn sync_body(el: Node<'_, '_>, src: &str) -> Result<SyncBody, DecodeError> {
         } else if body.final_ {
             return Err(invalid(child, "command after <Final/>"));
         } else {
-            body.commands.push(command(child, el, src)?);
+            body.commands.push(command(child, src)?);
         }
     }
     Ok(body)
 }
 
-fn command(el: Node<'_, '_>, parent: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
+fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
     Ok(match el.name {
         "Alert" => Command::Alert(alert(el, src)?),
         "Add" => Command::Add(item_cmd(el, src)?),
@@ -527,7 +527,10 @@ fn command(el: Node<'_, '_>, parent: Node<'_, '_>, src: &str) -> Result<Command,
         "Sequence" => Command::Sequence(container(el, src)?),
         "Status" => Command::Status(status(el, src)?),
         "Results" => Command::Results(results(el, src)?),
-        "Copy" | "Map" | "Sync" | "Put" | "Search" => Command::Unsupported {
+        // Commands Windows does not implement (Copy, Map, Sync, Put, Search) and elements that
+        // are not commands at all are kept by name: the device answers them with a status
+        // (406 or 400, PROTOCOL.md §1.5) instead of refusing the whole message.
+        _ => Command::Unsupported {
             name: el.name.to_string(),
             cmd_id: el
                 .children()
@@ -535,7 +538,6 @@ fn command(el: Node<'_, '_>, parent: Node<'_, '_>, src: &str) -> Result<Command,
                 .map(|c| c.text.as_str().trim().to_string())
                 .unwrap_or_default(),
         },
-        _ => return Err(unexpected(el, parent)),
     })
 }
 
@@ -582,7 +584,7 @@ fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => c.no_resp = true,
             "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
-            _ => c.commands.push(command(child, el, src)?),
+            _ => c.commands.push(command(child, src)?),
         }
     }
     c.cmd_id = id.unwrap_or_default();

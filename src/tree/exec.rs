@@ -113,7 +113,13 @@ impl<'a> Tree<'a> {
             Command::Atomic(c) => self.atomic(c, out),
             Command::Sequence(c) => self.sequence(c, in_atomic, out),
             Command::Unsupported { name, cmd_id } => {
-                out.push(CmdOutcome::new(cmd_id, name, StatusCode::OptionalFeatureNotSupported))
+                // SyncML commands Windows does not implement are 406; an element that is not a
+                // command at all is 400 (PROTOCOL.md §1.5).
+                let code = match name.as_str() {
+                    "Copy" | "Map" | "Sync" | "Put" | "Search" => StatusCode::OptionalFeatureNotSupported,
+                    _ => StatusCode::BadRequest,
+                };
+                out.push(CmdOutcome::new(cmd_id, name, code))
             }
             Command::Alert(a) if in_atomic => out.push(CmdOutcome::new(&a.cmd_id, "Alert", StatusCode::BadRequest)),
             Command::Status(s) if in_atomic => out.push(CmdOutcome::new(&s.cmd_id, "Status", StatusCode::BadRequest)),

@@ -154,6 +154,13 @@ fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
     let Command::Replace(r) = &m.body.commands[2] else { panic!("expected Replace") };
     assert_eq!(r.items[1].source.as_deref(), Some("./DevInfo/Man"));
     assert_eq!(decode_file("server-typical-30-commands.xml").body.commands.len(), 33);
+    // Commands Windows does not implement and non-command elements are kept by name (the device
+    // answers them with a status, PROTOCOL.md §1.5), in the body and inside an Atomic.
+    let m = decode_file("server-unknown-commands.xml");
+    let names: Vec<(&str, &str)> = m.body.commands.iter().map(|c| (c.name(), c.cmd_id())).collect();
+    assert_eq!(names, [("Copy", "1"), ("Replase", "2"), ("Atomic", "3")]);
+    let Command::Atomic(a) = &m.body.commands[2] else { panic!("expected Atomic") };
+    assert_eq!(a.commands.iter().map(|c| c.name()).collect::<Vec<_>>(), ["Replace", "Item"]);
 }
 
 #[test]

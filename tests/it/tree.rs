@@ -550,6 +550,16 @@ fn commands_without_cmdid_or_items_and_unsupported_commands_get_a_status() {
     assert_eq!(d.code("<Copy><CmdID>2</CmdID></Copy>"), 406);
     assert_eq!(d.code(&get("/Vendor/MSFT/Contoso")), 400);
     assert_eq!(d.code(&get("./Vendor//MSFT")), 400);
+    // Not a command at all: 400, also inside an Atomic, which then fails (PROTOCOL.md §1.5).
+    assert_eq!(d.code("<Replase><CmdID>3</CmdID></Replase>"), 400);
+    let before = d.snapshot();
+    let out = d.codes(&format!(
+        "<Atomic><CmdID>4</CmdID>{}<Item><Target><LocURI>./DevInfo/DevId</LocURI></Target></Item></Atomic>",
+        cmd("Replace", "5", &format!("{ROOT}/Settings/Level"), Some("int"), Some("5"))
+    ));
+    let codes: Vec<(&str, &str, u16)> = out.iter().map(|(i, c, n)| (i.as_str(), c.as_str(), *n)).collect();
+    assert_eq!(codes, [("4", "Atomic", 507), ("5", "Replace", 216), ("", "Item", 400)]);
+    assert_eq!(d.snapshot(), before);
     // Alerts, Statuses and Results are the session's business, not the tree's.
     assert!(d.run("<Alert><CmdID>3</CmdID><Data>1222</Data></Alert>").is_empty());
 }
