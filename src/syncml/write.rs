@@ -12,7 +12,7 @@ use super::model::*;
 
 /// Encodes a message as compact canonical SyncML.
 pub fn encode(msg: &SyncMl) -> String {
-    let mut w = W { out: String::with_capacity(1024) };
+    let mut w = W { out: String::with_capacity(4096) };
     w.out.push_str(r#"<SyncML xmlns="SYNCML:SYNCML1.2">"#);
     w.hdr(&msg.hdr);
     w.out.push_str("<SyncBody>");
@@ -31,8 +31,24 @@ struct W {
 }
 
 impl W {
+    // The element writers push pieces instead of going through `write!`: encoding runs for
+    // every reply, and format machinery was most of its cost.
+    fn open(&mut self, name: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+    }
+
+    fn close(&mut self, name: &str) {
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+    }
+
     fn text(&mut self, name: &str, value: &str) {
-        let _ = write!(self.out, "<{name}>{}</{name}>", escape(value));
+        self.open(name);
+        self.out.push_str(&escape(value));
+        self.close(name);
     }
 
     fn opt(&mut self, name: &str, value: &Option<String>) {
@@ -43,12 +59,24 @@ impl W {
 
     fn flag(&mut self, name: &str, on: bool) {
         if on {
-            let _ = write!(self.out, "<{name}/>");
+            self.out.push('<');
+            self.out.push_str(name);
+            self.out.push_str("/>");
         }
     }
 
     fn loc(&mut self, name: &str, uri: &str) {
-        let _ = write!(self.out, "<{name}><LocURI>{}</LocURI></{name}>", escape(uri));
+        self.open(name);
+        self.text("LocURI", uri);
+        self.close(name);
+    }
+
+    fn metinf(&mut self, name: &str, value: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push_str(r#" xmlns="syncml:metinf">"#);
+        self.out.push_str(&escape(value));
+        self.close(name);
     }
 
     fn meta(&mut self, m: &Meta) {
@@ -70,11 +98,11 @@ impl W {
         ];
         for (name, value) in known {
             if let Some(v) = value {
-                let _ = write!(self.out, r#"<{name} xmlns="syncml:metinf">{}</{name}>"#, escape(v.as_str()));
+                self.metinf(name, v);
             }
         }
         for (name, v) in &m.extra {
-            let _ = write!(self.out, r#"<{name} xmlns="syncml:metinf">{}</{name}>"#, escape(v.as_str()));
+            self.metinf(name, v);
         }
     }
 
@@ -133,7 +161,7 @@ impl W {
             }
             Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Get(c) | Command::Exec(c) => {
                 let name = cmd.name();
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", &c.cmd_id);
                 self.flag("NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
@@ -141,18 +169,18 @@ impl W {
                 }
                 self.opt("Correlator", &c.correlator);
                 c.items.iter().for_each(|i| self.item(i));
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
             Command::Atomic(c) | Command::Sequence(c) => {
                 let name = cmd.name();
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", &c.cmd_id);
                 self.flag("NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
                     self.meta(m);
                 }
                 c.commands.iter().for_each(|c| self.command(c));
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
             Command::Status(s) => {
                 self.out.push_str("<Status>");
@@ -188,9 +216,9 @@ impl W {
                 self.out.push_str("</Results>");
             }
             Command::Unsupported { name, cmd_id } => {
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", cmd_id);
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
         }
     }

@@ -164,6 +164,36 @@ fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
 }
 
 #[test]
+fn encode_writes_canonical_compact_syncml() {
+    // Namespace 1.2, DTD order (Chal before Data), metinf namespace on each Meta child, no
+    // whitespace between elements.
+    assert_eq!(
+        encode(&decode_file("fleet-status-407-chal.xml")),
+        concat!(
+            r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>"#,
+            r#"<SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>1E08C6E95D8BB843B1278FF45BC60CC6</LocURI></Target>"#,
+            r#"<Source><LocURI>https://fleet.example.com/api/mdm/microsoft/management</LocURI></Source></SyncHdr>"#,
+            r#"<SyncBody><Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd>"#,
+            r#"<Chal><Meta><Format xmlns="syncml:metinf">b64</Format><Type xmlns="syncml:metinf">syncml:auth-md5</Type>"#,
+            r#"<NextNonce xmlns="syncml:metinf">ZmxlZXQtbm9uY2UtMDAwMQ==</NextNonce></Meta></Chal><Data>407</Data></Status>"#,
+            r#"<Final/></SyncBody></SyncML>"#,
+        )
+    );
+    // The 1.1 namespace and the seeds' layout come out canonical too; LocURIs are trimmed.
+    let wire = encode(&decode_file("syncml11-namespace-lowercase.xml"));
+    assert!(wire.starts_with(r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr>"#), "{wire}");
+    assert!(!wire.contains('\n'), "{wire}");
+    let wire = encode(&decode_file("seed-eam-atomic-download-install.xml"));
+    assert!(wire.contains("<LocURI>./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D/Name</LocURI>"), "{wire}");
+    // Embedded XML is written escaped, never as CDATA, whatever form it arrived in.
+    for file in ["fleet-msi-install.xml", "fleet-msi-install-cdata.xml", "fleet-msi-install-raw-xml.xml"] {
+        let wire = encode(&decode_file(file));
+        assert!(wire.contains("<Data>&lt;MsiInstallJob id=&quot;{"), "{file}: {wire}");
+        assert!(!wire.contains("CDATA"), "{file}: {wire}");
+    }
+}
+
+#[test]
 fn every_truncated_prefix_of_every_valid_message_is_refused() {
     for (path, text) in corpus() {
         let file = name(&path);
