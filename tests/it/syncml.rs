@@ -290,6 +290,21 @@ fn cli_check_accepts_the_corpus_and_fmt_shows_embedded_xml_readably() {
         "{out}"
     );
     assert!(!out.contains("&lt;MsiInstallJob"), "{out}");
+
+    // `-` reads standard input.
+    let mut child = Process::new(env!("CARGO_BIN_EXE_mdmsim"))
+        .args(["syncml", "fmt", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mdmsim");
+    let text = std::fs::read_to_string(corpus_dir().join("client-package1.xml")).expect("fixture");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("mdmsim ends");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.lines().any(|l| l.trim() == "<LocURI>./DevInfo/Man</LocURI>"), "{shown}");
 }
 
 #[test]

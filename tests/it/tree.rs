@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use mdmsim::syncml::{self, Item, StatusCode};
 use mdmsim::tree::{
@@ -118,6 +120,7 @@ impl Csp for Contoso {
 }
 
 /// One emulated device: the shared registry plus Contoso, and its own values.
+#[derive(Clone)]
 struct Device {
     registry: Registry,
     state: TreeState,
@@ -562,4 +565,65 @@ fn commands_without_cmdid_or_items_and_unsupported_commands_get_a_status() {
     assert_eq!(d.snapshot(), before);
     // Alerts, Statuses and Results are the session's business, not the tree's.
     assert!(d.run("<Alert><CmdID>3</CmdID><Data>1222</Data></Alert>").is_empty());
+}
+
+/// One random child command for an Atomic: valid and invalid writes, Execs that fail, on nodes
+/// that may or may not exist.
+fn random_child(rng: &mut ChaCha8Rng, id: usize) -> String {
+    let id = id.to_string();
+    let app = ["a", "b", "%7Bc%7D"][rng.random_range(0..3usize)];
+    match rng.random_range(0..8u8) {
+        0 => cmd("Add", &id, &format!("{ROOT}/Apps/{app}/Name"), Some("chr"), Some("n")),
+        1 => cmd("Replace", &id, &format!("{ROOT}/Apps/{app}/Name"), Some("chr"), Some("m")),
+        2 => cmd("Delete", &id, &format!("{ROOT}/Apps/{app}"), None, None),
+        // Levels above 10 are refused by the CSP.
+        3 => {
+            let level = rng.random_range(0..14u8).to_string();
+            cmd("Replace", &id, &format!("{ROOT}/Settings/Level"), Some("int"), Some(&level))
+        }
+        4 => {
+            let data = if rng.random_range(0..10u8) < 3 { "fail" } else { "go" };
+            cmd("Exec", &id, &format!("{ROOT}/Apps/{app}/Install"), None, Some(data))
+        }
+        5 => cmd("Add", &id, &format!("{ROOT}/Settings/Blob"), Some("b64"), Some("QUJD")),
+        6 => cmd("Delete", &id, &format!("{ROOT}/Settings/Blob"), None, None),
+        _ => cmd("Add", &id, &format!("{ROOT}/Apps/{app}"), Some("node"), None),
+    }
+}
+
+#[test]
+fn seeded_random_atomics_apply_like_their_children_in_order_or_leave_the_tree_exactly_as_before() {
+    const SEED: u64 = 0xA70_1C02;
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut d = Device::new();
+    let (mut applied, mut rolled_back) = (0, 0);
+    for round in 0..400 {
+        let children: Vec<String> = (0..rng.random_range(1..6usize)).map(|k| random_child(&mut rng, k + 2)).collect();
+        // The same children outside an Atomic, on a copy of the device.
+        let mut plain = d.clone();
+        let plain_codes: Vec<u16> = children.iter().flat_map(|c| plain.run(c)).map(|o| o.code.code()).collect();
+        let before = d.snapshot();
+        let out = d.run(&format!("<Atomic><CmdID>1</CmdID>{}</Atomic>", children.concat()));
+        let codes: Vec<u16> = out.iter().skip(1).map(|o| o.code.code()).collect();
+        let ctx = format!("seed {SEED:#x} round {round}: {children:?} -> {codes:?}");
+        match out[0].code.code() {
+            200 => {
+                applied += 1;
+                assert_eq!(codes, plain_codes, "{ctx}");
+                assert_eq!(d.snapshot(), plain.snapshot(), "{ctx}");
+            }
+            507 => {
+                rolled_back += 1;
+                assert_eq!(d.snapshot(), before, "{ctx}");
+                // The first failure keeps its own code; everything else reads 216.
+                let first = plain_codes.iter().position(|&c| !(200..300).contains(&c)).expect(&ctx);
+                assert_eq!(codes[first], plain_codes[first], "{ctx}");
+                assert!(codes.iter().enumerate().all(|(i, &c)| i == first || c == 216), "{ctx}");
+            }
+            other => panic!("{ctx}: Atomic status {other}"),
+        }
+        // A session commits what it applied.
+        d.state.commit();
+    }
+    assert!(applied > 40 && rolled_back > 40, "applied {applied}, rolled back {rolled_back}");
 }
