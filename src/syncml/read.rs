@@ -4,8 +4,13 @@
 //! offsets kept), then each element is converted to its typed form. Tolerant where real servers
 //! are sloppy (PROTOCOL.md §7): any namespace prefix, `SYNCML1.1` or `1.2` in any case, any child
 //! order, string CmdIDs, whitespace around LocURIs, escaped text, CDATA or raw embedded XML in
-//! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and elements
-//! we do not know, are refused with a [`DecodeError`] naming the element and its byte offset.
+//! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and unknown
+//! elements inside known ones, are refused with a [`DecodeError`] naming the element and its byte
+//! offset. An unknown element in a command position is kept as [`Command::Unsupported`] so the
+//! device can answer it with a status (PROTOCOL.md §1.5).
+//!
+//! Speed matters (a fleet decodes every server message of every device): the element tree is one
+//! vector, names and plain text are slices of the input, and text is unescaped once per leaf.
 
 use std::borrow::Cow;
 
@@ -62,6 +67,26 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Decodes one SyncML message.
 pub fn decode(text: &str) -> Result<SyncMl, DecodeError> {
+    // A byte-order mark (.NET servers write one) is not content. It is cut off here so that every
+    // offset below is a position in `rest`; errors are moved back to positions in `text`.
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => decode_from(rest).map_err(|e| e.shifted('\u{feff}'.len_utf8())),
+        None => decode_from(text),
+    }
+}
+
+impl DecodeError {
+    fn shifted(mut self, by: usize) -> Self {
+        match &mut self {
+            DecodeError::Xml { offset, .. }
+            | DecodeError::NotSyncMl { offset, .. }
+            | DecodeError::Invalid { offset, .. } => *offset += by,
+        }
+        self
+    }
+}
+
+fn decode_from(text: &str) -> Result<SyncMl, DecodeError> {
     let doc = parse_tree(text)?;
     let root = doc.root();
     if root.name != "SyncML" {
@@ -186,6 +211,13 @@ fn local(name: &str) -> &str {
     }
 }
 
+/// True for an XML `Name` (XML 1.0 §2.3, with every non-ASCII character allowed).
+fn is_xml_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80;
+    bytes.next().is_some_and(start) && bytes.all(|b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 /// A not-well-formed error at `offset`, naming the element it happened in.
 fn xml_err(els: &[El<'_>], stack: &[usize], offset: u64, e: impl std::fmt::Display) -> DecodeError {
     let message = match stack.last() {
@@ -268,7 +300,9 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 continue;
             }
             Event::DocType(_) => return Err(xml_err(&els, &stack, at, "DOCTYPE is not accepted in SyncML")),
-            Event::Decl(_) => continue,
+            // `<?xml ...?>` is only allowed as the very first thing (XML 1.0 §2.8).
+            Event::Decl(_) if before == 0 => continue,
+            Event::Decl(_) => return Err(xml_err(&els, &stack, at, "XML declaration not at the start")),
         };
         if closed_root {
             return Err(xml_err(&els, &stack, at, "content after the root element"));
@@ -278,7 +312,14 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         }
         // Borrow the name from the input so the tree holds no copies of names.
         let name_start = before + 1;
-        let name = &text[name_start..name_start + start.name().as_ref().len()];
+        let name = text
+            .get(name_start..name_start + start.name().as_ref().len())
+            .filter(|n| *n == start.name().as_ref())
+            .ok_or_else(|| xml_err(&els, &stack, at, "start tag not where the XML reader says it is"))?;
+        // quick-xml does not check names; `<Final//>` would otherwise be an element `Final/`.
+        if !is_xml_name(name) {
+            return Err(xml_err(&els, &stack, at, format!("<{name}> is not a valid element name")));
+        }
         // Every element's attributes are checked (well-formedness), but only the root's
         // namespace is kept.
         if !start.attributes_raw().is_empty() {
@@ -327,7 +368,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
 /// plain text; references resolved, CDATA unwrapped, comments dropped and line ends normalised
 /// (XML 1.0 §2.11) otherwise.
 fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
-    let raw = &src[el.inner.0..el.inner.1];
+    let raw = src.get(el.inner.0..el.inner.1).ok_or("element content out of range")?;
     let text = if el.mixed {
         let mut out = String::with_capacity(raw.len());
         let mut r = Reader::from_str(raw);
@@ -455,7 +496,13 @@ fn cred(el: Node<'_, '_>) -> Result<Cred, DecodeError> {
 /// The content of a `Data` element: its text, or the raw markup when it holds XML elements
 /// (an MsiInstallJob sent unescaped is kept intact, character for character).
 fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
-    if !el.has_children() { el.text.as_str().to_string() } else { src[el.inner.0..el.inner.1].trim().to_string() }
+    if !el.has_children() {
+        el.text.as_str().to_string()
+    } else {
+        // Line ends normalised as in any other text (XML 1.0 §2.11).
+        let raw = src.get(el.inner.0..el.inner.1).unwrap_or_default().trim();
+        if raw.contains('\r') { raw.replace("\r\n", "\n").replace('\r', "\n") } else { raw.to_string() }
+    }
 }
 
 fn item(el: Node<'_, '_>, src: &str) -> Result<Item, DecodeError> {

@@ -47,8 +47,19 @@ impl W {
 
     fn text(&mut self, name: &str, value: &str) {
         self.open(name);
-        self.out.push_str(&escape(value));
+        self.escaped(value);
         self.close(name);
+    }
+
+    /// Escaped text. A carriage return is written as `&#13;`: written raw, the reader would turn
+    /// it into a line feed (XML 1.0 §2.11) and the value would not survive the round trip.
+    fn escaped(&mut self, value: &str) {
+        let escaped = escape(value);
+        if escaped.contains('\r') {
+            self.out.push_str(&escaped.replace('\r', "&#13;"));
+        } else {
+            self.out.push_str(&escaped);
+        }
     }
 
     fn opt(&mut self, name: &str, value: &Option<String>) {
@@ -75,7 +86,7 @@ impl W {
         self.out.push('<');
         self.out.push_str(name);
         self.out.push_str(r#" xmlns="syncml:metinf">"#);
-        self.out.push_str(&escape(value));
+        self.escaped(value);
         self.close(name);
     }
 
