@@ -385,6 +385,14 @@ fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
             }
         }
         return Ok(Text::Owned(out));
+    } else if raw.contains('\r') {
+        // Literal line ends are normalised before references are resolved: `&#13;` is a real
+        // carriage return and stays one.
+        let normalised = raw.replace("\r\n", "\n").replace('\r', "\n");
+        match quick_xml::escape::unescape(&normalised).map_err(|e| e.to_string())? {
+            Cow::Borrowed(_) => Text::Owned(normalised),
+            Cow::Owned(t) => Text::Owned(t),
+        }
     } else if el.refs {
         match quick_xml::escape::unescape(raw).map_err(|e| e.to_string())? {
             Cow::Borrowed(t) => Text::Borrowed(t),
@@ -393,9 +401,6 @@ fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
     } else {
         Text::Borrowed(raw)
     };
-    if text.as_str().contains('\r') {
-        return Ok(Text::Owned(text.as_str().replace("\r\n", "\n").replace('\r', "\n")));
-    }
     Ok(text)
 }
 

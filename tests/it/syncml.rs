@@ -264,6 +264,23 @@ fn error_kinds_say_who_is_at_fault() {
     assert_eq!(line_col("a\nbc\né\nxyz", 6), (3, 1));
 }
 
+/// Inputs the mutation test (or review) found, each once a panic or a broken round trip.
+#[test]
+fn regressions_found_by_mutation() {
+    let text = std::fs::read_to_string(corpus_dir().join("client-package1.xml")).expect("fixture");
+    // A byte-order mark made the reader slice inside the mark and panic.
+    assert!(decode(&format!("\u{feff}{text}")).is_ok());
+    // `<Final//>` was read as an element named `Final/` and written back as unreadable XML.
+    let e = decode(&text.replace("<Final/>", "<Final//>")).unwrap_err();
+    assert!(e.to_string().contains("<Final/> is not a valid element name"), "{e}");
+    // An XML declaration inside an element was kept as text.
+    assert!(decode(&text.replace("<SessionID>7", "<SessionID>7<?xml version=\"1.0\"?>")).is_err());
+    // A carriage return in a value (sent as &#13;) came back as a line feed.
+    let m = decode(&text.replace("Contoso Ltd.", "Contoso&#13;Ltd.")).expect("decodes");
+    assert_eq!(decode(&encode(&m)).expect("re-decodes"), m);
+    assert!(encode(&m).contains("Contoso&#13;Ltd."));
+}
+
 fn mdmsim(args: &[&str]) -> (i32, String, String) {
     let out = Process::new(env!("CARGO_BIN_EXE_mdmsim")).args(args).output().expect("run mdmsim");
     (
