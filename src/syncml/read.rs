@@ -317,7 +317,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             .filter(|n| *n == start.name().as_ref())
             .ok_or_else(|| xml_err(&els, &stack, at, "start tag not where the XML reader says it is"))?;
         // quick-xml does not check names; `<Final//>` would otherwise be an element `Final/`.
-        if !is_xml_name(name) {
+        if !is_xml_name(name) || !is_xml_name(local(name)) {
             return Err(xml_err(&els, &stack, at, format!("<{name}> is not a valid element name")));
         }
         // Every element's attributes are checked (well-formedness), but only the root's

@@ -273,6 +273,8 @@ fn regressions_found_by_mutation() {
     // `<Final//>` was read as an element named `Final/` and written back as unreadable XML.
     let e = decode(&text.replace("<Final/>", "<Final//>")).unwrap_err();
     assert!(e.to_string().contains("<Final/> is not a valid element name"), "{e}");
+    // A prefix with no local name (`<a:>`) left an element with an empty name.
+    assert!(decode(&text.replace("<Final/>", "<a:>x</a:><Final/>")).is_err());
     // An XML declaration inside an element was kept as text.
     assert!(decode(&text.replace("<SessionID>7", "<SessionID>7<?xml version=\"1.0\"?>")).is_err());
     // A carriage return in a value (sent as &#13;) came back as a line feed.
