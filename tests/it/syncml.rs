@@ -32,7 +32,7 @@ fn xml_files(dir: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-fn corpus() -> Vec<(PathBuf, String)> {
+pub(crate) fn corpus() -> Vec<(PathBuf, String)> {
     let files = xml_files(&corpus_dir());
     // Guard against a test that passes because the folder is empty or misplaced.
     assert!(files.len() >= 25, "the golden corpus has only {} files", files.len());
@@ -372,7 +372,7 @@ const TRICKY: &[&str] = &[
 
 /// Applies one random edit: flip a byte, delete a range, duplicate a range, or insert a tricky
 /// piece of XML.
-fn mutate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
+pub(crate) fn mutate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
     if bytes.is_empty() {
         return;
     }

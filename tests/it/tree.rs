@@ -627,3 +627,33 @@ fn seeded_random_atomics_apply_like_their_children_in_order_or_leave_the_tree_ex
     }
     assert!(applied > 40 && rolled_back > 40, "applied {applied}, rolled back {rolled_back}");
 }
+
+#[test]
+fn corpus_messages_and_seeded_mutations_of_them_never_panic_the_engine() {
+    const SEED: u64 = 0x7EE_2026;
+    const ROUNDS: usize = 3000;
+    let corpus = crate::syncml::corpus();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut executed = 0;
+    for round in 0..corpus.len() + ROUNDS {
+        // First every corpus file as it is, then random mutations of them.
+        let (path, text) = &corpus[round % corpus.len()];
+        let mut bytes = text.as_bytes().to_vec();
+        if round >= corpus.len() {
+            for _ in 0..rng.random_range(1..4u8) {
+                crate::syncml::mutate(&mut rng, &mut bytes);
+            }
+        }
+        let Ok(msg) = syncml::decode(&String::from_utf8_lossy(&bytes)) else { continue };
+        let mut d = Device::new();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut tree = Tree::new(&d.registry, &mut d.state, &d.env);
+            msg.body.commands.iter().map(|c| tree.execute(c).len()).sum::<usize>()
+        }));
+        match ran {
+            Ok(outcomes) => executed += outcomes,
+            Err(_) => panic!("seed {SEED:#x} round {round}: the engine panicked on {}", path.display()),
+        }
+    }
+    assert!(executed > 1000, "only {executed} outcomes: the mutations hardly reached the engine");
+}
