@@ -135,6 +135,18 @@ mod tests {
     }
 
     #[test]
+    fn scope_roots_alone_parse_to_empty_paths() {
+        for (raw, scope) in [("./User", Scope::User), ("./Device/", Scope::Device), (".", Scope::Device)] {
+            let u = NodeUri::parse(raw).unwrap();
+            assert_eq!((u.scope, u.segments.len()), (scope, 0), "{raw}");
+        }
+        // Only the first segment names a scope.
+        let u = NodeUri::parse("./Vendor/User/X").unwrap();
+        assert_eq!((u.scope, u.segments.len()), (Scope::Device, 3));
+        assert!(matches!(NodeUri::parse("./User//X"), Err(UriError::EmptySegment(_))));
+    }
+
+    #[test]
     fn user_scope_has_its_own_keys() {
         let u = NodeUri::parse("./User/Vendor/MSFT/Policy").unwrap();
         assert_eq!(u.scope, Scope::User);
