@@ -106,6 +106,11 @@ impl<'a> Tree<'a> {
             }
             Command::Delete(c) => self.items(c, "Delete", out, |t, item| t.write(WriteOp::Delete, item, None)),
             Command::Exec(c) => self.items(c, "Exec", out, |t, item| t.exec(item)),
+            // A command without CmdID cannot be answered properly: 400 with an empty CmdRef,
+            // and its children are not run (PROTOCOL.md §1.5; items() does the same for the others).
+            Command::Atomic(c) | Command::Sequence(c) if c.cmd_id.is_empty() => {
+                out.push(CmdOutcome::new("", cmd.name(), StatusCode::BadRequest))
+            }
             Command::Atomic(c) if in_atomic => {
                 // A nested Atomic is not supported: it fails as a whole (PROTOCOL.md §1.5).
                 out.push(CmdOutcome::new(&c.cmd_id, "Atomic", StatusCode::CommandFailed));

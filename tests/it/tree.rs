@@ -550,6 +550,11 @@ fn commands_without_cmdid_or_items_and_unsupported_commands_get_a_status() {
     let mut d = Device::new();
     assert_eq!(d.code("<Get><Item><Target><LocURI>./DevInfo/DevId</LocURI></Target></Item></Get>"), 400);
     assert_eq!(d.code("<Get><CmdID>1</CmdID></Get>"), 412);
+    let before = d.snapshot();
+    let atomic =
+        format!("<Atomic>{}</Atomic>", cmd("Replace", "9", &format!("{ROOT}/Settings/Level"), Some("int"), Some("5")));
+    assert_eq!(d.codes(&atomic), [(String::new(), "Atomic".to_string(), 400)]);
+    assert_eq!(d.snapshot(), before, "the children of a command without CmdID are not run");
     assert_eq!(d.code("<Copy><CmdID>2</CmdID></Copy>"), 406);
     assert_eq!(d.code(&get("/Vendor/MSFT/Contoso")), 400);
     assert_eq!(d.code(&get("./Vendor//MSFT")), 400);
