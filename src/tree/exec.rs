@@ -186,6 +186,9 @@ impl<'a> Tree<'a> {
         let effects = self.effects.len();
         let mut children = Vec::new();
         let mut failed = false;
+        // Nodes Added so far in this Atomic: a Replace of one of them is not supported (500,
+        // PROTOCOL.md §1.5).
+        let mut added: Vec<String> = Vec::new();
         for child in &c.commands {
             if failed {
                 // Not executed: reported as rolled back with the rest.
@@ -193,6 +196,15 @@ impl<'a> Tree<'a> {
                 continue;
             }
             let start = children.len();
+            match child {
+                Command::Replace(r) if r.items.iter().any(|i| added.contains(&item_key(i))) => {
+                    children.push(CmdOutcome::new(&r.cmd_id, "Replace", StatusCode::CommandFailed));
+                    failed = true;
+                    continue;
+                }
+                Command::Add(a) => added.extend(a.items.iter().map(item_key)),
+                _ => {}
+            }
             self.run(child, true, &mut children);
             failed = children[start..].iter().any(|o| !o.code.is_success());
         }
@@ -475,6 +487,11 @@ impl<'a> Tree<'a> {
         let code = csp.exec(&mut cx, node, item.data.as_deref());
         if code.is_success() { Ok((code, Vec::new())) } else { Err(code) }
     }
+}
+
+/// The state key an item targets (empty when it has no usable target).
+fn item_key(item: &Item) -> String {
+    item.target.as_deref().and_then(|t| NodeUri::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
 }
 
 /// Checks the data of an Add/Replace against the node's format and returns the value to store.

@@ -400,6 +400,24 @@ fn nested_atomic_is_500_inside_and_507_outside() {
 }
 
 #[test]
+fn add_then_replace_of_the_same_node_inside_atomic_is_500() {
+    let mut d = Device::new();
+    let before = d.snapshot();
+    let out = d.codes(&format!(
+        "<Atomic><CmdID>70</CmdID>{}{}</Atomic>",
+        cmd("Add", "71", &format!("{ROOT}/Apps/app1/Name"), Some("chr"), Some("One")),
+        // The same node, spelt with the Device prefix.
+        cmd("Replace", "72", &format!("./Device/Vendor/MSFT/Contoso/Apps/app1/Name"), Some("chr"), Some("Two")),
+    ));
+    let expect = [("70", "Atomic", 507), ("71", "Add", 216), ("72", "Replace", 500)];
+    assert_eq!(out, expect.map(|(i, c, n)| (i.to_string(), c.to_string(), n)));
+    assert_eq!(d.snapshot(), before);
+    // Outside an Atomic the same pair is fine.
+    assert_eq!(d.code(&cmd("Add", "73", &format!("{ROOT}/Apps/app1/Name"), Some("chr"), Some("One"))), 200);
+    assert_eq!(d.code(&cmd("Replace", "74", &format!("{ROOT}/Apps/app1/Name"), Some("chr"), Some("Two"))), 200);
+}
+
+#[test]
 fn get_inside_atomic_is_500_and_fails_the_atomic() {
     let mut d = Device::new();
     let before = d.snapshot();
@@ -611,9 +629,22 @@ fn seeded_random_atomics_apply_like_their_children_in_order_or_leave_the_tree_ex
         let out = d.run(&format!("<Atomic><CmdID>1</CmdID>{}</Atomic>", children.concat()));
         let codes: Vec<u16> = out.iter().skip(1).map(|o| o.code.code()).collect();
         let ctx = format!("seed {SEED:#x} round {round}: {children:?} -> {codes:?}");
+        // The one Atomic-only rule: a Replace of a node Added earlier in the Atomic is 500.
+        let target = |c: &str| c.split("<LocURI>").nth(1).and_then(|t| t.split("</LocURI>").next()).map(str::to_string);
+        let mut added = Vec::new();
+        let conflict = children.iter().position(|c| {
+            let t = target(c);
+            let hit = c.starts_with("<Replace>") && added.contains(&t);
+            if c.starts_with("<Add>") {
+                added.push(t);
+            }
+            hit
+        });
+        let plain_failure = plain_codes.iter().position(|&c| !(200..300).contains(&c));
         match out[0].code.code() {
             200 => {
                 applied += 1;
+                assert_eq!(conflict, None, "{ctx}");
                 assert_eq!(codes, plain_codes, "{ctx}");
                 assert_eq!(d.snapshot(), plain.snapshot(), "{ctx}");
             }
@@ -621,8 +652,12 @@ fn seeded_random_atomics_apply_like_their_children_in_order_or_leave_the_tree_ex
                 rolled_back += 1;
                 assert_eq!(d.snapshot(), before, "{ctx}");
                 // The first failure keeps its own code; everything else reads 216.
-                let first = plain_codes.iter().position(|&c| !(200..300).contains(&c)).expect(&ctx);
-                assert_eq!(codes[first], plain_codes[first], "{ctx}");
+                let first = match (plain_failure, conflict) {
+                    (Some(p), Some(c)) => p.min(c),
+                    (p, c) => p.or(c).expect(&ctx),
+                };
+                let own = if conflict == Some(first) { 500 } else { plain_codes[first] };
+                assert_eq!(codes[first], own, "{ctx}");
                 assert!(codes.iter().enumerate().all(|(i, &c)| i == first || c == 216), "{ctx}");
             }
             other => panic!("{ctx}: Atomic status {other}"),
