@@ -407,7 +407,7 @@ fn add_then_replace_of_the_same_node_inside_atomic_is_500() {
         "<Atomic><CmdID>70</CmdID>{}{}</Atomic>",
         cmd("Add", "71", &format!("{ROOT}/Apps/app1/Name"), Some("chr"), Some("One")),
         // The same node, spelt with the Device prefix.
-        cmd("Replace", "72", &format!("./Device/Vendor/MSFT/Contoso/Apps/app1/Name"), Some("chr"), Some("Two")),
+        cmd("Replace", "72", "./Device/Vendor/MSFT/Contoso/Apps/app1/Name", Some("chr"), Some("Two")),
     ));
     let expect = [("70", "Atomic", 507), ("71", "Add", 216), ("72", "Replace", 500)];
     assert_eq!(out, expect.map(|(i, c, n)| (i.to_string(), c.to_string(), n)));
