@@ -115,8 +115,10 @@ pub enum Command {
     Sequence(Container),
     Status(Status),
     Results(Results),
-    /// A SyncML command this client does not support (Copy, Map, Sync, Put...). Kept so the
-    /// session can answer it with a status instead of dropping it.
+    /// A SyncML command this client does not support (Copy, Map, Sync, Put, Search), or an
+    /// element in a command position that is not a command at all. Kept by name so the session
+    /// can answer it with a status (406, or 400 for a non-command, PROTOCOL.md §1.5) instead of
+    /// dropping it or refusing the message.
     Unsupported {
         name: String,
         cmd_id: String,

@@ -4,8 +4,13 @@
 //! offsets kept), then each element is converted to its typed form. Tolerant where real servers
 //! are sloppy (PROTOCOL.md §7): any namespace prefix, `SYNCML1.1` or `1.2` in any case, any child
 //! order, string CmdIDs, whitespace around LocURIs, escaped text, CDATA or raw embedded XML in
-//! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and elements
-//! we do not know, are refused with a [`DecodeError`] naming the element and its byte offset.
+//! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and unknown
+//! elements inside known ones, are refused with a [`DecodeError`] naming the element and its byte
+//! offset. An unknown element in a command position is kept as [`Command::Unsupported`] so the
+//! device can answer it with a status (PROTOCOL.md §1.5).
+//!
+//! Speed matters (a fleet decodes every server message of every device): the element tree is one
+//! vector, names and plain text are slices of the input, and text is unescaped once per leaf.
 
 use std::borrow::Cow;
 
@@ -62,160 +67,344 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Decodes one SyncML message.
 pub fn decode(text: &str) -> Result<SyncMl, DecodeError> {
-    let root = parse_tree(text)?;
+    // A byte-order mark (.NET servers write one) is not content. It is cut off here so that every
+    // offset below is a position in `rest`; errors are moved back to positions in `text`.
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => decode_from(rest).map_err(|e| e.shifted('\u{feff}'.len_utf8())),
+        None => decode_from(text),
+    }
+}
+
+impl DecodeError {
+    fn shifted(mut self, by: usize) -> Self {
+        match &mut self {
+            DecodeError::Xml { offset, .. }
+            | DecodeError::NotSyncMl { offset, .. }
+            | DecodeError::Invalid { offset, .. } => *offset += by,
+        }
+        self
+    }
+}
+
+fn decode_from(text: &str) -> Result<SyncMl, DecodeError> {
+    let doc = parse_tree(text)?;
+    let root = doc.root();
     if root.name != "SyncML" {
         return Err(DecodeError::NotSyncMl {
             offset: root.offset,
             problem: format!("root element is <{}>, expected <SyncML>", root.name),
         });
     }
-    if let Some(ns) = &root.xmlns {
+    if let Some(ns) = &doc.xmlns {
         let ns = ns.trim().to_ascii_uppercase();
         if ns != "SYNCML:SYNCML1.2" && ns != "SYNCML:SYNCML1.1" {
             return Err(DecodeError::NotSyncMl {
                 offset: root.offset,
-                problem: format!("namespace {ns:?} is not SYNCML:SYNCML1.1 or 1.2"),
+                problem: format!("the namespace of <SyncML> is {ns:?}, not SYNCML:SYNCML1.1 or 1.2"),
             });
         }
     }
     let mut hdr = None;
     let mut body = None;
-    for child in &root.children {
+    for child in root.children() {
         match child.name {
             "SyncHdr" if hdr.is_none() => hdr = Some(sync_hdr(child)?),
             "SyncBody" if body.is_none() => body = Some(sync_body(child, text)?),
-            _ => return Err(unexpected(child, &root)),
+            _ => return Err(unexpected(child, root)),
         }
     }
-    let hdr = hdr.ok_or_else(|| missing(&root, "SyncHdr"))?;
-    let body = body.ok_or_else(|| missing(&root, "SyncBody"))?;
+    let hdr = hdr.ok_or_else(|| missing(root, "SyncHdr"))?;
+    let body = body.ok_or_else(|| missing(root, "SyncBody"))?;
     Ok(SyncMl { hdr, body })
 }
 
-/// An element of the intermediate tree.
+/// An element of the intermediate tree. All elements of a message live in one vector in
+/// document order (one allocation, not one per element): an element's children are the elements
+/// after it up to `end`, each followed by its own subtree.
 struct El<'a> {
     name: &'a str,
     offset: usize,
-    xmlns: Option<String>,
-    children: Vec<El<'a>>,
-    /// Text, CDATA and resolved references that are direct children, in order.
-    text: String,
+    /// Index one past the element's last descendant.
+    end: usize,
+    /// The text of a leaf, set when it closes (text of elements with children is never used:
+    /// `Data` with embedded XML takes the raw `inner` range instead).
+    text: Text<'a>,
     /// Byte range of everything between the start and end tags.
     inner: (usize, usize),
+    /// Entity or character references seen while the element had no child.
+    refs: bool,
+    /// CDATA, comments or processing instructions seen while the element had no child.
+    mixed: bool,
 }
 
-impl<'a> El<'a> {
-    fn new(name: &'a str, offset: usize, xmlns: Option<String>, inner_start: usize) -> Self {
-        El { name, offset, xmlns, children: Vec::new(), text: String::new(), inner: (inner_start, inner_start) }
+/// The text of a leaf. Most leaves are one run of plain text, which stays a slice of the input;
+/// only text with references, CDATA or carriage returns is copied.
+enum Text<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(t) => t,
+            Text::Owned(t) => t,
+        }
     }
 }
 
+/// The parsed element tree of one message.
+struct Doc<'a> {
+    els: Vec<El<'a>>,
+    /// The root's `xmlns` (the only namespace that decides anything; `syncml:metinf` on Meta
+    /// children is not checked).
+    xmlns: Option<String>,
+}
+
+impl<'a> Doc<'a> {
+    fn root(&self) -> Node<'_, 'a> {
+        Node { els: &self.els, i: 0 }
+    }
+}
+
+/// A handle on one element of a [`Doc`].
+#[derive(Clone, Copy)]
+struct Node<'d, 'a> {
+    els: &'d [El<'a>],
+    i: usize,
+}
+
+impl<'d, 'a> std::ops::Deref for Node<'d, 'a> {
+    type Target = El<'a>;
+
+    fn deref(&self) -> &El<'a> {
+        &self.els[self.i]
+    }
+}
+
+impl<'d, 'a> Node<'d, 'a> {
+    /// The element children, in order.
+    fn children(self) -> impl Iterator<Item = Node<'d, 'a>> {
+        let els = self.els;
+        let end = els[self.i].end;
+        let mut next = self.i + 1;
+        std::iter::from_fn(move || {
+            (next < end).then(|| {
+                let node = Node { els, i: next };
+                next = els[next].end;
+                node
+            })
+        })
+    }
+
+    fn has_children(self) -> bool {
+        self.els[self.i].end > self.i + 1
+    }
+}
+
+/// The name without a namespace prefix (`msft:Data` -> `Data`). Runs once per element, so it
+/// scans bytes instead of using a `str` pattern search.
 fn local(name: &str) -> &str {
-    name.rsplit(':').next().unwrap_or(name)
+    match name.bytes().rposition(|b| b == b':') {
+        Some(colon) => &name[colon + 1..],
+        None => name,
+    }
 }
 
-fn xml_err(offset: u64, e: impl std::fmt::Display) -> DecodeError {
-    DecodeError::Xml { offset: offset as usize, message: e.to_string() }
+/// True for an XML `Name` (XML 1.0 §2.3, with every non-ASCII character allowed).
+fn is_xml_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80;
+    bytes.next().is_some_and(start) && bytes.all(|b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
-fn parse_tree(text: &str) -> Result<El<'_>, DecodeError> {
+/// A not-well-formed error at `offset`, naming the element it happened in.
+fn xml_err(els: &[El<'_>], stack: &[usize], offset: u64, e: impl std::fmt::Display) -> DecodeError {
+    let message = match stack.last() {
+        Some(&open) => format!("inside <{}>: {e}", els[open].name),
+        None => e.to_string(),
+    };
+    DecodeError::Xml { offset: offset as usize, message }
+}
+
+fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let mut reader = Reader::from_str(text);
     let cfg = reader.config_mut();
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
-    let mut stack: Vec<El<'_>> = Vec::new();
-    let mut root: Option<El<'_>> = None;
+    // About one element per 16 to 20 bytes in typical messages; a guess, not a limit.
+    let mut els: Vec<El<'_>> = Vec::with_capacity((text.len() / 16 + 4).min(1 << 14));
+    let mut stack: Vec<usize> = Vec::with_capacity(16);
+    let mut xmlns = None;
+    let mut closed_root = false;
     loop {
         let before = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| xml_err(reader.error_position(), e))?;
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                // quick-xml reports a mismatched end tag where the tag starts; the other errors
+                // at the position it reached.
+                let at = match &e {
+                    quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag { .. }) => {
+                        before as u64
+                    }
+                    _ => reader.error_position(),
+                };
+                return Err(xml_err(&els, &stack, at, e));
+            }
+        };
+        let at = before as u64;
         let (start, is_empty) = match event {
             Event::Start(start) => (start, false),
             Event::Empty(start) => (start, true),
-            Event::Eof => break,
-            other => {
-                content(&mut stack, &mut root, other, before)?;
+            Event::End(_) => {
+                let i = stack.pop().ok_or_else(|| xml_err(&els, &stack, at, "unmatched end tag"))?;
+                let end = els.len();
+                els[i].end = end;
+                els[i].inner.1 = before;
+                if end == i + 1 {
+                    let leaf = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?;
+                    els[i].text = leaf;
+                }
+                closed_root |= stack.is_empty();
                 continue;
             }
+            Event::Eof => break,
+            Event::Text(t) => {
+                if stack.is_empty() && !t.trim().is_empty() {
+                    return Err(xml_err(&els, &stack, at, "text outside the root element"));
+                }
+                continue;
+            }
+            Event::GeneralRef(r) => {
+                // Checked here, resolved when the leaf closes.
+                let known = r.resolve_char_ref().map_err(|e| xml_err(&els, &stack, at, e))?.is_some()
+                    || quick_xml::escape::resolve_predefined_entity(&r).is_some();
+                if !known {
+                    return Err(xml_err(&els, &stack, at, format!("unknown entity &{};", &*r)));
+                }
+                match stack.last() {
+                    Some(&i) => els[i].refs = true,
+                    None => return Err(xml_err(&els, &stack, at, "text outside the root element")),
+                }
+                continue;
+            }
+            Event::CData(_) | Event::Comment(_) | Event::PI(_) => {
+                match stack.last() {
+                    Some(&i) => els[i].mixed = true,
+                    None if matches!(event, Event::CData(_)) => {
+                        return Err(xml_err(&els, &stack, at, "text outside the root element"));
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            Event::DocType(_) => return Err(xml_err(&els, &stack, at, "DOCTYPE is not accepted in SyncML")),
+            // `<?xml ...?>` is only allowed as the very first thing (XML 1.0 §2.8).
+            Event::Decl(_) if before == 0 => continue,
+            Event::Decl(_) => return Err(xml_err(&els, &stack, at, "XML declaration not at the start")),
         };
-        if root.is_some() {
-            return Err(xml_err(before as u64, "content after the root element"));
+        if closed_root {
+            return Err(xml_err(&els, &stack, at, "content after the root element"));
         }
         if stack.len() >= MAX_DEPTH {
-            return Err(xml_err(before as u64, format!("elements nested deeper than {MAX_DEPTH}")));
+            return Err(xml_err(&els, &stack, at, format!("elements nested deeper than {MAX_DEPTH}")));
         }
         // Borrow the name from the input so the tree holds no copies of names.
         let name_start = before + 1;
-        let name = &text[name_start..name_start + start.name().as_ref().len()];
-        let mut xmlns = None;
-        for attr in start.attributes() {
-            let attr = attr.map_err(|e| xml_err(before as u64, e))?;
-            if attr.key.as_ref() == "xmlns" {
-                xmlns =
-                    Some(quick_xml::escape::unescape(&attr.value).map_err(|e| xml_err(before as u64, e))?.into_owned());
+        let name = text
+            .get(name_start..name_start + start.name().as_ref().len())
+            .filter(|n| *n == start.name().as_ref())
+            .ok_or_else(|| xml_err(&els, &stack, at, "start tag not where the XML reader says it is"))?;
+        // quick-xml does not check names; `<Final//>` would otherwise be an element `Final/`.
+        if !is_xml_name(name) || !is_xml_name(local(name)) {
+            return Err(xml_err(&els, &stack, at, format!("<{name}> is not a valid element name")));
+        }
+        // Every element's attributes are checked (well-formedness), but only the root's
+        // namespace is kept.
+        if !start.attributes_raw().is_empty() {
+            for attr in start.attributes() {
+                let attr = attr.map_err(|e| DecodeError::Xml {
+                    offset: before,
+                    message: format!("in the attributes of <{}>: {e}", local(name)),
+                })?;
+                if els.is_empty() && attr.key.as_ref() == "xmlns" {
+                    let value = quick_xml::escape::unescape(&attr.value).map_err(|e| xml_err(&els, &stack, at, e))?;
+                    xmlns = Some(value.into_owned());
+                }
             }
         }
-        let el = El::new(local(name), before, xmlns, reader.buffer_position() as usize);
+        let i = els.len();
+        let inner = reader.buffer_position() as usize;
+        els.push(El {
+            name: local(name),
+            offset: before,
+            end: i + 1,
+            text: Text::Borrowed(""),
+            inner: (inner, inner),
+            refs: false,
+            mixed: false,
+        });
         if is_empty {
-            close(&mut stack, &mut root, el);
+            closed_root |= stack.is_empty();
         } else {
-            stack.push(el);
+            stack.push(i);
         }
     }
-    if let Some(open) = stack.last() {
+    if let Some(&open) = stack.last() {
+        let open = &els[open];
         return Err(DecodeError::Xml {
             offset: text.len(),
             message: format!("input ends inside <{}> opened at byte {}", open.name, open.offset),
         });
     }
-    root.ok_or(DecodeError::Xml { offset: text.len(), message: "no root element".into() })
+    if els.is_empty() {
+        return Err(DecodeError::Xml { offset: text.len(), message: "no root element".into() });
+    }
+    Ok(Doc { els, xmlns })
 }
 
-/// Handles every event but a start tag: end tags close elements, text goes to the open one.
-fn content<'a>(
-    stack: &mut Vec<El<'a>>,
-    root: &mut Option<El<'a>>,
-    event: Event<'a>,
-    before: usize,
-) -> Result<(), DecodeError> {
-    let at = before as u64;
-    let piece = match event {
-        Event::End(_) => {
-            let mut el = stack.pop().ok_or_else(|| xml_err(at, "unmatched end tag"))?;
-            el.inner.1 = before;
-            close(stack, root, el);
-            return Ok(());
-        }
-        Event::Text(t) => t.xml10_content(),
-        Event::CData(c) => c.xml10_content(),
-        Event::GeneralRef(r) => match r.resolve_char_ref().map_err(|e| xml_err(at, e))? {
-            Some(c) => Cow::Owned(c.to_string()),
-            None => {
-                let name = r.xml10_content();
-                Cow::Borrowed(
-                    quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| xml_err(at, format!("unknown entity &{name};")))?,
-                )
+/// The text of a leaf that just closed, from its raw content: a slice of the input when it is
+/// plain text; references resolved, CDATA unwrapped, comments dropped and line ends normalised
+/// (XML 1.0 §2.11) otherwise.
+fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
+    let raw = src.get(el.inner.0..el.inner.1).ok_or("element content out of range")?;
+    let text = if el.mixed {
+        let mut out = String::with_capacity(raw.len());
+        let mut r = Reader::from_str(raw);
+        loop {
+            match r.read_event().map_err(|e| e.to_string())? {
+                Event::Text(t) => out.push_str(&t.xml10_content()),
+                Event::CData(c) => out.push_str(&c.xml10_content()),
+                Event::GeneralRef(g) => match g.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => out.push(c),
+                    None => out.push_str(quick_xml::escape::resolve_predefined_entity(&g).unwrap_or_default()),
+                },
+                Event::Eof => break,
+                _ => {}
             }
-        },
-        Event::DocType(_) => return Err(xml_err(at, "DOCTYPE is not accepted in SyncML")),
-        _ => return Ok(()),
+        }
+        return Ok(Text::Owned(out));
+    } else if raw.contains('\r') {
+        // Literal line ends are normalised before references are resolved: `&#13;` is a real
+        // carriage return and stays one.
+        let normalised = raw.replace("\r\n", "\n").replace('\r', "\n");
+        match quick_xml::escape::unescape(&normalised).map_err(|e| e.to_string())? {
+            Cow::Borrowed(_) => Text::Owned(normalised),
+            Cow::Owned(t) => Text::Owned(t),
+        }
+    } else if el.refs {
+        match quick_xml::escape::unescape(raw).map_err(|e| e.to_string())? {
+            Cow::Borrowed(t) => Text::Borrowed(t),
+            Cow::Owned(t) => Text::Owned(t),
+        }
+    } else {
+        Text::Borrowed(raw)
     };
-    match stack.last_mut() {
-        Some(el) => el.text.push_str(&piece),
-        None if piece.trim().is_empty() => {}
-        None => return Err(xml_err(at, "text outside the root element")),
-    }
-    Ok(())
+    Ok(text)
 }
 
-fn close<'a>(stack: &mut [El<'a>], root: &mut Option<El<'a>>, el: El<'a>) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(el),
-        None => *root = Some(el),
-    }
-}
-
-fn unexpected(child: &El<'_>, parent: &El<'_>) -> DecodeError {
+fn unexpected(child: Node<'_, '_>, parent: Node<'_, '_>) -> DecodeError {
     DecodeError::Invalid {
         element: child.name.to_string(),
         offset: child.offset,
@@ -223,7 +412,7 @@ fn unexpected(child: &El<'_>, parent: &El<'_>) -> DecodeError {
     }
 }
 
-fn missing(parent: &El<'_>, what: &str) -> DecodeError {
+fn missing(parent: Node<'_, '_>, what: &str) -> DecodeError {
     DecodeError::Invalid {
         element: parent.name.to_string(),
         offset: parent.offset,
@@ -231,26 +420,26 @@ fn missing(parent: &El<'_>, what: &str) -> DecodeError {
     }
 }
 
-fn invalid(el: &El<'_>, problem: impl Into<String>) -> DecodeError {
+fn invalid(el: Node<'_, '_>, problem: impl Into<String>) -> DecodeError {
     DecodeError::Invalid { element: el.name.to_string(), offset: el.offset, problem: problem.into() }
 }
 
 /// Text of a leaf element: it must not have element children.
-fn leaf_text(el: &El<'_>) -> Result<String, DecodeError> {
-    if let Some(child) = el.children.first() {
+fn leaf_text<'d>(el: Node<'d, '_>) -> Result<&'d str, DecodeError> {
+    if let Some(child) = el.children().next() {
         return Err(unexpected(child, el));
     }
-    Ok(el.text.clone())
+    Ok(el.els[el.i].text.as_str())
 }
 
-fn trimmed(el: &El<'_>) -> Result<String, DecodeError> {
+fn trimmed(el: Node<'_, '_>) -> Result<String, DecodeError> {
     Ok(leaf_text(el)?.trim().to_string())
 }
 
 /// `<Target><LocURI>..</LocURI></Target>` (or Source): the trimmed LocURI.
-fn loc_uri(el: &El<'_>) -> Result<String, DecodeError> {
+fn loc_uri(el: Node<'_, '_>) -> Result<String, DecodeError> {
     let mut uri = None;
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "LocURI" if uri.is_none() => uri = Some(trimmed(child)?),
             _ => return Err(unexpected(child, el)),
@@ -259,7 +448,12 @@ fn loc_uri(el: &El<'_>) -> Result<String, DecodeError> {
     uri.ok_or_else(|| missing(el, "LocURI"))
 }
 
-fn set_once(slot: &mut Option<String>, child: &El<'_>, parent: &El<'_>, value: String) -> Result<(), DecodeError> {
+fn set_once(
+    slot: &mut Option<String>,
+    child: Node<'_, '_>,
+    parent: Node<'_, '_>,
+    value: String,
+) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(unexpected(child, parent));
     }
@@ -267,9 +461,9 @@ fn set_once(slot: &mut Option<String>, child: &El<'_>, parent: &El<'_>, value: S
     Ok(())
 }
 
-fn meta(el: &El<'_>) -> Result<Meta, DecodeError> {
+fn meta(el: Node<'_, '_>) -> Result<Meta, DecodeError> {
     let mut m = Meta::default();
-    for child in &el.children {
+    for child in el.children() {
         let slot = match child.name {
             "Format" => &mut m.format,
             "Type" => &mut m.type_,
@@ -290,10 +484,10 @@ fn meta(el: &El<'_>) -> Result<Meta, DecodeError> {
     Ok(m)
 }
 
-fn cred(el: &El<'_>) -> Result<Cred, DecodeError> {
+fn cred(el: Node<'_, '_>) -> Result<Cred, DecodeError> {
     let mut c = Cred::default();
     let mut data = None;
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "Meta" => c.meta = meta(child)?,
             "Data" => set_once(&mut data, child, el, trimmed(child)?)?,
@@ -306,13 +500,19 @@ fn cred(el: &El<'_>) -> Result<Cred, DecodeError> {
 
 /// The content of a `Data` element: its text, or the raw markup when it holds XML elements
 /// (an MsiInstallJob sent unescaped is kept intact, character for character).
-fn data<'a>(el: &El<'a>, src: &'a str) -> String {
-    if el.children.is_empty() { el.text.clone() } else { src[el.inner.0..el.inner.1].trim().to_string() }
+fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
+    if !el.has_children() {
+        el.text.as_str().to_string()
+    } else {
+        // Line ends normalised as in any other text (XML 1.0 §2.11).
+        let raw = src.get(el.inner.0..el.inner.1).unwrap_or_default().trim();
+        if raw.contains('\r') { raw.replace("\r\n", "\n").replace('\r', "\n") } else { raw.to_string() }
+    }
 }
 
-fn item(el: &El<'_>, src: &str) -> Result<Item, DecodeError> {
+fn item(el: Node<'_, '_>, src: &str) -> Result<Item, DecodeError> {
     let mut it = Item::default();
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "Target" if it.target.is_none() => it.target = Some(loc_uri(child)?),
             "Source" if it.source.is_none() => it.source = Some(loc_uri(child)?),
@@ -325,10 +525,10 @@ fn item(el: &El<'_>, src: &str) -> Result<Item, DecodeError> {
     Ok(it)
 }
 
-fn sync_hdr(el: &El<'_>) -> Result<SyncHdr, DecodeError> {
+fn sync_hdr(el: Node<'_, '_>) -> Result<SyncHdr, DecodeError> {
     let (mut dtd, mut proto, mut sid, mut mid, mut target, mut source) = (None, None, None, None, None, None);
     let mut h = SyncHdr::default();
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "VerDTD" => set_once(&mut dtd, child, el, trimmed(child)?)?,
             "VerProto" => set_once(&mut proto, child, el, trimmed(child)?)?,
@@ -352,21 +552,22 @@ fn sync_hdr(el: &El<'_>) -> Result<SyncHdr, DecodeError> {
     Ok(h)
 }
 
-fn sync_body(el: &El<'_>, src: &str) -> Result<SyncBody, DecodeError> {
-    let mut body = SyncBody::default();
-    for child in &el.children {
+fn sync_body(el: Node<'_, '_>, src: &str) -> Result<SyncBody, DecodeError> {
+    // Commands are large values: size the vector once instead of growing it.
+    let mut body = SyncBody { commands: Vec::with_capacity(el.children().count()), final_: false };
+    for child in el.children() {
         if child.name == "Final" {
             body.final_ = true;
         } else if body.final_ {
             return Err(invalid(child, "command after <Final/>"));
         } else {
-            body.commands.push(command(child, el, src)?);
+            body.commands.push(command(child, src)?);
         }
     }
     Ok(body)
 }
 
-fn command(el: &El<'_>, parent: &El<'_>, src: &str) -> Result<Command, DecodeError> {
+fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
     Ok(match el.name {
         "Alert" => Command::Alert(alert(el, src)?),
         "Add" => Command::Add(item_cmd(el, src)?),
@@ -378,23 +579,24 @@ fn command(el: &El<'_>, parent: &El<'_>, src: &str) -> Result<Command, DecodeErr
         "Sequence" => Command::Sequence(container(el, src)?),
         "Status" => Command::Status(status(el, src)?),
         "Results" => Command::Results(results(el, src)?),
-        "Copy" | "Map" | "Sync" | "Put" | "Search" => Command::Unsupported {
+        // Commands Windows does not implement (Copy, Map, Sync, Put, Search) and elements that
+        // are not commands at all are kept by name: the device answers them with a status
+        // (406 or 400, PROTOCOL.md §1.5) instead of refusing the whole message.
+        _ => Command::Unsupported {
             name: el.name.to_string(),
             cmd_id: el
-                .children
-                .iter()
+                .children()
                 .find(|c| c.name == "CmdID")
-                .map(|c| c.text.trim().to_string())
+                .map(|c| c.text.as_str().trim().to_string())
                 .unwrap_or_default(),
         },
-        _ => return Err(unexpected(el, parent)),
     })
 }
 
-fn alert(el: &El<'_>, src: &str) -> Result<Alert, DecodeError> {
+fn alert(el: Node<'_, '_>, src: &str) -> Result<Alert, DecodeError> {
     let mut a = Alert::default();
     let (mut id, mut data) = (None, None);
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => a.no_resp = true,
@@ -409,10 +611,10 @@ fn alert(el: &El<'_>, src: &str) -> Result<Alert, DecodeError> {
     Ok(a)
 }
 
-fn item_cmd(el: &El<'_>, src: &str) -> Result<ItemCmd, DecodeError> {
+fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
     let mut c = ItemCmd::default();
     let mut id = None;
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => c.no_resp = true,
@@ -426,25 +628,25 @@ fn item_cmd(el: &El<'_>, src: &str) -> Result<ItemCmd, DecodeError> {
     Ok(c)
 }
 
-fn container(el: &El<'_>, src: &str) -> Result<Container, DecodeError> {
-    let mut c = Container::default();
+fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
+    let mut c = Container { commands: Vec::with_capacity(el.children().count()), ..Container::default() };
     let mut id = None;
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => c.no_resp = true,
             "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
-            _ => c.commands.push(command(child, el, src)?),
+            _ => c.commands.push(command(child, src)?),
         }
     }
     c.cmd_id = id.unwrap_or_default();
     Ok(c)
 }
 
-fn status(el: &El<'_>, src: &str) -> Result<Status, DecodeError> {
+fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
     let mut s = Status::default();
     let (mut id, mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None, None);
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "MsgRef" => set_once(&mut msg_ref, child, el, trimmed(child)?)?,
@@ -455,7 +657,7 @@ fn status(el: &El<'_>, src: &str) -> Result<Status, DecodeError> {
             "Cred" if s.cred.is_none() => s.cred = Some(cred(child)?),
             "Chal" if s.chal.is_none() => {
                 let mut chal = Chal::default();
-                for c in &child.children {
+                for c in child.children() {
                     match c.name {
                         "Meta" => chal.meta = meta(c)?,
                         _ => return Err(unexpected(c, child)),
@@ -476,10 +678,10 @@ fn status(el: &El<'_>, src: &str) -> Result<Status, DecodeError> {
     Ok(s)
 }
 
-fn results(el: &El<'_>, src: &str) -> Result<Results, DecodeError> {
+fn results(el: Node<'_, '_>, src: &str) -> Result<Results, DecodeError> {
     let mut r = Results::default();
     let (mut id, mut msg_ref, mut cmd_ref) = (None, None, None);
-    for child in &el.children {
+    for child in el.children() {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "MsgRef" => set_once(&mut msg_ref, child, el, trimmed(child)?)?,

@@ -12,7 +12,7 @@ use super::model::*;
 
 /// Encodes a message as compact canonical SyncML.
 pub fn encode(msg: &SyncMl) -> String {
-    let mut w = W { out: String::with_capacity(1024) };
+    let mut w = W { out: String::with_capacity(4096) };
     w.out.push_str(r#"<SyncML xmlns="SYNCML:SYNCML1.2">"#);
     w.hdr(&msg.hdr);
     w.out.push_str("<SyncBody>");
@@ -31,8 +31,35 @@ struct W {
 }
 
 impl W {
+    // The element writers push pieces instead of going through `write!`: encoding runs for
+    // every reply, and format machinery was most of its cost.
+    fn open(&mut self, name: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+    }
+
+    fn close(&mut self, name: &str) {
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+    }
+
     fn text(&mut self, name: &str, value: &str) {
-        let _ = write!(self.out, "<{name}>{}</{name}>", escape(value));
+        self.open(name);
+        self.escaped(value);
+        self.close(name);
+    }
+
+    /// Escaped text. A carriage return is written as `&#13;`: written raw, the reader would turn
+    /// it into a line feed (XML 1.0 §2.11) and the value would not survive the round trip.
+    fn escaped(&mut self, value: &str) {
+        let escaped = escape(value);
+        if escaped.contains('\r') {
+            self.out.push_str(&escaped.replace('\r', "&#13;"));
+        } else {
+            self.out.push_str(&escaped);
+        }
     }
 
     fn opt(&mut self, name: &str, value: &Option<String>) {
@@ -43,12 +70,24 @@ impl W {
 
     fn flag(&mut self, name: &str, on: bool) {
         if on {
-            let _ = write!(self.out, "<{name}/>");
+            self.out.push('<');
+            self.out.push_str(name);
+            self.out.push_str("/>");
         }
     }
 
     fn loc(&mut self, name: &str, uri: &str) {
-        let _ = write!(self.out, "<{name}><LocURI>{}</LocURI></{name}>", escape(uri));
+        self.open(name);
+        self.text("LocURI", uri);
+        self.close(name);
+    }
+
+    fn metinf(&mut self, name: &str, value: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push_str(r#" xmlns="syncml:metinf">"#);
+        self.escaped(value);
+        self.close(name);
     }
 
     fn meta(&mut self, m: &Meta) {
@@ -70,11 +109,11 @@ impl W {
         ];
         for (name, value) in known {
             if let Some(v) = value {
-                let _ = write!(self.out, r#"<{name} xmlns="syncml:metinf">{}</{name}>"#, escape(v.as_str()));
+                self.metinf(name, v);
             }
         }
         for (name, v) in &m.extra {
-            let _ = write!(self.out, r#"<{name} xmlns="syncml:metinf">{}</{name}>"#, escape(v.as_str()));
+            self.metinf(name, v);
         }
     }
 
@@ -133,7 +172,7 @@ impl W {
             }
             Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Get(c) | Command::Exec(c) => {
                 let name = cmd.name();
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", &c.cmd_id);
                 self.flag("NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
@@ -141,18 +180,18 @@ impl W {
                 }
                 self.opt("Correlator", &c.correlator);
                 c.items.iter().for_each(|i| self.item(i));
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
             Command::Atomic(c) | Command::Sequence(c) => {
                 let name = cmd.name();
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", &c.cmd_id);
                 self.flag("NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
                     self.meta(m);
                 }
                 c.commands.iter().for_each(|c| self.command(c));
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
             Command::Status(s) => {
                 self.out.push_str("<Status>");
@@ -188,9 +227,9 @@ impl W {
                 self.out.push_str("</Results>");
             }
             Command::Unsupported { name, cmd_id } => {
-                let _ = write!(self.out, "<{name}>");
+                self.open(name);
                 self.text("CmdID", cmd_id);
-                let _ = write!(self.out, "</{name}>");
+                self.close(name);
             }
         }
     }
@@ -281,21 +320,50 @@ pub fn pretty_xml(xml: &str) -> String {
     out
 }
 
+/// True when `t` is a well-formed XML fragment made of elements (balanced tags, valid
+/// attributes, no stray text at the top): only then is it safe to show unescaped. Text that merely
+/// starts with `<` and ends with `>`, like the seed's `<https://server1><https://server2>` list of
+/// URLs, stays escaped.
 fn looks_like_xml(t: &str) -> bool {
+    use quick_xml::events::Event;
+
     let t = t.trim();
-    t.starts_with('<') && t.ends_with('>') && {
-        let mut r = quick_xml::Reader::from_str(t);
-        let mut ok = true;
-        loop {
-            match r.read_event() {
-                Ok(quick_xml::events::Event::Eof) => break,
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-                _ => {}
+    if !(t.starts_with('<') && t.ends_with('>')) {
+        return false;
+    }
+    let mut r = quick_xml::Reader::from_str(t);
+    let mut depth = 0usize;
+    let mut elements = 0usize;
+    loop {
+        let start = match r.read_event() {
+            Ok(Event::Start(s)) => {
+                depth += 1;
+                s
             }
+            Ok(Event::Empty(s)) => s,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => {
+                    depth = d;
+                    continue;
+                }
+                None => return false,
+            },
+            Ok(Event::Text(x)) if depth == 0 && !x.xml10_content().trim().is_empty() => return false,
+            Ok(Event::GeneralRef(r)) => {
+                let known = matches!(r.resolve_char_ref(), Ok(Some(_)))
+                    || quick_xml::escape::resolve_predefined_entity(&r.xml10_content()).is_some();
+                if depth == 0 || !known {
+                    return false;
+                }
+                continue;
+            }
+            Ok(Event::Eof) => return depth == 0 && elements > 0,
+            Ok(_) => continue,
+            Err(_) => return false,
+        };
+        elements += 1;
+        if start.attributes().any(|a| a.is_err()) {
+            return false;
         }
-        ok
     }
 }

@@ -106,6 +106,11 @@ impl<'a> Tree<'a> {
             }
             Command::Delete(c) => self.items(c, "Delete", out, |t, item| t.write(WriteOp::Delete, item, None)),
             Command::Exec(c) => self.items(c, "Exec", out, |t, item| t.exec(item)),
+            // A command without CmdID cannot be answered properly: 400 with an empty CmdRef,
+            // and its children are not run (PROTOCOL.md §1.5; items() does the same for the others).
+            Command::Atomic(c) | Command::Sequence(c) if c.cmd_id.is_empty() => {
+                out.push(CmdOutcome::new("", cmd.name(), StatusCode::BadRequest))
+            }
             Command::Atomic(c) if in_atomic => {
                 // A nested Atomic is not supported: it fails as a whole (PROTOCOL.md §1.5).
                 out.push(CmdOutcome::new(&c.cmd_id, "Atomic", StatusCode::CommandFailed));
@@ -113,7 +118,13 @@ impl<'a> Tree<'a> {
             Command::Atomic(c) => self.atomic(c, out),
             Command::Sequence(c) => self.sequence(c, in_atomic, out),
             Command::Unsupported { name, cmd_id } => {
-                out.push(CmdOutcome::new(cmd_id, name, StatusCode::OptionalFeatureNotSupported))
+                // SyncML commands Windows does not implement are 406; an element that is not a
+                // command at all is 400 (PROTOCOL.md §1.5).
+                let code = match name.as_str() {
+                    "Copy" | "Map" | "Sync" | "Put" | "Search" => StatusCode::OptionalFeatureNotSupported,
+                    _ => StatusCode::BadRequest,
+                };
+                out.push(CmdOutcome::new(cmd_id, name, code))
             }
             Command::Alert(a) if in_atomic => out.push(CmdOutcome::new(&a.cmd_id, "Alert", StatusCode::BadRequest)),
             Command::Status(s) if in_atomic => out.push(CmdOutcome::new(&s.cmd_id, "Status", StatusCode::BadRequest)),
@@ -175,6 +186,9 @@ impl<'a> Tree<'a> {
         let effects = self.effects.len();
         let mut children = Vec::new();
         let mut failed = false;
+        // Nodes Added so far in this Atomic: a Replace of one of them is not supported (500,
+        // PROTOCOL.md §1.5).
+        let mut added: Vec<String> = Vec::new();
         for child in &c.commands {
             if failed {
                 // Not executed: reported as rolled back with the rest.
@@ -182,6 +196,15 @@ impl<'a> Tree<'a> {
                 continue;
             }
             let start = children.len();
+            match child {
+                Command::Replace(r) if r.items.iter().any(|i| added.contains(&item_key(i))) => {
+                    children.push(CmdOutcome::new(&r.cmd_id, "Replace", StatusCode::CommandFailed));
+                    failed = true;
+                    continue;
+                }
+                Command::Add(a) => added.extend(a.items.iter().map(item_key)),
+                _ => {}
+            }
             self.run(child, true, &mut children);
             failed = children[start..].iter().any(|o| !o.code.is_success());
         }
@@ -218,13 +241,15 @@ impl<'a> Tree<'a> {
             let above = registry.children_above_roots(uri.scope, &uri.segments);
             return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
         };
-        let mut chain = vec![csp.schema()];
+        let mut chain = Vec::with_capacity(rel.len() + 1);
+        chain.push(csp.schema());
         for seg in rel {
             let next = chain[chain.len() - 1].child(seg).ok_or(StatusCode::NotFound)?;
             chain.push(next);
         }
-        let root: Vec<&str> = csp.root().split('/').collect();
-        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base: key_of(uri.scope, &root) }))
+        // The segments before `rel` are exactly the CSP root.
+        let base = key_of(uri.scope, &uri.segments[..uri.segments.len() - rel.len()]);
+        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base }))
     }
 
     fn cx(&mut self, base: &str) -> CspCx<'_> {
@@ -417,7 +442,9 @@ impl<'a> Tree<'a> {
                 }
             }
         }
-        if !spec.ops.contains(needed) {
+        // An interior node has no value to replace (OMA DM Replace on an interior node would be a
+        // rename, which Windows does not support); storing one would turn it into a leaf.
+        if !spec.ops.contains(needed) || (op == WriteOp::Replace && spec.is_interior()) {
             return Err(StatusCode::CommandNotAllowed);
         }
         let value = match op {
@@ -470,6 +497,11 @@ impl<'a> Tree<'a> {
         let code = csp.exec(&mut cx, node, item.data.as_deref());
         if code.is_success() { Ok((code, Vec::new())) } else { Err(code) }
     }
+}
+
+/// The state key an item targets (empty when it has no usable target).
+fn item_key(item: &Item) -> String {
+    item.target.as_deref().and_then(|t| NodeUri::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
 }
 
 /// Checks the data of an Add/Replace against the node's format and returns the value to store.

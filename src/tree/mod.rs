@@ -256,6 +256,18 @@ pub trait Csp: Send + Sync + 'static {
     fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
 }
 
+/// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it.
+fn strip_root<'p>(root: &str, segments: &'p [String]) -> Option<&'p [String]> {
+    let mut n = 0;
+    for part in root.split('/') {
+        if segments.get(n)? != part {
+            return None;
+        }
+        n += 1;
+    }
+    Some(&segments[n..])
+}
+
 /// The CSPs a device has, shared by all devices of a fleet.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -281,11 +293,12 @@ impl Registry {
 
     /// The CSP owning a path in a scope, and the path relative to its root.
     pub fn find<'p>(&self, scope: Scope, segments: &'p [String]) -> Option<(&dyn Csp, &'p [String])> {
-        self.csps.iter().map(|c| c.as_ref()).filter(|c| c.scopes().contains(&scope)).find_map(|c| {
-            let root: Vec<&str> = c.root().split('/').collect();
-            (segments.len() >= root.len() && segments.iter().zip(&root).all(|(a, b)| a == b))
-                .then(|| (c, &segments[root.len()..]))
-        })
+        // Runs for every node a command addresses: compare in place, allocate nothing.
+        self.csps
+            .iter()
+            .map(|c| c.as_ref())
+            .filter(|c| c.scopes().contains(&scope))
+            .find_map(|c| strip_root(c.root(), segments).map(|rel| (c, rel)))
     }
 
     /// Names below a path that is an ancestor of CSP roots (`Vendor` -> `MSFT`), for Gets on

@@ -71,7 +71,12 @@ impl NodeUri {
         };
         let path = path.strip_prefix("./").unwrap_or(if path == "." { "" } else { path });
         let path = path.trim_end_matches('/');
-        let mut segments: Vec<String> = Vec::new();
+        let (scope, path) = match path.split_once('/').map_or((path, ""), |(first, rest)| (first, rest)) {
+            ("User", rest) => (Scope::User, rest),
+            ("Device", rest) => (Scope::Device, rest),
+            _ => (Scope::Device, path),
+        };
+        let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
         if !path.is_empty() {
             for seg in path.split('/') {
                 if seg.is_empty() {
@@ -80,17 +85,6 @@ impl NodeUri {
                 segments.push(percent_decode_str(seg).decode_utf8_lossy().into_owned());
             }
         }
-        let scope = match segments.first().map(String::as_str) {
-            Some("User") => {
-                segments.remove(0);
-                Scope::User
-            }
-            Some("Device") => {
-                segments.remove(0);
-                Scope::Device
-            }
-            _ => Scope::Device,
-        };
         Ok(NodeUri { raw: raw.to_string(), scope, segments, query })
     }
 
@@ -138,6 +132,18 @@ mod tests {
         assert_eq!(a.key(), b.key());
         assert_eq!(a.scope, Scope::Device);
         assert_eq!(a.raw, "./Vendor/MSFT/DMClient");
+    }
+
+    #[test]
+    fn scope_roots_alone_parse_to_empty_paths() {
+        for (raw, scope) in [("./User", Scope::User), ("./Device/", Scope::Device), (".", Scope::Device)] {
+            let u = NodeUri::parse(raw).unwrap();
+            assert_eq!((u.scope, u.segments.len()), (scope, 0), "{raw}");
+        }
+        // Only the first segment names a scope.
+        let u = NodeUri::parse("./Vendor/User/X").unwrap();
+        assert_eq!((u.scope, u.segments.len()), (Scope::Device, 3));
+        assert!(matches!(NodeUri::parse("./User//X"), Err(UriError::EmptySegment(_))));
     }
 
     #[test]

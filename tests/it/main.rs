@@ -15,3 +15,7 @@ mod schedule;
 mod enroll;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
+/// SyncML codec: golden corpus round trips, truncation, malformed input, CLI, mutation robustness.
+mod syncml;
+/// DM tree engine: the status code of every command semantic, through SyncML commands.
+mod tree;
