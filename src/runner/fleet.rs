@@ -249,8 +249,7 @@ impl Fleet {
         mut on_record: impl FnMut(&Record, &Device),
     ) -> RunStats {
         let mut stats = RunStats::default();
-        loop {
-            let Some(Reverse((t, i))) = self.heap.peek().copied() else { break };
+        while let Some(Reverse((t, i))) = self.heap.peek().copied() {
             if self.planned[i] != Some(t) {
                 self.heap.pop();
                 continue;
