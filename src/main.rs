@@ -41,6 +41,8 @@ enum Command {
     Device(cmd::device::Device),
     /// Run one management session of a device now.
     Sync(cmd::sync::SyncArgs),
+    /// Let devices live on their schedule (reboots, logons, nightly, polls, pushes, events).
+    Run(cmd::run::RunArgs),
     /// Print a device's DM tree (or a subtree) with formats and values.
     Tree(cmd::tree::TreeArgs),
     /// Run the embedded reference MDM server (enrollment + management) until Ctrl-C.
@@ -70,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Syncml(c) => cmd::syncml::run(c),
         Command::Device(c) => cmd::device::run(c),
         Command::Sync(c) => cmd::sync::run(c),
+        Command::Run(c) => cmd::run::run(c),
         Command::Tree(c) => cmd::tree::run(c),
         Command::Server(c) => cmd::server::run(c),
     }

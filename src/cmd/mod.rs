@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod exit;
+pub mod run;
 pub mod sync;
 pub mod server;
 pub mod syncml;

@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
 use crate::device::{Device, SessionPlan};
 use crate::schedule::{
-    Action, Clock, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, Trigger,
+    Action, Clock, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
+    Trigger,
 };
 use crate::session::{Outcome, Summary};
 use crate::tree::{Effect, Registry};
@@ -36,15 +37,22 @@ pub struct Member {
     pub scheduler: Scheduler,
     /// The DMClient poll values the scheduler's timetable was built from.
     poll: Option<PollConfig>,
+    /// When a device that never synced runs its first session (the post-enrollment session).
+    first_session: Option<DateTime<Utc>>,
 }
 
 impl Member {
     /// A device whose schedule starts at `now`; `seed` drives its jitter (see
-    /// [`crate::schedule::device_seed`]).
-    pub fn new(device: Device, seed: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
+    /// [`crate::schedule::device_seed`]). A device that never synced is taken as enrolled at
+    /// `now` and starts with its post-enrollment session, as Windows does.
+    pub fn new(mut device: Device, seed: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
+        let first_session = (device.sessions == 0).then_some(now);
+        if first_session.is_some() {
+            device.enrolled_at = now;
+        }
         let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
         let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
-        let mut m = Member { device, scheduler, poll: None };
+        let mut m = Member { device, scheduler, poll: None, first_session };
         m.refresh_schedule(now);
         Ok(m)
     }
@@ -80,10 +88,7 @@ impl Member {
         }
         let env = self.device.env(self.device.enrolled_at);
         let csp = registry.next_deadline(&mut self.device.tree, &env);
-        match (self.scheduler.next_deadline(), csp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.first_session, self.scheduler.next_deadline(), csp].into_iter().flatten().min()
     }
 }
 
@@ -321,8 +326,22 @@ async fn step(
 ) -> (Member, Vec<Record>) {
     let mut records = Vec::new();
     let mut effects = run_timers(registry, &mut m.device, transport, now).await;
-    let mut actions =
-        if m.scheduler.next_deadline().is_some_and(|d| d <= now) { m.scheduler.on_deadline(now) } else { Vec::new() };
+    let mut actions = match m.first_session.take() {
+        Some(at) if at <= now => vec![Action::Session(SessionRequest::one_shot(
+            Trigger::Enrollment,
+            m.device.profile,
+            m.scheduler.users(),
+            now,
+            false,
+        ))],
+        not_yet => {
+            m.first_session = not_yet;
+            Vec::new()
+        }
+    };
+    if m.scheduler.next_deadline().is_some_and(|d| d <= now) {
+        actions.extend(m.scheduler.on_deadline(now));
+    }
     for _ in 0..MAX_ROUNDS {
         for action in std::mem::take(&mut actions) {
             match action {

@@ -1,0 +1,205 @@
+//! `mdmsim run`: stored devices live on their own schedule (reboots, logons, nightly
+//! maintenance, DMClient polls, pushes, scripted events), running sessions when their triggers
+//! fire, on a real, scaled or virtual clock.
+//!
+//! Prints one line per session (time, device, trigger, mode, result, findings) and a summary;
+//! `--json` prints every record and the summary as one JSON object instead. Every session is
+//! stored as it ends (device record and summary in one transaction). Exit 0 when every session
+//! completed; 3 or 4 when one failed (server unreachable / protocol broken); 2 for bad
+//! arguments or event files; 5 for state errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
+use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::store::Store;
+use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
+
+use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// The device (default: the first one created).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    device: Option<String>,
+    /// Run every device of the state directory.
+    #[arg(long)]
+    all: bool,
+    /// real: simulated time is real time; scaled: --speed times faster; virtual: jump from one
+    /// deadline to the next as soon as the sessions of the current instant finished.
+    #[arg(long, value_enum, default_value = "real")]
+    clock: ClockKind,
+    /// Simulated seconds per real second for --clock scaled (60 = an hour a minute).
+    #[arg(long, value_name = "N")]
+    speed: Option<f64>,
+    /// The simulated start (RFC 3339); default: now.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// When to stop: an RFC 3339 time or a duration from --start (30m, 36h, 7d). Default: 1d
+    /// for virtual and scaled clocks; a real clock runs until Ctrl-C.
+    #[arg(long, value_name = "TIME|DURATION")]
+    until: Option<String>,
+    /// A TOML timeline of events ([[event]] at/kind/user), applied to every device run.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Print the records and the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Refuse commands outside the Machine-mode set with 405 instead of recording a finding.
+    #[arg(long)]
+    strict: bool,
+    /// Write each session's messages to DIR/<device>/<session>/.
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) besides the system roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Seed of the jitter; the same seed gives the same timeline.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds to wait for each answer of the server.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    timeout: f64,
+    /// Stop after this many sessions in all.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_sessions: u64,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let wall_now = Utc::now();
+    let start = match &a.start {
+        Some(s) => parse_time(s).map_err(|e| fail(USAGE, format!("--start: {e}")))?,
+        None => wall_now,
+    };
+    let until: Option<DateTime<Utc>> = match (&a.until, a.clock) {
+        (Some(u), _) => Some(At::parse(u).map_err(|e| fail(USAGE, format!("--until: {e}")))?.resolve(start)),
+        (None, ClockKind::Real) => None,
+        (None, _) => Some(start + chrono::Duration::days(1)),
+    };
+    let timeline = match &a.events {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))?;
+            parse_timeline(&text, &path.display().to_string()).map_err(|e| fail(USAGE, e.to_string()))?.resolve(start)
+        }
+        None => Vec::new(),
+    };
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        return Err(fail(USAGE, format!("--timeout {}: must be a positive number of seconds", a.timeout)));
+    }
+    let mut clock = mdmsim::schedule::clock::build(a.clock, a.speed, Some(start), wall_now)
+        .map_err(|e| fail(USAGE, e.to_string()))?;
+
+    let mut http = HttpOptions { timeout: Duration::from_secs_f64(a.timeout), insecure: a.insecure, ..Default::default() };
+    http.connect_timeout = http.connect_timeout.min(http.timeout);
+    if let Some(path) = &a.ca_cert {
+        http.ca_cert_pem = Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
+    }
+    let transport = Arc::new(Transport::new(http).map_err(|e| fail(USAGE, e.to_string()))?);
+    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    let ids = if a.all { store.ids().map_err(|e| fail(STATE, e.to_string()))? } else { vec![String::new()] };
+    let mut members = Vec::new();
+    for (index, id) in ids.iter().enumerate() {
+        let device = store
+            .load(if a.all { Some(id.as_str()) } else { a.device.as_deref() })
+            .map_err(|e| fail(STATE, e.to_string()))?;
+        let mut m = Member::new(device, device_seed(a.seed, index as u64), start)
+            .map_err(|e| fail(USAGE, format!("device template: {e}")))?;
+        m.scheduler.script(timeline.iter().cloned());
+        members.push(m);
+    }
+    if members.is_empty() {
+        return Err(fail(STATE, format!("no device in {}; create one with `mdmsim device new`", a.state.display())));
+    }
+    if let Some(dir) = &a.transcript {
+        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
+    }
+    let opts = FleetOptions {
+        strict: a.strict,
+        transcript: a.transcript.clone(),
+        max_sessions: a.max_sessions,
+        ..FleetOptions::default()
+    };
+    let registry = Arc::new(mdmsim::csp::registry());
+    let mut fleet = Fleet::new(registry, transport, members, opts);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let mut records: Vec<Record> = Vec::new();
+    let mut store_error = None;
+    let wall = std::time::Instant::now();
+    let json = a.json;
+    let stats = rt.block_on(async {
+        let end = until.unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let run = fleet.run(clock.as_mut(), end, |record, device| {
+            if let Record::Session { summary, .. } = record
+                && let Err(e) = store.save_session(device, summary)
+            {
+                store_error.get_or_insert(e.to_string());
+            }
+            if !json {
+                println!("{}", record.line());
+            }
+            records.push(record.clone());
+        });
+        tokio::select! {
+            stats = run => Some(stats),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Whatever happened, the devices' last state is kept (schedules restart from it).
+    for m in fleet.members() {
+        if let Err(e) = store.save(&m.device) {
+            store_error.get_or_insert(e.to_string());
+        }
+    }
+    if let Some(e) = store_error {
+        return Err(fail(STATE, format!("saving device state: {e}")));
+    }
+    let stats = stats.unwrap_or_default();
+    if json {
+        let out = serde_json::json!({ "records": records, "summary": stats, "wall_ms": wall.elapsed().as_millis() as u64 });
+        println!("{out}");
+    } else {
+        println!(
+            "\n{} sessions ({} completed, {} failed), {} missed, {} unenrolled, {} findings; until {} in {:.2?} wall time",
+            stats.sessions,
+            stats.completed,
+            stats.failed,
+            stats.missed,
+            stats.unenrolled,
+            stats.findings,
+            stats.ended_at.map_or_else(|| "-".to_string(), |t| t.to_rfc3339()),
+            wall.elapsed()
+        );
+        for (k, n) in &stats.by_trigger_mode {
+            println!("  {k:<24} {n}");
+        }
+        if stats.hit_session_limit {
+            println!("  stopped at the session limit (--max-sessions {})", a.max_sessions);
+        }
+    }
+    let failure = records.iter().rev().find_map(|r| match r {
+        Record::Session { summary, .. } => summary.error.clone(),
+        _ => None,
+    });
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            let unreachable = records.iter().any(|r| matches!(r, Record::Session { summary, .. } if summary.error.as_deref() == Some(e.as_str()) && summary.messages_received == 0));
+            Err(fail(if unreachable { UNREACHABLE } else { PROTOCOL }, format!("{} sessions failed; the last: {e}", stats.failed)))
+        }
+    }
+}
