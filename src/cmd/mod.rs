@@ -4,8 +4,8 @@
 pub mod device;
 pub mod exit;
 pub mod run;
-pub mod sync;
 pub mod server;
+pub mod sync;
 pub mod syncml;
 pub mod tree;
 

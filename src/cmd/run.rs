@@ -101,10 +101,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut clock = mdmsim::schedule::clock::build(a.clock, a.speed, Some(start), wall_now)
         .map_err(|e| fail(USAGE, e.to_string()))?;
 
-    let mut http = HttpOptions { timeout: Duration::from_secs_f64(a.timeout), insecure: a.insecure, ..Default::default() };
+    let mut http =
+        HttpOptions { timeout: Duration::from_secs_f64(a.timeout), insecure: a.insecure, ..Default::default() };
     http.connect_timeout = http.connect_timeout.min(http.timeout);
     if let Some(path) = &a.ca_cert {
-        http.ca_cert_pem = Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
+        http.ca_cert_pem =
+            Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
     }
     let transport = Arc::new(Transport::new(http).map_err(|e| fail(USAGE, e.to_string()))?);
     let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
@@ -170,7 +172,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = stats.unwrap_or_default();
     if json {
-        let out = serde_json::json!({ "records": records, "summary": stats, "wall_ms": wall.elapsed().as_millis() as u64 });
+        let out =
+            serde_json::json!({ "records": records, "summary": stats, "wall_ms": wall.elapsed().as_millis() as u64 });
         println!("{out}");
     } else {
         println!(
@@ -199,7 +202,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => {
             let unreachable = records.iter().any(|r| matches!(r, Record::Session { summary, .. } if summary.error.as_deref() == Some(e.as_str()) && summary.messages_received == 0));
-            Err(fail(if unreachable { UNREACHABLE } else { PROTOCOL }, format!("{} sessions failed; the last: {e}", stats.failed)))
+            Err(fail(
+                if unreachable { UNREACHABLE } else { PROTOCOL },
+                format!("{} sessions failed; the last: {e}", stats.failed),
+            ))
         }
     }
 }

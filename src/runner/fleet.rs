@@ -375,7 +375,9 @@ async fn step(
         // an unenroll ends the device's life in this run.
         for e in std::mem::take(&mut effects) {
             match e {
-                Effect::RequestSession { .. } => actions.extend(m.scheduler.on_event(now, Event::Sync { interactive: false })),
+                Effect::RequestSession { .. } => {
+                    actions.extend(m.scheduler.on_event(now, Event::Sync { interactive: false }))
+                }
                 Effect::Unenroll { reason } => {
                     m.scheduler.unenroll();
                     records.push(Record::Unenrolled { device: m.device.id.to_string(), at: now, reason });
