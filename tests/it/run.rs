@@ -60,8 +60,11 @@ fn new_device_seeded(state: &Path, server: &str, profile: &str, seed: &str) -> S
     out.trim().to_string()
 }
 
-/// Runs `mdmsim run --json` and returns the session records as (time, trigger, mode, alert).
-fn run_json(state: &Path, extra: &[&str]) -> (i32, Vec<(String, String, String, u64)>, Value) {
+/// One session of a run: (time, trigger, mode, session alert).
+type Line = (String, String, String, u64);
+
+/// Runs `mdmsim run --json` and returns the exit code, the sessions and the whole output.
+fn run_json(state: &Path, extra: &[&str]) -> (i32, Vec<Line>, Value) {
     let state = state.to_string_lossy();
     let mut args = vec!["run", "--state", &state, "--clock", "virtual", "--start", "2026-03-02T08:00:00Z", "--json"];
     args.extend_from_slice(extra);
