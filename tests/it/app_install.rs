@@ -344,6 +344,8 @@ fn an_install_moves_status_1_to_5_over_later_sessions_and_the_app_shows_in_inven
     // Echoed as the server sent it: escaped braces.
     assert_eq!(s.value(&format!("{DL}/{PID}/Status")).as_deref(), Some("1"), "QUEUED in the same session");
     assert!(s.stdout.contains("completed"), "{}", s.stdout);
+    let app_line = "app:       4000000001 {B316008A-141D-4A79-810F-8B764C4CFDFB} 2.0.0.0: Status";
+    assert!(s.stdout.contains(&format!("{app_line} 1 QUEUED")), "{}", s.stdout);
 
     // The server polls about once a second; each session sees where the device got to by then.
     let mut seen = vec!["1".to_string()];
@@ -377,6 +379,7 @@ fn an_install_moves_status_1_to_5_over_later_sessions_and_the_app_shows_in_inven
     assert!(chrono::DateTime::parse_from_rfc3339(&date).is_ok(), "InstallDate {date:?}");
     // The device downloaded the package once, from the URL the server gave.
     assert_eq!(lab.content.hits(), ["/apps/ContosoApp1.appx"]);
+    assert!(last.stdout.contains(&format!("{app_line} 5 INSTALLED")), "{}", last.stdout);
 
     // `mdmsim tree` shows the same.
     assert_eq!(lab.tree_value(&format!("{DL}/{PID}/Status")), "5");
@@ -396,6 +399,12 @@ fn a_download_404_ends_in_status_7_with_last_error() {
     let url = lab.content.url("/apps/missing.appx");
     let s = lab.sync(&format!("{ENROLL}{}", install(&url)));
     assert_eq!(s.codes("10"), ["200"]);
+    // Steps of 0 s: the download ran in the same `sync`, after the session, and says so.
+    assert!(
+        s.stdout.contains("Status 7 DOWNLOAD_FAILED, LastError 0x80190194: the content server answered HTTP 404"),
+        "{}",
+        s.stdout
+    );
     let s = lab.sync(&poll());
     assert_eq!(s.value(&format!("{DL}/{PID}/Status")).as_deref(), Some("7"), "{:?}", s.results());
     // HTTP_E_STATUS_NOT_FOUND, 0x80190194, as the signed 32-bit int the node holds.
