@@ -511,3 +511,32 @@ fn template_apps_are_in_inventory_on_the_first_session() {
     assert_eq!(s.value(&format!("{ENT}/Status")).as_deref(), Some("0"), "the enterprise is ENABLED");
     assert_eq!(lab.tree_value(&format!("{INV}/{EXPENSES}/Version")), "1.8.0.0");
 }
+
+#[test]
+fn device_new_refuses_a_template_whose_app_or_app_setting_is_wrong() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "[[apps]]\nenterprise_id = \"4000000001\"\nproduct_id = \"B316008A\"\nversion = \"1\"\ntitle = \"T\"\npublisher = \"P\"\n",
+            "[[apps]] #1: product_id \"B316008A\" is not a GUID in braces",
+        ),
+        ("[[apps]]\nenterprise_id = \"4000000001\"\n", "[[apps]] #1: product_id is missing"),
+        ("[behaviour]\nentapp_install_sec = 3\n", "\"entapp_install_sec\" is not an EnterpriseAppManagement setting"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).expect("write template");
+        let (code, out, err) = mdmsim(&[
+            "device",
+            "new",
+            "--state",
+            &dir.path().join("state").to_string_lossy(),
+            "--server",
+            "http://127.0.0.1:9/MDM.svc",
+            "--template",
+            &file.to_string_lossy(),
+        ]);
+        assert_eq!(code, 2, "{text}: {out}{err}");
+        assert!(err.contains(&format!("bad{i}.toml: ")) && err.contains(want), "{err:?} should say {want:?}");
+    }
+}
