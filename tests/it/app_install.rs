@@ -381,6 +381,11 @@ fn an_install_moves_status_1_to_5_over_later_sessions_and_the_app_shows_in_inven
     assert_eq!(lab.content.hits(), ["/apps/ContosoApp1.appx"]);
     assert!(last.stdout.contains(&format!("{app_line} 5 INSTALLED")), "{}", last.stdout);
 
+    // The seed's query of one app: its child names.
+    let s = lab.sync(&format!("{}{}", get("2", &app), get("3", &format!("{app}/Version"))));
+    assert_eq!(s.value(&app).as_deref(), Some("Version/Title/Publisher/InstallDate"));
+    assert_eq!(s.value(&format!("{app}/Version")).as_deref(), Some("2.0.0.0"));
+
     // `mdmsim tree` shows the same.
     assert_eq!(lab.tree_value(&format!("{DL}/{PID}/Status")), "5");
     assert_eq!(lab.tree_value(&format!("{app}/Title")), "ContosoApp1");
