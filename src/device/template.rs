@@ -14,7 +14,7 @@
 //! [behaviour]
 //! utc_offset_minutes = 60
 //! entapp_install_secs = 30                                  # EnterpriseAppManagement settings
-//! "entapp_sha256:{B316008A-141D-4A79-810F-8B764C4CFDFB}" = "9f86d081884c7d65..."
+//! "entapp_sha256:{B316008A-141D-4A79-810F-8B764C4CFDFB}" = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 //!
 //! [[apps]]                         # an app already installed (EnterpriseAppManagement Inventory)
 //! enterprise_id = "4000000001"
