@@ -3,6 +3,11 @@
 //! Exit 0 when the session completed; 3 when the server could not be reached; 4 when it broke
 //! the protocol; 5 when the state directory or the device cannot be used. The device's state
 //! after a failed session is the state of before it (the summary is stored either way).
+//!
+//! Around the session the device's CSP timers run and the package downloads they ask for are
+//! performed (before: what came due since the last run; after: what the session started), so an
+//! app install moves on with each `sync`. The human output ends with one `app:` line per
+//! EnterpriseAppManagement Download node (its Status by name, LastError when it failed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +104,11 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report.summary)?);
     } else {
         print!("{}", report.summary.human());
+        // The app installs as they stand after the session and the downloads that followed it:
+        // what the server's next Get of Download/<ProductID>/Status will see.
+        for d in mdmsim::csp::enterprise_app::downloads(&device.tree) {
+            println!("  app:       {d}");
+        }
     }
     match report.error {
         None => Ok(ExitCode::SUCCESS),

@@ -195,6 +195,20 @@ impl DownloadStatus {
         })
     }
 
+    /// The seed's name of the value (`INSTALLED`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Confirm => "CONFIRM",
+            Self::Queued => "QUEUED",
+            Self::Downloading => "DOWNLOADING",
+            Self::Downloaded => "DOWNLOADED",
+            Self::Installing => "INSTALLING",
+            Self::Installed => "INSTALLED",
+            Self::Failed => "FAILED",
+            Self::DownloadFailed => "DOWNLOAD_FAILED",
+        }
+    }
+
     fn in_progress(self) -> bool {
         matches!(self, Self::Confirm | Self::Queued | Self::Downloading | Self::Downloaded | Self::Installing)
     }
@@ -338,6 +352,57 @@ pub fn preinstall(state: &mut TreeState, enterprise_id: &str, app: &InstalledApp
     state.set_value(&format!("{node}/Title"), app.title.clone());
     state.set_value(&format!("{node}/Publisher"), app.publisher.clone());
     state.set_value(&format!("{node}/InstallDate"), install_date(app.install_date));
+}
+
+/// One `Download/<ProductID>` node of a device, as a person reads it (`mdmsim sync` prints one
+/// line per node after the session, so the Status a server will see next is visible at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadView {
+    pub enterprise_id: String,
+    /// Decoded (`{B316008A-141D-4A79-810F-8B764C4CFDFB}`).
+    pub product_id: String,
+    /// `None` before the first Exec (Status has no value yet).
+    pub status: Option<DownloadStatus>,
+    pub version: String,
+    /// LastErrorDesc (empty when there is no error; it starts with the HRESULT in hex).
+    pub last_error_desc: String,
+}
+
+impl std::fmt::Display for DownloadView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.enterprise_id, self.product_id)?;
+        if !self.version.is_empty() {
+            write!(f, " {}", self.version)?;
+        }
+        match self.status {
+            Some(s) => write!(f, ": Status {} {}", s.code(), s.name())?,
+            None => write!(f, ": no Status yet (waiting for Exec on DownloadInstall)")?,
+        }
+        if !self.last_error_desc.is_empty() {
+            write!(f, ", LastError {}", self.last_error_desc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every Download node of every enterprise in a device's tree, in key order.
+pub fn downloads(state: &TreeState) -> Vec<DownloadView> {
+    let mut out = Vec::new();
+    for enterprise in state.child_names(ROOT) {
+        let dl = format!("{ROOT}/{enterprise}/EnterpriseApps/Download");
+        for product in state.child_names(&dl) {
+            let node = format!("{dl}/{product}");
+            let value = |leaf: &str| state.value(&format!("{node}/{leaf}")).unwrap_or_default().trim().to_string();
+            out.push(DownloadView {
+                enterprise_id: enterprise.clone(),
+                product_id: product.clone(),
+                status: DownloadStatus::parse(&value("Status")),
+                version: value("Version"),
+                last_error_desc: value("LastErrorDesc"),
+            });
+        }
+    }
+    out
 }
 
 fn install_date(t: DateTime<Utc>) -> String {
@@ -995,6 +1060,24 @@ mod tests {
         let out = d.run(&install_atomic(URL, "2.0.0.0"));
         assert!(out.iter().all(|o| o.code == StatusCode::Ok), "{out:?}");
         d
+    }
+
+    #[test]
+    fn downloads_lists_each_download_node_with_its_status_for_people() {
+        let mut d = started(&[]);
+        let v = downloads(&d.state);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].product_id, "{B316008A-141D-4A79-810F-8B764C4CFDFB}");
+        assert_eq!(v[0].status, Some(DownloadStatus::Queued));
+        assert_eq!(v[0].to_string(), "4000000001 {B316008A-141D-4A79-810F-8B764C4CFDFB} 2.0.0.0: Status 1 QUEUED");
+        d.advance(Duration::seconds(5));
+        d.answer(FetchOutcome::HttpStatus(404));
+        assert_eq!(
+            downloads(&d.state)[0].to_string(),
+            "4000000001 {B316008A-141D-4A79-810F-8B764C4CFDFB} 2.0.0.0: Status 7 DOWNLOAD_FAILED, \
+             LastError 0x80190194: the content server answered HTTP 404 Not Found"
+        );
+        assert!(downloads(&TreeState::new()).is_empty());
     }
 
     #[test]

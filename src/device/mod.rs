@@ -20,7 +20,7 @@ use crate::session::{LoginStatus, Mode, SessionAlert, SessionConfig, Trigger};
 use crate::tree::{Env, Profile, Settings, TreeState};
 
 pub use id::{BadDeviceId, DeviceId};
-pub use template::{Template, TemplateError};
+pub use template::{Template, TemplateApp, TemplateError};
 
 /// The DMClient provider ID when none is given (the one Intune uses, PROTOCOL.md §5).
 pub const DEFAULT_PROVIDER_ID: &str = "MS DM Server";
@@ -70,7 +70,8 @@ impl SessionPlan {
 
 impl Device {
     /// A pre-provisioned device: the template's DevInfo/DevDetail values and the DeviceID are
-    /// written into its tree (already committed).
+    /// written into its tree, and its `[[apps]]` into the EnterpriseAppManagement inventory
+    /// (installed at `now` unless the entry says when); all already committed.
     pub fn new(
         id: DeviceId,
         profile: Profile,
@@ -92,6 +93,16 @@ impl Device {
         crate::csp::dmclient::create_provider(&mut tree, provider_id, &template.behaviour);
         let provider = crate::csp::dmclient::provider_key(provider_id);
         tree.set_value(&format!("{provider}/ManagementServiceAddress"), server_url);
+        for app in &template.apps {
+            let installed = crate::csp::enterprise_app::InstalledApp {
+                product_id: app.product_id.clone(),
+                version: app.version.clone(),
+                title: app.title.clone(),
+                publisher: app.publisher.clone(),
+                install_date: app.install_date.unwrap_or(now),
+            };
+            crate::csp::enterprise_app::preinstall(&mut tree, &app.enterprise_id, &installed);
+        }
         tree.commit();
         Device {
             id,
@@ -202,5 +213,18 @@ mod tests {
         let cfg = d.next_session(Trigger::Manual);
         assert_eq!((cfg.session_id.as_str(), d.sessions), ("1", 1));
         assert_eq!(d.next_session(Trigger::Manual).session_id, "2");
+    }
+
+    #[test]
+    fn template_apps_are_in_the_inventory_from_the_start() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let text = "[[apps]]\nenterprise_id = \"4000000001\"\nproduct_id = \"{B0322158-C3C2-44EB-8A31-D14A9FEC450E}\"\n\
+                    version = \"1.0.0.0\"\ntitle = \"Sample1\"\npublisher = \"Contoso\"";
+        let t = Template::builtin(Profile::Win10).overlay(&Template::parse(text, "t.toml").unwrap());
+        let d = Device::new(DeviceId::from_seed(1), Profile::Win10, "https://mdm.example/MDM.svc", "Fleet", &t, now);
+        let inv = "Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Inventory/{B0322158-C3C2-44EB-8A31-D14A9FEC450E}";
+        assert_eq!(d.tree.value(&format!("{inv}/Title")), Some("Sample1"));
+        assert_eq!(d.tree.value(&format!("{inv}/InstallDate")), Some("2026-03-01T08:00:00Z"));
+        assert!(!d.tree.is_dirty());
     }
 }

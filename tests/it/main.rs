@@ -3,6 +3,8 @@
 /// Shared helpers: the scripted SyncML server, a test CSP, running the binary.
 mod support;
 
+/// EnterpriseAppManagement over `mdmsim sync` sessions: installs, failures, 418, uninstall.
+mod app_install;
 /// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
 mod dmclient;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.

@@ -96,6 +96,7 @@ pub struct Server {
     /// `http://127.0.0.1:PORT/MDM.svc`
     pub url: String,
     requests: Arc<Mutex<Vec<Request>>>,
+    script: Script,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -106,16 +107,17 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let log = requests.clone();
+        let script: Script = Arc::new(Mutex::new(script.into()));
+        let played = script.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
                 addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
-                let script = Arc::new(Mutex::new(script.into_iter()));
                 let serve = async {
                     loop {
                         let Ok((sock, _)) = listener.accept().await else { return };
-                        let script = script.clone();
+                        let script = played.clone();
                         let log = log.clone();
                         tokio::spawn(async move {
                             let _ = handle(sock, script, log).await;
@@ -129,7 +131,12 @@ impl Server {
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server started");
-        Server { url: format!("http://{addr}/MDM.svc"), requests, stop: Some(stop_tx) }
+        Server { url: format!("http://{addr}/MDM.svc"), requests, script, stop: Some(stop_tx) }
+    }
+
+    /// Appends steps to the script (for tests that decide the next session from the last one).
+    pub fn then(&self, steps: Vec<Reply>) {
+        self.script.lock().expect("lock").extend(steps);
     }
 
     /// The base address without the path (`http://127.0.0.1:PORT`).
@@ -156,7 +163,7 @@ impl Drop for Server {
     }
 }
 
-type Script = Arc<Mutex<std::vec::IntoIter<Reply>>>;
+type Script = Arc<Mutex<std::collections::VecDeque<Reply>>>;
 
 async fn handle(mut sock: TcpStream, script: Script, log: Arc<Mutex<Vec<Request>>>) -> std::io::Result<()> {
     // One request per connection: the answer says `Connection: close`.
@@ -194,7 +201,7 @@ async fn handle(mut sock: TcpStream, script: Script, log: Arc<Mutex<Vec<Request>
     }
     let req = Request { path, headers, body: String::from_utf8_lossy(&body).into_owned() };
     log.lock().expect("lock").push(req.clone());
-    let step = script.lock().expect("lock").next();
+    let step = script.lock().expect("lock").pop_front();
     match step {
         Some(Reply::Syncml(m)) => {
             let text = syncml::encode(&build(&req, &m));
