@@ -11,11 +11,11 @@ mod dmclient;
 mod enterprise_app;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
-// Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
+/// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
