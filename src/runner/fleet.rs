@@ -35,6 +35,9 @@ const MAX_ROUNDS: usize = 8;
 pub struct Member {
     pub device: Device,
     pub scheduler: Scheduler,
+    /// The device's own HTTP client (an enrolled device presents its client certificate);
+    /// `None` uses the fleet's shared transport.
+    pub transport: Option<Arc<Transport>>,
     /// The DMClient poll values the scheduler's timetable was built from.
     poll: Option<PollConfig>,
     /// When a device that never synced runs its first session (the post-enrollment session).
@@ -52,7 +55,7 @@ impl Member {
         }
         let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
         let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
-        let mut m = Member { device, scheduler, poll: None, first_session };
+        let mut m = Member { device, scheduler, transport: None, poll: None, first_session };
         m.refresh_schedule(now);
         Ok(m)
     }
@@ -288,7 +291,7 @@ impl Fleet {
                 for &i in chunk {
                     let Some(member) = self.members[i].take() else { continue };
                     let registry = Arc::clone(&self.registry);
-                    let transport = Arc::clone(&self.transport);
+                    let transport = Arc::clone(member.transport.as_ref().unwrap_or(&self.transport));
                     let opts = self.opts.clone();
                     tasks.spawn(async move {
                         let (member, records) = step(member, now, &registry, &transport, &opts).await;
