@@ -9,7 +9,7 @@ pub mod device;
 pub mod enroll;
 pub mod runner;
 pub mod schedule;
-pub mod session;
 pub mod server;
+pub mod session;
 pub mod syncml;
 pub mod tree;

@@ -2,9 +2,10 @@
 //! errors are `anyhow` here only, tagged with an exit code through [`exit::Fail`].
 
 pub mod device;
+pub mod enroll;
 pub mod exit;
-pub mod sync;
 pub mod server;
+pub mod sync;
 pub mod syncml;
 pub mod tree;
 

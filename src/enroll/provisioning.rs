@@ -444,11 +444,20 @@ impl Provisioning {
 
     /// Applies [`Provisioning::tree_commands`] to a device's tree, all or nothing: on the first
     /// refused write everything is rolled back and the error names the LocURI and status.
+    ///
+    /// A `parm` of a provisioning document sets a value whether or not the node exists: an
+    /// `Add` refused with 405 (a node that allows only Replace, like DMClient `UPN`, seed
+    /// dmclient-csp.md) or 418 (already there) is retried as a `Replace`.
     pub fn apply(&self, tree: &mut Tree<'_>) -> Result<(), ApplyError> {
         let mark = tree.state.mark();
         let effects = tree.effects.len();
         for cmd in self.tree_commands() {
-            let outcomes = tree.execute(&cmd);
+            let mut outcomes = tree.execute(&cmd);
+            if let Command::Add(a) = &cmd
+                && outcomes.iter().any(|o| matches!(o.code, StatusCode::CommandNotAllowed | StatusCode::AlreadyExists))
+            {
+                outcomes = tree.execute(&Command::Replace(a.clone()));
+            }
             if let Some(bad) = outcomes.iter().find(|o| !o.code.is_success()) {
                 tree.state.rollback(mark);
                 tree.effects.truncate(effects);

@@ -10,8 +10,8 @@ mod enterprise_app;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
 // Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
-mod schedule;
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
+mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
