@@ -620,6 +620,20 @@ mod tests {
     }
 
     #[test]
+    fn apply_sets_replace_only_and_existing_nodes_with_the_full_registry() {
+        let reg = crate::csp::registry();
+        let env = Env::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), Profile::Win10);
+        let p = parse_provisioning(&fixture()).unwrap();
+        let mut state = TreeState::new();
+        // The provider and its Poll node exist already (a pre-provisioned device).
+        crate::csp::dmclient::create_provider(&mut state, "Fleet", &Default::default());
+        p.apply(&mut Tree::new(&reg, &mut state, &env)).unwrap();
+        // UPN is Get/Replace only (seed dmclient-csp.md): set through the Replace retry.
+        assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/UPN"), Some("user@example.com"));
+        assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/EntDeviceName"), Some("user_Windows"));
+    }
+
+    #[test]
     fn apply_is_all_or_nothing() {
         let mut reg = Registry::new();
         reg.register(crate::csp::dmacc::DmAcc);

@@ -12,6 +12,8 @@ mod session;
 // Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
+/// `mdmsim enroll` / `sync` / `unenroll` against the embedded reference server.
+mod enroll_cli;
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
