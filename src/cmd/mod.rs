@@ -2,6 +2,7 @@
 //! errors are `anyhow` here only, tagged with an exit code through [`exit::Fail`].
 
 pub mod device;
+pub mod enroll;
 pub mod exit;
 pub mod run;
 pub mod server;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use mdmsim::runner::enrollment;
 use mdmsim::runner::http::{HttpOptions, Transport};
 use mdmsim::runner::store::Store;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
@@ -75,9 +76,16 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &a.transcript {
         std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
     }
-    let transport = Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))?;
     let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
     let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    // An unenrolled device has no credentials left: refuse instead of failing at the server.
+    enrollment::check_usable(&device).map_err(|e| fail(STATE, e.to_string()))?;
+    // An enrolled device presents its client certificate (mTLS) and trusts its provisioned
+    // roots besides --ca-cert.
+    if let Some(material) = enrollment::stored_material(&device, &a.state).map_err(|e| fail(STATE, e.to_string()))? {
+        opts = enrollment::http_options(&device, &material, opts).map_err(|e| fail(STATE, e.to_string()))?;
+    }
+    let transport = Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))?;
     let registry = mdmsim::csp::registry();
     // A reboot logs everyone off and a logon logs the enrolled user on, for this session and
     // the ones after it.
@@ -92,14 +100,22 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(async {
         // The device's timers (app download and install steps, expiries) ran while mdmsim was
         // not: catch up first, so the server sees the states they reached by now.
-        run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await;
+        let mut rest = run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await;
         let report = run_session(&registry, &mut device, &transport, sopts).await;
-        carry_out(&registry, &mut device, &transport, report.effects.clone(), chrono::Utc::now()).await;
-        run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await;
+        rest.extend(carry_out(&registry, &mut device, &transport, report.effects.clone(), chrono::Utc::now()).await);
+        rest.extend(run_timers(&registry, &mut device, &transport, chrono::Utc::now()).await);
         device.tree.commit();
-        report
+        // A server-initiated unenrollment (DMClient Unenroll Exec) wipes the enrollment.
+        let wiped = enrollment::handle_effects(&mut device, Some(&a.state), &rest, chrono::Utc::now());
+        (report, wiped)
     });
+    let (report, wiped) = report;
     store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
+    match wiped {
+        Ok(true) => eprintln!("mdmsim: the server unenrolled device {}: its enrollment was wiped", device.id),
+        Ok(false) => {}
+        Err(e) => return Err(fail(STATE, format!("wiping the enrollment files of {}: {e}", device.id))),
+    }
     if a.json {
         println!("{}", serde_json::to_string(&report.summary)?);
     } else {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::enroll::EnrollmentType;
 use crate::schedule::{SessionRequest, UserEvent, UserState};
 use crate::session::{LoginStatus, Mode, SessionAlert, SessionConfig, Trigger};
 use crate::tree::{Env, Profile, Settings, TreeState};
@@ -45,6 +46,52 @@ pub struct Device {
     /// Who is logged on: the enrolled user (active, locked, logged off), other users.
     #[serde(default = "UserState::enrolled_active")]
     pub users: UserState,
+    /// The MDM enrollment the device's sessions use (client certificate, trusted roots);
+    /// `None` for a pre-provisioned device (`device new`) and after an unenrollment.
+    #[serde(default)]
+    pub enrollment: Option<Enrollment>,
+    /// Set when the enrollment was wiped (server- or user-initiated unenrollment): the device
+    /// must not run management sessions any more.
+    #[serde(default)]
+    pub unenrolled: Option<Unenrolled>,
+}
+
+/// What a device remembers of its enrollment (MS-MDE2). No secrets: the private key lives in
+/// a file of the state directory (0600), referenced by [`Enrollment::files`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub enrollment_type: EnrollmentType,
+    /// The discovery URL the device enrolled through.
+    pub discovery_url: String,
+    /// The enrolling user (email / UPN).
+    pub user: String,
+    /// DMAcc AccountUID of the w7 account (SHA-256 of PROVIDER-ID).
+    pub account_uid: String,
+    /// SHA-1 thumbprint (upper hex) of the issued client certificate.
+    pub client_cert_thumbprint: String,
+    /// The folder, relative to the state directory, holding `device.key` (0600), `device.crt`
+    /// (client certificate and intermediates) and `roots.pem` (provisioned roots); `None` while
+    /// the material is held in memory only (an in-process fleet).
+    pub files: Option<std::path::PathBuf>,
+}
+
+/// Who ended an enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnenrolledBy {
+    /// The server: `DMClient/Provider/<ID>/Unenroll` Exec (PROTOCOL.md §3.6).
+    Server,
+    /// The user: `mdmsim unenroll` (Alert 1226 `com.microsoft:mdm.unenrollment.userrequest`).
+    User,
+}
+
+/// When and by whom the enrollment was wiped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unenrolled {
+    pub at: DateTime<Utc>,
+    pub by: UnenrolledBy,
+    /// The provider (w7 PROVIDER-ID) the device was enrolled with.
+    pub provider_id: String,
 }
 
 /// How a trigger plays out as a session.
@@ -114,6 +161,8 @@ impl Device {
             sessions: 0,
             enrolled_at: now,
             users: UserState::enrolled_active(),
+            enrollment: None,
+            unenrolled: None,
         }
     }
 

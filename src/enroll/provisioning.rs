@@ -444,11 +444,20 @@ impl Provisioning {
 
     /// Applies [`Provisioning::tree_commands`] to a device's tree, all or nothing: on the first
     /// refused write everything is rolled back and the error names the LocURI and status.
+    ///
+    /// A `parm` of a provisioning document sets a value whether or not the node exists: an
+    /// `Add` refused with 405 (a node that allows only Replace, like DMClient `UPN`, seed
+    /// dmclient-csp.md) or 418 (already there) is retried as a `Replace`.
     pub fn apply(&self, tree: &mut Tree<'_>) -> Result<(), ApplyError> {
         let mark = tree.state.mark();
         let effects = tree.effects.len();
         for cmd in self.tree_commands() {
-            let outcomes = tree.execute(&cmd);
+            let mut outcomes = tree.execute(&cmd);
+            if let Command::Add(a) = &cmd
+                && outcomes.iter().any(|o| matches!(o.code, StatusCode::CommandNotAllowed | StatusCode::AlreadyExists))
+            {
+                outcomes = tree.execute(&Command::Replace(a.clone()));
+            }
             if let Some(bad) = outcomes.iter().find(|o| !o.code.is_success()) {
                 tree.state.rollback(mark);
                 tree.effects.truncate(effects);
@@ -608,6 +617,20 @@ mod tests {
             s.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
             ["DevInfo/Man", "Vendor/MSFT/DMClient/Provider/Other/EntDMID"]
         );
+    }
+
+    #[test]
+    fn apply_sets_replace_only_and_existing_nodes_with_the_full_registry() {
+        let reg = crate::csp::registry();
+        let env = Env::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), Profile::Win10);
+        let p = parse_provisioning(&fixture()).unwrap();
+        let mut state = TreeState::new();
+        // The provider and its Poll node exist already (a pre-provisioned device).
+        crate::csp::dmclient::create_provider(&mut state, "Fleet", &Default::default());
+        p.apply(&mut Tree::new(&reg, &mut state, &env)).unwrap();
+        // UPN is Get/Replace only (seed dmclient-csp.md): set through the Replace retry.
+        assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/UPN"), Some("user@example.com"));
+        assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/EntDeviceName"), Some("user_Windows"));
     }
 
     #[test]

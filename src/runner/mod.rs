@@ -8,6 +8,7 @@
 //! transaction holds the whole session.
 
 pub mod enroll;
+pub mod enrollment;
 pub mod fetch;
 pub mod fleet;
 pub mod http;
@@ -87,6 +88,8 @@ pub async fn run_session(
         None => device.next_session(opts.trigger),
     };
     cfg.extra_alerts = opts.extra_alerts;
+    // Application-layer credentials of an enrolled device (PROTOCOL.md §1.9).
+    (cfg.cred, cfg.auth) = enrollment::session_auth(&device.tree);
     // Client-Request-Id carries the EntDMID once the server set one, else 0 (PROTOCOL.md §2).
     let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
     let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
@@ -140,6 +143,8 @@ pub async fn run_session(
             }
             Next::Finished(f) => {
                 device.tree.commit();
+                // The last Chal's NextNonce is the next session's nonce (§1.9).
+                enrollment::keep_next_nonce(&mut device.tree, f.challenge());
                 tracing::info!(device = %device.id, "session completed");
                 let effects = f.effects().to_vec();
                 let challenge = f.challenge().cloned();
@@ -217,6 +222,9 @@ pub async fn carry_out(
 
 fn failed(device: &mut Device, f: session::Failed, transcript: Option<&Path>) -> SessionReport {
     device.tree.commit();
+    if let SessionError::Unauthenticated { chal, .. } = &f.error {
+        enrollment::keep_next_nonce(&mut device.tree, chal.as_deref());
+    }
     write_summary(transcript, &f.summary);
     // The caller reports the error; this is the log of it.
     tracing::info!(device = %device.id, error = %f.error, "session failed; tree rolled back");

@@ -15,6 +15,8 @@ mod session;
 mod enroll;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
+/// `mdmsim enroll` / `sync` / `unenroll` against the embedded reference server.
+mod enroll_cli;
 /// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.

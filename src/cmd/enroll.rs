@@ -1,0 +1,240 @@
+//! `mdmsim enroll`: enrolls a new device with an MDM server (MS-MDE2 discovery, policy and
+//! certificate request), stores it with its client certificate and key (0600) and runs the
+//! post-enrollment session at once, as Windows does; prints the device id and the management
+//! URL. `mdmsim unenroll`: the user-initiated unenrollment (a session whose package 1 carries
+//! Alert 1226 `com.microsoft:mdm.unenrollment.userrequest`, best effort), then wipes the
+//! enrollment.
+//!
+//! Thin over `mdmsim::runner::enrollment`. Exit codes: 2 usage, 3 server unreachable, 4 the
+//! server refused (SOAP fault) or broke the protocol, 5 local state. A failed enrollment leaves
+//! nothing in the state directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+
+use mdmsim::device::{Device, DeviceId, Template, UnenrolledBy};
+use mdmsim::enroll::{AuthToken, EnrollmentType, Secret, unenroll_alert};
+use mdmsim::runner::enroll::http_client;
+use mdmsim::runner::enrollment::{
+    self, EnrollOptions, EnrollmentMaterial, check_id_free, enroll_device, store_enrolled,
+};
+use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::store::Store;
+use mdmsim::runner::{SessionOptions, SessionReport, carry_out, run_session};
+use mdmsim::session::{Fault, Trigger};
+use mdmsim::tree::Profile;
+
+use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+
+/// `--enrollment-type`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// A user enrollment (certificate in My/User).
+    Full,
+    /// A device enrollment (certificate in My/System).
+    Device,
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    /// The state directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// The discovery URL (e.g. https://HOST/EnrollmentServer/Discovery.svc).
+    #[arg(long, value_name = "URL")]
+    discovery: String,
+    /// The enrolling user's email address (UPN).
+    #[arg(long, value_name = "ADDR")]
+    email: String,
+    /// The user's password (OnPremise authentication).
+    #[arg(long, value_name = "P", conflicts_with = "token")]
+    password: Option<String>,
+    /// A security token (Federated, Entra JWT, or Fleet's DeviceEnrollmentUserToken).
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Full (user) or Device enrollment.
+    #[arg(long, value_enum, default_value = "full")]
+    enrollment_type: KindArg,
+    /// The client to emulate (default: the template's, else win10).
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// A TOML template of DevInfo/DevDetail values (see fixtures/templates/).
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) besides the system roots, for enrollment and sessions.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// The DeviceID (32 hex digits); random when omitted.
+    #[arg(long, value_name = "DEVID")]
+    id: Option<String>,
+    /// Seed for the random DeviceID (the same seed gives the same id).
+    #[arg(long, conflicts_with = "id")]
+    seed: Option<u64>,
+    /// Write the post-enrollment session's messages to DIR (secrets masked).
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct UnenrollArgs {
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// The device (default: the first one created).
+    #[arg(long, value_name = "ID")]
+    device: Option<String>,
+    /// Trust this CA certificate (PEM) besides the system and provisioned roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Write the unenrollment session's messages to DIR (secrets masked).
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
+}
+
+fn read_ca(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|p| std::fs::read(p).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", p.display())))).transpose()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))
+}
+
+/// The transport of an enrolled device's sessions: its client certificate, its provisioned
+/// roots, and `--ca-cert` / `--insecure`.
+fn transport(
+    device: &Device,
+    material: &EnrollmentMaterial,
+    ca: Option<Vec<u8>>,
+    insecure: bool,
+) -> anyhow::Result<Transport> {
+    let base = HttpOptions { ca_cert_pem: ca, insecure, ..HttpOptions::default() };
+    let opts = enrollment::http_options(device, material, base).map_err(|e| fail(STATE, e.to_string()))?;
+    Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))
+}
+
+fn session_error(report: &SessionReport, what: &str) -> Option<anyhow::Error> {
+    report.error.as_ref().map(|e| {
+        let code = match e.fault() {
+            Fault::Unreachable => UNREACHABLE,
+            Fault::Protocol => PROTOCOL,
+        };
+        fail(code, format!("{what} (session {}) failed: {e}", report.summary.session_id))
+    })
+}
+
+pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let file = match &a.template {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))?;
+            Some(Template::parse(&text, &path.display().to_string()).map_err(|e| fail(USAGE, e.to_string()))?)
+        }
+        None => None,
+    };
+    let profile = a.profile.or(file.as_ref().and_then(|t| t.profile)).unwrap_or_default();
+    let mut template = Template::builtin(profile);
+    if let Some(f) = &file {
+        template = template.overlay(f);
+    }
+    let id = match (&a.id, a.seed) {
+        (Some(id), _) => DeviceId::parse(id).map_err(|e| fail(USAGE, e.to_string()))?,
+        (None, Some(seed)) => DeviceId::from_seed(seed),
+        // The binary may use OS randomness; the library only takes seeds.
+        (None, None) => DeviceId::from_seed(rand::random()),
+    };
+    let auth = match (&a.password, &a.token) {
+        (Some(p), _) => AuthToken::OnPremise { username: a.email.clone(), password: Secret::new(p.as_str()) },
+        (None, Some(t)) => AuthToken::from_user_token(t),
+        (None, None) => return Err(fail(USAGE, "give --password (OnPremise) or --token (Federated/JWT)")),
+    };
+    if let Some(dir) = &a.transcript {
+        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
+    }
+    let ca = read_ca(a.ca_cert.as_deref())?;
+    let client = http_client(ca.as_deref(), a.insecure).map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    check_id_free(&store, &id).map_err(|e| fail(STATE, e.to_string()))?;
+    let mut opts = EnrollOptions::new(&a.email, auth, id, profile);
+    opts.template = template;
+    opts.enrollment_type = match a.enrollment_type {
+        KindArg::Full => EnrollmentType::Full,
+        KindArg::Device => EnrollmentType::Device,
+    };
+
+    let rt = runtime()?;
+    let (mut device, material) = rt
+        .block_on(enroll_device(&client, &a.discovery, &opts, Utc::now()))
+        .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    store_enrolled(&store, &a.state, &mut device, &material).map_err(|e| fail(STATE, e.to_string()))?;
+    println!("{}", device.id);
+    println!("{}", device.server_url);
+
+    // The post-enrollment session, at once (PROTOCOL.md §3: Windows syncs right after).
+    let transport = transport(&device, &material, ca, a.insecure)?;
+    let registry = mdmsim::csp::registry();
+    let mut sopts = SessionOptions::new(Trigger::Enrollment);
+    sopts.transcript = a.transcript.clone();
+    let report = rt.block_on(async {
+        let report = run_session(&registry, &mut device, &transport, sopts).await;
+        let rest = carry_out(&registry, &mut device, &transport, report.effects.clone(), Utc::now()).await;
+        let wiped = enrollment::handle_effects(&mut device, Some(&a.state), &rest, Utc::now());
+        (report, wiped)
+    });
+    let (report, wiped) = report;
+    store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
+    eprint!("post-enrollment session: {}", report.summary.human());
+    match wiped {
+        Ok(true) => eprintln!("the server unenrolled the device in its first session: enrollment wiped"),
+        Ok(false) => {}
+        Err(e) => return Err(fail(STATE, format!("wiping the enrollment of {}: {e}", device.id))),
+    }
+    match session_error(&report, "the post-enrollment session") {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e.context(format!("device {} is enrolled", device.id))),
+    }
+}
+
+pub fn unenroll(a: UnenrollArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    enrollment::check_usable(&device).map_err(|e| fail(STATE, e.to_string()))?;
+    let material = enrollment::stored_material(&device, &a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    if let Some(dir) = &a.transcript {
+        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
+    }
+    let ca = read_ca(a.ca_cert.as_deref())?;
+    let transport = match &material {
+        Some(m) => transport(&device, m, ca, a.insecure)?,
+        None => Transport::new(HttpOptions { ca_cert_pem: ca, insecure: a.insecure, ..HttpOptions::default() })
+            .map_err(|e| fail(USAGE, e.to_string()))?,
+    };
+    let registry = mdmsim::csp::registry();
+    let mut sopts = SessionOptions::new(Trigger::Manual);
+    sopts.transcript = a.transcript.clone();
+    // CmdIDs of extra alerts are renumbered by the session.
+    sopts.extra_alerts = vec![unenroll_alert("0")];
+    let report = runtime()?.block_on(run_session(&registry, &mut device, &transport, sopts));
+    // Best effort: the device forgets its enrollment whether the server heard it or not.
+    let wiped = enrollment::wipe_enrollment(&mut device, Some(&a.state), UnenrolledBy::User, Utc::now());
+    store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
+    wiped.map_err(|e| fail(STATE, format!("deleting the enrollment files of {}: {e}", device.id)))?;
+    match &report.error {
+        None => println!("{}: unenrolled (the server was told)", device.id),
+        Some(e) => {
+            println!("{}: unenrolled (the server could not be told)", device.id);
+            eprintln!("mdmsim: warning: the unenrollment session failed: {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

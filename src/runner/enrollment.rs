@@ -1,0 +1,510 @@
+//! An enrolled device, end to end: [`enroll_device`] runs the MS-MDE2 enrollment
+//! ([`super::enroll::enroll`]) and turns the result into a [`Device`] record whose tree holds
+//! the provisioned values (applied through the tree engine, so the DMClient and DMAcc rules
+//! hold, all or nothing) plus the [`EnrollmentMaterial`] (client key and certificate, trusted
+//! roots) its management sessions need; [`store_enrolled`] keeps both in a state directory
+//! (key 0600); [`http_options`] gives a device's transport its mTLS identity and roots;
+//! [`session_auth`] / [`keep_next_nonce`] plug the application-layer credentials
+//! ([`AppAuth`], PROTOCOL.md §1.9) into a session and carry the server's next nonce over to
+//! the next one; [`handle_effects`] / [`wipe_enrollment`] carry out an unenrollment
+//! (server-initiated `DMClient/Provider/<ID>/Unenroll`, or user-initiated after `mdmsim
+//! unenroll`'s Alert 1226 session) and [`check_usable`] refuses an unenrolled device.
+//!
+//! Used by `mdmsim enroll` / `sync` / `unenroll` and by in-process fleets (no files needed: the
+//! material can stay in memory). Does not own the protocol messages (`crate::enroll`) or the
+//! session loop (`super::run_session`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+
+use super::enroll::{self as wire, EnrollError, EnrollRequest, Enrolled, write_private_key};
+use super::http::HttpOptions;
+use super::store::{Store, StoreError};
+use crate::device::{Device, DeviceId, Enrollment, Template, Unenrolled, UnenrolledBy};
+use crate::enroll::{
+    AppAuth, ApplyError, AuthReaction, AuthToken, DeviceIdentity, EnrollmentType, Secret, remove_enrollment,
+};
+use crate::session::Authenticator;
+use crate::syncml::{Chal, Cred, Status};
+use crate::tree::{Effect, Profile, Tree, TreeState};
+
+/// The file names inside a device's enrollment folder (what [`Enrolled::write_to_dir`] writes).
+const KEY_FILE: &str = "device.key";
+const CERT_FILE: &str = "device.crt";
+const ROOTS_FILE: &str = "roots.pem";
+
+/// What to enroll: the user, how they authenticate, and the device that enrolls.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    /// The enrolling user's address (Discover EmailAddress, RST user).
+    pub email: String,
+    /// `--password` (OnPremise) or `--token` (Federated / JWT / Fleet's user token).
+    pub auth: AuthToken,
+    pub enrollment_type: EnrollmentType,
+    pub profile: Profile,
+    /// DevInfo/DevDetail values and behaviour settings of the device.
+    pub template: Template,
+    pub id: DeviceId,
+}
+
+impl EnrollOptions {
+    /// A Full enrollment of a `profile` device with the built-in template.
+    pub fn new(email: &str, auth: AuthToken, id: DeviceId, profile: Profile) -> EnrollOptions {
+        EnrollOptions {
+            email: email.to_string(),
+            auth,
+            enrollment_type: EnrollmentType::Full,
+            profile,
+            template: Template::builtin(profile),
+            id,
+        }
+    }
+}
+
+/// The key and certificates of an enrollment. `Debug` never shows the key.
+#[derive(Debug, Clone)]
+pub struct EnrollmentMaterial {
+    key_pem: Secret,
+    /// The client certificate, then the intermediates (PEM).
+    pub cert_chain_pem: String,
+    /// The provisioned roots (PEM bundle), trusted for this device's TLS.
+    pub roots_pem: String,
+}
+
+/// Enrollment material that cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterialError {
+    /// A file of the enrollment folder cannot be read.
+    #[error("enrollment file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// The key and certificate do not make a TLS identity.
+    #[error("enrollment of device {device}: the client certificate and key are unusable: {reason}")]
+    Identity { device: String, reason: String },
+}
+
+impl EnrollmentMaterial {
+    /// The material of a finished enrollment.
+    pub fn from_enrolled(e: &Enrolled) -> EnrollmentMaterial {
+        let mut chain = e.client_cert_pem.clone();
+        chain.extend(e.intermediate_certs_pem.iter().map(String::as_str));
+        EnrollmentMaterial { key_pem: e.key_pem.clone(), cert_chain_pem: chain, roots_pem: e.root_certs_pem.concat() }
+    }
+
+    /// Writes `device.key` (0600), `device.crt` and `roots.pem` into `dir` (created, 0700).
+    pub fn write_to_dir(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        write_private_key(&dir.join(KEY_FILE), &self.key_pem)?;
+        std::fs::write(dir.join(CERT_FILE), &self.cert_chain_pem)?;
+        std::fs::write(dir.join(ROOTS_FILE), &self.roots_pem)
+    }
+
+    /// Reads what [`EnrollmentMaterial::write_to_dir`] wrote.
+    pub fn read_from_dir(dir: &Path) -> Result<EnrollmentMaterial, MaterialError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| MaterialError::Read { path, reason: e.to_string() })
+        };
+        Ok(EnrollmentMaterial {
+            key_pem: Secret::new(read(KEY_FILE)?),
+            cert_chain_pem: read(CERT_FILE)?,
+            roots_pem: read(ROOTS_FILE)?,
+        })
+    }
+
+    /// The client identity for mTLS.
+    pub fn identity(&self) -> Result<reqwest::Identity, reqwest::Error> {
+        reqwest::Identity::from_pkcs8_pem(self.cert_chain_pem.as_bytes(), self.key_pem.expose().as_bytes())
+    }
+}
+
+/// Why a device could not be enrolled. Nothing was stored in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceEnrollError {
+    /// The enrollment protocol failed (unreachable, SOAP fault, malformed answer...).
+    #[error("enrollment failed: {0}")]
+    Enroll(#[from] EnrollError),
+    /// The device's tree refused a value of the provisioning document.
+    #[error("enrollment failed: the device refused the provisioning document: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+impl DeviceEnrollError {
+    /// The CLI exit code: [`EnrollError::exit_code`]; a refused provisioning document is the
+    /// server's fault (4).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DeviceEnrollError::Enroll(e) => e.exit_code(),
+            DeviceEnrollError::Apply(_) => 4,
+        }
+    }
+}
+
+/// What the device says about itself during enrollment, from its template: device name, OS
+/// version and edition, locale; the HWDevID is derived from the DeviceID (stable per device).
+pub fn device_identity(id: &DeviceId, template: &Template) -> DeviceIdentity {
+    let hw = hex::encode_upper(Sha256::digest(format!("mdmsim-hwdevid:{id}").as_bytes()));
+    let mut d = DeviceIdentity::new(id.as_str(), &hw);
+    if let Some(v) = template.devdetail.get("Ext/Microsoft/DeviceName") {
+        d.device_name = v.clone();
+    }
+    if let Some(v) = template.devdetail.get("SwV") {
+        d.os_version = v.clone();
+        d.application_version = v.clone();
+    }
+    if let Some(v) = template.devdetail.get("Ext/Microsoft/OSEdition") {
+        d.os_edition = v.clone();
+    }
+    if let Some(v) = template.devinfo.get("Lang") {
+        d.locale = v.clone();
+    }
+    d
+}
+
+/// Enrolls one device through `discovery_url` and builds its record: the management URL (w7
+/// ADDR) as server, PROVIDER-ID as DMClient provider, the provisioned DMAcc and DMClient values
+/// applied to its tree through the tree engine (all or nothing), `enrolled_at = now`. Stores
+/// nothing: persist with [`store_enrolled`] (or keep the material in memory). Conformance
+/// findings of the provisioning document are logged as warnings.
+pub async fn enroll_device(
+    client: &reqwest::Client,
+    discovery_url: &str,
+    opts: &EnrollOptions,
+    now: DateTime<Utc>,
+) -> Result<(Device, EnrollmentMaterial), DeviceEnrollError> {
+    let identity = device_identity(&opts.id, &opts.template);
+    let mut request = EnrollRequest::new(&opts.email, opts.auth.clone(), identity);
+    request.enrollment_type = opts.enrollment_type;
+    let enrolled = wire::enroll(client, discovery_url, request).await?;
+    for finding in enrolled.provisioning.findings() {
+        tracing::warn!(device = %opts.id, "provisioning document: {finding}");
+    }
+    let device = device_of(&enrolled, discovery_url, opts, now)?;
+    Ok((device, EnrollmentMaterial::from_enrolled(&enrolled)))
+}
+
+/// The device record of a finished enrollment (the sans-I/O half of [`enroll_device`]).
+pub fn device_of(
+    enrolled: &Enrolled,
+    discovery_url: &str,
+    opts: &EnrollOptions,
+    now: DateTime<Utc>,
+) -> Result<Device, ApplyError> {
+    let app = &enrolled.provisioning.app;
+    let mut device = Device::new(opts.id.clone(), opts.profile, &app.addr, &app.provider_id, &opts.template, now);
+    let registry = crate::csp::registry();
+    let env = device.env(now);
+    let mut tree = Tree::new(&registry, &mut device.tree, &env);
+    enrolled.provisioning.apply(&mut tree)?;
+    device.tree.commit();
+    let record = enrolled.record(opts.enrollment_type);
+    device.enrollment = Some(Enrollment {
+        enrollment_type: opts.enrollment_type,
+        discovery_url: discovery_url.to_string(),
+        user: opts.email.clone(),
+        account_uid: record.account_uid,
+        client_cert_thumbprint: record.client_cert_thumbprint,
+        files: None,
+    });
+    Ok(device)
+}
+
+/// The enrollment folder of a device, relative to the state directory.
+pub fn files_dir(id: &DeviceId) -> PathBuf {
+    Path::new("enrollments").join(id.as_str())
+}
+
+/// Why an enrolled device could not be stored (nothing was left behind).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreEnrollError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the enrollment files into {dir}: {reason}")]
+    Files { dir: PathBuf, reason: String },
+    /// The id belongs to a device that is enrolled already.
+    #[error("device {0} is enrolled already (unenroll it first with `mdmsim unenroll`)")]
+    Enrolled(String),
+}
+
+/// Refuses an id that a stored, still enrolled (or pre-provisioned) device has; an unenrolled
+/// device may enroll again under its id.
+pub fn check_id_free(store: &Store, id: &DeviceId) -> Result<(), StoreEnrollError> {
+    match store.load(Some(id.as_str())) {
+        Ok(d) if d.unenrolled.is_some() => Ok(()),
+        Ok(_) => Err(StoreEnrollError::Enrolled(id.to_string())),
+        Err(StoreError::UnknownDevice { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores an enrolled device: writes its material into `state_dir/enrollments/<ID>/` (key
+/// 0600), references the folder from the record and saves the record (replacing an unenrolled
+/// device of the same id). On failure the folder is removed again.
+pub fn store_enrolled(
+    store: &Store,
+    state_dir: &Path,
+    device: &mut Device,
+    material: &EnrollmentMaterial,
+) -> Result<(), StoreEnrollError> {
+    check_id_free(store, &device.id)?;
+    let rel = files_dir(&device.id);
+    let dir = state_dir.join(&rel);
+    let undo = |e: StoreEnrollError| {
+        let _ = std::fs::remove_dir_all(&dir);
+        e
+    };
+    material
+        .write_to_dir(&dir)
+        .map_err(|e| undo(StoreEnrollError::Files { dir: dir.clone(), reason: e.to_string() }))?;
+    if let Some(e) = device.enrollment.as_mut() {
+        e.files = Some(rel);
+    }
+    let replacing = store.load(Some(device.id.as_str())).is_ok();
+    let saved = if replacing { store.save(device) } else { store.create(device) };
+    saved.map_err(|e| undo(e.into()))
+}
+
+/// The enrollment material of a stored device, `None` when it is not enrolled through files.
+pub fn stored_material(device: &Device, state_dir: &Path) -> Result<Option<EnrollmentMaterial>, MaterialError> {
+    match device.enrollment.as_ref().and_then(|e| e.files.as_ref()) {
+        Some(rel) => EnrollmentMaterial::read_from_dir(&state_dir.join(rel)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Transport options for an enrolled device: its client certificate for mTLS and its
+/// provisioned roots trusted besides `opts.ca_cert_pem` (`--ca-cert`).
+pub fn http_options(
+    device: &Device,
+    material: &EnrollmentMaterial,
+    mut opts: HttpOptions,
+) -> Result<HttpOptions, MaterialError> {
+    let identity = material
+        .identity()
+        .map_err(|e| MaterialError::Identity { device: device.id.to_string(), reason: e.to_string() })?;
+    opts.identity = Some(identity);
+    if !material.roots_pem.trim().is_empty() {
+        let mut pem = opts.ca_cert_pem.take().unwrap_or_default();
+        if !pem.is_empty() && !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(material.roots_pem.as_bytes());
+        opts.ca_cert_pem = Some(pem);
+    }
+    Ok(opts)
+}
+
+/// A device that must not run sessions any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "device {device} was unenrolled by the {} on {} (provider {provider}): its enrollment was wiped; enroll it again with `mdmsim enroll`",
+    match by { UnenrolledBy::Server => "server", UnenrolledBy::User => "user" },
+    at.format("%Y-%m-%d %H:%M:%S UTC")
+)]
+pub struct NotEnrolled {
+    pub device: String,
+    pub by: UnenrolledBy,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+}
+
+/// Refuses an unenrolled device (the CLI's exit 5).
+pub fn check_usable(device: &Device) -> Result<(), NotEnrolled> {
+    match &device.unenrolled {
+        Some(u) => {
+            Err(NotEnrolled { device: device.id.to_string(), by: u.by, at: u.at, provider: u.provider_id.clone() })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Answers a SyncHdr challenge with the device's application-layer credentials (MD5 digest
+/// over the challenge's NextNonce, PROTOCOL.md §1.9).
+#[derive(Debug)]
+struct ChallengeAnswer(AppAuth);
+
+impl Authenticator for ChallengeAnswer {
+    fn answer(&self, chal: &Chal) -> Option<Cred> {
+        let mut auth = self.0.clone();
+        let status = Status {
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: "407".into(),
+            chal: Some(chal.clone()),
+            ..Status::default()
+        };
+        match auth.on_header_status(&status) {
+            AuthReaction::Resend => auth.cred(),
+            _ => None,
+        }
+    }
+}
+
+/// The credentials of a session: the `Cred` for package 1 (from the DMAcc account's stored
+/// name, secret and nonce, after any rekey) and the answer to a challenge. Both `None` for a
+/// device without a DMAcc account.
+pub fn session_auth(tree: &TreeState) -> (Option<Cred>, Option<Arc<dyn Authenticator>>) {
+    let Some(mut auth) = AppAuth::load(tree) else { return (None, None) };
+    auth.begin_session();
+    if auth.client.is_none() {
+        return (None, None);
+    }
+    (auth.cred(), Some(Arc::new(ChallengeAnswer(auth))))
+}
+
+/// Stores the NextNonce of the session's last challenge as the nonce of the next session's
+/// credentials (`AppAuth/CLCRED/AAuthData`), keeping the name and secret the tree holds now (a
+/// rekey of this session included). Does nothing without a challenge or a DMAcc account.
+pub fn keep_next_nonce(tree: &mut TreeState, chal: Option<&Chal>) {
+    let Some(chal) = chal.filter(|c| c.meta.next_nonce.is_some()) else { return };
+    let Some(mut auth) = AppAuth::load(tree) else { return };
+    let status = Status {
+        cmd_ref: "0".into(),
+        cmd: "SyncHdr".into(),
+        data: "200".into(),
+        chal: Some(chal.clone()),
+        ..Status::default()
+    };
+    auth.on_header_status(&status);
+    auth.store(tree);
+    tree.commit();
+}
+
+/// Wipes a device's enrollment (PROTOCOL.md §3.6): the DMAcc account and the DMClient provider
+/// (with its poll schedule) leave the tree, the key and certificate files are deleted (when
+/// `state_dir` is given and the device has them), and the record is marked unenrolled so that
+/// later sessions are refused ([`check_usable`]). The caller saves the record.
+pub fn wipe_enrollment(
+    device: &mut Device,
+    state_dir: Option<&Path>,
+    by: UnenrolledBy,
+    now: DateTime<Utc>,
+) -> std::io::Result<()> {
+    let removed = remove_enrollment(&mut device.tree, &device.provider_id);
+    device.tree.commit();
+    let files = device.enrollment.take().and_then(|e| e.files);
+    device.unenrolled = Some(Unenrolled { at: now, by, provider_id: device.provider_id.clone() });
+    tracing::info!(device = %device.id, removed, ?by, "enrollment wiped");
+    match (state_dir, files) {
+        (Some(state), Some(rel)) => {
+            let dir = state.join(rel);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Carries out the effects of a session that concern the enrollment: an `Unenroll` (the
+/// server's `DMClient/Provider/<ID>/Unenroll` Exec) wipes it. Returns true when it did.
+pub fn handle_effects(
+    device: &mut Device,
+    state_dir: Option<&Path>,
+    effects: &[Effect],
+    now: DateTime<Utc>,
+) -> std::io::Result<bool> {
+    let Some(reason) = effects.iter().find_map(|e| match e {
+        Effect::Unenroll { reason } => Some(reason),
+        _ => None,
+    }) else {
+        return Ok(false);
+    };
+    if device.unenrolled.is_some() {
+        return Ok(false);
+    }
+    tracing::info!(device = %device.id, reason, "server-initiated unenrollment");
+    wipe_enrollment(device, state_dir, UnenrolledBy::Server, now)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::enroll::digest_md5;
+    use crate::syncml::Meta;
+
+    fn device_with_account() -> Device {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let mut d = Device::new(
+            DeviceId::from_seed(3),
+            Profile::Win10,
+            "https://127.0.0.1:1/x",
+            "P",
+            &Template::builtin(Profile::Win10),
+            now,
+        );
+        let base = format!("SyncML/DMAcc/{}/AppAuth/CLCRED", crate::enroll::account_uid("P"));
+        d.tree.set_value(&format!("{base}/AAuthLevel"), "CLCRED");
+        d.tree.set_value(&format!("{base}/AAuthType"), "DIGEST");
+        d.tree.set_value(&format!("{base}/AAuthName"), "name");
+        d.tree.set_value(&format!("{base}/AAuthSecret"), "secret");
+        d.tree.set_value(&format!("{base}/AAuthData"), B64.encode(b"first"));
+        d.tree.commit();
+        d
+    }
+
+    fn chal(nonce: &[u8]) -> Chal {
+        Chal { meta: Meta { next_nonce: Some(B64.encode(nonce)), ..Meta::typed("syncml:auth-md5", Some("b64")) } }
+    }
+
+    #[test]
+    fn credentials_answer_a_challenge_and_the_next_nonce_is_kept() {
+        let mut d = device_with_account();
+        let (cred, auth) = session_auth(&d.tree);
+        assert_eq!(cred.unwrap().data, digest_md5("name", "secret", b"first"));
+        assert_eq!(auth.unwrap().answer(&chal(b"again")).unwrap().data, digest_md5("name", "secret", b"again"));
+        keep_next_nonce(&mut d.tree, Some(&chal(b"next")));
+        assert_eq!(session_auth(&d.tree).0.unwrap().data, digest_md5("name", "secret", b"next"));
+        assert!(!d.tree.is_dirty());
+        let plain = Device::new(
+            DeviceId::from_seed(4),
+            Profile::Win10,
+            "https://127.0.0.1:1/x",
+            "P",
+            &Template::builtin(Profile::Win10),
+            d.enrolled_at,
+        );
+        assert!(session_auth(&plain.tree).1.is_none());
+    }
+
+    #[test]
+    fn an_unenroll_effect_wipes_the_tree_and_files_and_marks_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = device_with_account();
+        let rel = files_dir(&d.id);
+        std::fs::create_dir_all(dir.path().join(&rel)).unwrap();
+        std::fs::write(dir.path().join(&rel).join(KEY_FILE), "k").unwrap();
+        d.enrollment = Some(Enrollment {
+            enrollment_type: EnrollmentType::Full,
+            discovery_url: "https://127.0.0.1:1/d".into(),
+            user: "u@example.com".into(),
+            account_uid: crate::enroll::account_uid("P"),
+            client_cert_thumbprint: "AB".into(),
+            files: Some(rel.clone()),
+        });
+        let now = d.enrolled_at;
+        assert!(!handle_effects(&mut d, Some(dir.path()), &[], now).unwrap());
+        let effects = [Effect::Unenroll { reason: "Exec".into() }];
+        assert!(handle_effects(&mut d, Some(dir.path()), &effects, now).unwrap());
+        assert!(!dir.path().join(&rel).exists());
+        assert!(d.tree.child_names("SyncML/DMAcc").is_empty());
+        assert!(d.tree.value("Vendor/MSFT/DMClient/Provider/P/ManagementServiceAddress").is_none());
+        let err = check_usable(&d).unwrap_err();
+        assert!(err.to_string().contains("unenrolled by the server"), "{err}");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), d);
+    }
+}
