@@ -83,6 +83,9 @@ pub enum UnenrolledBy {
     Server,
     /// The user: `mdmsim unenroll` (Alert 1226 `com.microsoft:mdm.unenrollment.userrequest`).
     User,
+    /// The device itself: no successful session for DMClient
+    /// `NumberOfDaysAfterLostContactToUnenroll` days.
+    LostContact,
 }
 
 /// When and by whom the enrollment was wiped.

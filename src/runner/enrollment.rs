@@ -305,7 +305,7 @@ pub fn http_options(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "device {device} was unenrolled by the {} on {} (provider {provider}): its enrollment was wiped; enroll it again with `mdmsim enroll`",
-    match by { UnenrolledBy::Server => "server", UnenrolledBy::User => "user" },
+    match by { UnenrolledBy::Server => "server", UnenrolledBy::User => "user", UnenrolledBy::LostContact => "device after losing contact" },
     at.format("%Y-%m-%d %H:%M:%S UTC")
 )]
 pub struct NotEnrolled {

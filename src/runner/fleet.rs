@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
-use crate::device::{Device, SessionPlan};
+use crate::device::{Device, SessionPlan, UnenrolledBy};
 use crate::schedule::{
     Action, Clock, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
     Trigger,
@@ -49,6 +49,7 @@ impl Member {
     /// [`crate::schedule::device_seed`]). A device that never synced is taken as enrolled at
     /// `now` and starts with its post-enrollment session, as Windows does.
     pub fn new(mut device: Device, seed: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
+        let unenrolled = device.unenrolled.is_some();
         let first_session = (device.sessions == 0).then_some(now);
         if first_session.is_some() {
             device.enrolled_at = now;
@@ -56,6 +57,9 @@ impl Member {
         let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
         let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
         let mut m = Member { device, scheduler, transport: None, poll: None, first_session };
+        if unenrolled {
+            m.scheduler.unenroll();
+        }
         m.refresh_schedule(now);
         Ok(m)
     }
@@ -106,11 +110,14 @@ pub struct FleetOptions {
     pub max_sessions: u64,
     /// Devices stepped at the same time.
     pub concurrency: usize,
+    /// The state directory, where enrolled devices keep their key and certificates (wiped on
+    /// unenrollment); `None` for devices held in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for FleetOptions {
     fn default() -> Self {
-        FleetOptions { strict: false, transcript: None, max_sessions: 1_000_000, concurrency: 32 }
+        FleetOptions { strict: false, transcript: None, max_sessions: 1_000_000, concurrency: 32, state_dir: None }
     }
 }
 
@@ -369,7 +376,7 @@ async fn step(
                     records.push(Record::Missed { device: m.device.id.to_string(), at, trigger, reason })
                 }
                 Action::Unenroll { at, reason } => {
-                    m.scheduler.unenroll();
+                    unenroll(&mut m, opts, UnenrolledBy::LostContact, at);
                     records.push(Record::Unenrolled { device: m.device.id.to_string(), at, reason });
                 }
             }
@@ -382,7 +389,7 @@ async fn step(
                     actions.extend(m.scheduler.on_event(now, Event::Sync { interactive: false }))
                 }
                 Effect::Unenroll { reason } => {
-                    m.scheduler.unenroll();
+                    unenroll(&mut m, opts, UnenrolledBy::Server, now);
                     records.push(Record::Unenrolled { device: m.device.id.to_string(), at: now, reason });
                 }
                 Effect::Fetch { .. } | Effect::Alert { .. } => {}
@@ -395,4 +402,12 @@ async fn step(
     m.device.users = m.scheduler.users().clone();
     m.device.tree.commit();
     (m, records)
+}
+
+/// The device leaves management: its enrollment is wiped and its schedule stops.
+fn unenroll(m: &mut Member, opts: &FleetOptions, by: UnenrolledBy, at: DateTime<Utc>) {
+    m.scheduler.unenroll();
+    if let Err(e) = super::enrollment::wipe_enrollment(&mut m.device, opts.state_dir.as_deref(), by, at) {
+        tracing::warn!(device = %m.device.id, error = %e, "cannot delete the enrollment files");
+    }
 }
