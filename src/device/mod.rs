@@ -244,6 +244,16 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_enrollment_fields_existed_still_load() {
+        let d = device(Profile::Win10);
+        let mut json: serde_json::Value = serde_json::to_value(&d).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        assert!(obj.remove("enrollment").is_some() && obj.remove("unenrolled").is_some());
+        let back: Device = serde_json::from_value(json).unwrap();
+        assert_eq!((back.enrollment, back.unenrolled), (None, None));
+    }
+
+    #[test]
     fn triggers_pick_modes_as_the_seed_says() {
         let mut d = device(Profile::Win10);
         assert_eq!(d.plan(Trigger::Reboot).mode, Mode::Machine);

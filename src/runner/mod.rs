@@ -75,6 +75,11 @@ pub struct SessionReport {
 /// Runs one session of `device` now. On return the device's tree holds the session's changes
 /// (committed) or, after a failure, the values of before the session; its session counter has
 /// moved on either way. The caller persists `device` and `report.summary`.
+///
+/// A device with a DMAcc account (an enrolled one) sends its application-layer credentials
+/// and answers a 401/407 challenge with them; the NextNonce of the last challenge is written
+/// to its tree for the next session ([`enrollment::session_auth`], PROTOCOL.md §1.9). The mTLS
+/// identity is the transport's ([`enrollment::http_options`]).
 pub async fn run_session(
     registry: &Registry,
     device: &mut Device,

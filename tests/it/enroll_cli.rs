@@ -316,3 +316,28 @@ async fn user_unenroll_sends_alert_1226_and_wipes_the_device() {
     let (code, _, err) = run(&["unenroll", "--state", &cli.state()]).await;
     assert_eq!(code, 5, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_enrollment_then_sync() {
+    let config = "provider_id = \"mdmsim\"\n[enrollment]\ntoken_auth = true\ntokens = ['{\"type\":1,\"payload\":{\"orbit_node_key\":\"k\"}}']\n";
+    let (h, dir) = start(Some(config)).await;
+    let cli = Cli::new(&h, dir.path());
+    let state = cli.state();
+    let base = ["enroll", "--state", &state, "--discovery", &cli.discovery, "--email", "demo@mdmsim.test"];
+    let with = |token: &'static str, seed: &'static str| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--token", token, "--ca-cert", &cli.ca, "--seed", seed, "--enrollment-type", "device"]);
+        a
+    };
+    let (code, out, err) = run(&with("{\"type\":2}", "16")).await;
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(err.contains("SOAP fault") && err.contains("not accepted"), "{err}");
+    let (code, out, err) = run(&with("{\"type\":1,\"payload\":{\"orbit_node_key\":\"k\"}}", "17")).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let id = out.lines().next().unwrap().to_string();
+    let enrollment = h.device(&id).unwrap().enrollment.unwrap();
+    assert_eq!((enrollment.user.as_str(), enrollment.enrollment_type.as_str()), ("token", "Device"));
+    let (code, out, err) = cli.sync(&[]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(h.device(&id).unwrap().checkins.iter().all(|c| c.auth == AuthMethod::Certificate));
+}
