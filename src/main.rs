@@ -33,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the reference server, enroll a fleet, live a simulated day, print a report.
+    Demo(cmd::demo::DemoArgs),
     /// Read, pretty-print and validate SyncML messages.
     #[command(subcommand)]
     Syncml(cmd::syncml::Syncml),
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(c) => cmd::demo::run(c),
         Command::Syncml(c) => cmd::syncml::run(c),
         Command::Device(c) => cmd::device::run(c),
         Command::Sync(c) => cmd::sync::run(c),

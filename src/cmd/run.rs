@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
+use mdmsim::runner::enrollment;
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::{HttpOptions, Transport};
 use mdmsim::runner::store::Store;
@@ -108,7 +109,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         http.ca_cert_pem =
             Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
     }
-    let transport = Arc::new(Transport::new(http).map_err(|e| fail(USAGE, e.to_string()))?);
+    let transport = Arc::new(Transport::new(http.clone()).map_err(|e| fail(USAGE, e.to_string()))?);
     let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
     let ids = if a.all { store.ids().map_err(|e| fail(STATE, e.to_string()))? } else { vec![String::new()] };
     let mut members = Vec::new();
@@ -116,8 +117,25 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let device = store
             .load(if a.all { Some(id.as_str()) } else { a.device.as_deref() })
             .map_err(|e| fail(STATE, e.to_string()))?;
+        if let Err(e) = enrollment::check_usable(&device) {
+            if a.all {
+                eprintln!("mdmsim: skipping {}: {e}", device.id);
+                continue;
+            }
+            return Err(fail(STATE, e.to_string()));
+        }
+        // An enrolled device presents its own client certificate and trusts its roots.
+        let own = match enrollment::stored_material(&device, &a.state).map_err(|e| fail(STATE, e.to_string()))? {
+            Some(material) => {
+                let opts = enrollment::http_options(&device, &material, http.clone())
+                    .map_err(|e| fail(STATE, e.to_string()))?;
+                Some(Arc::new(Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))?))
+            }
+            None => None,
+        };
         let mut m = Member::new(device, device_seed(a.seed, index as u64), start)
             .map_err(|e| fail(USAGE, format!("device template: {e}")))?;
+        m.transport = own;
         m.scheduler.script(timeline.iter().cloned());
         members.push(m);
     }
@@ -131,6 +149,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         strict: a.strict,
         transcript: a.transcript.clone(),
         max_sessions: a.max_sessions,
+        state_dir: Some(a.state.clone()),
         ..FleetOptions::default()
     };
     let registry = Arc::new(mdmsim::csp::registry());

@@ -23,6 +23,7 @@ pub const DEFAULT_USER_AGENT: &str = "MSFT OMA DM Client/1.2.0.1";
 const ACCEPT_VALUE: &str = "application/vnd.syncml.dm+xml, application/vnd.syncml.dm+wbxml, application/octet-stream";
 
 /// Transport settings.
+#[derive(Clone)]
 pub struct HttpOptions {
     /// Whole-request timeout (connect, send, answer, body).
     pub timeout: Duration,

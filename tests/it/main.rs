@@ -5,22 +5,24 @@ mod support;
 
 /// EnterpriseAppManagement over `mdmsim sync` sessions: installs, failures, 418, uninstall.
 mod app_install;
+/// `mdmsim demo`: a small fleet enrolls, lives half a day, and agrees with the server.
+mod demo;
 /// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
 mod dmclient;
-/// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
-mod enterprise_app;
-/// One device, one management session over HTTP: commands, statuses, faults, the CLI.
-mod session;
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
-/// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
-mod run;
 /// `mdmsim enroll` / `sync` / `unenroll` against the embedded reference server.
 mod enroll_cli;
+/// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
+mod enterprise_app;
+/// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
+mod run;
 /// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
+/// One device, one management session over HTTP: commands, statuses, faults, the CLI.
+mod session;
 /// SyncML codec: golden corpus round trips, truncation, malformed input, CLI, mutation robustness.
 mod syncml;
 /// DM tree engine: the status code of every command semantic, through SyncML commands.

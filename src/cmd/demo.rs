@@ -1,0 +1,450 @@
+//! `mdmsim demo`: the main job in one command. Starts the embedded reference server on a free
+//! loopback port (HTTPS with its own CA), enrolls a fleet of devices with varied templates
+//! through MS-MDE2, lets them live one simulated day on the virtual clock (reboots, logons,
+//! locks, nightly maintenance, DMClient polls, pushes, app installs), and prints a report whose
+//! every figure was measured in this run — and checked against the server's own records.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+use clap::Args;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use mdmsim::device::{DeviceId, Template};
+use mdmsim::enroll::{AuthToken, Secret};
+use mdmsim::runner::enrollment::{EnrollOptions, enroll_device, http_options};
+use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
+use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::schedule::{At, Clock, ClockKind, ENROLLED, Event, VirtualClock, device_seed, parse_time};
+use mdmsim::server::{ServerHandle, ServerOptions};
+use mdmsim::session::Outcome;
+use mdmsim::tree::Profile;
+
+use super::exit::{PROTOCOL, STATE, USAGE, fail};
+
+/// The templates of the demo fleet, compiled in so the demo runs from any folder.
+const TEMPLATES: [(&str, &str, Profile); 3] = [
+    ("win11-laptop", include_str!("../../fixtures/templates/win11-laptop.toml"), Profile::Win10),
+    ("win10-desktop", include_str!("../../fixtures/templates/win10-desktop.toml"), Profile::Win10),
+    ("win81-tablet", include_str!("../../fixtures/templates/win81-tablet.toml"), Profile::Win81),
+];
+
+/// The OnPremise user of the reference server's default configuration.
+const USER: (&str, &str) = ("demo@mdmsim.test", "demo");
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// How many devices to enroll.
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    /// How long the fleet lives, in simulated time (30m, 12h, 1d, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    duration: String,
+    /// Seed of the fleet (templates, device ids, everyone's day, jitter).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The simulated start (RFC 3339).
+    #[arg(long, value_name = "TIME", default_value = "2026-03-02T06:00:00Z")]
+    start: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Keep the server's state (CA, certificates) here instead of a temporary folder.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// The report of a demo run.
+#[derive(Debug, Serialize)]
+struct Report {
+    devices: usize,
+    seed: u64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    enrolled: usize,
+    enrollment_failures: Vec<String>,
+    sessions: u64,
+    completed: u64,
+    failed: u64,
+    /// `trigger/mode` -> sessions.
+    by_trigger_mode: std::collections::BTreeMap<String, u64>,
+    /// `Download/<ProductID>/Status` names at the end -> devices.
+    app_installs: std::collections::BTreeMap<String, usize>,
+    errors: Vec<String>,
+    findings: u64,
+    latency_ms: Latency,
+    server: ServerCheck,
+    wall_s: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// What the server recorded, next to what the devices saw.
+#[derive(Debug, Serialize)]
+struct ServerCheck {
+    devices: usize,
+    enrolled: usize,
+    check_ins: usize,
+    apps_installed: usize,
+    apps_failed: usize,
+    apps_in_progress: usize,
+    findings: usize,
+    agrees: bool,
+    disagreements: Vec<String>,
+}
+
+/// A virtual clock whose time the server reads too, so its records carry simulated times.
+struct SharedClock {
+    inner: VirtualClock,
+    now: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl SharedClock {
+    fn publish(&self) {
+        if let Ok(mut t) = self.now.lock() {
+            *t = self.inner.now();
+        }
+    }
+}
+
+impl Clock for SharedClock {
+    fn kind(&self) -> ClockKind {
+        ClockKind::Virtual
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.now()
+    }
+
+    fn sleep_until(&mut self, deadline: DateTime<Utc>) -> StdDuration {
+        let wait = self.inner.sleep_until(deadline);
+        self.publish();
+        wait
+    }
+
+    fn advance_to(&mut self, t: DateTime<Utc>) {
+        self.inner.advance_to(t);
+        self.publish();
+    }
+}
+
+pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let start = parse_time(&a.start).map_err(|e| fail(USAGE, format!("--start: {e}")))?;
+    let end = At::parse(&a.duration).map_err(|e| fail(USAGE, format!("--duration: {e}")))?.resolve(start);
+    if end <= start {
+        return Err(fail(USAGE, format!("--duration {}: must be after the start", a.duration)));
+    }
+    if a.devices == 0 || a.devices > 10_000 {
+        return Err(fail(USAGE, format!("--devices {}: between 1 and 10000", a.devices)));
+    }
+    let temp = tempfile::tempdir().map_err(|e| fail(STATE, format!("temporary folder: {e}")))?;
+    let server_dir = a.keep.clone().unwrap_or_else(|| temp.path().join("server"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let wall = Instant::now();
+    let report = rt.block_on(demo(&a, start, end, server_dir))?;
+    let wall_s = wall.elapsed().as_secs_f64();
+    let report = Report { wall_s, ..report };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    if !report.server.agrees || report.failed > 0 || !report.enrollment_failures.is_empty() {
+        return Err(fail(PROTOCOL, "the demo fleet did not run cleanly (see the report)"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir: PathBuf) -> anyhow::Result<Report> {
+    let shared = Arc::new(Mutex::new(start));
+    let mut opts = ServerOptions::local(server_dir);
+    let read = Arc::clone(&shared);
+    opts.clock = Some(Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)));
+    let server = mdmsim::server::start(opts).await.map_err(|e| fail(STATE, format!("starting the server: {e}")))?;
+    let ca = server.ca_pem();
+    let progress = progress_bar(a.devices as u64, "enrolling");
+
+    // Enrollment: every device through discovery, policy and enrollment, a few at a time.
+    let client =
+        mdmsim::runner::enroll::http_client(Some(&ca), false).map_err(|e| fail(STATE, format!("HTTP client: {e}")))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let plans: Vec<(usize, DeviceId)> =
+        (0..a.devices).map(|_| (pick_template(&mut rng), DeviceId::generate(&mut rng))).collect();
+    let mut members = Vec::new();
+    let mut enrollment_failures = Vec::new();
+    for batch in plans.chunks(8) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (t, id) in batch.iter().cloned() {
+            let (name, text, profile) = TEMPLATES[t];
+            let template = Template::builtin(profile).overlay(
+                &Template::parse(text, name).map_err(|e| fail(USAGE, format!("built-in template {name}: {e}")))?,
+            );
+            let auth = AuthToken::OnPremise { username: USER.0.into(), password: Secret::new(USER.1) };
+            let mut eo = EnrollOptions::new(USER.0, auth, id, profile);
+            eo.template = template;
+            let client = client.clone();
+            let url = server.discovery_url();
+            tasks.spawn(async move { enroll_device(&client, &url, &eo, start).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            progress.inc(1);
+            match done {
+                Ok(Ok((device, material))) => {
+                    let http = HttpOptions { ca_cert_pem: Some(ca.clone()), ..HttpOptions::default() };
+                    let own = http_options(&device, &material, http)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|o| Transport::new(o).map_err(anyhow::Error::from));
+                    match own {
+                        Ok(t) => members.push((device, Arc::new(t))),
+                        Err(e) => enrollment_failures.push(format!("{e:#}")),
+                    }
+                }
+                Ok(Err(e)) => enrollment_failures.push(e.to_string()),
+                Err(e) => enrollment_failures.push(format!("enrollment task: {e}")),
+            }
+        }
+    }
+    progress.finish_and_clear();
+    // Devices in id order, so the same seed gives the same fleet whatever order enrollments
+    // finished in.
+    members.sort_by(|x, y| x.0.id.as_str().cmp(y.0.id.as_str()));
+
+    let enrolled = members.len();
+    let mut fleet_members = Vec::new();
+    for (index, (device, transport)) in members.into_iter().enumerate() {
+        let seed = device_seed(a.seed, index as u64);
+        let mut m = Member::new(device, seed, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+        m.transport = Some(transport);
+        m.scheduler.script(day_of(seed, start, end));
+        fleet_members.push(m);
+    }
+    let fallback = Arc::new(Transport::new(HttpOptions::default()).map_err(|e| fail(STATE, e.to_string()))?);
+    let mut fleet = Fleet::new(Arc::new(mdmsim::csp::registry()), fallback, fleet_members, FleetOptions::default());
+    let mut clock = SharedClock { inner: VirtualClock::new(start), now: Arc::clone(&shared) };
+    let span = (end - start).num_seconds().max(1) as u64;
+    let progress = progress_bar(span, "simulating");
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| fail(STATE, e.to_string()))?;
+    let mut errors = Vec::new();
+    let stats = fleet
+        .run(&mut clock, end, |record, _| {
+            if let Record::Session { at, summary, device } = record {
+                let _ = latencies.record(summary.wall_us.max(1));
+                if summary.outcome != Outcome::Completed {
+                    errors.push(format!("{device} {}: {}", summary.trigger, summary.error.clone().unwrap_or_default()));
+                }
+                progress.set_position((*at - start).num_seconds().max(0) as u64);
+            }
+        })
+        .await;
+    progress.finish_and_clear();
+
+    let mut app_installs = std::collections::BTreeMap::new();
+    for m in fleet.members() {
+        let downloads = mdmsim::csp::enterprise_app::downloads(&m.device.tree);
+        if downloads.is_empty() {
+            *app_installs.entry("not started".to_string()).or_default() += 1;
+        }
+        for d in downloads {
+            let name = d.status.map_or("no Status yet".to_string(), |s| format!("{} {}", s.code(), s.name()));
+            *app_installs.entry(name).or_default() += 1;
+        }
+    }
+    let server_check = check_server(&server, enrolled, stats.sessions as usize, &app_installs);
+    server.shutdown().await;
+    let q = |p: f64| latencies.value_at_quantile(p) as f64 / 1000.0;
+    Ok(Report {
+        devices: a.devices,
+        seed: a.seed,
+        start,
+        end,
+        enrolled,
+        enrollment_failures,
+        sessions: stats.sessions,
+        completed: stats.completed,
+        failed: stats.failed,
+        by_trigger_mode: stats.by_trigger_mode,
+        app_installs,
+        errors,
+        findings: stats.findings,
+        latency_ms: Latency { p50: q(0.50), p95: q(0.95), p99: q(0.99), max: latencies.max() as f64 / 1000.0 },
+        server: server_check,
+        wall_s: 0.0,
+    })
+}
+
+/// Compares the devices' view with the server's records.
+fn check_server(
+    server: &ServerHandle,
+    enrolled: usize,
+    sessions: usize,
+    apps: &std::collections::BTreeMap<String, usize>,
+) -> ServerCheck {
+    let s = server.summary();
+    let mut disagreements = Vec::new();
+    if s.enrolled != enrolled {
+        disagreements.push(format!("the server enrolled {} devices, the fleet has {enrolled}", s.enrolled));
+    }
+    // Every session the devices ran checked in, plus nothing else.
+    if s.sessions != sessions {
+        disagreements.push(format!("the server counted {} check-ins, the devices ran {sessions} sessions", s.sessions));
+    }
+    let installed_on_devices = apps.get("5 INSTALLED").copied().unwrap_or(0);
+    // The server counts an app installed once it has read Status 5; a device that installed
+    // after its last session is still "in progress" for the server.
+    if s.apps_installed > installed_on_devices {
+        disagreements.push(format!(
+            "the server counts {} apps installed, only {installed_on_devices} devices have one",
+            s.apps_installed
+        ));
+    }
+    ServerCheck {
+        devices: s.devices,
+        enrolled: s.enrolled,
+        check_ins: s.sessions,
+        apps_installed: s.apps_installed,
+        apps_failed: s.apps_failed,
+        apps_in_progress: s.apps_in_progress,
+        findings: s.findings,
+        agrees: disagreements.is_empty(),
+        disagreements,
+    }
+}
+
+/// Picks a template: half laptops, a third desktops, the rest Windows 8.1 tablets.
+fn pick_template(rng: &mut ChaCha8Rng) -> usize {
+    match rng.random_range(0..100u32) {
+        0..50 => 0,
+        50..85 => 1,
+        _ => 2,
+    }
+}
+
+/// One device's day, repeated for every day of the run: a morning reboot and logon, a locked
+/// lunch break, for some an evening logoff (the night then runs in Machine mode), a push or a
+/// manual sync now and then.
+fn day_of(seed: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, Event)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
+    let mut events = Vec::new();
+    let mut day = start.date_naive().and_hms_opt(0, 0, 0).map_or(start, |d| d.and_utc());
+    let minutes = |rng: &mut ChaCha8Rng, lo: i64, hi: i64| Duration::minutes(rng.random_range(lo..hi));
+    while day < end {
+        let reboot = day + Duration::hours(7) + minutes(&mut rng, 0, 90);
+        events.push((reboot, Event::Reboot));
+        events.push((reboot + minutes(&mut rng, 2, 15), Event::Logon { user: ENROLLED.into() }));
+        let lunch = day + Duration::hours(12) + minutes(&mut rng, 0, 45);
+        events.push((lunch, Event::Lock));
+        events.push((lunch + minutes(&mut rng, 20, 70), Event::Unlock { user: None }));
+        if rng.random_range(0..100u32) < 30 {
+            events.push((day + Duration::hours(9) + minutes(&mut rng, 0, 480), Event::Push));
+        }
+        if rng.random_range(0..100u32) < 20 {
+            events.push((day + Duration::hours(10) + minutes(&mut rng, 0, 360), Event::Sync { interactive: false }));
+        }
+        if rng.random_range(0..100u32) < 60 {
+            events.push((day + Duration::hours(17) + minutes(&mut rng, 0, 150), Event::Logoff { user: None }));
+        }
+        day += Duration::days(1);
+    }
+    events.retain(|(t, _)| *t > start && *t < end);
+    events.sort_by_key(|(t, _)| *t);
+    events
+}
+
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {percent:>3}%") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn human(r: &Report) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(
+        &mut out,
+        format!(
+            "mdmsim demo: {} devices, simulated {} -> {} (seed {})",
+            r.devices,
+            r.start.format("%Y-%m-%d %H:%M"),
+            r.end.format("%Y-%m-%d %H:%M UTC"),
+            r.seed
+        ),
+    );
+    line(
+        &mut out,
+        format!(
+            "  enrolled:     {} of {} (MS-MDE2 against the reference server, HTTPS + client certificates)",
+            r.enrolled, r.devices
+        ),
+    );
+    for e in &r.enrollment_failures {
+        line(&mut out, format!("    failed: {e}"));
+    }
+    line(&mut out, format!("  sessions:     {} ({} completed, {} failed)", r.sessions, r.completed, r.failed));
+    for (k, n) in &r.by_trigger_mode {
+        let (trigger, mode) = k.split_once('/').unwrap_or((k, ""));
+        line(&mut out, format!("    {trigger:<11} {mode:<12} {n:>6}"));
+    }
+    let apps: Vec<String> = r.app_installs.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    line(&mut out, format!("  app installs: {}", apps.join(", ")));
+    line(
+        &mut out,
+        format!(
+            "  errors:       {}",
+            if r.errors.is_empty() { "none".to_string() } else { r.errors.len().to_string() }
+        ),
+    );
+    for e in r.errors.iter().take(10) {
+        line(&mut out, format!("    {e}"));
+    }
+    line(&mut out, format!("  findings:     {} conformance findings", r.findings));
+    line(
+        &mut out,
+        format!(
+            "  latency:      p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms (real time per session, HTTPS on loopback)",
+            r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
+        ),
+    );
+    let s = &r.server;
+    line(
+        &mut out,
+        format!(
+            "  server:       {} devices, {} check-ins, apps {} installed / {} failed / {} in progress, {} findings: {}",
+            s.devices,
+            s.check_ins,
+            s.apps_installed,
+            s.apps_failed,
+            s.apps_in_progress,
+            s.findings,
+            if s.agrees { "agrees with the devices" } else { "DISAGREES" }
+        ),
+    );
+    for d in &s.disagreements {
+        line(&mut out, format!("    {d}"));
+    }
+    line(&mut out, format!("  wall time:    {:.1} s", r.wall_s));
+    out
+}
