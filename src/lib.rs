@@ -7,6 +7,7 @@
 pub mod csp;
 pub mod device;
 pub mod runner;
+pub mod scenario;
 pub mod schedule;
 pub mod session;
 pub mod syncml;
