@@ -358,7 +358,8 @@ pub fn build(
     let every: Vec<DeviceId> = devices.iter().flat_map(|g| g.ids.clone()).collect();
     let mut expectations = Vec::with_capacity(spec.expect.len());
     for e in &spec.expect {
-        let (line, column) = src.line_col(e.get_ref().kind.span().start);
+        // The place of an expectation is its `[[expect]]` header (the span toml gives it).
+        let (line, column) = src.line_col(e.span().start);
         let x = e.get_ref();
         let check = expectation(&src, x, start, until)?;
         let title = match &x.name {
@@ -709,7 +710,7 @@ clean = true
         assert_eq!(b.timeline[1].devices, None);
         assert_eq!(b.expectations.len(), 5);
         let x = &b.expectations[0];
-        assert_eq!((x.line, x.column), (30, 8));
+        assert_eq!((x.line, x.column), (29, 1));
         assert_eq!(x.devices.len(), 2);
         match &x.check {
             Check::Session { window, trigger, mode, count } => {

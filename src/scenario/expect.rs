@@ -351,3 +351,192 @@ pub fn read_nodes(registry: &Registry, state: &TreeState, env: &Env, glob: &Glob
         .collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{Device, DeviceId, Template};
+    use crate::scenario::check_text;
+    use crate::session::{CommandRecord, Finding, Mode, Trigger};
+
+    const FILE: &str = r#"
+[scenario]
+name = "engine"
+
+[[device]]
+template = "win11-laptop"
+id_prefix = "AA"
+
+[clock]
+start = 2026-03-02T08:00:00Z
+until = "1d"
+
+[[expect]]
+kind = "session"
+at = "+1h"
+tolerance = "5m"
+trigger = "reboot"
+mode = "Machine"
+count = 1
+
+[[expect]]
+kind = "command"
+command = "Replace"
+target = "./Vendor/MSFT/DMClient/Provider/*/Poll/*"
+mode = "Machine"
+sent = false
+
+[[expect]]
+kind = "command"
+command = "Replace"
+target = "./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries"
+mode = "Maintenance"
+status = 200
+
+[[expect]]
+kind = "node"
+node = "./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries"
+equals = "15"
+
+[[expect]]
+kind = "node"
+node = "./Vendor/MSFT/DMClient/Provider/*/Poll/NumberOfFirstRetries"
+reached = "8"
+
+[[expect]]
+kind = "findings"
+
+[[expect]]
+kind = "outcome"
+clean = true
+"#;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn built() -> Built {
+        check_text(FILE, "engine.toml", &|p| Err(p.to_string())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn session(n: u32, trigger: Trigger, mode: Mode, at: &str) -> Summary {
+        let mut s = Summary::new(ID, &n.to_string(), mode, trigger, 1201, t(at));
+        s.outcome = Outcome::Completed;
+        s
+    }
+
+    const ID: &str = "AA000000000000000000000000000001";
+
+    /// A device that behaved as the expectations say: reboot session in Machine mode with
+    /// inventory only, then a Maintenance session that set the poll schedule.
+    fn good_run() -> DeviceRun {
+        let template = Template::builtin(Profile::Win10);
+        let dev = Device::new(DeviceId::parse(ID).unwrap(), Profile::Win10, "https://mdm.test/", "MS DM Server", &template, t("2026-03-02T08:00:00Z"));
+        let mut tree = dev.tree.clone();
+        let before = tree.clone();
+        let p = "Vendor/MSFT/DMClient/Provider/MS DM Server/Poll";
+        tree.set_value(&format!("{p}/IntervalForFirstSetOfRetries"), "15");
+        tree.set_value(&format!("{p}/NumberOfFirstRetries"), "8");
+        let mid = tree.clone();
+        tree.set_value(&format!("{p}/NumberOfFirstRetries"), "0");
+        tree.commit();
+        let mut s1 = session(1, Trigger::Reboot, Mode::Machine, "2026-03-02T09:01:00Z");
+        s1.commands.push(CommandRecord {
+            msg_id: "1".into(),
+            cmd_id: "2".into(),
+            cmd: "Get".into(),
+            targets: vec!["./DevDetail/SwV".into()],
+            status: 200,
+        });
+        let mut s2 = session(2, Trigger::Logon, Mode::Maintenance, "2026-03-02T09:30:00Z");
+        s2.commands.push(CommandRecord {
+            msg_id: "1".into(),
+            cmd_id: "5".into(),
+            cmd: "Replace".into(),
+            targets: vec![format!("./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/IntervalForFirstSetOfRetries")],
+            status: 200,
+        });
+        DeviceRun {
+            id: ID.into(),
+            profile: Profile::Win10,
+            settings: template.behaviour.clone(),
+            sessions: vec![s1, s2],
+            snapshots: vec![
+                Snapshot { at: t("2026-03-02T09:01:00Z"), after_session: Some("1".into()), tree: before },
+                Snapshot { at: t("2026-03-02T09:30:00Z"), after_session: Some("2".into()), tree: mid },
+            ],
+            tree,
+            ended_at: t("2026-03-03T08:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn a_correct_run_meets_every_expectation() {
+        let results = evaluate(&built(), &Observed { devices: vec![good_run()] });
+        assert_eq!(results.len(), 7);
+        for r in &results {
+            assert!(r.passed(), "{} {}: {:?}", r.place, r.title, r.failure);
+        }
+        assert_eq!(results[0].place, "engine.toml:13");
+        assert_eq!(results[0].kind, "session");
+    }
+
+    #[test]
+    fn failures_say_what_was_seen_and_where() {
+        let mut run = good_run();
+        // The reboot session came late, the server wrote the poll schedule in Machine mode and
+        // broke a rule, the last session failed, and the interval never became 15.
+        run.sessions[0].started_at = t("2026-03-02T09:20:00Z");
+        run.sessions[0].commands.push(CommandRecord {
+            msg_id: "2".into(),
+            cmd_id: "7".into(),
+            cmd: "Replace".into(),
+            targets: vec!["./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/NumberOfFirstRetries".into()],
+            status: 405,
+        });
+        run.sessions[0].findings.push(Finding {
+            what: "machine-mode-command".into(),
+            msg_id: "2".into(),
+            cmd_id: "7".into(),
+            cmd: "Replace".into(),
+            uri: Some("./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/NumberOfFirstRetries".into()),
+            why: "Machine mode allows inventory only".into(),
+        });
+        run.sessions[1].outcome = Outcome::Failed;
+        run.sessions[1].error = Some("server closed the connection".into());
+        run.sessions[1].commands[0].status = 500;
+        run.tree.set_value("Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/IntervalForFirstSetOfRetries", "30");
+        run.snapshots.clear();
+        let results = evaluate(&built(), &Observed { devices: vec![run] });
+        let f: Vec<String> = results.iter().map(|r| r.failure.clone().unwrap_or_default()).collect();
+        assert!(f[0].contains("expected 1 matching session(s), found 0"), "{}", f[0]);
+        assert!(f[0].contains("nearest matching: session 1 (reboot Machine, 2026-03-02T09:20:00+00:00)"), "{}", f[0]);
+        assert!(f[1].contains("the server sent it: Replace"), "{}", f[1]);
+        assert!(f[1].contains("session 1") && f[1].contains("MsgID 2 CmdID 7"), "{}", f[1]);
+        assert!(f[2].contains("expected status 200"), "{}", f[2]);
+        assert!(f[3].contains("expected \"15\", found") && f[3].contains("= \"30\""), "{}", f[3]);
+        assert!(f[4].contains("never read \"8\""), "{}", f[4]);
+        assert!(f[5].contains("machine-mode-command") && f[5].contains("CmdID 7"), "{}", f[5]);
+        assert!(f[6].contains("session 2") && f[6].contains("server closed the connection"), "{}", f[6]);
+        assert!(f.iter().all(|m| m.starts_with(&format!("device {ID}: "))), "{f:?}");
+    }
+
+    #[test]
+    fn a_device_missing_from_the_run_fails_every_expectation() {
+        let results = evaluate(&built(), &Observed::default());
+        assert!(results.iter().all(|r| r.failure.as_deref().is_some_and(|f| f.contains(ID))));
+    }
+
+    #[test]
+    fn node_globs_read_through_the_registry() {
+        let run = good_run();
+        let env = Env { now: run.ended_at, profile: run.profile, settings: Arc::new(run.settings.clone()) };
+        let reg = csp::registry();
+        let all = read_nodes(&reg, &run.tree, &env, &Glob::parse("./Vendor/MSFT/DMClient/Provider/*/Poll/*").unwrap());
+        assert!(all.iter().any(|(u, v)| u.ends_with("/Poll/IntervalForFirstSetOfRetries") && v == "15"), "{all:?}");
+        assert!(all.len() >= 8, "{all:?}");
+        // The provider name is read encoded as a server sees it, and the value is the tree's.
+        assert!(all.iter().all(|(u, _)| u.starts_with("./Vendor/MSFT/DMClient/Provider/MS%20DM%20Server/Poll/")), "{all:?}");
+        assert!(read_nodes(&reg, &run.tree, &env, &Glob::parse("./Vendor/MSFT/Nope/*").unwrap()).is_empty());
+    }
+}
