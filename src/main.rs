@@ -43,6 +43,9 @@ enum Command {
     Sync(cmd::sync::SyncArgs),
     /// Print a device's DM tree (or a subtree) with formats and values.
     Tree(cmd::tree::TreeArgs),
+    /// Scripted runs with expectations: check scenario files, run them against a server.
+    #[command(subcommand)]
+    Scenario(cmd::scenario::Scenario),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +72,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(c) => cmd::device::run(c),
         Command::Sync(c) => cmd::sync::run(c),
         Command::Tree(c) => cmd::tree::run(c),
+        Command::Scenario(c) => cmd::scenario::run(c),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod exit;
+pub mod scenario;
 pub mod sync;
 pub mod syncml;
 pub mod tree;
