@@ -12,7 +12,9 @@ use std::ops::Range;
 use chrono::{DateTime, Duration, Utc};
 use toml::Spanned;
 
-use crate::device::{DEFAULT_PROVIDER_ID, DeviceId, Template};
+use crate::device::{DEFAULT_PROVIDER_ID, Device, DeviceId, Template};
+use crate::syncml::{Command, Item, ItemCmd, StatusCode};
+use crate::tree::{Env, Registry, Tree, TreeState};
 use crate::schedule::{At, ClockKind, Event, Mode, Trigger, parse_duration, parse_timeline};
 use crate::tree::{Profile, Settings};
 
@@ -64,11 +66,29 @@ pub struct DeviceGroup {
     /// The DeviceIDs, one per device: the prefix, then the device number (1-based) in hex,
     /// zero-padded to 32 digits.
     pub ids: Vec<DeviceId>,
+    /// `[device.nodes]`: (LocURI, value) written before the run, in key order.
+    pub nodes: Vec<(String, String)>,
     /// Line of the `[[device]]` entry.
     pub line: usize,
 }
 
 impl DeviceGroup {
+    /// Device `index` of the group as the run starts: created from the template (enrolled at
+    /// `now`, managed by `server_url`) with the `[device.nodes]` values written through the
+    /// CSPs. The values were checked in stage two, so an error here is a CSP that changed its
+    /// mind: it names the node and the status.
+    pub fn device(&self, index: usize, server_url: &str, now: DateTime<Utc>) -> Result<Device, String> {
+        let id = self.ids.get(index).ok_or_else(|| format!("group {} has no device {index}", self.name))?;
+        let mut dev = Device::new(id.clone(), self.profile, server_url, &self.provider_id, &self.template, now);
+        let env = dev.env(now);
+        let registry = crate::csp::registry();
+        for (uri, value) in &self.nodes {
+            write_node(&registry, &mut dev.tree, &env, uri, value)?;
+        }
+        dev.tree.commit();
+        Ok(dev)
+    }
+
     /// The template's settings (behaviour overrides included).
     pub fn settings(&self) -> &Settings {
         &self.template.behaviour
@@ -124,7 +144,7 @@ pub enum NodeCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
     /// Sessions matching trigger/mode in a window: exactly `count`, or at least one.
-    Session { window: Window, trigger: Option<Trigger>, mode: Option<Mode>, count: Option<u32> },
+    Session { window: Window, trigger: Option<Trigger>, mode: Option<Mode>, alert: Option<u16>, count: Option<u32> },
     /// The server sent (or, `sent = false`, did not send) a command on a target in a window.
     Command {
         command: Option<String>,
@@ -319,7 +339,26 @@ pub fn build(
             Some(p) => p.get_ref().trim().to_string(),
             None => DEFAULT_PROVIDER_ID.to_string(),
         };
-        devices.push(DeviceGroup { name: gname, template, template_name: tname, profile, provider_id, ids, line });
+        let mut group = DeviceGroup { name: gname, template, template_name: tname, profile, provider_id, ids, nodes: Vec::new(), line };
+        if let Some(n) = &d.nodes {
+            for (uri, v) in n.get_ref() {
+                let value = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(src.err(n.span(), format!("`nodes`: {uri:?}: expected a string, integer or boolean value, found {}", other.type_str())));
+                    }
+                };
+                if !uri.starts_with("./") {
+                    return Err(src.err(n.span(), format!("`nodes`: expected a LocURI starting with \"./\", found {uri:?}")));
+                }
+                group.nodes.push((uri.clone(), value));
+            }
+            // Written on a fresh device now, so a value the device refuses is a check error.
+            group.device(0, "https://mdm.invalid/", start).map_err(|m| src.err(n.span(), format!("`nodes`: {m}")))?;
+        }
+        devices.push(group);
     }
     let select = |target: &Option<Spanned<String>>| -> Result<Option<Vec<DeviceId>>, ScenarioError> {
         let Some(t) = target else { return Ok(None) };
@@ -381,6 +420,27 @@ pub fn build(
     })
 }
 
+/// Writes one value as a server would: Replace, or Add when the node does not exist yet.
+fn write_node(registry: &Registry, state: &mut TreeState, env: &Env, uri: &str, value: &str) -> Result<(), String> {
+    let item = Item { data: Some(value.to_string()), ..Item::target(uri) };
+    let cmd = |add: bool| {
+        let c = ItemCmd { cmd_id: "1".into(), items: vec![item.clone()], ..ItemCmd::default() };
+        if add { Command::Add(c) } else { Command::Replace(c) }
+    };
+    let code = |state: &mut TreeState, add: bool| {
+        Tree::new(registry, state, env).execute(&cmd(add)).first().map_or(StatusCode::CommandFailed, |o| o.code)
+    };
+    let mut got = code(state, false);
+    if got == StatusCode::NotFound {
+        got = code(state, true);
+    }
+    if got.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{uri} = {value:?}: the device answers {} ({})", got.code(), got.meaning()))
+    }
+}
+
 /// An `at`-like value: a string (`+10m`, RFC 3339) or a TOML datetime.
 fn at_of(v: &Spanned<toml::Value>, key: &str) -> Result<(At, Range<usize>), String> {
     let at = match v.get_ref() {
@@ -429,12 +489,13 @@ fn mask_events(src: &Source<'_>, spec: &Spec) -> Result<String, ScenarioError> {
 }
 
 fn refuse_keys(src: &Source<'_>, x: &ExpectSpec, kind: &str, allowed: &[&str]) -> Result<(), ScenarioError> {
-    let present: [(&str, Option<Range<usize>>); 19] = [
+    let present: [(&str, Option<Range<usize>>); 20] = [
         ("at", x.at.as_ref().map(Spanned::span)),
         ("tolerance", x.tolerance.as_ref().map(Spanned::span)),
         ("trigger", x.trigger.as_ref().map(Spanned::span)),
         ("mode", x.mode.as_ref().map(Spanned::span)),
         ("count", x.count.as_ref().map(Spanned::span)),
+        ("alert", x.alert.as_ref().map(Spanned::span)),
         ("from", x.from.as_ref().map(Spanned::span)),
         ("to", x.to.as_ref().map(Spanned::span)),
         ("command", x.command.as_ref().map(Spanned::span)),
@@ -479,7 +540,7 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
     };
     match kind {
         "session" => {
-            refuse_keys(src, x, kind, &["at", "tolerance", "trigger", "mode", "count", "from", "to", "name", "device"])?;
+            refuse_keys(src, x, kind, &["at", "tolerance", "trigger", "mode", "alert", "count", "from", "to", "name", "device"])?;
             let window = match &x.at {
                 Some(at) => {
                     if x.from.is_some() || x.to.is_some() {
@@ -512,7 +573,14 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
                 Some(c) => Some(*c.get_ref() as u32),
                 None => None,
             };
-            Ok(Check::Session { window, trigger, mode: mode(&x.mode)?, count })
+            let alert = match &x.alert {
+                Some(a) if !matches!(a.get_ref(), 1200 | 1201) => {
+                    return Err(src.err(a.span(), format!("`alert`: expected 1201 (client-initiated) or 1200 (server-initiated), found {}", a.get_ref())));
+                }
+                Some(a) => Some(*a.get_ref() as u16),
+                None => None,
+            };
+            Ok(Check::Session { window, trigger, mode: mode(&x.mode)?, alert, count })
         }
         "command" => {
             refuse_keys(src, x, kind, &["command", "target", "mode", "from", "to", "sent", "status", "name", "device"])?;
@@ -588,11 +656,12 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
 fn describe(c: &Check) -> String {
     let opt = |m: Option<String>| m.map(|s| format!(" {s}")).unwrap_or_default();
     match c {
-        Check::Session { window, trigger, mode, count } => format!(
-            "{}{}{} session between {} and {}",
+        Check::Session { window, trigger, mode, alert, count } => format!(
+            "{}{}{}{} session between {} and {}",
             count.map_or("a".to_string(), |n| format!("exactly {n}")),
             opt(trigger.map(|t| t.to_string())),
             opt(mode.map(|m| format!("({m})"))),
+            opt(alert.map(|a| format!("alert {a}"))),
             window.from.to_rfc3339(),
             window.to.to_rfc3339()
         ),
@@ -713,7 +782,7 @@ clean = true
         assert_eq!((x.line, x.column), (29, 1));
         assert_eq!(x.devices.len(), 2);
         match &x.check {
-            Check::Session { window, trigger, mode, count } => {
+            Check::Session { window, trigger, mode, count, .. } => {
                 assert_eq!(window.from, t("2026-03-02T08:58:00Z"));
                 assert_eq!(*trigger, Some(Trigger::Reboot));
                 assert_eq!(*mode, Some(Mode::Machine));

@@ -115,18 +115,19 @@ fn judge(x: &Expectation, runs: &[&DeviceRun], registry: &Registry) -> Option<St
 
 /// Where a session is in the transcript.
 fn session_place(s: &Summary) -> String {
-    format!("session {} ({} {}, {})", s.session_id, s.trigger, s.mode, s.started_at.to_rfc3339())
+    format!("session {} ({} {}, alert {}, {})", s.session_id, s.trigger, s.mode, s.alert, s.started_at.to_rfc3339())
 }
 
 fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<String> {
     match check {
-        Check::Session { window, trigger, mode, count } => {
+        Check::Session { window, trigger, mode, alert, count } => {
             let matching: Vec<&Summary> = run
                 .sessions
                 .iter()
                 .filter(|s| window.contains(s.started_at))
                 .filter(|s| trigger.is_none_or(|t| s.trigger == t))
                 .filter(|s| mode.is_none_or(|m| s.mode == m))
+                .filter(|s| alert.is_none_or(|a| s.alert == a))
                 .collect();
             let ok = match count {
                 Some(n) => matching.len() == *n as usize,
@@ -510,7 +511,7 @@ clean = true
         let results = evaluate(&built(), &Observed { devices: vec![run] });
         let f: Vec<String> = results.iter().map(|r| r.failure.clone().unwrap_or_default()).collect();
         assert!(f[0].contains("expected 1 matching session(s), found 0"), "{}", f[0]);
-        assert!(f[0].contains("nearest matching: session 1 (reboot Machine, 2026-03-02T09:20:00+00:00)"), "{}", f[0]);
+        assert!(f[0].contains("nearest matching: session 1 (reboot Machine, alert 1201, 2026-03-02T09:20:00+00:00)"), "{}", f[0]);
         assert!(f[1].contains("the server sent it: Replace"), "{}", f[1]);
         assert!(f[1].contains("session 1") && f[1].contains("MsgID 2 CmdID 7"), "{}", f[1]);
         assert!(f[2].contains("expected status 200"), "{}", f[2]);

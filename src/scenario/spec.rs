@@ -72,6 +72,11 @@ pub struct DeviceSpec {
     pub id_prefix: Option<Spanned<String>>,
     /// The DMClient provider ID (default `MS DM Server`).
     pub provider_id: Option<Spanned<String>>,
+    /// `[device.nodes]`: LocURI = value, written into the tree before the run through the
+    /// CSPs (Replace, or Add when the node does not exist yet), as a provisioning package
+    /// would; checked in stage two.
+    #[serde(default)]
+    pub nodes: Option<Spanned<toml::Table>>,
     /// `[device.behaviour]`: overrides of the template's `[behaviour]` settings.
     #[serde(default)]
     pub behaviour: Option<Spanned<toml::Table>>,
@@ -120,6 +125,8 @@ pub struct ExpectSpec {
     pub trigger: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub count: Option<Spanned<i64>>,
+    /// The session alert: 1201 client-initiated, 1200 server-initiated (win10 push).
+    pub alert: Option<Spanned<i64>>,
     // session, command: a window
     pub from: Option<Spanned<toml::Value>>,
     pub to: Option<Spanned<toml::Value>>,
