@@ -11,3 +11,5 @@ mod enterprise_app;
 mod session;
 // Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
 mod schedule;
+/// Scenario files: `scenario check` messages, the shipped scenarios (issue 7).
+mod scenario;
