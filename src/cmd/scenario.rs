@@ -130,7 +130,9 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
                         "passed": x.passed(), "failure": x.failure,
                     })).collect::<Vec<_>>(),
                 }),
-                Err(e) => serde_json::json!({ "file": b.file, "name": b.name, "passed": false, "error": e.to_string() }),
+                Err(e) => {
+                    serde_json::json!({ "file": b.file, "name": b.name, "passed": false, "error": e.to_string() })
+                }
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": files }))?);
@@ -140,7 +142,13 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
                 Ok(results) => {
                     let failed = results.iter().filter(|x| !x.passed()).count();
                     let verdict = if failed == 0 { "PASS" } else { "FAIL" };
-                    println!("{verdict} {} ({}): {} of {} expectations hold", b.file, b.name, results.len() - failed, results.len());
+                    println!(
+                        "{verdict} {} ({}): {} of {} expectations hold",
+                        b.file,
+                        b.name,
+                        results.len() - failed,
+                        results.len()
+                    );
                     for x in results {
                         match &x.failure {
                             None => println!("  ok    {} [{}] {}", x.place, x.kind, x.title),
@@ -159,7 +167,8 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(path) = &a.junit {
-        let errors: Vec<Option<String>> = outcomes.iter().map(|(_, r)| r.as_ref().err().map(ToString::to_string)).collect();
+        let errors: Vec<Option<String>> =
+            outcomes.iter().map(|(_, r)| r.as_ref().err().map(ToString::to_string)).collect();
         let suites: Vec<junit::SuiteReport<'_>> = outcomes
             .iter()
             .zip(&errors)

@@ -13,14 +13,14 @@ use chrono::{DateTime, Duration, Utc};
 use toml::Spanned;
 
 use crate::device::{DEFAULT_PROVIDER_ID, Device, DeviceId, Template};
+use crate::schedule::{At, ClockKind, Event, Mode, Trigger, parse_duration, parse_timeline};
 use crate::syncml::{Command, Item, ItemCmd, StatusCode};
 use crate::tree::{Env, Registry, Tree, TreeState};
-use crate::schedule::{At, ClockKind, Event, Mode, Trigger, parse_duration, parse_timeline};
 use crate::tree::{Profile, Settings};
 
+use super::ScenarioError;
 use super::glob::Glob;
 use super::spec::{ExpectSpec, Source, Spec};
-use super::ScenarioError;
 
 /// The built-in template names and the fixture texts they stand for.
 pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
@@ -218,7 +218,9 @@ pub fn build(
             start = match at_of(s, "start").map_err(|m| src.err(s.span(), m))?.0 {
                 At::Time(t) => t,
                 At::Offset(_) => {
-                    return Err(src.err(s.span(), "`start`: expected an RFC 3339 time (2026-03-02T08:00:00Z), found an offset"));
+                    return Err(
+                        src.err(s.span(), "`start`: expected an RFC 3339 time (2026-03-02T08:00:00Z), found an offset")
+                    );
                 }
             };
         }
@@ -248,7 +250,10 @@ pub fn build(
     let until = until_at.resolve(start);
     if until <= start {
         let span = spec.clock.as_ref().and_then(|c| c.get_ref().until.as_ref().map(Spanned::span)).unwrap_or(0..0);
-        return Err(src.err(span, format!("`until`: expected an end after the start {}, found {}", start.to_rfc3339(), until.to_rfc3339())));
+        return Err(src.err(
+            span,
+            format!("`until`: expected an end after the start {}, found {}", start.to_rfc3339(), until.to_rfc3339()),
+        ));
     }
     let clock = ClockPlan { start, kind, until, speed };
 
@@ -270,13 +275,16 @@ pub fn build(
         };
         if devices.iter().any(|g| g.name == gname) {
             let span = d.name.as_ref().map_or(d.template.span(), Spanned::span);
-            return Err(src.err(span, format!("`name`: expected a name not used by another [[device]], found {gname:?} again")));
+            return Err(
+                src.err(span, format!("`name`: expected a name not used by another [[device]], found {gname:?} again"))
+            );
         }
         let tname = d.template.get_ref().trim().to_string();
         let (ttext, origin) = match BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == tname) {
             Some((n, t)) => (t.to_string(), format!("built-in {n}")),
             None if tname.ends_with(".toml") || tname.contains('/') => (
-                read_template(&tname).map_err(|m| src.err(d.template.span(), format!("`template`: cannot read {tname:?}: {m}")))?,
+                read_template(&tname)
+                    .map_err(|m| src.err(d.template.span(), format!("`template`: cannot read {tname:?}: {m}")))?,
                 tname.clone(),
             ),
             None => {
@@ -306,7 +314,10 @@ pub fn build(
         };
         let count = match &d.count {
             Some(c) if !(1..=MAX_COUNT).contains(c.get_ref()) => {
-                return Err(src.err(c.span(), format!("`count`: expected a number from 1 to {MAX_COUNT}, found {}", c.get_ref())));
+                return Err(src.err(
+                    c.span(),
+                    format!("`count`: expected a number from 1 to {MAX_COUNT}, found {}", c.get_ref()),
+                ));
             }
             Some(c) => *c.get_ref() as usize,
             None => 1,
@@ -315,7 +326,10 @@ pub fn build(
             Some(p) => {
                 let t = p.get_ref().trim().to_ascii_uppercase();
                 if t.is_empty() || t.len() > 24 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(src.err(p.span(), format!("`id_prefix`: expected 1 to 24 hexadecimal digits, found {:?}", p.get_ref())));
+                    return Err(src.err(
+                        p.span(),
+                        format!("`id_prefix`: expected 1 to 24 hexadecimal digits, found {:?}", p.get_ref()),
+                    ));
                 }
                 t
             }
@@ -339,7 +353,16 @@ pub fn build(
             Some(p) => p.get_ref().trim().to_string(),
             None => DEFAULT_PROVIDER_ID.to_string(),
         };
-        let mut group = DeviceGroup { name: gname, template, template_name: tname, profile, provider_id, ids, nodes: Vec::new(), line };
+        let mut group = DeviceGroup {
+            name: gname,
+            template,
+            template_name: tname,
+            profile,
+            provider_id,
+            ids,
+            nodes: Vec::new(),
+            line,
+        };
         if let Some(n) = &d.nodes {
             for (uri, v) in n.get_ref() {
                 let value = match v {
@@ -347,11 +370,19 @@ pub fn build(
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
                     other => {
-                        return Err(src.err(n.span(), format!("`nodes`: {uri:?}: expected a string, integer or boolean value, found {}", other.type_str())));
+                        return Err(src.err(
+                            n.span(),
+                            format!(
+                                "`nodes`: {uri:?}: expected a string, integer or boolean value, found {}",
+                                other.type_str()
+                            ),
+                        ));
                     }
                 };
                 if !uri.starts_with("./") {
-                    return Err(src.err(n.span(), format!("`nodes`: expected a LocURI starting with \"./\", found {uri:?}")));
+                    return Err(
+                        src.err(n.span(), format!("`nodes`: expected a LocURI starting with \"./\", found {uri:?}"))
+                    );
                 }
                 group.nodes.push((uri.clone(), value));
             }
@@ -372,7 +403,13 @@ pub fn build(
             return Ok(Some(vec![id]));
         }
         let names: Vec<&str> = devices.iter().map(|g| g.name.as_str()).collect();
-        Err(src.err(t.span(), format!("`device`: expected a [[device]] name ({}) or one of its DeviceIDs, found {want:?}", names.join(" | "))))
+        Err(src.err(
+            t.span(),
+            format!(
+                "`device`: expected a [[device]] name ({}) or one of its DeviceIDs, found {want:?}",
+                names.join(" | ")
+            ),
+        ))
     };
 
     // Events: parsed by the `--events` parser on the file's own text, with everything that is
@@ -387,9 +424,21 @@ pub fn build(
     for (entry, ev) in timeline.entries.iter().zip(&spec.event) {
         let at = entry.at.resolve(start);
         if at > until {
-            return Err(src.err(ev.get_ref().at.span(), format!("`at`: expected an instant before the end of the run {}, found {}", until.to_rfc3339(), at.to_rfc3339())));
+            return Err(src.err(
+                ev.get_ref().at.span(),
+                format!(
+                    "`at`: expected an instant before the end of the run {}, found {}",
+                    until.to_rfc3339(),
+                    at.to_rfc3339()
+                ),
+            ));
         }
-        events.push(ScheduledEvent { at, event: entry.event.clone(), devices: select(&ev.get_ref().device)?, line: entry.line });
+        events.push(ScheduledEvent {
+            at,
+            event: entry.event.clone(),
+            devices: select(&ev.get_ref().device)?,
+            line: entry.line,
+        });
     }
     events.sort_by_key(|e| e.at);
 
@@ -458,6 +507,11 @@ fn mask_events(src: &Source<'_>, spec: &Spec) -> Result<String, ScenarioError> {
     for ev in &spec.event {
         // The entry's span is its `[[event]]` header; its keys run to the last value.
         let mut span = ev.span();
+        if !src.text.get(span.start..).is_some_and(|t| t.starts_with("[[")) {
+            return Err(
+                src.err(span, "expected an [[event]] table, found an inline event: write each event as [[event]]")
+            );
+        }
         let e = ev.get_ref();
         let ends = [
             Some(e.at.span().end),
@@ -515,40 +569,64 @@ fn refuse_keys(src: &Source<'_>, x: &ExpectSpec, kind: &str, allowed: &[&str]) -
         if let Some(span) = span
             && !allowed.contains(&key)
         {
-            return Err(src.err(span, format!("`{key}` is not allowed on a `{kind}` expectation (allowed: {})", allowed.join(", "))));
+            return Err(src.err(
+                span,
+                format!("`{key}` is not allowed on a `{kind}` expectation (allowed: {})", allowed.join(", ")),
+            ));
         }
     }
     Ok(())
 }
 
-fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: DateTime<Utc>) -> Result<Check, ScenarioError> {
+fn expectation(
+    src: &Source<'_>,
+    x: &ExpectSpec,
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Check, ScenarioError> {
     let kind = x.kind.get_ref().as_str();
     let instant = |v: &Spanned<toml::Value>, key: &str| -> Result<DateTime<Utc>, ScenarioError> {
         at_of(v, key).map(|(a, _)| a.resolve(start)).map_err(|m| src.err(v.span(), m))
     };
-    let window = |from: &Option<Spanned<toml::Value>>, to: &Option<Spanned<toml::Value>>| -> Result<Window, ScenarioError> {
-        let f = from.as_ref().map(|v| instant(v, "from")).transpose()?.unwrap_or(start);
-        let t = to.as_ref().map(|v| instant(v, "to")).transpose()?.unwrap_or(until);
-        if t < f {
-            let span = to.as_ref().map_or(0..0, Spanned::span);
-            return Err(src.err(span, format!("`to`: expected an instant after `from` ({}), found {}", f.to_rfc3339(), t.to_rfc3339())));
-        }
-        Ok(Window { from: f, to: t })
-    };
+    let window =
+        |from: &Option<Spanned<toml::Value>>, to: &Option<Spanned<toml::Value>>| -> Result<Window, ScenarioError> {
+            let f = from.as_ref().map(|v| instant(v, "from")).transpose()?.unwrap_or(start);
+            let t = to.as_ref().map(|v| instant(v, "to")).transpose()?.unwrap_or(until);
+            if t < f {
+                let span = to.as_ref().map_or(0..0, Spanned::span);
+                return Err(src.err(
+                    span,
+                    format!("`to`: expected an instant after `from` ({}), found {}", f.to_rfc3339(), t.to_rfc3339()),
+                ));
+            }
+            Ok(Window { from: f, to: t })
+        };
     let mode = |m: &Option<Spanned<String>>| -> Result<Option<Mode>, ScenarioError> {
-        m.as_ref().map(|m| m.get_ref().parse::<Mode>().map_err(|e| src.err(m.span(), format!("`mode`: {e}")))).transpose()
+        m.as_ref()
+            .map(|m| m.get_ref().parse::<Mode>().map_err(|e| src.err(m.span(), format!("`mode`: {e}"))))
+            .transpose()
     };
     match kind {
         "session" => {
-            refuse_keys(src, x, kind, &["at", "tolerance", "trigger", "mode", "alert", "count", "from", "to", "name", "device"])?;
+            refuse_keys(
+                src,
+                x,
+                kind,
+                &["at", "tolerance", "trigger", "mode", "alert", "count", "from", "to", "name", "device"],
+            )?;
             let window = match &x.at {
                 Some(at) => {
                     if x.from.is_some() || x.to.is_some() {
-                        return Err(src.err(at.span(), "`at` and `from`/`to` cannot both be given: `at` means the window at ± tolerance"));
+                        return Err(src.err(
+                            at.span(),
+                            "`at` and `from`/`to` cannot both be given: `at` means the window at ± tolerance",
+                        ));
                     }
                     let t = instant(at, "at")?;
                     let tol = match &x.tolerance {
-                        Some(s) => parse_duration(s.get_ref()).map_err(|m| src.err(s.span(), format!("`tolerance`: {m}")))?,
+                        Some(s) => {
+                            parse_duration(s.get_ref()).map_err(|m| src.err(s.span(), format!("`tolerance`: {m}")))?
+                        }
                         None => Duration::seconds(DEFAULT_TOLERANCE_SECS),
                     };
                     Window { from: t - tol, to: t + tol }
@@ -568,14 +646,23 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
             };
             let count = match &x.count {
                 Some(c) if !(0..=i64::from(u32::MAX)).contains(c.get_ref()) => {
-                    return Err(src.err(c.span(), format!("`count`: expected a number of sessions (0 or more), found {}", c.get_ref())));
+                    return Err(src.err(
+                        c.span(),
+                        format!("`count`: expected a number of sessions (0 or more), found {}", c.get_ref()),
+                    ));
                 }
                 Some(c) => Some(*c.get_ref() as u32),
                 None => None,
             };
             let alert = match &x.alert {
                 Some(a) if !matches!(a.get_ref(), 1200 | 1201) => {
-                    return Err(src.err(a.span(), format!("`alert`: expected 1201 (client-initiated) or 1200 (server-initiated), found {}", a.get_ref())));
+                    return Err(src.err(
+                        a.span(),
+                        format!(
+                            "`alert`: expected 1201 (client-initiated) or 1200 (server-initiated), found {}",
+                            a.get_ref()
+                        ),
+                    ));
                 }
                 Some(a) => Some(*a.get_ref() as u16),
                 None => None,
@@ -583,7 +670,12 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
             Ok(Check::Session { window, trigger, mode: mode(&x.mode)?, alert, count })
         }
         "command" => {
-            refuse_keys(src, x, kind, &["command", "target", "mode", "from", "to", "sent", "status", "name", "device"])?;
+            refuse_keys(
+                src,
+                x,
+                kind,
+                &["command", "target", "mode", "from", "to", "sent", "status", "name", "device"],
+            )?;
             let Some(t) = &x.target else {
                 return Err(src.err(x.kind.span(), "a `command` expectation needs `target` (a LocURI glob)"));
             };
@@ -593,14 +685,20 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
                     const NAMES: &[&str] = &["Add", "Replace", "Delete", "Get", "Exec", "Atomic", "Sequence", "Alert"];
                     match NAMES.iter().find(|n| n.eq_ignore_ascii_case(c.get_ref())) {
                         Some(n) => Some(n.to_string()),
-                        None => return Err(src.err(c.span(), format!("`command`: expected {}, found {:?}", NAMES.join(" | "), c.get_ref()))),
+                        None => {
+                            return Err(src.err(
+                                c.span(),
+                                format!("`command`: expected {}, found {:?}", NAMES.join(" | "), c.get_ref()),
+                            ));
+                        }
                     }
                 }
                 None => None,
             };
             let status = match &x.status {
                 Some(s) if !(100..=599).contains(s.get_ref()) => {
-                    return Err(src.err(s.span(), format!("`status`: expected a status code (100..599), found {}", s.get_ref())));
+                    return Err(src
+                        .err(s.span(), format!("`status`: expected a status code (100..599), found {}", s.get_ref())));
                 }
                 Some(s) => Some(*s.get_ref() as u16),
                 None => None,
@@ -618,11 +716,15 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
             };
             let node = Glob::parse(n.get_ref()).map_err(|m| src.err(n.span(), format!("`node`: {m}")))?;
             if node.has_deep() {
-                return Err(src.err(n.span(), "`node`: `**` is not allowed here; name each level (`*` matches one node name)"));
+                return Err(
+                    src.err(n.span(), "`node`: `**` is not allowed here; name each level (`*` matches one node name)")
+                );
             }
             let checks = [x.equals.is_some(), x.reached.is_some(), x.exists.is_some()];
             if checks.iter().filter(|c| **c).count() != 1 {
-                return Err(src.err(x.kind.span(), "a `node` expectation needs exactly one of `equals`, `reached`, `exists`"));
+                return Err(
+                    src.err(x.kind.span(), "a `node` expectation needs exactly one of `equals`, `reached`, `exists`")
+                );
             }
             let check = if let Some(v) = &x.equals {
                 NodeCheck::Equals(v.get_ref().clone())
@@ -642,13 +744,18 @@ fn expectation(src: &Source<'_>, x: &ExpectSpec, start: DateTime<Utc>, until: Da
             refuse_keys(src, x, kind, &["clean", "error", "name", "device"])?;
             match (&x.clean, &x.error) {
                 (Some(c), None) if *c.get_ref() => Ok(Check::Outcome { error: None }),
-                (Some(c), None) => Err(src.err(c.span(), "`clean = false`: say which error with `error = \"...\"` instead")),
+                (Some(c), None) => {
+                    Err(src.err(c.span(), "`clean = false`: say which error with `error = \"...\"` instead"))
+                }
                 (None, Some(e)) => Ok(Check::Outcome { error: Some(e.get_ref().clone()) }),
                 (None, None) => Ok(Check::Outcome { error: None }),
                 (Some(c), Some(_)) => Err(src.err(c.span(), "`clean` and `error` cannot both be given")),
             }
         }
-        other => Err(src.err(x.kind.span(), format!("`kind`: expected one of {}, found {other:?}", EXPECT_KINDS.join(" | ")))),
+        other => {
+            Err(src
+                .err(x.kind.span(), format!("`kind`: expected one of {}, found {other:?}", EXPECT_KINDS.join(" | "))))
+        }
     }
 }
 
@@ -840,6 +947,11 @@ clean = true
         let e = broken("user = \"enrolled\"", "user = \"enrolled\"\ncolour = \"red\"");
         assert_eq!(e.line, 28, "{e}");
         assert!(e.message.contains("colour"), "{e}");
+        // Inline events are refused with their place, not half-parsed.
+        let e = check("event = [{ at = \"+1h\", kind = \"push\" }]\n[scenario]\nname = \"x\"\n[[device]]\ntemplate = \"win11-laptop\"\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.column), (1, 10), "{e}");
+        assert!(e.message.contains("inline event"), "{e}");
         // A key the timeline parser refuses on this kind, reported by it at this file's place.
         let e = broken("kind = \"reboot\"", "kind = \"reboot\"\nuser = \"bob\"");
         assert_eq!(e.line, 22, "{e}");

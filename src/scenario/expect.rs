@@ -98,7 +98,12 @@ pub fn evaluate(built: &Built, observed: &Observed) -> Vec<ExpectationResult> {
             } else {
                 judge(x, &runs, &registry)
             };
-            ExpectationResult { place: format!("{}:{}", built.file, x.line), kind: x.kind(), title: x.title.clone(), failure }
+            ExpectationResult {
+                place: format!("{}:{}", built.file, x.line),
+                kind: x.kind(),
+                title: x.title.clone(),
+                failure,
+            }
         })
         .collect()
 }
@@ -172,7 +177,14 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                 }
             }
             let place = |(s, c, t): &(&Summary, &crate::session::CommandRecord, String)| {
-                format!("{} {t} answered {} in {} MsgID {} CmdID {}", c.cmd, c.status, session_place(s), c.msg_id, c.cmd_id)
+                format!(
+                    "{} {t} answered {} in {} MsgID {} CmdID {}",
+                    c.cmd,
+                    c.status,
+                    session_place(s),
+                    c.msg_id,
+                    c.cmd_id
+                )
             };
             if *sent {
                 if hits.is_empty() {
@@ -206,7 +218,10 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                         Some(if *want {
                             format!("no node matches {node} after the run")
                         } else {
-                            format!("{} exist(s) after the run", finals.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(", "))
+                            format!(
+                                "{} exist(s) after the run",
+                                finals.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(", ")
+                            )
                         })
                     } else {
                         None
@@ -282,7 +297,14 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                 None => Some(
                     failed
                         .iter()
-                        .map(|s| format!("{} ended {:?}: {}", session_place(s), s.outcome, s.error.as_deref().unwrap_or("no error")))
+                        .map(|s| {
+                            format!(
+                                "{} ended {:?}: {}",
+                                session_place(s),
+                                s.outcome,
+                                s.error.as_deref().unwrap_or("no error")
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
@@ -351,7 +373,6 @@ pub fn read_nodes(registry: &Registry, state: &TreeState, env: &Env, glob: &Glob
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -432,7 +453,14 @@ clean = true
     /// inventory only, then a Maintenance session that set the poll schedule.
     fn good_run() -> DeviceRun {
         let template = Template::builtin(Profile::Win10);
-        let dev = Device::new(DeviceId::parse(ID).unwrap(), Profile::Win10, "https://mdm.test/", "MS DM Server", &template, t("2026-03-02T08:00:00Z"));
+        let dev = Device::new(
+            DeviceId::parse(ID).unwrap(),
+            Profile::Win10,
+            "https://mdm.test/",
+            "MS DM Server",
+            &template,
+            t("2026-03-02T08:00:00Z"),
+        );
         let mut tree = dev.tree.clone();
         let before = tree.clone();
         let p = "Vendor/MSFT/DMClient/Provider/MS DM Server/Poll";
@@ -511,7 +539,11 @@ clean = true
         let results = evaluate(&built(), &Observed { devices: vec![run] });
         let f: Vec<String> = results.iter().map(|r| r.failure.clone().unwrap_or_default()).collect();
         assert!(f[0].contains("expected 1 matching session(s), found 0"), "{}", f[0]);
-        assert!(f[0].contains("nearest matching: session 1 (reboot Machine, alert 1201, 2026-03-02T09:20:00+00:00)"), "{}", f[0]);
+        assert!(
+            f[0].contains("nearest matching: session 1 (reboot Machine, alert 1201, 2026-03-02T09:20:00+00:00)"),
+            "{}",
+            f[0]
+        );
         assert!(f[1].contains("the server sent it: Replace"), "{}", f[1]);
         assert!(f[1].contains("session 1") && f[1].contains("MsgID 2 CmdID 7"), "{}", f[1]);
         assert!(f[2].contains("expected status 200"), "{}", f[2]);
@@ -537,7 +569,10 @@ clean = true
         assert!(all.iter().any(|(u, v)| u.ends_with("/Poll/IntervalForFirstSetOfRetries") && v == "15"), "{all:?}");
         assert!(all.len() >= 8, "{all:?}");
         // The provider name is read encoded as a server sees it, and the value is the tree's.
-        assert!(all.iter().all(|(u, _)| u.starts_with("./Vendor/MSFT/DMClient/Provider/MS%20DM%20Server/Poll/")), "{all:?}");
+        assert!(
+            all.iter().all(|(u, _)| u.starts_with("./Vendor/MSFT/DMClient/Provider/MS%20DM%20Server/Poll/")),
+            "{all:?}"
+        );
         assert!(read_nodes(&reg, &run.tree, &env, &Glob::parse("./Vendor/MSFT/Nope/*").unwrap()).is_empty());
     }
 }

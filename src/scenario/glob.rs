@@ -20,11 +20,13 @@ impl Glob {
     pub fn parse(text: &str) -> Result<Glob, String> {
         let t = text.trim();
         if t.is_empty() {
-            return Err("expected a LocURI glob such as \"./Vendor/MSFT/DMClient/Provider/*/Poll/*\", found an empty string".into());
+            return Err(
+                "expected a LocURI glob such as \"./Vendor/MSFT/DMClient/Provider/*/Poll/*\", found an empty string"
+                    .into(),
+            );
         }
         let segments: Vec<String> = t.split('/').map(str::to_string).collect();
-        if let Some(i) = segments.iter().position(String::is_empty) {
-            let _ = i;
+        if segments.iter().any(String::is_empty) {
             return Err(format!("expected a LocURI glob with no empty segment, found {t:?}"));
         }
         if let Some(s) = segments.iter().find(|s| s.contains("**") && s.as_str() != "**") {

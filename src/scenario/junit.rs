@@ -93,7 +93,12 @@ mod tests {
     #[test]
     fn the_xml_parses_and_carries_the_failures() {
         let results = vec![
-            ExpectationResult { place: "a.toml:10".into(), kind: "session", title: "a reboot session".into(), failure: None },
+            ExpectationResult {
+                place: "a.toml:10".into(),
+                kind: "session",
+                title: "a reboot session".into(),
+                failure: None,
+            },
             ExpectationResult {
                 place: "a.toml:17".into(),
                 kind: "node",

@@ -10,6 +10,6 @@ mod enterprise_app;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
 // Triggers, operation modes, the Machine-mode gate and the clock (issue 6).
-mod schedule;
 /// Scenario files: `scenario check` messages, the shipped scenarios (issue 7).
 mod scenario;
+mod schedule;

@@ -50,13 +50,43 @@ fn check_names_file_line_and_column_of_every_mistake() {
     // (file name, text, expected line:column, words the message must hold)
     let cases: &[(&str, String, &str, &[&str])] = &[
         ("syntax.toml", GOOD.replace("[[event]]", "[[event]"), "11:9", &["expected `]`"]),
-        ("unknown-key.toml", GOOD.replace("kind = \"reboot\"", "kind = \"reboot\"\ncolor = 1"), "14:1", &["unknown field `color`"]),
+        (
+            "unknown-key.toml",
+            GOOD.replace("kind = \"reboot\"", "kind = \"reboot\"\ncolor = 1"),
+            "14:1",
+            &["unknown field `color`"],
+        ),
         ("wrong-type.toml", GOOD.replace("name = \"good\"", "name = 42"), "2:8", &["string"]),
-        ("bad-duration.toml", GOOD.replace("until = \"12h\"", "until = \"12 hours\""), "9:9", &["expected a duration", "\"12 hours\""]),
-        ("bad-kind.toml", GOOD.replace("kind = \"reboot\"", "kind = \"restart\""), "13:8", &["expected one of reboot", "\"restart\""]),
-        ("bad-trigger.toml", GOOD.replace("trigger = \"reboot\"", "trigger = \"boot\""), "18:11", &["expected enrollment | reboot", "\"boot\""]),
-        ("bad-mode.toml", GOOD.replace("mode = \"Machine\"", "mode = \"Night\""), "19:8", &["Machine, Maintenance or Apps"]),
-        ("bad-glob.toml", format!("{GOOD}\n[[expect]]\nkind = \"command\"\ntarget = \"./a//b\"\n"), "23:10", &["empty segment"]),
+        (
+            "bad-duration.toml",
+            GOOD.replace("until = \"12h\"", "until = \"12 hours\""),
+            "9:9",
+            &["expected a duration", "\"12 hours\""],
+        ),
+        (
+            "bad-kind.toml",
+            GOOD.replace("kind = \"reboot\"", "kind = \"restart\""),
+            "13:8",
+            &["expected one of reboot", "\"restart\""],
+        ),
+        (
+            "bad-trigger.toml",
+            GOOD.replace("trigger = \"reboot\"", "trigger = \"boot\""),
+            "18:11",
+            &["expected enrollment | reboot", "\"boot\""],
+        ),
+        (
+            "bad-mode.toml",
+            GOOD.replace("mode = \"Machine\"", "mode = \"Night\""),
+            "19:8",
+            &["Machine, Maintenance or Apps"],
+        ),
+        (
+            "bad-glob.toml",
+            format!("{GOOD}\n[[expect]]\nkind = \"command\"\ntarget = \"./a//b\"\n"),
+            "23:10",
+            &["empty segment"],
+        ),
     ];
     let mut files = Vec::new();
     for (name, text, place, words) in cases {
@@ -94,7 +124,10 @@ fn a_preset_value_the_device_refuses_is_a_check_error() {
     let (code, _, err) = mdmsim(&["scenario", "check", &f]);
     assert_eq!(code, 2, "{err}");
     // The seed: all six values 0 is a configuration failure (the device answers 500).
-    assert!(err.starts_with(&format!("{f}:7:1: `nodes`: {p}/NumberOfFirstRetries = \"0\": the device answers 500")), "{err}");
+    assert!(
+        err.starts_with(&format!("{f}:7:1: `nodes`: {p}/NumberOfFirstRetries = \"0\": the device answers 500")),
+        "{err}"
+    );
 }
 
 fn shipped() -> Vec<PathBuf> {
@@ -176,4 +209,17 @@ fn the_two_infinite_table_reads_back_corrected() {
     assert!(b.expectations.iter().any(|x| matches!(&x.check,
         Check::Node { node, check: scenario::NodeCheck::Equals(v) }
             if node.as_str().ends_with("IntervalForRemainingScheduledRetries") && v == "0")));
+}
+
+#[test]
+fn run_refuses_files_that_do_not_check_before_contacting_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", GOOD);
+    let bad = write(dir.path(), "bad.toml", &GOOD.replace("kind = \"reboot\"", "kind = \"restart\""));
+    // Port 9 on loopback: nothing may be sent there, the files are refused first.
+    let (code, out, err) = mdmsim(&["scenario", "run", &good, &bad, "--server", "http://127.0.0.1:9/"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.starts_with(&format!("{bad}:13:8: ")), "{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    assert!(out.is_empty(), "{out}");
 }
