@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use mdmsim::scenario::report::{self, FileOutcome};
 use mdmsim::scenario::{self, Built, ExpectationResult, RunError, RunOptions, junit};
 
 use super::exit::{EXPECTATION, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
@@ -111,59 +112,16 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(fail(USAGE, format!("{} scenario file(s) do not check; nothing was run", errors.len())));
     }
     let opts = RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript };
-    let mut outcomes: Vec<(&Built, Result<Vec<ExpectationResult>, RunError>)> = Vec::new();
+    let mut outcomes: Vec<FileOutcome<'_>> = Vec::new();
     for b in &built {
         let r = scenario::run::execute(b, &opts).map(|obs| scenario::evaluate(b, &obs));
         outcomes.push((b, r));
     }
 
     if a.json {
-        let files: Vec<serde_json::Value> = outcomes
-            .iter()
-            .map(|(b, r)| match r {
-                Ok(results) => serde_json::json!({
-                    "file": b.file,
-                    "name": b.name,
-                    "passed": results.iter().all(ExpectationResult::passed),
-                    "expectations": results.iter().map(|x| serde_json::json!({
-                        "place": x.place, "kind": x.kind, "title": x.title,
-                        "passed": x.passed(), "failure": x.failure,
-                    })).collect::<Vec<_>>(),
-                }),
-                Err(e) => {
-                    serde_json::json!({ "file": b.file, "name": b.name, "passed": false, "error": e.to_string() })
-                }
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": files }))?);
+        println!("{}", serde_json::to_string_pretty(&report::json(&outcomes))?);
     } else {
-        for (b, r) in &outcomes {
-            match r {
-                Ok(results) => {
-                    let failed = results.iter().filter(|x| !x.passed()).count();
-                    let verdict = if failed == 0 { "PASS" } else { "FAIL" };
-                    println!(
-                        "{verdict} {} ({}): {} of {} expectations hold",
-                        b.file,
-                        b.name,
-                        results.len() - failed,
-                        results.len()
-                    );
-                    for x in results {
-                        match &x.failure {
-                            None => println!("  ok    {} [{}] {}", x.place, x.kind, x.title),
-                            Some(f) => {
-                                println!("  FAIL  {} [{}] {}", x.place, x.kind, x.title);
-                                for line in f.lines() {
-                                    println!("        {line}");
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => println!("ERROR {} ({}): {e}", b.file, b.name),
-            }
-        }
+        print!("{}", report::human(&outcomes));
     }
 
     if let Some(path) = &a.junit {

@@ -14,6 +14,7 @@ pub mod build;
 pub mod expect;
 pub mod glob;
 pub mod junit;
+pub mod report;
 pub mod run;
 pub mod spec;
 

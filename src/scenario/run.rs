@@ -17,7 +17,8 @@ pub struct RunOptions {
     pub ca_cert: Option<PathBuf>,
     /// Accept any server certificate (test servers).
     pub insecure: bool,
-    /// Write one transcript per device and session here (`<device-id>/<session>.xml`).
+    /// Write every message of every session under this directory (one subdirectory per
+    /// device, the layout of `mdmsim sync --transcript` inside it).
     pub transcript: Option<PathBuf>,
 }
 
