@@ -6,13 +6,13 @@
 //! expectations and prints a readable pass/fail (or `--json`), optionally JUnit XML: exit 0
 //! when every expectation holds, 1 when one fails, 3/4/5 when a run could not finish.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use mdmsim::scenario::report::{self, FileOutcome};
-use mdmsim::scenario::{self, Built, ExpectationResult, RunError, RunOptions, junit};
+use mdmsim::scenario::{self, Built, ExpectationResult, RunError, RunOptions, ScenarioError, junit};
 
 use super::exit::{EXPECTATION, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
 
@@ -63,12 +63,26 @@ pub fn run(c: Scenario) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Checks every file; prints one line per file.
+/// Reads and checks the scenario file at `path` (template paths relative to its directory).
+pub fn load(path: &Path) -> Result<Built, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: file.clone(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let read = move |rel: &str| std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string());
+    scenario::check_text(&text, &file, &read)
+}
+
+/// Checks every file: the built scenarios, and the messages of those that do not check.
 fn load_all(files: &[PathBuf]) -> (Vec<Built>, Vec<String>) {
     let mut built = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match scenario::load(f) {
+        match load(f) {
             Ok(b) => built.push(b),
             Err(e) => errors.push(e.to_string()),
         }

@@ -386,8 +386,19 @@ pub fn build(
                 }
                 group.nodes.push((uri.clone(), value));
             }
-            // Written on a fresh device now, so a value the device refuses is a check error.
-            group.device(0, "https://mdm.invalid/", start).map_err(|m| src.err(n.span(), format!("`nodes`: {m}")))?;
+            // Written on a fresh device now, so a value the device refuses is a check error,
+            // placed at its key (the table's span is its header; the key follows it).
+            group.device(0, "https://mdm.invalid/", start).map_err(|m| {
+                let key_at = group
+                    .nodes
+                    .iter()
+                    .find(|(uri, _)| m.starts_with(&format!("{uri} = ")))
+                    .and_then(|(uri, _)| src.text.get(n.span().start..)?.find(uri.as_str()))
+                    .map_or(n.span().start, |off| n.span().start + off);
+                // Point at the opening quote when the key is quoted.
+                let key_at = if src.text.get(..key_at).is_some_and(|t| t.ends_with('"')) { key_at - 1 } else { key_at };
+                src.err(key_at..key_at, format!("`nodes`: {m}"))
+            })?;
         }
         devices.push(group);
     }

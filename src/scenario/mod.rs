@@ -7,8 +7,10 @@
 //! implemented by the runner) gives an [`Observed`]; [`evaluate`] judges each expectation and
 //! [`junit::write`] renders the results for CI.
 //!
-//! Owns the file format, the expectation engine and the JUnit output. Does not own running
-//! devices (runner) nor the event grammar (`schedule::parse_timeline`, reused as is).
+//! Owns the file format, the expectation engine and the JUnit output; no I/O (the caller reads
+//! the scenario file and passes a closure that reads template files, see [`check_text`]). Does
+//! not own running devices (runner) nor the event grammar (`schedule::parse_timeline`, reused
+//! as is).
 
 pub mod build;
 pub mod expect;
@@ -17,8 +19,6 @@ pub mod junit;
 pub mod report;
 pub mod run;
 pub mod spec;
-
-use std::path::Path;
 
 pub use build::{Built, Check, DeviceGroup, Expectation, NodeCheck, ScheduledEvent, Window, build};
 pub use expect::{DeviceRun, ExpectationResult, Observed, Snapshot, evaluate};
@@ -35,18 +35,4 @@ pub fn check_text(
 ) -> Result<Built, ScenarioError> {
     let spec = parse(text, file)?;
     build(&spec, text, file, read_template)
-}
-
-/// Reads and checks the scenario file at `path` (templates relative to its directory).
-pub fn load(path: &Path) -> Result<Built, ScenarioError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-        file: file.clone(),
-        line: 1,
-        column: 1,
-        message: format!("cannot read the file: {e}"),
-    })?;
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let read = move |rel: &str| std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string());
-    check_text(&text, &file, &read)
 }

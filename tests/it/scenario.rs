@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mdmsim::scenario::{self, Check, DeviceRun, Observed, evaluate};
+use mdmsim::scenario::{self, Built, Check, DeviceRun, Observed, ScenarioError, evaluate};
 
 use super::support::mdmsim;
 
@@ -125,9 +125,18 @@ fn a_preset_value_the_device_refuses_is_a_check_error() {
     assert_eq!(code, 2, "{err}");
     // The seed: all six values 0 is a configuration failure (the device answers 500).
     assert!(
-        err.starts_with(&format!("{f}:7:1: `nodes`: {p}/NumberOfFirstRetries = \"0\": the device answers 500")),
+        err.starts_with(&format!("{f}:9:1: `nodes`: {p}/NumberOfFirstRetries = \"0\": the device answers 500")),
         "{err}"
     );
+}
+
+/// Reads a scenario file as the binary does (templates relative to it).
+fn load(path: &Path) -> Result<Built, ScenarioError> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let dir = path.parent().unwrap().to_path_buf();
+    scenario::check_text(&text, &path.display().to_string(), &move |rel| {
+        std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string())
+    })
 }
 
 fn shipped() -> Vec<PathBuf> {
@@ -146,7 +155,7 @@ fn every_shipped_scenario_checks() {
     let files = shipped();
     assert!(files.len() >= 10, "{files:?}");
     for f in &files {
-        let b = scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
+        let b = load(f).unwrap_or_else(|e| panic!("{e}"));
         assert!(!b.expectations.is_empty(), "{}", f.display());
     }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -164,7 +173,7 @@ fn every_shipped_scenario_checks() {
 fn shipped_node_expectations_hold_on_the_preset_devices() {
     let mut checked = 0;
     for f in shipped() {
-        let b = scenario::load(&f).unwrap();
+        let b = load(&f).unwrap();
         if b.devices.iter().all(|g| g.nodes.is_empty()) {
             continue;
         }
@@ -201,7 +210,7 @@ fn shipped_node_expectations_hold_on_the_preset_devices() {
 #[test]
 fn the_two_infinite_table_reads_back_corrected() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/poll-two-infinite.toml");
-    let b = scenario::load(&f).unwrap();
+    let b = load(&f).unwrap();
     let g = &b.devices[0];
     // Written as the server would (1440 for the third set) ...
     assert!(g.nodes.iter().any(|(u, v)| u.ends_with("IntervalForRemainingScheduledRetries") && v == "1440"));
