@@ -232,3 +232,28 @@ fn run_refuses_files_that_do_not_check_before_contacting_anyone() {
     assert!(err.contains("nothing was run"), "{err}");
     assert!(out.is_empty(), "{out}");
 }
+
+#[test]
+fn a_run_that_cannot_finish_still_writes_junit_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", GOOD);
+    let junit = dir.path().join("junit.xml");
+    // Nothing listens on 127.0.0.1:9: the run cannot finish (or, before the runner is wired,
+    // cannot start); either way it is not a pass nor an expectation failure.
+    let (code, out, err) =
+        mdmsim(&["scenario", "run", &good, "--server", "http://127.0.0.1:9/", "--junit", junit.to_str().unwrap()]);
+    assert!(code != 0 && code != 1, "{code}: {out}{err}");
+    assert!(out.starts_with(&format!("ERROR {good} (good): ")), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut errors = 0;
+    loop {
+        match reader.read_event().expect("well-formed JUnit XML") {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == "error" => errors += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(errors, 1, "{xml}");
+    assert!(xml.contains("<testsuite name=\"good\""), "{xml}");
+}
