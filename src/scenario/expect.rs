@@ -48,6 +48,29 @@ pub struct DeviceRun {
     pub ended_at: DateTime<Utc>,
 }
 
+impl DeviceRun {
+    /// A device's record before its first session: id, profile, settings and tree from the
+    /// device, no sessions or snapshots yet. The runner pushes each session's [`Summary`] and
+    /// calls [`DeviceRun::snapshot`] as the run goes, then sets `tree` and `ended_at`.
+    pub fn new(device: &crate::device::Device, now: DateTime<Utc>) -> Self {
+        DeviceRun {
+            id: device.id.as_str().to_string(),
+            profile: device.profile,
+            settings: device.settings.clone(),
+            sessions: Vec::new(),
+            snapshots: Vec::new(),
+            tree: device.tree.clone(),
+            ended_at: now,
+        }
+    }
+
+    /// Records the tree at `at` (after session `after_session`, or after a change the device
+    /// made on its own between sessions): what `reached` expectations look at.
+    pub fn snapshot(&mut self, at: DateTime<Utc>, after_session: Option<&str>, tree: &TreeState) {
+        self.snapshots.push(Snapshot { at, after_session: after_session.map(str::to_string), tree: tree.clone() });
+    }
+}
+
 /// The tree of a device at one instant of the run.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

@@ -184,15 +184,7 @@ fn shipped_node_expectations_hold_on_the_preset_devices() {
             .flat_map(|g| (0..g.ids.len()).map(move |i| (g, i)))
             .map(|(g, i)| {
                 let dev = g.device(i, "https://mdm.test/", start).unwrap();
-                DeviceRun {
-                    id: dev.id.as_str().to_string(),
-                    profile: dev.profile,
-                    settings: dev.settings.clone(),
-                    sessions: Vec::new(),
-                    snapshots: Vec::new(),
-                    tree: dev.tree.clone(),
-                    ended_at: start,
-                }
+                DeviceRun::new(&dev, start)
             })
             .collect();
         let results = evaluate(&b, &Observed { devices });
