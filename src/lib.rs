@@ -8,6 +8,7 @@ pub mod csp;
 pub mod device;
 pub mod enroll;
 pub mod runner;
+pub mod scenario;
 pub mod schedule;
 pub mod server;
 pub mod session;

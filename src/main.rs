@@ -53,6 +53,9 @@ enum Command {
     Enroll(cmd::enroll::EnrollArgs),
     /// Unenroll a device (Alert 1226 to the server, best effort) and wipe its enrollment.
     Unenroll(cmd::enroll::UnenrollArgs),
+    /// Scripted runs with expectations: check scenario files, run them against a server.
+    #[command(subcommand)]
+    Scenario(cmd::scenario::Scenario),
 }
 
 fn main() -> ExitCode {
@@ -84,5 +87,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(c) => cmd::server::run(c),
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
+        Command::Scenario(c) => cmd::scenario::run(c),
     }
 }

@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod exit;
 pub mod run;
 pub mod server;
+pub mod scenario;
 pub mod sync;
 pub mod syncml;
 pub mod tree;

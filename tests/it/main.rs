@@ -17,6 +17,8 @@ mod enroll_cli;
 mod enterprise_app;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
+/// Scenario files: `scenario check` messages, the shipped scenarios.
+mod scenario;
 /// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
