@@ -165,6 +165,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = rt.block_on(async {
         let end = until.unwrap_or(DateTime::<Utc>::MAX_UTC);
         let run = fleet.run(clock.as_mut(), end, |record, device| {
+            if matches!(record, Record::Changed { .. }) {
+                return;
+            }
             if let Record::Session { summary, .. } = record
                 && let Err(e) = store.save_session(device, summary)
             {

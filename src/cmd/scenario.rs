@@ -2,7 +2,7 @@
 //!
 //! `check` runs both stages of every file (parse, build) and prints `FILE:LINE:COLUMN: ...` for
 //! each one that fails: exit 0 when all are fine, 2 otherwise. `run` checks the files the same
-//! way, runs each against the server (`mdmsim::scenario::run::execute`), judges the
+//! way, runs each against the server (`mdmsim::runner::scenario::execute`), judges the
 //! expectations and prints a readable pass/fail (or `--json`), optionally JUnit XML: exit 0
 //! when every expectation holds, 1 when one fails, 3/4/5 when a run could not finish.
 
@@ -113,7 +113,6 @@ fn exit_of(e: &RunError) -> u8 {
         RunError::Unreachable(_) => UNREACHABLE,
         RunError::Protocol(_) => PROTOCOL,
         RunError::State(_) => STATE,
-        RunError::NotWired => USAGE,
     }
 }
 
@@ -126,9 +125,13 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(fail(USAGE, format!("{} scenario file(s) do not check; nothing was run", errors.len())));
     }
     let opts = RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
     let mut outcomes: Vec<FileOutcome<'_>> = Vec::new();
     for b in &built {
-        let r = scenario::run::execute(b, &opts).map(|obs| scenario::evaluate(b, &obs));
+        let r = rt.block_on(mdmsim::runner::scenario::execute(b, &opts)).map(|obs| scenario::evaluate(b, &obs));
         outcomes.push((b, r));
     }
 

@@ -30,16 +30,24 @@ pub struct ServerArgs {
     /// Base URL to announce to devices instead of the listen address (e.g. https://mdm.lan:8443).
     #[arg(long)]
     public_url: Option<String>,
+    /// How management requests are trusted, overriding the config's [management] auth:
+    /// cert-or-md5 (enrolled devices), md5, or none (pre-provisioned devices such as those of
+    /// `mdmsim device new` and `mdmsim scenario run`).
+    #[arg(long, value_enum)]
+    auth: Option<mdmsim::server::AuthMode>,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if args.http && !args.listen.ip().is_loopback() {
         return Err(fail(USAGE, ServerError::HttpNotLoopback(args.listen).to_string()));
     }
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| fail(USAGE, e.to_string()))?,
         None => Config::default(),
     };
+    if let Some(auth) = args.auth {
+        config.management.auth = auth;
+    }
     let users: Vec<String> = config.users.iter().map(|u| u.name.clone()).collect();
     let opts = ServerOptions {
         listen: args.listen,

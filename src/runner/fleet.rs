@@ -40,8 +40,9 @@ pub struct Member {
     pub transport: Option<Arc<Transport>>,
     /// The DMClient poll values the scheduler's timetable was built from.
     poll: Option<PollConfig>,
-    /// When a device that never synced runs its first session (the post-enrollment session).
-    first_session: Option<DateTime<Utc>>,
+    /// When a device that never synced runs its first session (the post-enrollment session);
+    /// set it to `None` to leave the first session to the device's triggers.
+    pub first_session: Option<DateTime<Utc>>,
 }
 
 impl Member {
@@ -131,15 +132,19 @@ pub enum Record {
     Missed { device: String, at: DateTime<Utc>, trigger: Trigger, reason: String },
     /// The device left management (server-initiated unenroll, lost contact).
     Unenrolled { device: String, at: DateTime<Utc>, reason: String },
+    /// The device's own timers changed its tree without a session (an app download or
+    /// install step, an expiry): what a server would read in its next session.
+    Changed { device: String, at: DateTime<Utc> },
 }
 
 impl Record {
     /// The device it is about.
     pub fn device(&self) -> &str {
         match self {
-            Record::Session { device, .. } | Record::Missed { device, .. } | Record::Unenrolled { device, .. } => {
-                device
-            }
+            Record::Session { device, .. }
+            | Record::Missed { device, .. }
+            | Record::Unenrolled { device, .. }
+            | Record::Changed { device, .. } => device,
         }
     }
 
@@ -168,6 +173,9 @@ impl Record {
             }
             Record::Unenrolled { device, at, reason } => {
                 format!("{}  {device}  unenrolled: {reason}", at.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+            Record::Changed { device, at } => {
+                format!("{}  {device}  timers changed the tree", at.format("%Y-%m-%dT%H:%M:%SZ"))
             }
         }
     }
@@ -205,6 +213,7 @@ impl RunStats {
             }
             Record::Missed { .. } => self.missed += 1,
             Record::Unenrolled { .. } => self.unenrolled += 1,
+            Record::Changed { .. } => {}
         }
     }
 }
@@ -336,6 +345,10 @@ async fn step(
 ) -> (Member, Vec<Record>) {
     let mut records = Vec::new();
     let mut effects = run_timers(registry, &mut m.device, transport, now).await;
+    if m.device.tree.is_dirty() {
+        m.device.tree.commit();
+        records.push(Record::Changed { device: m.device.id.to_string(), at: now });
+    }
     let mut actions = match m.first_session.take() {
         Some(at) if at <= now => vec![Action::Session(SessionRequest::one_shot(
             Trigger::Enrollment,

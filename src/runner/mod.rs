@@ -12,6 +12,7 @@ pub mod enrollment;
 pub mod fetch;
 pub mod fleet;
 pub mod http;
+pub mod scenario;
 pub mod signing;
 pub mod store;
 

@@ -70,7 +70,7 @@ pub struct User {
 }
 
 /// How a management request is trusted (PROTOCOL.md §1.9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
     /// Client certificate from our CA whose CN contains the DeviceID, else MD5 Cred.

@@ -4,36 +4,10 @@
 
 use std::path::Path;
 
-use mdmsim::server::{AuthMode, Config, ServerHandle, ServerOptions};
 use serde_json::Value;
 
 use crate::support::mdmsim;
-
-/// The reference server in-process on a free loopback port, trusting the DeviceID as sent (the
-/// devices here are pre-provisioned, not enrolled).
-struct RefServer {
-    handle: ServerHandle,
-    _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl RefServer {
-    fn start() -> RefServer {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let mut opts = ServerOptions::local(dir.path().join("server"));
-        opts.http = true;
-        let mut config = Config::default();
-        config.management.auth = AuthMode::None;
-        opts.config = config;
-        let handle = rt.block_on(mdmsim::server::start(opts)).unwrap();
-        RefServer { handle, _rt: rt, _dir: dir }
-    }
-
-    fn management_url(&self) -> String {
-        self.handle.management_url()
-    }
-}
+use crate::support::refserver::RefServer;
 
 fn new_device(state: &Path, server: &str, profile: &str) -> String {
     new_device_seeded(state, server, profile, "7")

@@ -1,6 +1,7 @@
-//! Scenario files (issue 7): `mdmsim scenario check` on broken files, every shipped scenario
-//! checks, and the device-side expectations of the shipped files hold on the devices they
-//! describe.
+//! Scenario files: `mdmsim scenario check` on broken files, every shipped scenario checks, the
+//! device-side expectations of the shipped files hold on the devices they describe, and every
+//! shipped scenario runs green against the embedded reference server (with JUnit output); a
+//! scenario whose expectation does not hold exits 1 and says what was seen instead.
 
 use std::path::{Path, PathBuf};
 
@@ -230,11 +231,11 @@ fn a_run_that_cannot_finish_still_writes_junit_with_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "good.toml", GOOD);
     let junit = dir.path().join("junit.xml");
-    // Nothing listens on 127.0.0.1:9: the run cannot finish (or, before the runner is wired,
-    // cannot start); either way it is not a pass nor an expectation failure.
+    // Nothing listens on 127.0.0.1:9: the server is unreachable (exit 3), which is neither a
+    // pass nor an expectation failure.
     let (code, out, err) =
         mdmsim(&["scenario", "run", &good, "--server", "http://127.0.0.1:9/", "--junit", junit.to_str().unwrap()]);
-    assert!(code != 0 && code != 1, "{code}: {out}{err}");
+    assert_eq!(code, 3, "{out}{err}");
     assert!(out.starts_with(&format!("ERROR {good} (good): ")), "{out}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     let mut reader = quick_xml::Reader::from_str(&xml);
@@ -248,4 +249,73 @@ fn a_run_that_cannot_finish_still_writes_junit_with_the_error() {
     }
     assert_eq!(errors, 1, "{xml}");
     assert!(xml.contains("<testsuite name=\"good\""), "{xml}");
+}
+
+#[test]
+fn every_shipped_scenario_runs_green_against_the_reference_server() {
+    let server = super::support::refserver::RefServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let files: Vec<String> = shipped().iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut args = vec!["scenario", "run"];
+    args.extend(files.iter().map(String::as_str));
+    let base = server.base_url();
+    let junit_arg = junit.to_string_lossy().into_owned();
+    args.extend(["--server", &base, "--junit", &junit_arg]);
+    let (code, out, err) = mdmsim(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("FAIL"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), files.len(), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+#[test]
+fn a_failing_expectation_exits_1_and_says_what_was_seen_and_where() {
+    let server = super::support::refserver::RefServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.toml");
+    std::fs::write(
+        &file,
+        r#"[scenario]
+name = "a reboot expected in Maintenance mode (wrong on purpose)"
+
+[[device]]
+template = "win10-desktop"
+id_prefix = "F0"
+[device.behaviour]
+jitter = false
+
+[clock]
+start = 2026-03-02T08:00:00Z
+until = "2h"
+
+[[event]]
+at = "+10m"
+kind = "reboot"
+
+[[expect]]
+kind = "session"
+name = "reboot in Maintenance"
+at = "+10m"
+trigger = "reboot"
+mode = "Maintenance"
+count = 1
+"#,
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, out, err) = mdmsim(&[
+        "scenario",
+        "run",
+        &file.to_string_lossy(),
+        "--server",
+        &server.base_url(),
+        "--junit",
+        &junit.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("wrong.toml:18"), "the failing [[expect]] is named by file and line: {out}");
+    assert!(out.contains("Machine"), "what was seen instead: {out}");
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("<failure"));
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod lab;
+pub mod refserver;
 pub mod server;
 pub mod tls;
 
