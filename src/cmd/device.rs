@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
-use mdmsim::device::{DEFAULT_PROVIDER_ID, Device as DeviceRecord, DeviceId, Template};
+use mdmsim::device::{DEFAULT_PROVIDER_ID, Device as DeviceRecord, DeviceId};
 use mdmsim::runner::http::Transport;
 use mdmsim::runner::store::Store;
 use mdmsim::session::Mode;
@@ -91,18 +91,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
-    let file = match &a.template {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))?;
-            Some(Template::parse(&text, &path.display().to_string()).map_err(|e| fail(USAGE, e.to_string()))?)
-        }
-        None => None,
-    };
-    let profile = a.profile.or(file.as_ref().and_then(|t| t.profile)).unwrap_or_default();
-    let mut template = Template::builtin(profile);
-    if let Some(f) = &file {
-        template = template.overlay(f);
-    }
+    let (profile, template) = super::load_template(a.template.as_deref(), a.profile)?;
     Transport::session_url(&a.server, Mode::Maintenance, profile).map_err(|e| fail(USAGE, e.to_string()))?;
     let id = match (&a.id, a.seed) {
         (Some(id), _) => DeviceId::parse(id).map_err(|e| fail(USAGE, e.to_string()))?,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 
-use mdmsim::device::{Device, DeviceId, Template, UnenrolledBy};
+use mdmsim::device::{Device, DeviceId, UnenrolledBy};
 use mdmsim::enroll::{AuthToken, EnrollmentType, Secret, unenroll_alert};
 use mdmsim::runner::enroll::http_client;
 use mdmsim::runner::enrollment::{
@@ -135,18 +135,7 @@ fn session_error(report: &SessionReport, what: &str) -> Option<anyhow::Error> {
 }
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
-    let file = match &a.template {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))?;
-            Some(Template::parse(&text, &path.display().to_string()).map_err(|e| fail(USAGE, e.to_string()))?)
-        }
-        None => None,
-    };
-    let profile = a.profile.or(file.as_ref().and_then(|t| t.profile)).unwrap_or_default();
-    let mut template = Template::builtin(profile);
-    if let Some(f) = &file {
-        template = template.overlay(f);
-    }
+    let (profile, template) = super::load_template(a.template.as_deref(), a.profile)?;
     let id = match (&a.id, a.seed) {
         (Some(id), _) => DeviceId::parse(id).map_err(|e| fail(USAGE, e.to_string()))?,
         (None, Some(seed)) => DeviceId::from_seed(seed),

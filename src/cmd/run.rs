@@ -11,14 +11,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mdmsim::runner::enrollment;
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
-use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::http::Transport;
 use mdmsim::runner::store::Store;
 use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
 
@@ -61,18 +60,11 @@ pub struct RunArgs {
     /// Write each session's messages to DIR/<device>/<session>/.
     #[arg(long, value_name = "DIR")]
     transcript: Option<PathBuf>,
-    /// Trust this CA certificate (PEM) besides the system roots.
-    #[arg(long, value_name = "PEM")]
-    ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
-    #[arg(long)]
-    insecure: bool,
     /// Seed of the jitter; the same seed gives the same timeline.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Seconds to wait for each answer of the server.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    timeout: f64,
+    #[command(flatten)]
+    http: super::HttpArgs,
     /// Stop after this many sessions in all.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_sessions: u64,
@@ -96,19 +88,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    if !(a.timeout.is_finite() && a.timeout > 0.0) {
-        return Err(fail(USAGE, format!("--timeout {}: must be a positive number of seconds", a.timeout)));
-    }
     let mut clock = mdmsim::schedule::clock::build(a.clock, a.speed, Some(start), wall_now)
         .map_err(|e| fail(USAGE, e.to_string()))?;
 
-    let mut http =
-        HttpOptions { timeout: Duration::from_secs_f64(a.timeout), insecure: a.insecure, ..Default::default() };
-    http.connect_timeout = http.connect_timeout.min(http.timeout);
-    if let Some(path) = &a.ca_cert {
-        http.ca_cert_pem =
-            Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
-    }
+    let http = a.http.options()?;
     let transport = Arc::new(Transport::new(http.clone()).map_err(|e| fail(USAGE, e.to_string()))?);
     let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
     let ids = if a.all { store.ids().map_err(|e| fail(STATE, e.to_string()))? } else { vec![String::new()] };

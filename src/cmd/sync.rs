@@ -11,12 +11,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
 use mdmsim::runner::enrollment;
-use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::http::Transport;
 use mdmsim::runner::store::Store;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
 use mdmsim::schedule::ModeGate;
@@ -42,12 +41,6 @@ pub struct SyncArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Trust this CA certificate (PEM) besides the system roots.
-    #[arg(long, value_name = "PEM")]
-    ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
-    #[arg(long)]
-    insecure: bool,
     /// Refuse commands the server must not send in this mode (Machine-mode rules) with 405
     /// instead of executing them and recording a finding.
     #[arg(long)]
@@ -56,23 +49,12 @@ pub struct SyncArgs {
     /// impersonation (WNS configuration, user-scoped commands) fail.
     #[arg(long)]
     interactive: bool,
-    /// Seconds to wait for each answer of the server.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    timeout: f64,
+    #[command(flatten)]
+    http: super::HttpArgs,
 }
 
 pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = HttpOptions::default();
-    if !(a.timeout.is_finite() && a.timeout > 0.0) {
-        return Err(fail(USAGE, format!("--timeout {}: must be a positive number of seconds", a.timeout)));
-    }
-    opts.timeout = Duration::from_secs_f64(a.timeout);
-    opts.connect_timeout = opts.connect_timeout.min(opts.timeout);
-    opts.insecure = a.insecure;
-    if let Some(path) = &a.ca_cert {
-        opts.ca_cert_pem =
-            Some(std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?);
-    }
+    let mut opts = a.http.options()?;
     if let Some(dir) = &a.transcript {
         std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
     }
