@@ -1,8 +1,11 @@
 //! mdmsim: an emulator of the device side of Windows MDM (the OMA-DM client of one device or of
 //! a fleet), for people who build MDM servers.
 //!
-//! The protocol and device logic (`syncml`, `tree`, `csp`) are sans-I/O: they take `now` and
-//! inputs and return outputs. See DESIGN.md for the map.
+//! The protocol and device logic (`syncml`, `tree`, `csp`, `session`, `device`, `schedule`,
+//! `enroll`, `scenario`) are sans-I/O: they take `now` and inputs and return outputs and
+//! deadlines. `runner` is the I/O shell around them (HTTP, the sled store, the fleet loop and
+//! its clock); `server` is the embedded reference MDM server, which shares only `syncml` with
+//! the device side. See DESIGN.md for the map.
 
 pub mod csp;
 pub mod device;
