@@ -11,8 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::scenario::report::{self, FileOutcome};
-use mdmsim::scenario::{self, Built, ExpectationResult, RunError, RunOptions, ScenarioError, junit};
+use mdmsim::scenario::{self, Built, EnrollAs, ExpectationResult, RunError, RunOptions, ScenarioError, junit};
 
 use super::exit::{EXPECTATION, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
 
@@ -54,6 +55,19 @@ pub struct RunArgs {
     /// Accept any server certificate (testing only).
     #[arg(long)]
     insecure: bool,
+    /// Enroll every device (MS-MDE2) as this user before the run, instead of creating it
+    /// pre-provisioned; sessions then use the issued client certificates.
+    #[arg(long, value_name = "ADDR")]
+    email: Option<String>,
+    /// The enrolling user's password (OnPremise).
+    #[arg(long, requires = "email", conflicts_with = "token")]
+    password: Option<String>,
+    /// A token instead of a password (Federated / JWT / Fleet's DeviceEnrollmentUserToken).
+    #[arg(long, requires = "email")]
+    token: Option<String>,
+    /// The discovery URL; default: the --server base URL + /EnrollmentServer/Discovery.svc.
+    #[arg(long, value_name = "URL", requires = "email")]
+    discovery: Option<String>,
 }
 
 pub fn run(c: Scenario) -> anyhow::Result<ExitCode> {
@@ -108,6 +122,13 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(USAGE) })
 }
 
+/// The MS-MDE2 discovery URL on the host of `--server`.
+fn discovery_of(server: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(server).map_err(|e| fail(USAGE, format!("--server {server:?}: {e}")))?;
+    let found = url.join("/EnrollmentServer/Discovery.svc").map_err(|e| fail(USAGE, e.to_string()))?;
+    Ok(found.to_string())
+}
+
 fn exit_of(e: &RunError) -> u8 {
     match e {
         RunError::Unreachable(_) => UNREACHABLE,
@@ -124,7 +145,23 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(fail(USAGE, format!("{} scenario file(s) do not check; nothing was run", errors.len())));
     }
-    let opts = RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript };
+    let enroll = match &a.email {
+        None => None,
+        Some(email) => {
+            let auth = match (&a.password, &a.token) {
+                (Some(p), _) => AuthToken::OnPremise { username: email.clone(), password: Secret::new(p.clone()) },
+                (None, Some(t)) => AuthToken::from_user_token(t),
+                (None, None) => return Err(fail(USAGE, "--email needs --password or --token")),
+            };
+            let discovery_url = match &a.discovery {
+                Some(d) => d.clone(),
+                None => discovery_of(&a.server)?,
+            };
+            Some(EnrollAs { discovery_url, email: email.clone(), auth })
+        }
+    };
+    let opts =
+        RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript, enroll };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

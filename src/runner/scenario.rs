@@ -1,6 +1,7 @@
 //! Runs a checked scenario against a server: the I/O half of `mdmsim scenario run`.
 //!
-//! Creates every device of the scenario's groups, scripts the timeline's events onto their
+//! Creates every device of the scenario's groups (pre-provisioned, or enrolled through MS-MDE2
+//! when asked), scripts the timeline's events onto their
 //! schedulers, and drives the fleet ([`super::fleet`]) from the scenario's start to its end on
 //! the scenario's clock. What the devices did comes back as an [`Observed`] (sessions in order,
 //! a tree snapshot after every step a device took, the final trees) for the expectation engine
@@ -10,10 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scenario::{Built, DeviceRun, Observed, RunError, RunOptions};
+use crate::device::Device;
+use crate::scenario::{Built, DeviceGroup, DeviceRun, EnrollAs, Observed, RunError, RunOptions};
 use crate::schedule::{ClockKind, device_seed};
 use crate::session::Outcome;
 
+use super::enrollment::{EnrollOptions, enroll_device, http_options};
 use super::fleet::{Fleet, FleetOptions, Member, Record};
 use super::http::{HttpOptions, Transport};
 
@@ -44,18 +47,25 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
         http.ca_cert_pem =
             Some(std::fs::read(path).map_err(|e| RunError::State(format!("--ca-cert {}: {e}", path.display())))?);
     }
-    let transport = Arc::new(Transport::new(http).map_err(|e| RunError::State(e.to_string()))?);
+    let transport = Arc::new(Transport::new(http.clone()).map_err(|e| RunError::State(e.to_string()))?);
     let start = built.clock.start;
     let mut members = Vec::new();
     let mut runs = Vec::new();
     for group in &built.devices {
         for index in 0..group.ids.len() {
-            let mut device = group.device(index, &server, start).map_err(RunError::State)?;
+            let (mut device, own) = match &opts.enroll {
+                None => (group.device(index, &server, start).map_err(RunError::State)?, None),
+                Some(how) => {
+                    let (device, transport) = enroll(group, index, how, &http, start).await?;
+                    (device, Some(transport))
+                }
+            };
             // The machine is on and nobody is logged on when a scenario starts: the timeline's
             // reboots and logons decide who is (scenarios/README.md).
             device.users = crate::schedule::UserState::new();
             let seed = device_seed(0x5ce7_a210, members.len() as u64);
             let mut m = Member::new(device, seed, start).map_err(|e| RunError::State(format!("template: {e}")))?;
+            m.transport = own;
             // A scenario's devices are pre-provisioned: their first session is the one the
             // timeline or the schedule starts, not an implicit post-enrollment session.
             m.first_session = None;
@@ -115,4 +125,28 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
         }
     }
     Ok(Observed { devices: runs })
+}
+
+/// Enrolls device `index` of `group` through MS-MDE2, applies the group's `[device.nodes]`, and
+/// gives the device and its own transport (its client certificate, the provisioned roots).
+async fn enroll(
+    group: &DeviceGroup,
+    index: usize,
+    how: &EnrollAs,
+    http: &HttpOptions,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Device, Arc<Transport>), RunError> {
+    let id = group.ids.get(index).cloned().ok_or_else(|| RunError::State(format!("no device {index}")))?;
+    let mut eo = EnrollOptions::new(&how.email, how.auth.clone(), id, group.profile);
+    eo.template = group.template.clone();
+    let client = super::enroll::http_client(http.ca_cert_pem.as_deref(), http.insecure)
+        .map_err(|e| RunError::State(e.to_string()))?;
+    let (mut device, material) = enroll_device(&client, &how.discovery_url, &eo, now).await.map_err(|e| {
+        let text = format!("enrolling {}: {e}", eo.id);
+        // Exit code 3 is "unreachable" for enrollment errors too.
+        if e.exit_code() == 3 { RunError::Unreachable(text) } else { RunError::Protocol(text) }
+    })?;
+    group.apply_nodes(&mut device, now).map_err(RunError::State)?;
+    let opts = http_options(&device, &material, http.clone()).map_err(|e| RunError::State(e.to_string()))?;
+    Ok((device, Arc::new(Transport::new(opts).map_err(|e| RunError::State(e.to_string()))?)))
 }

@@ -80,13 +80,30 @@ impl DeviceGroup {
     pub fn device(&self, index: usize, server_url: &str, now: DateTime<Utc>) -> Result<Device, String> {
         let id = self.ids.get(index).ok_or_else(|| format!("group {} has no device {index}", self.name))?;
         let mut dev = Device::new(id.clone(), self.profile, server_url, &self.provider_id, &self.template, now);
+        self.apply_nodes(&mut dev, now)?;
+        Ok(dev)
+    }
+
+    /// Writes the `[device.nodes]` values into a device's tree through the CSPs (also used for
+    /// devices that were enrolled rather than created). Values written for the group's DMClient
+    /// provider go to the device's own provider when an enrollment gave it another one.
+    pub fn apply_nodes(&self, dev: &mut Device, now: DateTime<Utc>) -> Result<(), String> {
         let env = dev.env(now);
         let registry = crate::csp::registry();
+        let ours = [
+            format!("/Provider/{}/", crate::tree::encode_segment(&self.provider_id)),
+            format!("/Provider/{}/", self.provider_id),
+        ];
+        let theirs = format!("/Provider/{}/", crate::tree::encode_segment(&dev.provider_id));
         for (uri, value) in &self.nodes {
-            write_node(&registry, &mut dev.tree, &env, uri, value)?;
+            let uri = match ours.iter().find(|o| uri.contains(o.as_str())) {
+                Some(o) if dev.provider_id != self.provider_id => uri.replacen(o.as_str(), &theirs, 1),
+                _ => uri.clone(),
+            };
+            write_node(&registry, &mut dev.tree, &env, &uri, value)?;
         }
         dev.tree.commit();
-        Ok(dev)
+        Ok(())
     }
 
     /// The template's settings (behaviour overrides included).

@@ -23,7 +23,7 @@ pub mod spec;
 pub use build::{Built, Check, DeviceGroup, Expectation, NodeCheck, ScheduledEvent, Window, build};
 pub use expect::{DeviceRun, ExpectationResult, Observed, Snapshot, evaluate};
 pub use glob::Glob;
-pub use run::{RunError, RunOptions};
+pub use run::{EnrollAs, RunError, RunOptions};
 pub use spec::{ScenarioError, Spec, parse};
 
 /// Both stages on a text: `file` names it in messages, `read_template` reads template paths

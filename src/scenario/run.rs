@@ -17,6 +17,17 @@ pub struct RunOptions {
     /// Write every message of every session under this directory (one subdirectory per
     /// device, the layout of `mdmsim sync --transcript` inside it).
     pub transcript: Option<PathBuf>,
+    /// Enroll every device (MS-MDE2) before the run instead of creating it pre-provisioned.
+    pub enroll: Option<EnrollAs>,
+}
+
+/// How the devices of a scenario enroll.
+#[derive(Debug, Clone)]
+pub struct EnrollAs {
+    /// The discovery URL (`.../EnrollmentServer/Discovery.svc`).
+    pub discovery_url: String,
+    pub email: String,
+    pub auth: crate::enroll::AuthToken,
 }
 
 /// Why a scenario could not run to the end (expectation failures are not errors: they are

@@ -271,6 +271,24 @@ fn every_shipped_scenario_runs_green_against_the_reference_server() {
 }
 
 #[test]
+fn shipped_scenarios_run_with_enrolled_devices_against_the_default_https_server() {
+    let server = super::support::refserver::RefServer::start_https();
+    let ca = server.ca_file();
+    let files: Vec<String> = shipped().iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut args = vec!["scenario", "run"];
+    args.extend(files.iter().map(String::as_str));
+    let base = server.base_url();
+    let ca = ca.to_string_lossy().into_owned();
+    args.extend(["--server", &base, "--ca-cert", &ca, "--email", "demo@mdmsim.test", "--password", "demo", "--json"]);
+    let (code, out, err) = mdmsim(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Every device enrolled and was trusted by its client certificate.
+    let records = server.handle.devices();
+    assert!(records.len() >= files.len(), "{} devices", records.len());
+    assert!(records.iter().all(|d| d.enrollment.is_some()), "every device enrolled");
+}
+
+#[test]
 fn a_failing_expectation_exits_1_and_says_what_was_seen_and_where() {
     let server = super::support::refserver::RefServer::start();
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,8 @@
 
 use mdmsim::server::{AuthMode, Config, ServerHandle, ServerOptions};
 
-/// The reference server in-process on a free loopback port, trusting the DeviceID as sent (the
-/// devices here are pre-provisioned, not enrolled).
+/// The reference server in-process on a free loopback port: plain HTTP trusting the DeviceID as
+/// sent (for pre-provisioned devices), or HTTPS as `mdmsim server` runs by default.
 pub struct RefServer {
     pub handle: ServerHandle,
     _rt: tokio::runtime::Runtime,
@@ -12,15 +12,32 @@ pub struct RefServer {
 
 impl RefServer {
     pub fn start() -> RefServer {
+        Self::start_with(true, AuthMode::None)
+    }
+
+    /// As `mdmsim server` starts by default: HTTPS with its own CA, devices trusted by their
+    /// client certificate (or an MD5 credential).
+    pub fn start_https() -> RefServer {
+        Self::start_with(false, AuthMode::CertOrMd5)
+    }
+
+    fn start_with(http: bool, auth: AuthMode) -> RefServer {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let mut opts = ServerOptions::local(dir.path().join("server"));
-        opts.http = true;
+        opts.http = http;
         let mut config = Config::default();
-        config.management.auth = AuthMode::None;
+        config.management.auth = auth;
         opts.config = config;
         let handle = rt.block_on(mdmsim::server::start(opts)).unwrap();
         RefServer { handle, _rt: rt, _dir: dir }
+    }
+
+    /// The server's CA certificate written to a file (for `--ca-cert`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        let path = self._dir.path().join("ca.pem");
+        std::fs::write(&path, self.handle.ca_pem()).unwrap();
+        path
     }
 
     /// The base URL (`http://127.0.0.1:PORT`), what `scenario run --server` takes.
