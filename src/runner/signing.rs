@@ -15,6 +15,7 @@ use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 
+use crate::enroll::Secret;
 use crate::tree::Settings;
 
 /// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the seed say
@@ -43,6 +44,28 @@ pub enum SigningError {
     /// OpenSSL failed to build or encode the CMS structure.
     #[error("CMS signing failed: {0}")]
     Cms(openssl::error::ErrorStack),
+}
+
+/// The certificate and key a device signs its messages with: those of its enrollment (the
+/// management session certificate, `runner::enrollment::EnrollmentMaterial::signer`). `Debug`
+/// never shows the key.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The client certificate first, then any intermediates (PEM); the first one signs.
+    cert_pem: String,
+    key_pem: Secret,
+}
+
+impl Signer {
+    /// A signer from PEM texts (checked when signing).
+    pub fn new(cert_pem: impl Into<String>, key_pem: Secret) -> Signer {
+        Signer { cert_pem: cert_pem.into(), key_pem }
+    }
+
+    /// [`sign_detached`] with this certificate and key.
+    pub fn sign(&self, message: &[u8]) -> Result<String, SigningError> {
+        sign_detached(message, self.cert_pem.as_bytes(), self.key_pem.expose().as_bytes())
+    }
 }
 
 /// Signs `message` (the complete SyncML text as sent, SyncHdr and SyncBody included) and returns

@@ -184,6 +184,55 @@ struct Core {
     /// The last challenge the server put on a SyncHdr status (its NextNonce serves the next
     /// session, PROTOCOL.md §1.9).
     last_chal: Option<Chal>,
+    /// Simulated milliseconds the commands of the server message being handled took
+    /// (template settings `slow_command_ms`, `slow_exec_ms`; see [`KeepAlive`]).
+    exec_ms: u64,
+    /// The reply held back while keep-alive messages go first, and how many are still due.
+    held: Option<(SyncBody, u32)>,
+}
+
+/// When a session sends keep-alive messages (DMClient `EnableOmaDmKeepAliveMessage`, seed
+/// dmclient-csp.md): the device answers a server message only after executing all of its
+/// commands; when that takes longer than `keepalive_after_ms` and any DMClient provider has
+/// EnableOmaDmKeepAliveMessage true, the device first sends one message holding the SyncHdr
+/// status and Alert 1224 `com.microsoft.mdm.requestpending` (no Final, as in the seed's example)
+/// per `keepalive_after_ms` that passed before the last command finished (at most
+/// [`KeepAlive::MAX`]), each answered by the server, then its real reply.
+///
+/// Execution time is simulated, never measured: the template settings `slow_command_ms` (every
+/// executed command) and `slow_exec_ms` (each Exec, also inside Atomic/Sequence) say how long a
+/// command takes, so the core stays free of clocks and a test is deterministic.
+pub struct KeepAlive;
+
+impl KeepAlive {
+    /// mdmsim's default threshold (the seed gives none): well inside the usual 30-60 s HTTP
+    /// timeouts of MDM servers.
+    pub const DEFAULT_AFTER_MS: u64 = 20_000;
+    /// Upper bound on keep-alive messages for one server message.
+    pub const MAX: u32 = 10;
+
+    /// Keep-alive messages due after commands that took `exec_ms`, with the threshold `after_ms`.
+    pub fn due(exec_ms: u64, after_ms: u64) -> u32 {
+        let after = after_ms.max(1);
+        if exec_ms <= after { 0 } else { ((exec_ms - 1) / after).min(u64::from(KeepAlive::MAX)) as u32 }
+    }
+
+    /// The simulated time one executed command takes under `settings`.
+    fn cost(cmd: &Command, settings: &crate::tree::Settings) -> u64 {
+        let per_cmd = settings.u64_or("slow_command_ms", 0);
+        let per_exec = settings.u64_or("slow_exec_ms", 0);
+        let mut total = 0u64;
+        let mut pending = vec![cmd];
+        while let Some(c) = pending.pop() {
+            match c {
+                Command::Atomic(k) | Command::Sequence(k) => pending.extend(k.commands.iter()),
+                Command::Exec(_) => total = total.saturating_add(per_cmd).saturating_add(per_exec),
+                Command::Status(_) | Command::Results(_) => {}
+                _ => total = total.saturating_add(per_cmd),
+            }
+        }
+        total
+    }
 }
 
 impl Core {
@@ -243,6 +292,8 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         pending_object: None,
         auth_tries: 0,
         last_chal: None,
+        exec_ms: 0,
+        held: None,
         gate,
         cfg,
     };
@@ -429,6 +480,10 @@ impl AwaitingServer {
             core.resp_uri = Some(uri.to_string());
         }
         let server_msg = msg.hdr.msg_id.as_str();
+        if let Some((held, due)) = core.held.take() {
+            return core.after_keep_alive(msg, held, due, cx);
+        }
+        core.exec_ms = 0;
         let mut body = Body::default();
         // The SyncHdr status always comes first.
         body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
@@ -494,7 +549,63 @@ impl AwaitingServer {
             let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
             return Next::Finished(Finished { summary, effects, chal });
         }
-        core.send(SyncBody { commands: body.commands, final_ }, cx)
+        let mut reply = SyncBody { commands: body.commands, final_ };
+        let after = cx.env.settings.u64_or("keepalive_after_ms", KeepAlive::DEFAULT_AFTER_MS);
+        let due = KeepAlive::due(core.exec_ms, after);
+        let enabled = crate::csp::dmclient::provider_ids(cx.state)
+            .iter()
+            .any(|p| crate::csp::dmclient::keep_alive_enabled(cx.state, p));
+        if enabled && due > 0 {
+            // The keep-alive message acknowledges this message's SyncHdr; the held reply gets
+            // the status of the server's last answer instead.
+            reply.commands.remove(0);
+            return core.keep_alive(server_msg, reply, due, cx);
+        }
+        core.send(reply, cx)
+    }
+}
+
+impl Core {
+    /// Sends one keep-alive message (the SyncHdr status of `server_msg` and the request-pending
+    /// alert, no Final) and holds `reply` back; `due` counts this one.
+    fn keep_alive(mut self, server_msg: &str, reply: SyncBody, due: u32, cx: &mut DeviceCx<'_>) -> Next {
+        let mut body = Body::default();
+        body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
+        body.push(Command::Alert(crate::csp::dmclient::request_pending_alert("")));
+        self.held = Some((reply, due - 1));
+        self.summary.keep_alives += 1;
+        self.send(SyncBody { commands: body.commands, final_: false }, cx)
+    }
+
+    /// The server answered a keep-alive message: another keep-alive while some are due, then
+    /// the held reply, opened by the SyncHdr status of this answer. Commands in an answer to a
+    /// keep-alive are not executed (the device is still busy with the previous package); each is
+    /// recorded as a finding.
+    fn after_keep_alive(mut self, msg: &SyncMl, held: SyncBody, due: u32, cx: &mut DeviceCx<'_>) -> Next {
+        let server_msg = msg.hdr.msg_id.as_str();
+        for cmd in &msg.body.commands {
+            count(&mut self.summary.commands_received, cmd);
+            if matches!(cmd, Command::Status(_) | Command::Results(_)) {
+                continue;
+            }
+            self.summary.findings.push(Finding {
+                what: "command-while-pending".into(),
+                msg_id: server_msg.to_string(),
+                cmd_id: cmd.cmd_id().to_string(),
+                cmd: cmd.name().to_string(),
+                uri: None,
+                why: "the server sent a command in its answer to a keep-alive (request pending) message; the device does not execute it".into(),
+            });
+        }
+        if due > 0 {
+            return self.keep_alive(server_msg, held, due, cx);
+        }
+        let mut body = Body::default();
+        body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
+        for c in held.commands {
+            body.push(c);
+        }
+        self.send(SyncBody { commands: body.commands, final_: held.final_ }, cx)
     }
 }
 
@@ -548,6 +659,7 @@ impl Core {
                 vec![outcome(&a.cmd_id, "Alert", code)]
             }
             (None, _) => {
+                self.exec_ms = self.exec_ms.saturating_add(KeepAlive::cost(cmd, &cx.env.settings));
                 let mut tree = Tree::new(cx.registry, cx.state, cx.env);
                 let out = tree.execute(cmd);
                 let effects = std::mem::take(&mut tree.effects);
