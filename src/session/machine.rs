@@ -1336,6 +1336,62 @@ mod tests {
     }
 
     #[test]
+    fn keep_alives_due_one_per_interval_passed_bounded() {
+        assert_eq!(KeepAlive::due(0, 1000), 0);
+        assert_eq!(KeepAlive::due(1000, 1000), 0);
+        assert_eq!(KeepAlive::due(1001, 1000), 1);
+        assert_eq!(KeepAlive::due(2500, 1000), 2);
+        assert_eq!(KeepAlive::due(3000, 1000), 2);
+        assert_eq!(KeepAlive::due(u64::MAX, 0), KeepAlive::MAX);
+    }
+
+    #[test]
+    fn slow_commands_send_keep_alives_first_only_when_enabled() {
+        for enabled in [false, true] {
+            let mut rig = Rig::new();
+            let settings = [("slow_command_ms", "600"), ("keepalive_after_ms", "1000")];
+            rig.env.settings =
+                Arc::new(crate::tree::Settings(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+            crate::csp::dmclient::create_provider(&mut rig.state, "P", &rig.env.settings);
+            let key = format!("{}/EnableOmaDmKeepAliveMessage", crate::csp::dmclient::provider_key("P"));
+            rig.state.set_value(&key, enabled.to_string());
+            rig.state.commit();
+            let (s, _) = rig.start();
+            let gets = ["g1", "g2", "g3"].map(|id| Command::Get(item_cmd(id, "./DevInfo/Man", None)));
+            // Three commands of 600 ms: 1800 ms, one keep-alive after 1000 ms.
+            let (s, reply) = send(s.receive_message(&server("1", gets.to_vec(), true), &mut rig.cx()));
+            if !enabled {
+                assert!(reply.body.final_);
+                assert_eq!(statuses(&reply).len(), 4);
+                assert_eq!(s.summary().keep_alives, 0);
+                continue;
+            }
+            assert!(!reply.body.final_, "a keep-alive message has no Final (seed example)");
+            assert_eq!(statuses(&reply), [("0".into(), "SyncHdr".into(), "200".into())]);
+            let Command::Alert(a) = &reply.body.commands[1] else { panic!("{:?}", reply.body.commands) };
+            assert_eq!((a.data.as_str(), a.items[0].data.as_deref()), ("1224", Some("1")));
+            assert_eq!(s.summary().keep_alives, 1);
+            // The server answers the keep-alive, wrongly with a command: not executed, a finding.
+            let answer = server_to("2", vec![Command::Replace(item_cmd("r", "./DevInfo/Man", Some("X")))], true);
+            let (s, reply) = send(s.receive_message(&answer, &mut rig.cx()));
+            assert!(reply.body.final_);
+            assert_eq!(statuses(&reply).len(), 4, "{:?}", reply.body.commands);
+            let refs: Vec<(String, String)> = reply
+                .body
+                .commands
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Status(st) => Some((st.msg_ref.clone(), st.cmd_ref.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(refs, [("2", "0"), ("1", "g1"), ("1", "g2"), ("1", "g3")].map(|(m, c)| (m.into(), c.into())));
+            assert_eq!(s.summary().findings[0].what, "command-while-pending");
+            assert_eq!(rig.state.value("DevInfo/Man"), Some("Contoso"));
+        }
+    }
+
+    #[test]
     fn a_server_that_never_stops_is_bounded() {
         let mut rig = Rig::new();
         let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
