@@ -2,7 +2,8 @@
 //! (OpenSSL) (PROTOCOL.md §2).
 //!
 //! Owns the request shape a Windows client sends (`application/vnd.syncml.dm+xml`, the
-//! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id), TLS
+//! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id, the
+//! message signature header when the caller gives one ([`Transport::post_signed`])), TLS
 //! settings (verification on by default, an extra trusted CA, an optional client identity for
 //! mTLS), timeouts and HTTP 429 `Retry-After`. Errors say whose fault they are: the server could
 //! not be reached ([`Fault::Unreachable`]) or it answered against the protocol

@@ -6,6 +6,17 @@
 //! happen or in which mode (the device's plan, later the scheduler) and does not persist: the
 //! caller stores the device and the summary ([`store::Store::save_session`]) so that one
 //! transaction holds the whole session.
+//!
+//! What DMClient says about the wire is applied here (seed dmclient-csp.md): the first message
+//! goes to the server address list in order (ManagementServerAddressList, else
+//! ManagementServiceAddress, else the device's ADDR), each address tried `conn_retry_freq` /
+//! DMAcc ConnRetryFreq times, and the address that answered is cached in
+//! [`Device::server_cache`] to start from next session (a new list starts from its first
+//! entry); with RequireMessageSigning every message carries the CMS detached signature header
+//! ([`signing`]) made with the enrollment key the transport holds. A device that must sign but
+//! has no enrollment key (pre-provisioned with `device new`) sends its messages unsigned and the
+//! summary records an `unsigned-message` finding, so a server's handling of a missing
+//! signature can be tested.
 
 pub mod enroll;
 pub mod enrollment;
@@ -384,5 +395,75 @@ fn write_file(dir: Option<&Path>, name: &str, text: &str) {
     let path = dir.join(name);
     if let Err(e) = std::fs::write(&path, text) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write transcript");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::device::{DeviceId, Template};
+    use crate::session::Mode;
+    use crate::tree::Profile;
+
+    fn device(settings: &[(&str, &str)]) -> Device {
+        let id = DeviceId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let mut d = Device::new(
+            id,
+            Profile::Win10,
+            "https://addr.example/MDM.svc",
+            "P",
+            &Template::builtin(Profile::Win10),
+            now,
+        );
+        for (k, v) in settings {
+            d.settings.0.insert(k.to_string(), v.to_string());
+        }
+        d
+    }
+
+    fn bases(d: &Device) -> Vec<String> {
+        addresses(d, Mode::Maintenance).into_iter().map(|(b, _)| b).collect()
+    }
+
+    #[test]
+    fn attempts_follow_the_list_from_the_cached_address_of_the_same_list() {
+        let mut d = device(&[("conn_retry_freq", "2")]);
+        assert_eq!(bases(&d), ["https://addr.example/MDM.svc"; 2], "no list: ADDR");
+        dmclient::create_provider(&mut d.tree, "P", &d.settings);
+        let list_key = format!("{}/ManagementServerAddressList", dmclient::provider_key("P"));
+        d.tree.set_value(&list_key, "<https://a><https://b>");
+        assert_eq!(bases(&d), ["https://a", "https://a", "https://b", "https://b"]);
+        let (_, url) = &addresses(&d, Mode::Machine)[0];
+        assert_eq!(url.as_ref().unwrap().as_str(), "https://a/?mode=Machine&Platform=WoA");
+        d.server_cache = Some(ServerCache { list: "<https://a><https://b>".into(), url: "https://b".into() });
+        assert_eq!(bases(&d), ["https://b", "https://b", "https://a", "https://a"]);
+        // A new list starts from its first entry.
+        d.tree.set_value(&list_key, "<https://b><https://c>");
+        assert_eq!(bases(&d), ["https://b", "https://b", "https://c", "https://c"]);
+        d.tree.set_value(&list_key, "<https://c><https://b>");
+        assert_eq!(bases(&d), ["https://c", "https://c", "https://b", "https://b"]);
+    }
+
+    #[test]
+    fn retries_come_from_the_template_then_the_dmacc_account_bounded() {
+        let mut d = device(&[]);
+        assert_eq!(bases(&d).len(), DEFAULT_CONN_RETRIES as usize);
+        d.tree.set_value("SyncML/DMAcc/ABC/Ext/Microsoft/ConnRetryFreq", "6");
+        assert_eq!(bases(&d).len(), 6);
+        d.tree.set_value("SyncML/DMAcc/ABC/Ext/Microsoft/ConnRetryFreq", "1000");
+        assert_eq!(bases(&d).len(), MAX_CONN_RETRIES as usize);
+        let d = device(&[("conn_retry_freq", "0")]);
+        assert_eq!(bases(&d).len(), 1, "at least one attempt");
+    }
+
+    #[test]
+    fn an_invalid_signature_header_name_falls_back_to_the_default() {
+        let d = device(&[("signature_header", "Bad Header")]);
+        assert_eq!(signature_header(&d.settings), "MDM-Signature");
+        let d = device(&[("signature_header", "MS-Signature")]);
+        assert_eq!(signature_header(&d.settings), "MS-Signature");
     }
 }

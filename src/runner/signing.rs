@@ -6,9 +6,10 @@
 //! complete SyncML message, SHA-256 digest, made with the private key of the management session
 //! certificate, with the signer certificate and a PKCS#9 signing time among the authenticated
 //! attributes, and the name of the header it travels in ([`header_name`]: `MDM-Signature` by
-//! default, configurable because MS-MDM §2.1 says `MS-Signature`). It does not own the decision
-//! to sign: the HTTP transport reads [`crate::csp::dmclient::message_signing_required`] and
-//! puts the value in the header.
+//! default, configurable because MS-MDM §2.1 says `MS-Signature`), and the [`Signer`] a transport
+//! carries (the enrollment certificate and key). It does not own the decision to sign:
+//! [`crate::runner::run_session`] reads [`crate::csp::dmclient::message_signing_required`] at the
+//! session start and hands the signature to [`crate::runner::http::Transport::post_signed`].
 
 use base64::Engine as _;
 use openssl::cms::{CMSOptions, CmsContentInfo};

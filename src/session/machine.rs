@@ -437,7 +437,21 @@ impl AwaitingServer {
 
     /// The server answered with an HTTP 200 and an empty body: the session is over
     /// (PROTOCOL.md §1.3, loop step 5).
-    pub fn receive_empty(self, cx: &mut DeviceCx<'_>) -> Finished {
+    ///
+    /// An empty answer to a keep-alive message ends the session too; the reply it held back is
+    /// never sent, which is recorded as a finding (`ended-while-pending`).
+    pub fn receive_empty(mut self, cx: &mut DeviceCx<'_>) -> Finished {
+        if self.core.held.take().is_some() {
+            let msg_id = self.awaiting_reply_to().to_string();
+            self.core.summary.findings.push(Finding {
+                what: "ended-while-pending".into(),
+                msg_id,
+                cmd_id: String::new(),
+                cmd: "SyncHdr".into(),
+                uri: None,
+                why: "the server ended the session (empty answer) while the device was still executing its commands (keep-alive sent); their statuses were never delivered".into(),
+            });
+        }
         let chal = self.core.last_chal.clone();
         let (summary, effects) = self.core.finish(cx.env.now, Outcome::Completed);
         Finished { summary, effects, chal }
@@ -1389,6 +1403,27 @@ mod tests {
             assert_eq!(s.summary().findings[0].what, "command-while-pending");
             assert_eq!(rig.state.value("DevInfo/Man"), Some("Contoso"));
         }
+    }
+
+    #[test]
+    fn an_empty_answer_to_a_keep_alive_ends_the_session_with_a_finding() {
+        let mut rig = Rig::new();
+        rig.env.settings = Arc::new(crate::tree::Settings(
+            [("slow_exec_ms", "5000"), ("keepalive_after_ms", "1000")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        crate::csp::dmclient::create_provider(&mut rig.state, "P", &rig.env.settings);
+        rig.state
+            .set_value(&format!("{}/EnableOmaDmKeepAliveMessage", crate::csp::dmclient::provider_key("P")), "true");
+        let (s, _) = rig.start();
+        let exec = Command::Exec(item_cmd("e", "./DevInfo/Nope", None));
+        let (s, reply) = send(s.receive_message(&server("1", vec![exec], true), &mut rig.cx()));
+        assert!(!reply.body.final_);
+        assert_eq!(s.summary().keep_alives, 1);
+        let done = s.receive_empty(&mut rig.cx());
+        assert_eq!(done.summary.findings[0].what, "ended-while-pending");
     }
 
     #[test]
