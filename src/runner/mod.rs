@@ -118,6 +118,10 @@ pub async fn run_session(
         Some(c) => c,
         None => (device.server_url.clone(), http::Transport::session_url(&device.server_url, cfg.mode, profile)),
     };
+    // SyncHdr Target names the server the session starts with (the cached one, or the list's
+    // first). After a fail-over during the first message the POST URL moves on but the headers
+    // keep this Target (the session machine owns them).
+    cfg.server_url = base.clone();
     let list = dmclient::server_addresses(&device.tree, &device.provider_id);
     // RequireMessageSigning is read once, at the session start: a change the server makes
     // during a session applies from the next session on.
