@@ -129,7 +129,7 @@ pub async fn run_session(
     let sig_header = signature_header(&device.settings);
     let mut notes = Vec::new();
     if signing && transport.signer().is_none() {
-        notes.push(unsigned_finding(&device.provider_id, format!(
+        notes.push(unsigned_finding(&device.provider_id, 1, format!(
             "RequireMessageSigning is true but device {} has no enrollment certificate and key to sign with (pre-provisioned, not enrolled): its messages are sent without the {sig_header} header",
             device.id
         )));
@@ -150,7 +150,7 @@ pub async fn run_session(
             (true, Some(signer)) => match signer.sign(body.as_bytes()) {
                 Ok(sig) => Some(sig),
                 Err(e) => {
-                    notes.push(unsigned_finding(&device.provider_id, format!(
+                    notes.push(unsigned_finding(&device.provider_id, n, format!(
                         "message {n} could not be signed with the enrollment certificate of device {}: {e}; sent without the {sig_header} header",
                         device.id
                     )));
@@ -292,11 +292,12 @@ fn signature_header(settings: &crate::tree::Settings) -> String {
     }
 }
 
-/// The finding recorded when a message that must be signed goes out unsigned.
-fn unsigned_finding(provider_id: &str, why: String) -> Finding {
+/// The finding recorded when a message that must be signed goes out unsigned (`msg_id`: the
+/// first such client message).
+fn unsigned_finding(provider_id: &str, msg_id: u32, why: String) -> Finding {
     Finding {
         what: "unsigned-message".into(),
-        msg_id: String::new(),
+        msg_id: msg_id.to_string(),
         cmd_id: String::new(),
         cmd: "SyncHdr".into(),
         uri: Some(format!(
