@@ -102,6 +102,10 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report.summary)?);
     } else {
         print!("{}", report.summary.human());
+        // The DMClient address list moved the device off its ADDR: say where it talks now.
+        if let Some(c) = device.server_cache.as_ref().filter(|c| c.url != device.server_url) {
+            println!("  server:    {} (from the DMClient address list; next session starts there)", c.url);
+        }
         // The app installs as they stand after the session and the downloads that followed it:
         // what the server's next Get of Download/<ProductID>/Status will see.
         for d in mdmsim::csp::enterprise_app::downloads(&device.tree) {

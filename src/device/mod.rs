@@ -54,6 +54,22 @@ pub struct Device {
     /// must not run management sessions any more.
     #[serde(default)]
     pub unenrolled: Option<Unenrolled>,
+    /// The management server URL that last answered a session, with the DMClient address list
+    /// it was cached with (seed dmclient-csp.md, ManagementServerAddressList: "cache the
+    /// successfully connected server URL for the next session"); `None` until a session
+    /// connected through a list.
+    #[serde(default)]
+    pub server_cache: Option<ServerCache>,
+}
+
+/// The cached server of [`Device::server_cache`] (the stored form of
+/// [`crate::csp::dmclient::LastGood`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCache {
+    /// The address list in force when `url` answered, in its node form (`<URL1><URL2>`).
+    pub list: String,
+    /// The URL that answered.
+    pub url: String,
 }
 
 /// What a device remembers of its enrollment (MS-MDE2). No secrets: the private key lives in
@@ -166,6 +182,7 @@ impl Device {
             users: UserState::enrolled_active(),
             enrollment: None,
             unenrolled: None,
+            server_cache: None,
         }
     }
 

@@ -119,6 +119,12 @@ impl EnrollmentMaterial {
         })
     }
 
+    /// The certificate and key that sign client messages when DMClient RequireMessageSigning
+    /// is true.
+    pub fn signer(&self) -> super::signing::Signer {
+        super::signing::Signer::new(self.cert_chain_pem.clone(), self.key_pem.clone())
+    }
+
     /// The client identity for mTLS.
     pub fn identity(&self) -> Result<reqwest::Identity, reqwest::Error> {
         reqwest::Identity::from_pkcs8_pem(self.cert_chain_pem.as_bytes(), self.key_pem.expose().as_bytes())
@@ -290,6 +296,7 @@ pub fn http_options(
         .identity()
         .map_err(|e| MaterialError::Identity { device: device.id.to_string(), reason: e.to_string() })?;
     opts.identity = Some(identity);
+    opts.signer = Some(material.signer());
     if !material.roots_pem.trim().is_empty() {
         let mut pem = opts.ca_cert_pem.take().unwrap_or_default();
         if !pem.is_empty() && !pem.ends_with(b"\n") {

@@ -2,7 +2,8 @@
 //! (OpenSSL) (PROTOCOL.md §2).
 //!
 //! Owns the request shape a Windows client sends (`application/vnd.syncml.dm+xml`, the
-//! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id), TLS
+//! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id, the
+//! message signature header when the caller gives one ([`Transport::post_signed`])), TLS
 //! settings (verification on by default, an extra trusted CA, an optional client identity for
 //! mTLS), timeouts and HTTP 429 `Retry-After`. Errors say whose fault they are: the server could
 //! not be reached ([`Fault::Unreachable`]) or it answered against the protocol
@@ -40,6 +41,10 @@ pub struct HttpOptions {
     /// The longest `Retry-After` honoured; longer waits are cut to this.
     pub max_retry_after: Duration,
     pub user_agent: String,
+    /// The enrollment certificate and key that sign each message when DMClient
+    /// RequireMessageSigning is true ([`super::signing`]); `None` for a device that never
+    /// enrolled.
+    pub signer: Option<super::signing::Signer>,
 }
 
 impl Default for HttpOptions {
@@ -53,6 +58,7 @@ impl Default for HttpOptions {
             max_429_retries: 3,
             max_retry_after: Duration::from_secs(60),
             user_agent: DEFAULT_USER_AGENT.to_string(),
+            signer: None,
         }
     }
 }
@@ -84,6 +90,14 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// True when no connection could be made at all (refused, DNS, TLS handshake): the server
+    /// never saw the request, so another address of the DMClient list may be tried
+    /// ([`crate::csp::dmclient::AddressList::attempts`]). A timeout is not one: the server may
+    /// have received and acted on the message.
+    pub fn is_no_connection(&self) -> bool {
+        matches!(self, HttpError::Connect { .. } | HttpError::Tls { .. })
+    }
+
     /// Whose fault the failure is.
     pub fn fault(&self) -> Fault {
         match self {
@@ -107,6 +121,11 @@ impl Transport {
     /// client certificate and trust the same CAs as the management sessions).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The certificate and key that sign messages, if the device has them.
+    pub fn signer(&self) -> Option<&super::signing::Signer> {
+        self.opts.signer.as_ref()
     }
 
     /// Builds the client.
@@ -151,6 +170,18 @@ impl Transport {
     /// POSTs one SyncML message. `Ok(None)` is an answer with an empty body (the end of the
     /// session, PROTOCOL.md §1.3). A 429 is retried after its `Retry-After` (bounded).
     pub async fn post(&self, url: &str, body: &str, client_request_id: &str) -> Result<Option<String>, HttpError> {
+        self.post_signed(url, body, client_request_id, None).await
+    }
+
+    /// [`Transport::post`] with an extra `(name, value)` header: the CMS signature of `body`
+    /// when DMClient RequireMessageSigning is true (PROTOCOL.md §2).
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        body: &str,
+        client_request_id: &str,
+        signature: Option<(&str, &str)>,
+    ) -> Result<Option<String>, HttpError> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -161,8 +192,12 @@ impl Transport {
                 .header(CONTENT_TYPE, syncml::CONTENT_TYPE)
                 .header(ACCEPT, ACCEPT_VALUE)
                 .header(ACCEPT_CHARSET, "UTF-8")
-                .header("Client-Request-Id", header(client_request_id))
-                .body(body.to_string());
+                .header("Client-Request-Id", header(client_request_id));
+            let req = match signature {
+                Some((name, value)) => req.header(name, header(value)),
+                None => req,
+            };
+            let req = req.body(body.to_string());
             let resp = req.send().await.map_err(|e| self.send_error(url, &e))?;
             let status = resp.status();
             tracing::debug!(url, status = status.as_u16(), "answer");

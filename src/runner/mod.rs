@@ -6,6 +6,17 @@
 //! happen or in which mode (the device's plan, later the scheduler) and does not persist: the
 //! caller stores the device and the summary ([`store::Store::save_session`]) so that one
 //! transaction holds the whole session.
+//!
+//! What DMClient says about the wire is applied here (seed dmclient-csp.md): the first message
+//! goes to the server address list in order (ManagementServerAddressList, else
+//! ManagementServiceAddress, else the device's ADDR), each address tried `conn_retry_freq` /
+//! DMAcc ConnRetryFreq times, and the address that answered is cached in
+//! [`Device::server_cache`] to start from next session (a new list starts from its first
+//! entry); with RequireMessageSigning every message carries the CMS detached signature header
+//! ([`signing`]) made with the enrollment key the transport holds. A device that must sign but
+//! has no enrollment key (pre-provisioned with `device new`) sends its messages unsigned and the
+//! summary records an `unsigned-message` finding, so a server's handling of a missing
+//! signature can be tested.
 
 pub mod enroll;
 pub mod enrollment;
@@ -20,8 +31,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::device::{Device, SessionPlan};
-use crate::session::{self, AllowAll, DeviceCx, Gate, Next, SessionError, Summary, Trigger};
+use crate::csp::dmclient::{self, AddressList, LastGood};
+use crate::device::{Device, ServerCache, SessionPlan};
+use crate::session::{self, AllowAll, DeviceCx, Finding, Gate, Next, SessionError, Summary, Trigger};
 use crate::syncml::{self, Alert, Chal, SyncMl};
 use crate::tree::{Effect, Registry};
 
@@ -100,18 +112,34 @@ pub async fn run_session(
     let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
     let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
     let profile = device.profile;
-    let url = http::Transport::session_url(&device.server_url, cfg.mode, profile);
+    // The servers to try, in order, each as often as the device retries a connection (seed
+    // dmclient-csp.md, ManagementServerAddressList; see `addresses`).
+    let mut candidates = addresses(device, cfg.mode).into_iter();
+    let (mut base, mut url) = match candidates.next() {
+        Some(c) => c,
+        None => (device.server_url.clone(), http::Transport::session_url(&device.server_url, cfg.mode, profile)),
+    };
+    // SyncHdr Target names the server the session starts with (the cached one, or the list's
+    // first). After a fail-over during the first message the POST URL moves on but the headers
+    // keep this Target (the session machine owns them).
+    cfg.server_url = base.clone();
+    let list = dmclient::server_addresses(&device.tree, &device.provider_id);
+    // RequireMessageSigning is read once, at the session start: a change the server makes
+    // during a session applies from the next session on.
+    let signing = dmclient::message_signing_required(&device.tree, &device.provider_id);
+    let sig_header = signature_header(&device.settings);
+    let mut notes = Vec::new();
+    if signing && transport.signer().is_none() {
+        notes.push(unsigned_finding(&device.provider_id, 1, format!(
+            "RequireMessageSigning is true but device {} has no enrollment certificate and key to sign with (pre-provisioned, not enrolled): its messages are sent without the {sig_header} header",
+            device.id
+        )));
+    }
     let env = device.env(now());
     let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
     let (mut awaiting, mut msg) = session::start(cfg, opts.gate, &mut cx);
-    let url = match url {
-        Ok(u) => u.to_string(),
-        Err(e) => {
-            let f = awaiting.fail(SessionError::Transport { fault: e.fault(), message: e.to_string() }, &mut cx);
-            return failed(device, f, opts.transcript.as_deref());
-        }
-    };
-    tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url, "session starts");
+    let mut connected = false;
+    tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url = ?url.as_ref().map(|u| u.as_str()), "session starts");
     loop {
         let n = awaiting.awaiting_reply_to();
         let body = syncml::encode(&msg);
@@ -119,14 +147,54 @@ pub async fn run_session(
         tracing::debug!(msg_id = n, commands = msg.body.commands.len(), final_ = msg.body.final_, "client message");
         tracing::trace!("client message {n}:\n{shown}");
         write_transcript(opts.transcript.as_deref(), n, "client", &shown);
-        let target = match awaiting.resp_uri() {
-            // A relative RespURI is resolved against the session URL.
-            Some(r) => {
-                reqwest::Url::parse(&url).and_then(|base| base.join(r)).map_or_else(|_| r.to_string(), String::from)
-            }
-            None => url.clone(),
+        let signature = match (signing, transport.signer()) {
+            (true, Some(signer)) => match signer.sign(body.as_bytes()) {
+                Ok(sig) => Some(sig),
+                Err(e) => {
+                    notes.push(unsigned_finding(&device.provider_id, n, format!(
+                        "message {n} could not be signed with the enrollment certificate of device {}: {e}; sent without the {sig_header} header",
+                        device.id
+                    )));
+                    None
+                }
+            },
+            _ => None,
         };
-        let answer = transport.post(&target, &body, &request_id).await;
+        let answer = loop {
+            let session_url = match &url {
+                Ok(u) => u.to_string(),
+                Err(e) => break Err(http::HttpError::Config(e.to_string())),
+            };
+            let target = match awaiting.resp_uri() {
+                // A relative RespURI is resolved against the session URL.
+                Some(r) => reqwest::Url::parse(&session_url)
+                    .and_then(|b| b.join(r))
+                    .map_or_else(|_| r.to_string(), String::from),
+                None => session_url,
+            };
+            let sig = signature.as_deref().map(|v| (sig_header.as_str(), v));
+            let answer = transport.post_signed(&target, &body, &request_id, sig).await;
+            match answer {
+                // Nobody at this address: the next attempt of the list (first message only;
+                // once a server answered, the session stays with it).
+                Err(e) if !connected && e.is_no_connection() => match candidates.next() {
+                    Some((b, u)) => {
+                        tracing::info!(device = %device.id, url = target, error = %e, "no connection; trying the next server address");
+                        (base, url) = (b, u);
+                    }
+                    None => break Err(e),
+                },
+                other => break other,
+            }
+        };
+        if answer.is_ok() && !connected {
+            connected = true;
+            // The URL that worked is cached with the list it belongs to (seed: "cache the
+            // successfully connected server URL for the next session").
+            if let Some(l) = &list {
+                device.server_cache = Some(ServerCache { list: l.to_node_value(), url: base.clone() });
+            }
+        }
         let env = device.env(now());
         let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
         let next = match answer {
@@ -155,15 +223,89 @@ pub async fn run_session(
                 let effects = f.effects().to_vec();
                 let challenge = f.challenge().cloned();
                 let mut summary = f.summary;
+                summary.findings.append(&mut notes);
                 summary.wall_us = wall.elapsed().as_micros() as u64;
                 write_summary(opts.transcript.as_deref(), &summary);
                 return SessionReport { summary, error: None, effects, challenge };
             }
             Next::Failed(mut f) => {
+                f.summary.findings.append(&mut notes);
                 f.summary.wall_us = wall.elapsed().as_micros() as u64;
                 return failed(device, f, opts.transcript.as_deref());
             }
         }
+    }
+}
+
+/// Connection attempts per server address when neither the template (`conn_retry_freq`) nor
+/// the DMAcc account (`Ext/Microsoft/ConnRetryFreq`) says: the DMAcc default (w7 CONNRETRYFREQ).
+const DEFAULT_CONN_RETRIES: u32 = 3;
+
+/// Upper bound on connection attempts per address, whatever the settings say.
+const MAX_CONN_RETRIES: u32 = 10;
+
+/// Every connection attempt of a session in order, as (server address, session URL): the
+/// DMClient address list (ManagementServerAddressList, else ManagementServiceAddress) from the
+/// cached URL when it was cached with this very list, else from its first entry
+/// ([`AddressList::attempts`]); the device's ADDR when the tree holds no list. Each address is
+/// tried `conn_retry_freq` times (template setting), else the DMAcc account's ConnRetryFreq,
+/// else 3, at most 10; attempts follow each other at once (no back-off in simulated sessions).
+fn addresses(device: &Device, mode: crate::session::Mode) -> Vec<(String, Result<reqwest::Url, http::HttpError>)> {
+    let retries = device
+        .settings
+        .str("conn_retry_freq")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .or_else(|| {
+            device.tree.child_names("SyncML/DMAcc").iter().find_map(|acc| {
+                device.tree.value(&format!("SyncML/DMAcc/{acc}/Ext/Microsoft/ConnRetryFreq"))?.trim().parse().ok()
+            })
+        })
+        .unwrap_or(DEFAULT_CONN_RETRIES)
+        .clamp(1, MAX_CONN_RETRIES);
+    let profile = device.profile;
+    let urls: Vec<String> = match dmclient::server_addresses(&device.tree, &device.provider_id) {
+        Some(list) => {
+            let cached = device
+                .server_cache
+                .as_ref()
+                .and_then(|c| Some(LastGood { list: AddressList::parse(&c.list).ok()?, url: c.url.clone() }));
+            list.attempts(cached.as_ref(), retries).into_iter().map(String::from).collect()
+        }
+        None => vec![device.server_url.clone(); retries as usize],
+    };
+    urls.into_iter()
+        .map(|u| {
+            let s = http::Transport::session_url(&u, mode, profile);
+            (u, s)
+        })
+        .collect()
+}
+
+/// The signature header name of the template (`signature_header`), or `MDM-Signature` when it
+/// is not a valid HTTP header name.
+fn signature_header(settings: &crate::tree::Settings) -> String {
+    let name = signing::header_name(settings);
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+        name.to_string()
+    } else {
+        tracing::warn!(name, "signature_header is not a valid HTTP header name; using MDM-Signature");
+        signing::DEFAULT_HEADER.to_string()
+    }
+}
+
+/// The finding recorded when a message that must be signed goes out unsigned (`msg_id`: the
+/// first such client message).
+fn unsigned_finding(provider_id: &str, msg_id: u32, why: String) -> Finding {
+    Finding {
+        what: "unsigned-message".into(),
+        msg_id: msg_id.to_string(),
+        cmd_id: String::new(),
+        cmd: "SyncHdr".into(),
+        uri: Some(format!(
+            "./Vendor/MSFT/DMClient/Provider/{}/RequireMessageSigning",
+            crate::tree::encode_segment(provider_id)
+        )),
+        why,
     }
 }
 
@@ -259,5 +401,75 @@ fn write_file(dir: Option<&Path>, name: &str, text: &str) {
     let path = dir.join(name);
     if let Err(e) = std::fs::write(&path, text) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write transcript");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::device::{DeviceId, Template};
+    use crate::session::Mode;
+    use crate::tree::Profile;
+
+    fn device(settings: &[(&str, &str)]) -> Device {
+        let id = DeviceId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let mut d = Device::new(
+            id,
+            Profile::Win10,
+            "https://addr.example/MDM.svc",
+            "P",
+            &Template::builtin(Profile::Win10),
+            now,
+        );
+        for (k, v) in settings {
+            d.settings.0.insert(k.to_string(), v.to_string());
+        }
+        d
+    }
+
+    fn bases(d: &Device) -> Vec<String> {
+        addresses(d, Mode::Maintenance).into_iter().map(|(b, _)| b).collect()
+    }
+
+    #[test]
+    fn attempts_follow_the_list_from_the_cached_address_of_the_same_list() {
+        let mut d = device(&[("conn_retry_freq", "2")]);
+        assert_eq!(bases(&d), ["https://addr.example/MDM.svc"; 2], "no list: ADDR");
+        dmclient::create_provider(&mut d.tree, "P", &d.settings);
+        let list_key = format!("{}/ManagementServerAddressList", dmclient::provider_key("P"));
+        d.tree.set_value(&list_key, "<https://a><https://b>");
+        assert_eq!(bases(&d), ["https://a", "https://a", "https://b", "https://b"]);
+        let (_, url) = &addresses(&d, Mode::Machine)[0];
+        assert_eq!(url.as_ref().unwrap().as_str(), "https://a/?mode=Machine&Platform=WoA");
+        d.server_cache = Some(ServerCache { list: "<https://a><https://b>".into(), url: "https://b".into() });
+        assert_eq!(bases(&d), ["https://b", "https://b", "https://a", "https://a"]);
+        // A new list starts from its first entry.
+        d.tree.set_value(&list_key, "<https://b><https://c>");
+        assert_eq!(bases(&d), ["https://b", "https://b", "https://c", "https://c"]);
+        d.tree.set_value(&list_key, "<https://c><https://b>");
+        assert_eq!(bases(&d), ["https://c", "https://c", "https://b", "https://b"]);
+    }
+
+    #[test]
+    fn retries_come_from_the_template_then_the_dmacc_account_bounded() {
+        let mut d = device(&[]);
+        assert_eq!(bases(&d).len(), DEFAULT_CONN_RETRIES as usize);
+        d.tree.set_value("SyncML/DMAcc/ABC/Ext/Microsoft/ConnRetryFreq", "6");
+        assert_eq!(bases(&d).len(), 6);
+        d.tree.set_value("SyncML/DMAcc/ABC/Ext/Microsoft/ConnRetryFreq", "1000");
+        assert_eq!(bases(&d).len(), MAX_CONN_RETRIES as usize);
+        let d = device(&[("conn_retry_freq", "0")]);
+        assert_eq!(bases(&d).len(), 1, "at least one attempt");
+    }
+
+    #[test]
+    fn an_invalid_signature_header_name_falls_back_to_the_default() {
+        let d = device(&[("signature_header", "Bad Header")]);
+        assert_eq!(signature_header(&d.settings), "MDM-Signature");
+        let d = device(&[("signature_header", "MS-Signature")]);
+        assert_eq!(signature_header(&d.settings), "MS-Signature");
     }
 }

@@ -6,15 +6,17 @@
 //! complete SyncML message, SHA-256 digest, made with the private key of the management session
 //! certificate, with the signer certificate and a PKCS#9 signing time among the authenticated
 //! attributes, and the name of the header it travels in ([`header_name`]: `MDM-Signature` by
-//! default, configurable because MS-MDM §2.1 says `MS-Signature`). It does not own the decision
-//! to sign: the HTTP transport reads [`crate::csp::dmclient::message_signing_required`] and
-//! puts the value in the header.
+//! default, configurable because MS-MDM §2.1 says `MS-Signature`), and the [`Signer`] a transport
+//! carries (the enrollment certificate and key). It does not own the decision to sign:
+//! [`crate::runner::run_session`] reads [`crate::csp::dmclient::message_signing_required`] at the
+//! session start and hands the signature to [`crate::runner::http::Transport::post_signed`].
 
 use base64::Engine as _;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 
+use crate::enroll::Secret;
 use crate::tree::Settings;
 
 /// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the seed say
@@ -43,6 +45,28 @@ pub enum SigningError {
     /// OpenSSL failed to build or encode the CMS structure.
     #[error("CMS signing failed: {0}")]
     Cms(openssl::error::ErrorStack),
+}
+
+/// The certificate and key a device signs its messages with: those of its enrollment (the
+/// management session certificate, `runner::enrollment::EnrollmentMaterial::signer`). `Debug`
+/// never shows the key.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The client certificate first, then any intermediates (PEM); the first one signs.
+    cert_pem: String,
+    key_pem: Secret,
+}
+
+impl Signer {
+    /// A signer from PEM texts (checked when signing).
+    pub fn new(cert_pem: impl Into<String>, key_pem: Secret) -> Signer {
+        Signer { cert_pem: cert_pem.into(), key_pem }
+    }
+
+    /// [`sign_detached`] with this certificate and key.
+    pub fn sign(&self, message: &[u8]) -> Result<String, SigningError> {
+        sign_detached(message, self.cert_pem.as_bytes(), self.key_pem.expose().as_bytes())
+    }
 }
 
 /// Signs `message` (the complete SyncML text as sent, SyncHdr and SyncBody included) and returns

@@ -184,6 +184,55 @@ struct Core {
     /// The last challenge the server put on a SyncHdr status (its NextNonce serves the next
     /// session, PROTOCOL.md §1.9).
     last_chal: Option<Chal>,
+    /// Simulated milliseconds the commands of the server message being handled took
+    /// (template settings `slow_command_ms`, `slow_exec_ms`; see [`KeepAlive`]).
+    exec_ms: u64,
+    /// The reply held back while keep-alive messages go first, and how many are still due.
+    held: Option<(SyncBody, u32)>,
+}
+
+/// When a session sends keep-alive messages (DMClient `EnableOmaDmKeepAliveMessage`, seed
+/// dmclient-csp.md): the device answers a server message only after executing all of its
+/// commands; when that takes longer than `keepalive_after_ms` and any DMClient provider has
+/// EnableOmaDmKeepAliveMessage true, the device first sends one message holding the SyncHdr
+/// status and Alert 1224 `com.microsoft.mdm.requestpending` (no Final, as in the seed's example)
+/// per `keepalive_after_ms` that passed before the last command finished (at most
+/// [`KeepAlive::MAX`]), each answered by the server, then its real reply.
+///
+/// Execution time is simulated, never measured: the template settings `slow_command_ms` (every
+/// executed command) and `slow_exec_ms` (each Exec, also inside Atomic/Sequence) say how long a
+/// command takes, so the core stays free of clocks and a test is deterministic.
+pub struct KeepAlive;
+
+impl KeepAlive {
+    /// mdmsim's default threshold (the seed gives none): well inside the usual 30-60 s HTTP
+    /// timeouts of MDM servers.
+    pub const DEFAULT_AFTER_MS: u64 = 20_000;
+    /// Upper bound on keep-alive messages for one server message.
+    pub const MAX: u32 = 10;
+
+    /// Keep-alive messages due after commands that took `exec_ms`, with the threshold `after_ms`.
+    pub fn due(exec_ms: u64, after_ms: u64) -> u32 {
+        let after = after_ms.max(1);
+        if exec_ms <= after { 0 } else { ((exec_ms - 1) / after).min(u64::from(KeepAlive::MAX)) as u32 }
+    }
+
+    /// The simulated time one executed command takes under `settings`.
+    fn cost(cmd: &Command, settings: &crate::tree::Settings) -> u64 {
+        let per_cmd = settings.u64_or("slow_command_ms", 0);
+        let per_exec = settings.u64_or("slow_exec_ms", 0);
+        let mut total = 0u64;
+        let mut pending = vec![cmd];
+        while let Some(c) = pending.pop() {
+            match c {
+                Command::Atomic(k) | Command::Sequence(k) => pending.extend(k.commands.iter()),
+                Command::Exec(_) => total = total.saturating_add(per_cmd).saturating_add(per_exec),
+                Command::Status(_) | Command::Results(_) => {}
+                _ => total = total.saturating_add(per_cmd),
+            }
+        }
+        total
+    }
 }
 
 impl Core {
@@ -243,6 +292,8 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         pending_object: None,
         auth_tries: 0,
         last_chal: None,
+        exec_ms: 0,
+        held: None,
         gate,
         cfg,
     };
@@ -386,7 +437,21 @@ impl AwaitingServer {
 
     /// The server answered with an HTTP 200 and an empty body: the session is over
     /// (PROTOCOL.md §1.3, loop step 5).
-    pub fn receive_empty(self, cx: &mut DeviceCx<'_>) -> Finished {
+    ///
+    /// An empty answer to a keep-alive message ends the session too; the reply it held back is
+    /// never sent, which is recorded as a finding (`ended-while-pending`).
+    pub fn receive_empty(mut self, cx: &mut DeviceCx<'_>) -> Finished {
+        if self.core.held.take().is_some() {
+            let msg_id = self.awaiting_reply_to().to_string();
+            self.core.summary.findings.push(Finding {
+                what: "ended-while-pending".into(),
+                msg_id,
+                cmd_id: String::new(),
+                cmd: "SyncHdr".into(),
+                uri: None,
+                why: "the server ended the session (empty answer) while the device was still executing its commands (keep-alive sent); their statuses were never delivered".into(),
+            });
+        }
         let chal = self.core.last_chal.clone();
         let (summary, effects) = self.core.finish(cx.env.now, Outcome::Completed);
         Finished { summary, effects, chal }
@@ -429,6 +494,10 @@ impl AwaitingServer {
             core.resp_uri = Some(uri.to_string());
         }
         let server_msg = msg.hdr.msg_id.as_str();
+        if let Some((held, due)) = core.held.take() {
+            return core.after_keep_alive(msg, held, due, cx);
+        }
+        core.exec_ms = 0;
         let mut body = Body::default();
         // The SyncHdr status always comes first.
         body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
@@ -494,7 +563,63 @@ impl AwaitingServer {
             let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
             return Next::Finished(Finished { summary, effects, chal });
         }
-        core.send(SyncBody { commands: body.commands, final_ }, cx)
+        let mut reply = SyncBody { commands: body.commands, final_ };
+        let after = cx.env.settings.u64_or("keepalive_after_ms", KeepAlive::DEFAULT_AFTER_MS);
+        let due = KeepAlive::due(core.exec_ms, after);
+        let enabled = crate::csp::dmclient::provider_ids(cx.state)
+            .iter()
+            .any(|p| crate::csp::dmclient::keep_alive_enabled(cx.state, p));
+        if enabled && due > 0 {
+            // The keep-alive message acknowledges this message's SyncHdr; the held reply gets
+            // the status of the server's last answer instead.
+            reply.commands.remove(0);
+            return core.keep_alive(server_msg, reply, due, cx);
+        }
+        core.send(reply, cx)
+    }
+}
+
+impl Core {
+    /// Sends one keep-alive message (the SyncHdr status of `server_msg` and the request-pending
+    /// alert, no Final) and holds `reply` back; `due` counts this one.
+    fn keep_alive(mut self, server_msg: &str, reply: SyncBody, due: u32, cx: &mut DeviceCx<'_>) -> Next {
+        let mut body = Body::default();
+        body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
+        body.push(Command::Alert(crate::csp::dmclient::request_pending_alert("")));
+        self.held = Some((reply, due - 1));
+        self.summary.keep_alives += 1;
+        self.send(SyncBody { commands: body.commands, final_: false }, cx)
+    }
+
+    /// The server answered a keep-alive message: another keep-alive while some are due, then
+    /// the held reply, opened by the SyncHdr status of this answer. Commands in an answer to a
+    /// keep-alive are not executed (the device is still busy with the previous package); each is
+    /// recorded as a finding.
+    fn after_keep_alive(mut self, msg: &SyncMl, held: SyncBody, due: u32, cx: &mut DeviceCx<'_>) -> Next {
+        let server_msg = msg.hdr.msg_id.as_str();
+        for cmd in &msg.body.commands {
+            count(&mut self.summary.commands_received, cmd);
+            if matches!(cmd, Command::Status(_) | Command::Results(_)) {
+                continue;
+            }
+            self.summary.findings.push(Finding {
+                what: "command-while-pending".into(),
+                msg_id: server_msg.to_string(),
+                cmd_id: cmd.cmd_id().to_string(),
+                cmd: cmd.name().to_string(),
+                uri: None,
+                why: "the server sent a command in its answer to a keep-alive (request pending) message; the device does not execute it".into(),
+            });
+        }
+        if due > 0 {
+            return self.keep_alive(server_msg, held, due, cx);
+        }
+        let mut body = Body::default();
+        body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
+        for c in held.commands {
+            body.push(c);
+        }
+        self.send(SyncBody { commands: body.commands, final_: held.final_ }, cx)
     }
 }
 
@@ -548,6 +673,7 @@ impl Core {
                 vec![outcome(&a.cmd_id, "Alert", code)]
             }
             (None, _) => {
+                self.exec_ms = self.exec_ms.saturating_add(KeepAlive::cost(cmd, &cx.env.settings));
                 let mut tree = Tree::new(cx.registry, cx.state, cx.env);
                 let out = tree.execute(cmd);
                 let effects = std::mem::take(&mut tree.effects);
@@ -1221,6 +1347,83 @@ mod tests {
         assert_eq!(f.summary.findings[0].what, "machine-mode-write");
         assert_eq!(f.summary.mode, Mode::Machine);
         assert_eq!(f.summary.trigger, Trigger::Reboot);
+    }
+
+    #[test]
+    fn keep_alives_due_one_per_interval_passed_bounded() {
+        assert_eq!(KeepAlive::due(0, 1000), 0);
+        assert_eq!(KeepAlive::due(1000, 1000), 0);
+        assert_eq!(KeepAlive::due(1001, 1000), 1);
+        assert_eq!(KeepAlive::due(2500, 1000), 2);
+        assert_eq!(KeepAlive::due(3000, 1000), 2);
+        assert_eq!(KeepAlive::due(u64::MAX, 0), KeepAlive::MAX);
+    }
+
+    #[test]
+    fn slow_commands_send_keep_alives_first_only_when_enabled() {
+        for enabled in [false, true] {
+            let mut rig = Rig::new();
+            let settings = [("slow_command_ms", "600"), ("keepalive_after_ms", "1000")];
+            rig.env.settings =
+                Arc::new(crate::tree::Settings(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+            crate::csp::dmclient::create_provider(&mut rig.state, "P", &rig.env.settings);
+            let key = format!("{}/EnableOmaDmKeepAliveMessage", crate::csp::dmclient::provider_key("P"));
+            rig.state.set_value(&key, enabled.to_string());
+            rig.state.commit();
+            let (s, _) = rig.start();
+            let gets = ["g1", "g2", "g3"].map(|id| Command::Get(item_cmd(id, "./DevInfo/Man", None)));
+            // Three commands of 600 ms: 1800 ms, one keep-alive after 1000 ms.
+            let (s, reply) = send(s.receive_message(&server("1", gets.to_vec(), true), &mut rig.cx()));
+            if !enabled {
+                assert!(reply.body.final_);
+                assert_eq!(statuses(&reply).len(), 4);
+                assert_eq!(s.summary().keep_alives, 0);
+                continue;
+            }
+            assert!(!reply.body.final_, "a keep-alive message has no Final (seed example)");
+            assert_eq!(statuses(&reply), [("0".into(), "SyncHdr".into(), "200".into())]);
+            let Command::Alert(a) = &reply.body.commands[1] else { panic!("{:?}", reply.body.commands) };
+            assert_eq!((a.data.as_str(), a.items[0].data.as_deref()), ("1224", Some("1")));
+            assert_eq!(s.summary().keep_alives, 1);
+            // The server answers the keep-alive, wrongly with a command: not executed, a finding.
+            let answer = server_to("2", vec![Command::Replace(item_cmd("r", "./DevInfo/Man", Some("X")))], true);
+            let (s, reply) = send(s.receive_message(&answer, &mut rig.cx()));
+            assert!(reply.body.final_);
+            assert_eq!(statuses(&reply).len(), 4, "{:?}", reply.body.commands);
+            let refs: Vec<(String, String)> = reply
+                .body
+                .commands
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Status(st) => Some((st.msg_ref.clone(), st.cmd_ref.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(refs, [("2", "0"), ("1", "g1"), ("1", "g2"), ("1", "g3")].map(|(m, c)| (m.into(), c.into())));
+            assert_eq!(s.summary().findings[0].what, "command-while-pending");
+            assert_eq!(rig.state.value("DevInfo/Man"), Some("Contoso"));
+        }
+    }
+
+    #[test]
+    fn an_empty_answer_to_a_keep_alive_ends_the_session_with_a_finding() {
+        let mut rig = Rig::new();
+        rig.env.settings = Arc::new(crate::tree::Settings(
+            [("slow_exec_ms", "5000"), ("keepalive_after_ms", "1000")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        crate::csp::dmclient::create_provider(&mut rig.state, "P", &rig.env.settings);
+        rig.state
+            .set_value(&format!("{}/EnableOmaDmKeepAliveMessage", crate::csp::dmclient::provider_key("P")), "true");
+        let (s, _) = rig.start();
+        let exec = Command::Exec(item_cmd("e", "./DevInfo/Nope", None));
+        let (s, reply) = send(s.receive_message(&server("1", vec![exec], true), &mut rig.cx()));
+        assert!(!reply.body.final_);
+        assert_eq!(s.summary().keep_alives, 1);
+        let done = s.receive_empty(&mut rig.cx());
+        assert_eq!(done.summary.findings[0].what, "ended-while-pending");
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod summary;
 
 pub use gate::{AllowAll, Finding, Gate, GateCx, Verdict};
 pub use machine::{
-    Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, LOGIN_STATUS_TYPE, LoginStatus, Next,
+    Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, KeepAlive, LOGIN_STATUS_TYPE, LoginStatus, Next,
     SessionAlert, SessionConfig, SessionError, start, start_default,
 };
 pub use redact::{REDACTED, is_secret_uri, redact};

@@ -94,6 +94,10 @@ pub struct Summary {
     /// virtual clock this is the only measure of latency).
     #[serde(default)]
     pub wall_us: u64,
+    /// Keep-alive messages sent (Alert 1224 `com.microsoft.mdm.requestpending`, DMClient
+    /// EnableOmaDmKeepAliveMessage) while slow commands ran.
+    #[serde(default)]
+    pub keep_alives: u32,
 }
 
 /// One server command as the device answered it.
@@ -139,6 +143,7 @@ impl Summary {
             error: None,
             started_at: now,
             duration_ms: 0,
+            keep_alives: 0,
         }
     }
 
@@ -162,6 +167,9 @@ impl Summary {
             "  messages:  {} sent, {} received in {} ms\n",
             self.messages_sent, self.messages_received, self.duration_ms
         ));
+        if self.keep_alives > 0 {
+            out.push_str(&format!("  keep-alive: {} request-pending alert(s) sent\n", self.keep_alives));
+        }
         out.push_str(&format!("  commands:  {}\n", counts(&self.commands_received)));
         out.push_str(&format!("  statuses:  {}\n", counts(&self.statuses_sent)));
         if !self.statuses_received.is_empty() {

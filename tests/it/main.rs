@@ -9,6 +9,8 @@ mod app_install;
 mod demo;
 /// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
 mod dmclient;
+/// DMClient settings that change sessions: signing, keep-alive, address list, lost contact.
+mod dmclient_session;
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
 /// `mdmsim enroll` / `sync` / `unenroll` against the embedded reference server.
