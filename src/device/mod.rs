@@ -60,6 +60,10 @@ pub struct Device {
     /// connected through a list.
     #[serde(default)]
     pub server_cache: Option<ServerCache>,
+    /// When the last session completed (the lost-contact countdown of DMClient
+    /// NumberOfDaysAfterLostContactToUnenroll runs from it).
+    #[serde(default)]
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 /// The cached server of [`Device::server_cache`] (the stored form of
@@ -183,6 +187,7 @@ impl Device {
             enrollment: None,
             unenrolled: None,
             server_cache: None,
+            last_success: None,
         }
     }
 

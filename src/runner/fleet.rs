@@ -57,7 +57,12 @@ impl Member {
         }
         let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
         let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
+        let last_success = device.last_success;
         let mut m = Member { device, scheduler, transport: None, poll: None, first_session };
+        // The lost-contact countdown goes on from the last session that completed.
+        if let Some(t) = last_success {
+            m.scheduler.session_finished(t, true);
+        }
         if unenrolled {
             m.scheduler.unenroll();
         }

@@ -217,6 +217,7 @@ pub async fn run_session(
             }
             Next::Finished(f) => {
                 device.tree.commit();
+                device.last_success = Some(now());
                 // The last Chal's NextNonce is the next session's nonce (§1.9).
                 enrollment::keep_next_nonce(&mut device.tree, f.challenge());
                 tracing::info!(device = %device.id, "session completed");
