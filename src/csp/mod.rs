@@ -7,6 +7,7 @@ pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
 pub mod enterprise_app;
+pub mod wmi_bridge;
 
 use crate::tree::Registry;
 
@@ -19,5 +20,6 @@ pub fn registry() -> Registry {
     r.register(dmclient::DmClient);
     r.register(dmclient::DmClientUser);
     r.register(dmacc::DmAcc);
+    r.register(wmi_bridge::WmiBridge);
     r
 }

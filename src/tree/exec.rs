@@ -237,7 +237,8 @@ impl<'a> Tree<'a> {
 
     fn resolve(&self, uri: &NodeUri) -> Result<Target<'a>, StatusCode> {
         let registry: &'a Registry = self.registry;
-        let Some((csp, rel)) = registry.find(uri.scope, &uri.segments) else {
+        let found = registry.find(uri.scope, &uri.segments).filter(|(csp, _)| csp.present(self.env));
+        let Some((csp, rel)) = found else {
             let above = registry.children_above_roots(uri.scope, &uri.segments);
             return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
         };

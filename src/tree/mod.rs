@@ -216,6 +216,12 @@ pub trait Csp: Send + Sync + 'static {
         &[Scope::Device]
     }
 
+    /// Whether this device has the CSP at all (e.g. a Windows 8.1-only CSP); when not, every
+    /// command on its nodes answers 404.
+    fn present(&self, _env: &Env) -> bool {
+        true
+    }
+
     /// A computed value for a leaf; `None` reads the stored value (or the default).
     fn read(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<String> {
         None

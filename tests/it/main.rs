@@ -31,3 +31,5 @@ mod session;
 mod syncml;
 /// DM tree engine: the status code of every command semantic, through SyncML commands.
 mod tree;
+/// The Windows 8.1 WMI bridge (./cimv2) over real sessions.
+mod wmi_bridge;
