@@ -332,10 +332,10 @@ impl Fleet {
                     self.plan(i);
                 }
             }
-            stats.ended_at = Some(now);
         }
+        // A virtual clock jumps to the end; real and scaled clocks stop where they are.
         clock.advance_to(until);
-        stats.ended_at = Some(clock.now().min(until).max(stats.ended_at.unwrap_or(until)));
+        stats.ended_at = Some(clock.now().min(until));
         stats
     }
 }
