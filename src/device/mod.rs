@@ -36,7 +36,7 @@ pub struct Device {
     /// DMClient provider ID.
     pub provider_id: String,
     /// The template's `[behaviour]` settings.
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     /// The device's tree values.
     pub tree: TreeState,
     /// Sessions started so far (the next SessionID is this plus one).
@@ -179,7 +179,7 @@ impl Device {
             profile,
             server_url: server_url.to_string(),
             provider_id: provider_id.to_string(),
-            settings: template.behaviour.clone(),
+            settings: Arc::new(template.behaviour.clone()),
             tree,
             sessions: 0,
             enrolled_at: now,
@@ -193,7 +193,7 @@ impl Device {
 
     /// The environment the tree engine runs in at `now`.
     pub fn env(&self, now: DateTime<Utc>) -> Env {
-        Env { now, profile: self.profile, settings: Arc::new(self.settings.clone()) }
+        Env { now, profile: self.profile, settings: Arc::clone(&self.settings) }
     }
 
     /// The mode, session alert and LoginStatus a trigger gives now, outside any schedule (seed

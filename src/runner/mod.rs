@@ -426,7 +426,7 @@ mod tests {
             now,
         );
         for (k, v) in settings {
-            d.settings.0.insert(k.to_string(), v.to_string());
+            std::sync::Arc::make_mut(&mut d.settings).0.insert(k.to_string(), v.to_string());
         }
         d
     }

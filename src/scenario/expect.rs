@@ -56,7 +56,7 @@ impl DeviceRun {
         DeviceRun {
             id: device.id.as_str().to_string(),
             profile: device.profile,
-            settings: device.settings.clone(),
+            settings: (*device.settings).clone(),
             sessions: Vec::new(),
             snapshots: Vec::new(),
             tree: device.tree.clone(),
