@@ -49,10 +49,12 @@ pub struct EnrollArgs {
     /// The enrolling user's email address (UPN).
     #[arg(long, value_name = "ADDR")]
     email: String,
-    /// The user's password (OnPremise authentication).
+    /// The user's password: sent in the UsernameToken (OnPremise), or typed into the server's
+    /// sign-in page when discovery asks for Federated authentication (the enrollment web view).
     #[arg(long, value_name = "P", conflicts_with = "token")]
     password: Option<String>,
-    /// A security token (Federated, Entra JWT, or Fleet's DeviceEnrollmentUserToken).
+    /// A security token (Federated, Entra JWT, or Fleet's DeviceEnrollmentUserToken); skips the
+    /// Federated sign-in page.
     #[arg(long, value_name = "T")]
     token: Option<String>,
     /// Full (user) or Device enrollment.
@@ -165,9 +167,14 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
     let (mut device, material) = rt
         .block_on(enroll_device(&client, &a.discovery, &opts, Utc::now()))
         .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    // The CA trusted for the enrollment stays trusted, as an installed CA on a real machine.
+    let material = material.trusting(ca.as_deref());
     store_enrolled(&store, &a.state, &mut device, &material).map_err(|e| fail(STATE, e.to_string()))?;
     println!("{}", device.id);
     println!("{}", device.server_url);
+    for f in device.enrollment.iter().flat_map(|e| &e.findings) {
+        eprintln!("enrollment finding: {f}");
+    }
 
     // The post-enrollment session, at once (PROTOCOL.md §3: Windows syncs right after).
     let transport = transport(&device, &material, ca, a.insecure)?;

@@ -93,6 +93,9 @@ pub struct Enrollment {
     /// (client certificate and intermediates) and `roots.pem` (provisioned roots); `None` while
     /// the material is held in memory only (an in-process fleet).
     pub files: Option<std::path::PathBuf>,
+    /// Where the enrollment server departed from MS-MDE2 in ways Windows tolerates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::enroll::EnrollFinding>,
 }
 
 /// Who ended an enrollment.

@@ -15,6 +15,7 @@ mod discovery;
 mod policy;
 mod provisioning;
 mod soap;
+pub mod webview;
 mod wstep;
 pub mod xml;
 
@@ -63,6 +64,32 @@ pub enum ResponseError {
     Fault(Box<SoapFault>),
     #[error("malformed response: {0}")]
     Malformed(#[from] Malformed),
+}
+
+/// A place where an enrollment server departs from MS-MDE2 in a way Windows tolerates: the
+/// device carries on as Windows does and reports what it saw, so that a server developer can
+/// fix it before a stricter client refuses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrollFinding {
+    /// Short name of the rule (`nonce-not-base64`, `policy-nil`).
+    pub what: String,
+    /// What the server sent, quoted or described.
+    pub sent: String,
+    /// What Windows does with it (and so what mdmsim did).
+    pub windows: String,
+}
+
+impl EnrollFinding {
+    /// A finding named `what`.
+    pub fn new(what: &str, sent: impl Into<String>, windows: impl Into<String>) -> EnrollFinding {
+        EnrollFinding { what: what.to_string(), sent: sent.into(), windows: windows.into() }
+    }
+}
+
+impl fmt::Display for EnrollFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: the server sent {}; Windows {}", self.what, self.sent, self.windows)
+    }
 }
 
 /// A secret string (password, token, AAuthSecret, private key PEM): its `Debug` and `Display`

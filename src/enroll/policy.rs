@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::soap::{self, envelope};
 use super::wstep::AuthToken;
-use super::{Malformed, ResponseError};
+use super::{EnrollFinding, Malformed, ResponseError};
 
 /// SOAP action of GetPolicies.
 pub const GET_POLICIES_ACTION: &str =
@@ -73,12 +73,23 @@ pub struct Policy {
     pub hash: HashAlg,
     /// The OID the policy named, if any.
     pub hash_oid: Option<String>,
+    /// What the response got wrong in a way Windows tolerates (a nil response).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<EnrollFinding>,
 }
 
 impl Default for Policy {
     /// No policy service: 2048-bit RSA, SHA-1 (PROTOCOL.md §3.1).
     fn default() -> Self {
-        Policy { key_bits: MIN_KEY_BITS, hash: HashAlg::Sha1, hash_oid: None }
+        Policy { key_bits: MIN_KEY_BITS, hash: HashAlg::Sha1, hash_oid: None, findings: Vec::new() }
+    }
+}
+
+impl Policy {
+    /// What Windows enrolls with when the policy service answers without a policy: it shows a
+    /// warning and goes on with a 2048-bit RSA key and SHA-256.
+    pub fn windows_fallback(finding: EnrollFinding) -> Policy {
+        Policy { key_bits: MIN_KEY_BITS, hash: HashAlg::Sha256, hash_oid: None, findings: vec![finding] }
     }
 }
 
@@ -97,9 +108,20 @@ pub fn get_policies_body(message_id: &str, url: &str, token: &AuthToken) -> Stri
 /// Reads a GetPoliciesResponse: the first policy's minimal key length and hash.
 pub fn parse_get_policies_response(text: &str) -> Result<Policy, ResponseError> {
     let resp = soap::open(text, "GetPoliciesResponse")?;
-    let policy = resp
-        .path(&["response", "policies", "policy"])
-        .ok_or_else(|| Malformed::at(&resp, "missing <response>/<policies>/<policy>"))?;
+    let Some(policy) = resp.path(&["response", "policies", "policy"]) else {
+        // Seen from real servers: `<response xsi:nil="true"/>` (sometimes with an undeclared
+        // prefix), or a response with no policy. Windows warns and enrolls with its defaults.
+        let sent = match resp.child("response") {
+            Some(r) if r.is_nil() => "a nil <response> (xsi:nil=\"true\") in GetPoliciesResponse".to_string(),
+            Some(_) => "a GetPoliciesResponse with no <policies>/<policy>".to_string(),
+            None => "a GetPoliciesResponse with no <response>".to_string(),
+        };
+        return Ok(Policy::windows_fallback(EnrollFinding::new(
+            "policy-nil",
+            sent,
+            "shows a warning and enrolls with its default policy: a 2048-bit RSA key and a SHA-256 signature",
+        )));
+    };
     let attrs = policy.child("attributes").ok_or_else(|| Malformed::missing(policy, "attributes"))?;
     let mut out = Policy::default();
     if let Some(el) = attrs.path(&["privateKeyAttributes", "minimalKeyLength"]).filter(|e| !e.is_nil()) {
@@ -140,7 +162,12 @@ mod tests {
         let p = parse_get_policies_response(&fixture()).unwrap();
         assert_eq!(
             p,
-            Policy { key_bits: 3072, hash: HashAlg::Sha256, hash_oid: Some("2.16.840.1.101.3.4.2.1".into()) }
+            Policy {
+                key_bits: 3072,
+                hash: HashAlg::Sha256,
+                hash_oid: Some("2.16.840.1.101.3.4.2.1".into()),
+                findings: Vec::new()
+            }
         );
         // The Learn sample's reference 0 is sha1RSASign.
         let p = parse_get_policies_response(
@@ -164,6 +191,25 @@ mod tests {
             r#"<hashAlgorithmOIDReference xsi:nil="true"/>"#,
         );
         assert_eq!(parse_get_policies_response(&text).unwrap(), Policy::default());
+    }
+
+    /// A minimal server's answer: a nil response, its `xsi:` prefix never declared. Windows
+    /// warns and enrolls with RSA 2048 and SHA-256; so does mdmsim, with a finding.
+    #[test]
+    fn nil_response_falls_back_to_the_windows_defaults() {
+        let text = concat!(
+            r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>"#,
+            r#"<GetPoliciesResponse xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy">"#,
+            r#"<response xsi:nil="true"/><cAs xsi:nil="true"/><oIDs xsi:nil="true"/></GetPoliciesResponse>"#,
+            r#"</s:Body></s:Envelope>"#
+        );
+        let p = parse_get_policies_response(text).unwrap();
+        assert_eq!((p.key_bits, p.hash), (2048, HashAlg::Sha256));
+        assert_eq!(p.findings.len(), 1);
+        assert_eq!(p.findings[0].what, "policy-nil");
+        assert!(p.findings[0].sent.contains("nil"), "{}", p.findings[0]);
+        let empty = text.replace(r#"<response xsi:nil="true"/>"#, "<response/>");
+        assert!(parse_get_policies_response(&empty).unwrap().findings[0].sent.contains("no <policies>"));
     }
 
     #[test]

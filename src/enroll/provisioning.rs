@@ -14,9 +14,9 @@ use openssl::pkey::{PKeyRef, Private};
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
 
-use super::Malformed;
 use super::appauth::{AuthType, Credentials};
 use super::xml::{self, Element};
+use super::{EnrollFinding, Malformed};
 use crate::syncml::{Command, Item, ItemCmd, Meta, StatusCode};
 use crate::tree::{Tree, encode_segment};
 
@@ -85,6 +85,8 @@ pub struct W7App {
     pub client_cred: Option<Credentials>,
     /// `AAUTHLEVEL=CLIENT`: what the server must show (DMAcc SRVCRED).
     pub server_cred: Option<Credentials>,
+    /// What the APPLICATION characteristic got wrong in a way Windows tolerates.
+    pub notes: Vec<EnrollFinding>,
 }
 
 /// `My/WSTEP/Renew`: the certificate renewal settings.
@@ -232,6 +234,16 @@ fn parse_renew(wstep: &Element) -> Result<Renew, Malformed> {
     Ok(r)
 }
 
+/// The `AAUTHLEVEL` of an APPAUTH characteristic, wherever the parm stands in it.
+fn level_of(auth: &Element) -> String {
+    parms(auth)
+        .find(|(_, name, _)| name.eq_ignore_ascii_case("AAUTHLEVEL"))
+        .and_then(|(_, _, v)| v)
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase()
+}
+
 fn parse_app(ch: &Element) -> Result<W7App, Malformed> {
     let mut a = W7App::default();
     let mut appid = None;
@@ -279,10 +291,23 @@ fn parse_app(ch: &Element) -> Result<W7App, Malformed> {
                 }
                 "AAUTHNAME" => cred.name = v.to_string(),
                 "AAUTHSECRET" => cred.secret = super::Secret::new(v),
-                "AAUTHDATA" => {
-                    cred.nonce =
-                        B64.decode(v.as_bytes()).map_err(|e| parm_err(p, name, format!("nonce is not base64: {e}")))?
-                }
+                // Windows takes AAUTHDATA as an opaque nonce: base64 when it decodes, else its
+                // bytes. Many public examples (and servers copying them) send the literal word
+                // `nonce`, expecting to challenge with a fresh nonce in the first session.
+                "AAUTHDATA" => match B64.decode(v.as_bytes()) {
+                    Ok(bytes) => cred.nonce = bytes,
+                    Err(_) => {
+                        cred.nonce = v.as_bytes().to_vec();
+                        let shown: String = v.chars().take(40).collect();
+                        a.notes.push(EnrollFinding::new(
+                            "nonce-not-base64",
+                            format!("APPAUTH {} AAUTHDATA {shown:?}, which is not base64", level_of(auth)),
+                            "takes the value as an opaque nonce and uses its bytes; the first digest \
+                             only matches a server that hashes the same bytes (or that challenges with \
+                             a fresh NextNonce)",
+                        ));
+                    }
+                },
                 _ => {}
             }
         }
@@ -340,15 +365,20 @@ impl Provisioning {
     /// Where the document departs from what MS-MDE2 and Learn ask of servers, in words a server
     /// developer can act on (PROTOCOL.md §3.5). Empty for a conforming document. Windows may
     /// still enroll with some of these; mdmsim reports them rather than refusing.
-    pub fn findings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+    pub fn findings(&self) -> Vec<EnrollFinding> {
+        let mut out = self.app.notes.clone();
         let a = &self.app;
         for (level, cred) in [(APPSRV, &a.client_cred), (CLIENT, &a.server_cred)] {
             match cred {
-                None => out
-                    .push(format!("APPLICATION has no APPAUTH block with AAUTHLEVEL={level} (MS-MDE2 requires both)")),
-                Some(c) if c.nonce.is_empty() => out.push(format!(
-                    "APPAUTH {level} has no AAUTHDATA nonce (Windows 11 fails account setup with 0x80070057 without it)"
+                None => out.push(EnrollFinding::new(
+                    "appauth-missing",
+                    format!("an APPLICATION with no APPAUTH block of AAUTHLEVEL={level}"),
+                    "enrolls without application-layer credentials for that direction (MS-MDE2 asks for both blocks)",
+                )),
+                Some(c) if c.nonce.is_empty() => out.push(EnrollFinding::new(
+                    "nonce-missing",
+                    format!("APPAUTH {level} with no AAUTHDATA nonce"),
+                    "11 fails account setup with 0x80070057 without it",
                 )),
                 Some(_) => {}
             }
@@ -361,14 +391,22 @@ impl Provisioning {
             .filter(|p| *p != a.provider_id)
             .collect();
         for p in providers {
-            out.push(format!("DMClient Provider {p:?} is not the w7 PROVIDER-ID {:?}", a.provider_id));
+            out.push(EnrollFinding::new(
+                "provider-mismatch",
+                format!("DMClient Provider {p:?}, which is not the w7 PROVIDER-ID {:?}", a.provider_id),
+                "keeps the DMClient values under a provider no session uses",
+            ));
         }
         for c in self.roots.iter().chain(&self.intermediates).chain(std::iter::once(&self.client_cert)) {
             let actual = hex::encode_upper(sha1(&c.der));
             if !c.thumbprint.eq_ignore_ascii_case(&actual) {
-                out.push(format!(
-                    "certificate {}/{} is named with a thumbprint that is not its SHA-1 ({actual})",
-                    c.store, c.thumbprint
+                out.push(EnrollFinding::new(
+                    "thumbprint-mismatch",
+                    format!(
+                        "certificate {}/{} named with a thumbprint that is not its SHA-1 ({actual})",
+                        c.store, c.thumbprint
+                    ),
+                    "stores the certificate under its real thumbprint",
                 ));
             }
         }
@@ -552,16 +590,39 @@ mod tests {
     #[test]
     fn findings_name_what_the_server_should_fix() {
         let p = parse_provisioning(&fixture()).unwrap();
-        assert_eq!(p.findings(), Vec::<String>::new());
+        assert_eq!(p.findings(), Vec::new());
         let text = fixture()
             .replace(r#"<parm name="AAUTHDATA" value="Y2xpZW50LW5vbmNl" />"#, "")
             .replace(r#"<characteristic type="Fleet">"#, r#"<characteristic type="Other">"#)
             .replace("DDF3545BCB", "0000000000");
         let f = parse_provisioning(&text).unwrap().findings();
         assert_eq!(f.len(), 3, "{f:#?}");
-        assert!(f[0].contains("APPSRV") && f[0].contains("AAUTHDATA"), "{f:#?}");
+        let f: Vec<String> = f.iter().map(ToString::to_string).collect();
+        assert!(f[0].starts_with("nonce-missing") && f[0].contains("APPSRV"), "{f:#?}");
         assert!(f[1].contains(r#""Other""#), "{f:#?}");
         assert!(f[2].contains("DDF3545BCB576CC9C6767E5B619395878B50A60B"), "{f:#?}");
+    }
+
+    /// Fleet's provisioning document carries `AAUTHDATA="nonce"` in both APPAUTH blocks: the
+    /// enrollment goes on with the word's bytes as the nonce, and one finding per block says so.
+    #[test]
+    fn literal_nonce_is_taken_as_opaque_bytes_with_a_finding() {
+        let text = fixture()
+            .replace(
+                r#"<parm name="AAUTHDATA" value="Y2xpZW50LW5vbmNl" />"#,
+                r#"<parm name="AAUTHDATA" value="nonce" />"#,
+            )
+            .replace(
+                r#"<parm name="AAUTHDATA" value="c2VydmVyLW5vbmNl" />"#,
+                r#"<parm name="AAUTHDATA" value="nonce" />"#,
+            );
+        let p = parse_provisioning(&text).unwrap();
+        assert_eq!(p.app.client_cred.as_ref().unwrap().nonce, b"nonce");
+        assert_eq!(p.app.server_cred.as_ref().unwrap().nonce, b"nonce");
+        let f = p.findings();
+        assert_eq!(f.iter().filter(|f| f.what == "nonce-not-base64").count(), 2, "{f:#?}");
+        assert!(f.iter().any(|f| f.sent.contains("APPSRV") && f.sent.contains(r#""nonce""#)), "{f:#?}");
+        assert!(f.iter().any(|f| f.sent.contains("CLIENT")), "{f:#?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! // or AuthToken::from_user_token(token) for --token
 //! let url = "https://EnterpriseEnrollment.example.com/EnrollmentServer/Discovery.svc";
 //! let enrolled = enroll(&client, url, EnrollRequest::new("user@example.com", auth, device)).await?;
-//! for finding in enrolled.provisioning.findings() {
+//! for finding in &enrolled.findings {
 //!     eprintln!("conformance: {finding}");
 //! }
 //! // Apply to the device's tree (all or nothing), then persist; on any error store nothing.
@@ -48,8 +48,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 
 use crate::enroll::{
-    self, AppAuth, AuthPolicy, AuthToken, ContextItem, DeviceIdentity, DiscoverRequest, Discovery, EnrollmentType,
-    Malformed, Policy, Provisioning, ResponseError, RstRequest, Secret, SoapFault,
+    self, AppAuth, AuthPolicy, AuthToken, ContextItem, DeviceIdentity, DiscoverRequest, Discovery, EnrollFinding,
+    EnrollmentType, Malformed, Policy, Provisioning, ResponseError, RstRequest, Secret, SoapFault, webview,
 };
 
 /// The User-Agent of the Windows enrollment client (observed).
@@ -58,6 +58,10 @@ const USER_AGENT: &str = "ENROLLClient";
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response body read; enrollment responses are a few kilobytes.
 const MAX_BODY: usize = 4 << 20;
+/// Pages the Federated sign-in web view loads before giving up (sign-in, consent, token).
+const MAX_WEBVIEW_PAGES: usize = 8;
+/// Characters of a refused answer's body quoted in an error.
+const BODY_QUOTE: usize = 300;
 
 /// What `mdmsim enroll` asks for.
 #[derive(Debug, Clone)]
@@ -96,6 +100,8 @@ pub enum Step {
     /// The bare GET on the discovery URL.
     Probe,
     Discover,
+    /// The Federated sign-in page (AuthenticationServiceUrl) in the emulated web view.
+    SignIn,
     Policy,
     Enroll,
     /// Reading and checking the provisioning document and the issued certificate.
@@ -107,6 +113,7 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Step::Probe => "discovery probe (GET)",
             Step::Discover => "discovery (Discover)",
+            Step::SignIn => "Federated sign-in (AuthenticationServiceUrl web view)",
             Step::Policy => "policy (MS-XCEP GetPolicies)",
             Step::Enroll => "enrollment (MS-WSTEP RequestSecurityToken)",
             Step::Provisioning => "provisioning document",
@@ -120,15 +127,19 @@ pub enum EnrollError {
     /// Nobody answered (connection refused, DNS, TLS handshake, timeout).
     #[error("{step}: {url} is unreachable: {reason}")]
     Unreachable { step: Step, url: String, reason: String },
-    /// The server answered with an HTTP error status and no SOAP fault.
-    #[error("{step}: {url} answered HTTP {status}")]
-    HttpStatus { step: Step, url: String, status: u16 },
+    /// The server answered with an HTTP error status and no SOAP fault; `body` is the start of
+    /// what it sent.
+    #[error("{step}: {url} answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    HttpStatus { step: Step, url: String, status: u16, body: String },
     /// The server refused with a SOAP fault (MS-MDE2 §2.2.10).
     #[error("{step}: {url} refused: {fault}")]
     Fault { step: Step, url: String, fault: Box<SoapFault> },
     /// The response broke the protocol.
     #[error("{step}: malformed response from {url}: {error}")]
     Malformed { step: Step, url: String, error: Malformed },
+    /// The Federated sign-in page could not be got through: what was found there.
+    #[error("{step}: {problem}")]
+    SignIn { step: Step, problem: String },
     /// The issued certificate does not fit the request (wrong key, unreadable).
     #[error("{step}: {problem}")]
     Certificate { step: Step, problem: String },
@@ -149,6 +160,7 @@ impl EnrollError {
             EnrollError::HttpStatus { .. }
             | EnrollError::Fault { .. }
             | EnrollError::Malformed { .. }
+            | EnrollError::SignIn { .. }
             | EnrollError::Certificate { .. } => 4,
             EnrollError::Config(_) => 2,
             EnrollError::Local(_) => 5,
@@ -177,6 +189,11 @@ pub struct Enrolled {
     pub root_certs_pem: Vec<String>,
     pub intermediate_certs_pem: Vec<String>,
     pub provisioning: Provisioning,
+    /// Where the server departed from MS-MDE2 in ways Windows tolerates (policy, provisioning
+    /// document), in the order met.
+    pub findings: Vec<EnrollFinding>,
+    /// True when the token came from the Federated sign-in web view.
+    pub signed_in: bool,
 }
 
 impl Enrolled {
@@ -280,8 +297,25 @@ impl Enrolled {
 
 /// The HTTP client for enrollment: extra trusted roots from `ca_cert_pem` (a PEM bundle,
 /// `--ca-cert`), or no certificate checks at all with `insecure` (`--insecure`).
+///
+/// Like the web view of the Windows enrollment, the client keeps cookies (a sign-in page sets
+/// them) and follows redirects within http and https; a redirect to another scheme (the
+/// `ms-app://` appru of a Federated sign-in) is not followed but handed back to the caller.
 pub fn http_client(ca_cert_pem: Option<&[u8]>, insecure: bool) -> Result<reqwest::Client, EnrollError> {
-    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(TIMEOUT);
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        if !matches!(attempt.url().scheme(), "http" | "https") {
+            attempt.stop()
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(TIMEOUT)
+        .cookie_store(true)
+        .redirect(redirects);
     if let Some(pem) = ca_cert_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| EnrollError::Config(format!("--ca-cert is not a PEM certificate bundle: {e}")))?;
@@ -338,16 +372,29 @@ pub async fn enroll(
         .to_xml(&message_id(), discovery_url);
     let text = post(client, Step::Discover, discovery_url, body).await?;
     let discovery = parse(Step::Discover, discovery_url, enroll::parse_discover_response(&text))?;
-    if discovery.auth_policy == AuthPolicy::Federated && matches!(request.auth, AuthToken::OnPremise { .. }) {
-        return Err(EnrollError::Config(format!(
-            "the server asks for Federated authentication{}: pass --token instead of --password",
-            discovery.auth_url.as_deref().map(|u| format!(" (AuthenticationServiceUrl {u})")).unwrap_or_default()
-        )));
+    // Federated with a password: sign in on the AuthenticationServiceUrl page as the web view
+    // of Windows does, and enroll with the token it hands back. `--token` skips the page.
+    let mut auth = request.auth.clone();
+    let mut signed_in = false;
+    if discovery.auth_policy == AuthPolicy::Federated {
+        if let AuthToken::OnPremise { password, .. } = &request.auth {
+            let Some(auth_url) = discovery.auth_url.as_deref() else {
+                return Err(EnrollError::SignIn {
+                    step: Step::Discover,
+                    problem: format!(
+                        "{discovery_url} asks for Federated authentication but names no AuthenticationServiceUrl; pass --token"
+                    ),
+                });
+            };
+            let token = sign_in(client, auth_url, &request.email, Some(password)).await?;
+            auth = AuthToken::Federated { token };
+            signed_in = true;
+        }
     }
 
     let policy = match &discovery.policy_url {
         Some(url) => {
-            let body = enroll::get_policies_body(&message_id(), url, &request.auth);
+            let body = enroll::get_policies_body(&message_id(), url, &auth);
             let text = post(client, Step::Policy, url, body).await?;
             parse(Step::Policy, url, enroll::parse_get_policies_response(&text))?
         }
@@ -368,7 +415,7 @@ pub async fn enroll(
         extra: request.extra_context.clone(),
     };
     let url = discovery.enrollment_url.clone();
-    let text = post(client, Step::Enroll, &url, rst.to_xml(&message_id(), &url, &request.auth)).await?;
+    let text = post(client, Step::Enroll, &url, rst.to_xml(&message_id(), &url, &auth)).await?;
     let doc = parse(Step::Enroll, &url, enroll::parse_rstr(&text))?;
     let provisioning = enroll::parse_provisioning(&doc).map_err(|error| EnrollError::Malformed {
         step: Step::Provisioning,
@@ -391,7 +438,11 @@ pub async fn enroll(
     };
     let key_pem =
         key.private_key_to_pem_pkcs8().map_err(|e| EnrollError::Local(format!("encoding the private key: {e}")))?;
+    let mut findings = policy.findings.clone();
+    findings.extend(provisioning.findings());
     Ok(Enrolled {
+        findings,
+        signed_in,
         device_id: request.device.device_id.clone(),
         discovery,
         policy,
@@ -434,22 +485,25 @@ async fn probe(client: &reqwest::Client, url: &str) -> Result<(), EnrollError> {
         .map_err(|e| unreachable(Step::Probe, url, e))?;
     let status = resp.status().as_u16();
     if status != 200 {
-        return Err(EnrollError::HttpStatus { step: Step::Probe, url: url.to_string(), status });
+        let body = quote(&read_body(Step::Probe, url, resp).await.unwrap_or_default());
+        return Err(EnrollError::HttpStatus { step: Step::Probe, url: url.to_string(), status, body });
     }
     Ok(())
 }
 
-async fn post(client: &reqwest::Client, step: Step, url: &str, body: String) -> Result<String, EnrollError> {
-    let mut resp = client
-        .post(url)
-        .header("Content-Type", enroll::CONTENT_TYPE)
-        .header("User-Agent", USER_AGENT)
-        .timeout(TIMEOUT)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| unreachable(step, url, e))?;
-    let status = resp.status().as_u16();
+/// The start of a refused answer's body, on one line, for an error message.
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String = one_line.chars().take(BODY_QUOTE).collect();
+    if one_line.chars().count() > BODY_QUOTE {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Reads a response body up to [`MAX_BODY`].
+async fn read_body(step: Step, url: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, EnrollError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable(step, url, e))? {
         if bytes.len() + chunk.len() > MAX_BODY {
@@ -465,13 +519,95 @@ async fn post(client: &reqwest::Client, step: Step, url: &str, body: String) -> 
         }
         bytes.extend_from_slice(&chunk);
     }
+    Ok(bytes)
+}
+
+/// The Federated sign-in, as the enrollment web view of Windows runs it: opens
+/// `auth_url?appru=...&login_hint=EMAIL`, fills in and submits sign-in forms (the user and
+/// `password`), follows redirects and cookies, and returns the `wresult` token the last page
+/// posts (or redirects) to `appru`. A page it cannot get through is an error naming the URL
+/// and what the page holds.
+pub async fn sign_in(
+    client: &reqwest::Client,
+    auth_url: &str,
+    email: &str,
+    password: Option<&Secret>,
+) -> Result<Secret, EnrollError> {
+    let step = Step::SignIn;
+    let mut url = webview::sign_in_url(auth_url, email);
+    let mut form: Option<webview::FormSubmit> = None;
+    let mut submitted: Vec<(String, Vec<String>)> = Vec::new();
+    for _ in 0..MAX_WEBVIEW_PAGES {
+        let req = match &form {
+            Some(f) if f.method == "POST" => client.post(&f.action).form(&f.fields),
+            Some(f) => client.get(&f.action).query(&f.fields),
+            None => client.get(&url),
+        };
+        let target = form.as_ref().map_or(url.clone(), |f| f.action.clone());
+        let resp = req.header("User-Agent", USER_AGENT).send().await.map_err(|e| unreachable(step, &target, e))?;
+        let status = resp.status();
+        let page_url = resp.url().to_string();
+        if status.is_redirection() {
+            // Redirects within http(s) were followed: this one leaves the web (appru).
+            let location = resp.headers().get("Location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            return match webview::wresult_in_url(&location) {
+                Some(token) => Ok(Secret::new(token)),
+                None => Err(EnrollError::SignIn {
+                    step,
+                    problem: format!("{page_url} redirected to {location:?}, which carries no wresult token"),
+                }),
+            };
+        }
+        let bytes = read_body(step, &page_url, resp).await?;
+        if !status.is_success() {
+            return Err(EnrollError::HttpStatus { step, url: page_url, status: status.as_u16(), body: quote(&bytes) });
+        }
+        let html = String::from_utf8_lossy(&bytes);
+        match webview::read_page(&html, &page_url, email, password.map(Secret::expose)) {
+            webview::Page::Token(token) => return Ok(Secret::new(token)),
+            webview::Page::Form(next) => {
+                // The same form again after submitting it: the sign-in was refused.
+                let shape = (next.action.clone(), next.fields.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+                if submitted.contains(&shape) {
+                    return Err(EnrollError::SignIn {
+                        step,
+                        problem: format!(
+                            "{page_url} showed its sign-in form again after the credentials of {email} were submitted: the sign-in was refused"
+                        ),
+                    });
+                }
+                submitted.push(shape);
+                url = page_url;
+                form = Some(next);
+            }
+            webview::Page::Unreadable(what) => return Err(EnrollError::SignIn { step, problem: what }),
+        }
+    }
+    Err(EnrollError::SignIn {
+        step,
+        problem: format!("{url}: no wresult token after {MAX_WEBVIEW_PAGES} pages of the sign-in web view"),
+    })
+}
+
+async fn post(client: &reqwest::Client, step: Step, url: &str, body: String) -> Result<String, EnrollError> {
+    let resp = client
+        .post(url)
+        .header("Content-Type", enroll::CONTENT_TYPE)
+        .header("User-Agent", USER_AGENT)
+        .timeout(TIMEOUT)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable(step, url, e))?;
+    let status = resp.status().as_u16();
+    let bytes = read_body(step, url, resp).await?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     if !(200..300).contains(&status) {
         // WCF sends faults with HTTP 500: prefer the fault, it says more than the status.
         if let Err(ResponseError::Fault(fault)) = enroll::soap_fault_of(&text) {
             return Err(EnrollError::Fault { step, url: url.to_string(), fault });
         }
-        return Err(EnrollError::HttpStatus { step, url: url.to_string(), status });
+        return Err(EnrollError::HttpStatus { step, url: url.to_string(), status, body: quote(&bytes) });
     }
     Ok(text)
 }

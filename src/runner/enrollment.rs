@@ -35,6 +35,9 @@ use crate::tree::{Effect, Profile, Tree, TreeState};
 const KEY_FILE: &str = "device.key";
 const CERT_FILE: &str = "device.crt";
 const ROOTS_FILE: &str = "roots.pem";
+/// The CA the user trusted for the server's TLS at enrollment (`--ca-cert`), kept like an
+/// installed trust anchor of a real machine.
+const SERVER_CA_FILE: &str = "server-ca.pem";
 
 /// What to enroll: the user, how they authenticate, and the device that enrolls.
 #[derive(Debug, Clone)]
@@ -72,6 +75,10 @@ pub struct EnrollmentMaterial {
     pub cert_chain_pem: String,
     /// The provisioned roots (PEM bundle), trusted for this device's TLS.
     pub roots_pem: String,
+    /// The trust anchors given for the server's TLS at enrollment (`--ca-cert`, PEM bundle;
+    /// empty when none): trusted for every later session, as a real machine keeps a CA once
+    /// installed.
+    pub server_ca_pem: String,
 }
 
 /// Enrollment material that cannot be read or used.
@@ -90,10 +97,25 @@ impl EnrollmentMaterial {
     pub fn from_enrolled(e: &Enrolled) -> EnrollmentMaterial {
         let mut chain = e.client_cert_pem.clone();
         chain.extend(e.intermediate_certs_pem.iter().map(String::as_str));
-        EnrollmentMaterial { key_pem: e.key_pem.clone(), cert_chain_pem: chain, roots_pem: e.root_certs_pem.concat() }
+        EnrollmentMaterial {
+            key_pem: e.key_pem.clone(),
+            cert_chain_pem: chain,
+            roots_pem: e.root_certs_pem.concat(),
+            server_ca_pem: String::new(),
+        }
     }
 
-    /// Writes `device.key` (0600), `device.crt` and `roots.pem` into `dir` (created, 0700).
+    /// The same material, also trusting `ca_pem` (the `--ca-cert` of the enrollment) for the
+    /// server's TLS in every later session.
+    pub fn trusting(mut self, ca_pem: Option<&[u8]>) -> EnrollmentMaterial {
+        if let Some(pem) = ca_pem {
+            self.server_ca_pem = String::from_utf8_lossy(pem).into_owned();
+        }
+        self
+    }
+
+    /// Writes `device.key` (0600), `device.crt`, `roots.pem` and, when there is one,
+    /// `server-ca.pem` into `dir` (created, 0700).
     pub fn write_to_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         #[cfg(unix)]
@@ -103,6 +125,9 @@ impl EnrollmentMaterial {
         }
         write_private_key(&dir.join(KEY_FILE), &self.key_pem)?;
         std::fs::write(dir.join(CERT_FILE), &self.cert_chain_pem)?;
+        if !self.server_ca_pem.trim().is_empty() {
+            std::fs::write(dir.join(SERVER_CA_FILE), &self.server_ca_pem)?;
+        }
         std::fs::write(dir.join(ROOTS_FILE), &self.roots_pem)
     }
 
@@ -116,6 +141,8 @@ impl EnrollmentMaterial {
             key_pem: Secret::new(read(KEY_FILE)?),
             cert_chain_pem: read(CERT_FILE)?,
             roots_pem: read(ROOTS_FILE)?,
+            // Devices enrolled before the file existed have none.
+            server_ca_pem: if dir.join(SERVER_CA_FILE).exists() { read(SERVER_CA_FILE)? } else { String::new() },
         })
     }
 
@@ -178,7 +205,8 @@ pub fn device_identity(id: &DeviceId, template: &Template) -> DeviceIdentity {
 /// ADDR) as server, PROVIDER-ID as DMClient provider, the provisioned DMAcc and DMClient values
 /// applied to its tree through the tree engine (all or nothing), `enrolled_at = now`. Stores
 /// nothing: persist with [`store_enrolled`] (or keep the material in memory). Conformance
-/// findings of the provisioning document are logged as warnings.
+/// findings of the enrollment are kept in the record's `enrollment.findings` and logged as
+/// warnings.
 pub async fn enroll_device(
     client: &reqwest::Client,
     discovery_url: &str,
@@ -189,8 +217,8 @@ pub async fn enroll_device(
     let mut request = EnrollRequest::new(&opts.email, opts.auth.clone(), identity);
     request.enrollment_type = opts.enrollment_type;
     let enrolled = wire::enroll(client, discovery_url, request).await?;
-    for finding in enrolled.provisioning.findings() {
-        tracing::warn!(device = %opts.id, "provisioning document: {finding}");
+    for finding in &enrolled.findings {
+        tracing::warn!(device = %opts.id, "enrollment: {finding}");
     }
     let device = device_of(&enrolled, discovery_url, opts, now)?;
     Ok((device, EnrollmentMaterial::from_enrolled(&enrolled)))
@@ -218,6 +246,7 @@ pub fn device_of(
         account_uid: record.account_uid,
         client_cert_thumbprint: record.client_cert_thumbprint,
         files: None,
+        findings: enrolled.findings.clone(),
     });
     Ok(device)
 }
@@ -285,8 +314,9 @@ pub fn stored_material(device: &Device, state_dir: &Path) -> Result<Option<Enrol
     }
 }
 
-/// Transport options for an enrolled device: its client certificate for mTLS and its
-/// provisioned roots trusted besides `opts.ca_cert_pem` (`--ca-cert`).
+/// Transport options for an enrolled device: its client certificate for mTLS, and its
+/// provisioned roots and the CA trusted at enrollment trusted besides `opts.ca_cert_pem`
+/// (`--ca-cert`).
 pub fn http_options(
     device: &Device,
     material: &EnrollmentMaterial,
@@ -297,12 +327,15 @@ pub fn http_options(
         .map_err(|e| MaterialError::Identity { device: device.id.to_string(), reason: e.to_string() })?;
     opts.identity = Some(identity);
     opts.signer = Some(material.signer());
-    if !material.roots_pem.trim().is_empty() {
+    for extra in [&material.roots_pem, &material.server_ca_pem] {
+        if extra.trim().is_empty() {
+            continue;
+        }
         let mut pem = opts.ca_cert_pem.take().unwrap_or_default();
         if !pem.is_empty() && !pem.ends_with(b"\n") {
             pem.push(b'\n');
         }
-        pem.extend_from_slice(material.roots_pem.as_bytes());
+        pem.extend_from_slice(extra.as_bytes());
         opts.ca_cert_pem = Some(pem);
     }
     Ok(opts)
@@ -501,6 +534,7 @@ mod tests {
             account_uid: crate::enroll::account_uid("P"),
             client_cert_thumbprint: "AB".into(),
             files: Some(rel.clone()),
+            findings: Vec::new(),
         });
         let now = d.enrolled_at;
         assert!(!handle_effects(&mut d, Some(dir.path()), &[], now).unwrap());

@@ -121,6 +121,7 @@ fn give_enrollment(state: &Path, id: &str) -> String {
         account_uid: "0".into(),
         client_cert_thumbprint: "00".into(),
         files: Some(rel),
+        findings: Vec::new(),
     });
     store.save(&device).unwrap();
     cert
