@@ -71,14 +71,21 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (MsgID {}", self.what, self.why, self.msg_id)?;
+        let mut place = Vec::new();
+        if !self.msg_id.is_empty() {
+            place.push(format!("MsgID {}", self.msg_id));
+        }
         if !self.cmd_id.is_empty() {
-            write!(f, ", {} CmdID {}", self.cmd, self.cmd_id)?;
+            place.push(format!("{} CmdID {}", self.cmd, self.cmd_id));
         }
         if let Some(u) = &self.uri {
-            write!(f, ", {u}")?;
+            place.push(u.clone());
         }
-        f.write_str(")")
+        write!(f, "{}: {}", self.what, self.why)?;
+        if !place.is_empty() {
+            write!(f, " ({})", place.join(", "))?;
+        }
+        Ok(())
     }
 }
 

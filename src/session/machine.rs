@@ -189,6 +189,12 @@ struct Core {
     exec_ms: u64,
     /// The reply held back while keep-alive messages go first, and how many are still due.
     held: Option<(SyncBody, u32)>,
+    /// Every command the device sent that asks for a Status: (MsgID, CmdID, element name).
+    sent_cmds: Vec<(u32, String, String)>,
+    /// Those of `sent_cmds` no Status has answered yet.
+    unstatused: Vec<(u32, String, String)>,
+    /// A `missing-final` finding was recorded (once per session is enough).
+    missing_final: bool,
 }
 
 /// When a session sends keep-alive messages (DMClient `EnableOmaDmKeepAliveMessage`, seed
@@ -261,6 +267,51 @@ impl Core {
         Failed { summary, error }
     }
 
+    /// Notes the commands of client message `msg_id` that the server must answer with a Status
+    /// (everything but Status and Results).
+    fn expect_statuses(&mut self, msg_id: u32, commands: &[Command]) {
+        for c in commands {
+            if matches!(c, Command::Status(_) | Command::Results(_)) {
+                continue;
+            }
+            let entry = (msg_id, c.cmd_id().to_string(), c.name().to_string());
+            self.sent_cmds.push(entry.clone());
+            self.unstatused.push(entry);
+        }
+    }
+
+    /// A finding about the server message `msg_id` as a whole.
+    fn header_finding(&mut self, what: &str, msg_id: &str, why: String) {
+        self.summary.findings.push(Finding {
+            what: what.into(),
+            msg_id: msg_id.to_string(),
+            cmd_id: String::new(),
+            cmd: "SyncHdr".into(),
+            uri: None,
+            why,
+        });
+    }
+
+    /// The server has answered client message `reply_to`: its commands that got no Status are
+    /// findings (`command-not-statused`); Windows carries on without them.
+    fn check_statused(&mut self, reply_to: u32, server_msg: &str) {
+        let (missed, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.unstatused).into_iter().partition(|(m, _, _)| *m <= reply_to);
+        self.unstatused = rest;
+        for (m, cmd_id, cmd) in missed {
+            self.summary.findings.push(Finding {
+                what: "command-not-statused".into(),
+                msg_id: server_msg.to_string(),
+                cmd_id: cmd_id.clone(),
+                cmd: cmd.clone(),
+                uri: None,
+                why: format!(
+                    "the server answered client message {m} without a Status for its {cmd} CmdID {cmd_id} (OMA DM asks for one per command); Windows carries on without it"
+                ),
+            });
+        }
+    }
+
     fn record_effects(&mut self, effects: Vec<Effect>) {
         for e in effects {
             self.summary.effects.push(EffectRecord::from(&e));
@@ -294,6 +345,9 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         last_chal: None,
         exec_ms: 0,
         held: None,
+        sent_cmds: Vec::new(),
+        unstatused: Vec::new(),
+        missing_final: false,
         gate,
         cfg,
     };
@@ -316,6 +370,7 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
     let devinfo = devinfo_items(&core.cfg.device_id, cx);
     body.push(Command::Replace(ItemCmd { items: devinfo, ..ItemCmd::default() }));
     core.package1 = body.commands.clone();
+    core.expect_statuses(1, &body.commands);
     let msg = SyncMl { hdr: core.header(1), body: SyncBody { commands: body.commands, final_: true } };
     core.sent.push(1);
     core.summary.messages_sent = 1;
@@ -441,6 +496,19 @@ impl AwaitingServer {
     /// An empty answer to a keep-alive message ends the session too; the reply it held back is
     /// never sent, which is recorded as a finding (`ended-while-pending`).
     pub fn receive_empty(mut self, cx: &mut DeviceCx<'_>) -> Finished {
+        let reply_to = self.awaiting_reply_to();
+        if reply_to == 1 && self.core.held.is_none() {
+            // Fleet ends sessions with an empty answer to the device's last message; as the
+            // answer to package 1 it means the server did nothing at all.
+            self.core.unstatused.clear();
+            self.core.header_finding(
+                "empty-reply-to-package-1",
+                "",
+                "the server answered package 1 with an empty HTTP 200: no SyncHdr status, no Status for the session alert or DevInfo, no command; Windows ends the session as completed".into(),
+            );
+        } else if self.core.held.is_none() {
+            self.core.check_statused(reply_to, "");
+        }
         if self.core.held.take().is_some() {
             let msg_id = self.awaiting_reply_to().to_string();
             self.core.summary.findings.push(Finding {
@@ -485,6 +553,7 @@ impl AwaitingServer {
             Ok(Some(cred)) => {
                 // Challenged and answered: package 1 again, with credentials (§1.9 step 3).
                 core.cfg.cred = Some(cred);
+                core.unstatused.clear();
                 let commands = core.package1.clone();
                 return core.send(SyncBody { commands, final_: true }, cx);
             }
@@ -494,6 +563,25 @@ impl AwaitingServer {
             core.resp_uri = Some(uri.to_string());
         }
         let server_msg = msg.hdr.msg_id.as_str();
+        let reply_to = core.sent.last().copied().unwrap_or(1);
+        core.check_statused(reply_to, server_msg);
+        // A server message that carries no command (only Status/Results) ends the session,
+        // Final or not: a Status-only message cannot be part of an unfinished package, and
+        // answering it with Alert 1222 would loop with servers that never send Final.
+        let has_commands = msg.body.commands.iter().any(|c| !matches!(c, Command::Status(_) | Command::Results(_)));
+        if !has_commands && !msg.body.final_ && core.held.is_none() {
+            if !core.missing_final {
+                core.missing_final = true;
+                core.header_finding(
+                    "missing-final",
+                    server_msg,
+                    "the server message has no <Final/> and no command (only Status/Results): its package is over, so Windows ends the session instead of asking for the next message (Alert 1222)".into(),
+                );
+            }
+            let chal = core.last_chal.clone();
+            let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
+            return Next::Finished(Finished { summary, effects, chal });
+        }
         if let Some((held, due)) = core.held.take() {
             return core.after_keep_alive(msg, held, due, cx);
         }
@@ -748,6 +836,7 @@ impl Core {
         }
         let msg_id = self.sent.last().copied().unwrap_or(0) + 1;
         self.sent.push(msg_id);
+        self.expect_statuses(msg_id, &body.commands);
         self.summary.messages_sent += 1;
         let reply = SyncMl { hdr: self.header(msg_id), body };
         Next::Send(AwaitingServer { core: self }, reply)
@@ -793,11 +882,31 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
             });
         }
     }
+    let reply_to = core.sent.last().copied().unwrap_or(1);
     for cmd in &msg.body.commands {
         let Command::Status(s) = cmd else { continue };
         let code = StatusCode::parse(&s.data).map_or(0, StatusCode::code);
         *core.summary.statuses_received.entry(code).or_default() += 1;
         if s.cmd_ref.trim() != "0" {
+            let m = s.msg_ref.trim().parse::<u32>().unwrap_or(reply_to);
+            let cmd_ref = s.cmd_ref.trim();
+            if let Some(i) = core.unstatused.iter().position(|(um, id, _)| *um == m && id == cmd_ref) {
+                core.unstatused.remove(i);
+            } else if !core.sent_cmds.iter().any(|(sm, id, _)| *sm == m && id == cmd_ref) {
+                let sent: Vec<String> =
+                    core.sent_cmds.iter().filter(|(sm, _, _)| *sm == m).map(|(_, id, c)| format!("{c} {id}")).collect();
+                core.summary.findings.push(Finding {
+                    what: "status-unknown-cmdref".into(),
+                    msg_id: hdr.msg_id.clone(),
+                    cmd_id: s.cmd_id.clone(),
+                    cmd: "Status".into(),
+                    uri: None,
+                    why: format!(
+                        "the Status names CmdRef {cmd_ref} of client message {m}, a command the device never sent (it sent {}); Windows ignores it",
+                        if sent.is_empty() { "no command that asks for a Status".to_string() } else { sent.join(", ") }
+                    ),
+                });
+            }
             continue;
         }
         if let Some(c) = &s.chal {
@@ -953,6 +1062,12 @@ mod tests {
         }
     }
 
+    /// The rules of `findings` other than the Status bookkeeping of [`server`] messages, which
+    /// status only the SyncHdr (`command-not-statused`).
+    fn gate_rules(findings: &[Finding]) -> Vec<&str> {
+        findings.iter().map(|f| f.what.as_str()).filter(|w| *w != "command-not-statused").collect()
+    }
+
     fn item_cmd(id: &str, uri: &str, data: Option<&str>) -> ItemCmd {
         ItemCmd {
             cmd_id: id.into(),
@@ -1081,6 +1196,91 @@ mod tests {
         assert!(!reply.body.final_);
         let Some(Command::Alert(a)) = reply.body.commands.last() else { panic!("{:?}", reply.body.commands) };
         assert_eq!(a.data, "1222");
+    }
+
+    /// The Statuses a polite server sends for every command of client message `msg`.
+    fn acks(msg: &SyncMl) -> Vec<Command> {
+        msg.body
+            .commands
+            .iter()
+            .filter(|c| !matches!(c, Command::Status(_) | Command::Results(_)))
+            .enumerate()
+            .map(|(i, c)| {
+                Command::Status(Status {
+                    cmd_id: format!("a{i}"),
+                    msg_ref: msg.hdr.msg_id.clone(),
+                    cmd_ref: c.cmd_id().to_string(),
+                    cmd: c.name().to_string(),
+                    data: "200".into(),
+                    ..Status::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Servers that never send Final (Fleet's style): commands get their statuses and 1222, the
+    /// Status-only answer then ends the session with one `missing-final` finding, never a loop.
+    #[test]
+    fn a_status_only_message_without_final_ends_the_session() {
+        let mut rig = Rig::new();
+        let (s, p1) = rig.start();
+        let mut cmds = acks(&p1);
+        cmds.push(Command::Get(item_cmd("g", "./DevInfo/DmV", None)));
+        let (s, reply) = send(s.receive_message(&server("1", cmds, false), &mut rig.cx()));
+        let Some(Command::Alert(a)) = reply.body.commands.last() else { panic!("{:?}", reply.body.commands) };
+        assert_eq!(a.data, "1222");
+        let mut answer = server("2", acks(&reply), false);
+        if let Command::Status(st) = &mut answer.body.commands[0] {
+            st.msg_ref = "2".into();
+        }
+        let Next::Finished(done) = s.receive_message(&answer, &mut rig.cx()) else { panic!("the session must end") };
+        assert_eq!(done.summary.outcome, Outcome::Completed);
+        let rules: Vec<&str> = done.summary.findings.iter().map(|f| f.what.as_str()).collect();
+        assert_eq!(rules, ["missing-final"]);
+        assert_eq!(done.summary.findings[0].msg_id, "2");
+        assert_eq!(done.summary.messages_sent, 2);
+
+        // Status-only at once, no Final: over, same finding.
+        let (s, p1) = rig.start();
+        let Next::Finished(done) = s.receive_message(&server("1", acks(&p1), false), &mut rig.cx()) else { panic!() };
+        assert_eq!(done.summary.findings.iter().map(|f| f.what.as_str()).collect::<Vec<_>>(), ["missing-final"]);
+        // With Final: over, no finding.
+        let (s, p1) = rig.start();
+        let Next::Finished(done) = s.receive_message(&server("1", acks(&p1), true), &mut rig.cx()) else { panic!() };
+        assert!(done.summary.findings.is_empty(), "{:?}", done.summary.findings);
+    }
+
+    #[test]
+    fn an_empty_answer_to_package_one_is_a_finding() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let done = s.receive_empty(&mut rig.cx());
+        assert_eq!(done.summary.outcome, Outcome::Completed);
+        let rules: Vec<&str> = done.summary.findings.iter().map(|f| f.what.as_str()).collect();
+        assert_eq!(rules, ["empty-reply-to-package-1"]);
+        // An empty answer to a later message is how sessions end: no finding.
+        let (s, p1) = rig.start();
+        let get = Command::Get(item_cmd("g", "./DevInfo/DmV", None));
+        let mut cmds = acks(&p1);
+        cmds.push(get);
+        let (s, _) = send(s.receive_message(&server("1", cmds, true), &mut rig.cx()));
+        assert!(s.receive_empty(&mut rig.cx()).summary.findings.is_empty());
+    }
+
+    #[test]
+    fn statuses_for_unknown_commands_and_missing_statuses_are_findings() {
+        let mut rig = Rig::new();
+        let (s, p1) = rig.start();
+        let mut cmds = acks(&p1);
+        let Command::Status(first) = cmds.remove(0) else { panic!() };
+        cmds.push(Command::Status(Status { cmd_ref: "99".into(), cmd_id: "x".into(), ..first.clone() }));
+        cmds.push(Command::Get(item_cmd("g", "./DevInfo/DmV", None)));
+        let (s, _) = send(s.receive_message(&server("1", cmds, true), &mut rig.cx()));
+        let f = &s.summary().findings;
+        let rules: Vec<&str> = f.iter().map(|f| f.what.as_str()).collect();
+        assert_eq!(rules, ["status-unknown-cmdref", "command-not-statused"], "{f:#?}");
+        assert!(f[0].why.contains("CmdRef 99") && f[0].why.contains("Alert 1"), "{}", f[0]);
+        assert_eq!((f[1].cmd.as_str(), f[1].cmd_id.as_str()), (first.cmd.as_str(), first.cmd_ref.as_str()));
     }
 
     #[test]
@@ -1343,8 +1543,9 @@ mod tests {
         assert_eq!(codes, ["0=200", "r=405", "at=405", "c1=215"]);
         assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
         let f = s.receive_empty(&mut rig.cx());
-        assert_eq!(f.summary.findings.len(), 2);
-        assert_eq!(f.summary.findings[0].what, "machine-mode-write");
+        let rules = gate_rules(&f.summary.findings);
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(rules[0], "machine-mode-write");
         assert_eq!(f.summary.mode, Mode::Machine);
         assert_eq!(f.summary.trigger, Trigger::Reboot);
     }
@@ -1400,7 +1601,7 @@ mod tests {
                 })
                 .collect();
             assert_eq!(refs, [("2", "0"), ("1", "g1"), ("1", "g2"), ("1", "g3")].map(|(m, c)| (m.into(), c.into())));
-            assert_eq!(s.summary().findings[0].what, "command-while-pending");
+            assert_eq!(gate_rules(&s.summary().findings)[0], "command-while-pending");
             assert_eq!(rig.state.value("DevInfo/Man"), Some("Contoso"));
         }
     }
@@ -1423,7 +1624,7 @@ mod tests {
         assert!(!reply.body.final_);
         assert_eq!(s.summary().keep_alives, 1);
         let done = s.receive_empty(&mut rig.cx());
-        assert_eq!(done.summary.findings[0].what, "ended-while-pending");
+        assert_eq!(gate_rules(&done.summary.findings), ["ended-while-pending"]);
     }
 
     #[test]

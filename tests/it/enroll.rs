@@ -402,10 +402,13 @@ async fn bad_provisioning_wrong_certificate_and_unreachable_servers_are_named() 
     assert!(matches!(err, EnrollError::Certificate { .. }), "{err}");
     assert!(err.to_string().contains("not for the key"), "{err}");
 
+    // Federated with a password: the web view opens the AuthenticationServiceUrl, which this
+    // server does not serve; the error names the page and what it answered.
     let (_srv, url) = start(Behaviour::Federated, 2048).await;
     let err = enroll(&reqwest::Client::new(), &url, request(password())).await.unwrap_err();
-    assert!(matches!(err, EnrollError::Config(_)), "{err}");
-    assert_eq!(err.exit_code(), 2);
+    assert!(matches!(err, EnrollError::HttpStatus { step: Step::SignIn, .. }), "{err}");
+    assert!(err.to_string().contains("/Auth?appru=ms%2Dapp"), "{err}");
+    assert_eq!(err.exit_code(), 4);
 
     // A port nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -307,7 +307,8 @@ fn sync_prints_a_json_summary_writes_a_transcript_and_tree_shows_the_change() {
     assert_eq!(j["trigger"], "manual");
     assert_eq!(j["messages_sent"], 2);
     assert_eq!(j["messages_received"], 1);
-    assert_eq!(j["commands_received"], serde_json::json!({"Add": 1, "Delete": 1, "Get": 1, "Replace": 1, "Status": 1}));
+    // Statuses: the SyncHdr's and one for each of package 1's three commands.
+    assert_eq!(j["commands_received"], serde_json::json!({"Add": 1, "Delete": 1, "Get": 1, "Replace": 1, "Status": 4}));
     assert_eq!(j["statuses_sent"], serde_json::json!({"200": 2, "405": 1, "418": 1}));
 
     let sent = server.device_messages();

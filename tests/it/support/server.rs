@@ -2,7 +2,8 @@
 //! step of its script, and records every request (path with query, headers, body).
 //!
 //! Each [`Reply::Syncml`] is built from the device message it answers: same SessionID, MsgID
-//! mirrored (as Fleet does), a SyncHdr Status referring to the device's MsgID, then the scripted
+//! mirrored (as Fleet does), a SyncHdr Status referring to the device's MsgID, a Status 200 for
+//! each command of the device message (as a well-behaved server sends), then the scripted
 //! commands. Other replies produce faults: HTTP errors, a body cut mid-way, malformed XML, an
 //! answer that never comes. When the script runs out the server answers 500, so a test that
 //! expects fewer exchanges fails visibly. The server thread stops when the handle is dropped.
@@ -251,6 +252,19 @@ fn build(req: &Request, m: &ServerMsg) -> SyncMl {
         data: "200".into(),
         ..Status::default()
     })];
+    if m.msg_ref.is_none() {
+        let to_status = dev.body.commands.iter().filter(|c| !matches!(c, Command::Status(_) | Command::Results(_)));
+        for (i, c) in to_status.enumerate() {
+            commands.push(Command::Status(Status {
+                cmd_id: format!("ack{}", i + 1),
+                msg_ref: dev.hdr.msg_id.clone(),
+                cmd_ref: c.cmd_id().to_string(),
+                cmd: c.name().to_string(),
+                data: "200".into(),
+                ..Status::default()
+            }));
+        }
+    }
     commands.extend(m.commands.iter().cloned());
     SyncMl {
         hdr: SyncHdr {
