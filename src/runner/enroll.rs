@@ -376,20 +376,18 @@ pub async fn enroll(
     // of Windows does, and enroll with the token it hands back. `--token` skips the page.
     let mut auth = request.auth.clone();
     let mut signed_in = false;
-    if discovery.auth_policy == AuthPolicy::Federated {
-        if let AuthToken::OnPremise { password, .. } = &request.auth {
-            let Some(auth_url) = discovery.auth_url.as_deref() else {
-                return Err(EnrollError::SignIn {
-                    step: Step::Discover,
-                    problem: format!(
-                        "{discovery_url} asks for Federated authentication but names no AuthenticationServiceUrl; pass --token"
-                    ),
-                });
-            };
-            let token = sign_in(client, auth_url, &request.email, Some(password)).await?;
-            auth = AuthToken::Federated { token };
-            signed_in = true;
-        }
+    if let (AuthPolicy::Federated, AuthToken::OnPremise { password, .. }) = (&discovery.auth_policy, &request.auth) {
+        let Some(auth_url) = discovery.auth_url.as_deref() else {
+            return Err(EnrollError::SignIn {
+                step: Step::Discover,
+                problem: format!(
+                    "{discovery_url} asks for Federated authentication but names no AuthenticationServiceUrl; pass --token"
+                ),
+            });
+        };
+        let token = sign_in(client, auth_url, &request.email, Some(password)).await?;
+        auth = AuthToken::Federated { token };
+        signed_in = true;
     }
 
     let policy = match &discovery.policy_url {
