@@ -62,11 +62,9 @@ impl Preset {
                 soap_fault_http_200: true,
                 ..standard
             },
-            Preset::Minimal => Compat {
-                cmd_ids: CmdIds::Numeric,
-                policy_response: PolicyResponse::NilUndeclared,
-                ..standard
-            },
+            Preset::Minimal => {
+                Compat { cmd_ids: CmdIds::Numeric, policy_response: PolicyResponse::NilUndeclared, ..standard }
+            }
         }
     }
 }

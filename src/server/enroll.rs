@@ -38,7 +38,8 @@ const B64_ENCODING: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
 /// The BinarySecurityToken ValueType of a token from the Federated authentication page
 /// (MS-MDE2 §2.2.9.2: DeviceEnrollmentUserToken).
-const USER_TOKEN: &str = "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+const USER_TOKEN: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
 /// What AAUTHDATA says when the compat switch `aauthdata_nonce` is on: the word itself.
 const LITERAL_NONCE: &str = "nonce";
 
@@ -128,7 +129,10 @@ pub fn discover(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let federated = ctx.compat.federated && email_shaped(email);
     // MS-MDE2 §2.2.9.2: AuthenticationServiceUrl follows EnrollmentServiceUrl, Federated only.
     let (policy, auth_url) = if federated {
-        ("Federated", format!("<AuthenticationServiceUrl>{}</AuthenticationServiceUrl>", esc(&format!("{base}{AUTH_PATH}"))))
+        (
+            "Federated",
+            format!("<AuthenticationServiceUrl>{}</AuthenticationServiceUrl>", esc(&format!("{base}{AUTH_PATH}"))),
+        )
     } else {
         ("OnPremise", String::new())
     };

@@ -40,13 +40,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::{Form, Router};
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{StatusCode as HttpStatus, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
+use axum::{Form, Router};
 use chrono::{DateTime, Utc};
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509VerifyResult;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::compat::AuthPage;
 use super::config::Config;
@@ -21,6 +21,9 @@ use super::xml::esc;
 
 /// The path of the authentication page.
 pub const AUTH_PATH: &str = "/EnrollmentServer/Auth";
+
+/// What a query value must escape: everything but RFC 3986 unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// The tokens this server issued, each with the user it stands for.
 #[derive(Debug, Default)]
@@ -192,7 +195,7 @@ fn js_string(text: &str) -> String {
 /// `appru` with `wresult=<token>` added to its query.
 fn redirect_location(appru: &str, token: &str) -> String {
     let sep = if appru.contains('?') { '&' } else { '?' };
-    format!("{appru}{sep}wresult={}", utf8_percent_encode(token, NON_ALPHANUMERIC))
+    format!("{appru}{sep}wresult={}", utf8_percent_encode(token, QUERY_VALUE))
 }
 
 #[cfg(test)]
