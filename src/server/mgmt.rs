@@ -1231,6 +1231,32 @@ mod tests {
     }
 
     #[test]
+    fn compat_switches_shape_the_messages() {
+        let text = "[management]\nauth = 'none'\n[dmclient]\npush_pfn = 'P'\n[compat]\npreset = 'fleet'\ncmd_ids = 'numeric'\n";
+        let mut m = Mgmt::new(Arc::new(Config::parse(text, "t").unwrap()), Vec::new());
+        let handle = |m: &mut Mgmt, message| {
+            let inc = Incoming { msg: message, mode: None, cert_cn: None, user_agent_origin: None, now: Utc::now() };
+            match m.handle(inc) {
+                Reply::Message(r) => Some(*r),
+                Reply::End => None,
+            }
+        };
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let r = handle(&mut m, msg("1", "1", pkg1)).unwrap();
+        assert!(!r.body.final_);
+        let ids: Vec<_> = r.body.commands.iter().map(|c| c.cmd_id().to_string()).collect();
+        assert_eq!(ids, ["1", "2"], "SyncHdr Status, no Status for the Alert, then the Add");
+        let ok = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Add</Cmd><Data>200</Data></Status>",
+            r.body.commands[1].cmd_id()
+        );
+        let end = handle(&mut m, msg("1", "2", &ok)).expect("a Status-only message ends the session");
+        assert_eq!(end.body.commands.len(), 1);
+        assert!(matches!(&end.body.commands[0], Command::Status(s) if s.cmd == "SyncHdr"));
+        assert!(m.record("DEV1").unwrap().checkins[0].completed);
+    }
+
+    #[test]
     fn locuri_segments_are_encoded() {
         assert_eq!(enc("{AB}"), "%7BAB%7D");
         assert_eq!(enc("MS DM Server"), "MS%20DM%20Server");
