@@ -37,7 +37,7 @@ const PROVISION_DOC: &str =
 const B64_ENCODING: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
 /// The BinarySecurityToken ValueType of a token from the Federated authentication page
-/// (MS-MDE2 §2.2.9.2: DeviceEnrollmentUserToken).
+/// (MS-MDE2, the Federated security token; Learn "Federated authentication device enrollment").
 const USER_TOKEN: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
 /// What AAUTHDATA says when the compat switch `aauthdata_nonce` is on: the word itself.
@@ -127,7 +127,7 @@ pub fn discover(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let base = ctx.base;
     let email = req.find("EmailAddress").map(|e| e.trimmed()).unwrap_or_default();
     let federated = ctx.compat.federated && email_shaped(email);
-    // MS-MDE2 §2.2.9.2: AuthenticationServiceUrl follows EnrollmentServiceUrl, Federated only.
+    // MS-MDE2 DiscoverResult: AuthenticationServiceUrl comes last, and only for Federated.
     let (policy, auth_url) = if federated {
         (
             "Federated",
@@ -145,7 +145,7 @@ pub fn discover(body: &str, ctx: &Ctx<'_>) -> SoapReply {
 }
 
 /// `POST Policy.svc`: MS-XCEP GetPoliciesResponse, 2048-bit keys, SHA-256; or (compat
-/// `policy_response`) a nil `response`, which MS-XCEP §3.1.4.1.3.23 allows and after which the
+/// `policy_response`) a nil `response` (the element is nillable in MS-XCEP), after which the
 /// Windows client uses its defaults.
 pub fn policies(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let env = match envelope(body) {

@@ -299,7 +299,7 @@ impl Mgmt {
         });
         let same_session = dev.session.as_ref().is_some_and(|(id, _)| *id == msg.hdr.session_id);
         if session_alert.is_none() && dev.ended_session.as_deref() == Some(msg.hdr.session_id.as_str()) {
-            // MS-MDM §3.1.5.1: a message without commands ends the session; nothing answers it.
+            // MS-MDM: a message without commands ends the session; nothing answers it.
             dev.record.findings.push(format!(
                 "session {} message {}: the device answered our message that had no commands (the session was over)",
                 msg.hdr.session_id, msg.hdr.msg_id
