@@ -1,5 +1,6 @@
 //! `mdmsim server`: runs the embedded reference MDM server until Ctrl-C and prints where to
-//! point devices (base URL, discovery URL) and which CA file to trust.
+//! point devices (base URL, discovery URL) and which CA file to trust. `--compat` makes it
+//! answer like a real-world server (see docs/server-compat.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use mdmsim::server::{self, Config, ServerError, ServerOptions};
+use mdmsim::server::{self, Config, Preset, ServerError, ServerOptions};
 
 use super::exit::{STATE, USAGE, fail};
 
@@ -35,6 +36,17 @@ pub struct ServerArgs {
     /// `mdmsim device new` and `mdmsim scenario run`).
     #[arg(long, value_enum)]
     auth: Option<mdmsim::server::AuthMode>,
+    /// Answer like a real-world server, overriding the config's [compat] preset (its single
+    /// switches still apply): standard (MS-MDE2/MS-MDM as written; the default), fleet (as
+    /// fleetdm/fleet does: AAUTHDATA "nonce", no <Final/>, Status-only replies, UUID CmdIDs,
+    /// no Status for Alerts, SOAP faults in HTTP 200), or minimal (numbered CmdIDs, a nil
+    /// MS-XCEP policy response). The switches are listed in docs/server-compat.md.
+    #[arg(long, value_name = "PRESET", value_parser = parse_preset)]
+    compat: Option<Preset>,
+}
+
+fn parse_preset(text: &str) -> Result<Preset, String> {
+    text.parse()
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +60,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(auth) = args.auth {
         config.management.auth = auth;
     }
+    if let Some(preset) = args.compat {
+        config.compat.preset = preset;
+    }
+    let compat = config.compat.preset;
+    let federated = config.compat().federated;
     let users: Vec<String> = config.users.iter().map(|u| u.name.clone()).collect();
     let opts = ServerOptions {
         listen: args.listen,
@@ -78,6 +95,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             println!("  CA to trust:   {}", handle.ca_file.display());
         }
         println!("  users:         {}", users.join(", "));
+        println!("  compatibility: {compat}");
+        if federated {
+            println!("  sign-in page:  {}{}", handle.base_url, server::AUTH_PATH);
+        }
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await.map_err(|e| fail(STATE, format!("cannot wait for Ctrl-C: {e}")))?;
         handle.shutdown().await;

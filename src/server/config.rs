@@ -1,6 +1,6 @@
 //! The reference server's configuration (TOML): users, enrollment options, the management
 //! policies it applies (DMClient poll schedule and push PFN, app installs, inventory reads,
-//! unenroll) and how it trusts management requests.
+//! unenroll), how it trusts management requests, and its compatibility mode (`[compat]`).
 //!
 //! Owns parsing and checking the file. It does not apply anything: `mgmt.rs` turns the policies
 //! into commands, `enroll.rs` uses the users and the poll values. The shipped defaults are
@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::compat::{Compat, CompatConfig};
 
 /// The compiled-in default configuration (`fixtures/server/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../fixtures/server/default.toml");
@@ -36,6 +38,9 @@ pub struct Config {
     /// EnterpriseAppManagement installs.
     #[serde(default)]
     pub apps: Vec<App>,
+    /// How closely to imitate a real-world server (`[compat]`, see `compat.rs`).
+    #[serde(default)]
+    pub compat: CompatConfig,
     /// Where the config file was read from (relative app files resolve against its folder).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -209,6 +214,11 @@ impl Config {
         let mut config = Config::parse(&text, &file)?;
         config.base_dir = path.parent().map(Path::to_path_buf);
         Ok(config)
+    }
+
+    /// The compatibility switches in force (the `[compat]` preset and its overrides).
+    pub fn compat(&self) -> Compat {
+        self.compat.resolve()
     }
 
     /// Parses and checks config text; `file` names it in errors.

@@ -2,18 +2,23 @@
 //! MS-XCEP GetPolicies and MS-WSTEP RequestSecurityToken, answering with the provisioning
 //! document (§3.5) or a SOAP fault with the MS-MDE2 subcode.
 //!
-//! Owns reading the SOAP requests, checking OnPremise credentials (or an enrollment token when
-//! configured) and writing the responses. Certificate issuance is `pki.rs`; the device's
-//! app-layer credentials are handed to `mgmt.rs`. No HTTP here: `mod.rs` routes the bodies.
+//! Owns reading the SOAP requests, checking OnPremise credentials (or an enrollment token: one
+//! the Federated authentication page issued, or one the config accepts) and writing the
+//! responses, shaped by the compat switches (Federated discovery, the nil MS-XCEP response, the
+//! literal `nonce` AAUTHDATA). Certificate issuance is `pki.rs`; the pages that issue tokens
+//! are `sts.rs`; the device's app-layer credentials are handed to `mgmt.rs`. No HTTP here:
+//! `mod.rs` routes the bodies.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::compat::{Compat, PolicyResponse};
 use super::config::Config;
 use super::mgmt::{Creds, fresh_nonce};
 use super::pki::{Pki, PkiError, common_name};
 use super::records::EnrollmentRecord;
+use super::sts::{AUTH_PATH, IssuedTokens, email_shaped};
 use super::xml::{self, Element, esc};
 
 /// SOAP 1.2 content type of every enrollment answer.
@@ -31,6 +36,12 @@ const PROVISION_DOC: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
 const B64_ENCODING: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
+/// The BinarySecurityToken ValueType of a token from the Federated authentication page
+/// (MS-MDE2, the Federated security token; Learn "Federated authentication device enrollment").
+const USER_TOKEN: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+/// What AAUTHDATA says when the compat switch `aauthdata_nonce` is on: the word itself.
+const LITERAL_NONCE: &str = "nonce";
 
 /// A SOAP fault of MS-MDE2 §2.2.10 (PROTOCOL.md §3.4), with what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +96,10 @@ pub struct Ctx<'a> {
     /// `https://host:port` (no trailing slash).
     pub base: &'a str,
     pub now: DateTime<Utc>,
+    /// The compat switches in force.
+    pub compat: Compat,
+    /// The tokens the Federated authentication page issued.
+    pub tokens: &'a IssuedTokens,
 }
 
 /// A successful enrollment, for the server's records and app-layer auth.
@@ -94,7 +109,9 @@ pub struct Enrolled {
     pub creds: Creds,
 }
 
-/// `POST Discovery.svc`: the DiscoverResponse (AuthPolicy OnPremise).
+/// `POST Discovery.svc`: the DiscoverResponse: AuthPolicy OnPremise, or (compat `federated`)
+/// Federated with this server's authentication page for an e-mail-shaped address, whatever
+/// policies the client listed.
 pub fn discover(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let env = match envelope(body) {
         Ok(e) => e,
@@ -108,15 +125,28 @@ pub fn discover(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let requested = req.find("RequestVersion").and_then(|v| v.trimmed().parse::<f32>().ok()).unwrap_or(4.0);
     let version = if requested >= 5.0 { "5.0" } else { "4.0" };
     let base = ctx.base;
+    let email = req.find("EmailAddress").map(|e| e.trimmed()).unwrap_or_default();
+    let federated = ctx.compat.federated && email_shaped(email);
+    // MS-MDE2 DiscoverResult: AuthenticationServiceUrl comes last, and only for Federated.
+    let (policy, auth_url) = if federated {
+        (
+            "Federated",
+            format!("<AuthenticationServiceUrl>{}</AuthenticationServiceUrl>", esc(&format!("{base}{AUTH_PATH}"))),
+        )
+    } else {
+        ("OnPremise", String::new())
+    };
     let body = format!(
-        r#"<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><DiscoverResponse xmlns="{NS_ENROLL}"><DiscoverResult><AuthPolicy>OnPremise</AuthPolicy><EnrollmentVersion>{version}</EnrollmentVersion><EnrollmentPolicyServiceUrl>{}</EnrollmentPolicyServiceUrl><EnrollmentServiceUrl>{}</EnrollmentServiceUrl></DiscoverResult></DiscoverResponse></s:Body>"#,
+        r#"<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><DiscoverResponse xmlns="{NS_ENROLL}"><DiscoverResult><AuthPolicy>{policy}</AuthPolicy><EnrollmentVersion>{version}</EnrollmentVersion><EnrollmentPolicyServiceUrl>{}</EnrollmentPolicyServiceUrl><EnrollmentServiceUrl>{}</EnrollmentServiceUrl>{auth_url}</DiscoverResult></DiscoverResponse></s:Body>"#,
         esc(&format!("{base}/EnrollmentServer/Policy.svc")),
         esc(&format!("{base}/EnrollmentServer/Enrollment.svc")),
     );
     SoapReply { status: 200, body: envelope_out(ACTION_DISCOVER_RESP, relates.as_deref(), "", &body) }
 }
 
-/// `POST Policy.svc`: MS-XCEP GetPoliciesResponse, 2048-bit keys, SHA-256.
+/// `POST Policy.svc`: MS-XCEP GetPoliciesResponse, 2048-bit keys, SHA-256; or (compat
+/// `policy_response`) a nil `response` (the element is nillable in MS-XCEP), after which the
+/// Windows client uses its defaults.
 pub fn policies(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     let env = match envelope(body) {
         Ok(e) => e,
@@ -126,12 +156,21 @@ pub fn policies(body: &str, ctx: &Ctx<'_>) -> SoapReply {
     if env.find("GetPolicies").is_none() {
         return fault(&Fault::MessageFormat("no GetPolicies element in the body".into()), relates.as_deref(), ctx.now);
     }
-    if let Err(f) = authenticate(&env, ctx.config) {
+    if let Err(f) = authenticate(&env, ctx) {
         return fault(&f, relates.as_deref(), ctx.now);
     }
-    let body = r#"<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><GetPoliciesResponse xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy"><response><policyID/><policyFriendlyName xsi:nil="true"/><nextUpdateHours xsi:nil="true"/><policiesNotChanged xsi:nil="true"/><policies><policy><policyOIDReference>0</policyOIDReference><cAs xsi:nil="true"/><attributes><commonName>mdmsim</commonName><policySchema>3</policySchema><certificateValidity><validityPeriodSeconds>31536000</validityPeriodSeconds><renewalPeriodSeconds>3456000</renewalPeriodSeconds></certificateValidity><permission><enroll>true</enroll><autoEnroll>false</autoEnroll></permission><privateKeyAttributes><minimalKeyLength>2048</minimalKeyLength><keySpec xsi:nil="true"/><keyUsageProperty xsi:nil="true"/><permissions xsi:nil="true"/><algorithmOIDReference xsi:nil="true"/><cryptoProviders xsi:nil="true"/></privateKeyAttributes><revision><majorRevision>101</majorRevision><minorRevision>0</minorRevision></revision><supersededPolicies xsi:nil="true"/><privateKeyFlags xsi:nil="true"/><subjectNameFlags xsi:nil="true"/><enrollmentFlags xsi:nil="true"/><generalFlags xsi:nil="true"/><hashAlgorithmOIDReference>0</hashAlgorithmOIDReference><rARequirements xsi:nil="true"/><keyArchivalAttributes xsi:nil="true"/><extensions xsi:nil="true"/></attributes></policy></policies></response><cAs xsi:nil="true"/><oIDs><oID><value>2.16.840.1.101.3.4.2.1</value><group>4</group><oIDReferenceID>0</oIDReferenceID><defaultName>szOID_NIST_sha256</defaultName></oID></oIDs></GetPoliciesResponse></s:Body>"#;
+    let body = match ctx.compat.policy_response {
+        PolicyResponse::Full => FULL_POLICY,
+        PolicyResponse::Nil => NIL_POLICY,
+        // Some servers write the prefix without ever declaring it.
+        PolicyResponse::NilUndeclared => NIL_POLICY_UNDECLARED,
+    };
     SoapReply { status: 200, body: envelope_out(ACTION_POLICY_RESP, relates.as_deref(), "", body) }
 }
+
+const NIL_POLICY: &str = r#"<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><GetPoliciesResponse xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy"><response xsi:nil="true"/><cAs xsi:nil="true"/><oIDs xsi:nil="true"/></GetPoliciesResponse></s:Body>"#;
+const NIL_POLICY_UNDECLARED: &str = r#"<s:Body><GetPoliciesResponse xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy"><response xsi:nil="true"/><cAs xsi:nil="true"/><oIDs xsi:nil="true"/></GetPoliciesResponse></s:Body>"#;
+const FULL_POLICY: &str = r#"<s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><GetPoliciesResponse xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy"><response><policyID/><policyFriendlyName xsi:nil="true"/><nextUpdateHours xsi:nil="true"/><policiesNotChanged xsi:nil="true"/><policies><policy><policyOIDReference>0</policyOIDReference><cAs xsi:nil="true"/><attributes><commonName>mdmsim</commonName><policySchema>3</policySchema><certificateValidity><validityPeriodSeconds>31536000</validityPeriodSeconds><renewalPeriodSeconds>3456000</renewalPeriodSeconds></certificateValidity><permission><enroll>true</enroll><autoEnroll>false</autoEnroll></permission><privateKeyAttributes><minimalKeyLength>2048</minimalKeyLength><keySpec xsi:nil="true"/><keyUsageProperty xsi:nil="true"/><permissions xsi:nil="true"/><algorithmOIDReference xsi:nil="true"/><cryptoProviders xsi:nil="true"/></privateKeyAttributes><revision><majorRevision>101</majorRevision><minorRevision>0</minorRevision></revision><supersededPolicies xsi:nil="true"/><privateKeyFlags xsi:nil="true"/><subjectNameFlags xsi:nil="true"/><enrollmentFlags xsi:nil="true"/><generalFlags xsi:nil="true"/><hashAlgorithmOIDReference>0</hashAlgorithmOIDReference><rARequirements xsi:nil="true"/><keyArchivalAttributes xsi:nil="true"/><extensions xsi:nil="true"/></attributes></policy></policies></response><cAs xsi:nil="true"/><oIDs><oID><value>2.16.840.1.101.3.4.2.1</value><group>4</group><oIDReferenceID>0</oIDReferenceID><defaultName>szOID_NIST_sha256</defaultName></oID></oIDs></GetPoliciesResponse></s:Body>"#;
 
 /// `POST Enrollment.svc`: MS-WSTEP RequestSecurityToken -> certificate + provisioning doc.
 pub fn enroll(body: &str, ctx: &Ctx<'_>) -> (SoapReply, Option<Enrolled>) {
@@ -165,7 +204,7 @@ fn issue(env: &Element, ctx: &Ctx<'_>) -> Result<(String, Enrolled), Fault> {
         .child("Body")
         .and_then(|b| b.find("RequestSecurityToken"))
         .ok_or_else(|| Fault::MessageFormat("no RequestSecurityToken in the body".into()))?;
-    let user = authenticate(env, ctx.config)?;
+    let user = authenticate(env, ctx)?;
     if let Some(t) = rst.find("RequestType")
         && !t.trimmed().ends_with("/Issue")
     {
@@ -207,7 +246,10 @@ fn issue(env: &Element, ctx: &Ctx<'_>) -> Result<(String, Enrolled), Fault> {
         })?;
     let device_scope = ctx_value("EnrollmentType").is_some_and(|t| t.eq_ignore_ascii_case("Device"));
     let store = if device_scope { "System" } else { "User" };
-    let client_nonce = fresh_nonce();
+    // Compat `aauthdata_nonce`: AAUTHDATA is the word "nonce" (Fleet's provisioning document),
+    // so the first Cred a device can make digests those five bytes.
+    let literal = ctx.compat.aauthdata_nonce;
+    let client_nonce = if literal { LITERAL_NONCE.as_bytes().to_vec() } else { fresh_nonce() };
     let creds = Creds { name: device_id.clone(), secret: hex::encode(fresh_nonce()), nonce: client_nonce };
     let server_secret = hex::encode(fresh_nonce());
     let server_nonce = fresh_nonce();
@@ -235,8 +277,8 @@ fn issue(env: &Element, ctx: &Ctx<'_>) -> Result<(String, Enrolled), Fault> {
         search = esc(&format!("Subject=CN%3D{device_id}&Stores=My%5C{store}")),
         client_name = esc(&creds.name),
         client_secret = esc(&creds.secret),
-        client_nonce = B64.encode(&creds.nonce),
-        server_nonce = B64.encode(server_nonce),
+        client_nonce = if literal { LITERAL_NONCE.to_string() } else { B64.encode(&creds.nonce) },
+        server_nonce = if literal { LITERAL_NONCE.to_string() } else { B64.encode(server_nonce) },
         device_name = esc(ctx_value("DeviceName").unwrap_or(&device_id)),
         upn = esc(&user),
     );
@@ -260,9 +302,11 @@ fn csr_device_id(der: &[u8]) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
-/// Checks the WS-Security header: a UsernameToken of a configured user, or (when enabled) a
-/// BinarySecurityToken enrollment token. Returns the user name (or `token`).
-fn authenticate(env: &Element, config: &Config) -> Result<String, Fault> {
+/// Checks the WS-Security header: a UsernameToken of a configured user, a BinarySecurityToken
+/// carrying a token our authentication page issued (its user), or (when enabled) an enrollment
+/// token the config accepts (`token`). Returns the user name.
+fn authenticate(env: &Element, ctx: &Ctx<'_>) -> Result<String, Fault> {
+    let config = ctx.config;
     let header = env.child("Header");
     let security = header.and_then(|h| h.find("Security"));
     if let Some(ut) = security.and_then(|s| s.find("UsernameToken")) {
@@ -275,11 +319,26 @@ fn authenticate(env: &Element, config: &Config) -> Result<String, Fault> {
         };
     }
     if let Some(bst) = security.and_then(|s| s.find("BinarySecurityToken")) {
-        if !config.enrollment.token_auth {
-            return Err(Fault::Authentication("token authentication is not enabled on this server".into()));
-        }
         let raw: String = bst.text.chars().filter(|c| !c.is_whitespace()).collect();
         let decoded = B64.decode(raw.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or(raw);
+        if let Some(user) = ctx.tokens.user(&decoded) {
+            let value_type = bst.attr("ValueType").unwrap_or_default();
+            return if value_type == USER_TOKEN {
+                Ok(user)
+            } else {
+                Err(Fault::Authentication(format!(
+                    "the token from the authentication page came with ValueType {value_type:?}, expected {USER_TOKEN}"
+                )))
+            };
+        }
+        if !config.enrollment.token_auth {
+            let why = if ctx.compat.federated {
+                "the token was not issued by this server's authentication page"
+            } else {
+                "token authentication is not enabled on this server"
+            };
+            return Err(Fault::Authentication(why.into()));
+        }
         let ok = if config.enrollment.tokens.is_empty() {
             !decoded.is_empty()
         } else {

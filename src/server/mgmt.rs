@@ -2,7 +2,9 @@
 //! (PROTOCOL.md §1, §2, §8). It authenticates the message (client certificate or
 //! `syncml:auth-md5`), statuses the client's commands, records check-ins and inventory, sends
 //! the commands the policies call for in package 1's reply, reads back Statuses and Results,
-//! and ends the session with an empty body when nothing is left.
+//! and ends the session when nothing is left: with an empty body, or (compat `session_end`) a
+//! message that holds only Statuses. The compat switches also decide `<Final/>`, the CmdID
+//! style, whether Alerts get Statuses, and an empty answer to package 1.
 //!
 //! Owns the per-device command queue and its rules: Add then Replace after a 418; app installs
 //! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (seed
@@ -19,6 +21,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use md5::{Digest as _, Md5};
 
+use super::compat::{CmdIds, Compat, SessionEnd};
 use super::config::{AuthMode, Config};
 use super::records::*;
 use crate::syncml::{
@@ -160,11 +163,14 @@ pub struct Device {
     commands_msg_id: String,
     /// A Results item sent in chunks (MoreData): CmdRef, LocURI and the data so far.
     chunk: Option<(String, Option<String>, String)>,
+    /// A session we ended with a Status-only message: the device must not answer it.
+    ended_session: Option<String>,
 }
 
 /// All devices' management state.
 pub struct Mgmt {
     config: Arc<Config>,
+    compat: Compat,
     apps: Vec<AppPlan>,
     devices: BTreeMap<String, Device>,
 }
@@ -172,7 +178,7 @@ pub struct Mgmt {
 impl Mgmt {
     /// A fresh state for a config and the apps it serves.
     pub fn new(config: Arc<Config>, apps: Vec<AppPlan>) -> Self {
-        Mgmt { config, apps, devices: BTreeMap::new() }
+        Mgmt { compat: config.compat(), config, apps, devices: BTreeMap::new() }
     }
 
     /// The records of every device.
@@ -258,10 +264,11 @@ impl Mgmt {
     pub fn handle(&mut self, inc: Incoming<'_>) -> Reply {
         let Incoming { msg, mode, cert_cn, user_agent_origin, now } = inc;
         let config = self.config.clone();
+        let compat = self.compat;
         let apps = self.apps.clone();
         let device_id = msg.hdr.source.trim().to_string();
         let dev = self.device(&device_id);
-        let mut out = Out::new(&msg.hdr);
+        let mut out = Out::new(&msg.hdr, &compat);
 
         // Authentication first (PROTOCOL.md §1.9): nothing else is processed without it.
         let auth = match authenticate(&config, dev, &msg.hdr, cert_cn) {
@@ -291,6 +298,15 @@ impl Mgmt {
             _ => None,
         });
         let same_session = dev.session.as_ref().is_some_and(|(id, _)| *id == msg.hdr.session_id);
+        if session_alert.is_none() && dev.ended_session.as_deref() == Some(msg.hdr.session_id.as_str()) {
+            // MS-MDM: a message without commands ends the session; nothing answers it.
+            dev.record.findings.push(format!(
+                "session {} message {}: the device answered our message that had no commands (the session was over)",
+                msg.hdr.session_id, msg.hdr.msg_id
+            ));
+            return Reply::End;
+        }
+        dev.ended_session = None;
         if session_alert.is_some() || !same_session {
             if session_alert.is_none() {
                 dev.record.findings.push(format!(
@@ -322,7 +338,10 @@ impl Mgmt {
                             msg.hdr.msg_id, a.cmd_id, a.data
                         )),
                     }
-                    out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                    // Compat `alert_statuses` off: Fleet gives no Status to Alerts.
+                    if compat.alert_statuses {
+                        out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
+                    }
                 }
                 Command::Replace(c) | Command::Add(c) => {
                     // Package 1 DevInfo (Source LocURIs), PROTOCOL.md §1.2.
@@ -351,12 +370,19 @@ impl Mgmt {
         }
         if session_alert.is_some() {
             dev.plan_pending = true;
+            if compat.empty_reply_to_package1 && msg.body.final_ {
+                // Compat: a server that does nothing with package 1 but answer an empty 200.
+                dev.plan_pending = false;
+                end_session(dev);
+                return Reply::End;
+            }
         }
         if !msg.body.final_ {
             // The client's package goes on in its next message (OMA-DM §8, PROTOCOL.md §1.3):
             // answer what we have and ask for the rest with Alert 1222, without Final.
+            let cmd_id = out.ids.next();
             out.commands.push(Command::Alert(Alert {
-                cmd_id: new_id(),
+                cmd_id,
                 data: AlertCode::NextMessage.code().to_string(),
                 ..Default::default()
             }));
@@ -368,17 +394,26 @@ impl Mgmt {
         if std::mem::take(&mut dev.plan_pending) {
             let mode = dev.record.checkins[ci].effective_mode;
             dev.commands_msg_id = msg.hdr.msg_id.clone();
-            let planned = plan(dev, &config, &apps, mode);
+            let planned = plan(dev, &config, &apps, mode, &mut out.ids);
             dev.record.checkins[ci].commands_sent += planned.len() as u32;
             out.commands.extend(planned);
         }
         let ours = out.commands.iter().any(|c| !matches!(c, Command::Status(_)));
-        if out.commands.len() == 1 {
-            // Only our SyncHdr status would go: Fleet ends the session with an empty body.
-            tracing::debug!(device = %device_id, session = %session_id, "session ends (empty body)");
+        let end = match compat.session_end {
+            // Only our SyncHdr status would go: end the session with an empty body.
+            SessionEnd::Empty => out.commands.len() == 1,
+            // Nothing of ours: the Statuses go alone (as Fleet does) and the session is over.
+            SessionEnd::StatusOnly => !ours,
+        };
+        if end {
+            tracing::debug!(device = %device_id, session = %session_id, style = ?compat.session_end, "session ends");
             unanswered(dev, &session_id);
             end_session(dev);
-            return Reply::End;
+            if compat.session_end == SessionEnd::Empty {
+                return Reply::End;
+            }
+            dev.ended_session = Some(session_id);
+            return Reply::Message(Box::new(out.finish()));
         }
         dev.owed_hdr_status = Some(msg.hdr.msg_id.clone());
         tracing::debug!(
@@ -871,7 +906,7 @@ fn settle_apps(dev: &mut Device, config: &Config) {
 
 /// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
 /// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
-fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<Command> {
+fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &mut Ids) -> Vec<Command> {
     let mut cmds = Vec::new();
     let config_ok = mode == Mode::Maintenance;
     let apps_ok = mode != Mode::Machine;
@@ -883,7 +918,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
                 all = false;
                 continue;
             }
-            let id = new_id();
+            let id = ids.next();
             dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
             cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(uri)], ..Default::default() }));
         }
@@ -896,7 +931,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
         let push = pfn.0.trim_end_matches("/PFN").to_string();
         for leaf in ["ChannelURI", "Status"] {
             let uri = format!("{push}/{leaf}");
-            let id = new_id();
+            let id = ids.next();
             dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
             cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
         }
@@ -904,7 +939,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
 
     if config_ok {
         for (uri, s) in dev.settings.iter_mut().filter(|(_, s)| s.state == SetState::Pending) {
-            let id = new_id();
+            let id = ids.next();
             dev.sent.insert(id.clone(), Sent::Setting { uri: uri.clone() });
             s.state = SetState::InFlight;
             let item = Item {
@@ -930,9 +965,9 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
                 AppState::Pending => {
                     rec.state = AppState::Sent;
                     rec.attempts += 1;
-                    let atomic_id = new_id();
-                    let write_id = new_id();
-                    let exec_id = new_id();
+                    let atomic_id = ids.next();
+                    let write_id = ids.next();
+                    let exec_id = ids.next();
                     let chr = |uri: String, data: &str| Item {
                         target: Some(uri),
                         meta: Some(Meta::format("chr")),
@@ -979,7 +1014,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
                 }
                 AppState::Installing => {
                     rec.polls += 1;
-                    let id = new_id();
+                    let id = ids.next();
                     let uri = format!("{base}/Status");
                     dev.sent.insert(id.clone(), Sent::AppPoll { app: app.name.clone(), uri: uri.clone() });
                     cmds.push(Command::Get(ItemCmd {
@@ -1004,7 +1039,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
         };
         for (leaf, value, is_name) in [("AAuthName", &name, true), ("AAuthSecret", &secret, false)] {
             let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
-            let id = new_id();
+            let id = ids.next();
             dev.sent.insert(id.clone(), Sent::Rekey { uri: uri.clone(), name: is_name });
             let item = Item {
                 target: Some(uri),
@@ -1022,7 +1057,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode) -> Vec<
     if config.management.unenroll && !dev.unenroll_sent && settled && !dev.record.unenrolled {
         dev.unenroll_sent = true;
         let uri = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", enc(&config.provider_id));
-        let id = new_id();
+        let id = ids.next();
         dev.sent.insert(id.clone(), Sent::Unenroll { uri: uri.clone() });
         let item = Item {
             target: Some(uri),
@@ -1044,8 +1079,24 @@ fn enc(segment: &str) -> String {
     segment.replace('{', "%7B").replace('}', "%7D").replace(' ', "%20")
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// The CmdIDs of one reply message, in the compat `cmd_ids` style.
+enum Ids {
+    /// A random UUID each (as Fleet numbers its commands and Statuses).
+    Uuid,
+    /// 1, 2, 3... within the message; holds the last one given.
+    Numeric(u32),
+}
+
+impl Ids {
+    fn next(&mut self) -> String {
+        match self {
+            Ids::Uuid => uuid::Uuid::new_v4().to_string(),
+            Ids::Numeric(n) => {
+                *n += 1;
+                n.to_string()
+            }
+        }
+    }
 }
 
 /// The reply being built: header mirrored from the client's, commands in order.
@@ -1053,10 +1104,13 @@ struct Out {
     hdr: SyncHdr,
     peer_msg_id: String,
     commands: Vec<Command>,
+    ids: Ids,
+    /// Whether the message ends with `<Final/>` (compat `final`).
+    final_: bool,
 }
 
 impl Out {
-    fn new(client: &SyncHdr) -> Self {
+    fn new(client: &SyncHdr, compat: &Compat) -> Self {
         let hdr = SyncHdr {
             session_id: client.session_id.clone(),
             // Mirror the client's MsgID, like Fleet and the MS-MDM example (PROTOCOL.md §1.1).
@@ -1065,12 +1119,16 @@ impl Out {
             source: client.target.clone(),
             ..SyncHdr::default()
         };
-        Out { hdr, peer_msg_id: client.msg_id.clone(), commands: Vec::new() }
+        let ids = match compat.cmd_ids {
+            CmdIds::Uuid => Ids::Uuid,
+            CmdIds::Numeric => Ids::Numeric(0),
+        };
+        Out { hdr, peer_msg_id: client.msg_id.clone(), commands: Vec::new(), ids, final_: compat.final_ }
     }
 
-    fn hdr_status(&self, code: u16) -> Status {
+    fn hdr_status(&mut self, code: u16) -> Status {
         Status {
-            cmd_id: new_id(),
+            cmd_id: self.ids.next(),
             msg_ref: self.peer_msg_id.clone(),
             cmd_ref: "0".into(),
             cmd: "SyncHdr".into(),
@@ -1080,8 +1138,9 @@ impl Out {
     }
 
     fn status_for(&mut self, msg_ref: &str, cmd: &Command, code: u16) {
+        let cmd_id = self.ids.next();
         self.commands.push(Command::Status(Status {
-            cmd_id: new_id(),
+            cmd_id,
             msg_ref: msg_ref.to_string(),
             cmd_ref: cmd.cmd_id().to_string(),
             cmd: cmd.name().to_string(),
@@ -1091,7 +1150,7 @@ impl Out {
     }
 
     fn finish(self) -> SyncMl {
-        SyncMl { hdr: self.hdr, body: SyncBody { commands: self.commands, final_: true } }
+        SyncMl { hdr: self.hdr, body: SyncBody { commands: self.commands, final_: self.final_ } }
     }
 }
 
@@ -1169,6 +1228,32 @@ mod tests {
         let names: Vec<_> = send(&mut m, msg("3", "1", pkg1)).iter().map(|c| c.name().to_string()).collect();
         assert_eq!(names, ["Add"], "the PFN is set again after a new enrollment");
         assert_eq!(m.record("DEV1").unwrap().checkins.len(), 3, "history is kept");
+    }
+
+    #[test]
+    fn compat_switches_shape_the_messages() {
+        let text = "[management]\nauth = 'none'\n[dmclient]\npush_pfn = 'P'\n[compat]\npreset = 'fleet'\ncmd_ids = 'numeric'\n";
+        let mut m = Mgmt::new(Arc::new(Config::parse(text, "t").unwrap()), Vec::new());
+        let handle = |m: &mut Mgmt, message| {
+            let inc = Incoming { msg: message, mode: None, cert_cn: None, user_agent_origin: None, now: Utc::now() };
+            match m.handle(inc) {
+                Reply::Message(r) => Some(*r),
+                Reply::End => None,
+            }
+        };
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let r = handle(&mut m, msg("1", "1", pkg1)).unwrap();
+        assert!(!r.body.final_);
+        let ids: Vec<_> = r.body.commands.iter().map(|c| c.cmd_id().to_string()).collect();
+        assert_eq!(ids, ["1", "2"], "SyncHdr Status, no Status for the Alert, then the Add");
+        let ok = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Add</Cmd><Data>200</Data></Status>",
+            r.body.commands[1].cmd_id()
+        );
+        let end = handle(&mut m, msg("1", "2", &ok)).expect("a Status-only message ends the session");
+        assert_eq!(end.body.commands.len(), 1);
+        assert!(matches!(&end.body.commands[0], Command::Status(s) if s.cmd == "SyncHdr"));
+        assert!(m.record("DEV1").unwrap().checkins[0].completed);
     }
 
     #[test]

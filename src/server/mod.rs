@@ -5,22 +5,33 @@
 //! on loopback only, plain HTTP.
 //!
 //! Routes: `GET`/`POST /EnrollmentServer/Discovery.svc`, `POST /EnrollmentServer/Policy.svc`
-//! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `POST /ManagementServer/MDM.svc`
+//! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `GET`/`POST
+//! /EnrollmentServer/Auth` (the Federated sign-in page, `sts.rs`), `POST /ManagementServer/MDM.svc`
 //! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app packages), and the read-only JSON views
 //! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`.
+//!
+//! Compatibility mode (`compat.rs`, the `[compat]` table, `mdmsim server --compat`): by default
+//! the server answers as MS-MDE2 and MS-MDM describe (`standard`). The `fleet` and `minimal`
+//! presets, and single switches, make it answer as real-world servers do (no `<Final/>`,
+//! Status-only replies, `AAUTHDATA` "nonce", numbered or UUID CmdIDs, a nil MS-XCEP response,
+//! Federated discovery with a sign-in page...), so that a device is tested against what it will
+//! meet. `docs/server-compat.md` lists each switch.
 //!
 //! Independence: this module uses `crate::syncml` (the codec) and nothing else of the device
 //! side (no tree, CSP, session, scheduler or enrollment client code), so a test of the device
 //! against it checks the device against a second implementation. It owns the HTTP and TLS I/O
 //! (axum, tokio-openssl); the protocol decisions live in `mgmt.rs` and `enroll.rs`.
 
+pub mod compat;
 pub mod config;
 mod enroll;
 mod mgmt;
 mod pki;
 pub mod records;
+mod sts;
 mod xml;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -28,7 +39,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
@@ -36,6 +46,7 @@ use axum::http::{StatusCode as HttpStatus, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
+use axum::{Form, Router};
 use chrono::{DateTime, Utc};
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::X509VerifyResult;
@@ -45,14 +56,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_openssl::SslStream;
 
+pub use compat::{AuthPage, CmdIds, Compat, CompatConfig, PolicyResponse, Preset, SessionEnd};
 pub use config::{AuthMode, Config, ConfigError};
 pub use enroll::Fault;
 pub use mgmt::md5_digest;
 pub use records::*;
+pub use sts::AUTH_PATH;
 
 use crate::syncml;
 use mgmt::{AppPlan, Incoming, Mgmt, Reply};
 use pki::{Pki, PkiError};
+use sts::{IssuedTokens, PageReply};
 
 /// The path of the discovery endpoint.
 pub const DISCOVERY_PATH: &str = "/EnrollmentServer/Discovery.svc";
@@ -133,6 +147,10 @@ pub struct Package {
 
 struct Shared {
     config: Arc<Config>,
+    /// The compat switches in force, resolved once at start.
+    compat: Compat,
+    /// Tokens issued by the Federated authentication page.
+    tokens: IssuedTokens,
     pki: Pki,
     base_url: String,
     mgmt: Mutex<Mgmt>,
@@ -314,6 +332,8 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
     let config = Arc::new(opts.config);
     let shared = Arc::new(Shared {
         mgmt: Mutex::new(Mgmt::new(config.clone(), plans)),
+        compat: config.compat(),
+        tokens: IssuedTokens::default(),
         config,
         pki,
         base_url: base_url.clone(),
@@ -392,6 +412,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(DISCOVERY_PATH, get(discovery_get).post(discovery_post))
         .route("/EnrollmentServer/Policy.svc", post(policy_post))
         .route("/EnrollmentServer/Enrollment.svc", post(enrollment_post))
+        .route(AUTH_PATH, get(auth_get).post(auth_post))
         .route(MANAGEMENT_PATH, post(management_post))
         .route("/admin/devices", get(admin_devices))
         .route("/admin/devices/{id}", get(admin_device))
@@ -509,13 +530,24 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-fn soap(reply: enroll::SoapReply) -> Response {
-    let status = HttpStatus::from_u16(reply.status).unwrap_or(HttpStatus::INTERNAL_SERVER_ERROR);
+fn soap(s: &Shared, reply: enroll::SoapReply) -> Response {
+    let mut status = HttpStatus::from_u16(reply.status).unwrap_or(HttpStatus::INTERNAL_SERVER_ERROR);
+    if s.compat.soap_fault_http_200 && status == HttpStatus::INTERNAL_SERVER_ERROR {
+        // Compat: the fault goes in an HTTP 200, as Fleet's SOAP endpoints send it.
+        status = HttpStatus::OK;
+    }
     (status, [(header::CONTENT_TYPE, enroll::SOAP_CONTENT_TYPE)], reply.body).into_response()
 }
 
 fn ctx(s: &Shared) -> enroll::Ctx<'_> {
-    enroll::Ctx { config: &s.config, pki: &s.pki, base: &s.base_url, now: (s.clock)() }
+    enroll::Ctx {
+        config: &s.config,
+        pki: &s.pki,
+        base: &s.base_url,
+        now: (s.clock)(),
+        compat: s.compat,
+        tokens: &s.tokens,
+    }
 }
 
 async fn discovery_get() -> Response {
@@ -524,11 +556,11 @@ async fn discovery_get() -> Response {
 }
 
 async fn discovery_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    soap(enroll::discover(&String::from_utf8_lossy(&body), &ctx(&s)))
+    soap(&s, enroll::discover(&String::from_utf8_lossy(&body), &ctx(&s)))
 }
 
 async fn policy_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    soap(enroll::policies(&String::from_utf8_lossy(&body), &ctx(&s)))
+    soap(&s, enroll::policies(&String::from_utf8_lossy(&body), &ctx(&s)))
 }
 
 async fn enrollment_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -544,7 +576,32 @@ async fn enrollment_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
         tracing::info!(device = %e.device_id, user = %e.record.user, "enrolled");
         s.mgmt().enrolled(&e.device_id, e.record, e.creds);
     }
-    soap(reply)
+    soap(&s, reply)
+}
+
+/// The Federated authentication page (`sts.rs`): the web view's GET.
+async fn auth_get(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let (appru, hint) = (query_param(&query, "appru"), query_param(&query, "login_hint"));
+    let action = format!("{}{AUTH_PATH}", s.base_url);
+    page(sts::on_get(s.compat.auth_page, &s.tokens, &action, appru.as_deref(), hint.as_deref()))
+}
+
+/// The login form's POST.
+async fn auth_post(State(s): State<Arc<Shared>>, Form(fields): Form<HashMap<String, String>>) -> Response {
+    let action = format!("{}{AUTH_PATH}", s.base_url);
+    page(sts::on_post(&s.config, &s.tokens, &action, &fields))
+}
+
+fn page(reply: PageReply) -> Response {
+    match reply {
+        PageReply::Html { status, body } => {
+            let status = HttpStatus::from_u16(status).unwrap_or(HttpStatus::OK);
+            (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        }
+        PageReply::Redirect(location) => (HttpStatus::FOUND, [(header::LOCATION, location)]).into_response(),
+        PageReply::BadRequest(why) => (HttpStatus::BAD_REQUEST, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn management_post(
