@@ -51,6 +51,7 @@ impl Preset {
             federated: false,
             auth_page: AuthPage::LoginForm,
             empty_reply_to_package1: false,
+            separate_tls_ca: false,
         };
         match self {
             Preset::Standard => standard,
@@ -60,6 +61,7 @@ impl Preset {
                 session_end: SessionEnd::StatusOnly,
                 alert_statuses: false,
                 soap_fault_http_200: true,
+                separate_tls_ca: true,
                 ..standard
             },
             Preset::Minimal => {
@@ -157,6 +159,9 @@ pub struct CompatConfig {
     pub auth_page: Option<AuthPage>,
     /// Package 1 answered with an empty HTTP 200 (a server that did nothing).
     pub empty_reply_to_package1: Option<bool>,
+    /// The TLS certificate comes from a CA of its own (as a public web CA signs a real
+    /// server's), not from the enrollment CA the provisioning document installs as a root.
+    pub separate_tls_ca: Option<bool>,
 }
 
 impl CompatConfig {
@@ -174,6 +179,7 @@ impl CompatConfig {
             federated: self.federated.unwrap_or(p.federated),
             auth_page: self.auth_page.unwrap_or(p.auth_page),
             empty_reply_to_package1: self.empty_reply_to_package1.unwrap_or(p.empty_reply_to_package1),
+            separate_tls_ca: self.separate_tls_ca.unwrap_or(p.separate_tls_ca),
         }
     }
 }
@@ -191,6 +197,7 @@ pub struct Compat {
     pub federated: bool,
     pub auth_page: AuthPage,
     pub empty_reply_to_package1: bool,
+    pub separate_tls_ca: bool,
 }
 
 impl Default for Compat {

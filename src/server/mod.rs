@@ -315,7 +315,7 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
     {
         hosts.push(host);
     }
-    let pki = Pki::open(&opts.state_dir, &hosts)?;
+    let pki = Pki::open(&opts.state_dir, &hosts, opts.config.compat().separate_tls_ca)?;
     let packages = build_packages(&opts.config, &base_url)?;
     let plans = packages
         .iter()
@@ -445,7 +445,7 @@ fn acceptor(pki: &Pki) -> Result<SslAcceptor, openssl::error::ErrorStack> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     b.set_private_key(&pki.server_key)?;
     b.set_certificate(&pki.server_cert)?;
-    b.add_extra_chain_cert(pki.ca_cert.clone())?;
+    b.add_extra_chain_cert(pki.tls_ca_cert.clone())?;
     b.check_private_key()?;
     b.cert_store_mut().add_cert(pki.ca_cert.clone())?;
     b.add_client_ca(&pki.ca_cert)?;

@@ -44,7 +44,9 @@ pub struct Pki {
     /// The server's TLS certificate and key.
     pub server_cert: X509,
     pub server_key: PKey<Private>,
-    /// The CA certificate file that clients should trust.
+    /// The CA that issued the TLS certificate: `ca_cert`, or a CA of its own.
+    pub tls_ca_cert: X509,
+    /// The CA certificate file that clients should trust for TLS.
     pub ca_file: PathBuf,
 }
 
@@ -58,23 +60,22 @@ pub struct Issued {
 
 impl Pki {
     /// Loads the CA from `dir` or creates it, then loads the server certificate if it covers
-    /// `hosts` (IPs and DNS names) or issues a new one.
-    pub fn open(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
+    /// `hosts` (IPs and DNS names) or issues a new one. With `separate_tls_ca` the TLS
+    /// certificate comes from a second CA (`tls-ca.pem`), as a real server's comes from a web
+    /// CA that has nothing to do with its enrollment CA.
+    pub fn open(dir: &Path, hosts: &[String], separate_tls_ca: bool) -> Result<Pki, PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.display().to_string(), source })?;
-        let (ca_key_path, ca_path) = (dir.join("ca.key"), dir.join("ca.pem"));
-        let (ca_key, ca_cert) = if ca_path.exists() && ca_key_path.exists() {
-            (read_key(&ca_key_path)?, read_cert(&ca_path)?)
+        let (ca_key, ca_cert, ca_path) = load_or_create_ca(dir, "ca", "mdmsim reference CA")?;
+        let (tls_ca_key, tls_ca_cert, tls_ca_path) = if separate_tls_ca {
+            load_or_create_ca(dir, "tls-ca", "mdmsim reference web CA")?
         } else {
-            let key = new_key()?;
-            let cert = self_signed_ca(&key)?;
-            write(&ca_key_path, &key.private_key_to_pem_pkcs8()?, true)?;
-            write(&ca_path, &cert.to_pem()?, false)?;
-            (key, cert)
+            (ca_key.clone(), ca_cert.clone(), ca_path.clone())
         };
-        let (srv_key_path, srv_path) = (dir.join("server.key"), dir.join("server.pem"));
+        let srv = if separate_tls_ca { "server-web" } else { "server" };
+        let (srv_key_path, srv_path) = (dir.join(format!("{srv}.key")), dir.join(format!("{srv}.pem")));
         let existing = if srv_path.exists() && srv_key_path.exists() {
             let cert = read_cert(&srv_path)?;
-            let signed_by_ca = cert.verify(ca_cert.public_key()?.as_ref()).unwrap_or(false);
+            let signed_by_ca = cert.verify(tls_ca_cert.public_key()?.as_ref()).unwrap_or(false);
             (signed_by_ca && covers(&cert, hosts)).then(|| read_key(&srv_key_path).map(|k| (k, cert)))
         } else {
             None
@@ -83,13 +84,13 @@ impl Pki {
             Some(pair) => pair?,
             None => {
                 let key = new_key()?;
-                let cert = server_cert(&ca_key, &ca_cert, &key, hosts)?;
+                let cert = server_cert(&tls_ca_key, &tls_ca_cert, &key, hosts)?;
                 write(&srv_key_path, &key.private_key_to_pem_pkcs8()?, true)?;
                 write(&srv_path, &cert.to_pem()?, false)?;
                 (key, cert)
             }
         };
-        Ok(Pki { ca_cert, ca_key, server_cert, server_key, ca_file: ca_path })
+        Ok(Pki { ca_cert, ca_key, server_cert, server_key, tls_ca_cert, ca_file: tls_ca_path })
     }
 
     /// Verifies a DER PKCS#10 request and issues a client certificate `CN=<device_id>` with
@@ -124,6 +125,19 @@ impl Pki {
     pub fn ca_thumbprint(&self) -> String {
         self.ca_cert.digest(MessageDigest::sha1()).map(hex::encode_upper).unwrap_or_default()
     }
+}
+
+/// The CA `<stem>.pem` / `<stem>.key` in `dir`, created when missing.
+fn load_or_create_ca(dir: &Path, stem: &str, cn: &str) -> Result<(PKey<Private>, X509, PathBuf), PkiError> {
+    let (key_path, cert_path) = (dir.join(format!("{stem}.key")), dir.join(format!("{stem}.pem")));
+    if cert_path.exists() && key_path.exists() {
+        return Ok((read_key(&key_path)?, read_cert(&cert_path)?, cert_path));
+    }
+    let key = new_key()?;
+    let cert = self_signed_ca(&key, cn)?;
+    write(&key_path, &key.private_key_to_pem_pkcs8()?, true)?;
+    write(&cert_path, &cert.to_pem()?, false)?;
+    Ok((key, cert, cert_path))
 }
 
 /// The subject CN of a certificate, if any.
@@ -161,8 +175,8 @@ fn builder(
     Ok(b)
 }
 
-fn self_signed_ca(key: &PKey<Private>) -> Result<X509, PkiError> {
-    let n = name("mdmsim reference CA")?;
+fn self_signed_ca(key: &PKey<Private>, cn: &str) -> Result<X509, PkiError> {
+    let n = name(cn)?;
     let mut b = builder(&n, &n, 3650)?;
     b.set_pubkey(key)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
@@ -249,8 +263,8 @@ mod tests {
     fn ca_is_reused_and_issues_verifiable_client_certs() {
         let dir = tempfile::tempdir().unwrap();
         let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let a = Pki::open(dir.path(), &hosts).unwrap();
-        let b = Pki::open(dir.path(), &hosts).unwrap();
+        let a = Pki::open(dir.path(), &hosts, false).unwrap();
+        let b = Pki::open(dir.path(), &hosts, false).unwrap();
         assert_eq!(a.ca_cert.to_der().unwrap(), b.ca_cert.to_der().unwrap(), "restart must reuse the CA");
         assert_eq!(a.server_cert.to_der().unwrap(), b.server_cert.to_der().unwrap());
         assert!(a.server_cert.verify(&a.ca_cert.public_key().unwrap()).unwrap());
@@ -261,15 +275,34 @@ mod tests {
         assert!(issued.cert.public_key().unwrap().public_eq(&key));
         assert_eq!(issued.thumbprint.len(), 40);
         // A new listen host makes a new server certificate under the same CA.
-        let c = Pki::open(dir.path(), &["10.1.2.3".to_string()]).unwrap();
+        let c = Pki::open(dir.path(), &["10.1.2.3".to_string()], false).unwrap();
         assert_ne!(c.server_cert.to_der().unwrap(), a.server_cert.to_der().unwrap());
         assert_eq!(c.ca_cert.to_der().unwrap(), a.ca_cert.to_der().unwrap());
+    }
+
+    /// A real server's TLS certificate comes from a web CA the provisioning document never
+    /// installs: the TLS chain and the enrollment CA then differ.
+    #[test]
+    fn a_separate_tls_ca_signs_the_server_certificate_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = vec!["127.0.0.1".to_string()];
+        let pki = Pki::open(dir.path(), &hosts, true).unwrap();
+        assert!(pki.server_cert.verify(&pki.tls_ca_cert.public_key().unwrap()).unwrap());
+        assert!(!pki.server_cert.verify(&pki.ca_cert.public_key().unwrap()).unwrap());
+        assert_eq!(pki.ca_file, dir.path().join("tls-ca.pem"));
+        let (der, _) = csr(2048);
+        let issued = pki.issue_client(&der, "0123456789ABCDEF0123456789ABCDEF", 30).unwrap();
+        assert!(issued.cert.verify(&pki.ca_cert.public_key().unwrap()).unwrap());
+        // The same folder without the switch goes back to the enrollment CA for TLS.
+        let shared = Pki::open(dir.path(), &hosts, false).unwrap();
+        assert!(shared.server_cert.verify(&shared.ca_cert.public_key().unwrap()).unwrap());
+        assert_eq!(shared.ca_cert.to_der().unwrap(), pki.ca_cert.to_der().unwrap());
     }
 
     #[test]
     fn bad_and_weak_requests_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::open(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        let pki = Pki::open(dir.path(), &["127.0.0.1".to_string()], false).unwrap();
         assert!(matches!(pki.issue_client(b"nope", "X", 1), Err(PkiError::BadCsr(_))));
         let (der, _) = csr(1024);
         assert!(matches!(pki.issue_client(&der, "X", 1), Err(PkiError::WeakKey(1024))));
