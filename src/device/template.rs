@@ -23,12 +23,16 @@
 //! title = "Contoso Expenses"
 //! publisher = "Contoso Ltd."
 //! install_date = 2025-10-30T21:09:52Z                       # optional: the device's creation
+//!
+//! [wmi]                            # optional WMI bridge inventory (csp::wmi_bridge::template_settings)
+//! domain = "CONTOSO"
 //! ```
 //!
 //! Owns parsing and checking (every key must be a node of the DevInfo/DevDetail tables, values
 //! must fit the node's format; `entapp_*` behaviour keys must be settings the
 //! EnterpriseAppManagement CSP reads, with values of the right kind; `[[apps]]` entries need
-//! every field but `install_date`). A file only needs what differs from the built-in defaults
+//! every field but `install_date`; `[wmi]` is checked by the WMI bridge and kept with the
+//! settings under `wmi.*` keys). A file only needs what differs from the built-in defaults
 //! ([`Template::builtin`]); reading the file is the caller's job.
 
 use std::collections::BTreeMap;
@@ -142,9 +146,13 @@ impl Template {
                     }
                 }
                 ("apps", _) => return Err(err("apps must be an array of tables ([[apps]])".into())),
+                // WMI bridge inventory: checked by the CSP, carried as `wmi.*` settings.
+                ("wmi", toml::Value::Table(tab)) => {
+                    t.behaviour.0.extend(crate::csp::wmi_bridge::template_settings(&tab).map_err(err)?);
+                }
                 (other, _) => {
                     return Err(err(format!(
-                        "unexpected key {other:?} (expected profile, [devinfo], [devdetail], [behaviour], [[apps]])"
+                        "unexpected key {other:?} (expected profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi])"
                     )));
                 }
             }

@@ -244,12 +244,16 @@ impl<'a> Tree<'a> {
         };
         let mut chain = Vec::with_capacity(rel.len() + 1);
         chain.push(csp.schema());
+        let ignore_case = csp.ignore_case();
         for seg in rel {
-            let next = chain[chain.len() - 1].child(seg).ok_or(StatusCode::NotFound)?;
-            chain.push(next);
+            let parent = chain[chain.len() - 1];
+            let next = if ignore_case { parent.child_ignore_case(seg) } else { parent.child(seg) };
+            chain.push(next.ok_or(StatusCode::NotFound)?);
         }
-        // The segments before `rel` are exactly the CSP root.
-        let base = key_of(uri.scope, &uri.segments[..uri.segments.len() - rel.len()]);
+        // The segments before `rel` are the CSP root; keyed in the root's own spelling, so
+        // that a case-insensitive CSP has one set of keys.
+        let root: Vec<&str> = csp.root().split('/').collect();
+        let base = key_of(uri.scope, &root);
         Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base }))
     }
 
@@ -257,9 +261,29 @@ impl<'a> Tree<'a> {
         CspCx { state: self.state, env: self.env, base: base.to_string(), effects: &mut self.effects }
     }
 
-    /// True when every dynamic node on the path down to `depth` (inclusive) is stored.
-    fn path_exists(&self, r: &Resolved<'_>, depth: usize) -> bool {
-        (1..=depth).all(|d| r.chain[d].lifetime == Lifetime::Permanent || self.state.entry(&r.key_at(d)).is_some())
+    /// True when every dynamic node on the path down to `depth` (inclusive) is stored and the
+    /// CSP says every node on it is there ([`Csp::exists`]).
+    fn path_exists(&mut self, r: &Resolved<'_>, depth: usize) -> bool {
+        let csp = r.csp;
+        let cx = self.cx(&r.base);
+        let mut rel = String::new();
+        (1..=depth).all(|d| {
+            if d > 1 {
+                rel.push('/');
+            }
+            rel.push_str(&r.rel[d - 1]);
+            (r.chain[d].lifetime == Lifetime::Permanent || cx.state.entry(&r.key_at(d)).is_some())
+                && csp.exists(&cx, NodeRef { rel: &rel, spec: r.chain[d], scope: r.scope })
+        })
+    }
+
+    /// The child list a CSP computes for an interior node ([`Csp::children`]).
+    fn computed_children(&mut self, r: &Resolved<'_>) -> Option<Vec<String>> {
+        let rel = r.rel_path();
+        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
+        let csp = r.csp;
+        let cx = self.cx(&r.base);
+        csp.children(&cx, node)
     }
 
     /// The value a Get reads for a leaf: computed, stored, or default.
@@ -275,8 +299,12 @@ impl<'a> Tree<'a> {
         cx.state.value(&key).map(str::to_string).or_else(|| r.spec().default.map(str::to_string))
     }
 
-    /// Child names of an interior node: fixed children, then stored dynamic ones.
-    fn child_names(&self, r: &Resolved<'_>) -> Vec<String> {
+    /// Child names of an interior node: computed by the CSP, or fixed children, then stored
+    /// dynamic ones.
+    fn child_names(&mut self, r: &Resolved<'_>) -> Vec<String> {
+        if let Some(names) = self.computed_children(r) {
+            return names;
+        }
         let mut names: Vec<String> = Vec::new();
         let stored = self.state.child_names(&r.key());
         for c in r.spec().children {
@@ -327,7 +355,10 @@ impl<'a> Tree<'a> {
             return Ok(items);
         }
         if spec.is_interior() {
-            let data = self.child_names(&r).iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
+            let data = match self.computed_children(&r) {
+                Some(names) => names.join("/"),
+                None => self.child_names(&r).iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/"),
+            };
             return Ok(vec![result_item(&uri.raw, Format::Node, None, data)]);
         }
         let value = self.leaf_value(&r).ok_or(StatusCode::NotFound)?;
@@ -543,4 +574,76 @@ fn result_item(uri: &str, format: Format, type_: Option<&str>, data: String) -> 
     let mut meta = Meta::format(format.as_str());
     meta.type_ = type_.map(str::to_string);
     Item { source: Some(uri.to_string()), meta: Some(meta), data: Some(data), ..Item::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::tree::Profile;
+
+    const G: Ops = Ops::GET;
+
+    static TABLE: NodeSpec = NodeSpec::interior(
+        "Ns",
+        G,
+        &[NodeSpec::interior("Class", G, &[NodeSpec::interior("<Obj>", G, &[NodeSpec::leaf("Prop", Format::Int, G)])])],
+    );
+
+    /// A computed CSP: objects `a b` and `c d` exist under Class, each with Prop = 7.
+    struct Computed {
+        ignore_case: bool,
+    }
+
+    impl Csp for Computed {
+        fn name(&self) -> &'static str {
+            "Computed"
+        }
+        fn root(&self) -> &'static str {
+            "Ns"
+        }
+        fn schema(&self) -> &'static NodeSpec {
+            &TABLE
+        }
+        fn ignore_case(&self) -> bool {
+            self.ignore_case
+        }
+        fn exists(&self, _cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
+            node.segments().nth(1).is_none_or(|o| o == "a b" || o == "c d")
+        }
+        fn children(&self, _cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<Vec<String>> {
+            node.rel.eq_ignore_ascii_case("Class").then(|| vec!["a b".to_string(), "c d".to_string()])
+        }
+        fn read(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<String> {
+            Some("7".into())
+        }
+    }
+
+    fn get(ignore_case: bool, uri: &str) -> (StatusCode, Option<String>) {
+        let mut reg = Registry::new();
+        reg.register(Computed { ignore_case });
+        let mut state = TreeState::new();
+        let env = Env::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), Profile::Win10);
+        let mut tree = Tree::new(&reg, &mut state, &env);
+        let c = Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(uri)], ..ItemCmd::default() });
+        let out = tree.execute(&c).remove(0);
+        (out.code, out.results.first().and_then(|i| i.data.clone()))
+    }
+
+    #[test]
+    fn computed_children_are_listed_as_given_and_decide_existence() {
+        assert_eq!(get(false, "./Ns/Class"), (StatusCode::Ok, Some("a b/c d".into())));
+        assert_eq!(get(false, "./Ns/Class/a%20b/Prop"), (StatusCode::Ok, Some("7".into())));
+        assert_eq!(get(false, "./Ns/Class/x/Prop"), (StatusCode::NotFound, None));
+        assert_eq!(get(false, "./Ns/Class/x"), (StatusCode::NotFound, None));
+    }
+
+    #[test]
+    fn only_a_case_insensitive_csp_matches_names_in_any_case() {
+        assert_eq!(get(false, "./ns/class/a%20b/prop").0, StatusCode::NotFound);
+        assert_eq!(get(false, "./Ns/class/a%20b/Prop").0, StatusCode::NotFound);
+        assert_eq!(get(true, "./ns/CLASS/a%20b/prop"), (StatusCode::Ok, Some("7".into())));
+        assert_eq!(get(true, "./NS/class"), (StatusCode::Ok, Some("a b/c d".into())));
+    }
 }

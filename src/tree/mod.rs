@@ -222,6 +222,27 @@ pub trait Csp: Send + Sync + 'static {
         true
     }
 
+    /// Whether the root and the fixed node names of this CSP match LocURI segments whatever
+    /// their ASCII case (WMI class and property names are case-insensitive, so the WMI bridge
+    /// answers `./cimV2/win32_bios` like `./cimv2/Win32_BIOS`). Segments reach the hooks as sent.
+    fn ignore_case(&self) -> bool {
+        false
+    }
+
+    /// Whether a node the table allows is there, for CSPs that compute their nodes instead of
+    /// storing them (a WMI instance exists when the device has it). Asked for each node on the
+    /// path of a command below the root, after the engine's own check; `false` answers 404.
+    fn exists(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> bool {
+        true
+    }
+
+    /// The children of an interior node when the CSP computes them (WMI class instances);
+    /// `None` lists the table's fixed names and the stored ones. A Get writes a computed list
+    /// as given, without percent-escaping (the WMI bridge does not escape instance names).
+    fn children(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<Vec<String>> {
+        None
+    }
+
     /// A computed value for a leaf; `None` reads the stored value (or the default).
     fn read(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<String> {
         None
@@ -262,11 +283,13 @@ pub trait Csp: Send + Sync + 'static {
     fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
 }
 
-/// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it.
-fn strip_root<'p>(root: &str, segments: &'p [String]) -> Option<&'p [String]> {
+/// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it (in any ASCII case
+/// when `ignore_case`).
+fn strip_root<'p>(root: &str, segments: &'p [String], ignore_case: bool) -> Option<&'p [String]> {
     let mut n = 0;
     for part in root.split('/') {
-        if segments.get(n)? != part {
+        let seg = segments.get(n)?;
+        if seg != part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
             return None;
         }
         n += 1;
@@ -304,7 +327,7 @@ impl Registry {
             .iter()
             .map(|c| c.as_ref())
             .filter(|c| c.scopes().contains(&scope))
-            .find_map(|c| strip_root(c.root(), segments).map(|rel| (c, rel)))
+            .find_map(|c| strip_root(c.root(), segments, c.ignore_case()).map(|rel| (c, rel)))
     }
 
     /// Names below a path that is an ancestor of CSP roots (`Vendor` -> `MSFT`), for Gets on

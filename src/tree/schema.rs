@@ -195,6 +195,14 @@ impl NodeSpec {
             .or_else(|| self.children.iter().find(|c| c.is_placeholder()))
     }
 
+    /// [`NodeSpec::child`] with fixed names compared in any ASCII case.
+    pub fn child_ignore_case(&self, segment: &str) -> Option<&'static NodeSpec> {
+        self.children
+            .iter()
+            .find(|c| !c.is_placeholder() && c.name.eq_ignore_ascii_case(segment))
+            .or_else(|| self.children.iter().find(|c| c.is_placeholder()))
+    }
+
     /// The `?prop=Type` value.
     pub fn mime_type(&self) -> &'static str {
         self.mime.unwrap_or(if self.is_interior() { "" } else { "text/plain" })
@@ -218,6 +226,8 @@ mod tests {
     fn fixed_names_win_over_placeholders() {
         assert_eq!(TABLE.child("Fixed").map(|c| c.name), Some("Fixed"));
         assert_eq!(TABLE.child("anything").map(|c| c.name), Some("<Id>"));
+        assert_eq!(TABLE.child("fixed").map(|c| c.name), Some("<Id>"));
+        assert_eq!(TABLE.child_ignore_case("fIXED").map(|c| c.name), Some("Fixed"));
         assert_eq!(Ops::GET.with(Ops::ADD).names(), "Get,Add");
         assert!(Format::Xml.accepts(Format::Chr));
         assert!(!Format::Int.accepts(Format::B64));
