@@ -74,7 +74,9 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         let is_default = default.as_deref() == Some(id.as_str());
         if !a.json {
             let mark = if is_default { "*" } else { " " };
-            println!("{mark} {}  {}  {}  sessions={}", d.id, d.profile.as_str(), d.server_url, d.sessions);
+            let found = d.enrollment.as_ref().map_or(0, |e| e.findings.len());
+            let note = if found > 0 { format!("  enrollment findings={found}") } else { String::new() };
+            println!("{mark} {}  {}  {}  sessions={}{note}", d.id, d.profile.as_str(), d.server_url, d.sessions);
         }
         rows.push(serde_json::json!({
             "id": d.id.as_str(),
@@ -82,6 +84,12 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             "server": d.server_url,
             "sessions": d.sessions,
             "default": is_default,
+            "enrollment": d.enrollment.as_ref().map(|e| serde_json::json!({
+                "user": e.user,
+                "discovery_url": e.discovery_url,
+                "enrollment_type": e.enrollment_type,
+                "findings": e.findings,
+            })),
         }));
     }
     if a.json {

@@ -144,28 +144,35 @@ fn text_of(el: ElementRef<'_>) -> String {
 }
 
 /// The token a script assigns to `wresult`: the first quoted string after `wresult` and a `=`
-/// or `:`.
+/// or `:` (`wresult = "..."`, `{"wresult": "..."}`), or, when the script builds a form field
+/// named `wresult`, the quoted string its `value` is set to (`field.name = 'wresult';
+/// field.value = "..."`, the shape of Fleet's page).
 fn wresult_in_script(script: &str) -> Option<String> {
     let lower = script.to_ascii_lowercase();
     let mut from = 0;
     while let Some(at) = lower[from..].find("wresult") {
-        let rest = &script[from + at + "wresult".len()..];
-        let rest = rest.trim_start_matches(['"', '\'', ']', ' ', '\t']);
-        if let Some(after) = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':')) {
-            let after = after.trim_start();
-            if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') {
-                let body = &after[1..];
-                if let Some(end) = body.find(q) {
-                    let t = body[..end].trim();
-                    if !t.is_empty() {
-                        return Some(t.to_string());
-                    }
-                }
-            }
+        let after = from + at + "wresult".len();
+        if let Some(t) = assigned(script[after..].trim_start_matches(['"', '\'', ']', ' ', '\t'])) {
+            return Some(t);
         }
-        from += at + "wresult".len();
+        from = after;
     }
-    None
+    // A field named wresult whose value is set further on.
+    let named = lower.find("'wresult'").or_else(|| lower.find("\"wresult\""))?;
+    let rest = &lower[named..];
+    let v = rest.find("value")?;
+    let start = named + v + "value".len();
+    assigned(script[start..].trim_start_matches(['"', '\'', ' ', '\t']))
+}
+
+/// The quoted string of `= "..."` or `: '...'` at the start of `rest`.
+fn assigned(rest: &str) -> Option<String> {
+    let after = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':'))?.trim_start();
+    let q = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &after[1..];
+    let end = body.find(q)?;
+    let t = body[..end].trim();
+    (!t.is_empty()).then(|| t.to_string())
 }
 
 /// `href` resolved against `base` (absolute URLs as they are, `/path` and relative paths).
@@ -255,6 +262,9 @@ mod tests {
         assert_eq!(read_page(script, URL, "u", None), Page::Token("tok-456".into()));
         let json = r#"<script>send({"wresult": "tok-789"})</script>"#;
         assert_eq!(read_page(json, URL, "u", None), Page::Token("tok-789".into()));
+        let built = r#"<script>var f = document.createElement('input'); f.type = 'hidden';
+            f.name = 'wresult'; f.value = "tok-abc"; form.appendChild(f); form.submit();</script>"#;
+        assert_eq!(read_page(built, URL, "u", None), Page::Token("tok-abc".into()));
         assert_eq!(
             wresult_in_url("ms-app://windows.immersivecontrolpanel?wresult=a%2Bb+c&x=1").as_deref(),
             Some("a+b c")

@@ -218,7 +218,7 @@ pub async fn enroll_device(
     request.enrollment_type = opts.enrollment_type;
     let enrolled = wire::enroll(client, discovery_url, request).await?;
     for finding in &enrolled.findings {
-        tracing::warn!(device = %opts.id, "enrollment: {finding}");
+        tracing::info!(device = %opts.id, "enrollment: {finding}");
     }
     let device = device_of(&enrolled, discovery_url, opts, now)?;
     Ok((device, EnrollmentMaterial::from_enrolled(&enrolled)))

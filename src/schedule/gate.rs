@@ -206,7 +206,7 @@ pub fn judge(cx: &GateContext, cmd: &GateCmd<'_>) -> Verdict {
         return Verdict::Refuse {
             status: IMPERSONATION_FAILED,
             reason: "needs the enrolled user's impersonation, which an interactive MDMAgent run cannot do \
-                     (seed: Manual operation)"
+                     (the Windows 8.1 operation modes post: manual operation)"
                 .into(),
             finding: None,
         };
@@ -218,17 +218,19 @@ pub fn judge(cx: &GateContext, cmd: &GateCmd<'_>) -> Verdict {
         Class::Inventory | Class::PasswordReset | Class::Unenroll => return Verdict::Allow,
         Class::UserScope => (
             Rule::MachineModeUserScope,
-            "user-scoped command in Machine mode: the enrolled user has no session to impersonate; \
-             the seed allows only device inventory, password reset and unenrollment",
+            "user-scoped command in Machine mode: the enrolled user has no session to impersonate, so \
+             Windows fails it; the Windows 8.1 operation modes post allows only device inventory, \
+             password reset and unenrollment",
         ),
         Class::WnsConfiguration => (
             Rule::MachineModeWnsConfiguration,
-            "WNS configuration in Machine mode: the seed says it MUST only happen in Maintenance mode",
+            "WNS configuration in Machine mode: Windows fails it (it needs the enrolled user's session); \
+             the Windows 8.1 operation modes post says it must only happen in Maintenance mode",
         ),
         Class::Other => (
             Rule::MachineModeCommand,
-            "outside the Machine-mode set: the seed allows only device inventory, password reset and \
-             unenrollment when mode=Machine",
+            "outside the Machine-mode set: Windows executes it, but the Windows 8.1 operation modes post \
+             allows only device inventory, password reset and unenrollment when mode=Machine",
         ),
     };
     let finding = Finding {

@@ -52,6 +52,7 @@ impl Preset {
             auth_page: AuthPage::LoginForm,
             empty_reply_to_package1: false,
             separate_tls_ca: false,
+            client_final: true,
         };
         match self {
             Preset::Standard => standard,
@@ -62,6 +63,7 @@ impl Preset {
                 alert_statuses: false,
                 soap_fault_http_200: true,
                 separate_tls_ca: true,
+                client_final: false,
                 ..standard
             },
             Preset::Minimal => {
@@ -162,6 +164,10 @@ pub struct CompatConfig {
     /// The TLS certificate comes from a CA of its own (as a public web CA signs a real
     /// server's), not from the enrollment CA the provisioning document installs as a root.
     pub separate_tls_ca: Option<bool>,
+    /// A device message without `<Final/>` is taken as an unfinished client package and
+    /// answered with Alert 1222 (OMA DM); off, the server ignores the device's Final, as
+    /// Fleet's service does.
+    pub client_final: Option<bool>,
 }
 
 impl CompatConfig {
@@ -180,6 +186,7 @@ impl CompatConfig {
             auth_page: self.auth_page.unwrap_or(p.auth_page),
             empty_reply_to_package1: self.empty_reply_to_package1.unwrap_or(p.empty_reply_to_package1),
             separate_tls_ca: self.separate_tls_ca.unwrap_or(p.separate_tls_ca),
+            client_final: self.client_final.unwrap_or(p.client_final),
         }
     }
 }
@@ -198,6 +205,7 @@ pub struct Compat {
     pub auth_page: AuthPage,
     pub empty_reply_to_package1: bool,
     pub separate_tls_ca: bool,
+    pub client_final: bool,
 }
 
 impl Default for Compat {

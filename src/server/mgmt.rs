@@ -377,8 +377,8 @@ impl Mgmt {
                 return Reply::End;
             }
         }
-        if !msg.body.final_ {
-            // The client's package goes on in its next message (OMA-DM §8, PROTOCOL.md §1.3):
+        if !msg.body.final_ && compat.client_final {
+            // The client's package goes on in its next message (OMA-DM §8):
             // answer what we have and ask for the rest with Alert 1222, without Final.
             let cmd_id = out.ids.next();
             out.commands.push(Command::Alert(Alert {

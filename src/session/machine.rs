@@ -298,18 +298,19 @@ impl Core {
         let (missed, rest): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.unstatused).into_iter().partition(|(m, _, _)| *m <= reply_to);
         self.unstatused = rest;
-        for (m, cmd_id, cmd) in missed {
-            self.summary.findings.push(Finding {
-                what: "command-not-statused".into(),
-                msg_id: server_msg.to_string(),
-                cmd_id: cmd_id.clone(),
-                cmd: cmd.clone(),
-                uri: None,
-                why: format!(
-                    "the server answered client message {m} without a Status for its {cmd} CmdID {cmd_id} (OMA DM asks for one per command); Windows carries on without it"
-                ),
-            });
+        if missed.is_empty() {
+            return;
         }
+        let names: Vec<String> = missed.iter().map(|(_, id, cmd)| format!("{cmd} {id}")).collect();
+        let m = missed.iter().map(|(m, _, _)| *m).max().unwrap_or(reply_to);
+        self.header_finding(
+            "command-not-statused",
+            server_msg,
+            format!(
+                "the server answered client message {m} without a Status for {} (OMA DM asks for one per command); Windows carries on without it",
+                names.join(", ")
+            ),
+        );
     }
 
     fn record_effects(&mut self, effects: Vec<Effect>) {
@@ -568,14 +569,20 @@ impl AwaitingServer {
         // A server message that carries no command (only Status/Results) ends the session,
         // Final or not: a Status-only message cannot be part of an unfinished package, and
         // answering it with Alert 1222 would loop with servers that never send Final.
-        let has_commands = msg.body.commands.iter().any(|c| !matches!(c, Command::Status(_) | Command::Results(_)));
+        // Alert 1222 is flow control, not work: a server that answers the device's 1222 with
+        // its own (each side waiting for the other's next message) has nothing more to send.
+        let has_commands = msg.body.commands.iter().any(|c| match c {
+            Command::Status(_) | Command::Results(_) => false,
+            Command::Alert(a) => AlertCode::parse(&a.data) != Some(AlertCode::NextMessage),
+            _ => true,
+        });
         if !has_commands && !msg.body.final_ && core.held.is_none() {
             if !core.missing_final {
                 core.missing_final = true;
                 core.header_finding(
                     "missing-final",
                     server_msg,
-                    "the server message has no <Final/> and no command (only Status/Results): its package is over, so Windows ends the session instead of asking for the next message (Alert 1222)".into(),
+                    "the server message has no <Final/> and no command (only Status/Results, or Alert 1222): its package is over, so the device ends the session instead of asking for the next message with Alert 1222 again".into(),
                 );
             }
             let chal = core.last_chal.clone();
@@ -861,7 +868,10 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
             cmd_id: String::new(),
             cmd: "SyncHdr".into(),
             uri: Some(hdr.target.clone()),
-            why: format!("SyncHdr Target should be the DeviceID {}", core.cfg.device_id),
+            why: format!(
+                "the SyncHdr Target should be the DeviceID {}; Windows takes the message anyway",
+                core.cfg.device_id
+            ),
         });
     }
     let sent = &core.sent;
@@ -1280,7 +1290,7 @@ mod tests {
         let rules: Vec<&str> = f.iter().map(|f| f.what.as_str()).collect();
         assert_eq!(rules, ["status-unknown-cmdref", "command-not-statused"], "{f:#?}");
         assert!(f[0].why.contains("CmdRef 99") && f[0].why.contains("Alert 1"), "{}", f[0]);
-        assert_eq!((f[1].cmd.as_str(), f[1].cmd_id.as_str()), (first.cmd.as_str(), first.cmd_ref.as_str()));
+        assert!(f[1].why.contains(&format!("{} {}", first.cmd, first.cmd_ref)), "{}", f[1]);
     }
 
     #[test]

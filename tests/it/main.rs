@@ -20,6 +20,9 @@ mod enroll;
 mod enroll_cli;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
+/// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
+/// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
+mod real_servers;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
 /// Scenario files: `scenario check` messages, the shipped scenarios.
@@ -34,5 +37,5 @@ mod session;
 mod syncml;
 /// DM tree engine: the status code of every command semantic, through SyncML commands.
 mod tree;
-/// The Windows 8.1 WMI bridge (./cimv2) over real sessions.
+/// The WMI bridge (./cimv2): inventory classes on both profiles, the Windows 8.1 methods, over real sessions.
 mod wmi_bridge;
