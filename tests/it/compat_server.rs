@@ -65,16 +65,7 @@ fn client() -> reqwest::Client {
 // ---- SyncML ----
 
 async fn post(c: &reqwest::Client, h: &ServerHandle, xml: &str) -> Option<SyncMl> {
-    let resp = c
-        .post(format!("{}?mode=Maintenance&Platform=WoA", h.management_url()))
-        .header("Content-Type", syncml::CONTENT_TYPE)
-        .body(xml.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = resp.text().await.unwrap();
-    if body.is_empty() { None } else { Some(syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
+    super::support::post_syncml(c, h, "Maintenance", xml).await
 }
 
 /// The raw text of a reply (to look for `<Final/>` as written).

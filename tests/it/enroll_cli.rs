@@ -10,13 +10,7 @@ use std::path::{Path, PathBuf};
 use mdmsim::runner::store::Store;
 use mdmsim::server::{self, AuthMethod, Config, ServerHandle, ServerOptions};
 
-use super::support::{mdmsim, tree_value};
-
-/// Runs the binary off the async runtime (the server lives on it).
-async fn run(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || mdmsim(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
-}
+use super::support::{mdmsim_async, tree_value};
 
 /// The reference server on 127.0.0.1 with `config` (TOML; `None` = the shipped default).
 async fn start(config: Option<&str>) -> (ServerHandle, tempfile::TempDir) {
@@ -63,14 +57,14 @@ impl Cli {
             &seed,
         ];
         args.extend_from_slice(extra);
-        run(&args).await
+        mdmsim_async(&args).await
     }
 
     async fn sync(&self, extra: &[&str]) -> (i32, String, String) {
         let state = self.state();
         let mut args = vec!["sync", "--state", &state, "--ca-cert", &self.ca];
         args.extend_from_slice(extra);
-        run(&args).await
+        mdmsim_async(&args).await
     }
 
     fn key_file(&self, id: &str) -> PathBuf {
@@ -281,7 +275,7 @@ NumberOfFirstRetries = 4
     assert!(err.contains(&format!("device {id} was unenrolled by the server")), "{err}");
     assert!(err.contains("mdmsim enroll"), "{err}");
     // The enrollment's tree values are gone too.
-    let (code, out, _) = run(&["tree", "--state", &cli.state(), "./SyncML/DMAcc", "--json"]).await;
+    let (code, out, _) = mdmsim_async(&["tree", "--state", &cli.state(), "./SyncML/DMAcc", "--json"]).await;
     assert!(code != 0 || !out.contains("AAuth"), "{out}");
 }
 
@@ -294,7 +288,7 @@ async fn user_unenroll_sends_alert_1226_and_wipes_the_device() {
     let id = out.lines().next().unwrap().to_string();
     assert!(cli.key_file(&id).exists());
 
-    let (code, out, err) = run(&["unenroll", "--state", &cli.state(), "--ca-cert", &cli.ca]).await;
+    let (code, out, err) = mdmsim_async(&["unenroll", "--state", &cli.state(), "--ca-cert", &cli.ca]).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("{id}: unenrolled (the server was told)")), "{out}");
     let rec = h.device(&id).unwrap();
@@ -313,7 +307,7 @@ async fn user_unenroll_sends_alert_1226_and_wipes_the_device() {
     let (code, _, err) = cli.sync(&[]).await;
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("unenrolled by the user"), "{err}");
-    let (code, _, err) = run(&["unenroll", "--state", &cli.state()]).await;
+    let (code, _, err) = mdmsim_async(&["unenroll", "--state", &cli.state()]).await;
     assert_eq!(code, 5, "{err}");
 }
 
@@ -329,10 +323,10 @@ async fn token_enrollment_then_sync() {
         a.extend_from_slice(&["--token", token, "--ca-cert", &cli.ca, "--seed", seed, "--enrollment-type", "device"]);
         a
     };
-    let (code, out, err) = run(&with("{\"type\":2}", "16")).await;
+    let (code, out, err) = mdmsim_async(&with("{\"type\":2}", "16")).await;
     assert_eq!(code, 4, "{out}\n{err}");
     assert!(err.contains("SOAP fault") && err.contains("not accepted"), "{err}");
-    let (code, out, err) = run(&with("{\"type\":1,\"payload\":{\"orbit_node_key\":\"k\"}}", "17")).await;
+    let (code, out, err) = mdmsim_async(&with("{\"type\":1,\"payload\":{\"orbit_node_key\":\"k\"}}", "17")).await;
     assert_eq!(code, 0, "{out}\n{err}");
     let id = out.lines().next().unwrap().to_string();
     let enrollment = h.device(&id).unwrap().enrollment.unwrap();

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use mdmsim::server::{self, Config, ServerHandle, ServerOptions};
 
-use super::support::mdmsim;
+use super::support::mdmsim_async;
 
 const USER: &str = "demo@mdmsim.test";
 
@@ -20,11 +20,6 @@ NumberOfFirstRetries = 0
 name = "demo@mdmsim.test"
 password = "demo"
 "#;
-
-async fn run(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || mdmsim(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
-}
 
 /// The reference server over HTTPS with `BASE` plus a `[compat]` table.
 async fn start(compat: &str) -> (ServerHandle, tempfile::TempDir) {
@@ -38,7 +33,7 @@ async fn start(compat: &str) -> (ServerHandle, tempfile::TempDir) {
 /// Enrolls one device with `--password` and `--ca-cert`; returns (exit code, stdout, stderr).
 async fn enroll(h: &ServerHandle, state: &str, password: &str) -> (i32, String, String) {
     let (disc, ca) = (h.discovery_url(), h.ca_file.display().to_string());
-    run(&[
+    mdmsim_async(&[
         "enroll",
         "--state",
         state,
@@ -58,7 +53,7 @@ async fn enroll(h: &ServerHandle, state: &str, password: &str) -> (i32, String, 
 
 /// One `sync --json` without `--ca-cert`: the session's JSON summary.
 async fn sync(state: &str) -> Value {
-    let (code, out, err) = run(&["sync", "--state", state, "--json"]).await;
+    let (code, out, err) = mdmsim_async(&["sync", "--state", state, "--json"]).await;
     assert_eq!(code, 0, "sync without --ca-cert: {err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["outcome"], "completed", "{v}");
@@ -111,7 +106,7 @@ async fn minimal_preset_nil_policy_falls_back_to_windows_defaults() {
     assert!(err.contains("enrollment finding: policy-nil"), "{err}");
     assert!(err.contains("2048-bit RSA key and a SHA-256 signature"), "{err}");
     let id = out.lines().next().unwrap().to_string();
-    let (code, list, _) = run(&["device", "list", "--state", &state, "--json"]).await;
+    let (code, list, _) = mdmsim_async(&["device", "list", "--state", &state, "--json"]).await;
     assert_eq!(code, 0);
     assert!(list.contains("policy-nil") && list.contains(&id), "the finding is kept with the device: {list}");
     for _ in 0..2 {
@@ -151,7 +146,7 @@ async fn a_refused_federated_sign_in_is_named_and_stores_nothing() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("Federated sign-in") && err.contains("the sign-in was refused"), "{err}");
     assert!(err.contains("/EnrollmentServer/Auth"), "{err}");
-    let (_, list, _) = run(&["device", "list", "--state", &state, "--json"]).await;
+    let (_, list, _) = mdmsim_async(&["device", "list", "--state", &state, "--json"]).await;
     assert!(!list.contains("enrollment"), "nothing stored: {list}");
     assert!(h.devices().is_empty());
 }
@@ -194,7 +189,7 @@ async fn a_refused_enrollment_shows_the_http_status_and_the_body() {
     let state = dir.path().join("state").display().to_string();
     let url = format!("http://{addr}/EnrollmentServer/Discovery.svc");
     let (code, _, err) =
-        run(&["enroll", "--state", &state, "--discovery", &url, "--email", USER, "--password", "p"]).await;
+        mdmsim_async(&["enroll", "--state", &state, "--discovery", &url, "--email", USER, "--password", "p"]).await;
     serve.abort();
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("HTTP 503"), "{err}");

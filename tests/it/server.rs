@@ -54,18 +54,7 @@ fn client() -> reqwest::Client {
 
 /// POSTs a SyncML message; returns the decoded reply, or None for an empty body.
 async fn post(c: &reqwest::Client, h: &ServerHandle, mode: &str, xml: &str) -> Option<SyncMl> {
-    let url = format!("{}?mode={mode}&Platform=WoA", h.management_url());
-    let resp = c
-        .post(url)
-        .header("Content-Type", syncml::CONTENT_TYPE)
-        .header("UserAgentOrigin", "2")
-        .body(xml.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = resp.text().await.unwrap();
-    if body.is_empty() { None } else { Some(syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
+    super::support::post_syncml(c, h, mode, xml).await
 }
 
 fn hdr(session: &str, msg: u32, cred: &str) -> String {

@@ -26,6 +26,33 @@ pub fn mdmsim(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// [`mdmsim`] off the async runtime, for tests whose server lives on it.
+pub async fn mdmsim_async(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || mdmsim(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
+}
+
+/// POSTs a SyncML message to the reference server's management endpoint in `mode`; returns the
+/// decoded reply, or `None` for an empty body (asserting HTTP 200).
+pub async fn post_syncml(
+    c: &reqwest::Client,
+    h: &mdmsim::server::ServerHandle,
+    mode: &str,
+    xml: &str,
+) -> Option<mdmsim::syncml::SyncMl> {
+    let resp = c
+        .post(format!("{}?mode={mode}&Platform=WoA", h.management_url()))
+        .header("Content-Type", mdmsim::syncml::CONTENT_TYPE)
+        .header("UserAgentOrigin", "2")
+        .body(xml.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    if body.is_empty() { None } else { Some(mdmsim::syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
+}
+
 /// `mdmsim device new` in `state` pointing at `server`, with a fixed seed; returns the id.
 pub fn new_device(state: &Path, server: &str, seed: u64) -> String {
     let (code, out, err) = mdmsim(&[
