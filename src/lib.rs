@@ -8,6 +8,7 @@
 //! the device side. See DESIGN.md for the map.
 
 pub mod csp;
+pub mod ddf;
 pub mod device;
 pub mod enroll;
 pub mod runner;

@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Start the reference server, enroll a fleet, live a simulated day, print a report.
     Demo(cmd::demo::DemoArgs),
+    /// Microsoft's CSP definition files (DDF): compile a folder into the node table, show nodes.
+    Ddf(cmd::ddf::Ddf),
     /// Read, pretty-print and validate SyncML messages.
     #[command(subcommand)]
     Syncml(cmd::syncml::Syncml),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(c) => cmd::demo::run(c),
+        Command::Ddf(c) => cmd::ddf::run(c),
         Command::Syncml(c) => cmd::syncml::run(c),
         Command::Device(c) => cmd::device::run(c),
         Command::Sync(c) => cmd::sync::run(c),

@@ -1,6 +1,7 @@
 //! The commands of the binary. Each module parses its own arguments (clap) and runs them;
 //! errors are `anyhow` here only, tagged with an exit code through [`exit::Fail`].
 
+pub mod ddf;
 pub mod demo;
 pub mod device;
 pub mod enroll;

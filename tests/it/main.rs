@@ -8,6 +8,8 @@ mod app_install;
 /// The reference server's compatibility mode: the fleet and minimal presets, single switches,
 /// the Federated sign-in page and its tokens.
 mod compat_server;
+/// `mdmsim ddf`: Microsoft's CSP definition files compiled into the node table.
+mod ddf;
 /// `mdmsim demo`: a small fleet enrolls, lives half a day, and agrees with the server.
 mod demo;
 /// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
