@@ -1,8 +1,10 @@
-//! The CSPs a device has: one file per configuration service provider (STYLE.md habit 9).
+//! The CSPs a device has: one file per configuration service provider, and every other CSP of
+//! Microsoft's DDF files through one generic module (`ddf_csp`).
 //!
 //! Each file holds the node table and behaviour hooks of one CSP, with its tests at the bottom.
 //! Adding a CSP touches its file and one line of [`registry`].
 
+pub mod ddf_csp;
 pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
@@ -21,5 +23,7 @@ pub fn registry() -> Registry {
     r.register(dmclient::DmClientUser);
     r.register(dmacc::DmAcc);
     r.register(wmi_bridge::WmiBridge);
+    // Every other CSP of Microsoft's DDF files, after the hand-written ones (they win).
+    ddf_csp::register_all(&mut r);
     r
 }

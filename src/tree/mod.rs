@@ -315,6 +315,12 @@ impl Registry {
         self
     }
 
+    /// Adds a CSP that is shared with other registries (built once per process).
+    pub fn register_shared(&mut self, csp: Arc<dyn Csp>) -> &mut Self {
+        self.csps.push(csp);
+        self
+    }
+
     /// The CSPs in registration order.
     pub fn csps(&self) -> impl Iterator<Item = &dyn Csp> {
         self.csps.iter().map(|c| c.as_ref())

@@ -1,0 +1,448 @@
+//! Every CSP that mdmsim models by its DDF facts alone (BitLocker, Defender, Firewall, Reboot,
+//! the Policy CSP and the rest of Microsoft's DDF files), with the generic semantics of the
+//! DM tree: operations by AccessType (405 otherwise), formats, AllowedValues (a value outside
+//! them is 400 and the node keeps its value), dynamic nodes (Add creates, 418 on an existing
+//! one, Delete), interior Gets listing children, `./User` and `./Device` scopes, and the OS
+//! build that introduced a node (a node newer than the device's DevDetail `SwV` is 404).
+//!
+//! Settings with a fixed name can be set with Add or Replace and read back once set (a Get of a
+//! setting never set is 404, as Windows answers for the Policy CSP's `Config` nodes); nodes the
+//! DDF marks Permanent read their DDF default. The Policy CSP also answers
+//! `Policy/Result/<Area>/<Policy>` with the effective value: the one set in `Config`, else the
+//! DDF default (Microsoft's Policy CSP page).
+//!
+//! The schema is built once per process from [`crate::ddf::builtin`] and shared by every
+//! device (a device stores only its values). CSPs with a hand-written module (DMClient,
+//! EnterpriseAppManagement, DevInfo, DevDetail, DMAcc, the WMI bridge) keep it: they follow
+//! Microsoft's CSP pages where a page and the DDF disagree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use crate::ddf::{Allowed, NodeFact};
+use crate::syncml::StatusCode;
+use crate::tree::{Csp, CspCx, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
+
+const DEVICE: &[Scope] = &[Scope::Device];
+const USER: &[Scope] = &[Scope::User];
+
+/// One CSP of the DDF table in one scope.
+pub struct DdfCsp {
+    name: &'static str,
+    root: &'static str,
+    scope: Scope,
+    schema: &'static NodeSpec,
+    /// The DDF fact of each node of `schema`, by the node's address.
+    facts: HashMap<usize, NodeFact>,
+    /// Policy CSP only: the `Config/<Area>/<Policy>` facts, by `Area/Policy`.
+    policies: Option<BTreeMap<String, NodeFact>>,
+}
+
+fn addr(spec: &NodeSpec) -> usize {
+    spec as *const NodeSpec as usize
+}
+
+/// Splits a DDF path into its scope, its CSP root below the scope and the rest:
+/// `./Device/Vendor/MSFT/X/a/b` -> (Device, `Vendor/MSFT/X`, `a/b`).
+fn split_path(path: &str) -> Option<(Scope, String, String)> {
+    let mut segs: Vec<&str> = path.strip_prefix("./")?.split('/').collect();
+    let scope = match segs.first() {
+        Some(&"Device") => {
+            segs.remove(0);
+            Scope::Device
+        }
+        Some(&"User") => {
+            segs.remove(0);
+            Scope::User
+        }
+        _ => Scope::Device,
+    };
+    let root_len = match segs.first() {
+        Some(&"Vendor") => 3,
+        Some(&"SyncML") => 2,
+        _ => 1,
+    };
+    if segs.len() < root_len {
+        return None;
+    }
+    Some((scope, segs[..root_len].join("/"), segs[root_len..].join("/")))
+}
+
+/// Builds the CSPs of `facts`, one per (scope, root), leaving out the roots `taken` (those a
+/// hand-written CSP owns).
+pub fn from_facts(facts: &[NodeFact], taken: impl Fn(Scope, &str) -> bool) -> Vec<DdfCsp> {
+    // (scope, root) -> rel path -> fact, in table order.
+    let mut groups: Vec<((Scope, String), Vec<(String, NodeFact)>)> = Vec::new();
+    for f in facts {
+        let Some((scope, root, rel)) = split_path(&f.path) else { continue };
+        if taken(scope, &root) {
+            continue;
+        }
+        let key = (scope, root);
+        let group = match groups.iter_mut().position(|(k, _)| *k == key) {
+            Some(i) => &mut groups[i].1,
+            None => {
+                groups.push((key, Vec::new()));
+                &mut groups.last_mut().expect("just pushed").1
+            }
+        };
+        if !group.iter().any(|(r, _)| *r == rel) {
+            group.push((rel, f.clone()));
+        }
+    }
+    groups.into_iter().map(|((scope, root), nodes)| build(scope, &root, nodes)).collect()
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+fn build(scope: Scope, root: &str, nodes: Vec<(String, NodeFact)>) -> DdfCsp {
+    let by_rel: HashMap<&str, &NodeFact> = nodes.iter().map(|(r, f)| (r.as_str(), f)).collect();
+    // Children of each rel path, in table order, with implicit parents for undescribed ones.
+    let mut children: HashMap<String, Vec<String>> = HashMap::new();
+    for (rel, _) in &nodes {
+        let mut path = rel.clone();
+        while !path.is_empty() {
+            let (parent, _) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            let parent = parent.to_string();
+            let list = children.entry(parent.clone()).or_default();
+            if !list.contains(&path) {
+                list.push(path.clone());
+            }
+            path = parent;
+        }
+    }
+    let policy = root == "Vendor/MSFT/Policy";
+    let root_name = root.rsplit('/').next().unwrap_or(root);
+    let spec = spec_of("", root_name, &by_rel, &children, policy);
+    let schema: &'static NodeSpec = Box::leak(Box::new(spec));
+    let mut facts = HashMap::new();
+    index(schema, "", &by_rel, &mut facts);
+    let policies = policy.then(|| {
+        nodes
+            .iter()
+            .filter_map(|(rel, f)| {
+                let rest = rel.strip_prefix("Config/")?;
+                (rest.split('/').count() == 2 && f.format != Format::Node).then(|| (rest.to_string(), f.clone()))
+            })
+            .collect()
+    });
+    let name = match scope {
+        Scope::Device => root_name.to_string(),
+        Scope::User => format!("{root_name} (user)"),
+    };
+    DdfCsp { name: leak(&name), root: leak(root), scope, schema, facts, policies }
+}
+
+fn spec_of(
+    rel: &str,
+    name: &str,
+    by_rel: &HashMap<&str, &NodeFact>,
+    children: &HashMap<String, Vec<String>>,
+    policy: bool,
+) -> NodeSpec {
+    let kids: Vec<NodeSpec> = children
+        .get(rel)
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    let child_name = c.rsplit('/').next().unwrap_or(c);
+                    spec_of(c, child_name, by_rel, children, policy)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let fact = by_rel.get(rel);
+    let has_kids = !kids.is_empty();
+    let format = match fact {
+        Some(f) if !(has_kids && f.format != Format::Node) => f.format,
+        _ if has_kids => Format::Node,
+        _ => Format::Node,
+    };
+    // Policy/Result nodes are computed: always there (the CSP's `exists` decides), never
+    // stored; their value is the effective value of the Config policy, in text.
+    let computed = policy && (rel == "Result" || rel.starts_with("Result/"));
+    let lifetime = match fact {
+        Some(f) if f.dynamic && !computed => Lifetime::Dynamic,
+        _ => Lifetime::Permanent,
+    };
+    NodeSpec {
+        name: leak(name),
+        format: if computed && format == Format::Null { Format::Chr } else { format },
+        ops: fact.map_or(Ops::GET, |f| f.access),
+        lifetime,
+        default: fact.filter(|f| f.permanent).and_then(|f| f.default.as_deref()).map(leak),
+        mime: fact.and_then(|f| f.mime.as_deref()).map(leak),
+        children: Box::leak(kids.into_boxed_slice()),
+    }
+}
+
+fn index(spec: &'static NodeSpec, rel: &str, by_rel: &HashMap<&str, &NodeFact>, out: &mut HashMap<usize, NodeFact>) {
+    if let Some(f) = by_rel.get(rel) {
+        out.insert(addr(spec), (*f).clone());
+    }
+    for c in spec.children {
+        let child_rel = if rel.is_empty() { c.name.to_string() } else { format!("{rel}/{}", c.name) };
+        index(c, &child_rel, by_rel, out);
+    }
+}
+
+/// The DDF-backed CSPs of the built-in table, built once per process.
+fn builtin(taken: impl Fn(Scope, &str) -> bool) -> &'static [Arc<DdfCsp>] {
+    static CSPS: OnceLock<Vec<Arc<DdfCsp>>> = OnceLock::new();
+    CSPS.get_or_init(|| from_facts(&crate::ddf::builtin(), taken).into_iter().map(Arc::new).collect())
+}
+
+/// Adds the DDF-backed CSPs to a registry that holds the hand-written ones: every CSP root of
+/// the built-in table that no registered CSP owns.
+pub fn register_all(r: &mut Registry) {
+    let hand_written: Vec<(Scope, Vec<String>)> = r
+        .csps()
+        .flat_map(|c| c.scopes().iter().map(move |s| (*s, c.root().split('/').map(str::to_string).collect())))
+        .collect();
+    let taken = move |scope: Scope, root: &str| {
+        let segs: Vec<&str> = root.split('/').collect();
+        hand_written.iter().any(|(s, r)| *s == scope && r.iter().map(String::as_str).eq(segs.iter().copied()))
+    };
+    for csp in builtin(taken) {
+        r.register_shared(csp.clone());
+    }
+}
+
+/// `major.minor.build` as numbers, for comparing OS builds (`10.0.22631.4460` -> [10, 0, 22631]).
+fn build_of(version: &str) -> Vec<u64> {
+    version.trim().split('.').take(3).map(|p| p.trim().parse().unwrap_or(0)).collect()
+}
+
+impl DdfCsp {
+    fn fact(&self, spec: &NodeSpec) -> Option<&NodeFact> {
+        self.facts.get(&addr(spec))
+    }
+
+    /// The Config fact behind `Result/<Area>/<Policy>` (or `Result/<Area>` for `None` policy).
+    fn policy_of<'a>(&'a self, rel: &'a str) -> Option<Result<&'a NodeFact, &'a str>> {
+        let policies = self.policies.as_ref()?;
+        let rest = rel.strip_prefix("Result/")?;
+        match rest.split_once('/') {
+            Some((area, name)) => policies.get(&format!("{area}/{name}")).map(Ok),
+            None => policies.keys().any(|k| k.split('/').next() == Some(rest)).then_some(Err(rest)),
+        }
+    }
+}
+
+impl Csp for DdfCsp {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn root(&self) -> &'static str {
+        self.root
+    }
+
+    fn schema(&self) -> &'static NodeSpec {
+        self.schema
+    }
+
+    fn scopes(&self) -> &'static [Scope] {
+        match self.scope {
+            Scope::Device => DEVICE,
+            Scope::User => USER,
+        }
+    }
+
+    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
+        if self.policies.is_some() && node.rel.starts_with("Result/") {
+            return self.policy_of(node.rel).is_some();
+        }
+        let Some(min) = self.fact(node.spec).and_then(|f| f.os_build.as_deref()) else { return true };
+        let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or_else(|| vec![10, 0, 19045]);
+        build_of(min) <= device
+    }
+
+    fn children(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<Vec<String>> {
+        let policies = self.policies.as_ref()?;
+        let set = |k: &String| cx.state.value(&cx.key(&format!("Config/{k}"))).is_some();
+        match node.rel {
+            "Result" => {
+                let mut areas: Vec<String> = Vec::new();
+                for k in policies.keys().filter(|k| set(k)) {
+                    let area = k.split('/').next().unwrap_or(k).to_string();
+                    if !areas.contains(&area) {
+                        areas.push(area);
+                    }
+                }
+                Some(areas)
+            }
+            rel => {
+                let area = rel.strip_prefix("Result/").filter(|a| !a.contains('/'))?;
+                let prefix = format!("{area}/");
+                Some(
+                    policies
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix) && set(k))
+                        .map(|k| k[prefix.len()..].to_string())
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn read(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<String> {
+        let Ok(fact) = self.policy_of(node.rel)? else { return None };
+        let key = node.rel.strip_prefix("Result/")?;
+        cx.state.value(&cx.key(&format!("Config/{key}"))).map(str::to_string).or_else(|| fact.default.clone())
+    }
+
+    fn validate(&self, _cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
+        let (Some(fact), Some(value)) = (self.fact(node.spec), value) else { return Ok(()) };
+        if op == WriteOp::Delete || node.spec.is_interior() {
+            return Ok(());
+        }
+        if allowed(&fact.allowed, fact.format, value) { Ok(()) } else { Err(StatusCode::BadRequest) }
+    }
+}
+
+/// Whether `value` is one the DDF allows.
+fn allowed(a: &Allowed, format: Format, value: &str) -> bool {
+    let v = value.trim();
+    match a {
+        Allowed::Any | Allowed::Xsd | Allowed::Json | Allowed::Sddl => true,
+        Allowed::Enum(values) => {
+            values.iter().any(|x| x == v)
+                || (format == Format::Int
+                    && v.parse::<i64>().is_ok_and(|n| values.iter().any(|x| x.trim().parse::<i64>() == Ok(n))))
+        }
+        Allowed::Flag(flags) => {
+            let Ok(n) = v.parse::<u64>() else { return false };
+            let mask = flags.iter().filter_map(|f| f.trim().parse::<u64>().ok()).fold(0, |m, f| m | f);
+            n & !mask == 0
+        }
+        Allowed::Range(r) => match range(r) {
+            Some((lo, hi)) => v.parse::<i64>().is_ok_and(|n| (lo..=hi).contains(&n)),
+            None => true,
+        },
+        Allowed::Regex(re) => match regex::Regex::new(&format!("^(?:{re})$")) {
+            Ok(re) => re.is_match(v),
+            Err(_) => true,
+        },
+        // An ADMX-backed policy takes `<enabled/>` (with its `<data id=... value=.../>`) or
+        // `<disabled/>` (Microsoft's "Understanding ADMX-backed policies" page).
+        Allowed::Admx { .. } => v.starts_with("<enabled") || v.starts_with("<disabled"),
+    }
+}
+
+/// `[lo-hi]` with optional parentheses around negative bounds: `[(-1)-100]`.
+fn range(r: &str) -> Option<(i64, i64)> {
+    let inner = r.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let bound = |s: &str| s.trim().trim_start_matches('(').trim_end_matches(')').parse::<i64>().ok();
+    if let Some(rest) = inner.strip_prefix('(') {
+        let close = rest.find(')')?;
+        let lo = rest[..close].parse().ok()?;
+        let hi = bound(rest[close + 1..].strip_prefix('-')?)?;
+        return Some((lo, hi));
+    }
+    let (lo, hi) = inner.split_once('-')?;
+    Some((bound(lo)?, bound(hi)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncml::{Command, Item, ItemCmd, Meta};
+    use crate::tree::{Env, Profile, Tree, TreeState};
+
+    fn run(state: &mut TreeState, cmd: Command) -> (StatusCode, Option<String>) {
+        let registry = crate::csp::registry();
+        let env = Env::new(chrono::Utc::now(), Profile::Win10);
+        let out = Tree::new(&registry, state, &env).execute(&cmd);
+        let o = &out[0];
+        (o.code, o.results.first().and_then(|i| i.data.clone()))
+    }
+
+    fn write(kind: &str, uri: &str, format: &str, data: &str) -> Command {
+        let item = Item { meta: Some(Meta::format(format)), data: Some(data.to_string()), ..Item::target(uri) };
+        let c = ItemCmd { cmd_id: "1".into(), items: vec![item], ..ItemCmd::default() };
+        match kind {
+            "Add" => Command::Add(c),
+            _ => Command::Replace(c),
+        }
+    }
+
+    fn get(uri: &str) -> Command {
+        Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(uri)], ..ItemCmd::default() })
+    }
+
+    fn device() -> TreeState {
+        let mut s = TreeState::new();
+        s.set_value("DevDetail/SwV", "10.0.22631.4460");
+        s.commit();
+        s
+    }
+
+    #[test]
+    fn a_policy_is_set_read_back_and_reflected_in_result() {
+        let mut s = device();
+        let cfg = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        let result = "./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera";
+        // Unset: Config is 404, Result is the DDF default.
+        assert_eq!(run(&mut s, get(cfg)).0, StatusCode::NotFound);
+        assert_eq!(run(&mut s, get(result)), (StatusCode::Ok, Some("1".into())));
+        // Replace on an unset policy works (as Fleet's profiles send it), and reads back.
+        assert_eq!(run(&mut s, write("Replace", cfg, "int", "0")).0, StatusCode::Ok);
+        assert_eq!(run(&mut s, get(cfg)), (StatusCode::Ok, Some("0".into())));
+        assert_eq!(run(&mut s, get(result)), (StatusCode::Ok, Some("0".into())));
+        assert_eq!(run(&mut s, get("./Device/Vendor/MSFT/Policy/Result/Camera")).1.as_deref(), Some("AllowCamera"));
+        // A value outside AllowedValues is refused and the node keeps its value.
+        assert_eq!(run(&mut s, write("Replace", cfg, "int", "7")).0, StatusCode::BadRequest);
+        assert_eq!(run(&mut s, get(cfg)).1.as_deref(), Some("0"));
+        // Add on a set policy is 418; an unknown area is 404.
+        assert_eq!(run(&mut s, write("Add", cfg, "int", "1")).0, StatusCode::AlreadyExists);
+        assert_eq!(run(&mut s, get("./Device/Vendor/MSFT/Policy/Config/NoSuchArea/X")).0, StatusCode::NotFound);
+        assert_eq!(run(&mut s, get("./Device/Vendor/MSFT/Policy/Result/NoSuchArea/X")).0, StatusCode::NotFound);
+    }
+
+    #[test]
+    fn a_csp_only_its_ddf_describes_takes_a_replace_and_returns_it() {
+        let mut s = device();
+        let uri = "./Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption";
+        assert_eq!(run(&mut s, write("Replace", uri, "int", "1")).0, StatusCode::Ok);
+        assert_eq!(run(&mut s, get(uri)), (StatusCode::Ok, Some("1".into())));
+        assert_eq!(run(&mut s, write("Replace", uri, "int", "2")).0, StatusCode::BadRequest);
+        assert_eq!(run(&mut s, write("Replace", uri, "int", "one")).0, StatusCode::BadRequest);
+        // Get-only nodes refuse writes.
+        let now = "./Device/Vendor/MSFT/Reboot/RebootNow";
+        assert_eq!(run(&mut s, write("Replace", now, "null", "")).0, StatusCode::CommandNotAllowed);
+        // ./Vendor/MSFT is the device scope too; the root lists its children.
+        let (code, list) = run(&mut s, get("./Vendor/MSFT/Reboot"));
+        assert_eq!(code, StatusCode::Ok);
+        assert!(list.unwrap().contains("RebootNow"));
+    }
+
+    #[test]
+    fn nodes_newer_than_the_device_build_are_not_there() {
+        let mut s = device();
+        // WeeklyRecurrent carries a placeholder build no device has.
+        assert_eq!(run(&mut s, get("./Device/Vendor/MSFT/Reboot/Schedule/WeeklyRecurrent")).0, StatusCode::NotFound);
+        assert_eq!(
+            run(&mut s, write("Replace", "./Device/Vendor/MSFT/Reboot/Schedule/Single", "chr", "2026-12-06T02:00:00"))
+                .0,
+            StatusCode::Ok
+        );
+    }
+
+    #[test]
+    fn allowed_values_of_every_kind() {
+        assert!(allowed(&Allowed::Range("[(-1)-100]".into()), Format::Int, "-1"));
+        assert!(!allowed(&Allowed::Range("[(-1)-100]".into()), Format::Int, "101"));
+        assert!(allowed(&Allowed::Range("[0-4294967295]".into()), Format::Int, "4294967295"));
+        assert!(allowed(&Allowed::Flag(vec!["1".into(), "2".into(), "8".into()]), Format::Int, "11"));
+        assert!(!allowed(&Allowed::Flag(vec!["1".into(), "2".into()]), Format::Int, "4"));
+        let guid = Allowed::Regex(r"\{[0-9A-Fa-f]{8}\}".into());
+        assert!(allowed(&guid, Format::Chr, "{0123ABCD}"));
+        assert!(!allowed(&guid, Format::Chr, "x{0123ABCD}"));
+        let admx = Allowed::Admx { area: "a".into(), name: "n".into(), file: "f".into() };
+        assert!(allowed(&admx, Format::Chr, r#"<enabled/><data id="x" value="1"/>"#));
+        assert!(!allowed(&admx, Format::Chr, "1"));
+    }
+}
