@@ -68,11 +68,14 @@ fn split_path(path: &str) -> Option<(Scope, String, String)> {
     Some((scope, segs[..root_len].join("/"), segs[root_len..].join("/")))
 }
 
+/// A CSP of the table: its scope and its root below the scope.
+type RootKey = (Scope, String);
+
 /// Builds the CSPs of `facts`, one per (scope, root), leaving out the roots `taken` (those a
 /// hand-written CSP owns).
 pub fn from_facts(facts: &[NodeFact], taken: impl Fn(Scope, &str) -> bool) -> Vec<DdfCsp> {
     // (scope, root) -> rel path -> fact, in table order.
-    let mut groups: Vec<((Scope, String), Vec<(String, NodeFact)>)> = Vec::new();
+    let mut groups: Vec<(RootKey, Vec<(String, NodeFact)>)> = Vec::new();
     for f in facts {
         let Some((scope, root, rel)) = split_path(&f.path) else { continue };
         if taken(scope, &root) {
