@@ -5,6 +5,11 @@
 //! that does not parse); 3 the server could not be reached (connection, TLS, timeout);
 //! 4 the server broke the protocol (HTTP error status, malformed or out-of-order SyncML);
 //! 5 local state error (the state directory cannot be used, unknown device).
+//!
+//! Output never panics: commands print through `cmd::out`, which stops writing once the
+//! reader of standard output has gone (`mdmsim tree | head -1` exits normally). Commands that
+//! keep device state run with umask 077, so that everything they create (the store, enrollment
+//! material, transcripts) is private to the user.
 
 mod cmd;
 
@@ -15,10 +20,16 @@ use clap::{Parser, Subcommand};
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a scenario expectation failed
-  2  usage or input error (bad arguments, a file that does not parse)
+  2  usage or input error (bad arguments, a file that does not parse, an output path that is a file)
   3  the server could not be reached (connection refused, TLS, timeout)
-  4  the server broke the protocol (HTTP error, malformed or out-of-order SyncML)
-  5  local state error (state directory unusable, unknown device)";
+  4  the server broke the protocol (an HTTP error such as 500, malformed or out-of-order SyncML)
+  5  local state error (state directory missing, a file, in use by another process; unknown device)
+`run` and `scenario run` exit 3 or 4 when sessions failed, unless --allow-failures.
+
+Environment:
+  MDMSIM_PASSWORD, MDMSIM_TOKEN  the enrolling user's credential for `enroll` and
+                                 `scenario run --email` when no option gives one
+  RUST_LOG                       log filter (overrides -v)";
 
 /// Emulates the device side of Windows MDM (the OMA-DM client) against your MDM server.
 #[derive(Parser)]
@@ -69,10 +80,24 @@ fn main() -> ExitCode {
         }
     };
     cmd::init_logging(cli.verbose);
+    // The state holds device secrets (MD5 credentials, private keys): what these commands
+    // create is for the user alone. The reference server's files (its CA certificate is meant
+    // to be handed to devices) keep the usual mask.
+    if matches!(
+        cli.command,
+        Command::Device(_)
+            | Command::Sync(_)
+            | Command::Run(_)
+            | Command::Tree(_)
+            | Command::Enroll(_)
+            | Command::Unenroll(_)
+    ) {
+        cmd::private_files();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mdmsim: {e:#}");
+            cmd::out::warn(format_args!("mdmsim: {e:#}"));
             ExitCode::from(cmd::exit::code_of(&e))
         }
     }

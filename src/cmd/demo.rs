@@ -160,9 +160,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let wall_s = wall.elapsed().as_secs_f64();
     let report = Report { wall_s, ..report };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::out::line(serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", human(&report));
+        super::out::text(human(&report));
     }
     if !report.server.agrees || report.failed > 0 || !report.enrollment_failures.is_empty() {
         return Err(fail(PROTOCOL, "the demo fleet did not run cleanly (see the report)"));

@@ -9,11 +9,11 @@ use clap::{Args, Subcommand};
 
 use mdmsim::device::{DEFAULT_PROVIDER_ID, Device as DeviceRecord, DeviceId};
 use mdmsim::runner::http::Transport;
-use mdmsim::runner::store::Store;
 use mdmsim::session::Mode;
 use mdmsim::tree::Profile;
 
-use super::exit::{STATE, USAGE, fail};
+use super::exit::{USAGE, fail};
+use super::out;
 
 #[derive(Subcommand)]
 pub enum Device {
@@ -35,7 +35,7 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct NewArgs {
-    /// The state directory (created if missing).
+    /// The state directory (created if missing: mode 0700, its files 0600).
     #[arg(long, value_name = "DIR")]
     state: PathBuf,
     /// The management server URL the device syncs with (http or https).
@@ -66,17 +66,23 @@ pub fn run(cmd: Device) -> anyhow::Result<ExitCode> {
 }
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    let default = store.default_id().map_err(|e| fail(STATE, e.to_string()))?;
+    let store = super::open_store(&a.state)?;
+    let default = store.default_id().map_err(super::store_error)?;
     let mut rows = Vec::new();
-    for id in store.ids().map_err(|e| fail(STATE, e.to_string()))? {
-        let d = store.load(Some(&id)).map_err(|e| fail(STATE, e.to_string()))?;
+    for id in store.ids().map_err(super::store_error)? {
+        let d = store.load(Some(&id)).map_err(super::store_error)?;
         let is_default = default.as_deref() == Some(id.as_str());
         if !a.json {
             let mark = if is_default { "*" } else { " " };
             let found = d.enrollment.as_ref().map_or(0, |e| e.findings.len());
             let note = if found > 0 { format!("  enrollment findings={found}") } else { String::new() };
-            println!("{mark} {}  {}  {}  sessions={}{note}", d.id, d.profile.as_str(), d.server_url, d.sessions);
+            out::line(format_args!(
+                "{mark} {}  {}  {}  sessions={}{note}",
+                d.id,
+                d.profile.as_str(),
+                d.server_url,
+                d.sessions
+            ));
         }
         rows.push(serde_json::json!({
             "id": d.id.as_str(),
@@ -93,7 +99,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out::line(serde_json::to_string_pretty(&rows)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -108,8 +114,8 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
         (None, None) => DeviceId::from_seed(rand::random()),
     };
     let device = DeviceRecord::new(id, profile, &a.server, &a.provider_id, &template, Utc::now());
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    store.create(&device).map_err(|e| fail(STATE, e.to_string()))?;
-    println!("{}", device.id);
+    let store = super::init_store(&a.state)?;
+    store.create(&device).map_err(super::store_error)?;
+    out::line(&device.id);
     Ok(ExitCode::SUCCESS)
 }

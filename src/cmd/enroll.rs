@@ -5,9 +5,11 @@
 //! Alert 1226 `com.microsoft:mdm.unenrollment.userrequest`, best effort), then wipes the
 //! enrollment.
 //!
-//! Thin over `mdmsim::runner::enrollment`. Exit codes: 2 usage, 3 server unreachable, 4 the
-//! server refused (SOAP fault) or broke the protocol, 5 local state. A failed enrollment leaves
-//! nothing in the state directory.
+//! Thin over `mdmsim::runner::enrollment`. The credential comes from `--password`,
+//! `--password-file`, `--token`, `--token-file` or the environment (`MDMSIM_PASSWORD`,
+//! `MDMSIM_TOKEN`; see [`super::SecretArgs`]), so that it need not show in the process list.
+//! Exit codes: 2 usage, 3 server unreachable, 4 the server refused (SOAP fault) or broke the
+//! protocol, 5 local state. A failed enrollment leaves no device in the state directory.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,12 +24,16 @@ use mdmsim::runner::enrollment::{
     self, EnrollOptions, EnrollmentMaterial, check_id_free, enroll_device, store_enrolled,
 };
 use mdmsim::runner::http::{HttpOptions, Transport};
-use mdmsim::runner::store::Store;
 use mdmsim::runner::{SessionOptions, SessionReport, carry_out, run_session};
-use mdmsim::session::{Fault, Trigger};
+use mdmsim::session::Trigger;
 use mdmsim::tree::Profile;
 
-use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::exit::{STATE, USAGE, fail};
+use super::{Credential, out};
+
+/// The error when no option or environment variable gives a credential.
+const MISSING_CREDENTIAL: &str = "give a password (--password, --password-file or MDMSIM_PASSWORD; OnPremise) or a \
+     token (--token, --token-file or MDMSIM_TOKEN; Federated/JWT)";
 
 /// `--enrollment-type`.
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,7 +46,7 @@ pub enum KindArg {
 
 #[derive(Args)]
 pub struct EnrollArgs {
-    /// The state directory (created if missing).
+    /// The state directory (created if missing: mode 0700, its files 0600).
     #[arg(long, value_name = "DIR")]
     state: PathBuf,
     /// The discovery URL (e.g. https://HOST/EnrollmentServer/Discovery.svc).
@@ -49,14 +55,8 @@ pub struct EnrollArgs {
     /// The enrolling user's email address (UPN).
     #[arg(long, value_name = "ADDR")]
     email: String,
-    /// The user's password: sent in the UsernameToken (OnPremise), or typed into the server's
-    /// sign-in page when discovery asks for Federated authentication (the enrollment web view).
-    #[arg(long, value_name = "P", conflicts_with = "token")]
-    password: Option<String>,
-    /// A security token (Federated, Entra JWT, or Fleet's DeviceEnrollmentUserToken); skips the
-    /// Federated sign-in page.
-    #[arg(long, value_name = "T")]
-    token: Option<String>,
+    #[command(flatten)]
+    secret: super::SecretArgs,
     /// Full (user) or Device enrollment.
     #[arg(long, value_enum, default_value = "full")]
     enrollment_type: KindArg,
@@ -69,7 +69,9 @@ pub struct EnrollArgs {
     /// Trust this CA certificate (PEM) besides the system roots, for enrollment and sessions.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
+    /// Accept any server certificate (testing only): the server's TLS certificate is not
+    /// checked, so the password or token goes to a server whose identity is not verified; a
+    /// warning says so on stderr.
     #[arg(long)]
     insecure: bool,
     /// The DeviceID (32 hex digits); random when omitted.
@@ -94,7 +96,8 @@ pub struct UnenrollArgs {
     /// Trust this CA certificate (PEM) besides the system and provisioned roots.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
+    /// Accept any server certificate (testing only): the server's TLS certificate is not
+    /// checked; a warning says so on stderr.
     #[arg(long)]
     insecure: bool,
     /// Write the unenrollment session's messages to DIR (secrets masked).
@@ -128,11 +131,7 @@ fn transport(
 
 fn session_error(report: &SessionReport, what: &str) -> Option<anyhow::Error> {
     report.error.as_ref().map(|e| {
-        let code = match e.fault() {
-            Fault::Unreachable => UNREACHABLE,
-            Fault::Protocol => PROTOCOL,
-        };
-        fail(code, format!("{what} (session {}) failed: {e}", report.summary.session_id))
+        fail(super::exit::of_fault(e.fault()), format!("{what} (session {}) failed: {e}", report.summary.session_id))
     })
 }
 
@@ -144,17 +143,18 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
         // The binary may use OS randomness; the library only takes seeds.
         (None, None) => DeviceId::from_seed(rand::random()),
     };
-    let auth = match (&a.password, &a.token) {
-        (Some(p), _) => AuthToken::OnPremise { username: a.email.clone(), password: Secret::new(p.as_str()) },
-        (None, Some(t)) => AuthToken::from_user_token(t),
-        (None, None) => return Err(fail(USAGE, "give --password (OnPremise) or --token (Federated/JWT)")),
+    let auth = match a.secret.credential()? {
+        Some(Credential::Password(p)) => AuthToken::OnPremise { username: a.email.clone(), password: Secret::new(p) },
+        Some(Credential::Token(t)) => AuthToken::from_user_token(&t),
+        None => return Err(fail(USAGE, MISSING_CREDENTIAL)),
     };
-    if let Some(dir) = &a.transcript {
-        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
-    }
+    super::transcript_dir(a.transcript.as_deref())?;
     let ca = read_ca(a.ca_cert.as_deref())?;
+    if a.insecure {
+        super::warn_insecure(super::Insecure::Enrollment);
+    }
     let client = http_client(ca.as_deref(), a.insecure).map_err(|e| fail(e.exit_code(), e.to_string()))?;
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
+    let store = super::init_store(&a.state)?;
     check_id_free(&store, &id).map_err(|e| fail(STATE, e.to_string()))?;
     let mut opts = EnrollOptions::new(&a.email, auth, id, profile);
     opts.template = template;
@@ -170,13 +170,14 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
     // The CA trusted for the enrollment stays trusted, as an installed CA on a real machine.
     let material = material.trusting(ca.as_deref());
     store_enrolled(&store, &a.state, &mut device, &material).map_err(|e| fail(STATE, e.to_string()))?;
-    println!("{}", device.id);
-    println!("{}", device.server_url);
+    out::line(&device.id);
+    out::line(&device.server_url);
     for f in device.enrollment.iter().flat_map(|e| &e.findings) {
-        eprintln!("enrollment finding: {f}");
+        out::warn(format_args!("enrollment finding: {f}"));
     }
 
-    // The post-enrollment session, at once (PROTOCOL.md §3: Windows syncs right after).
+    // The post-enrollment session, at once: Windows starts its first management session right
+    // after enrolling.
     let transport = transport(&device, &material, ca, a.insecure)?;
     let registry = mdmsim::csp::registry();
     let mut sopts = SessionOptions::new(Trigger::Enrollment);
@@ -189,9 +190,9 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
     });
     let (report, wiped) = report;
     store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
-    eprint!("post-enrollment session: {}", report.summary.human());
+    out::warn(format_args!("post-enrollment session: {}", report.summary.human().trim_end()));
     match wiped {
-        Ok(true) => eprintln!("the server unenrolled the device in its first session: enrollment wiped"),
+        Ok(true) => out::warn("the server unenrolled the device in its first session: enrollment wiped"),
         Ok(false) => {}
         Err(e) => return Err(fail(STATE, format!("wiping the enrollment of {}: {e}", device.id))),
     }
@@ -202,14 +203,15 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn unenroll(a: UnenrollArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    super::transcript_dir(a.transcript.as_deref())?;
+    let ca = read_ca(a.ca_cert.as_deref())?;
+    let store = super::open_store(&a.state)?;
+    let mut device = store.load(a.device.as_deref()).map_err(super::store_error)?;
     enrollment::check_usable(&device).map_err(|e| fail(STATE, e.to_string()))?;
     let material = enrollment::stored_material(&device, &a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    if let Some(dir) = &a.transcript {
-        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
+    if a.insecure {
+        super::warn_insecure(super::Insecure::Sessions);
     }
-    let ca = read_ca(a.ca_cert.as_deref())?;
     let transport = match &material {
         Some(m) => transport(&device, m, ca, a.insecure)?,
         None => Transport::new(HttpOptions { ca_cert_pem: ca, insecure: a.insecure, ..HttpOptions::default() })
@@ -226,10 +228,10 @@ pub fn unenroll(a: UnenrollArgs) -> anyhow::Result<ExitCode> {
     store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
     wiped.map_err(|e| fail(STATE, format!("deleting the enrollment files of {}: {e}", device.id)))?;
     match &report.error {
-        None => println!("{}: unenrolled (the server was told)", device.id),
+        None => out::line(format_args!("{}: unenrolled (the server was told)", device.id)),
         Some(e) => {
-            println!("{}: unenrolled (the server could not be told)", device.id);
-            eprintln!("mdmsim: warning: the unenrollment session failed: {e}");
+            out::line(format_args!("{}: unenrolled (the server could not be told)", device.id));
+            out::warn(format_args!("mdmsim: warning: the unenrollment session failed: {e}"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,8 +5,11 @@
 //! Prints one line per session (time, device, trigger, mode, result, findings) and a summary;
 //! `--json` prints every record and the summary as one JSON object instead. Every session is
 //! stored as it ends (device record and summary in one transaction). Exit 0 when every session
-//! completed; 3 or 4 when one failed (server unreachable / protocol broken); 2 for bad
-//! arguments or event files; 5 for state errors.
+//! completed; when sessions failed, on any clock, the class of the failures
+//! ([`super::exit::Failures`]: 4 when the server broke the protocol or answered an HTTP
+//! error, else 3 unreachable) unless `--allow-failures`; 2 for bad arguments or event files; 5
+//! for state errors. When standard output goes away (`| head`) the run stops as on Ctrl-C: the
+//! devices' state is saved and the exit code is that of the sessions so far.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,10 +21,10 @@ use clap::Args;
 use mdmsim::runner::enrollment;
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::Transport;
-use mdmsim::runner::store::Store;
 use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
 
-use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::exit::{Failures, STATE, USAGE, fail};
+use super::out;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -68,6 +71,10 @@ pub struct RunArgs {
     /// Stop after this many sessions in all.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_sessions: u64,
+    /// Exit 0 even when sessions failed (by default a failed session makes the run exit 3 when
+    /// the server was unreachable, 4 when it broke the protocol or answered an HTTP error).
+    #[arg(long)]
+    allow_failures: bool,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -93,16 +100,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let http = a.http.options()?;
     let transport = Arc::new(Transport::new(http.clone()).map_err(|e| fail(USAGE, e.to_string()))?);
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    let ids = if a.all { store.ids().map_err(|e| fail(STATE, e.to_string()))? } else { vec![String::new()] };
+    let store = super::open_store(&a.state)?;
+    let ids = if a.all { store.ids().map_err(super::store_error)? } else { vec![String::new()] };
     let mut members = Vec::new();
     for (index, id) in ids.iter().enumerate() {
-        let device = store
-            .load(if a.all { Some(id.as_str()) } else { a.device.as_deref() })
-            .map_err(|e| fail(STATE, e.to_string()))?;
+        let device =
+            store.load(if a.all { Some(id.as_str()) } else { a.device.as_deref() }).map_err(super::store_error)?;
         if let Err(e) = enrollment::check_usable(&device) {
             if a.all {
-                eprintln!("mdmsim: skipping {}: {e}", device.id);
+                out::warn(format_args!("mdmsim: skipping {}: {e}", device.id));
                 continue;
             }
             return Err(fail(STATE, e.to_string()));
@@ -125,9 +131,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if members.is_empty() {
         return Err(fail(STATE, format!("no device in {}; create one with `mdmsim device new`", a.state.display())));
     }
-    if let Some(dir) = &a.transcript {
-        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
-    }
+    super::transcript_dir(a.transcript.as_deref())?;
     let opts = FleetOptions {
         strict: a.strict,
         transcript: a.transcript.clone(),
@@ -145,6 +149,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut store_error = None;
     let wall = std::time::Instant::now();
     let json = a.json;
+    // Nobody reads the output any more (`| head`): end the run as Ctrl-C would.
+    let reader_gone = tokio::sync::Notify::new();
     let stats = rt.block_on(async {
         let end = until.unwrap_or(DateTime::<Utc>::MAX_UTC);
         let run = fleet.run(clock.as_mut(), end, |record, device| {
@@ -157,13 +163,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 store_error.get_or_insert(e.to_string());
             }
             if !json {
-                println!("{}", record.line());
+                out::line(record.line());
+                if out::closed() {
+                    reader_gone.notify_one();
+                }
             }
             records.push(record.clone());
         });
         tokio::select! {
             stats = run => Some(stats),
             _ = tokio::signal::ctrl_c() => None,
+            _ = reader_gone.notified() => None,
         }
     });
     // Whatever happened, the devices' last state is kept (schedules restart from it).
@@ -177,11 +187,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = stats.unwrap_or_default();
     if json {
-        let out =
+        let all =
             serde_json::json!({ "records": records, "summary": stats, "wall_ms": wall.elapsed().as_millis() as u64 });
-        println!("{out}");
+        out::line(all);
     } else {
-        println!(
+        out::line(format_args!(
             "\n{} sessions ({} completed, {} failed), {} missed, {} unenrolled, {} findings; until {} in {:.2?} wall time",
             stats.sessions,
             stats.completed,
@@ -191,26 +201,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             stats.findings,
             stats.ended_at.map_or_else(|| "-".to_string(), |t| t.to_rfc3339()),
             wall.elapsed()
-        );
+        ));
         for (k, n) in &stats.by_trigger_mode {
-            println!("  {k:<24} {n}");
+            out::line(format_args!("  {k:<24} {n}"));
         }
         if stats.hit_session_limit {
-            println!("  stopped at the session limit (--max-sessions {})", a.max_sessions);
+            out::line(format_args!("  stopped at the session limit (--max-sessions {})", a.max_sessions));
         }
     }
-    let failure = records.iter().rev().find_map(|r| match r {
-        Record::Session { summary, .. } => summary.error.clone(),
+    let sessions = records.iter().filter_map(|r| match r {
+        Record::Session { summary, .. } => Some(&**summary),
         _ => None,
     });
-    match failure {
-        None => Ok(ExitCode::SUCCESS),
-        Some(e) => {
-            let unreachable = records.iter().any(|r| matches!(r, Record::Session { summary, .. } if summary.error.as_deref() == Some(e.as_str()) && summary.messages_received == 0));
-            Err(fail(
-                if unreachable { UNREACHABLE } else { PROTOCOL },
-                format!("{} sessions failed; the last: {e}", stats.failed),
-            ))
-        }
+    match Failures::of(sessions) {
+        Some(f) if !a.allow_failures => Err(f.error()),
+        _ => Ok(ExitCode::SUCCESS),
     }
 }

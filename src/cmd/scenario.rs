@@ -1,10 +1,15 @@
 //! `mdmsim scenario check FILE...` and `mdmsim scenario run FILE... --server URL`.
 //!
 //! `check` runs both stages of every file (parse, build) and prints `FILE:LINE:COLUMN: ...` for
-//! each one that fails: exit 0 when all are fine, 2 otherwise. `run` checks the files the same
-//! way, runs each against the server (`mdmsim::runner::scenario::execute`), judges the
-//! expectations and prints a readable pass/fail (or `--json`), optionally JUnit XML: exit 0
-//! when every expectation holds, 1 when one fails, 3/4/5 when a run could not finish.
+//! each one that fails: exit 0 when all are fine, 2 otherwise. `run` checks the files and its
+//! arguments the same way (the CA file, the output paths: exit 2 before anything runs), runs
+//! each file against the server (`mdmsim::runner::scenario::execute`), judges the expectations
+//! and prints a readable pass/fail (or `--json`), optionally JUnit XML. Exit 0 when every
+//! expectation holds; 3/4/5 when a run could not finish; when sessions failed, the class of the
+//! failures as `mdmsim run` gives it ([`super::exit::Failures`]: 4 protocol or HTTP error, 3
+//! unreachable), unless `--allow-failures` or the file's `outcome` expectation names the error
+//! it expects (then its sessions are meant to fail and the expectation judges them); else 1
+//! when an expectation fails.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,16 +18,17 @@ use clap::{Args, Subcommand};
 
 use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::scenario::report::{self, FileOutcome};
-use mdmsim::scenario::{self, Built, EnrollAs, ExpectationResult, RunError, RunOptions, ScenarioError, junit};
+use mdmsim::scenario::{self, Built, Check, EnrollAs, ExpectationResult, RunError, RunOptions, ScenarioError, junit};
 
-use super::exit::{EXPECTATION, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::exit::{EXPECTATION, Failures, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::{Credential, out};
 
 #[derive(Subcommand)]
 pub enum Scenario {
     /// Check scenario files without running them (exit 2 with FILE:LINE:COLUMN messages).
     Check(CheckArgs),
     /// Run scenario files against a server and judge their expectations (exit 1 on a failure).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -52,28 +58,33 @@ pub struct RunArgs {
     /// Trust this CA certificate (PEM) besides the system roots.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
+    /// Accept any server certificate (testing only): the server's TLS certificate is not
+    /// checked (with --email the password or token goes to a server whose identity is not
+    /// verified); a warning says so on stderr.
     #[arg(long)]
     insecure: bool,
     /// Enroll every device (MS-MDE2) as this user before the run, instead of creating it
-    /// pre-provisioned; sessions then use the issued client certificates.
+    /// pre-provisioned; sessions then use the issued client certificates. The credential comes
+    /// from --password, --password-file, --token, --token-file, or the environment variables
+    /// MDMSIM_PASSWORD / MDMSIM_TOKEN.
     #[arg(long, value_name = "ADDR")]
     email: Option<String>,
-    /// The enrolling user's password (OnPremise).
-    #[arg(long, requires = "email", conflicts_with = "token")]
-    password: Option<String>,
-    /// A token instead of a password (Federated / JWT / Fleet's DeviceEnrollmentUserToken).
-    #[arg(long, requires = "email")]
-    token: Option<String>,
+    #[command(flatten)]
+    secret: super::SecretArgs,
     /// The discovery URL; default: the --server base URL + /EnrollmentServer/Discovery.svc.
     #[arg(long, value_name = "URL", requires = "email")]
     discovery: Option<String>,
+    /// Exit as the expectations say even when sessions failed (by default failed sessions make
+    /// the run exit 3 when the server was unreachable, 4 when it broke the protocol or answered
+    /// an HTTP error).
+    #[arg(long)]
+    allow_failures: bool,
 }
 
 pub fn run(c: Scenario) -> anyhow::Result<ExitCode> {
     match c {
         Scenario::Check(a) => check(a),
-        Scenario::Run(a) => run_files(a),
+        Scenario::Run(a) => run_files(*a),
     }
 }
 
@@ -108,16 +119,16 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let (built, errors) = load_all(&a.files);
     for b in &built {
         let devices: usize = b.devices.iter().map(|g| g.ids.len()).sum();
-        println!(
+        out::line(format_args!(
             "{}: ok ({:?}: {devices} device(s), {} event(s), {} expectation(s))",
             b.file,
             b.name,
             b.timeline.len(),
             b.expectations.len()
-        );
+        ));
     }
     for e in &errors {
-        eprintln!("{e}");
+        out::warn(e);
     }
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(USAGE) })
 }
@@ -127,6 +138,27 @@ fn discovery_of(server: &str) -> anyhow::Result<String> {
     let url = reqwest::Url::parse(server).map_err(|e| fail(USAGE, format!("--server {server:?}: {e}")))?;
     let found = url.join("/EnrollmentServer/Discovery.svc").map_err(|e| fail(USAGE, e.to_string()))?;
     Ok(found.to_string())
+}
+
+/// True when the file expects failing sessions: an `outcome` expectation names the error.
+fn expects_failures(b: &Built) -> bool {
+    b.expectations.iter().any(|e| matches!(&e.check, Check::Outcome { error: Some(_) }))
+}
+
+/// An output file argument that cannot be written (a directory, a missing folder) is a usage
+/// error before anything runs, not a failure after the run.
+fn check_output_file(path: &Path, option: &str) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(fail(USAGE, format!("{option} {}: is a directory, not a file", path.display())));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(fail(
+            USAGE,
+            format!("{option} {}: the folder {} does not exist", path.display(), parent.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn exit_of(e: &RunError) -> u8 {
@@ -141,17 +173,28 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
     let (built, errors) = load_all(&a.files);
     if !errors.is_empty() {
         for e in &errors {
-            eprintln!("{e}");
+            out::warn(e);
         }
         return Err(fail(USAGE, format!("{} scenario file(s) do not check; nothing was run", errors.len())));
     }
     let enroll = match &a.email {
+        None if a.secret.given() => {
+            return Err(fail(USAGE, "--password, --password-file, --token and --token-file need --email"));
+        }
         None => None,
         Some(email) => {
-            let auth = match (&a.password, &a.token) {
-                (Some(p), _) => AuthToken::OnPremise { username: email.clone(), password: Secret::new(p.clone()) },
-                (None, Some(t)) => AuthToken::from_user_token(t),
-                (None, None) => return Err(fail(USAGE, "--email needs --password or --token")),
+            let auth = match a.secret.credential()? {
+                Some(Credential::Password(p)) => {
+                    AuthToken::OnPremise { username: email.clone(), password: Secret::new(p) }
+                }
+                Some(Credential::Token(t)) => AuthToken::from_user_token(&t),
+                None => {
+                    return Err(fail(
+                        USAGE,
+                        "--email needs a password (--password, --password-file or MDMSIM_PASSWORD) or a token \
+                         (--token, --token-file or MDMSIM_TOKEN)",
+                    ));
+                }
             };
             let discovery_url = match &a.discovery {
                 Some(d) => d.clone(),
@@ -160,6 +203,19 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
             Some(EnrollAs { discovery_url, email: email.clone(), auth })
         }
     };
+    // Arguments are checked before anything runs, with the exit codes every command gives
+    // them: a CA file that cannot be read and an output path that cannot be used are usage
+    // errors (2).
+    if let Some(path) = &a.ca_cert {
+        std::fs::read(path).map_err(|e| fail(USAGE, format!("--ca-cert {}: {e}", path.display())))?;
+    }
+    super::transcript_dir(a.transcript.as_deref())?;
+    if let Some(path) = &a.junit {
+        check_output_file(path, "--junit")?;
+    }
+    if a.insecure {
+        super::warn_insecure(if enroll.is_some() { super::Insecure::Enrollment } else { super::Insecure::Sessions });
+    }
     let opts =
         RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript, enroll };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -167,15 +223,22 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
     let mut outcomes: Vec<FileOutcome<'_>> = Vec::new();
+    let mut failures: Vec<(&str, Failures)> = Vec::new();
     for b in &built {
-        let r = rt.block_on(mdmsim::runner::scenario::execute(b, &opts)).map(|obs| scenario::evaluate(b, &obs));
-        outcomes.push((b, r));
+        let observed = rt.block_on(mdmsim::runner::scenario::execute(b, &opts));
+        if let Ok(obs) = &observed
+            && !expects_failures(b)
+            && let Some(f) = Failures::of(obs.devices.iter().flat_map(|d| &d.sessions))
+        {
+            failures.push((&b.file, f));
+        }
+        outcomes.push((b, observed.map(|obs| scenario::evaluate(b, &obs))));
     }
 
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report::json(&outcomes))?);
+        out::line(serde_json::to_string_pretty(&report::json(&outcomes))?);
     } else {
-        print!("{}", report::human(&outcomes));
+        out::text(report::human(&outcomes));
     }
 
     if let Some(path) = &a.junit {
@@ -197,6 +260,20 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     if let Some(code) = outcomes.iter().find_map(|(_, r)| r.as_ref().err().map(exit_of)) {
         return Ok(ExitCode::from(code));
+    }
+    if !a.allow_failures && !failures.is_empty() {
+        for (file, f) in &failures {
+            out::warn(format_args!("{file}: {}", f.message()));
+        }
+        let code = if failures.iter().any(|(_, f)| f.code() == PROTOCOL) { PROTOCOL } else { UNREACHABLE };
+        let files = failures.len();
+        return Err(fail(
+            code,
+            format!(
+                "sessions failed in {files} file{} (--allow-failures judges only the expectations)",
+                if files == 1 { "" } else { "s" }
+            ),
+        ));
     }
     let any_failed = outcomes.iter().any(|(_, r)| r.as_ref().is_ok_and(|x| !x.iter().all(ExpectationResult::passed)));
     Ok(if any_failed { ExitCode::from(EXPECTATION) } else { ExitCode::SUCCESS })

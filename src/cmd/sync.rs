@@ -16,12 +16,12 @@ use clap::Args;
 
 use mdmsim::runner::enrollment;
 use mdmsim::runner::http::Transport;
-use mdmsim::runner::store::Store;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
 use mdmsim::schedule::ModeGate;
-use mdmsim::session::{Fault, Trigger};
+use mdmsim::session::Trigger;
 
-use super::exit::{PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::exit::{self, STATE, USAGE, fail};
+use super::out;
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -55,11 +55,10 @@ pub struct SyncArgs {
 
 pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut opts = a.http.options()?;
-    if let Some(dir) = &a.transcript {
-        std::fs::create_dir_all(dir).map_err(|e| fail(USAGE, format!("--transcript {}: {e}", dir.display())))?;
-    }
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    // The state directory first: a sync of a device that does not exist creates nothing.
+    let store = super::open_store(&a.state)?;
+    let mut device = store.load(a.device.as_deref()).map_err(super::store_error)?;
+    super::transcript_dir(a.transcript.as_deref())?;
     // An unenrolled device has no credentials left: refuse instead of failing at the server.
     enrollment::check_usable(&device).map_err(|e| fail(STATE, e.to_string()))?;
     // An enrolled device presents its client certificate (mTLS) and trusts its provisioned
@@ -92,34 +91,33 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         (report, wiped)
     });
     let (report, wiped) = report;
-    store.save_session(&device, &report.summary).map_err(|e| fail(STATE, e.to_string()))?;
+    store.save_session(&device, &report.summary).map_err(super::store_error)?;
     match wiped {
-        Ok(true) => eprintln!("mdmsim: the server unenrolled device {}: its enrollment was wiped", device.id),
+        Ok(true) => {
+            out::warn(format_args!("mdmsim: the server unenrolled device {}: its enrollment was wiped", device.id))
+        }
         Ok(false) => {}
         Err(e) => return Err(fail(STATE, format!("wiping the enrollment files of {}: {e}", device.id))),
     }
     if a.json {
-        println!("{}", serde_json::to_string(&report.summary)?);
+        out::line(serde_json::to_string(&report.summary)?);
     } else {
-        print!("{}", report.summary.human());
+        out::text(report.summary.human());
         // The DMClient address list moved the device off its ADDR: say where it talks now.
         if let Some(c) = device.server_cache.as_ref().filter(|c| c.url != device.server_url) {
-            println!("  server:    {} (from the DMClient address list; next session starts there)", c.url);
+            out::line(format_args!(
+                "  server:    {} (from the DMClient address list; next session starts there)",
+                c.url
+            ));
         }
         // The app installs as they stand after the session and the downloads that followed it:
         // what the server's next Get of Download/<ProductID>/Status will see.
         for d in mdmsim::csp::enterprise_app::downloads(&device.tree) {
-            println!("  app:       {d}");
+            out::line(format_args!("  app:       {d}"));
         }
     }
     match report.error {
         None => Ok(ExitCode::SUCCESS),
-        Some(e) => {
-            let code = match e.fault() {
-                Fault::Unreachable => UNREACHABLE,
-                Fault::Protocol => PROTOCOL,
-            };
-            Err(fail(code, format!("session {} failed: {e}", report.summary.session_id)))
-        }
+        Some(e) => Err(fail(exit::of_fault(e.fault()), format!("session {} failed: {e}", report.summary.session_id))),
     }
 }

@@ -29,7 +29,7 @@ pub fn run(cmd: Syncml) -> anyhow::Result<ExitCode> {
         Syncml::Fmt { file } => {
             let text = read(&file)?;
             let msg = syncml::decode(&text).map_err(|e| fail(USAGE, located(&file, &text, &e)))?;
-            print!("{}", syncml::pretty(&msg));
+            super::out::text(syncml::pretty(&msg));
             Ok(ExitCode::SUCCESS)
         }
         Syncml::Check { files } => {
@@ -37,9 +37,9 @@ pub fn run(cmd: Syncml) -> anyhow::Result<ExitCode> {
             for file in &files {
                 let text = read(file)?;
                 match syncml::decode(&text) {
-                    Ok(msg) => println!("{file}: ok ({} commands)", msg.body.commands.len()),
+                    Ok(msg) => super::out::line(format_args!("{file}: ok ({} commands)", msg.body.commands.len())),
                     Err(e) => {
-                        eprintln!("{}", located(file, &text, &e));
+                        super::out::warn(located(file, &text, &e));
                         bad += 1;
                     }
                 }

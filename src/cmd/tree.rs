@@ -8,12 +8,12 @@ use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
 
-use mdmsim::runner::store::Store;
 use mdmsim::session::{REDACTED, is_secret_uri};
 use mdmsim::syncml::{Command, Item, ItemCmd, StatusCode};
 use mdmsim::tree::{Env, Registry, Tree, TreeState};
 
-use super::exit::{STATE, USAGE, fail};
+use super::exit::{USAGE, fail};
+use super::out;
 
 /// Bounds of the walk (a tree is finite, but a CSP bug should not hang the command).
 const MAX_DEPTH: usize = 32;
@@ -46,8 +46,10 @@ struct Node {
 }
 
 pub fn run(a: TreeArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.state).map_err(|e| fail(STATE, e.to_string()))?;
-    let mut device = store.load(a.device.as_deref()).map_err(|e| fail(STATE, e.to_string()))?;
+    let store = super::open_store(&a.state)?;
+    let mut device = store.load(a.device.as_deref()).map_err(super::store_error)?;
+    // Read only: the store is not needed while the tree is walked (and nothing is written back).
+    drop(store);
     let registry = mdmsim::csp::registry();
     let env = device.env(Utc::now());
     let mut nodes = Vec::new();
@@ -68,12 +70,15 @@ pub fn run(a: TreeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        out::line(serde_json::to_string_pretty(&nodes)?);
     } else {
         for n in &nodes {
+            if out::closed() {
+                break;
+            }
             match &n.value {
-                Some(v) => println!("{}  ({})  {}", n.uri, n.format, v),
-                None => println!("{}  ({})", n.uri, n.format),
+                Some(v) => out::line(format_args!("{}  ({})  {}", n.uri, n.format, v)),
+                None => out::line(format_args!("{}  ({})", n.uri, n.format)),
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::device::Device;
 use crate::scenario::{Built, DeviceGroup, DeviceRun, EnrollAs, Observed, RunError, RunOptions};
 use crate::schedule::{ClockKind, device_seed};
-use crate::session::Outcome;
+use crate::session::{Fault, Outcome};
 
 use super::enrollment::{EnrollOptions, enroll_device, http_options};
 use super::fleet::{Fleet, FleetOptions, Member, Record};
@@ -101,7 +101,7 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
             match record {
                 Record::Session { at, summary, .. } => {
                     sessions += 1;
-                    if summary.outcome != Outcome::Completed && summary.messages_received == 0 {
+                    if summary.outcome != Outcome::Completed && summary.fault == Some(Fault::Unreachable) {
                         unreachable += 1;
                     }
                     run.sessions.push((**summary).clone());

@@ -112,7 +112,8 @@ pub struct DeviceCx<'a> {
 }
 
 /// Whose fault a session error is (the binary maps it to an exit code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fault {
     /// The server could not be reached (connection, TLS, timeout).
     Unreachable,
@@ -263,6 +264,7 @@ impl Core {
         cx.state.rollback(self.mark);
         let mut core = self;
         core.summary.error = Some(error.to_string());
+        core.summary.fault = Some(error.fault());
         let (summary, _) = core.finish(cx.env.now, Outcome::Failed);
         Failed { summary, error }
     }

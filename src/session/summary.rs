@@ -87,6 +87,10 @@ pub struct Summary {
     pub effects: Vec<EffectRecord>,
     /// What ended the session, when it failed.
     pub error: Option<String>,
+    /// Whose fault that was (unreachable server or broken protocol): what exit code a run
+    /// with this failure ends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<super::Fault>,
     pub started_at: DateTime<Utc>,
     /// Session length in the device's (possibly simulated) time.
     pub duration_ms: u64,
@@ -141,6 +145,7 @@ impl Summary {
             findings: Vec::new(),
             effects: Vec::new(),
             error: None,
+            fault: None,
             started_at: now,
             duration_ms: 0,
             keep_alives: 0,

@@ -5,6 +5,10 @@ mod support;
 
 /// EnterpriseAppManagement over `mdmsim sync` sessions: installs, failures, 418, uninstall.
 mod app_install;
+/// The command line and the state directory hardened: private state (0700/0600), `--insecure`
+/// warnings, credentials from files and the environment, one exit code per failure class in
+/// every command, a closed standard output, missing / file / locked state directories.
+mod cli_hardening;
 /// The reference server's compatibility mode: the fleet and minimal presets, single switches,
 /// the Federated sign-in page and its tokens.
 mod compat_server;
