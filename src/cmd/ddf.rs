@@ -49,7 +49,7 @@ pub fn run(a: Ddf) -> anyhow::Result<ExitCode> {
                 Some(file) => {
                     std::fs::write(&file, text).map_err(|e| fail(USAGE, format!("writing {}: {e}", file.display())))?
                 }
-                None => print!("{text}"),
+                None => super::out::text(&text),
             }
             eprintln!("{} nodes from {}", facts.len(), dir.display());
             Ok(ExitCode::SUCCESS)
@@ -63,7 +63,7 @@ pub fn run(a: Ddf) -> anyhow::Result<ExitCode> {
             if rows.is_empty() {
                 return Err(fail(USAGE, format!("no node under {path}")));
             }
-            print!("{}", table::encode(&rows.into_iter().cloned().collect::<Vec<_>>()));
+            super::out::text(table::encode(&rows.into_iter().cloned().collect::<Vec<_>>()));
             Ok(ExitCode::SUCCESS)
         }
     }
