@@ -19,6 +19,7 @@ use mdmsim::runner::http::Transport;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
 use mdmsim::schedule::ModeGate;
 use mdmsim::session::Trigger;
+use mdmsim::tree::Effect;
 
 use super::exit::{self, STATE, USAGE, fail};
 use super::out;
@@ -91,6 +92,19 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         (report, wiped)
     });
     let (report, wiped) = report;
+    let reboot = report.effects.iter().find_map(|e| match e {
+        Effect::Reboot { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    if let Some(why) = reboot {
+        // The device restarts once the session is over: everyone is logged off, so its next
+        // session (the reboot's) runs in Machine mode.
+        device.apply_trigger(Trigger::Reboot);
+        out::warn(format_args!(
+            "mdmsim: the server rebooted device {} ({why}): its next session runs in Machine mode",
+            device.id
+        ));
+    }
     store.save_session(&device, &report.summary).map_err(super::store_error)?;
     match wiped {
         Ok(true) => {

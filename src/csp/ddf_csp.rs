@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::ddf::{Allowed, NodeFact};
 use crate::syncml::StatusCode;
-use crate::tree::{Csp, CspCx, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
+use crate::tree::{Csp, CspCx, Effect, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
 
 const DEVICE: &[Scope] = &[Scope::Device];
 const USER: &[Scope] = &[Scope::User];
@@ -297,6 +297,22 @@ impl Csp for DdfCsp {
         cx.state.value(&cx.key(&format!("Config/{key}"))).map(str::to_string).or_else(|| fact.default.clone())
     }
 
+    /// An Exec the DDF allows is accepted (200). Two have effects on the device: the Reboot
+    /// CSP's `RebootNow` (the device restarts after the session) and the RemoteWipe CSP's wipes
+    /// (the device is wiped, so it leaves management).
+    fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
+        match (self.root, node.rel) {
+            ("Vendor/MSFT/Reboot", "RebootNow") => {
+                cx.emit(Effect::Reboot { reason: "Reboot/RebootNow".into() })
+            }
+            ("Vendor/MSFT/RemoteWipe", rel) if rel.starts_with("doWipe") => {
+                cx.emit(Effect::Unenroll { reason: format!("RemoteWipe/{rel}") })
+            }
+            _ => {}
+        }
+        StatusCode::Ok
+    }
+
     fn validate(&self, _cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
         let (Some(fact), Some(value)) = (self.fact(node.spec), value) else { return Ok(()) };
         if op == WriteOp::Delete || node.spec.is_interior() {
@@ -413,6 +429,17 @@ mod tests {
         assert_eq!(run(&mut s, get(uri)), (StatusCode::Ok, Some("1".into())));
         assert_eq!(run(&mut s, write("Replace", uri, "int", "2")).0, StatusCode::BadRequest);
         assert_eq!(run(&mut s, write("Replace", uri, "int", "one")).0, StatusCode::BadRequest);
+        // RebootNow restarts the device after the session.
+        let exec = Command::Exec(ItemCmd {
+            cmd_id: "1".into(),
+            items: vec![Item::target("./Device/Vendor/MSFT/Reboot/RebootNow")],
+            ..ItemCmd::default()
+        });
+        let registry = crate::csp::registry();
+        let env = Env::new(chrono::Utc::now(), Profile::Win10);
+        let mut tree = Tree::new(&registry, &mut s, &env);
+        assert_eq!(tree.execute(&exec)[0].code, StatusCode::Ok);
+        assert!(matches!(tree.effects.as_slice(), [Effect::Reboot { .. }]));
         // Get-only nodes refuse writes.
         let now = "./Device/Vendor/MSFT/Reboot/RebootNow";
         assert_eq!(run(&mut s, write("Replace", now, "null", "")).0, StatusCode::CommandNotAllowed);

@@ -406,6 +406,8 @@ async fn step(
                 Effect::RequestSession { .. } => {
                     actions.extend(m.scheduler.on_event(now, Event::Sync { interactive: false }))
                 }
+                // The device restarts after the session: the reboot's Machine-mode session follows.
+                Effect::Reboot { .. } => actions.extend(m.scheduler.on_event(now, Event::Reboot)),
                 Effect::Unenroll { reason } => {
                     unenroll(&mut m, opts, UnenrolledBy::Server, now);
                     records.push(Record::Unenrolled { device: m.device.id.to_string(), at: now, reason });

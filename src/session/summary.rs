@@ -46,6 +46,7 @@ impl From<&Effect> for EffectRecord {
         let (kind, detail) = match e {
             Effect::Fetch { csp, node, url } => ("fetch", format!("{csp} {node} <- {url}")),
             Effect::Unenroll { reason } => ("unenroll", reason.clone()),
+            Effect::Reboot { reason } => ("reboot", reason.clone()),
             Effect::RequestSession { reason } => ("request_session", reason.clone()),
             Effect::Alert { code, item } => {
                 let ty = item.meta.as_ref().and_then(|m| m.type_.clone()).unwrap_or_default();

@@ -112,6 +112,9 @@ pub enum Effect {
     Fetch { csp: &'static str, node: String, url: String },
     /// The device leaves management: wipe the enrollment and stop syncing.
     Unenroll { reason: String },
+    /// The device restarts once the session is over (Reboot CSP `RebootNow`): everyone is
+    /// logged off and MDMAgent's next run is the reboot's Machine-mode session.
+    Reboot { reason: String },
     /// Start a session soon (for example to report a finished install).
     RequestSession { reason: String },
     /// A client alert to send in the next package (e.g. a 1224 or 1226 generic alert item).

@@ -14,6 +14,8 @@ mod cli_hardening;
 mod compat_server;
 /// `mdmsim ddf`: Microsoft's CSP definition files compiled into the node table.
 mod ddf;
+/// CSPs known by their DDF facts over real sessions: a Fleet-style Policy profile, BitLocker, Reboot.
+mod ddf_csps;
 /// `mdmsim demo`: a small fleet enrolls, lives half a day, and agrees with the server.
 mod demo;
 /// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
