@@ -1,14 +1,16 @@
 //! `mdmsim server`: runs the embedded reference MDM server until Ctrl-C and prints where to
-//! point devices (base URL, discovery URL) and which CA file to trust. `--compat` makes it
-//! answer like a real-world server (see docs/server-compat.md).
+//! point devices (base URL, discovery URL), which CA file to trust and where the admin token
+//! is kept. `--compat` makes it answer like a real-world server (see docs/server-compat.md);
+//! `--faults` makes it a faulty one (see docs/server-faults.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
-use mdmsim::server::{self, Config, Preset, ServerError, ServerOptions};
+use mdmsim::server::{self, Config, FaultSpec, Preset, ServerError, ServerOptions};
 
 use super::exit::{STATE, USAGE, fail};
 
@@ -43,15 +45,47 @@ pub struct ServerArgs {
     /// MS-XCEP policy response). The switches are listed in docs/server-compat.md.
     #[arg(long, value_name = "PRESET", value_parser = parse_preset)]
     compat: Option<Preset>,
+    /// Serve HTTPS on an address other machines can reach (0.0.0.0, a LAN address). Without it
+    /// the server listens on loopback only: it enrolls any device that knows a configured
+    /// user's password.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Inject faults into management answers, replacing the config's [faults] probabilities:
+    /// NAME=PROBABILITY terms, comma-separated, probabilities as 5% or 0.05, names 500 (HTTP
+    /// 500), reset (close without an answer), slow (answer late), truncate (a body shorter than
+    /// its Content-Length), malformed (SyncML that does not parse), no-final (no <Final/>);
+    /// `none` turns them off. Example: 500=5%,reset=2%,slow=1%. See docs/server-faults.md.
+    #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
+    faults: Option<FaultSpec>,
+    /// Seed of the fault draw (default: the config's [faults] seed, else a random one, printed
+    /// at start). The same seed and the same devices give the same faults.
+    #[arg(long, value_name = "N")]
+    fault_seed: Option<u64>,
+    /// How long a `slow` fault delays the answer (2s, 500ms; at most 30s). Default 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_slow_delay)]
+    fault_slow_delay: Option<Duration>,
 }
 
 fn parse_preset(text: &str) -> Result<Preset, String> {
     text.parse()
 }
 
+fn parse_faults(text: &str) -> Result<FaultSpec, String> {
+    text.parse().map_err(|e: server::FaultSpecError| e.to_string())
+}
+
+fn parse_slow_delay(text: &str) -> Result<Duration, String> {
+    server::faults::parse_delay(text).map_err(|e| e.to_string())
+}
+
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    if args.http && !args.listen.ip().is_loopback() {
-        return Err(fail(USAGE, ServerError::HttpNotLoopback(args.listen).to_string()));
+    // Checked before anything is created or bound.
+    server::check_exposure(args.listen, args.http, args.allow_remote).map_err(|e| fail(USAGE, e.to_string()))?;
+    if !server::is_loopback(args.listen.ip()) {
+        eprintln!(
+            "mdmsim: warning: listening on {}, which other machines can reach (--allow-remote): any device that knows a configured user's password can enroll; keep the admin token file private",
+            args.listen
+        );
     }
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| fail(USAGE, e.to_string()))?,
@@ -63,6 +97,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(preset) = args.compat {
         config.compat.preset = preset;
     }
+    if let Some(spec) = args.faults {
+        config.faults.spec = spec;
+    }
+    if let Some(seed) = args.fault_seed {
+        config.faults.seed = Some(seed);
+    }
+    if let Some(delay) = args.fault_slow_delay {
+        config.faults.slow_delay = Some(delay);
+    }
     let compat = config.compat.preset;
     let federated = config.compat().federated;
     let users: Vec<String> = config.users.iter().map(|u| u.name.clone()).collect();
@@ -73,6 +116,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         config,
         public_url: args.public_url,
         clock: None,
+        allow_remote: args.allow_remote,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,7 +125,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let handle = server::start(opts).await.map_err(|e| {
             let code = match e {
-                ServerError::Pki(_) => STATE,
+                ServerError::Pki(_) | ServerError::AdminToken(_) => STATE,
                 _ => USAGE,
             };
             fail(code, e.to_string())
@@ -90,12 +134,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         println!("  base URL:      {}", handle.base_url);
         println!("  discovery URL: {}", handle.discovery_url());
         println!("  management:    {}", handle.management_url());
-        println!("  records:       {}/admin/devices", handle.base_url);
+        println!("  records:       {}/admin/devices and /admin/summary", handle.base_url);
+        println!("  admin token:   {} (send it as Authorization: Bearer)", handle.admin_token_file().display());
         if handle.base_url.starts_with("https") {
             println!("  CA to trust:   {}", handle.ca_file.display());
         }
         println!("  users:         {}", users.join(", "));
         println!("  compatibility: {compat}");
+        if let Some(plan) = handle.fault_plan() {
+            println!("  faults:        {plan}");
+        }
         if federated {
             println!("  sign-in page:  {}{}", handle.base_url, server::AUTH_PATH);
         }

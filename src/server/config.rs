@@ -1,6 +1,7 @@
 //! The reference server's configuration (TOML): users, enrollment options, the management
 //! policies it applies (DMClient poll schedule and push PFN, app installs, inventory reads,
-//! unenroll), how it trusts management requests, and its compatibility mode (`[compat]`).
+//! unenroll), how it trusts management requests, its compatibility mode (`[compat]`) and the
+//! faults it injects (`[faults]`).
 //!
 //! Owns parsing and checking the file. It does not apply anything: `mgmt.rs` turns the policies
 //! into commands, `enroll.rs` uses the users and the poll values. The shipped defaults are
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::compat::{Compat, CompatConfig};
+use super::faults::FaultConfig;
 
 /// The compiled-in default configuration (`fixtures/server/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../fixtures/server/default.toml");
@@ -41,6 +43,9 @@ pub struct Config {
     /// How closely to imitate a real-world server (`[compat]`, see `compat.rs`).
     #[serde(default)]
     pub compat: CompatConfig,
+    /// Faults to inject into management answers (`[faults]`, see `faults.rs`); none by default.
+    #[serde(default)]
+    pub faults: FaultConfig,
     /// Where the config file was read from (relative app files resolve against its folder).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -74,7 +79,7 @@ pub struct User {
     pub password: String,
 }
 
-/// How a management request is trusted (PROTOCOL.md §1.9).
+/// How a management request is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
@@ -101,8 +106,8 @@ pub struct Management {
     pub max_attempts: u32,
     #[serde(default)]
     pub unenroll: bool,
-    /// Create `Download/<ProductID>/DownloadInstall` in the install Atomic's Add, as the seed's
-    /// prose and example do (dropped automatically if the device answers 405 for that item).
+    /// Create `Download/<ProductID>/DownloadInstall` in the install Atomic's Add, as the
+    /// EnterpriseAppManagement CSP page's prose and example do (dropped automatically if the device answers 405 for that item).
     #[serde(default = "yes")]
     pub add_download_install_node: bool,
     #[serde(default)]
@@ -132,7 +137,7 @@ impl Default for Management {
 pub struct DmClient {
     /// `Push/PFN`.
     pub push_pfn: Option<String>,
-    /// Bearer token for WNS pushes (PROTOCOL.md §4); the fake WNS of a test accepts any.
+    /// Bearer token for WNS pushes; the fake WNS of a test accepts any.
     pub wns_token: Option<String>,
     /// `Poll/<Name>` = value, node names as in the DMClient CSP.
     #[serde(default)]

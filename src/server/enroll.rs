@@ -1,4 +1,4 @@
-//! The enrollment endpoints of the reference server (MS-MDE2, PROTOCOL.md §3): discovery,
+//! The enrollment endpoints of the reference server (MS-MDE2): discovery,
 //! MS-XCEP GetPolicies and MS-WSTEP RequestSecurityToken, answering with the provisioning
 //! document (§3.5) or a SOAP fault with the MS-MDE2 subcode.
 //!
@@ -43,7 +43,7 @@ const USER_TOKEN: &str =
 /// What AAUTHDATA says when the compat switch `aauthdata_nonce` is on: the word itself.
 const LITERAL_NONCE: &str = "nonce";
 
-/// A SOAP fault of MS-MDE2 §2.2.10 (PROTOCOL.md §3.4), with what went wrong.
+/// A SOAP fault of MS-MDE2 §2.2.10, with what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
     #[error("0x80180001 MessageFormat: {0}")]

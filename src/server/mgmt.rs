@@ -1,5 +1,5 @@
 //! The management endpoint's logic: one reference OMA-DM server session per device message
-//! (PROTOCOL.md §1, §2, §8). It authenticates the message (client certificate or
+//! (MS-MDM; OMA DM 1.2). It authenticates the message (client certificate or
 //! `syncml:auth-md5`), statuses the client's commands, records check-ins and inventory, sends
 //! the commands the policies call for in package 1's reply, reads back Statuses and Results,
 //! and ends the session when nothing is left: with an empty body, or (compat `session_end`) a
@@ -7,10 +7,10 @@
 //! style, whether Alerts get Statuses, and an empty answer to package 1.
 //!
 //! Owns the per-device command queue and its rules: Add then Replace after a 418; app installs
-//! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (seed
-//! enterpriseappmanagement-csp.txt), then `Download/<ProductID>/Status` polls in later sessions
-//! until 5 or a failure; nothing but reads and unenroll in a Machine-mode session (seed
-//! mdmagent-operation-modes.txt). It does not do HTTP (see `mod.rs`) and shares nothing with the
+//! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (Microsoft's
+//! EnterpriseAppManagement CSP page), then `Download/<ProductID>/Status` polls in later sessions
+//! until 5 or a failure; nothing but reads and unenroll in a Machine-mode session
+//! (Microsoft's Windows 8.1 blog post on MDM operation modes). It does not do HTTP (see `mod.rs`) and shares nothing with the
 //! device side but the SyncML codec.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,7 +29,7 @@ use crate::syncml::{
     SyncMl,
 };
 
-/// The LoginStatus client event type (PROTOCOL.md §1.2).
+/// The LoginStatus client event type (Alert 1224 in package 1, MS-MDM).
 const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
 /// The user-initiated unenrollment generic alert type.
 const UNENROLL_ALERT: &str = "com.microsoft:mdm.unenrollment.userrequest";
@@ -45,7 +45,7 @@ pub struct AppPlan {
     pub sha256: String,
 }
 
-/// The application-layer credentials of one device (w7 APPAUTH, PROTOCOL.md §1.9).
+/// The application-layer credentials of one device (Microsoft's w7 APPLICATION CSP page, APPAUTH).
 #[derive(Debug, Clone)]
 pub struct Creds {
     /// APPSRV AAUTHNAME / AAUTHSECRET: what the client digests in its Cred.
@@ -62,7 +62,7 @@ pub struct Incoming<'a> {
     pub mode: Option<&'a str>,
     /// The CN of a TLS client certificate that verified against our CA.
     pub cert_cn: Option<&'a str>,
-    /// The `UserAgentOrigin` header (PROTOCOL.md §2), if sent.
+    /// The `UserAgentOrigin` header Windows sends, if sent.
     pub user_agent_origin: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
@@ -105,9 +105,12 @@ struct AppTrack {
     atomic_status: Option<u16>,
     /// Statuses of the Atomic's children: Cmd, code, TargetRef.
     children: Vec<(String, u16, Option<String>)>,
-    /// Whether the Add also creates the DownloadInstall node (seed: "create the Name, URL,
+    /// Whether the Add also creates the DownloadInstall node (the CSP page: "create the Name, URL,
     /// Version, and DownloadInstall nodes first"); dropped if the device refuses that item.
     add_download_install: bool,
+    /// Install Atomics whose statuses never came (the session failed, or our answer was
+    /// lost): sent again, and not held against `max_attempts`.
+    lost: u32,
 }
 
 /// What a CmdID we sent was for.
@@ -237,8 +240,7 @@ impl Mgmt {
     }
 
     /// Records a push sent to the device. A dead channel (404/410) means the WNS configuration
-    /// must be sent again in the next Maintenance session (seed mdmagent-operation-modes.txt):
-    /// the PFN goes back in the queue and the stale ChannelURI is forgotten.
+    /// must be sent again in the next Maintenance session (Microsoft's Windows 8.1 blog post on MDM operation modes): the PFN goes back in the queue and the stale ChannelURI is forgotten.
     pub fn pushed(&mut self, device_id: &str, record: PushRecord) {
         let dead = matches!(record.http_status, 404 | 410);
         let dev = self.device(device_id);
@@ -252,6 +254,13 @@ impl Mgmt {
                 dev.record.settings.remove(uri);
             }
         }
+    }
+
+    /// Records a fault injected into an answer to the device. Nothing else changes: a fault
+    /// that replaced the answer was drawn before the message was handled, so the commands of
+    /// the session stay in flight and go again in the device's next session.
+    pub fn fault_injected(&mut self, device_id: &str, record: FaultRecord) {
+        self.device(device_id).record.faults.push(record);
     }
 
     fn device(&mut self, id: &str) -> &mut Device {
@@ -270,7 +279,7 @@ impl Mgmt {
         let dev = self.device(&device_id);
         let mut out = Out::new(&msg.hdr, &compat);
 
-        // Authentication first (PROTOCOL.md §1.9): nothing else is processed without it.
+        // Authentication first (OMA DM 1.2 security): nothing else is processed without it.
         let auth = match authenticate(&config, dev, &msg.hdr, cert_cn) {
             Ok(method) => method,
             Err((code, nonce)) => {
@@ -344,7 +353,7 @@ impl Mgmt {
                     }
                 }
                 Command::Replace(c) | Command::Add(c) => {
-                    // Package 1 DevInfo (Source LocURIs), PROTOCOL.md §1.2.
+                    // Package 1 DevInfo (Source LocURIs), as Microsoft's OMA DM protocol support page shows it.
                     for item in &c.items {
                         if let (Some(uri), Some(data)) = (item.source.as_ref().or(item.target.as_ref()), &item.data) {
                             dev.record.inventory.insert(uri.clone(), data.clone());
@@ -377,7 +386,16 @@ impl Mgmt {
                 return Reply::End;
             }
         }
-        if !msg.body.final_ && compat.client_final {
+        // A client message with Alert 1222 asks for the next message of *our* package (we sent
+        // one without Final): it is not the client's package going on, and answering it with
+        // our own 1222 would leave both sides waiting. Our package is always whole, so the
+        // answer is the session's end.
+        let asks_next = msg
+            .body
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Alert(a) if AlertCode::parse(&a.data) == Some(AlertCode::NextMessage)));
+        if !msg.body.final_ && compat.client_final && !asks_next {
             // The client's package goes on in its next message (OMA-DM §8):
             // answer what we have and ask for the rest with Alert 1222, without Final.
             let cmd_id = out.ids.next();
@@ -454,6 +472,7 @@ fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
                 atomic_status: None,
                 children: Vec::new(),
                 add_download_install: config.management.add_download_install_node,
+                lost: 0,
             },
         );
         d.record.apps.insert(
@@ -526,7 +545,7 @@ fn authenticate(
     Err((StatusCode::InvalidCredentials.code(), nonce))
 }
 
-/// `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))` (PROTOCOL.md §1.9).
+/// `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))` (OMA DM 1.2 security, `syncml:auth-md5`).
 pub fn md5_digest(name: &str, secret: &str, nonce: &[u8]) -> String {
     let inner = B64.encode(Md5::digest(format!("{name}:{secret}").as_bytes()));
     let mut h = Md5::new();
@@ -559,14 +578,30 @@ fn start_session(
             s.state = SetState::Pending;
         }
     }
-    for rec in dev.record.apps.values_mut() {
+    for (name, rec) in dev.record.apps.iter_mut() {
         if rec.state == AppState::Sent {
             rec.state = AppState::Pending;
+            if let Some(t) = dev.apps.get_mut(name) {
+                t.lost += 1;
+            }
         }
     }
     // A rekey whose statuses never came: send the same values again (both stay accepted).
     if dev.rekey.is_some() {
         dev.rekey_wanted = true;
+    }
+    // Reads and the unenroll Exec of an earlier session that never got their Status (the
+    // session failed, or our answer was lost) were not carried out: queue them again, as a
+    // real server's queue keeps what the device never acknowledged.
+    for (id, sent) in &dev.sent {
+        if dev.answered.contains(id) {
+            continue;
+        }
+        match sent {
+            Sent::Inventory { .. } => dev.inventory_done = false,
+            Sent::Unenroll { .. } => dev.unenroll_sent = false,
+            _ => {}
+        }
     }
     dev.sent.clear();
     dev.chunk = None;
@@ -599,8 +634,8 @@ fn start_session(
     dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
 }
 
-/// Checks the client's message against the protocol rules a server can see (PROTOCOL.md §1.1–
-/// §1.3) and records what breaks them as findings; the session goes on.
+/// Checks the client's message against the protocol rules a server can see (OMA DM 1.2
+/// representation and protocol, MS-MDM) and records what breaks them as findings; the session goes on.
 fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
     let msg_id = msg.hdr.msg_id.trim();
     let at = format!("session {session_id} message {msg_id}");
@@ -694,7 +729,7 @@ fn end_session(dev: &mut Device) {
     }
 }
 
-/// The mode to act on: the `mode` query parameter (seed mdmagent-operation-modes.txt), else the
+/// The mode to act on: the `mode` query parameter (Microsoft's Windows 8.1 blog post on MDM operation modes), else the
 /// LoginStatus of a Windows 10 client (`user` = the enrolled user is there), else Maintenance
 /// (a plain OMA-DM client that says neither).
 pub fn effective_mode(mode: Option<&str>, login_status: Option<&str>) -> Mode {
@@ -814,7 +849,7 @@ fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
     for item in &r.items {
         let mut uri = item.source.clone().or_else(|| sent.as_ref().and_then(|s| s.uri().map(str::to_string)));
         let mut data = item.data.clone().unwrap_or_default();
-        // Large objects (PROTOCOL.md §1.4): gather MoreData chunks, record the whole value.
+        // Large objects (OMA DM 1.2 large object handling): gather MoreData chunks, record the whole value.
         if let Some((cmd_ref, first_uri, mut sofar)) = dev.chunk.take() {
             if cmd_ref == r.cmd_ref {
                 sofar.push_str(&data);
@@ -871,7 +906,7 @@ fn settle_apps(dev: &mut Device, config: &Config) {
             rec.state = AppState::Installing;
             continue;
         }
-        // Seed: a previous Download/<ProductID> node makes the Add fail with 418; resend the
+        // Microsoft's EnterpriseAppManagement CSP page: a previous Download/<ProductID> node makes the Add fail with 418; resend the
         // Atomic with Replace.
         if t.op == Op::Add && children.iter().any(|(cmd, c, _)| cmd == "Add" && *c == StatusCode::AlreadyExists.code())
         {
@@ -896,7 +931,7 @@ fn settle_apps(dev: &mut Device, config: &Config) {
             continue;
         }
         let detail: Vec<String> = children.iter().map(|(cmd, c, _)| format!("{cmd} {c}")).collect();
-        rec.state = if rec.attempts >= max {
+        rec.state = if rec.attempts.saturating_sub(t.lost) >= max {
             AppState::Failed(format!("install Atomic failed: {code} ({})", detail.join(", ")))
         } else {
             AppState::Pending
@@ -904,7 +939,7 @@ fn settle_apps(dev: &mut Device, config: &Config) {
     }
 }
 
-/// The commands for package 1's reply, by mode (seed mdmagent-operation-modes.txt): Machine
+/// The commands for package 1's reply, by mode (Microsoft's Windows 8.1 blog post on MDM operation modes): Machine
 /// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
 fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &mut Ids) -> Vec<Command> {
     let mut cmds = Vec::new();
@@ -925,7 +960,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &m
         dev.inventory_done = all;
     }
 
-    // PROTOCOL.md §4: once the PFN is set, re-read the channel every session (a device read,
+    // Microsoft's push notification support page: once the PFN is set, re-read the channel every session (a device read,
     // allowed in every mode).
     if let Some(pfn) = dev.settings.iter().find(|(u, s)| u.ends_with("/Push/PFN") && s.state == SetState::Done) {
         let push = pfn.0.trim_end_matches("/PFN").to_string();
@@ -980,7 +1015,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &m
                         chr(format!("{base}/Version"), &app.version),
                     ];
                     if t.op == Op::Add && t.add_download_install {
-                        // As in the seed's example: the node with Data 1 and no Meta.
+                        // As in the CSP page's example: the node with Data 1 and no Meta.
                         items.push(Item {
                             target: Some(format!("{base}/DownloadInstall")),
                             data: Some("1".into()),
@@ -1031,7 +1066,7 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &m
     if config_ok && dev.rekey_wanted && dev.creds.is_some() {
         dev.rekey_wanted = false;
         // DMAcc account UID: the SHA-256 of the PROVIDER-ID (Learn DMAcc); the device maps any
-        // UID to its one account (PROTOCOL.md §1.9).
+        // UID to its one account.
         let account = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(config.provider_id.as_bytes()));
         let (name, secret) = match dev.rekey.take() {
             Some((n, s, _)) => (n, s),
@@ -1074,7 +1109,7 @@ fn is_user_scope(uri: &str) -> bool {
     uri.starts_with("./User/")
 }
 
-/// LocURI encoding of a segment: braces and spaces (PROTOCOL.md §1.1).
+/// LocURI encoding of a segment: braces and spaces (URI escaping, as the CSP pages write them).
 fn enc(segment: &str) -> String {
     segment.replace('{', "%7B").replace('}', "%7D").replace(' ', "%20")
 }
@@ -1113,7 +1148,7 @@ impl Out {
     fn new(client: &SyncHdr, compat: &Compat) -> Self {
         let hdr = SyncHdr {
             session_id: client.session_id.clone(),
-            // Mirror the client's MsgID, like Fleet and the MS-MDM example (PROTOCOL.md §1.1).
+            // Mirror the client's MsgID, like Fleet and the MS-MDM example .
             msg_id: client.msg_id.clone(),
             target: client.source.clone(),
             source: client.target.clone(),
@@ -1254,6 +1289,90 @@ mod tests {
         assert_eq!(end.body.commands.len(), 1);
         assert!(matches!(&end.body.commands[0], Command::Status(s) if s.cmd == "SyncHdr"));
         assert!(m.record("DEV1").unwrap().checkins[0].completed);
+    }
+
+    #[test]
+    fn commands_whose_statuses_never_came_go_again_next_session() {
+        let text = "[management]\nauth = 'none'\nunenroll = true\ninventory = ['./DevDetail/SwV']\n[dmclient]\npush_pfn = 'P'\n";
+        let mut m = Mgmt::new(Arc::new(Config::parse(text, "t").unwrap()), Vec::new());
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let names = |cmds: &[Command]| cmds.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&send(&mut m, msg("1", "1", pkg1))), ["Get", "Add"]);
+        // The device's answer to that message is lost (its session failed): nothing is done,
+        // and the next session asks again.
+        let again = send(&mut m, msg("2", "1", pkg1));
+        assert_eq!(names(&again), ["Get", "Add"]);
+        assert!(m.record("DEV1").unwrap().settings.is_empty());
+        let ok = again
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "<Status><CmdID>{}</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>200</Data></Status>",
+                    i + 1,
+                    c.cmd_id(),
+                    c.name()
+                )
+            })
+            .collect::<String>();
+        assert!(send(&mut m, msg("2", "2", &ok)).is_empty());
+        // Settled: the unenroll Exec goes; lost too, it goes again.
+        let exec = send(&mut m, msg("3", "1", pkg1));
+        assert!(names(&exec).contains(&"Exec".to_string()), "{:?}", names(&exec));
+        let exec = send(&mut m, msg("4", "1", pkg1));
+        assert!(names(&exec).contains(&"Exec".to_string()), "{:?}", names(&exec));
+        assert!(!m.record("DEV1").unwrap().unenrolled);
+    }
+
+    #[test]
+    fn lost_install_atomics_do_not_count_against_max_attempts() {
+        let config = Config::parse("[management]\nauth = 'none'\nmax_attempts = 2\n", "t").unwrap();
+        let app = AppPlan {
+            name: "App".into(),
+            product_id: "{B316008A-141D-4A79-810F-8B764C4CFDFB}".into(),
+            version: "1.0".into(),
+            url: "http://127.0.0.1/packages/App".into(),
+            size: 1,
+            sha256: String::new(),
+        };
+        let mut m = Mgmt::new(Arc::new(config), vec![app]);
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        // Two sessions whose answers were lost, then one where the Atomic fails for real.
+        for session in ["1", "2"] {
+            assert!(send(&mut m, msg(session, "1", pkg1)).iter().any(|c| c.name() == "Atomic"));
+        }
+        let cmds = send(&mut m, msg("3", "1", pkg1));
+        let atomic = cmds.iter().find(|c| c.name() == "Atomic").unwrap().cmd_id().to_string();
+        let failed = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{atomic}</CmdRef><Cmd>Atomic</Cmd><Data>500</Data></Status>"
+        );
+        send(&mut m, msg("3", "2", &failed));
+        let rec = &m.record("DEV1").unwrap().apps["App"];
+        assert_eq!((rec.attempts, &rec.state), (3, &AppState::Pending), "one real failure of two allowed");
+    }
+
+    #[test]
+    fn alert_1222_asking_for_our_next_message_ends_the_session() {
+        let config = Config::parse("[management]\nauth = 'none'\n[dmclient]\npush_pfn = 'P'\n", "t").unwrap();
+        let mut m = Mgmt::new(Arc::new(config), Vec::new());
+        let cmds = send(&mut m, msg("1", "1", "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>"));
+        // Our answer went without Final (lost on the way): the device statuses it and asks for
+        // the rest of our package, without Final itself.
+        let body = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>\
+             <Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Add</Cmd><Data>200</Data></Status>\
+             <Alert><CmdID>3</CmdID><Data>1222</Data></Alert>",
+            cmds[0].cmd_id()
+        );
+        let mut next = msg("1", "2", &body);
+        next.body.final_ = false;
+        let inc = Incoming { msg: next, mode: None, cert_cn: None, user_agent_origin: None, now: Utc::now() };
+        let Reply::Message(r) = m.handle(inc) else { panic!("the Alert gets its Status") };
+        assert!(r.body.final_);
+        assert!(r.body.commands.iter().all(|c| matches!(c, Command::Status(_))), "no 1222 of ours");
+        let record = m.record("DEV1").unwrap();
+        assert!(record.checkins[0].completed);
+        assert_eq!(record.settings.len(), 1);
     }
 
     #[test]

@@ -8,7 +8,18 @@
 //! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `GET`/`POST
 //! /EnrollmentServer/Auth` (the Federated sign-in page, `sts.rs`), `POST /ManagementServer/MDM.svc`
 //! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app packages), and the read-only JSON views
-//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`.
+//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, which answer 401 without
+//! the admin token (`admin.rs`; `Authorization: Bearer <token>`, the token in
+//! `<state>/admin-token`).
+//!
+//! Exposure: plain HTTP only on loopback; HTTPS on another address only with
+//! [`ServerOptions::allow_remote`] (`mdmsim server --allow-remote`), as the server enrolls any
+//! device that knows a configured user's password.
+//!
+//! Fault injection (`faults.rs`, the `[faults]` table, `mdmsim server --faults`): management
+//! requests get HTTP 500s, closed connections, late, truncated or malformed answers, or answers
+//! without `<Final/>`, with the given probabilities and a seed. Each one is recorded in the
+//! device's record and counted in the summary. `docs/server-faults.md` has the rules.
 //!
 //! Compatibility mode (`compat.rs`, the `[compat]` table, `mdmsim server --compat`): by default
 //! the server answers as MS-MDE2 and MS-MDM describe (`standard`). The `fleet` and `minimal`
@@ -22,9 +33,11 @@
 //! against it checks the device against a second implementation. It owns the HTTP and TLS I/O
 //! (axum, tokio-openssl); the protocol decisions live in `mgmt.rs` and `enroll.rs`.
 
+mod admin;
 pub mod compat;
 pub mod config;
 mod enroll;
+pub mod faults;
 mod mgmt;
 mod pki;
 pub mod records;
@@ -34,7 +47,7 @@ mod xml;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,7 +55,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{StatusCode as HttpStatus, header};
+use axum::http::{HeaderMap, StatusCode as HttpStatus, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
@@ -56,14 +70,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_openssl::SslStream;
 
+pub use admin::{AdminTokenError, TOKEN_FILE};
 pub use compat::{AuthPage, CmdIds, Compat, CompatConfig, PolicyResponse, Preset, SessionEnd};
 pub use config::{AuthMode, Config, ConfigError};
 pub use enroll::Fault;
+pub use faults::{FaultConfig, FaultKind, FaultPlan, FaultSpec, FaultSpecError};
 pub use mgmt::md5_digest;
 pub use records::*;
 pub use sts::AUTH_PATH;
 
 use crate::syncml;
+use admin::{AdminToken, Presented};
+use faults::Injector;
 use mgmt::{AppPlan, Incoming, Mgmt, Reply};
 use pki::{Pki, PkiError};
 use sts::{IssuedTokens, PageReply};
@@ -90,6 +108,8 @@ pub struct ServerOptions {
     pub public_url: Option<String>,
     /// Time source for records; `None` = wall clock.
     pub clock: Option<Clock>,
+    /// Serve HTTPS on an address other machines can reach (without it, only loopback).
+    pub allow_remote: bool,
 }
 
 impl ServerOptions {
@@ -102,6 +122,7 @@ impl ServerOptions {
             config: Config::default(),
             public_url: None,
             clock: None,
+            allow_remote: false,
         }
     }
 }
@@ -111,10 +132,16 @@ impl ServerOptions {
 pub enum ServerError {
     #[error("refusing plain HTTP on {0}: --http is for loopback addresses (127.0.0.1, ::1) only; use HTTPS")]
     HttpNotLoopback(SocketAddr),
+    #[error(
+        "refusing to listen on {0}: other machines could reach it, and the server enrolls any device that knows a configured user's password; listen on 127.0.0.1 or ::1, or pass --allow-remote to serve other machines"
+    )]
+    RemoteNotAllowed(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("certificate authority: {0}")]
     Pki(#[from] PkiError),
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
     #[error("TLS setup: {0}")]
     Tls(#[from] openssl::error::ErrorStack),
     #[error("app {app}: package file {file}: {source}")]
@@ -156,6 +183,10 @@ struct Shared {
     mgmt: Mutex<Mgmt>,
     packages: Vec<Package>,
     clock: Clock,
+    /// The bearer token of the admin endpoints.
+    admin: AdminToken,
+    /// The fault injector, when faults are configured.
+    faults: Option<Mutex<Injector>>,
 }
 
 impl Shared {
@@ -163,6 +194,16 @@ impl Shared {
         // A panic while holding the lock cannot leave the records half-written in a way that
         // matters more than losing the server, so keep serving.
         self.mgmt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fault for this management request of `device_id`, if faults are configured.
+    fn draw_fault(&self, device_id: &str) -> Option<faults::FaultKind> {
+        // The injector holds only counters: a poisoned lock loses nothing that matters.
+        self.faults.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()).draw(device_id)
+    }
+
+    fn fault_plan(&self) -> Option<FaultPlan> {
+        Some(self.faults.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()).plan().clone())
     }
 }
 
@@ -187,6 +228,21 @@ impl ServerHandle {
     /// `BASE/ManagementServer/MDM.svc`.
     pub fn management_url(&self) -> String {
         format!("{}{MANAGEMENT_PATH}", self.base_url)
+    }
+
+    /// The bearer token of the admin endpoints (`Authorization: Bearer <token>`).
+    pub fn admin_token(&self) -> &str {
+        self.shared.admin.value()
+    }
+
+    /// The file that keeps the admin token (`<state>/admin-token`, mode 0600).
+    pub fn admin_token_file(&self) -> &FsPath {
+        self.shared.admin.file()
+    }
+
+    /// The faults the server injects, with the seed in use; `None` without faults.
+    pub fn fault_plan(&self) -> Option<FaultPlan> {
+        self.shared.fault_plan()
     }
 
     /// The CA certificate, PEM.
@@ -220,7 +276,7 @@ impl ServerHandle {
         self.shared.mgmt().request_rekey(device_id)
     }
 
-    /// Sends a WNS raw push (PROTOCOL.md §4) to the device's last reported `Push/ChannelURI`
+    /// Sends a WNS raw push (Microsoft's push notification support page) to the device's last reported `Push/ChannelURI`
     /// with `client` (the caller decides which certificates it trusts), and records the answer.
     /// A device that gets it starts a session (Alert 1200 on `win10`, `mode=Apps` on `win81`).
     pub async fn push(&self, client: &reqwest::Client, device_id: &str) -> Result<PushRecord, PushError> {
@@ -281,9 +337,7 @@ impl Drop for ServerHandle {
 
 /// Starts the server on the current tokio runtime.
 pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
-    if opts.http && !opts.listen.ip().is_loopback() {
-        return Err(ServerError::HttpNotLoopback(opts.listen));
-    }
+    check_exposure(opts.listen, opts.http, opts.allow_remote)?;
     let tcp = TcpListener::bind(opts.listen).await.map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
     let local_addr = tcp.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
     let scheme = if opts.http { "http" } else { "https" };
@@ -316,6 +370,17 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
         hosts.push(host);
     }
     let pki = Pki::open(&opts.state_dir, &hosts, opts.config.compat().separate_tls_ca)?;
+    let admin = AdminToken::open(&opts.state_dir)?;
+    let fault_config = &opts.config.faults;
+    let faults = (!fault_config.spec.is_empty()).then(|| {
+        Mutex::new(Injector::new(FaultPlan {
+            spec: fault_config.spec,
+            // No seed given: one from the OS, shown by `fault_plan` so that the run can be
+            // repeated with it.
+            seed: fault_config.seed.unwrap_or_else(|| u64::from_be_bytes(random_bytes())),
+            slow_delay: fault_config.slow_delay.unwrap_or(faults::DEFAULT_SLOW_DELAY),
+        }))
+    });
     let packages = build_packages(&opts.config, &base_url)?;
     let plans = packages
         .iter()
@@ -339,6 +404,8 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
         base_url: base_url.clone(),
         packages,
         clock: opts.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+        admin,
+        faults,
     });
     let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
     let (tx, rx) = oneshot::channel::<()>();
@@ -354,6 +421,34 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
     };
     let ca_file = shared.pki.ca_file.clone();
     Ok(ServerHandle { base_url, local_addr, ca_file, shared, shutdown: Some(tx), task: Some(task) })
+}
+
+/// Whether an address is loopback (IPv4-mapped loopback included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Plain HTTP only on loopback; HTTPS elsewhere only when allowed.
+pub fn check_exposure(listen: SocketAddr, http: bool, allow_remote: bool) -> Result<(), ServerError> {
+    if is_loopback(listen.ip()) {
+        return Ok(());
+    }
+    if http {
+        return Err(ServerError::HttpNotLoopback(listen));
+    }
+    if !allow_remote {
+        return Err(ServerError::RemoteNotAllowed(listen));
+    }
+    Ok(())
+}
+
+/// 8 random bytes from the OS (the server does I/O; the core never calls this).
+fn random_bytes() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        b.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
+    }
+    b
 }
 
 fn url_host(url: &str) -> Option<String> {
@@ -408,17 +503,40 @@ fn generated_package(name: &str, version: &str, size: usize) -> Vec<u8> {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
+    let admin = Router::new()
+        .route("/admin/devices", get(admin_devices))
+        .route("/admin/devices/{id}", get(admin_device))
+        .route("/admin/summary", get(admin_summary))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_admin_token));
     Router::new()
         .route(DISCOVERY_PATH, get(discovery_get).post(discovery_post))
         .route("/EnrollmentServer/Policy.svc", post(policy_post))
         .route("/EnrollmentServer/Enrollment.svc", post(enrollment_post))
         .route(AUTH_PATH, get(auth_get).post(auth_post))
         .route(MANAGEMENT_PATH, post(management_post))
-        .route("/admin/devices", get(admin_devices))
-        .route("/admin/devices/{id}", get(admin_device))
-        .route("/admin/summary", get(admin_summary))
         .route("/packages/{name}", get(package_get))
+        .merge(admin)
         .with_state(shared)
+}
+
+/// 401 for an admin request without the admin token (RFC 6750 `WWW-Authenticate`).
+async fn require_admin_token(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let (challenge, why) = match s.admin.check(&headers) {
+        Presented::Valid => return next.run(req).await,
+        Presented::Missing => ("Bearer realm=\"mdmsim admin\"", "the admin endpoints need the server's admin token"),
+        Presented::Wrong => {
+            ("Bearer realm=\"mdmsim admin\", error=\"invalid_token\"", "this is not the server's admin token")
+        }
+    };
+    let body = format!(
+        "{why}: send Authorization: Bearer <token>, with the token from the {TOKEN_FILE} file in the server's state directory\n"
+    );
+    (HttpStatus::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], body).into_response()
 }
 
 /// Who is on the other end of a connection: address and, over HTTPS, the CN of a client
@@ -450,7 +568,7 @@ fn acceptor(pki: &Pki) -> Result<SslAcceptor, openssl::error::ErrorStack> {
     b.cert_store_mut().add_cert(pki.ca_cert.clone())?;
     b.add_client_ca(&pki.ca_cert)?;
     // Ask for a client certificate but let the handshake finish without one (or with one from
-    // another CA): the management endpoint then falls back to app-layer auth (PROTOCOL.md §1.9).
+    // another CA): the management endpoint then falls back to app-layer auth (`syncml:auth-md5`).
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
     b.set_session_id_context(b"mdmsim-server")?;
     Ok(b.build())
@@ -625,9 +743,50 @@ async fn management_post(
     if msg.hdr.source.trim().is_empty() {
         return (HttpStatus::BAD_REQUEST, "SyncHdr/Source/LocURI (the DeviceID) is empty\n").into_response();
     }
+    let device_id = msg.hdr.source.trim().to_string();
+    let fault = s.draw_fault(&device_id);
+    let record_fault = |kind: FaultKind| {
+        tracing::info!(device = %device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, fault = %kind, "fault injected");
+        let record = FaultRecord {
+            at: (s.clock)(),
+            session_id: msg.hdr.session_id.clone(),
+            msg_id: msg.hdr.msg_id.clone(),
+            kind: kind.name().to_string(),
+        };
+        s.mgmt().fault_injected(&device_id, record);
+    };
+    // The faults that replace the answer come before the message is handled: the server does
+    // not act on a message whose answer the device never gets (see `faults.rs`).
+    match fault {
+        Some(kind @ FaultKind::Http500) => {
+            record_fault(kind);
+            return faults::http_500();
+        }
+        Some(kind @ FaultKind::Reset) => {
+            record_fault(kind);
+            return faults::reset();
+        }
+        Some(kind @ FaultKind::Truncate) => {
+            record_fault(kind);
+            return faults::truncated(&msg.hdr);
+        }
+        Some(kind @ FaultKind::Malformed) => {
+            record_fault(kind);
+            return faults::malformed(&msg.hdr);
+        }
+        Some(kind @ FaultKind::Slow) => {
+            record_fault(kind);
+            // Before handling: a device that gives up first closes the connection, this
+            // future is dropped, and the message is never acted on.
+            let delay = s.fault_plan().map_or(faults::DEFAULT_SLOW_DELAY, |p| p.slow_delay);
+            tokio::time::sleep(delay.min(faults::MAX_SLOW_DELAY)).await;
+        }
+        Some(FaultKind::NoFinal) | None => {}
+    }
     let mode = query.as_deref().and_then(|q| query_param(q, "mode"));
     let now = (s.clock)();
     let user_agent_origin = headers.get("UserAgentOrigin").and_then(|v| v.to_str().ok());
+    let hdr = msg.hdr.clone();
     let reply = s.mgmt().handle(Incoming {
         msg,
         mode: mode.as_deref(),
@@ -637,7 +796,20 @@ async fn management_post(
     });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
-        Reply::Message(m) => {
+        Reply::Message(mut m) => {
+            // An empty answer has no Final to drop, nor has an answer that already goes
+            // without one (compat `final`): then nothing is injected or counted.
+            if fault == Some(FaultKind::NoFinal) && m.body.final_ {
+                m.body.final_ = false;
+                let record = FaultRecord {
+                    at: (s.clock)(),
+                    session_id: hdr.session_id.clone(),
+                    msg_id: hdr.msg_id.clone(),
+                    kind: FaultKind::NoFinal.name().to_string(),
+                };
+                tracing::info!(device = %device_id, session = %hdr.session_id, msg = %hdr.msg_id, fault = "no-final", "fault injected");
+                s.mgmt().fault_injected(&device_id, record);
+            }
             (HttpStatus::OK, [(header::CONTENT_TYPE, syncml::CONTENT_TYPE)], syncml::encode(&m)).into_response()
         }
     }

@@ -1,6 +1,6 @@
 //! The reference server's certificate authority: created on first start and kept in the state
 //! folder, it signs the server's TLS certificate and the client certificates issued at
-//! enrollment (MS-WSTEP, PROTOCOL.md §3.4), and verifies the client certificates presented on
+//! enrollment (MS-WSTEP), and verifies the client certificates presented on
 //! the management endpoint.
 //!
 //! Owns key and certificate files and X.509 issuance (openssl). It does not parse SOAP: the

@@ -1,5 +1,6 @@
 //! What the reference server remembers about each device, as plain data: enrollment, check-ins
-//! (time, mode, trigger, login status), inventory, per-command results, app install outcomes.
+//! (time, mode, trigger, login status), inventory, per-command results, app install outcomes,
+//! and the faults injected into its answers (`faults.rs`).
 //!
 //! Owns the record types (serde, served as JSON at `GET /admin/devices`). It does not decide
 //! anything: `mgmt.rs` and `enroll.rs` fill them in. Tests and the demo read them through
@@ -29,9 +30,21 @@ pub struct DeviceRecord {
     pub findings: Vec<String>,
     /// WNS pushes sent to the device's channel.
     pub pushes: Vec<PushRecord>,
+    /// Faults injected into the answers to this device (`mdmsim server --faults`), in order.
+    pub faults: Vec<FaultRecord>,
 }
 
-/// One WNS raw push (PROTOCOL.md §4) and what the channel answered.
+/// One injected fault: which message of which session got it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub at: DateTime<Utc>,
+    pub session_id: String,
+    pub msg_id: String,
+    /// The fault name: `500`, `reset`, `slow`, `truncate`, `malformed` or `no-final`.
+    pub kind: String,
+}
+
+/// One WNS raw push (Microsoft's push notification support page) and what the channel answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct PushRecord {
     pub at: DateTime<Utc>,
@@ -83,7 +96,7 @@ pub struct CheckIn {
     pub completed: bool,
 }
 
-/// The operation mode of a session (seed mdmagent-operation-modes.txt).
+/// The operation mode of a session (Microsoft's Windows 8.1 blog post on MDM operation modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Mode {
     /// SYSTEM context without the enrolled user: inventory reads, password reset, unenroll only.
@@ -103,7 +116,7 @@ pub struct AlertRecord {
     pub data: Option<String>,
 }
 
-/// How a management message was trusted (PROTOCOL.md §1.9).
+/// How a management message was trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum AuthMethod {
     /// TLS client certificate from our CA whose CN contains the DeviceID.
@@ -185,6 +198,9 @@ pub struct Summary {
     pub command_statuses: usize,
     pub command_failures: usize,
     pub findings: usize,
+    /// Injected faults by name (`500`, `reset`, `slow`, `truncate`, `malformed`, `no-final`);
+    /// a fault that never happened is absent.
+    pub faults: BTreeMap<String, usize>,
 }
 
 impl Summary {
@@ -210,6 +226,9 @@ impl Summary {
                     AppState::Failed(_) => s.apps_failed += 1,
                     _ => s.apps_in_progress += 1,
                 }
+            }
+            for f in &d.faults {
+                *s.faults.entry(f.kind.clone()).or_default() += 1;
             }
             s.command_statuses += d.results.len();
             s.command_failures += d.results.iter().filter(|r| r.status >= 300).count();
@@ -276,9 +295,18 @@ mod tests {
             checkins: vec![checkin(Mode::Maintenance, Some(1200), None, true)],
             apps: [("x".to_string(), app(AppState::Failed("6".into())))].into(),
             unenrolled: true,
+            faults: ["500", "reset", "500"]
+                .map(|kind| FaultRecord {
+                    at: DateTime::<Utc>::UNIX_EPOCH,
+                    session_id: "1".into(),
+                    msg_id: "1".into(),
+                    kind: kind.into(),
+                })
+                .to_vec(),
             ..Default::default()
         };
         let s = Summary::of(&[a, b]);
+        assert_eq!(s.faults, [("500".to_string(), 2), ("reset".to_string(), 1)].into());
         assert_eq!((s.devices, s.sessions, s.completed_sessions, s.unenrolled), (2, 3, 2, 1));
         assert_eq!(s.sessions_by_mode["Maintenance"], 2);
         assert_eq!(s.sessions_by_alert["1200"], 1);

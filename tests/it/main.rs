@@ -39,6 +39,9 @@ mod scenario;
 mod schedule;
 /// The embedded reference MDM server, driven by hand-written SyncML and SOAP.
 mod server;
+/// The reference server's admin token, its loopback-only default, and fault injection: each
+/// fault on the wire, and a fleet that lives through a faulty server and agrees with it.
+mod server_faults;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
 /// SyncML codec: golden corpus round trips, truncation, malformed input, CLI, mutation robustness.

@@ -282,20 +282,18 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     assert!(!payload.is_empty());
     assert_eq!(h.device(DEV).unwrap().pushes.len(), 1);
 
-    // The same records as JSON.
-    let json: serde_json::Value =
-        c.get(format!("{}/admin/devices", h.base_url)).send().await.unwrap().json().await.unwrap();
+    // The same records as JSON, for the holder of the admin token.
+    let admin = |path: &str| c.get(format!("{}{path}", h.base_url)).bearer_auth(h.admin_token()).send();
+    let json: serde_json::Value = admin("/admin/devices").await.unwrap().json().await.unwrap();
     assert_eq!(json[0]["device_id"], DEV);
     assert_eq!(json[0]["checkins"].as_array().unwrap().len(), 3);
     assert_eq!(json[0]["apps"]["ContosoApp1"]["state"], "Installed");
-    let one: serde_json::Value =
-        c.get(format!("{}/admin/devices/{DEV}", h.base_url)).send().await.unwrap().json().await.unwrap();
+    let one: serde_json::Value = admin(&format!("/admin/devices/{DEV}")).await.unwrap().json().await.unwrap();
     assert_eq!(one["inventory"]["./DevDetail/SwV"], "10.0.19045.2006");
     let summary = h.summary();
     assert_eq!((summary.sessions, summary.completed_sessions, summary.apps_installed), (3, 3, 1));
     assert_eq!(summary.sessions_by_mode["Maintenance"], 3);
-    let json: serde_json::Value =
-        c.get(format!("{}/admin/summary", h.base_url)).send().await.unwrap().json().await.unwrap();
+    let json: serde_json::Value = admin("/admin/summary").await.unwrap().json().await.unwrap();
     assert_eq!(json["sessions_by_alert"]["1201"], 3);
 
     // A revoked channel (410): the next Maintenance session sends the WNS configuration again.
