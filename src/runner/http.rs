@@ -1,24 +1,28 @@
 //! The SyncML transport: one HTTP POST per client message, with reqwest over native-tls
-//! (OpenSSL) (PROTOCOL.md §2).
+//! (OpenSSL) (MS-MDM, the HTTP exchange of a management session).
 //!
 //! Owns the request shape a Windows client sends (`application/vnd.syncml.dm+xml`, the
 //! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id, the
 //! message signature header when the caller gives one ([`Transport::post_signed`])), TLS
 //! settings (verification on by default, an extra trusted CA, an optional client identity for
-//! mTLS), timeouts and HTTP 429 `Retry-After`. Errors say whose fault they are: the server could
-//! not be reached ([`Fault::Unreachable`]) or it answered against the protocol
-//! ([`Fault::Protocol`]). Does not know SyncML beyond the content type.
+//! mTLS), timeouts and HTTP 429 `Retry-After`, and the bounds a server cannot push it past: an
+//! answer body is read as it streams in and refused once it passes the caller's byte limit
+//! (`max_message_bytes`; a longer `Content-Length` is refused before any of it is read), and
+//! one answer, every 429 wait included, takes at most the timeout (a `Retry-After` that does
+//! not fit gives up at once). Errors say whose fault they are: the server could not be reached
+//! ([`Fault::Unreachable`]) or it answered against the protocol ([`Fault::Protocol`]). Does not
+//! know SyncML beyond the content type.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, ACCEPT_CHARSET, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Identity, StatusCode, Url};
 
-use crate::session::{Fault, Mode};
+use crate::session::{Fault, Limits, Mode};
 use crate::syncml;
 use crate::tree::Profile;
 
-/// What Windows 10 sends as User-Agent (PROTOCOL.md §2).
+/// What Windows 10 sends as User-Agent.
 pub const DEFAULT_USER_AGENT: &str = "MSFT OMA DM Client/1.2.0.1";
 /// The Accept header of the Windows client.
 const ACCEPT_VALUE: &str = "application/vnd.syncml.dm+xml, application/vnd.syncml.dm+wbxml, application/octet-stream";
@@ -26,7 +30,8 @@ const ACCEPT_VALUE: &str = "application/vnd.syncml.dm+xml, application/vnd.syncm
 /// Transport settings.
 #[derive(Clone)]
 pub struct HttpOptions {
-    /// Whole-request timeout (connect, send, answer, body).
+    /// How long one answer may take in all: connect, send, answer, body, and the waits that
+    /// HTTP 429 `Retry-After` asks for before the answer comes.
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -38,7 +43,8 @@ pub struct HttpOptions {
     pub identity: Option<Identity>,
     /// How many times an HTTP 429 is retried before giving up.
     pub max_429_retries: u32,
-    /// The longest `Retry-After` honoured; longer waits are cut to this.
+    /// The longest `Retry-After` waited for; a longer one (or one past what is left of
+    /// `timeout`) gives up at once.
     pub max_retry_after: Duration,
     pub user_agent: String,
     /// The enrollment certificate and key that sign each message when DMClient
@@ -81,6 +87,15 @@ pub enum HttpError {
     /// The server kept answering 429.
     #[error("{url} answered HTTP 429 (too many requests) {tries} times; giving up")]
     Throttled { url: String, tries: u32 },
+    /// The server answered 429 with a `Retry-After` longer than the device waits for an answer.
+    #[error(
+        "{url} answered HTTP 429 (too many requests) with Retry-After {} s, more than the {} s the device still waits for this answer (--timeout {} s); giving up",
+        retry_after.as_secs_f32(), left.as_secs_f32(), timeout.as_secs_f32()
+    )]
+    RetryTooLate { url: String, retry_after: Duration, left: Duration, timeout: Duration },
+    /// The answer's body is larger than the device reads (`max_message_bytes`).
+    #[error("the answer of {url} is larger than max_message_bytes = {limit} bytes ({seen}); refused")]
+    TooLarge { url: String, limit: u64, seen: String },
     /// The server answered with an HTTP error status.
     #[error("{url} answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     Status { url: String, status: u16, body: String },
@@ -104,8 +119,11 @@ impl HttpError {
             HttpError::Connect { .. }
             | HttpError::Tls { .. }
             | HttpError::Timeout { .. }
-            | HttpError::Throttled { .. } => Fault::Unreachable,
-            HttpError::Config(_) | HttpError::Status { .. } | HttpError::Body { .. } => Fault::Protocol,
+            | HttpError::Throttled { .. }
+            | HttpError::RetryTooLate { .. } => Fault::Unreachable,
+            HttpError::Config(_) | HttpError::Status { .. } | HttpError::Body { .. } | HttpError::TooLarge { .. } => {
+                Fault::Protocol
+            }
         }
     }
 }
@@ -155,7 +173,7 @@ impl Transport {
     }
 
     /// The session URL: the server address with `mode=<Mode>&Platform=WoA` appended
-    /// (PROTOCOL.md §2). `mode=Apps` exists only on the win81 profile; on win10 it is sent as
+    /// (MS-MDM). `mode=Apps` exists only on the win81 profile; on win10 it is sent as
     /// Maintenance.
     pub fn session_url(server: &str, mode: Mode, profile: Profile) -> Result<Url, HttpError> {
         let mut url = Url::parse(server).map_err(|e| HttpError::Config(format!("server URL {server:?}: {e}")))?;
@@ -168,27 +186,42 @@ impl Transport {
     }
 
     /// POSTs one SyncML message. `Ok(None)` is an answer with an empty body (the end of the
-    /// session, PROTOCOL.md §1.3). A 429 is retried after its `Retry-After` (bounded).
+    /// session, as MDM servers end it). A 429 is retried after its `Retry-After` while that fits
+    /// in the timeout. The body may have up to the default `max_message_bytes`
+    /// ([`Limits::DEFAULT`]).
     pub async fn post(&self, url: &str, body: &str, client_request_id: &str) -> Result<Option<String>, HttpError> {
-        self.post_signed(url, body, client_request_id, None).await
+        self.post_signed(url, body, client_request_id, None, Limits::DEFAULT.max_message_bytes).await
     }
 
-    /// [`Transport::post`] with an extra `(name, value)` header: the CMS signature of `body`
-    /// when DMClient RequireMessageSigning is true (PROTOCOL.md §2).
+    /// [`Transport::post`] with an extra `(name, value)` header (the CMS signature of `body`
+    /// when DMClient RequireMessageSigning is true, Microsoft's DMClient CSP page) and a bound
+    /// on the answer's body: more than `max_body` bytes is [`HttpError::TooLarge`], found out
+    /// from `Content-Length` or while the body streams in, never after buffering it.
+    ///
+    /// The whole call, every 429 wait included, ends within the transport's timeout: a
+    /// `Retry-After` longer than what is left of it (or than `max_retry_after`) gives up at once
+    /// ([`HttpError::RetryTooLate`]) instead of waiting for nothing.
     pub async fn post_signed(
         &self,
         url: &str,
         body: &str,
         client_request_id: &str,
         signature: Option<(&str, &str)>,
+        max_body: u64,
     ) -> Result<Option<String>, HttpError> {
+        let deadline = Instant::now() + self.opts.timeout;
         let mut tries = 0;
         loop {
             tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::Timeout { url: url.to_string(), after: self.opts.timeout });
+            }
             tracing::debug!(url, bytes = body.len(), "POST");
             let req = self
                 .client
                 .post(url)
+                .timeout(left)
                 .header(CONTENT_TYPE, syncml::CONTENT_TYPE)
                 .header(ACCEPT, ACCEPT_VALUE)
                 .header(ACCEPT_CHARSET, "UTF-8")
@@ -205,18 +238,63 @@ impl Transport {
                 if tries > self.opts.max_429_retries {
                     return Err(HttpError::Throttled { url: url.to_string(), tries });
                 }
-                let wait = retry_after(resp.headers().get(RETRY_AFTER)).min(self.opts.max_retry_after);
-                tracing::info!(url, wait_s = wait.as_secs_f32(), "HTTP 429: waiting as Retry-After asks");
-                tokio::time::sleep(wait).await;
+                let asked = retry_after(resp.headers().get(RETRY_AFTER));
+                let left = deadline.saturating_duration_since(Instant::now());
+                if asked > left.min(self.opts.max_retry_after) {
+                    return Err(HttpError::RetryTooLate {
+                        url: url.to_string(),
+                        retry_after: asked,
+                        left: left.min(self.opts.max_retry_after),
+                        timeout: self.opts.timeout,
+                    });
+                }
+                tracing::info!(url, wait_s = asked.as_secs_f32(), "HTTP 429: waiting as Retry-After asks");
+                tokio::time::sleep(asked).await;
                 continue;
             }
-            let text = resp.text().await.map_err(|e| self.body_error(url, &e))?;
             if !status.is_success() {
+                let head = self.read_body(url, resp, SNIPPET_BYTES, true).await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&head);
                 let snippet: String = text.trim().chars().take(200).collect();
                 return Err(HttpError::Status { url: url.to_string(), status: status.as_u16(), body: snippet });
             }
+            let bytes = self.read_body(url, resp, max_body, false).await?;
+            let text = match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
             return Ok(if text.trim().is_empty() { None } else { Some(text) });
         }
+    }
+
+    /// Reads an answer's body as it streams in, at most `max` bytes: more is
+    /// [`HttpError::TooLarge`] (a `Content-Length` over `max` is refused before reading), or with
+    /// `truncate` the first `max` bytes (for the start of an error page).
+    async fn read_body(
+        &self,
+        url: &str,
+        mut resp: reqwest::Response,
+        max: u64,
+        truncate: bool,
+    ) -> Result<Vec<u8>, HttpError> {
+        let too_large = |seen: String| HttpError::TooLarge { url: url.to_string(), limit: max, seen };
+        let announced = resp.content_length();
+        if let Some(n) = announced.filter(|n| *n > max && !truncate) {
+            return Err(too_large(format!("it announced Content-Length {n}")));
+        }
+        let mut buf = Vec::with_capacity(announced.unwrap_or(0).min(max).min(1 << 20) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(url, &e))? {
+            let room = usize::try_from(max).unwrap_or(usize::MAX).saturating_sub(buf.len());
+            if chunk.len() > room {
+                if truncate {
+                    buf.extend_from_slice(&chunk[..room]);
+                    break;
+                }
+                return Err(too_large(format!("more than {max} bytes arrived; the rest was not read")));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
     }
 
     fn send_error(&self, url: &str, e: &reqwest::Error) -> HttpError {
@@ -246,6 +324,9 @@ impl Transport {
         HttpError::Body { url: url.to_string(), reason: chain(e) }
     }
 }
+
+/// How much of an HTTP error page is read to quote its start.
+const SNIPPET_BYTES: u64 = 4096;
 
 /// A header value from text a server or the tree gave; invalid characters become `0`.
 fn header(value: &str) -> HeaderValue {
@@ -305,5 +386,92 @@ mod tests {
         assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), Duration::from_secs(1));
         let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(retry_after(Some(&past)), Duration::ZERO);
+    }
+
+    /// A server on 127.0.0.1 that reads each request and answers `head` followed by `body_bytes`
+    /// bytes of `x` (written in 64 KiB pieces, chunked when `head` says so), for every request.
+    async fn answering(head: &'static str, body_bytes: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16384];
+                    // The test requests are small: one read holds head and body.
+                    let _ = sock.read(&mut buf).await;
+                    sock.write_all(head.as_bytes()).await?;
+                    let piece = vec![b'x'; 64 << 10];
+                    let chunked = head.contains("chunked");
+                    let mut left = body_bytes;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        if chunked {
+                            sock.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                        }
+                        sock.write_all(&piece[..n]).await?;
+                        if chunked {
+                            sock.write_all(b"\r\n").await?;
+                        }
+                        left -= n;
+                    }
+                    if chunked {
+                        sock.write_all(b"0\r\n\r\n").await?;
+                    }
+                    sock.flush().await
+                });
+            }
+        });
+        format!("http://{addr}/MDM.svc")
+    }
+
+    fn transport(timeout: Duration) -> Transport {
+        Transport::new(HttpOptions { timeout, ..HttpOptions::default() }).expect("transport")
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_from_its_content_length_or_as_it_streams() {
+        let t = transport(Duration::from_secs(10));
+        let url = answering("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000).await;
+        let e = t.post_signed(&url, "<SyncML/>", "0", None, 4000).await.unwrap_err();
+        assert_eq!(e.fault(), Fault::Protocol);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the answer of {url} is larger than max_message_bytes = 4000 bytes (it announced Content-Length 5000); refused"
+            )
+        );
+        assert_eq!(t.post_signed(&url, "<SyncML/>", "0", None, 5000).await.unwrap().map(|b| b.len()), Some(5000));
+        // No length announced: reading stops at the limit, however much more the server has.
+        let url = answering("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 64 << 20).await;
+        let e = t.post_signed(&url, "<SyncML/>", "0", None, 100_000).await.unwrap_err();
+        assert!(matches!(e, HttpError::TooLarge { limit: 100_000, .. }), "{e}");
+        assert!(e.to_string().contains("more than 100000 bytes arrived; the rest was not read"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_error_page_is_quoted_from_its_start_only() {
+        let t = transport(Duration::from_secs(10));
+        let url = answering("HTTP/1.1 503 Busy\r\nContent-Length: 3000000\r\n\r\n", 3_000_000).await;
+        let e = t.post_signed(&url, "<SyncML/>", "0", None, 100).await.unwrap_err();
+        assert!(matches!(e, HttpError::Status { status: 503, ref body, .. } if body.len() == 200), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_the_timeout_gives_up_at_once() {
+        let t = transport(Duration::from_secs(3));
+        let url = answering("HTTP/1.1 429 Too Many\r\nRetry-After: 999999\r\nContent-Length: 0\r\n\r\n", 0).await;
+        let started = Instant::now();
+        let e = t.post(&url, "<SyncML/>", "0").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "gave up before the timeout: {:?}", started.elapsed());
+        assert_eq!(e.fault(), Fault::Unreachable);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{url} answered HTTP 429 (too many requests) with Retry-After 999999 s, more than the "
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with(" s the device still waits for this answer (--timeout 3 s); giving up"), "{text}");
     }
 }

@@ -7,8 +7,8 @@
 //! caller stores the device and the summary ([`store::Store::save_session`]) so that one
 //! transaction holds the whole session.
 //!
-//! What DMClient says about the wire is applied here (seed dmclient-csp.md): the first message
-//! goes to the server address list in order (ManagementServerAddressList, else
+//! What DMClient says about the wire is applied here (Microsoft's DMClient CSP page): the
+//! first message goes to the server address list in order (ManagementServerAddressList, else
 //! ManagementServiceAddress, else the device's ADDR), each address tried `conn_retry_freq` /
 //! DMAcc ConnRetryFreq times, and the address that answered is cached in
 //! [`Device::server_cache`] to start from next session (a new list starts from its first
@@ -81,7 +81,7 @@ pub struct SessionReport {
     /// Effects for the caller to carry out (empty after a failure).
     pub effects: Vec<Effect>,
     /// The server's last SyncHdr challenge (its NextNonce serves the next session's
-    /// credentials, PROTOCOL.md §1.9).
+    /// credentials: MS-MDM application-layer authentication, OMA DM auth-md5).
     pub challenge: Option<Chal>,
 }
 
@@ -91,8 +91,12 @@ pub struct SessionReport {
 ///
 /// A device with a DMAcc account (an enrolled one) sends its application-layer credentials
 /// and answers a 401/407 challenge with them; the NextNonce of the last challenge is written
-/// to its tree for the next session ([`enrollment::session_auth`], PROTOCOL.md §1.9). The mTLS
-/// identity is the transport's ([`enrollment::http_options`]).
+/// to its tree for the next session ([`enrollment::session_auth`]; MS-MDM application-layer
+/// authentication). The mTLS identity is the transport's ([`enrollment::http_options`]).
+///
+/// What the server sends is bounded by the device's [`session::Limits`]: the transport reads at
+/// most `max_message_bytes` of an answer, and each answer is decoded once. Messages are
+/// pretty-printed (redacted) only for a transcript or the trace log.
 pub async fn run_session(
     registry: &Registry,
     device: &mut Device,
@@ -106,14 +110,15 @@ pub async fn run_session(
         None => device.next_session(opts.trigger),
     };
     cfg.extra_alerts = opts.extra_alerts;
-    // Application-layer credentials of an enrolled device (PROTOCOL.md §1.9).
+    // Application-layer credentials of an enrolled device (MS-MDM, OMA DM auth-md5).
     (cfg.cred, cfg.auth) = enrollment::session_auth(&device.tree);
-    // Client-Request-Id carries the EntDMID once the server set one, else 0 (PROTOCOL.md §2).
+    // Client-Request-Id carries the EntDMID once the server set one, else 0 (MS-MDM, the HTTP
+    // request headers).
     let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
     let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
     let profile = device.profile;
-    // The servers to try, in order, each as often as the device retries a connection (seed
-    // dmclient-csp.md, ManagementServerAddressList; see `addresses`).
+    // The servers to try, in order, each as often as the device retries a connection (the
+    // DMClient CSP page, ManagementServerAddressList; see `addresses`).
     let mut candidates = addresses(device, cfg.mode).into_iter();
     let (mut base, mut url) = match candidates.next() {
         Some(c) => c,
@@ -138,15 +143,21 @@ pub async fn run_session(
     let env = device.env(now());
     let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
     let (mut awaiting, mut msg) = session::start(cfg, opts.gate, &mut cx);
+    let max_body = awaiting.limits().max_message_bytes;
+    // Pretty forms (a redacted copy of each message, re-indented) cost as much as the messages:
+    // they are built only for a transcript or the trace log.
+    let show = opts.transcript.is_some() || tracing::enabled!(tracing::Level::TRACE);
     let mut connected = false;
     tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url = ?url.as_ref().map(|u| u.as_str()), "session starts");
     loop {
         let n = awaiting.awaiting_reply_to();
         let body = syncml::encode(&msg);
-        let shown = pretty(&msg);
         tracing::debug!(msg_id = n, commands = msg.body.commands.len(), final_ = msg.body.final_, "client message");
-        tracing::trace!("client message {n}:\n{shown}");
-        write_transcript(opts.transcript.as_deref(), n, "client", &shown);
+        if show {
+            let shown = pretty(&msg);
+            tracing::trace!("client message {n}:\n{shown}");
+            write_transcript(opts.transcript.as_deref(), n, "client", &shown);
+        }
         let signature = match (signing, transport.signer()) {
             (true, Some(signer)) => match signer.sign(body.as_bytes()) {
                 Ok(sig) => Some(sig),
@@ -165,15 +176,11 @@ pub async fn run_session(
                 Ok(u) => u.to_string(),
                 Err(e) => break Err(http::HttpError::Config(e.to_string())),
             };
-            let target = match awaiting.resp_uri() {
-                // A relative RespURI is resolved against the session URL.
-                Some(r) => reqwest::Url::parse(&session_url)
-                    .and_then(|b| b.join(r))
-                    .map_or_else(|_| r.to_string(), String::from),
-                None => session_url,
-            };
+            // The session resolves and judges RespURIs against the URL it talks to.
+            awaiting.set_session_url(&session_url);
+            let target = awaiting.resp_uri().map_or(session_url, str::to_string);
             let sig = signature.as_deref().map(|v| (sig_header.as_str(), v));
-            let answer = transport.post_signed(&target, &body, &request_id, sig).await;
+            let answer = transport.post_signed(&target, &body, &request_id, sig, max_body).await;
             match answer {
                 // Nobody at this address: the next attempt of the list (first message only;
                 // once a server answered, the session stays with it).
@@ -189,8 +196,8 @@ pub async fn run_session(
         };
         if answer.is_ok() && !connected {
             connected = true;
-            // The URL that worked is cached with the list it belongs to (seed: "cache the
-            // successfully connected server URL for the next session").
+            // The URL that worked is cached with the list it belongs to (the DMClient CSP page:
+            // "cache the successfully connected server URL for the next session").
             if let Some(l) = &list {
                 device.server_cache = Some(ServerCache { list: l.to_node_value(), url: base.clone() });
             }
@@ -199,12 +206,25 @@ pub async fn run_session(
         let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };
         let next = match answer {
             Ok(None) => Next::Finished(awaiting.receive_empty(&mut cx)),
-            Ok(Some(text)) => {
-                let shown = syncml::decode(&text).map(|m| pretty(&m)).unwrap_or_else(|_| text.clone());
-                tracing::trace!("server answer to {n}:\n{shown}");
-                write_transcript(opts.transcript.as_deref(), n, "server", &shown);
-                awaiting.receive(&text, &mut cx)
-            }
+            // Each answer is decoded once, for the session and for showing it.
+            Ok(Some(text)) => match syncml::decode(&text) {
+                Ok(m) => {
+                    if show {
+                        let shown = pretty(&m);
+                        tracing::trace!("server answer to {n}:\n{shown}");
+                        write_transcript(opts.transcript.as_deref(), n, "server", &shown);
+                    }
+                    awaiting.receive_message(&m, &mut cx)
+                }
+                Err(e) => {
+                    if show {
+                        let shown = raw(&text);
+                        tracing::trace!("server answer to {n} (not SyncML):\n{shown}");
+                        write_transcript(opts.transcript.as_deref(), n, "server", &shown);
+                    }
+                    Next::Failed(awaiting.malformed(&text, e, &mut cx))
+                }
+            },
             Err(e) => {
                 let error = SessionError::Transport { fault: e.fault(), message: e.to_string() };
                 Next::Failed(awaiting.fail(error, &mut cx))
@@ -218,7 +238,7 @@ pub async fn run_session(
             Next::Finished(f) => {
                 device.tree.commit();
                 device.last_success = Some(now());
-                // The last Chal's NextNonce is the next session's nonce (§1.9).
+                // The last Chal's NextNonce is the next session's nonce (OMA DM auth-md5).
                 enrollment::keep_next_nonce(&mut device.tree, f.challenge());
                 tracing::info!(device = %device.id, "session completed");
                 let effects = f.effects().to_vec();
@@ -380,9 +400,22 @@ fn failed(device: &mut Device, f: session::Failed, transcript: Option<&Path>) ->
     SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new(), challenge: None }
 }
 
-/// Pretty SyncML with secrets masked.
+/// Pretty SyncML with secrets masked (bounded: [`syncml::PRETTY_MAX_BYTES`]).
 fn pretty(msg: &SyncMl) -> String {
     syncml::pretty(&session::redact(msg))
+}
+
+/// A server answer that is not SyncML, as it came, cut at [`syncml::PRETTY_MAX_BYTES`].
+fn raw(text: &str) -> String {
+    let max = syncml::PRETTY_MAX_BYTES;
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n<!-- mdmsim: cut here, {} of {} bytes shown -->\n", &text[..end], end, text.len())
 }
 
 /// Writes the summary next to the transcript's messages.

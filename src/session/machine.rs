@@ -1,4 +1,4 @@
-//! The session state machine (STYLE.md habit 6): [`start`] builds package 1 and gives an
+//! The session state machine: [`start`] builds package 1 and gives an
 //! [`AwaitingServer`]; each server message consumes it and gives the next state ([`Next`]):
 //! another client message to send, [`Finished`], or [`Failed`].
 //!
@@ -17,15 +17,15 @@ use crate::syncml::{
     self, Alert, AlertCode, Chal, Command, Cred, DecodeError, Item, ItemCmd, Meta, Results, Status, StatusCode,
     SyncBody, SyncHdr, SyncMl,
 };
-use crate::tree::{CmdOutcome, Effect, Env, Mark, Registry, Tree, TreeState};
+use crate::tree::{CmdOutcome, Effect, Env, Mark, Registry, Settings, Tree, TreeState};
 
 use super::gate::{AllowAll, Finding, Gate, GateCx};
 use super::summary::{CommandRecord, EffectRecord, Mode, Outcome, Summary, Trigger};
 
-/// The LocURI type of the LoginStatus client event (PROTOCOL.md §1.2).
+/// The LocURI type of the LoginStatus client event (Microsoft's OMA DM protocol support page).
 pub const LOGIN_STATUS_TYPE: &str = "com.microsoft/MDM/LoginStatus";
 
-/// The DevInfo nodes package 1 reports, in the order Windows sends them (PROTOCOL.md §1.2).
+/// The DevInfo nodes package 1 reports, in the order Windows sends them (MS-MDM package 1).
 const DEVINFO_NODES: [&str; 5] = ["DevId", "Man", "Mod", "DmV", "Lang"];
 
 /// The session alert of package 1.
@@ -66,18 +66,16 @@ pub struct SessionConfig {
     pub extra_alerts: Vec<Alert>,
     pub mode: Mode,
     pub trigger: Trigger,
-    /// Credentials put on every client message header (application-layer auth, §1.9).
+    /// Credentials put on every client message header (application-layer auth, OMA DM auth-md5).
     pub cred: Option<Cred>,
     /// Answers a 401/407 challenge on the SyncHdr: package 1 is sent again with the
     /// credentials it computes (once per session). `None`: a challenge ends the session.
     pub auth: Option<Arc<dyn Authenticator>>,
-    /// Upper bound on client messages in one session (a server that never stops is an error).
-    pub max_messages: u32,
 }
 
 impl SessionConfig {
-    /// A client-initiated session with no LoginStatus, no extra alerts, no credentials and a
-    /// bound of 200 messages.
+    /// A client-initiated session with no LoginStatus, no extra alerts and no credentials. Its
+    /// [`Limits`] come from the device's settings when it starts.
     pub fn new(device_id: &str, server_url: &str, session_id: &str, mode: Mode, trigger: Trigger) -> Self {
         SessionConfig {
             device_id: device_id.to_string(),
@@ -90,14 +88,65 @@ impl SessionConfig {
             trigger,
             cred: None,
             auth: None,
-            max_messages: 200,
         }
     }
 }
 
-/// Computes the credentials that answer a server's challenge (`Chal` with `NextNonce`, PROTOCOL.md
-/// §1.9). The digest itself (MD5 over name, secret and nonce) belongs to the enrollment/auth code;
-/// the session only decides when to ask and resends package 1 with the answer.
+/// What a session accepts from a server, from the device template's `[behaviour]` settings.
+/// The defaults are far above what real servers send (a Windows client advertises a MaxMsgSize
+/// of 512 KiB) and low enough that no server can make the device hold gigabytes: each limit
+/// bounds one thing a server controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `max_message_bytes`: the largest server message body the device reads (the transport
+    /// stops reading past it; the session fails, HTTP-level). The device's own reply is held to
+    /// it too: Results that would pass it are answered 413 instead.
+    pub max_message_bytes: u64,
+    /// `max_value_bytes`: the largest Data an Add or Replace may store in one node (413
+    /// otherwise; see [`Settings::max_value_bytes`]).
+    pub max_value_bytes: u64,
+    /// `max_object_bytes`: the largest large object (MoreData chunks, OMA DM large object
+    /// handling) the device assembles; an object that announces or reaches more is answered 413
+    /// and its chunks are dropped.
+    pub max_object_bytes: u64,
+    /// `max_messages`: client messages in one session; a server that keeps a session going past
+    /// it fails the session.
+    pub max_messages: u32,
+}
+
+impl Limits {
+    /// 8 MiB per message, 1 MiB per node value, 4 MiB per large object, 200 messages.
+    pub const DEFAULT: Limits = Limits {
+        max_message_bytes: 8 << 20,
+        max_value_bytes: crate::tree::DEFAULT_MAX_VALUE_BYTES,
+        max_object_bytes: 4 << 20,
+        max_messages: 200,
+    };
+
+    /// The limits a device's settings give (each key falls back to [`Limits::DEFAULT`]; a
+    /// zero is taken as 1, the smallest bound that still lets a session start).
+    pub fn from_settings(settings: &Settings) -> Limits {
+        let d = Limits::DEFAULT;
+        Limits {
+            max_message_bytes: settings.u64_or("max_message_bytes", d.max_message_bytes).max(1),
+            max_value_bytes: settings.max_value_bytes(),
+            max_object_bytes: settings.u64_or("max_object_bytes", d.max_object_bytes).max(1),
+            max_messages: settings.u64_or("max_messages", u64::from(d.max_messages)).clamp(1, u64::from(u32::MAX))
+                as u32,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Computes the credentials that answer a server's challenge (`Chal` with `NextNonce`, OMA DM
+/// auth-md5). The digest itself (MD5 over name, secret and nonce) belongs to the
+/// enrollment/auth code; the session only decides when to ask and resends package 1 with the
+/// answer.
 pub trait Authenticator: Send + Sync + fmt::Debug {
     /// Credentials for a challenge; `None` gives up (the session fails as unauthenticated).
     fn answer(&self, chal: &Chal) -> Option<Cred>;
@@ -144,8 +193,12 @@ pub enum SessionError {
     #[error("server aborted the session (Alert 1223, message {msg_id} CmdID {cmd_id})")]
     Aborted { msg_id: String, cmd_id: String },
     /// The session went on longer than the configured bound.
-    #[error("session exceeded {limit} client messages")]
+    #[error("the server kept the session going past max_messages = {limit} client messages")]
     TooManyMessages { limit: u32 },
+    /// The server's RespURI cannot be followed (not a URL, not HTTP, or a move from https to
+    /// plain http).
+    #[error("server message {msg_id} has RespURI {uri:?}: {reason}")]
+    RespUri { msg_id: String, uri: String, reason: String },
     /// The transport failed (reported by the runner).
     #[error("{message}")]
     Transport { fault: Fault, message: String },
@@ -169,8 +222,18 @@ struct Core {
     started: DateTime<Utc>,
     /// MsgIDs the device sent, in order.
     sent: Vec<u32>,
-    /// Where to send the next message when the server gave a RespURI.
+    /// Where to send the next message when the server gave a RespURI (absolute).
     resp_uri: Option<String>,
+    /// The URL the session's messages go to before any RespURI (the runner's, after a
+    /// fail-over); a relative RespURI is resolved against it.
+    session_url: Option<String>,
+    /// What the session accepts from the server (read from the settings at the start).
+    limits: Limits,
+    /// The MsgIDs of the server messages received so far.
+    server_msg_ids: Vec<String>,
+    /// A large object refused for its size whose remaining chunks are still arriving: they are
+    /// answered 413 too, not taken for a new object.
+    refused_object: Option<RefusedObject>,
     summary: Summary,
     /// Effects for the caller to carry out (client alerts are sent in-session instead).
     effects: Vec<Effect>,
@@ -183,7 +246,7 @@ struct Core {
     /// Challenges answered so far (at most one per session).
     auth_tries: u32,
     /// The last challenge the server put on a SyncHdr status (its NextNonce serves the next
-    /// session, PROTOCOL.md §1.9).
+    /// session, OMA DM auth-md5).
     last_chal: Option<Chal>,
     /// Simulated milliseconds the commands of the server message being handled took
     /// (template settings `slow_command_ms`, `slow_exec_ms`; see [`KeepAlive`]).
@@ -198,12 +261,12 @@ struct Core {
     missing_final: bool,
 }
 
-/// When a session sends keep-alive messages (DMClient `EnableOmaDmKeepAliveMessage`, seed
-/// dmclient-csp.md): the device answers a server message only after executing all of its
-/// commands; when that takes longer than `keepalive_after_ms` and any DMClient provider has
-/// EnableOmaDmKeepAliveMessage true, the device first sends one message holding the SyncHdr
-/// status and Alert 1224 `com.microsoft.mdm.requestpending` (no Final, as in the seed's example)
-/// per `keepalive_after_ms` that passed before the last command finished (at most
+/// When a session sends keep-alive messages (DMClient `EnableOmaDmKeepAliveMessage`,
+/// Microsoft's DMClient CSP page): the device answers a server message only after executing all
+/// of its commands; when that takes longer than `keepalive_after_ms` and any DMClient provider
+/// has EnableOmaDmKeepAliveMessage true, the device first sends one message holding the SyncHdr
+/// status and Alert 1224 `com.microsoft.mdm.requestpending` (no Final, as in the CSP page's
+/// example) per `keepalive_after_ms` that passed before the last command finished (at most
 /// [`KeepAlive::MAX`]), each answered by the server, then its real reply.
 ///
 /// Execution time is simulated, never measured: the template settings `slow_command_ms` (every
@@ -212,7 +275,7 @@ struct Core {
 pub struct KeepAlive;
 
 impl KeepAlive {
-    /// mdmsim's default threshold (the seed gives none): well inside the usual 30-60 s HTTP
+    /// mdmsim's default threshold (the CSP page gives none): well inside the usual 30-60 s HTTP
     /// timeouts of MDM servers.
     pub const DEFAULT_AFTER_MS: u64 = 20_000;
     /// Upper bound on keep-alive messages for one server message.
@@ -315,6 +378,89 @@ impl Core {
         );
     }
 
+    /// Records the MsgID of a server message; one already used in this session is a finding
+    /// (`repeated-msgid`): OMA DM numbers a sender's messages uniquely within a session, and a
+    /// server that repeats one is answering a message twice or lost count.
+    fn note_msg_id(&mut self, msg_id: &str) {
+        let id = msg_id.trim();
+        if !self.server_msg_ids.iter().any(|m| m == id) {
+            self.server_msg_ids.push(id.to_string());
+            return;
+        }
+        self.header_finding(
+            "repeated-msgid",
+            id,
+            format!(
+                "the server already sent a message with MsgID {id} in this session (OMA DM: each message of a session has its own MsgID); the device answers it anyway, its Statuses refer to MsgID {id} again"
+            ),
+        );
+    }
+
+    /// Takes a RespURI from server message `msg_id`: resolved against the session URL, checked
+    /// ([`judge_resp_uri`]), and used for the rest of the session. A move to another scheme or
+    /// host is a finding (`respuri-host-change`); a move from https to http ends the session.
+    fn follow_resp_uri(&mut self, msg_id: &str, uri: &str) -> Result<(), SessionError> {
+        let base = self.session_url.clone().unwrap_or_else(|| self.cfg.server_url.clone());
+        let current = self.resp_uri.clone().unwrap_or_else(|| base.clone());
+        let err = |reason: String| SessionError::RespUri { msg_id: msg_id.to_string(), uri: uri.to_string(), reason };
+        let next = judge_resp_uri(&base, &current, uri).map_err(err)?;
+        if let Some(why) = next.moved {
+            self.summary.findings.push(Finding {
+                what: "respuri-host-change".into(),
+                msg_id: msg_id.to_string(),
+                cmd_id: String::new(),
+                cmd: "SyncHdr".into(),
+                uri: Some(next.url.clone()),
+                why,
+            });
+        }
+        self.resp_uri = Some(next.url);
+        Ok(())
+    }
+
+    /// Holds the reply to `max_message_bytes` of Results data: a Get whose Results would pass it
+    /// is answered 413 without them (a server could otherwise Get a large node thousands of times
+    /// in one message and have the device build a reply of gigabytes).
+    fn bound_results(&mut self, o: &mut CmdOutcome, reply_bytes: &mut u64, server_msg: &str) {
+        let size: u64 = o.results.iter().map(|i| i.data.as_ref().map_or(0, |d| d.len() as u64)).sum();
+        if size == 0 {
+            return;
+        }
+        if reply_bytes.saturating_add(size) <= self.limits.max_message_bytes {
+            *reply_bytes += size;
+            return;
+        }
+        o.code = StatusCode::RequestEntityTooLarge;
+        o.results.clear();
+        self.summary.findings.push(Finding {
+            what: "reply-too-large".into(),
+            msg_id: server_msg.to_string(),
+            cmd_id: o.cmd_id.clone(),
+            cmd: o.cmd.clone(),
+            uri: None,
+            why: format!(
+                "its Results ({size} bytes) would take the device's reply past max_message_bytes = {} ({} bytes of Results already in it); answered 413 (request entity too large) without them",
+                self.limits.max_message_bytes, reply_bytes
+            ),
+        });
+    }
+
+    /// A large object refused for its size: a finding, and its later chunks are refused too.
+    fn refuse_object(&mut self, cmd: &Command, target: Option<String>, what: String, more: bool, server_msg: &str) {
+        self.summary.findings.push(Finding {
+            what: "object-too-large".into(),
+            msg_id: server_msg.to_string(),
+            cmd_id: cmd.cmd_id().to_string(),
+            cmd: cmd.name().to_string(),
+            uri: target.clone(),
+            why: format!(
+                "the large object (MoreData chunks) {what}, over max_object_bytes = {}; answered 413 (request entity too large) and its chunks dropped",
+                self.limits.max_object_bytes
+            ),
+        });
+        self.refused_object = more.then(|| RefusedObject { cmd: cmd.name().to_string(), target });
+    }
+
     fn record_effects(&mut self, effects: Vec<Effect>) {
         for e in effects {
             self.summary.effects.push(EffectRecord::from(&e));
@@ -328,7 +474,7 @@ impl Core {
     }
 }
 
-/// Builds package 1 (PROTOCOL.md §1.2) and waits for the server's answer.
+/// Builds package 1 (MS-MDM) and waits for the server's answer.
 ///
 /// The session starts from the tree as it is now: a later failure rolls back to this point.
 pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> (AwaitingServer, SyncMl) {
@@ -339,6 +485,10 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         started: now,
         sent: Vec::new(),
         resp_uri: None,
+        session_url: None,
+        limits: Limits::from_settings(&cx.env.settings),
+        server_msg_ids: Vec::new(),
+        refused_object: None,
         summary,
         effects: Vec::new(),
         pending_alerts: Vec::new(),
@@ -478,9 +628,22 @@ impl AwaitingServer {
         self.core.sent.last().copied().unwrap_or(1)
     }
 
-    /// The RespURI the server asked for, if any (honoured for the rest of the session).
+    /// The RespURI the server asked for, if any, as an absolute URL (honoured for the rest of
+    /// the session).
     pub fn resp_uri(&self) -> Option<&str> {
         self.core.resp_uri.as_deref()
+    }
+
+    /// Tells the session the URL its messages are posted to (before any RespURI): a relative
+    /// RespURI is resolved against it, and a RespURI that leaves its scheme or host is judged
+    /// against it. Without it the session uses its SyncHdr Target (the server address).
+    pub fn set_session_url(&mut self, url: &str) {
+        self.core.session_url = Some(url.to_string());
+    }
+
+    /// The limits this session holds the server to.
+    pub fn limits(&self) -> Limits {
+        self.core.limits
     }
 
     /// The session's configuration.
@@ -494,7 +657,7 @@ impl AwaitingServer {
     }
 
     /// The server answered with an HTTP 200 and an empty body: the session is over
-    /// (PROTOCOL.md §1.3, loop step 5).
+    /// (as Fleet and other MDM servers end a session).
     ///
     /// An empty answer to a keep-alive message ends the session too; the reply it held back is
     /// never sent, which is recorded as a finding (`ended-while-pending`).
@@ -537,24 +700,30 @@ impl AwaitingServer {
     pub fn receive(self, text: &str, cx: &mut DeviceCx<'_>) -> Next {
         match syncml::decode(text) {
             Ok(msg) => self.receive_message(&msg, cx),
-            Err(source) => {
-                let reply_to = self.awaiting_reply_to();
-                let (line, column) = syncml::line_col(text, source.offset());
-                let mut core = self.core;
-                core.summary.messages_received += 1;
-                Next::Failed(core.fail(SessionError::Malformed { reply_to, line, column, source }, cx))
-            }
+            Err(source) => Next::Failed(self.malformed(text, source, cx)),
         }
     }
 
-    /// Checks the header, executes the commands in order and builds the reply (§1.3).
+    /// The server message `text` did not decode: the session fails, its error placed at the
+    /// line and column of `text` where decoding stopped. For a caller that decoded the body
+    /// itself (to show it) and must not decode it twice.
+    pub fn malformed(self, text: &str, source: DecodeError, cx: &mut DeviceCx<'_>) -> Failed {
+        let reply_to = self.awaiting_reply_to();
+        let (line, column) = syncml::line_col(text, source.offset());
+        let mut core = self.core;
+        core.summary.messages_received += 1;
+        core.fail(SessionError::Malformed { reply_to, line, column, source }, cx)
+    }
+
+    /// Checks the header, executes the commands in order and builds the reply (OMA DM 1.2).
     pub fn receive_message(self, msg: &SyncMl, cx: &mut DeviceCx<'_>) -> Next {
         let mut core = self.core;
         core.summary.messages_received += 1;
+        core.note_msg_id(&msg.hdr.msg_id);
         match check(&mut core, msg) {
             Err(e) => return Next::Failed(core.fail(e, cx)),
             Ok(Some(cred)) => {
-                // Challenged and answered: package 1 again, with credentials (§1.9 step 3).
+                // Challenged and answered: package 1 again, with credentials (OMA DM auth-md5).
                 core.cfg.cred = Some(cred);
                 core.unstatused.clear();
                 let commands = core.package1.clone();
@@ -562,8 +731,9 @@ impl AwaitingServer {
             }
             Ok(None) => {}
         }
-        if let Some(uri) = msg.hdr.resp_uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
-            core.resp_uri = Some(uri.to_string());
+        let resp_uri = msg.hdr.resp_uri.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        if let Some(Err(e)) = resp_uri.map(|uri| core.follow_resp_uri(&msg.hdr.msg_id, uri)) {
+            return Next::Failed(core.fail(e, cx));
         }
         let server_msg = msg.hdr.msg_id.as_str();
         let reply_to = core.sent.last().copied().unwrap_or(1);
@@ -599,6 +769,8 @@ impl AwaitingServer {
         // The SyncHdr status always comes first.
         body.status(server_msg, "0", "SyncHdr", StatusCode::Ok, Vec::new());
         let header_only = body.commands.len();
+        // Bytes of Results data in the reply so far (bounded by max_message_bytes).
+        let mut reply_bytes = 0u64;
         for cmd in &msg.body.commands {
             count(&mut core.summary.commands_received, cmd);
             match cmd {
@@ -611,7 +783,7 @@ impl AwaitingServer {
                 _ => {}
             }
             let assembled;
-            let outcomes = match core.chunk(cmd, &mut body) {
+            let outcomes = match core.chunk(cmd, &mut body, server_msg) {
                 Chunk::Whole => core.run(cmd, server_msg, cx),
                 Chunk::Status(code) => vec![outcome(cmd.cmd_id(), cmd.name(), code)],
                 Chunk::Complete(full) => {
@@ -623,7 +795,8 @@ impl AwaitingServer {
                 continue;
             }
             let targets = targets_by_cmd_id(cmd);
-            for o in outcomes {
+            for mut o in outcomes {
+                core.bound_results(&mut o, &mut reply_bytes, server_msg);
                 *core.summary.statuses_sent.entry(o.code.code()).or_default() += 1;
                 core.summary.commands.push(CommandRecord {
                     msg_id: server_msg.to_string(),
@@ -652,10 +825,12 @@ impl AwaitingServer {
         }
         let final_ = msg.body.final_;
         if !final_ {
-            // The server's package goes on: ask for its next message (§1.3 multi-message).
+            // The server's package goes on: ask for its next message (OMA DM: a package in
+            // several messages).
             body.push(Command::Alert(Alert { data: AlertCode::NextMessage.code().to_string(), ..Alert::default() }));
         } else if body.commands.len() == header_only {
-            // Nothing to send but the SyncHdr status: the session is over (§1.3 loop step 4).
+            // Nothing to send but the SyncHdr status: the session is over (MS-MDM: a client must
+            // not send such a message).
             let chal = core.last_chal.clone();
             let (summary, effects) = core.finish(cx.env.now, Outcome::Completed);
             return Next::Finished(Finished { summary, effects, chal });
@@ -736,7 +911,7 @@ fn targets_by_cmd_id(cmd: &Command) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Where a command stands with respect to large objects (PROTOCOL.md §1.4).
+/// Where a command stands with respect to large objects (OMA DM 1.2 large object handling).
 enum Chunk {
     /// An ordinary command: execute it.
     Whole,
@@ -753,7 +928,56 @@ struct PendingObject {
     target: Option<String>,
     data: String,
     /// The announced total size (Meta/Size on the first chunk).
-    size: Option<usize>,
+    size: Option<u64>,
+}
+
+/// A large object refused for its size whose later chunks are refused with it.
+struct RefusedObject {
+    /// The command name of its chunks.
+    cmd: String,
+    target: Option<String>,
+}
+
+/// Where a RespURI takes the session.
+#[derive(Debug, PartialEq, Eq)]
+struct RespUriMove {
+    /// The absolute URL to send the next messages to.
+    url: String,
+    /// Why it is a `respuri-host-change` finding (another scheme, host or port).
+    moved: Option<String>,
+}
+
+/// Judges the RespURI `uri` of a server message: resolved against the session URL `base` (the
+/// way the runner resolves a relative one) and compared with `current`, the URL the session
+/// talks to now. Only http and https carry SyncML; a move from https to http is refused, since
+/// the device's credentials, tree values and the server's commands would then travel in clear
+/// (OMA DM leaves RespURI to the server's discretion; a device must not give up TLS for it). A
+/// move to another host or port, or from http to https, is followed and noted.
+fn judge_resp_uri(base: &str, current: &str, uri: &str) -> Result<RespUriMove, String> {
+    let next = match url::Url::parse(base) {
+        Ok(b) => b.join(uri),
+        Err(_) => url::Url::parse(uri),
+    }
+    .map_err(|e| format!("not a URL ({e}); the session cannot go on"))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} cannot carry the session (only http and https)", next.scheme()));
+    }
+    let Ok(now) = url::Url::parse(current) else { return Ok(RespUriMove { url: next.into(), moved: None }) };
+    if now.scheme() == "https" && next.scheme() == "http" {
+        return Err(format!(
+            "it would move the session from {} to plain http at {}; refused (the device's messages would leave TLS)",
+            now.origin().ascii_serialization(),
+            next.origin().ascii_serialization()
+        ));
+    }
+    let moved = (now.origin() != next.origin()).then(|| {
+        format!(
+            "RespURI moves the session from {} to {}; mdmsim follows it for the rest of the session, as OMA DM's RespURI asks",
+            now.origin().ascii_serialization(),
+            next.origin().ascii_serialization()
+        )
+    });
+    Ok(RespUriMove { url: next.into(), moved })
 }
 
 impl Core {
@@ -770,6 +994,7 @@ impl Core {
                 vec![outcome(&a.cmd_id, "Alert", code)]
             }
             (None, _) => {
+                self.note_oversized_values(cmd, server_msg);
                 self.exec_ms = self.exec_ms.saturating_add(KeepAlive::cost(cmd, &cx.env.settings));
                 let mut tree = Tree::new(cx.registry, cx.state, cx.env);
                 let out = tree.execute(cmd);
@@ -780,26 +1005,71 @@ impl Core {
         }
     }
 
-    /// Large-object reception (PROTOCOL.md §1.4, OMA DM 1.2.1 §7): each chunk (an item with
-    /// MoreData) is answered 213 and buffered; the last one completes the object, whose size is
-    /// checked against the first chunk's Meta/Size (424 on mismatch) before it is executed as one
-    /// command. A different command before the last chunk drops the object with Alert 1225.
-    fn chunk(&mut self, cmd: &Command, body: &mut Body) -> Chunk {
+    /// The Add and Replace items of `cmd` (Atomic and Sequence children included) whose Data is
+    /// over `max_value_bytes`: the tree answers them 413; each is a `value-too-large` finding
+    /// that says which limit refused it.
+    fn note_oversized_values(&mut self, cmd: &Command, server_msg: &str) {
+        let limit = self.limits.max_value_bytes;
+        let mut pending = vec![cmd];
+        while let Some(c) = pending.pop() {
+            let items = match c {
+                Command::Atomic(k) | Command::Sequence(k) => {
+                    pending.extend(k.commands.iter().rev());
+                    continue;
+                }
+                Command::Add(i) | Command::Replace(i) => i,
+                _ => continue,
+            };
+            for item in &items.items {
+                let len = item.data.as_ref().map_or(0, String::len) as u64;
+                if len <= limit {
+                    continue;
+                }
+                self.summary.findings.push(Finding {
+                    what: "value-too-large".into(),
+                    msg_id: server_msg.to_string(),
+                    cmd_id: items.cmd_id.clone(),
+                    cmd: c.name().to_string(),
+                    uri: item.target.clone(),
+                    why: format!(
+                        "its Data has {len} bytes, over max_value_bytes = {limit}; answered 413 (request entity too large) and nothing was stored"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Large-object reception (OMA DM 1.2 large object handling; Microsoft's OMA DM protocol
+    /// support page): each chunk (an item with MoreData) is answered 213 and buffered; the last
+    /// one completes the object, whose size is checked against the first chunk's Meta/Size (424
+    /// on mismatch) before it is executed as one command. A different command before the last
+    /// chunk drops the object with Alert 1225. An object that announces a Meta/Size over
+    /// `max_object_bytes`, or grows past it, is answered 413 (request entity too large), its
+    /// buffered chunks are dropped, and so are its remaining chunks (413 each).
+    fn chunk(&mut self, cmd: &Command, body: &mut Body, server_msg: &str) -> Chunk {
         let c = match cmd {
             Command::Add(c) | Command::Replace(c) | Command::Exec(c) => Some(c),
             _ => None,
         };
         let more = c.is_some_and(|c| c.items.last().is_some_and(|i| i.more_data));
+        let cap = self.limits.max_object_bytes;
         if let Some(mut p) = self.pending_object.take() {
             let same =
                 c.filter(|c| c.items.len() == 1 && c.items[0].target == p.target && cmd.name() == p.first.name());
             if let Some(c) = same {
-                p.data.push_str(c.items[0].data.as_deref().unwrap_or_default());
+                let piece = c.items[0].data.as_deref().unwrap_or_default();
+                let total = (p.data.len() as u64).saturating_add(piece.len() as u64);
+                if total > cap {
+                    let what = format!("reached {total} bytes with this chunk");
+                    self.refuse_object(cmd, p.target, what, more, server_msg);
+                    return Chunk::Status(StatusCode::RequestEntityTooLarge);
+                }
+                p.data.push_str(piece);
                 if more {
                     self.pending_object = Some(p);
                     return Chunk::Status(StatusCode::ChunkedItemAccepted);
                 }
-                if p.size.is_some_and(|n| n != p.data.len()) {
+                if p.size.is_some_and(|n| n != p.data.len() as u64) {
                     return Chunk::Status(StatusCode::SizeMismatch);
                 }
                 let mut full = p.first;
@@ -818,16 +1088,34 @@ impl Core {
                 ..Alert::default()
             }));
         }
+        if let Some(r) = self.refused_object.take() {
+            // The rest of an object refused for its size: refused as well, up to its last chunk.
+            if c.is_some_and(|c| c.items.len() == 1 && c.items[0].target == r.target && cmd.name() == r.cmd) {
+                if more {
+                    self.refused_object = Some(r);
+                }
+                return Chunk::Status(StatusCode::RequestEntityTooLarge);
+            }
+        }
         let Some(c) = c.filter(|_| more) else { return Chunk::Whole };
         if c.items.len() != 1 {
             // Only single-item commands are chunked by the servers we know; refuse the rest.
             return Chunk::Status(StatusCode::BadRequest);
         }
         let item = &c.items[0];
-        let size = [item.meta.as_ref(), c.meta.as_ref()]
+        let size: Option<u64> = [item.meta.as_ref(), c.meta.as_ref()]
             .into_iter()
             .flatten()
             .find_map(|m| m.size.as_deref().and_then(|s| s.trim().parse().ok()));
+        let first = item.data.as_ref().map_or(0, String::len) as u64;
+        if size.is_some_and(|n| n > cap) || first > cap {
+            let what = match size {
+                Some(n) if n > cap => format!("announces Meta/Size {n} bytes"),
+                _ => format!("has {first} bytes in its first chunk"),
+            };
+            self.refuse_object(cmd, item.target.clone(), what, true, server_msg);
+            return Chunk::Status(StatusCode::RequestEntityTooLarge);
+        }
         self.pending_object = Some(PendingObject {
             first: cmd.clone(),
             target: item.target.clone(),
@@ -839,8 +1127,8 @@ impl Core {
 
     /// Sends the next client message (bounded by `max_messages`).
     fn send(mut self, body: SyncBody, cx: &mut DeviceCx<'_>) -> Next {
-        if self.summary.messages_sent >= self.cfg.max_messages {
-            let e = SessionError::TooManyMessages { limit: self.cfg.max_messages };
+        if self.summary.messages_sent >= self.limits.max_messages {
+            let e = SessionError::TooManyMessages { limit: self.limits.max_messages };
             return Next::Failed(self.fail(e, cx));
         }
         let msg_id = self.sent.last().copied().unwrap_or(0) + 1;
@@ -998,7 +1286,7 @@ impl Finished {
     }
 
     /// The last challenge the server sent on a SyncHdr status: its NextNonce is the nonce of
-    /// the next session's credentials (PROTOCOL.md §1.9).
+    /// the next session's credentials (OMA DM auth-md5).
     pub fn challenge(&self) -> Option<&Chal> {
         self.chal.as_ref()
     }
@@ -1039,6 +1327,13 @@ mod tests {
             state.commit();
             let env = Env::new(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(), Profile::Win10);
             Rig { registry: crate::csp::registry(), state, env }
+        }
+
+        /// The rig with these `[behaviour]` settings.
+        fn with(mut self, settings: &[(&str, &str)]) -> Rig {
+            let map = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            self.env.settings = Arc::new(Settings(map));
+            self
         }
 
         fn cx(&mut self) -> DeviceCx<'_> {
@@ -1593,7 +1888,7 @@ mod tests {
                 assert_eq!(s.summary().keep_alives, 0);
                 continue;
             }
-            assert!(!reply.body.final_, "a keep-alive message has no Final (seed example)");
+            assert!(!reply.body.final_, "a keep-alive message has no Final (the DMClient CSP page's example)");
             assert_eq!(statuses(&reply), [("0".into(), "SyncHdr".into(), "200".into())]);
             let Command::Alert(a) = &reply.body.commands[1] else { panic!("{:?}", reply.body.commands) };
             assert_eq!((a.data.as_str(), a.items[0].data.as_deref()), ("1224", Some("1")));
@@ -1641,10 +1936,8 @@ mod tests {
 
     #[test]
     fn a_server_that_never_stops_is_bounded() {
-        let mut rig = Rig::new();
-        let mut cfg = SessionConfig::new(DEV, SRV, "7", Mode::Maintenance, Trigger::Manual);
-        cfg.max_messages = 3;
-        let (mut s, _) = start_default(cfg, &mut rig.cx());
+        let mut rig = Rig::new().with(&[("max_messages", "3")]);
+        let (mut s, _) = rig.start();
         for n in 1..=10 {
             let mut m = server(&n.to_string(), vec![Command::Get(item_cmd("1", "./DevInfo/DmV", None))], true);
             if let Command::Status(h) = &mut m.body.commands[0] {
@@ -1660,5 +1953,205 @@ mod tests {
             }
         }
         panic!("never stopped");
+    }
+
+    // ---- limits and hostile servers ----
+
+    const NAME: &str = "./DevDetail/Ext/Microsoft/DeviceName";
+
+    /// "CmdRef=code" of every Status in a client message.
+    fn codes(msg: &SyncMl) -> Vec<String> {
+        statuses(msg).into_iter().map(|(r, _, c)| format!("{r}={c}")).collect()
+    }
+
+    fn rules(findings: &[Finding]) -> Vec<&str> {
+        findings.iter().map(|f| f.what.as_str()).collect()
+    }
+
+    #[test]
+    fn limits_come_from_the_settings_with_defaults() {
+        assert_eq!(Limits::from_settings(&Settings::default()), Limits::DEFAULT);
+        assert_eq!(Limits::DEFAULT.max_message_bytes, 8 << 20);
+        assert_eq!(Limits::DEFAULT.max_value_bytes, 1 << 20);
+        assert_eq!(Limits::DEFAULT.max_object_bytes, 4 << 20);
+        assert_eq!(Limits::DEFAULT.max_messages, 200);
+        let s = Rig::new()
+            .with(&[
+                ("max_message_bytes", "2000"),
+                ("max_value_bytes", "1000"),
+                ("max_object_bytes", "0"),
+                ("max_messages", "99999999999"),
+            ])
+            .env
+            .settings;
+        let l = Limits::from_settings(&s);
+        assert_eq!((l.max_message_bytes, l.max_value_bytes, l.max_object_bytes), (2000, 1000, 1));
+        assert_eq!(l.max_messages, u32::MAX);
+    }
+
+    #[test]
+    fn a_value_over_max_value_bytes_gets_413_a_finding_and_is_not_stored() {
+        let mut rig = Rig::new().with(&[("max_value_bytes", "1000")]);
+        let (s, _) = rig.start();
+        let big = "N".repeat(2000);
+        let fits = "M".repeat(1000);
+        let m = server_to(
+            "1",
+            vec![
+                Command::Replace(item_cmd("r1", NAME, Some(&big))),
+                Command::Atomic(Container {
+                    cmd_id: "a1".into(),
+                    commands: vec![Command::Replace(item_cmd("r2", NAME, Some(&big)))],
+                    ..Container::default()
+                }),
+            ],
+            true,
+        );
+        let (s, reply) = send(s.receive_message(&m, &mut rig.cx()));
+        assert_eq!(codes(&reply), ["0=200", "r1=413", "a1=507", "r2=413"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let f: Vec<&Finding> = s.summary().findings.iter().filter(|f| f.what == "value-too-large").collect();
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].cmd_id.as_str(), f[0].uri.as_deref()), ("r1", Some(NAME)));
+        assert!(f[0].why.contains("2000 bytes, over max_value_bytes = 1000"), "{}", f[0].why);
+        // At the limit the value is taken.
+        let m = server_to("2", vec![Command::Replace(item_cmd("r3", NAME, Some(&fits)))], true);
+        let (_, reply) = send(s.receive_message(&m, &mut rig.cx()));
+        assert_eq!(codes(&reply), ["0=200", "r3=200"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some(fits.as_str()));
+    }
+
+    #[test]
+    fn a_large_object_announcing_more_than_max_object_bytes_is_refused_chunk_by_chunk() {
+        let mut rig = Rig::new().with(&[("max_object_bytes", "1000")]);
+        let (s, _) = rig.start();
+        let part = "P".repeat(600);
+        let m1 = server_to("1", vec![chunk("c1", NAME, &part, true, Some("1800"))], false);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        assert_eq!(codes(&r1), ["0=200", "c1=413"]);
+        let m2 = server_to("2", vec![chunk("c2", NAME, &part, true, None)], false);
+        let (s, r2) = send(s.receive_message(&m2, &mut rig.cx()));
+        assert_eq!(codes(&r2), ["0=200", "c2=413"], "the rest of a refused object is refused too");
+        let m3 = server_to("3", vec![chunk("c3", NAME, &part, false, None), get_cmd("g1", NAME)], true);
+        let (s, r3) = send(s.receive_message(&m3, &mut rig.cx()));
+        assert_eq!(codes(&r3), ["0=200", "c3=413", "g1=200"], "up to its last chunk; then commands run again");
+        assert!(!r3.body.commands.iter().any(|c| matches!(c, Command::Alert(a) if a.data == "1225")));
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let f: Vec<&Finding> = s.summary().findings.iter().filter(|f| f.what == "object-too-large").collect();
+        assert_eq!(f.len(), 1, "one finding per object");
+        assert!(f[0].why.contains("announces Meta/Size 1800 bytes, over max_object_bytes = 1000"), "{}", f[0].why);
+    }
+
+    #[test]
+    fn a_large_object_growing_past_max_object_bytes_is_dropped_with_413() {
+        let mut rig = Rig::new().with(&[("max_object_bytes", "1000")]);
+        let (s, _) = rig.start();
+        let part = "Q".repeat(600);
+        let m1 =
+            server_to("1", vec![chunk("c1", NAME, &part, true, None), chunk("c2", NAME, &part, true, None)], false);
+        let (s, r1) = send(s.receive_message(&m1, &mut rig.cx()));
+        assert_eq!(codes(&r1), ["0=200", "c1=213", "c2=413"]);
+        let m2 = server_to("2", vec![chunk("c3", NAME, "end", false, None)], true);
+        let (s, r2) = send(s.receive_message(&m2, &mut rig.cx()));
+        assert_eq!(codes(&r2), ["0=200", "c3=413"]);
+        assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        let f = s.summary().findings.iter().find(|f| f.what == "object-too-large").unwrap();
+        assert!(f.why.contains("reached 1200 bytes with this chunk"), "{}", f.why);
+        assert_eq!(f.cmd_id, "c2");
+    }
+
+    fn get_cmd(id: &str, uri: &str) -> Command {
+        Command::Get(item_cmd(id, uri, None))
+    }
+
+    #[test]
+    fn results_past_max_message_bytes_are_refused_with_413() {
+        let mut rig = Rig::new().with(&[("max_message_bytes", "2500")]);
+        rig.state.set_value("DevDetail/Ext/Microsoft/DeviceName", "D".repeat(1000));
+        let (s, _) = rig.start();
+        let gets = (1..=4).map(|n| get_cmd(&format!("g{n}"), NAME)).collect();
+        let (s, reply) = send(s.receive_message(&server_to("1", gets, true), &mut rig.cx()));
+        assert_eq!(codes(&reply), ["0=200", "g1=200", "g2=200", "g3=413", "g4=413"]);
+        let results = reply.body.commands.iter().filter(|c| matches!(c, Command::Results(_))).count();
+        assert_eq!(results, 2);
+        assert_eq!(rules(&s.summary().findings).iter().filter(|w| **w == "reply-too-large").count(), 2);
+    }
+
+    #[test]
+    fn a_repeated_server_msgid_is_a_finding() {
+        let mut rig = Rig::new();
+        let (s, _) = rig.start();
+        let get = || vec![get_cmd("g1", "./DevInfo/DmV")];
+        let (s, _) = send(s.receive_message(&server_to("1", get(), false), &mut rig.cx()));
+        let mut again = server_to("1", get(), false);
+        if let Command::Status(h) = &mut again.body.commands[0] {
+            h.msg_ref = "2".into();
+        }
+        let (s, reply) = send(s.receive_message(&again, &mut rig.cx()));
+        assert_eq!(codes(&reply), ["0=200", "g1=200"], "answered anyway");
+        let f: Vec<&Finding> = s.summary().findings.iter().filter(|f| f.what == "repeated-msgid").collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].msg_id, "1");
+    }
+
+    fn with_resp_uri(mut m: SyncMl, uri: &str) -> SyncMl {
+        m.hdr.resp_uri = Some(uri.into());
+        m
+    }
+
+    #[test]
+    fn resp_uri_is_resolved_and_a_host_change_is_a_finding() {
+        let mut rig = Rig::new();
+        let (mut s, _) = rig.start();
+        s.set_session_url("https://mdm.example/MDM.svc?mode=Maintenance&Platform=WoA");
+        let get = || vec![get_cmd("g1", "./DevInfo/DmV")];
+        let m = with_resp_uri(server_to("1", get(), false), "next?s=1");
+        let (s, _) = send(s.receive_message(&m, &mut rig.cx()));
+        assert_eq!(s.resp_uri(), Some("https://mdm.example/next?s=1"));
+        assert!(s.summary().findings.iter().all(|f| f.what != "respuri-host-change"), "same host: no finding");
+        let m = with_resp_uri(server_to("2", get(), false), "https://other.example:8443/MDM.svc");
+        let (s, _) = send(s.receive_message(&m, &mut rig.cx()));
+        assert_eq!(s.resp_uri(), Some("https://other.example:8443/MDM.svc"), "followed");
+        let moved: Vec<&Finding> = s.summary().findings.iter().filter(|f| f.what == "respuri-host-change").collect();
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0].why.contains("from https://mdm.example to https://other.example:8443"), "{}", moved[0].why);
+        // The same RespURI again is no new move.
+        let m = with_resp_uri(server_to("3", get(), false), "https://other.example:8443/MDM.svc");
+        let (s, _) = send(s.receive_message(&m, &mut rig.cx()));
+        assert_eq!(rules(&s.summary().findings).iter().filter(|w| **w == "respuri-host-change").count(), 1);
+    }
+
+    #[test]
+    fn resp_uri_to_plain_http_or_another_scheme_ends_the_session_and_rolls_back() {
+        for (uri, says) in [
+            ("http://mdm.example/MDM.svc", "from https://mdm.example to plain http at http://mdm.example"),
+            ("ftp://mdm.example/x", "scheme \"ftp\" cannot carry the session"),
+        ] {
+            let mut rig = Rig::new();
+            let (s, _) = rig.start();
+            let m = with_resp_uri(server_to("1", vec![Command::Replace(item_cmd("r1", NAME, Some("X")))], true), uri);
+            let Next::Failed(f) = s.receive_message(&m, &mut rig.cx()) else { panic!("{uri}: expected a failure") };
+            assert!(matches!(f.error, SessionError::RespUri { .. }), "{:?}", f.error);
+            let text = f.error.to_string();
+            assert!(text.starts_with(&format!("server message 1 has RespURI {uri:?}: ")), "{text}");
+            assert!(text.contains(says), "{text}");
+            assert_eq!(f.error.fault(), Fault::Protocol);
+            assert_eq!(rig.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        }
+    }
+
+    #[test]
+    fn judging_a_resp_uri() {
+        let https = "https://a.example/MDM.svc?mode=Machine";
+        let same = judge_resp_uri(https, https, "/x").unwrap();
+        assert_eq!(same, RespUriMove { url: "https://a.example/x".into(), moved: None });
+        assert!(judge_resp_uri(https, https, "https://a.example:443/y").unwrap().moved.is_none());
+        assert!(judge_resp_uri(https, https, "https://a.example:444/y").unwrap().moved.is_some());
+        let up = judge_resp_uri("http://a.example/", "http://a.example/", "https://a.example/").unwrap();
+        assert!(up.moved.is_some(), "http to https is a move, followed");
+        assert!(judge_resp_uri("http://a.example/", "http://a.example/", "http://b.example/").unwrap().moved.is_some());
+        assert!(judge_resp_uri(https, https, "http://a.example/").is_err());
+        assert!(judge_resp_uri(https, "https://b.example/", "http://b.example/").is_err());
+        assert!(judge_resp_uri(https, https, "http://[::1").is_err());
     }
 }

@@ -13,7 +13,7 @@ mod write;
 pub use codes::{AlertCode, StatusCode};
 pub use model::*;
 pub use read::{DecodeError, decode, line_col};
-pub use write::{encode, pretty, pretty_xml};
+pub use write::{PRETTY_MAX_BYTES, encode, pretty, pretty_xml, pretty_xml_limited};
 
 /// The MIME type of SyncML over HTTP (PROTOCOL.md §2).
 pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";

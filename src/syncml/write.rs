@@ -235,95 +235,162 @@ impl W {
     }
 }
 
+/// The most text a pretty form holds: longer output is cut there and ends with an XML comment
+/// saying so. A message a device accepts is at most a few MiB; this keeps a transcript file (and
+/// the memory to build it) bounded whatever a server sends.
+pub const PRETTY_MAX_BYTES: usize = 4 << 20;
+
 /// Pretty-prints a message for people: one element per line, two-space indent, and the
 /// embedded XML of a `Data` element (an MsiInstallJob, a policy blob) indented as XML too.
+/// At most [`PRETTY_MAX_BYTES`] are produced.
 pub fn pretty(msg: &SyncMl) -> String {
     pretty_xml(&encode(msg))
 }
 
-/// Re-indents well-formed XML text. Text content is kept on the line of its element; a text
-/// that is itself XML (escaped inside `Data`) is unescaped and indented one level deeper.
+/// Re-indents well-formed XML text ([`pretty_xml_limited`] with [`PRETTY_MAX_BYTES`]).
 pub fn pretty_xml(xml: &str) -> String {
-    use quick_xml::Reader;
-    use quick_xml::events::Event;
+    pretty_xml_limited(xml, PRETTY_MAX_BYTES)
+}
 
-    let mut reader = Reader::from_str(xml);
-    let mut out = String::with_capacity(xml.len() * 2);
-    let mut depth = 0usize;
-    // Text of the element opened last, written when the element closes.
-    let mut pending: Option<String> = None;
-    let indent = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.extend(std::iter::repeat_n("  ", depth));
-    };
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(s)) => {
-                if let Some(t) = pending.take() {
-                    out.push_str(&escape(t.trim()));
-                }
-                if !out.is_empty() {
-                    indent(&mut out, depth);
-                }
-                let _ = write!(out, "<{}>", &*s);
-                depth += 1;
-                pending = Some(String::new());
+/// Re-indents well-formed XML text, producing at most about `max` bytes. Text content is kept on
+/// the line of its element; a text that is itself XML (escaped inside `Data`) is unescaped and
+/// indented one level deeper, once: XML escaped inside that XML is shown as the escaped text it
+/// is. So the work and the output are linear in the input, however many times a server escaped
+/// its XML over itself. Output past `max` is cut and an XML comment at the end says so.
+pub fn pretty_xml_limited(xml: &str, max: usize) -> String {
+    let mut p = Printer { out: String::with_capacity(xml.len().saturating_mul(2).min(max) + 128), max, cut: false };
+    p.reindent(xml, 0, true);
+    if p.cut {
+        let _ = write!(
+            p.out,
+            "\n<!-- mdmsim: cut here, the pretty form is limited to {max} bytes (the XML has {} bytes) -->",
+            xml.len()
+        );
+    }
+    p.out.push('\n');
+    p.out
+}
+
+/// The pretty form being built, with its size bound.
+struct Printer {
+    out: String,
+    max: usize,
+    /// The bound was reached: nothing more is written.
+    cut: bool,
+}
+
+impl Printer {
+    /// Appends `s`, or as much of it as fits (on a character boundary) and marks the output cut.
+    fn push(&mut self, s: &str) {
+        if self.cut {
+            return;
+        }
+        let room = self.max.saturating_sub(self.out.len());
+        if s.len() <= room {
+            self.out.push_str(s);
+            return;
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.push_str(&s[..end]);
+        self.cut = true;
+    }
+
+    fn indent(&mut self, depth: usize) {
+        self.push("\n");
+        for _ in 0..depth {
+            self.push("  ");
+            if self.cut {
+                return;
             }
-            Ok(Event::Empty(s)) => {
-                if let Some(t) = pending.take() {
-                    out.push_str(&escape(t.trim()));
-                }
-                indent(&mut out, depth);
-                let _ = write!(out, "<{}/>", &*s);
-            }
-            Ok(Event::End(e)) => {
-                depth = depth.saturating_sub(1);
-                let name = e.name().as_ref().to_string();
-                match pending.take() {
-                    Some(t) if looks_like_xml(&t) => {
-                        let inner = pretty_xml(t.trim());
-                        for line in inner.lines() {
-                            indent(&mut out, depth + 1);
-                            out.push_str(line);
-                        }
-                        indent(&mut out, depth);
-                    }
-                    Some(t) => out.push_str(&escape(t.trim())),
-                    None => indent(&mut out, depth),
-                }
-                let _ = write!(out, "</{name}>");
-            }
-            Ok(Event::Text(t)) => {
-                if let Some(p) = pending.as_mut() {
-                    p.push_str(&t.xml10_content());
-                }
-            }
-            Ok(Event::CData(t)) => {
-                if let Some(p) = pending.as_mut() {
-                    p.push_str(&t.xml10_content());
-                }
-            }
-            Ok(Event::GeneralRef(r)) => {
-                if let Some(p) = pending.as_mut() {
-                    let name = r.xml10_content();
-                    match r.resolve_char_ref() {
-                        Ok(Some(c)) => p.push(c),
-                        _ => p.push_str(quick_xml::escape::resolve_predefined_entity(&name).unwrap_or("")),
-                    }
-                }
-            }
-            Ok(Event::Eof) | Err(_) => break,
-            Ok(_) => {}
         }
     }
-    out.push('\n');
-    out
+
+    /// Writes `xml` re-indented from `base` levels deep. With `embedded`, a text that is XML is
+    /// shown as XML one level deeper (not recursively: inside it, text is text).
+    fn reindent(&mut self, xml: &str, base: usize, embedded: bool) {
+        use quick_xml::Reader;
+        use quick_xml::events::Event;
+
+        let mut reader = Reader::from_str(xml);
+        let mut depth = base;
+        let mut first = self.out.is_empty();
+        // Text of the element opened last, written when the element closes.
+        let mut pending: Option<String> = None;
+        while !self.cut {
+            match reader.read_event() {
+                Ok(Event::Start(s)) => {
+                    if let Some(t) = pending.take() {
+                        self.push(&escape(t.trim()));
+                    }
+                    if !first {
+                        self.indent(depth);
+                    }
+                    first = false;
+                    self.push("<");
+                    self.push(&s);
+                    self.push(">");
+                    depth += 1;
+                    pending = Some(String::new());
+                }
+                Ok(Event::Empty(s)) => {
+                    if let Some(t) = pending.take() {
+                        self.push(&escape(t.trim()));
+                    }
+                    if !first {
+                        self.indent(depth);
+                    }
+                    first = false;
+                    self.push("<");
+                    self.push(&s);
+                    self.push("/>");
+                }
+                Ok(Event::End(e)) => {
+                    depth = depth.saturating_sub(1).max(base);
+                    match pending.take() {
+                        Some(t) if embedded && looks_like_xml(&t) => {
+                            self.reindent(t.trim(), depth + 1, false);
+                            self.indent(depth);
+                        }
+                        Some(t) => self.push(&escape(t.trim())),
+                        None => self.indent(depth),
+                    }
+                    self.push("</");
+                    self.push(&e);
+                    self.push(">");
+                }
+                Ok(Event::Text(t)) => {
+                    if let Some(p) = pending.as_mut() {
+                        p.push_str(&t.xml10_content());
+                    }
+                }
+                Ok(Event::CData(t)) => {
+                    if let Some(p) = pending.as_mut() {
+                        p.push_str(&t.xml10_content());
+                    }
+                }
+                Ok(Event::GeneralRef(r)) => {
+                    if let Some(p) = pending.as_mut() {
+                        let name = r.xml10_content();
+                        match r.resolve_char_ref() {
+                            Ok(Some(c)) => p.push(c),
+                            _ => p.push_str(quick_xml::escape::resolve_predefined_entity(&name).unwrap_or("")),
+                        }
+                    }
+                }
+                Ok(Event::Eof) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 /// True when `t` is a well-formed XML fragment made of elements (balanced tags, valid
-/// attributes, no stray text at the top): only then is it safe to show unescaped. Text that merely
-/// starts with `<` and ends with `>`, like the seed's `<https://server1><https://server2>` list of
-/// URLs, stays escaped.
+/// attributes, no stray text at the top): only then is it safe to show unescaped. Text that
+/// merely starts with `<` and ends with `>`, like the DMClient CSP page's
+/// `<https://server1><https://server2>` list of URLs, stays escaped.
 fn looks_like_xml(t: &str) -> bool {
     use quick_xml::events::Event;
 
@@ -365,5 +432,88 @@ fn looks_like_xml(t: &str) -> bool {
         if start.attributes().any(|a| a.is_err()) {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncml::decode;
+
+    /// `<a>x</a>` wrapped in `<a>` and escaped into itself `levels` times: what a server that
+    /// escapes its payload once per layer of its stack sends.
+    fn escaped_levels(levels: usize) -> String {
+        let mut xml = "<a>x</a>".to_string();
+        for _ in 0..levels {
+            xml = format!("<a>{}</a>", escape(xml.as_str()));
+        }
+        xml
+    }
+
+    fn message_with_data(data: &str) -> SyncMl {
+        SyncMl {
+            hdr: SyncHdr { session_id: "1".into(), msg_id: "1".into(), ..SyncHdr::default() },
+            body: SyncBody {
+                commands: vec![Command::Exec(ItemCmd {
+                    cmd_id: "2".into(),
+                    items: vec![Item { target: Some("./X".into()), data: Some(data.into()), ..Item::default() }],
+                    ..ItemCmd::default()
+                })],
+                final_: true,
+            },
+        }
+    }
+
+    fn data_of(msg: &SyncMl) -> String {
+        let Command::Exec(e) = &msg.body.commands[0] else { panic!("expected Exec") };
+        e.items[0].data.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn embedded_xml_is_indented_one_level_deeper_and_decodes_back() {
+        let job = r#"<MsiInstallJob id="{1}"><Product Version="1"/></MsiInstallJob>"#;
+        let shown = pretty(&message_with_data(job));
+        assert!(shown.contains("<Data>\n          <MsiInstallJob id=\"{1}\">\n            <Product Version=\"1\"/>\n          </MsiInstallJob>\n        </Data>"), "{shown}");
+        // It decodes back to the same job, re-indented.
+        let back: String = data_of(&decode(&shown).unwrap()).lines().map(str::trim).collect();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn xml_escaped_many_times_is_unescaped_once_and_the_rest_shown_as_text() {
+        let data = escaped_levels(300);
+        let wire = encode(&message_with_data(&data));
+        let shown = pretty_xml(&wire);
+        // One level is shown as XML; the next level is its escaped text, as on the wire one
+        // level further down.
+        let level_299 = escape(escaped_levels(299).as_str()).into_owned();
+        assert!(shown.contains(&format!("<a>{level_299}</a>")), "the inner text stays escaped");
+        assert!(shown.len() < wire.len() + 1000, "linear: {} bytes shown for {} bytes", shown.len(), wire.len());
+        assert_eq!(data_of(&decode(&shown).unwrap()), data, "the pretty form still decodes to the same Data");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_cut_with_a_marker() {
+        let data = "y".repeat(10_000);
+        let wire = encode(&message_with_data(&data));
+        let shown = pretty_xml_limited(&wire, 2_000);
+        let marker = format!(
+            "\n<!-- mdmsim: cut here, the pretty form is limited to 2000 bytes (the XML has {} bytes) -->\n",
+            wire.len()
+        );
+        assert!(shown.ends_with(&marker), "{shown}");
+        assert_eq!(shown.len(), 2_000 + marker.len());
+        // Deep nesting is cut the same way: indentation cannot make the output quadratic.
+        let deep = format!("<r>{}{}</r>", "<a>".repeat(5_000), "</a>".repeat(5_000));
+        assert!(pretty_xml_limited(&deep, 10_000).len() < 10_200);
+        let small = pretty(&message_with_data("z"));
+        assert!(!small.contains("mdmsim: cut here"), "{small}");
+    }
+
+    #[test]
+    fn text_that_only_looks_like_tags_stays_escaped() {
+        let list = "<https://a.example><https://b.example>";
+        let shown = pretty(&message_with_data(list));
+        assert!(shown.contains("<Data>&lt;https://a.example&gt;&lt;https://b.example&gt;</Data>"), "{shown}");
     }
 }

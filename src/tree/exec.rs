@@ -430,6 +430,13 @@ impl<'a> Tree<'a> {
         if uri.query.is_some() {
             return Err(StatusCode::BadRequest);
         }
+        // A value larger than the device keeps is refused before anything else is looked at
+        // (and before it is copied): OMA DM's 413, request entity too large.
+        if op != WriteOp::Delete
+            && item.data.as_ref().is_some_and(|d| d.len() as u64 > self.env.settings.max_value_bytes())
+        {
+            return Err(StatusCode::RequestEntityTooLarge);
+        }
         let r = match self.resolve(&uri)? {
             Target::Node(r) if !r.rel.is_empty() || op == WriteOp::Add => r,
             // The roots of the tree and of each CSP are not the server's to write.
@@ -645,5 +652,32 @@ mod tests {
         assert_eq!(get(false, "./Ns/class/a%20b/Prop").0, StatusCode::NotFound);
         assert_eq!(get(true, "./ns/CLASS/a%20b/prop"), (StatusCode::Ok, Some("7".into())));
         assert_eq!(get(true, "./NS/class"), (StatusCode::Ok, Some("a b/c d".into())));
+    }
+
+    #[test]
+    fn a_value_over_max_value_bytes_is_413_and_stores_nothing() {
+        let reg = crate::csp::registry();
+        let mut state = TreeState::new();
+        state.set_value("DevDetail/Ext/Microsoft/DeviceName", "PC-1");
+        let mut env = Env::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), Profile::Win10);
+        let mut settings = crate::tree::Settings::default();
+        settings.0.insert("max_value_bytes".into(), "8".into());
+        env.settings = std::sync::Arc::new(settings);
+        let mut tree = Tree::new(&reg, &mut state, &env);
+        let replace = |data: &str| {
+            Command::Replace(ItemCmd {
+                cmd_id: "1".into(),
+                items: vec![Item {
+                    target: Some("./DevDetail/Ext/Microsoft/DeviceName".into()),
+                    data: Some(data.into()),
+                    ..Item::default()
+                }],
+                ..ItemCmd::default()
+            })
+        };
+        assert_eq!(tree.execute(&replace("123456789")).remove(0).code, StatusCode::RequestEntityTooLarge);
+        assert_eq!(tree.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("PC-1"));
+        assert_eq!(tree.execute(&replace("12345678")).remove(0).code, StatusCode::Ok);
+        assert_eq!(tree.state.value("DevDetail/Ext/Microsoft/DeviceName"), Some("12345678"));
     }
 }

@@ -3,9 +3,11 @@
 //! through [`Env`].
 //!
 //! Owns command semantics (Get/Add/Replace/Delete/Exec/Atomic/Sequence, existence, allowed
-//! operations, formats, rollback). Does not own what a node means: that is each CSP's
-//! [`Csp`] implementation in `src/csp/`. Does not own the session (statuses are returned as
-//! [`CmdOutcome`] data; the session turns them into SyncML).
+//! operations, formats, rollback) and the bound on one stored value (an Add or Replace whose
+//! Data is longer than the `max_value_bytes` setting is answered 413 and stores nothing). Does
+//! not own what a node means: that is each CSP's [`Csp`] implementation in `src/csp/`. Does not
+//! own the session (statuses are returned as [`CmdOutcome`] data; the session turns them into
+//! SyncML).
 
 mod exec;
 mod schema;
@@ -46,6 +48,14 @@ impl Profile {
     }
 }
 
+/// The `[behaviour]` key bounding one node value, in bytes ([`Settings::max_value_bytes`]).
+pub const MAX_VALUE_BYTES_KEY: &str = "max_value_bytes";
+
+/// The default bound on one node value: 1 MiB, far above anything a CSP value of a real device
+/// holds (a certificate chain or a policy blob is a few KiB) and small enough that a server cannot
+/// fill the device's store with one command.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+
 /// Per-device behaviour settings from the device template (`[behaviour]` table), read by CSPs
 /// with typed getters; unknown keys are ignored by everyone but the CSP that reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +70,12 @@ impl Settings {
     /// An integer setting, or `default` when absent or not a number.
     pub fn u64_or(&self, key: &str, default: u64) -> u64 {
         self.str(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    }
+
+    /// The longest Data an Add or Replace may store in one node (`max_value_bytes`, default
+    /// [`DEFAULT_MAX_VALUE_BYTES`]); a longer one is answered 413 (request entity too large).
+    pub fn max_value_bytes(&self) -> u64 {
+        self.u64_or(MAX_VALUE_BYTES_KEY, DEFAULT_MAX_VALUE_BYTES)
     }
 
     /// A boolean setting (`true`/`false`), or `default`.

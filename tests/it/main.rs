@@ -28,6 +28,9 @@ mod enroll;
 mod enroll_cli;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
+/// Hostile and buggy servers: size limits, 429 waits, pretty-printing cost, repeated MsgIDs and
+/// RespURI moves, with the binary's peak memory and wall time measured.
+mod hostile;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;

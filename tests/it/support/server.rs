@@ -5,7 +5,7 @@
 //! mirrored (as Fleet does), a SyncHdr Status referring to the device's MsgID, a Status 200 for
 //! each command of the device message (as a well-behaved server sends), then the scripted
 //! commands. Other replies produce faults: HTTP errors, a body cut mid-way, malformed XML, an
-//! answer that never comes. When the script runs out the server answers 500, so a test that
+//! answer that never comes, a body of many megabytes streamed without being held in memory. When the script runs out the server answers 500, so a test that
 //! expects fewer exchanges fails visibly. The server thread stops when the handle is dropped.
 
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use mdmsim::syncml::{self, Command, Status, SyncBody, SyncHdr, SyncMl};
+use mdmsim::syncml::{self, Command, Item, ItemCmd, Status, SyncBody, SyncHdr, SyncMl};
 
 /// One scripted server message (a reply to a device message).
 #[derive(Clone, Default)]
@@ -24,6 +24,8 @@ pub struct ServerMsg {
     pub resp_uri: Option<String>,
     /// Overrides the MsgRef of the SyncHdr status (to break the protocol on purpose).
     pub msg_ref: Option<String>,
+    /// Overrides the message's own MsgID (by default the device's, mirrored).
+    pub msg_id: Option<String>,
 }
 
 impl ServerMsg {
@@ -42,6 +44,12 @@ impl ServerMsg {
     /// With a SyncHdr status whose MsgRef is `r`.
     pub fn msg_ref(mut self, r: &str) -> Self {
         self.msg_ref = Some(r.to_string());
+        self
+    }
+
+    /// With this MsgID instead of the device's.
+    pub fn msg_id(mut self, id: &str) -> Self {
+        self.msg_id = Some(id.to_string());
         self
     }
 }
@@ -63,6 +71,11 @@ pub enum Reply {
     CutBody,
     /// Never answers (until the server is dropped, at most 60 s).
     Hang,
+    /// 200 with a SyncML message of about this many bytes, built for the request like
+    /// [`Reply::Syncml`], whose one command is a Replace of the DevDetail DeviceName with a
+    /// Data of filler; streamed in 64 KiB pieces, with its Content-Length or chunked without
+    /// one. The server holds one piece, never the body.
+    Huge { bytes: usize, chunked: bool },
 }
 
 /// A message with these commands and `Final`.
@@ -223,8 +236,56 @@ async fn handle(mut sock: TcpStream, script: Script, log: Arc<Mutex<Vec<Request>
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
         }
+        Some(Reply::Huge { bytes, chunked }) => huge(&mut sock, &req, bytes, chunked).await,
         None => respond(&mut sock, 500, &[], "script exhausted").await,
     }
+}
+
+/// Streams a 200 answer of about `bytes` bytes (see [`Reply::Huge`]); stops quietly when the
+/// device hangs up.
+async fn huge(sock: &mut TcpStream, req: &Request, bytes: usize, chunked: bool) -> std::io::Result<()> {
+    const HOLE: &str = "FILLER-GOES-HERE";
+    let replace = Command::Replace(ItemCmd {
+        cmd_id: "r1".into(),
+        items: vec![Item {
+            target: Some("./DevDetail/Ext/Microsoft/DeviceName".into()),
+            data: Some(HOLE.into()),
+            ..Item::default()
+        }],
+        ..ItemCmd::default()
+    });
+    let text = syncml::encode(&build(req, &msg(vec![replace])));
+    let (start, end) = text.split_once(HOLE).expect("the filler's place");
+    let filler = bytes.saturating_sub(start.len() + end.len());
+    let total = start.len() + filler + end.len();
+    let length = if chunked { "Transfer-Encoding: chunked".to_string() } else { format!("Content-Length: {total}") };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.syncml.dm+xml\r\n{length}\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await?;
+    let piece = vec![b'x'; 64 << 10];
+    let mut send = async |part: &[u8]| -> std::io::Result<()> {
+        if chunked {
+            sock.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await?;
+        }
+        sock.write_all(part).await?;
+        if chunked {
+            sock.write_all(b"\r\n").await?;
+        }
+        Ok(())
+    };
+    send(start.as_bytes()).await?;
+    let mut left = filler;
+    while left > 0 {
+        let n = left.min(piece.len());
+        send(&piece[..n]).await?;
+        left -= n;
+    }
+    send(end.as_bytes()).await?;
+    if chunked {
+        sock.write_all(b"0\r\n\r\n").await?;
+    }
+    sock.flush().await
 }
 
 async fn respond(sock: &mut TcpStream, code: u16, extra: &[(&str, &str)], body: &str) -> std::io::Result<()> {
@@ -269,7 +330,7 @@ fn build(req: &Request, m: &ServerMsg) -> SyncMl {
     SyncMl {
         hdr: SyncHdr {
             session_id: dev.hdr.session_id.clone(),
-            msg_id: dev.hdr.msg_id.clone(),
+            msg_id: m.msg_id.clone().unwrap_or_else(|| dev.hdr.msg_id.clone()),
             target: dev.hdr.source.clone(),
             source: dev.hdr.target.clone(),
             resp_uri: m

@@ -1,7 +1,8 @@
 //! A minimal HTTPS SyncML endpoint for TLS tests: a test CA and a server certificate for
 //! 127.0.0.1 made with openssl at run time, and a server thread that answers every POST with an
-//! empty 200 (the session ends after package 1). It records how many requests got through the
-//! handshake. The thread stops when the handle is dropped (and after 60 s at most).
+//! empty 200 (the session ends after package 1), or with what a given function makes of the
+//! request body. It records how many requests got through the handshake. The thread stops when
+//! the handle is dropped (and after 60 s at most).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -35,6 +36,11 @@ impl TlsServer {
 
     /// Starts the server on 127.0.0.1:0.
     pub fn start() -> TlsServer {
+        TlsServer::start_with(Arc::new(|_| String::new()))
+    }
+
+    /// Starts a server that answers each request body with `answer(body)` (HTTP 200).
+    pub fn start_with(answer: Arc<dyn Fn(&str) -> String + Send + Sync>) -> TlsServer {
         let (ca, ca_key) = cert("mdmsim test CA", None, true);
         let (leaf, leaf_key) = cert("127.0.0.1", Some((&ca, &ca_key)), false);
         let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
@@ -81,7 +87,11 @@ impl TlsServer {
                     }
                 }
                 served2.fetch_add(1, Ordering::SeqCst);
-                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let body = answer(text.split_once("\r\n\r\n").map_or("", |(_, b)| b));
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = tls.write_all(head.as_bytes());
+                let _ = tls.write_all(body.as_bytes());
                 let _ = tls.shutdown();
             }
         });
