@@ -302,9 +302,7 @@ impl Csp for DdfCsp {
     /// (the device is wiped, so it leaves management).
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
         match (self.root, node.rel) {
-            ("Vendor/MSFT/Reboot", "RebootNow") => {
-                cx.emit(Effect::Reboot { reason: "Reboot/RebootNow".into() })
-            }
+            ("Vendor/MSFT/Reboot", "RebootNow") => cx.emit(Effect::Reboot { reason: "Reboot/RebootNow".into() }),
             ("Vendor/MSFT/RemoteWipe", rel) if rel.starts_with("doWipe") => {
                 cx.emit(Effect::Unenroll { reason: format!("RemoteWipe/{rel}") })
             }

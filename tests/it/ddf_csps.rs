@@ -78,12 +78,8 @@ fn a_fleet_style_profile_applies_and_reads_back_in_a_later_session() {
         checks.push(get(&format!("c{i}"), &format!("./Device/Vendor/MSFT/Policy/Config/{p}")));
         checks.push(get(&format!("e{i}"), &format!("./Device/Vendor/MSFT/Policy/Result/{p}")));
     }
-    let server = Server::start(vec![
-        Reply::Syncml(msg(vec![atomic])),
-        Reply::Empty,
-        Reply::Syncml(msg(checks)),
-        Reply::Empty,
-    ]);
+    let server =
+        Server::start(vec![Reply::Syncml(msg(vec![atomic])), Reply::Empty, Reply::Syncml(msg(checks)), Reply::Empty]);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_string_lossy().into_owned();
     new_device(&state, &server);
