@@ -13,6 +13,7 @@ use clap::Args;
 use mdmsim::server::{self, Config, FaultSpec, Preset, ServerError, ServerOptions};
 
 use super::exit::{STATE, USAGE, fail};
+use super::out;
 
 /// Arguments of `mdmsim server`.
 #[derive(Args)]
@@ -130,24 +131,27 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             };
             fail(code, e.to_string())
         })?;
-        println!("mdmsim reference server listening on {}", handle.local_addr);
-        println!("  base URL:      {}", handle.base_url);
-        println!("  discovery URL: {}", handle.discovery_url());
-        println!("  management:    {}", handle.management_url());
-        println!("  records:       {}/admin/devices and /admin/summary", handle.base_url);
-        println!("  admin token:   {} (send it as Authorization: Bearer)", handle.admin_token_file().display());
+        out::line(format_args!("mdmsim reference server listening on {}", handle.local_addr));
+        out::line(format_args!("  base URL:      {}", handle.base_url));
+        out::line(format_args!("  discovery URL: {}", handle.discovery_url()));
+        out::line(format_args!("  management:    {}", handle.management_url()));
+        out::line(format_args!("  records:       {}/admin/devices and /admin/summary", handle.base_url));
+        out::line(format_args!(
+            "  admin token:   {} (send it as Authorization: Bearer)",
+            handle.admin_token_file().display()
+        ));
         if handle.base_url.starts_with("https") {
-            println!("  CA to trust:   {}", handle.ca_file.display());
+            out::line(format_args!("  CA to trust:   {}", handle.ca_file.display()));
         }
-        println!("  users:         {}", users.join(", "));
-        println!("  compatibility: {compat}");
+        out::line(format_args!("  users:         {}", users.join(", ")));
+        out::line(format_args!("  compatibility: {compat}"));
         if let Some(plan) = handle.fault_plan() {
-            println!("  faults:        {plan}");
+            out::line(format_args!("  faults:        {plan}"));
         }
         if federated {
-            println!("  sign-in page:  {}{}", handle.base_url, server::AUTH_PATH);
+            out::line(format_args!("  sign-in page:  {}{}", handle.base_url, server::AUTH_PATH));
         }
-        println!("Press Ctrl-C to stop.");
+        out::line("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await.map_err(|e| fail(STATE, format!("cannot wait for Ctrl-C: {e}")))?;
         handle.shutdown().await;
         Ok(ExitCode::SUCCESS)
