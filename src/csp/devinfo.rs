@@ -1,5 +1,5 @@
 //! DevInfo and DevDetail: the device's identity and hardware/software inventory
-//! (PROTOCOL.md §1.2, §5).
+//! (MS-MDM §3.1.5.1 package 1; the DevInfo and DevDetail CSP pages).
 //!
 //! Values come from the device template and are stored per device when the device is created;
 //! the tables here give formats, operations and the few defaults every Windows client has.

@@ -1,5 +1,5 @@
 //! DMAcc: `./SyncML/DMAcc/<AccountUID>`, the OMA-DM account the w7 APPLICATION of the
-//! provisioning document maps to (DMAcc DDF; PROTOCOL.md §1.9, §3.5).
+//! provisioning document maps to (DMAcc DDF; OMA DM Security; MS-MDE2 §2.2.9.1 provisioning document).
 //!
 //! Node table from the DDF. Secrets follow it: `AAuthSecret` and `AAuthData` allow Add and
 //! Replace but not Get, so a server can never read them back (a Get is 405, and
@@ -10,7 +10,7 @@
 //! Fleet rekeys with a Replace of `./SyncML/DMAcc/<AccountUID>/AppAuth/CLCRED/AAuthName` and
 //! `AAuthSecret` using its own AccountUID (`0x0000800c…`, not the SHA-256 the device used):
 //! when the device has exactly one account, a Replace or Get through any other AccountUID is
-//! applied to that account (PROTOCOL.md §1.9 step 5). To make such paths resolve, the nodes
+//! applied to that account (OMA DM Security, MD5 digest authentication). To make such paths resolve, the nodes
 //! below `DMAcc` are permanent in the table; the CSP's hooks give back the existence rules
 //! (Replace of a value never set is 404, as is anything when no account exists). The cost: a
 //! Get of an unknown account's interior node lists the table's children instead of 404, and an

@@ -31,9 +31,9 @@
 //! - `push_endpoint` (URL, e.g. `http://127.0.0.1:8181/wns`): base of the fake WNS channel; with
 //!   a valid PFN, ChannelURI is `<push_endpoint>/<DevId>/<ProviderID>` (percent-encoded) and
 //!   Status 0. `push_channel_uri` forces a fixed ChannelURI instead. `push_status` (1..8) forces a
-//!   failure status (PROTOCOL.md §4 "Emulator plan"). With neither endpoint nor URI: Status 4.
+//!   failure status (Microsoft's WNS pages). With neither endpoint nor URI: Status 4.
 //! - `enrollment_type` (`Device` or `Full`): EnrollmentType when enrollment stored none.
-//! - `aad_joined` (bool): Unenroll is refused with 405 (PROTOCOL.md §3.6: disabled on
+//! - `aad_joined` (bool): Unenroll is refused with 405 (Microsoft's DMClient CSP page, unenrollment: disabled on
 //!   Entra-joined devices).
 
 mod address;
@@ -161,7 +161,7 @@ static DMCLIENT: NodeSpec = NodeSpec::interior(
                     chr("ManagementServerToUpgradeTo", AGRD),
                     int("NumberOfDaysAfterLostContactToUnenroll", AGRD),
                     boolean("AADSendDeviceToken", AGRD),
-                    // Not in the seed; DDF node Intune reads (PROTOCOL.md §5).
+                    // Not in the seed; DDF node Intune reads (Microsoft's CSP pages).
                     boolean("ForceAadToken", AGRD),
                     NodeSpec::interior("Poll", GA, POLL_CHILDREN).dynamic(),
                     NodeSpec::interior("Push", AD, PUSH_CHILDREN).dynamic(),
@@ -612,7 +612,7 @@ pub fn request_pending_alert(cmd_id: &str) -> Alert {
 }
 
 /// `EntDMID`: the enterprise device ID the server set at enrollment (the transport sends it as
-/// `Client-Request-Id`, PROTOCOL.md §2).
+/// `Client-Request-Id`, MS-MDM §2.1 HTTP transport).
 pub fn ent_dmid(state: &TreeState, provider_id: &str) -> Option<String> {
     provider_value(state, provider_id, "EntDMID").map(str::to_string)
 }
@@ -708,7 +708,7 @@ pub fn is_valid_pfn(pfn: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
-/// The fake WNS channel of a provider (PROTOCOL.md §4 "Emulator plan"), from the stored PFN and
+/// The fake WNS channel of a provider (Microsoft's WNS pages), from the stored PFN and
 /// the template's `push_endpoint` / `push_channel_uri` / `push_status` settings.
 pub fn push_channel(state: &TreeState, settings: &Settings, provider_id: &str) -> PushChannel {
     let none = |status| PushChannel { status, channel_uri: None };

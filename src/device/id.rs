@@ -1,5 +1,5 @@
 //! The DeviceID: 32 uppercase hex digits, sent as SyncHdr Source and `./DevInfo/DevId`
-//! (PROTOCOL.md §1.1, real capture `1E08C6E95D8BB843B1278FF45BC60CC6`).
+//! (MS-MDM §2.2, OMA DM RepPro, real capture `1E08C6E95D8BB843B1278FF45BC60CC6`).
 //!
 //! Generation takes an RNG (or a seed) from the caller: the same seed gives the same fleet.
 

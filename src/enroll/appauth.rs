@@ -1,4 +1,4 @@
-//! Application-layer authentication (PROTOCOL.md §1.9): the MD5 digest, the credentials the
+//! Application-layer authentication (OMA DM Security, MD5 digest authentication): the MD5 digest, the credentials the
 //! w7 APPAUTH blocks / DMAcc `AppAuth` nodes hold, and the [`AppAuth`] state a session consults
 //! to put `Cred` on its messages and to react to a 401/407 with `Chal`. Also the user-initiated
 //! unenrollment alert and the transcript redaction of secrets.
@@ -22,7 +22,7 @@ const AUTH_BASIC: &str = "syncml:auth-basic";
 /// Where DMAcc accounts live in a device's stored values.
 const DMACC: &str = "SyncML/DMAcc";
 
-/// The digest of PROTOCOL.md §1.9: `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))`.
+/// The digest of OMA DM Security, MD5 digest authentication: `b64(MD5(b64(MD5(name ":" secret)) ":" nonce))`.
 pub fn digest_md5(name: &str, secret: &str, nonce: &[u8]) -> String {
     let inner = B64.encode(Md5::digest(format!("{name}:{secret}").as_bytes()));
     let mut outer = Md5::new();
@@ -216,7 +216,7 @@ impl AppAuth {
     }
 }
 
-/// The package-1 alert of a user-initiated unenrollment (PROTOCOL.md §1.2): Alert 1226 with
+/// The package-1 alert of a user-initiated unenrollment (MS-MDM §3.1.5.1, package 1): Alert 1226 with
 /// Type `com.microsoft:mdm.unenrollment.userrequest`, Format `int`, Data `1`.
 pub fn unenroll_alert(cmd_id: &str) -> Alert {
     Alert {

@@ -1,4 +1,4 @@
-//! The PKCS#10 certificate request, shaped like the real client's (PROTOCOL.md §3.4):
+//! The PKCS#10 certificate request, shaped like the real client's (MS-WSTEP, MS-MDE2 §3.3):
 //! `CN=<GUID-like>!<DeviceID>`, the DeviceID extension `1.3.6.1.4.1.311.66.1.0`, EKU
 //! clientAuth, signed with the policy's hash.
 //!

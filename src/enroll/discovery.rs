@@ -1,4 +1,4 @@
-//! MS-MDE2 discovery (PROTOCOL.md §3.1): the `Discover` request body and the `DiscoverResponse`
+//! MS-MDE2 discovery (MS-MDE2 §3.1 discovery): the `Discover` request body and the `DiscoverResponse`
 //! reader. The bare GET probe before it is the runner's.
 
 use std::fmt;
@@ -103,7 +103,7 @@ impl DiscoverRequest {
     }
 }
 
-/// The discovery URL Windows derives from an email address (MS-MDE2 §3.1; PROTOCOL.md §3.1):
+/// The discovery URL Windows derives from an email address (MS-MDE2 §3.1):
 /// `https://EnterpriseEnrollment.<domain>/EnrollmentServer/Discovery.svc`. `None` without a
 /// domain.
 pub fn discovery_url_for_email(email: &str) -> Option<String> {
@@ -117,7 +117,7 @@ pub fn discovery_url_for_email(email: &str) -> Option<String> {
 pub struct Discovery {
     pub auth_policy: AuthPolicy,
     pub enrollment_version: Option<String>,
-    /// Absent means no policy request: 2048-bit RSA and SHA-1 (PROTOCOL.md §3.1).
+    /// Absent means no policy request: 2048-bit RSA and SHA-1 (MS-MDE2 §3.1 discovery).
     pub policy_url: Option<String>,
     pub enrollment_url: String,
     /// Federated only: where the user authenticates.

@@ -1,5 +1,5 @@
 //! Enrollment (MS-MDE2: discovery, MS-XCEP policy, MS-WSTEP certificate request, provisioning
-//! document), application-layer authentication (PROTOCOL.md §1.9) and the user-initiated
+//! document), application-layer authentication (OMA DM Security, MD5 digest authentication) and the user-initiated
 //! unenrollment alert, all sans-I/O.
 //!
 //! Owns the message builders and parsers, the key-to-CSR step (openssl), the typed
@@ -128,7 +128,7 @@ impl fmt::Display for Secret {
 }
 
 /// Where the enrollment certificate goes and what the device enrolls as (ContextItem
-/// `EnrollmentType`, PROTOCOL.md §3.4).
+/// `EnrollmentType`, MS-WSTEP, MS-MDE2 §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum EnrollmentType {
     /// A user enrollment; certificate in `My/User`.

@@ -1,4 +1,4 @@
-//! MS-XCEP GetPolicies (PROTOCOL.md §3.3): the request and the two fields the Windows client
+//! MS-XCEP GetPolicies (MS-XCEP): the request and the two fields the Windows client
 //! honours, the minimal key length and the hash algorithm (resolved through `oIDs/oID`).
 
 use std::fmt;
@@ -13,7 +13,7 @@ pub const GET_POLICIES_ACTION: &str =
 const NS_POLICY: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy";
 
 /// The smallest RSA key the emulator makes, whatever a policy allows: what Windows uses when
-/// there is no policy (PROTOCOL.md §3.1), and the floor of today's CAs.
+/// there is no policy (MS-MDE2 §3.1 discovery), and the floor of today's CAs.
 const MIN_KEY_BITS: u32 = 2048;
 /// The largest key length accepted from a policy; more is refused rather than spending minutes
 /// generating a key.
@@ -22,7 +22,7 @@ const MAX_KEY_BITS: u32 = 8192;
 /// The hash a CSR is signed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum HashAlg {
-    /// What the real client uses when no policy names a hash (PROTOCOL.md §3.3).
+    /// What the real client uses when no policy names a hash (MS-XCEP).
     #[default]
     Sha1,
     Sha256,
@@ -79,7 +79,7 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// No policy service: 2048-bit RSA, SHA-1 (PROTOCOL.md §3.1).
+    /// No policy service: 2048-bit RSA, SHA-1 (MS-MDE2 §3.1 discovery).
     fn default() -> Self {
         Policy { key_bits: MIN_KEY_BITS, hash: HashAlg::Sha1, hash_oid: None, findings: Vec::new() }
     }

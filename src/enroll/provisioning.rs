@@ -1,4 +1,4 @@
-//! The provisioning document of an enrollment (`wap-provisioningdoc`, PROTOCOL.md §3.5): parsed
+//! The provisioning document of an enrollment (`wap-provisioningdoc`, MS-MDE2 §2.2.9.1 provisioning document): parsed
 //! into a typed [`Provisioning`], and turned into the DM-tree writes the device applies.
 //!
 //! Certificates are kept as DER (the runner writes them to the store as PEM and uses them for
@@ -363,7 +363,7 @@ impl Provisioning {
     }
 
     /// Where the document departs from what MS-MDE2 and Learn ask of servers, in words a server
-    /// developer can act on (PROTOCOL.md §3.5). Empty for a conforming document. Windows may
+    /// developer can act on (MS-MDE2 §2.2.9.1 provisioning document). Empty for a conforming document. Windows may
     /// still enroll with some of these; mdmsim reports them rather than refusing.
     pub fn findings(&self) -> Vec<EnrollFinding> {
         let mut out = self.app.notes.clone();
@@ -512,7 +512,7 @@ impl Provisioning {
 
 /// Removes an enrollment's values from a device's tree: the DMAcc account of `provider_id` and
 /// `./Vendor/MSFT/DMClient/Provider/<provider_id>` (user-initiated or server-initiated
-/// unenrollment, PROTOCOL.md §3.6). Journalled like any write; returns how many entries went.
+/// unenrollment, Microsoft's DMClient CSP page, unenrollment). Journalled like any write; returns how many entries went.
 pub fn remove_enrollment(state: &mut crate::tree::TreeState, provider_id: &str) -> usize {
     let keys =
         [format!("SyncML/DMAcc/{}", account_uid(provider_id)), format!("Vendor/MSFT/DMClient/Provider/{provider_id}")];

@@ -1,5 +1,5 @@
-//! SOAP 1.2 envelopes with WS-Addressing (the frame of every MS-MDE2 message, PROTOCOL.md §3)
-//! and enrollment faults (MS-MDE2 §2.2.10, PROTOCOL.md §3.4).
+//! SOAP 1.2 envelopes with WS-Addressing (the frame of every MS-MDE2 message, MS-MDE2)
+//! and enrollment faults (MS-MDE2 §2.2.10, MS-WSTEP, MS-MDE2 §3.3).
 //!
 //! Owns the envelope writer, the envelope reader that either yields the body's payload element
 //! or a typed [`SoapFault`], and the table of fault subcodes and `DeviceEnrollmentServiceError`

@@ -1,4 +1,4 @@
-//! MS-WSTEP certificate enrollment (PROTOCOL.md §3.2, §3.4): the authentication token header of
+//! MS-WSTEP certificate enrollment (MS-MDE2 §2.2.9 security tokens): the authentication token header of
 //! GetPolicies and RST, the RequestSecurityToken with its AdditionalContext, and the RSTR reader
 //! that yields the provisioning document.
 
@@ -26,7 +26,7 @@ const PASSWORD_TEXT: &str =
 const NS_WST: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512";
 const NS_AC: &str = "http://schemas.xmlsoap.org/ws/2006/12/authorization";
 
-/// How the client proves who enrolls (PROTOCOL.md §3.2). `Debug` never shows the secrets.
+/// How the client proves who enrolls (MS-MDE2 §2.2.9 security tokens). `Debug` never shows the secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthToken {
     /// `wsse:UsernameToken` with a clear-text password.
@@ -61,7 +61,7 @@ impl AuthToken {
     /// The discovery policy this token belongs to.
     pub fn policy(&self) -> AuthPolicy {
         match self {
-            // Fleet's discovery says OnPremise for its programmatic token (PROTOCOL.md §3.2).
+            // Fleet's discovery says OnPremise for its programmatic token (MS-MDE2 §2.2.9 security tokens).
             AuthToken::OnPremise { .. } | AuthToken::FleetOrbit { .. } => AuthPolicy::OnPremise,
             AuthToken::Federated { .. } | AuthToken::Jwt { .. } => AuthPolicy::Federated,
         }
@@ -160,7 +160,7 @@ impl RstRequest {
     }
 }
 
-/// The AdditionalContext items of an RST, in the order Windows 10 sends them (PROTOCOL.md §3.4).
+/// The AdditionalContext items of an RST, in the order Windows 10 sends them (MS-WSTEP, MS-MDE2 §3.3).
 pub fn additional_context(req: &RstRequest) -> Vec<ContextItem> {
     let d = &req.device;
     let tf = |b: bool| if b { "true" } else { "false" };

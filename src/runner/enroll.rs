@@ -1,4 +1,4 @@
-//! The HTTP side of enrollment (PROTOCOL.md §3): GET probe, Discover, GetPolicies, RST, with
+//! The HTTP side of enrollment (MS-MDE2): GET probe, Discover, GetPolicies, RST, with
 //! reqwest; the RSA key (openssl, the one place enrollment uses OS randomness); writing the
 //! private key with 0600 permissions; the mTLS identity for the management sessions.
 //!

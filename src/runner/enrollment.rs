@@ -5,7 +5,7 @@
 //! roots) its management sessions need; [`store_enrolled`] keeps both in a state directory
 //! (key 0600); [`http_options`] gives a device's transport its mTLS identity and roots;
 //! [`session_auth`] / [`keep_next_nonce`] plug the application-layer credentials
-//! ([`AppAuth`], PROTOCOL.md §1.9) into a session and carry the server's next nonce over to
+//! ([`AppAuth`], OMA DM Security, MD5 digest authentication) into a session and carry the server's next nonce over to
 //! the next one; [`handle_effects`] / [`wipe_enrollment`] carry out an unenrollment
 //! (server-initiated `DMClient/Provider/<ID>/Unenroll`, or user-initiated after `mdmsim
 //! unenroll`'s Alert 1226 session) and [`check_usable`] refuses an unenrolled device.
@@ -366,7 +366,7 @@ pub fn check_usable(device: &Device) -> Result<(), NotEnrolled> {
 }
 
 /// Answers a SyncHdr challenge with the device's application-layer credentials (MD5 digest
-/// over the challenge's NextNonce, PROTOCOL.md §1.9).
+/// over the challenge's NextNonce, OMA DM Security, MD5 digest authentication).
 #[derive(Debug)]
 struct ChallengeAnswer(AppAuth);
 
@@ -417,7 +417,7 @@ pub fn keep_next_nonce(tree: &mut TreeState, chal: Option<&Chal>) {
     tree.commit();
 }
 
-/// Wipes a device's enrollment (PROTOCOL.md §3.6): the DMAcc account and the DMClient provider
+/// Wipes a device's enrollment (Microsoft's DMClient CSP page, unenrollment): the DMAcc account and the DMClient provider
 /// (with its poll schedule) leave the tree, the key and certificate files are deleted (when
 /// `state_dir` is given and the device has them), and the record is marked unenrolled so that
 /// later sessions are refused ([`check_usable`]). The caller saves the record.

@@ -1,6 +1,6 @@
 //! Devices living on their own schedules: one timer heap, one clock, real sessions over HTTP.
 //!
-//! Owns the run loop of `mdmsim run` and `mdmsim demo` (DESIGN.md "Data flows one way"): pop the
+//! Owns the run loop of `mdmsim run` and `mdmsim demo` (the design notes "Data flows one way"): pop the
 //! earliest deadline, move the clock there (a virtual clock jumps, a real or scaled one sleeps),
 //! give every device that is due its CSP timers and its scheduler's actions, run the sessions
 //! they ask for (devices of the same instant concurrently), carry out the effects, and push each

@@ -1,6 +1,6 @@
 //! The CMS detached signature a device puts on every client message when DMClient
 //! `Provider/<ID>/RequireMessageSigning` is true (seed dmclient-csp.md, RequireMessageSigning;
-//! PROTOCOL.md §2 "Message signing").
+//! MS-MDM §2.1 HTTP transport "Message signing").
 //!
 //! Owns the signature bytes: a base64 CMS (PKCS#7 `SignedData`) *detached* signature over the
 //! complete SyncML message, SHA-256 digest, made with the private key of the management session
@@ -20,7 +20,7 @@ use crate::enroll::Secret;
 use crate::tree::Settings;
 
 /// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the seed say
-/// `MDM-Signature`; MS-MDM §2.1 says `MS-Signature` (PROTOCOL.md §2 [caveat]).
+/// `MDM-Signature`; MS-MDM §2.1 says `MS-Signature`.
 pub const DEFAULT_HEADER: &str = "MDM-Signature";
 
 /// The header name for a device: the template's `signature_header` setting, or

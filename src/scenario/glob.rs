@@ -3,7 +3,7 @@
 //! Owns the matcher only. A glob is split on `/` into segments; inside a segment `*` matches any
 //! run of characters and `?` one character (never a `/`, so `*` stays within one node name); a
 //! segment that is exactly `**` matches zero or more whole segments. Matching is exact
-//! otherwise (LocURIs are case-sensitive, PROTOCOL.md §1.1). No crate in Cargo.toml does
+//! otherwise (LocURIs are case-sensitive, MS-MDM §2.2, OMA DM RepPro). No crate in Cargo.toml does
 //! segment-aware globbing, hence this small one.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! Scenarios: scripted runs with expectations, for a server team's CI (issue 7).
 //!
 //! A scenario file (TOML; format in `scenarios/README.md`) names devices, a clock, a timeline
-//! of events and expectations. It goes through two stages (STYLE.md habit 3): [`parse`] gives
+//! of events and expectations. It goes through two stages : [`parse`] gives
 //! the [`Spec`] as written (unknown keys refused), [`build()`] checks it into a [`Built`]
 //! scenario; every error is `FILE:LINE:COLUMN: expected X, found Y`. A run ([`run::execute`],
 //! implemented by the runner) gives an [`Observed`]; [`evaluate`] judges each expectation and

@@ -1,4 +1,4 @@
-//! The simulated clock: real, scaled or virtual time behind one [`Clock`] trait (DESIGN.md,
+//! The simulated clock: real, scaled or virtual time behind one [`Clock`] trait (the design notes,
 //! "Time").
 //!
 //! Owns the arithmetic between simulated time (what devices see as `now`) and the real time the

@@ -4,7 +4,7 @@
 //! Owns the order of things between a [`Scheduler`], a [`Clock`] and `--until`: wait for the
 //! next deadline (really, or by a jump of the virtual clock), hand over the actions due, stop at
 //! `until`. A virtual clock only jumps when the runner asks for the next step, i.e. after it
-//! finished every session of the current instant (DESIGN.md, "Time"). Does not own sleeping,
+//! finished every session of the current instant (the design notes, "Time"). Does not own sleeping,
 //! sessions or HTTP: the runner does them. Wiring, in the runner:
 //!
 //! ```ignore

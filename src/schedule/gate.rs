@@ -1,6 +1,6 @@
 //! The command gate of an operation mode: which server commands a device accepts in Machine
 //! mode and in an interactive run, and the conformance findings a server earns by sending
-//! others (seed `mdmagent-operation-modes.txt`, PROTOCOL.md §8).
+//! others (seed `mdmagent-operation-modes.txt`, the Windows 8.1 MDM operation modes post).
 //!
 //! Owns the rules as a pure function, [`judge`], that the session calls for every item of every
 //! Add/Replace/Delete/Get/Exec (children of Atomic/Sequence are judged one by one; the
@@ -20,7 +20,7 @@
 //!   or below a WMI inventory class `./cimv2/Win32_*` (the Windows 8.1 inventory section reads
 //!   Win32_OperatingSystem, Win32_Processor, Win32_Service, Win32_QuickFixEngineering, ...).
 //!   DMClient reads are inventory because servers re-read the enrollment's identity and
-//!   `Push/ChannelURI` every session (PROTOCOL.md §4, §5); writes to it are not.
+//!   `Push/ChannelURI` every session (Microsoft's WNS pages); writes to it are not.
 //! - **Password reset**: `Exec ./cimv2/MDM_Client/MDM_Client.DeviceClientID=<id>/Exec=ResetUserPassword`.
 //! - **Unenrollment**: `Exec ./cimv2/MDM_Client/MDM_Client.DeviceClientID=<id>/Exec=SendUnenrollRequest`
 //!   (`win81`), `Exec ./Vendor/MSFT/DMClient/Provider/<ID>/Unenroll` and the legacy
@@ -28,7 +28,7 @@
 //!
 //! Anything else in a Machine-mode session is a finding. Two kinds cannot work at all without
 //! the enrolled user's session to impersonate, so they fail with [`IMPERSONATION_FAILED`]
-//! (500, "the client could not map the HRESULT", PROTOCOL.md §1.6) even without `--strict`:
+//! (500, "the client could not map the HRESULT", OMA DM RepPro §10 status codes) even without `--strict`:
 //! user-scoped commands (`./User/...`) and the WNS configuration (`Add`/`Replace`/`Exec` of
 //! `DMClient/Provider/<ID>/Push/PFN` on `win10`; anything but `Get` on
 //! `./cimv2/MDM_WNSConfiguration/...`, e.g. `Exec=UpdateConfiguration`, on `win81`). With

@@ -1,6 +1,6 @@
 //! Operation modes, triggers and the user-session state of one device, and the rules that map a
 //! trigger to the mode of the session it starts (seed `mdmagent-operation-modes.txt`,
-//! PROTOCOL.md §8).
+//! the Windows 8.1 MDM operation modes post).
 //!
 //! Owns: who is logged on (the enrolled user active / locked / logged off, other users, nobody),
 //! how reboot/logon/logoff/lock/unlock change it, and the pure function [`decide`] that says
@@ -21,7 +21,7 @@ use crate::tree::Profile;
 pub const ENROLLED: &str = "enrolled";
 
 /// The operation context of a session, sent as `?mode=` in the query string (seed: "OMA DM
-/// Mode"; PROTOCOL.md §8).
+/// Mode"; the Windows 8.1 MDM operation modes post).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mode {
     /// The enrolled user has a session (active or locked): user commands may be impersonated.
@@ -105,7 +105,7 @@ impl fmt::Display for Trigger {
 }
 
 /// The value of the 1224 `com.microsoft/MDM/LoginStatus` alert in package 1 on `win10`
-/// (PROTOCOL.md §1.2): `user` when the enrolled user has a session (active or locked), `others`
+/// (MS-MDM §3.1.5.1, package 1): `user` when the enrolled user has a session (active or locked), `others`
 /// when only other users have one, `none` when nobody is logged on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -1,5 +1,5 @@
 //! One device's schedule: the timers that start its sessions and the events that change who is
-//! logged on, as data (STYLE.md habit 7).
+//! logged on, as data .
 //!
 //! Owns the poll timer (fed by the DMClient poll timetable through a [`PollSource`]), the
 //! nightly maintenance timer (cron + time zone), the jittered sessions that events start, the
@@ -25,7 +25,7 @@
 //! comes back, one catch-up session runs for missed poll/nightly sessions (the MDM scheduled
 //! tasks start "as soon as possible after a scheduled start is missed", decided here: one
 //! catch-up, not one per missed start), and a push sent meanwhile is delivered (WNS caches one
-//! notification for an offline device, `X-WNS-Cache-Policy: cache`, PROTOCOL.md §4). Missed
+//! notification for an offline device, `X-WNS-Cache-Policy: cache`, Microsoft's WNS pages). Missed
 //! reboot, logon and manual-sync sessions are not retried: the real client tried and failed.
 
 use std::collections::VecDeque;

@@ -3,7 +3,7 @@
 //!
 //! Owns the hook and the finding type. It does not own any policy: the default [`AllowAll`]
 //! allows everything and records nothing; the operation-mode rules (what a Machine-mode session
-//! may do, PROTOCOL.md §8) plug in here as another `Gate`.
+//! may do, the Windows 8.1 MDM operation modes post) plug in here as another `Gate`.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Status and alert codes as typed values with their meanings (PROTOCOL.md §1.6, §1.7).
+//! Status and alert codes as typed values with their meanings (OMA DM RepPro §10 status codes).
 //!
 //! Codes that are not listed keep their number in an `Other` variant: a server may send any
 //! code, and we echo what we cannot name rather than refuse it.
@@ -32,7 +32,7 @@ macro_rules! code_enum {
                 }
             }
 
-            /// What the code means, in the words of PROTOCOL.md.
+            /// What the code means, in the words of MS-MDM and MS-MDE2.
             pub fn meaning(self) -> &'static str {
                 match self {
                     $(Self::$variant => $meaning,)*

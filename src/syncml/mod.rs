@@ -15,7 +15,7 @@ pub use model::*;
 pub use read::{DecodeError, decode, line_col};
 pub use write::{PRETTY_MAX_BYTES, encode, pretty, pretty_xml, pretty_xml_limited};
 
-/// The MIME type of SyncML over HTTP (PROTOCOL.md §2).
+/// The MIME type of SyncML over HTTP (MS-MDM §2.1 HTTP transport).
 pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
 
 #[cfg(test)]

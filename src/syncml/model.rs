@@ -1,4 +1,4 @@
-//! The typed SyncML message model (OMA-DM 1.2 as Windows uses it, PROTOCOL.md §1).
+//! The typed SyncML message model (OMA-DM 1.2 as Windows uses it, MS-MDM, OMA DM 1.2).
 //!
 //! Owns the data types only; reading and writing live in `read.rs` and `write.rs`. Every field
 //! is already checked by the decoder: LocURIs are trimmed, CmdIDs are opaque strings (servers
@@ -117,7 +117,7 @@ pub enum Command {
     Results(Results),
     /// A SyncML command this client does not support (Copy, Map, Sync, Put, Search), or an
     /// element in a command position that is not a command at all. Kept by name so the session
-    /// can answer it with a status (406, or 400 for a non-command, PROTOCOL.md §1.5) instead of
+    /// can answer it with a status (406, or 400 for a non-command, OMA DM RepPro Atomic and Sequence) instead of
     /// dropping it or refusing the message.
     Unsupported {
         name: String,

@@ -2,12 +2,12 @@
 //!
 //! Two steps: quick-xml events build a small element tree (namespace prefixes dropped, byte
 //! offsets kept), then each element is converted to its typed form. Tolerant where real servers
-//! are sloppy (PROTOCOL.md §7): any namespace prefix, `SYNCML1.1` or `1.2` in any case, any child
+//! are sloppy (MS-MDM): any namespace prefix, `SYNCML1.1` or `1.2` in any case, any child
 //! order, string CmdIDs, whitespace around LocURIs, escaped text, CDATA or raw embedded XML in
 //! `Data`. Strict where it matters: input that is not well-formed XML or not SyncML, and unknown
 //! elements inside known ones, are refused with a [`DecodeError`] naming the element and its byte
 //! offset. An unknown element in a command position is kept as [`Command::Unsupported`] so the
-//! device can answer it with a status (PROTOCOL.md §1.5).
+//! device can answer it with a status (OMA DM RepPro Atomic and Sequence).
 //!
 //! Speed matters (a fleet decodes every server message of every device): the element tree is one
 //! vector, names and plain text are slices of the input, and text is unescaped once per leaf.
@@ -581,7 +581,7 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         "Results" => Command::Results(results(el, src)?),
         // Commands Windows does not implement (Copy, Map, Sync, Put, Search) and elements that
         // are not commands at all are kept by name: the device answers them with a status
-        // (406 or 400, PROTOCOL.md §1.5) instead of refusing the whole message.
+        // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
             cmd_id: el

@@ -1,4 +1,4 @@
-//! Command execution: SyncML commands in, [`CmdOutcome`]s out (PROTOCOL.md §1.3, §1.5).
+//! Command execution: SyncML commands in, [`CmdOutcome`]s out (OMA DM Protocol §8, MS-MDM §3.1.5).
 
 use crate::syncml::{Command, Container, Item, ItemCmd, Meta, StatusCode};
 
@@ -107,19 +107,19 @@ impl<'a> Tree<'a> {
             Command::Delete(c) => self.items(c, "Delete", out, |t, item| t.write(WriteOp::Delete, item, None)),
             Command::Exec(c) => self.items(c, "Exec", out, |t, item| t.exec(item)),
             // A command without CmdID cannot be answered properly: 400 with an empty CmdRef,
-            // and its children are not run (PROTOCOL.md §1.5; items() does the same for the others).
+            // and its children are not run (OMA DM RepPro Atomic and Sequence; items() does the same for the others).
             Command::Atomic(c) | Command::Sequence(c) if c.cmd_id.is_empty() => {
                 out.push(CmdOutcome::new("", cmd.name(), StatusCode::BadRequest))
             }
             Command::Atomic(c) if in_atomic => {
-                // A nested Atomic is not supported: it fails as a whole (PROTOCOL.md §1.5).
+                // A nested Atomic is not supported: it fails as a whole (OMA DM RepPro Atomic and Sequence).
                 out.push(CmdOutcome::new(&c.cmd_id, "Atomic", StatusCode::CommandFailed));
             }
             Command::Atomic(c) => self.atomic(c, out),
             Command::Sequence(c) => self.sequence(c, in_atomic, out),
             Command::Unsupported { name, cmd_id } => {
                 // SyncML commands Windows does not implement are 406; an element that is not a
-                // command at all is 400 (PROTOCOL.md §1.5).
+                // command at all is 400 (OMA DM RepPro Atomic and Sequence).
                 let code = match name.as_str() {
                     "Copy" | "Map" | "Sync" | "Put" | "Search" => StatusCode::OptionalFeatureNotSupported,
                     _ => StatusCode::BadRequest,
@@ -134,7 +134,7 @@ impl<'a> Tree<'a> {
     }
 
     /// Runs `f` for each item; one outcome when all items agree, else one per item with its
-    /// TargetRef (PROTOCOL.md §1.3).
+    /// TargetRef (OMA DM Protocol §8, MS-MDM §3.1.5).
     fn items(
         &mut self,
         c: &ItemCmd,
@@ -187,7 +187,7 @@ impl<'a> Tree<'a> {
         let mut children = Vec::new();
         let mut failed = false;
         // Nodes Added so far in this Atomic: a Replace of one of them is not supported (500,
-        // PROTOCOL.md §1.5).
+        // OMA DM RepPro Atomic and Sequence).
         let mut added: Vec<String> = Vec::new();
         for child in &c.commands {
             if failed {

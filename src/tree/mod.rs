@@ -27,7 +27,7 @@ pub use schema::{Format, Lifetime, NodeSpec, Ops};
 pub use state::{Entry, Mark, TreeState};
 pub use uri::{NodeUri, Query, Scope, UriError, encode_segment, key_of};
 
-/// Which Windows client a device emulates (PROTOCOL.md §8).
+/// Which Windows client a device emulates (the Windows 8.1 MDM operation modes post).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
@@ -218,7 +218,7 @@ impl NodeRef<'_> {
     }
 }
 
-/// One CSP: its node table and behaviour hooks (STYLE.md habit 9). Every hook has a default,
+/// One CSP: its node table and behaviour hooks . Every hook has a default,
 /// so a CSP whose nodes are plain values only provides `name`, `root` and `schema`.
 pub trait Csp: Send + Sync + 'static {
     /// The CSP name (`DMClient`).

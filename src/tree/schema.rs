@@ -8,7 +8,7 @@
 use std::fmt;
 use std::ops::BitOr;
 
-/// The DDF format of a node (PROTOCOL.md §1.8).
+/// The DDF format of a node (OMA DM TND Meta Format).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Chr,
@@ -61,7 +61,7 @@ impl Format {
     }
 
     /// Whether data sent with format `sent` may be stored in a node of this format. Text forms
-    /// are interchangeable where servers mix them: `chr` for `xml` (PROTOCOL.md §6) and for
+    /// are interchangeable where servers mix them: `chr` for `xml` (Microsoft's EnterpriseDesktopAppManagement CSP page) and for
     /// `int`/`bool` values whose text is then checked.
     pub fn accepts(self, sent: Format) -> bool {
         self == sent

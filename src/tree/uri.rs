@@ -1,4 +1,4 @@
-//! LocURI handling: scope, normalisation, percent-decoding, queries (PROTOCOL.md §1.1).
+//! LocURI handling: scope, normalisation, percent-decoding, queries (MS-MDM §2.2, OMA DM RepPro).
 //!
 //! `./Vendor/MSFT/X` and `./Device/Vendor/MSFT/X` name the same device node; `./User/...` is the
 //! user scope. Segments are compared percent-decoded (`%7B..%7D`, `%20`), while Results echo the

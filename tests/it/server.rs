@@ -64,7 +64,7 @@ fn hdr(session: &str, msg: u32, cred: &str) -> String {
     )
 }
 
-/// Package 1 as PROTOCOL.md §1.2 shows it.
+/// Package 1 as MS-MDM §3.1.5.1 shows it.
 fn pkg1(session: &str, msg: u32, login: &str, cred: &str) -> String {
     format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>
@@ -733,7 +733,7 @@ async fn a_package_split_over_messages_gets_alert_1222_and_chunked_results_are_j
     assert!(!config.contains("push_pfn"));
     let (h, _dir) = start(&config, true).await;
     let c = client();
-    // Package 1 also carries the user-initiated unenrollment alert (PROTOCOL.md §1.2).
+    // Package 1 also carries the user-initiated unenrollment alert (MS-MDM §3.1.5.1, package 1).
     let unenroll = r#"<Alert><CmdID>4</CmdID><Data>1226</Data><Item><Meta><Type xmlns="syncml:metinf">com.microsoft:mdm.unenrollment.userrequest</Type><Format xmlns="syncml:metinf">int</Format></Meta><Data>1</Data></Item></Alert>"#;
     let p1 = pkg1("9", 1, "user", "").replace("<Final/>", &format!("{unenroll}<Final/>"));
     let m = post(&c, &h, "Maintenance", &p1).await.unwrap();

@@ -1,4 +1,4 @@
-//! The SyncML codec against the golden corpus in `fixtures/syncml/` (STYLE.md habit 5): every
+//! The SyncML codec against the golden corpus in `fixtures/syncml/` : every
 //! file decodes and round-trips, every truncated prefix is refused, malformed files give errors
 //! that name the element and the right line and column, the `mdmsim syncml` commands work on the
 //! same files, and seeded random mutations never panic the decoder.
@@ -155,7 +155,7 @@ fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
     assert_eq!(r.items[1].source.as_deref(), Some("./DevInfo/Man"));
     assert_eq!(decode_file("server-typical-30-commands.xml").body.commands.len(), 33);
     // Commands Windows does not implement and non-command elements are kept by name (the device
-    // answers them with a status, PROTOCOL.md §1.5), in the body and inside an Atomic.
+    // answers them with a status, OMA DM RepPro Atomic and Sequence), in the body and inside an Atomic.
     let m = decode_file("server-unknown-commands.xml");
     let names: Vec<(&str, &str)> = m.body.commands.iter().map(|c| (c.name(), c.cmd_id())).collect();
     assert_eq!(names, [("Copy", "1"), ("Replase", "2"), ("Atomic", "3")]);

@@ -228,7 +228,7 @@ fn get_on_an_interior_node_lists_child_names_with_format_node() {
     assert_eq!(code, 200);
     assert_eq!(items[0].data.as_deref(), Some("Version/Settings/Apps/Reset"));
     assert_eq!(format_of(&items[0]), Some("node"));
-    // Dynamic children appear once added, URI-encoded (PROTOCOL.md §1.3).
+    // Dynamic children appear once added, URI-encoded (OMA DM Protocol §8, MS-MDM §3.1.5).
     assert_eq!(d.value(&format!("{ROOT}/Apps")), "");
     assert_eq!(d.code(&cmd("Add", "2", &format!("{ROOT}/Apps/MS%20DM%20Server"), Some("node"), None)), 200);
     assert_eq!(d.code(&cmd("Add", "3", &format!("{ROOT}/Apps/app1/Name"), Some("chr"), Some("One"))), 200);
@@ -578,7 +578,7 @@ fn commands_without_cmdid_or_items_and_unsupported_commands_get_a_status() {
     assert_eq!(d.code("<Copy><CmdID>2</CmdID></Copy>"), 406);
     assert_eq!(d.code(&get("/Vendor/MSFT/Contoso")), 400);
     assert_eq!(d.code(&get("./Vendor//MSFT")), 400);
-    // Not a command at all: 400, also inside an Atomic, which then fails (PROTOCOL.md §1.5).
+    // Not a command at all: 400, also inside an Atomic, which then fails (OMA DM RepPro Atomic and Sequence).
     assert_eq!(d.code("<Replase><CmdID>3</CmdID></Replase>"), 400);
     let before = d.snapshot();
     let out = d.codes(&format!(
