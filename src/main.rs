@@ -38,6 +38,10 @@ struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Use the CSP definition files (DDF) of this folder instead of the built-in node table
+    /// (e.g. Microsoft's download for a newer Windows release).
+    #[arg(long, value_name = "DIR", global = true)]
+    ddf: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,6 +108,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &cli.ddf {
+        let facts = cmd::ddf::read_dir(dir)?;
+        mdmsim::csp::ddf_csp::use_facts(facts);
+    }
     match cli.command {
         Command::Demo(c) => cmd::demo::run(c),
         Command::Ddf(c) => cmd::ddf::run(c),

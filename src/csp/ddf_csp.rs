@@ -191,10 +191,22 @@ fn index(spec: &'static NodeSpec, rel: &str, by_rel: &HashMap<&str, &NodeFact>, 
     }
 }
 
-/// The DDF-backed CSPs of the built-in table, built once per process.
+/// Node facts that replace the built-in table for this process (`--ddf DIR`).
+static FACTS: OnceLock<Vec<NodeFact>> = OnceLock::new();
+
+/// Makes every registry of this process use `facts` (read from a DDF folder) instead of the
+/// built-in table. Call it before the first registry is built; later calls change nothing.
+pub fn use_facts(facts: Vec<NodeFact>) {
+    let _ = FACTS.set(facts);
+}
+
+/// The DDF-backed CSPs of this process's table, built once.
 fn builtin(taken: impl Fn(Scope, &str) -> bool) -> &'static [Arc<DdfCsp>] {
     static CSPS: OnceLock<Vec<Arc<DdfCsp>>> = OnceLock::new();
-    CSPS.get_or_init(|| from_facts(&crate::ddf::builtin(), taken).into_iter().map(Arc::new).collect())
+    CSPS.get_or_init(|| {
+        let facts = FACTS.get_or_init(crate::ddf::builtin);
+        from_facts(facts, taken).into_iter().map(Arc::new).collect()
+    })
 }
 
 /// Adds the DDF-backed CSPs to a registry that holds the hand-written ones: every CSP root of

@@ -94,3 +94,46 @@ fn the_shipped_table_is_what_the_generator_makes_of_the_ddf_download() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ddf/nodes.tsv")).unwrap();
     assert!(table == shipped, "src/ddf/nodes.tsv is stale: run `mdmsim ddf compile {dir} --out src/ddf/nodes.tsv`");
 }
+
+/// `--ddf DIR` loads a folder of DDF files instead of the built-in table: a CSP only that folder
+/// describes answers the server, with its AllowedValues, and is unknown (404) without it.
+#[test]
+fn ddf_dir_adds_the_csps_it_describes_at_run_time() {
+    use mdmsim::syncml::{Command, Item, ItemCmd, Meta};
+
+    use crate::support::server::{Reply, Server, msg};
+
+    let replace = |id: &str, v: &str| {
+        let mut item = Item::target("./Device/Vendor/MSFT/Gadget/Volume");
+        item.data = Some(v.into());
+        item.meta = Some(Meta::format("int"));
+        Command::Replace(ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() })
+    };
+    let server = Server::start(vec![
+        Reply::Syncml(msg(vec![replace("ok", "7"), replace("big", "11")])),
+        Reply::Empty,
+        Reply::Syncml(msg(vec![replace("plain", "7")])),
+        Reply::Empty,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let ddf = dir.path().join("ddf");
+    std::fs::create_dir(&ddf).unwrap();
+    std::fs::write(ddf.join("Gadget.xml"), DDF).unwrap();
+    let state = dir.path().join("state").to_string_lossy().into_owned();
+    let (code, _, err) = mdmsim(&["device", "new", "--state", &state, "--server", &server.url, "--seed", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = mdmsim(&["--ddf", &ddf.to_string_lossy(), "sync", "--state", &state]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = mdmsim(&["sync", "--state", &state]);
+    assert_eq!(code, 0, "{err}");
+    let msgs = server.device_messages();
+    let status = |m: usize, id: &str| {
+        msgs[m].body.commands.iter().find_map(|c| match c {
+            Command::Status(s) if s.cmd_ref == id => Some(s.data.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(status(1, "ok").as_deref(), Some("200"));
+    assert_eq!(status(1, "big").as_deref(), Some("400"), "outside [0-10]");
+    assert_eq!(status(3, "plain").as_deref(), Some("404"), "the built-in table has no Gadget CSP");
+}
