@@ -6,8 +6,12 @@
 //!
 //! Around the session the device's CSP timers run and the package downloads they ask for are
 //! performed (before: what came due since the last run; after: what the session started), so an
-//! app install moves on with each `sync`. The human output ends with one `app:` line per
-//! EnterpriseAppManagement Download node (its Status by name, LastError when it failed).
+//! app install moves on with each `sync`. Alerts those timers raise (an MSI install's report)
+//! are kept with the device and go in package 1 of the next session: the alerts raised before
+//! this session in this one, those raised after it in the next `sync`. The human output ends
+//! with one `app:` line per EnterpriseAppManagement Download node (its Status by name,
+//! LastError when it failed), one `msi:` line per EnterpriseDesktopAppManagement product, and
+//! one `alert:` line per alert waiting for the next session.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -128,6 +132,13 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         // what the server's next Get of Download/<ProductID>/Status will see.
         for d in mdmsim::csp::enterprise_app::downloads(&device.tree) {
             out::line(format_args!("  app:       {d}"));
+        }
+        for m in mdmsim::csp::desktop_app::installs(&device.tree) {
+            out::line(format_args!("  msi:       {m}"));
+        }
+        // Alerts raised after the session (an install that finished): the next sync's package 1.
+        for a in &device.pending_alerts {
+            out::line(format_args!("  alert:     {a} (queued for the next session)"));
         }
     }
     match report.error {

@@ -5,6 +5,7 @@
 //! Adding a CSP touches its file and one line of [`registry`].
 
 pub mod ddf_csp;
+pub mod desktop_app;
 pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
     r.register(dmclient::DmClientUser);
     r.register(dmacc::DmAcc);
     r.register(wmi_bridge::WmiBridge);
+    r.register(desktop_app::EnterpriseDesktopAppManagement);
     // Every other CSP of Microsoft's DDF files, after the hand-written ones (they win).
     ddf_csp::register_all(&mut r);
     r

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::enroll::EnrollmentType;
 use crate::schedule::{SessionRequest, UserEvent, UserState};
 use crate::session::{LoginStatus, Mode, SessionAlert, SessionConfig, Trigger};
+use crate::syncml::{Alert, Item, Meta};
 use crate::tree::{Env, Profile, Settings, TreeState};
 
 pub use id::{BadDeviceId, DeviceId};
@@ -64,6 +65,90 @@ pub struct Device {
     /// NumberOfDaysAfterLostContactToUnenroll runs from it).
     #[serde(default)]
     pub last_success: Option<DateTime<Utc>>,
+    /// Client alerts a CSP raised outside a session (an MSI install that finished on a timer),
+    /// oldest first, at most [`MAX_PENDING_ALERTS`]: sent in package 1 of the next session and
+    /// forgotten once that session completed ([`Device::keep_alert`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_alerts: Vec<PendingAlert>,
+}
+
+/// How many undelivered client alerts a device keeps; past it the oldest is dropped. A device
+/// that cannot reach its server for weeks must not grow its record without end, and a server
+/// that reads thirty-two install reports in one package 1 learns what it needs from them.
+pub const MAX_PENDING_ALERTS: usize = 32;
+
+/// A client alert waiting for the next session: the alert code and its one item, in a stored
+/// form (the item's Source and Target LocURIs, its Meta Type, Format and Mark, its Data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAlert {
+    /// The alert code (1224 for the install reports of Microsoft's EnterpriseDesktopAppManagement CSP page).
+    pub code: u16,
+    /// When the CSP raised it.
+    pub raised_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+impl PendingAlert {
+    /// The stored form of an alert item.
+    pub fn new(code: u16, item: &Item, raised_at: DateTime<Utc>) -> PendingAlert {
+        let meta = item.meta.as_ref();
+        PendingAlert {
+            code,
+            raised_at,
+            source: item.source.clone(),
+            target: item.target.clone(),
+            meta_type: meta.and_then(|m| m.type_.clone()),
+            format: meta.and_then(|m| m.format.clone()),
+            mark: meta.and_then(|m| m.mark.clone()),
+            data: item.data.clone(),
+        }
+    }
+
+    /// The SyncML Alert to send (its CmdID is given when package 1 is numbered).
+    pub fn alert(&self) -> Alert {
+        let meta = Meta {
+            type_: self.meta_type.clone(),
+            format: self.format.clone(),
+            mark: self.mark.clone(),
+            ..Meta::default()
+        };
+        let item = Item {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            meta: (!meta.is_empty()).then_some(meta),
+            data: self.data.clone(),
+            ..Item::default()
+        };
+        Alert { data: self.code.to_string(), items: vec![item], ..Alert::default() }
+    }
+}
+
+impl std::fmt::Display for PendingAlert {
+    /// `1224 Reversed-Domain-Name:com.microsoft.mdm.win32csp_install ./Device/...: 0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(t) = &self.meta_type {
+            write!(f, " {t}")?;
+        }
+        if let Some(uri) = self.source.as_ref().or(self.target.as_ref()) {
+            write!(f, " {uri}")?;
+        }
+        if let Some(d) = &self.data {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The cached server of [`Device::server_cache`] (the stored form of
@@ -191,6 +276,7 @@ impl Device {
             unenrolled: None,
             server_cache: None,
             last_success: None,
+            pending_alerts: Vec::new(),
         }
     }
 
@@ -218,6 +304,25 @@ impl Device {
             }
             _ => {}
         }
+    }
+
+    /// Keeps an alert a CSP raised outside a session for package 1 of the next one. At most
+    /// [`MAX_PENDING_ALERTS`] are kept: past it the oldest is dropped and returned, for the
+    /// caller to warn about.
+    pub fn keep_alert(&mut self, code: u16, item: &Item, at: DateTime<Utc>) -> Option<PendingAlert> {
+        self.pending_alerts.push(PendingAlert::new(code, item, at));
+        (self.pending_alerts.len() > MAX_PENDING_ALERTS).then(|| self.pending_alerts.remove(0))
+    }
+
+    /// The alerts waiting for the next session, oldest first, as package 1 carries them.
+    pub fn queued_alerts(&self) -> Vec<Alert> {
+        self.pending_alerts.iter().map(PendingAlert::alert).collect()
+    }
+
+    /// Forgets the first `n` waiting alerts: a session that carried them completed, so the
+    /// server has them. (Alerts of a session that failed stay for the next one.)
+    pub fn alerts_delivered(&mut self, n: usize) {
+        self.pending_alerts.drain(..n.min(self.pending_alerts.len()));
     }
 
     /// Starts counting a new session and returns its configuration (SessionID = the counter
@@ -300,6 +405,53 @@ mod tests {
         let cfg = d.next_session(Trigger::Manual);
         assert_eq!((cfg.session_id.as_str(), d.sessions), ("1", 1));
         assert_eq!(d.next_session(Trigger::Manual).session_id, "2");
+    }
+
+    #[test]
+    fn alerts_kept_between_sessions_are_bounded_and_stored_with_the_record() {
+        let mut d = device(Profile::Win10);
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+        let item = |n: usize| Item {
+            source: Some(format!("./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{{{n}}}/DownloadInstall")),
+            meta: Some(Meta {
+                type_: Some("Reversed-Domain-Name:com.microsoft.mdm.win32csp_install".into()),
+                format: Some("int".into()),
+                mark: Some("informational".into()),
+                ..Meta::default()
+            }),
+            data: Some("0".into()),
+            ..Item::default()
+        };
+        assert_eq!(d.keep_alert(1224, &item(0), at), None);
+        let alerts = d.queued_alerts();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].data, "1224");
+        assert_eq!(alerts[0].items, [item(0)], "the item goes out as the CSP raised it");
+        // The record keeps them across a restart of mdmsim.
+        let back: Device = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back.queued_alerts(), alerts);
+        assert_eq!(
+            back.pending_alerts[0].to_string(),
+            "1224 Reversed-Domain-Name:com.microsoft.mdm.win32csp_install \
+             ./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{0}/DownloadInstall: 0"
+        );
+        // Past the bound the oldest goes, and the caller hears which one.
+        for n in 1..MAX_PENDING_ALERTS {
+            assert_eq!(d.keep_alert(1224, &item(n), at), None);
+        }
+        let dropped = d.keep_alert(1224, &item(MAX_PENDING_ALERTS), at).expect("the oldest is dropped");
+        assert_eq!(dropped.source, item(0).source);
+        assert_eq!(d.pending_alerts.len(), MAX_PENDING_ALERTS);
+        assert_eq!(d.queued_alerts()[0].items[0].source, item(1).source);
+        d.alerts_delivered(30);
+        assert_eq!(d.pending_alerts.len(), 2);
+        d.alerts_delivered(5);
+        assert!(d.pending_alerts.is_empty());
+        // Records written before the field existed still load.
+        let mut json: serde_json::Value = serde_json::to_value(&d).unwrap();
+        assert!(json.as_object_mut().unwrap().remove("pending_alerts").is_none(), "empty lists are not written");
+        let back: Device = serde_json::from_value(json).unwrap();
+        assert!(back.pending_alerts.is_empty());
     }
 
     #[test]

@@ -412,6 +412,8 @@ async fn step(
                     unenroll(&mut m, opts, UnenrolledBy::Server, now);
                     records.push(Record::Unenrolled { device: m.device.id.to_string(), at: now, reason });
                 }
+                // Downloads were done and alerts kept for the next package 1 by `carry_out`; a
+                // session request above delivers them.
                 Effect::Fetch { .. } | Effect::Alert { .. } => {}
             }
         }

@@ -110,6 +110,11 @@ pub async fn run_session(
         None => device.next_session(opts.trigger),
     };
     cfg.extra_alerts = opts.extra_alerts;
+    // Alerts the device's CSPs raised since its last completed session (an install report)
+    // go in this package 1; they are forgotten only once the session completed.
+    let queued = device.queued_alerts();
+    let delivered = queued.len();
+    cfg.extra_alerts.extend(queued);
     // Application-layer credentials of an enrolled device (MS-MDM, OMA DM auth-md5).
     (cfg.cred, cfg.auth) = enrollment::session_auth(&device.tree);
     // Client-Request-Id carries the EntDMID once the server set one, else 0 (MS-MDM, the HTTP
@@ -238,6 +243,7 @@ pub async fn run_session(
             Next::Finished(f) => {
                 device.tree.commit();
                 device.last_success = Some(now());
+                device.alerts_delivered(delivered);
                 // The last Chal's NextNonce is the next session's nonce (OMA DM auth-md5).
                 enrollment::keep_next_nonce(&mut device.tree, f.challenge());
                 tracing::info!(device = %device.id, "session completed");
@@ -339,8 +345,9 @@ const MAX_ROUNDS: usize = 64;
 
 /// Brings the device's CSP timers up to `now`: runs every timer that is due (one late call
 /// catches up on all steps that were due), performs the downloads they ask for with the
-/// session's HTTP client, and feeds the outcomes back, until nothing more is due. Returns the
-/// effects that are not downloads (unenroll, session requests, alerts) for the caller.
+/// session's HTTP client, and feeds the outcomes back, until nothing more is due. Alerts are
+/// kept with the device ([`carry_out`]); returns the other effects that are not downloads
+/// (unenroll, session requests) for the caller.
 pub async fn run_timers(
     registry: &Registry,
     device: &mut Device,
@@ -360,8 +367,10 @@ pub async fn run_timers(
     rest
 }
 
-/// Performs the `Fetch` effects (and the fetches their outcomes ask for in turn) and returns
-/// every other effect, in order.
+/// Performs the `Fetch` effects (and the fetches their outcomes ask for in turn), keeps the
+/// `Alert` effects with the device for package 1 of its next session (they arise outside a
+/// session: a timer or a download finished an install), and returns every other effect, in
+/// order.
 pub async fn carry_out(
     registry: &Registry,
     device: &mut Device,
@@ -383,6 +392,16 @@ pub async fn carry_out(
                 queue.extend(registry.on_fetch(&mut device.tree, &env, csp, &node, &outcome));
             }
             Effect::Fetch { url, .. } => tracing::warn!(url, "too many downloads in one round; left for later"),
+            Effect::Alert { code, item } => {
+                if let Some(dropped) = device.keep_alert(code, &item, now) {
+                    tracing::warn!(
+                        device = %device.id,
+                        alert = %dropped,
+                        "more than {} alerts wait for the next session; the oldest is dropped",
+                        crate::device::MAX_PENDING_ALERTS
+                    );
+                }
+            }
             other => rest.push(other),
         }
     }

@@ -523,18 +523,48 @@ impl<'a> Tree<'a> {
         let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
         let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
         let Target::Node(r) = self.resolve(&uri)? else { return Err(StatusCode::CommandNotAllowed) };
-        if !self.path_exists(&r, r.chain.len() - 1) {
-            return Err(StatusCode::NotFound);
+        let depth = r.chain.len() - 1;
+        let rel = r.rel_path();
+        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
+        let csp = r.csp;
+        if !self.path_exists(&r, depth) {
+            // Some Exec nodes create their missing dynamic ancestors, as an Add would (see
+            // `Csp::exec_creates`); the items loop undoes the creation if the Exec fails.
+            if !(r.spec().ops.contains(Ops::EXEC) && csp.exec_creates(node) && self.create_ancestors(&r, depth)) {
+                return Err(StatusCode::NotFound);
+            }
         }
         if !r.spec().ops.contains(Ops::EXEC) {
             return Err(StatusCode::CommandNotAllowed);
         }
-        let rel = r.rel_path();
-        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
-        let csp = r.csp;
+        let mark = self.state.mark();
+        let effects = self.effects.len();
         let mut cx = self.cx(&r.base);
         let code = csp.exec(&mut cx, node, item.data.as_deref());
-        if code.is_success() { Ok((code, Vec::new())) } else { Err(code) }
+        if code.is_success() {
+            return Ok((code, Vec::new()));
+        }
+        // The hook's own changes are undone; then the CSP may record the refusal in its nodes
+        // (`Csp::exec_refused`), and what it records stays (outside a failed Atomic).
+        self.state.rollback(mark);
+        self.effects.truncate(effects);
+        let mut cx = self.cx(&r.base);
+        if csp.exec_refused(&mut cx, node, item.data.as_deref(), code) { Ok((code, Vec::new())) } else { Err(code) }
+    }
+
+    /// Creates the missing dynamic ancestors of the node at `depth` when the table lets the
+    /// server add each of them; true when the whole path exists afterwards.
+    fn create_ancestors(&mut self, r: &Resolved<'_>, depth: usize) -> bool {
+        for d in 1..depth {
+            let k = r.key_at(d);
+            if r.chain[d].lifetime == Lifetime::Dynamic && self.state.entry(&k).is_none() {
+                if !r.chain[d].ops.contains(Ops::ADD) {
+                    return false;
+                }
+                self.state.set(&k, super::Entry::Interior);
+            }
+        }
+        self.path_exists(r, depth)
     }
 }
 

@@ -290,6 +290,21 @@ pub trait Csp: Send + Sync + 'static {
         StatusCode::OptionalFeatureNotSupported
     }
 
+    /// Whether an Exec on `node` whose dynamic ancestors are not there creates them first, as
+    /// an Add of the node would, instead of answering 404. Windows runs EnterpriseDesktopAppManagement's
+    /// `MSI/<ProductID>/DownloadInstall` without a prior Add (servers in the wild rely on it).
+    fn exec_creates(&self, _node: NodeRef<'_>) -> bool {
+        false
+    }
+
+    /// Called after [`Csp::exec`] answered `code` (a failure) and its changes were undone: a CSP
+    /// that reports a refused job in its own nodes (a Status and a LastError, as Windows does for
+    /// a malformed MSI job) writes them here and returns true; those writes are kept, unless an
+    /// enclosing Atomic fails. False (the default) undoes the command completely.
+    fn exec_refused(&self, _cx: &mut CspCx<'_>, _node: NodeRef<'_>, _data: Option<&str>, _code: StatusCode) -> bool {
+        false
+    }
+
     /// The earliest instant the CSP wants [`Csp::on_deadline`] called (timers are data).
     fn next_deadline(&self, _cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
         None

@@ -31,6 +31,10 @@ mod enterprise_app;
 /// Hostile and buggy servers: size limits, 429 waits, pretty-printing cost, repeated MsgIDs and
 /// RespURI moves, with the binary's peak memory and wall time measured.
 mod hostile;
+/// EnterpriseDesktopAppManagement MSI installs as Fleet sends them, over `mdmsim sync` and
+/// `mdmsim run` sessions: Status 10 to 70 with a real download and hash, the completion Alert
+/// 1224 in the next package 1, retries, 404, malformed jobs, no reinstall, uninstall.
+mod msi_install;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
