@@ -3,7 +3,13 @@
 //! through MS-MDE2, lets them live one simulated day on the virtual clock (reboots, logons,
 //! locks, nightly maintenance, DMClient polls, pushes, app installs), and prints a report whose
 //! every figure was measured in this run — and checked against the server's own records.
+//!
+//! The server runs `fixtures/server/demo.toml`: besides the app it delivers a configuration
+//! profile (verified by reading it back) and an MSI install (EnterpriseDesktopAppManagement).
+//! The report shows both as the server recorded them next to what the devices' trees hold, and
+//! says so when an install has no outcome yet rather than counting it as done.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,9 +28,11 @@ use mdmsim::runner::enrollment::{EnrollOptions, enroll_device, http_options};
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::{HttpOptions, Transport};
 use mdmsim::schedule::{At, Clock, ClockKind, ENROLLED, Event, VirtualClock, device_seed, parse_time};
-use mdmsim::server::{ServerHandle, ServerOptions};
+use mdmsim::server::profiles::ProfilePlan;
+use mdmsim::server::{Config, DeviceRecord, MsiState, ProfileState, ServerHandle, ServerOptions};
 use mdmsim::session::Outcome;
-use mdmsim::tree::Profile;
+use mdmsim::syncml::{Command, Item, ItemCmd, StatusCode};
+use mdmsim::tree::{Profile, Registry, Tree};
 
 use super::exit::{PROTOCOL, STATE, USAGE, fail};
 
@@ -73,14 +81,52 @@ struct Report {
     completed: u64,
     failed: u64,
     /// `trigger/mode` -> sessions.
-    by_trigger_mode: std::collections::BTreeMap<String, u64>,
+    by_trigger_mode: BTreeMap<String, u64>,
     /// `Download/<ProductID>/Status` names at the end -> devices.
-    app_installs: std::collections::BTreeMap<String, usize>,
+    app_installs: BTreeMap<String, usize>,
+    /// Each configuration profile: the server's records and the devices' trees.
+    profiles: Vec<ProfileLine>,
+    /// Each MSI install: the server's records and the devices' `Status` nodes.
+    msi: Vec<MsiLine>,
     errors: Vec<String>,
     findings: u64,
     latency_ms: Latency,
     server: ServerCheck,
     wall_s: f64,
+}
+
+/// One configuration profile at the end of the run.
+#[derive(Debug, Serialize)]
+struct ProfileLine {
+    name: String,
+    settings: usize,
+    /// Devices by the state the server recorded.
+    pending: usize,
+    delivered: usize,
+    verified: usize,
+    failed: usize,
+    failed_verification: usize,
+    not_applicable: usize,
+    /// Devices whose tree answers a Get of every setting with the value the profile sets.
+    devices_holding_every_value: usize,
+}
+
+/// One MSI install at the end of the run.
+#[derive(Debug, Serialize)]
+struct MsiLine {
+    name: String,
+    product_id: String,
+    version: String,
+    /// Devices by the outcome the server recorded.
+    installed: usize,
+    failed: usize,
+    in_progress: usize,
+    not_applicable: usize,
+    /// Of those in progress: devices that sent no install alert and whose `Status` the server
+    /// never read (the device has no such node): nothing is known of the install.
+    no_outcome_reported: usize,
+    /// `MSI/<ProductID>/Status` on the devices (a Get through their trees) -> devices.
+    device_status: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -173,6 +219,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir: PathBuf) -> anyhow::Result<Report> {
     let shared = Arc::new(Mutex::new(start));
     let mut opts = ServerOptions::local(server_dir);
+    opts.config = Config::demo();
+    let profile_plans =
+        mdmsim::server::profiles::build(&opts.config).map_err(|e| fail(USAGE, format!("built-in demo.toml: {e}")))?;
+    let msi_plans: Vec<(String, String, String)> =
+        opts.config.msi.iter().map(|m| (m.name.clone(), m.product_id.clone(), m.version.clone())).collect();
     let read = Arc::clone(&shared);
     opts.clock = Some(Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)));
     let server = mdmsim::server::start(opts).await.map_err(|e| fail(STATE, format!("starting the server: {e}")))?;
@@ -234,7 +285,8 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
         fleet_members.push(m);
     }
     let fallback = Arc::new(Transport::new(HttpOptions::default()).map_err(|e| fail(STATE, e.to_string()))?);
-    let mut fleet = Fleet::new(Arc::new(mdmsim::csp::registry()), fallback, fleet_members, FleetOptions::default());
+    let registry = Arc::new(mdmsim::csp::registry());
+    let mut fleet = Fleet::new(Arc::clone(&registry), fallback, fleet_members, FleetOptions::default());
     let mut clock = SharedClock { inner: VirtualClock::new(start), now: Arc::clone(&shared) };
     let span = (end - start).num_seconds().max(1) as u64;
     let progress = progress_bar(span, "simulating");
@@ -253,7 +305,7 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
         .await;
     progress.finish_and_clear();
 
-    let mut app_installs = std::collections::BTreeMap::new();
+    let mut app_installs = BTreeMap::new();
     for m in fleet.members() {
         let downloads = mdmsim::csp::enterprise_app::downloads(&m.device.tree);
         if downloads.is_empty() {
@@ -264,7 +316,19 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
             *app_installs.entry(name).or_default() += 1;
         }
     }
-    let server_check = check_server(&server, enrolled, stats.sessions as usize, &app_installs);
+    let records = server.devices();
+    let profiles: Vec<ProfileLine> = profile_plans
+        .iter()
+        .map(|p| profile_line(p, &records, fleet.members().map(|m| &m.device), &registry, end))
+        .collect();
+    let msi: Vec<MsiLine> = msi_plans
+        .iter()
+        .map(|(name, product_id, version)| {
+            let devices = fleet.members().map(|m| &m.device);
+            msi_line(name, product_id, version, &records, devices, &registry, end)
+        })
+        .collect();
+    let server_check = check_server(&server, enrolled, stats.sessions as usize, &app_installs, &profiles, &msi);
     server.shutdown().await;
     let q = |p: f64| latencies.value_at_quantile(p) as f64 / 1000.0;
     Ok(Report {
@@ -279,6 +343,8 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
         failed: stats.failed,
         by_trigger_mode: stats.by_trigger_mode,
         app_installs,
+        profiles,
+        msi,
         errors,
         findings: stats.findings,
         latency_ms: Latency { p50: q(0.50), p95: q(0.95), p99: q(0.99), max: latencies.max() as f64 / 1000.0 },
@@ -292,7 +358,9 @@ fn check_server(
     server: &ServerHandle,
     enrolled: usize,
     sessions: usize,
-    apps: &std::collections::BTreeMap<String, usize>,
+    apps: &BTreeMap<String, usize>,
+    profiles: &[ProfileLine],
+    msi: &[MsiLine],
 ) -> ServerCheck {
     let s = server.summary();
     let mut disagreements = Vec::new();
@@ -312,6 +380,26 @@ fn check_server(
             s.apps_installed
         ));
     }
+    // The server counts a profile verified once it read every value back; the devices must
+    // still hold them (nothing in the demo changes a setting afterwards).
+    for p in profiles {
+        if p.verified > p.devices_holding_every_value {
+            disagreements.push(format!(
+                "the server verified profile {} on {} devices, only {} devices hold every value",
+                p.name, p.verified, p.devices_holding_every_value
+            ));
+        }
+    }
+    // Installed needs the device's word (an alert 0 or Status 70), which its Status node keeps.
+    for m in msi {
+        let completed = m.device_status.get(&msi_status_name("70")).copied().unwrap_or(0);
+        if m.installed > completed {
+            disagreements.push(format!(
+                "the server counts MSI {} installed on {} devices, only {completed} devices have Status 70",
+                m.name, m.installed
+            ));
+        }
+    }
     ServerCheck {
         devices: s.devices,
         enrolled: s.enrolled,
@@ -323,6 +411,134 @@ fn check_server(
         agrees: disagreements.is_empty(),
         disagreements,
     }
+}
+
+/// A Get through a device's tree, as a server's Get would be answered: the value, or the
+/// status code.
+fn device_get(
+    registry: &Registry,
+    device: &mdmsim::device::Device,
+    now: DateTime<Utc>,
+    uri: &str,
+) -> Result<String, u16> {
+    // Reading must not change the device: run the Get on a copy of its tree.
+    let mut state = device.tree.clone();
+    let env = device.env(now);
+    let mut tree = Tree::new(registry, &mut state, &env);
+    let out = tree.execute(&Command::Get(ItemCmd {
+        cmd_id: "1".into(),
+        items: vec![Item::target(uri)],
+        ..ItemCmd::default()
+    }));
+    match out.into_iter().next() {
+        Some(o) if o.code == StatusCode::Ok => {
+            Ok(o.results.into_iter().next().and_then(|i| i.data).unwrap_or_default().trim().to_string())
+        }
+        Some(o) => Err(o.code.code()),
+        None => Err(StatusCode::CommandFailed.code()),
+    }
+}
+
+/// A profile's line: the server's states, and how many devices hold every value.
+fn profile_line<'a>(
+    plan: &ProfilePlan,
+    records: &[DeviceRecord],
+    devices: impl Iterator<Item = &'a mdmsim::device::Device>,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> ProfileLine {
+    let mut line = ProfileLine {
+        name: plan.name.clone(),
+        settings: plan.settings.len(),
+        pending: 0,
+        delivered: 0,
+        verified: 0,
+        failed: 0,
+        failed_verification: 0,
+        not_applicable: 0,
+        devices_holding_every_value: 0,
+    };
+    for p in records.iter().filter_map(|r| r.profiles.get(&plan.name)) {
+        *match p.state {
+            ProfileState::Pending | ProfileState::Sent => &mut line.pending,
+            ProfileState::Delivered => &mut line.delivered,
+            ProfileState::Verified => &mut line.verified,
+            ProfileState::Failed => &mut line.failed,
+            ProfileState::FailedVerification => &mut line.failed_verification,
+            ProfileState::NotApplicable => &mut line.not_applicable,
+        } += 1;
+    }
+    for d in devices {
+        if plan.settings.iter().all(|s| device_get(registry, d, now, &s.loc_uri).is_ok_and(|v| v == s.data.trim())) {
+            line.devices_holding_every_value += 1;
+        }
+    }
+    line
+}
+
+/// An MSI's line: the server's outcomes, and each device's `Status` node.
+fn msi_line<'a>(
+    name: &str,
+    product_id: &str,
+    version: &str,
+    records: &[DeviceRecord],
+    devices: impl Iterator<Item = &'a mdmsim::device::Device>,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> MsiLine {
+    let mut line = MsiLine {
+        name: name.to_string(),
+        product_id: product_id.to_string(),
+        version: version.to_string(),
+        installed: 0,
+        failed: 0,
+        in_progress: 0,
+        not_applicable: 0,
+        no_outcome_reported: 0,
+        device_status: BTreeMap::new(),
+    };
+    for m in records.iter().filter_map(|r| r.msi.get(name)) {
+        match m.state {
+            MsiState::Installed => line.installed += 1,
+            MsiState::Failed(_) => line.failed += 1,
+            MsiState::NotApplicable => line.not_applicable += 1,
+            MsiState::Pending | MsiState::Sent | MsiState::InProgress => {
+                line.in_progress += 1;
+                let status_read = m.last_status.as_deref().is_some_and(|s| !s.starts_with("Get "));
+                if m.alert.is_none() && !status_read {
+                    line.no_outcome_reported += 1;
+                }
+            }
+        }
+    }
+    let node = format!("{}/Status", mdmsim::server::msi::node(product_id));
+    for d in devices {
+        let key = match device_get(registry, d, now, &node) {
+            Ok(v) => msi_status_name(&v),
+            Err(404) => "no Status node".to_string(),
+            Err(code) => format!("Get {code}"),
+        };
+        *line.device_status.entry(key).or_default() += 1;
+    }
+    line
+}
+
+/// An EnterpriseDesktopAppManagement `Status` value with its name (the CSP page's list).
+fn msi_status_name(value: &str) -> String {
+    let name = match value {
+        "10" => "Initialized",
+        "20" => "Download In Progress",
+        "25" => "Pending Download Retry",
+        "30" => "Download Failed",
+        "40" => "Download Completed",
+        "48" => "Pending User Session",
+        "50" => "Enforcement In Progress",
+        "55" => "Pending Enforcement Retry",
+        "60" => "Enforcement Failed",
+        "70" => "Enforcement Completed",
+        _ => "",
+    };
+    if name.is_empty() { format!("Status {value:?}") } else { format!("{value} {name}") }
 }
 
 /// Picks a template: half laptops, a third desktops, the rest Windows 8.1 tablets.
@@ -410,6 +626,43 @@ fn human(r: &Report) -> String {
     }
     let apps: Vec<String> = r.app_installs.iter().map(|(k, n)| format!("{n} {k}")).collect();
     line(&mut out, format!("  app installs: {}", apps.join(", ")));
+    for p in &r.profiles {
+        line(
+            &mut out,
+            format!(
+                "  profile:      {}, {} settings: server {} verified, {} delivered, {} failed, {} failed verification, {} pending, {} not applicable",
+                p.name,
+                p.settings,
+                p.verified,
+                p.delivered,
+                p.failed,
+                p.failed_verification,
+                p.pending,
+                p.not_applicable,
+            ),
+        );
+        line(&mut out, format!("                devices: {} hold every value", p.devices_holding_every_value));
+    }
+    for m in &r.msi {
+        line(
+            &mut out,
+            format!(
+                "  MSI install:  {} {} {}: server {} installed, {} failed, {} in progress, {} not applicable",
+                m.name, m.product_id, m.version, m.installed, m.failed, m.in_progress, m.not_applicable
+            ),
+        );
+        if m.no_outcome_reported > 0 {
+            line(
+                &mut out,
+                format!(
+                    "                {} in progress with no outcome reported (no install alert, no Status): not counted as installed",
+                    m.no_outcome_reported
+                ),
+            );
+        }
+        let status: Vec<String> = m.device_status.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        line(&mut out, format!("                devices: {}", status.join(", ")));
+    }
     line(
         &mut out,
         format!(

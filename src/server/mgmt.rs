@@ -9,7 +9,8 @@
 //! Owns the per-device command queue and its rules: Add then Replace after a 418; app installs
 //! as an Atomic of Add (or Replace) Name/URL/Version + Exec DownloadInstall (Microsoft's
 //! EnterpriseAppManagement CSP page), then `Download/<ProductID>/Status` polls in later sessions
-//! until 5 or a failure; nothing but reads and unenroll in a Machine-mode session
+//! until 5 or a failure; configuration profiles (`profiles.rs`) and MSI installs (`msi.rs`) in
+//! Maintenance sessions only; nothing but reads and unenroll in a Machine-mode session
 //! (Microsoft's Windows 8.1 blog post on MDM operation modes). It does not do HTTP (see `mod.rs`) and shares nothing with the
 //! device side but the SyncML codec.
 
@@ -23,6 +24,8 @@ use md5::{Digest as _, Md5};
 
 use super::compat::{CmdIds, Compat, SessionEnd};
 use super::config::{AuthMode, Config};
+use super::msi::{self, MsiCmd, MsiPlan, MsiTrack};
+use super::profiles::{self, ProfileCmd, ProfilePlan, ProfileTrack};
 use super::records::*;
 use crate::syncml::{
     Alert, AlertCode, Chal, Command, Container, Item, ItemCmd, Meta, Results, Status, StatusCode, SyncBody, SyncHdr,
@@ -43,6 +46,14 @@ pub struct AppPlan {
     pub url: String,
     pub size: usize,
     pub sha256: String,
+}
+
+/// Everything the server delivers, planned once at start and shared by every device.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    pub apps: Vec<AppPlan>,
+    pub profiles: Vec<ProfilePlan>,
+    pub msis: Vec<MsiPlan>,
 }
 
 /// The application-layer credentials of one device (Microsoft's w7 APPLICATION CSP page, APPAUTH).
@@ -123,6 +134,8 @@ enum Sent {
     AppPoll { app: String, uri: String },
     Unenroll { uri: String },
     Rekey { uri: String, name: bool },
+    Profile { profile: String, cmd: ProfileCmd },
+    Msi { msi: String, cmd: MsiCmd },
 }
 
 impl Sent {
@@ -135,6 +148,8 @@ impl Sent {
             | Sent::Unenroll { uri }
             | Sent::Rekey { uri, .. } => Some(uri),
             Sent::AppAtomic { .. } => None,
+            Sent::Profile { cmd, .. } => cmd.uri(),
+            Sent::Msi { cmd, .. } => Some(cmd.uri()),
         }
     }
 }
@@ -149,6 +164,8 @@ pub struct Device {
     rekey_wanted: bool,
     settings: BTreeMap<String, Setting>,
     apps: BTreeMap<String, AppTrack>,
+    profiles: BTreeMap<String, ProfileTrack>,
+    msis: BTreeMap<String, MsiTrack>,
     inventory_done: bool,
     unenroll_sent: bool,
     sent: HashMap<String, Sent>,
@@ -174,14 +191,20 @@ pub struct Device {
 pub struct Mgmt {
     config: Arc<Config>,
     compat: Compat,
-    apps: Vec<AppPlan>,
+    plans: Arc<Plans>,
     devices: BTreeMap<String, Device>,
 }
 
 impl Mgmt {
-    /// A fresh state for a config and the apps it serves.
+    /// A fresh state for a config and the apps it serves (no profiles, no MSI).
+    #[cfg(test)]
     pub fn new(config: Arc<Config>, apps: Vec<AppPlan>) -> Self {
-        Mgmt { compat: config.compat(), config, apps, devices: BTreeMap::new() }
+        Self::with_plans(config, Plans { apps, ..Plans::default() })
+    }
+
+    /// A fresh state for a config and everything it delivers.
+    pub fn with_plans(config: Arc<Config>, plans: Plans) -> Self {
+        Mgmt { compat: config.compat(), config, plans: Arc::new(plans), devices: BTreeMap::new() }
     }
 
     /// The records of every device.
@@ -198,12 +221,16 @@ impl Mgmt {
     /// A device that enrolls again (after an unenroll wiped its tree) gets every policy anew;
     /// its history (check-ins, results, findings) stays.
     pub fn enrolled(&mut self, device_id: &str, record: EnrollmentRecord, creds: Creds) {
-        let fresh = new_device(device_id, &self.config, &self.apps);
+        let fresh = new_device(device_id, &self.config, &self.plans);
         let dev = self.device(device_id);
         if dev.record.enrollment.is_some() || !dev.record.checkins.is_empty() {
             dev.settings = fresh.settings;
             dev.apps = fresh.apps;
             dev.record.apps = fresh.record.apps;
+            dev.profiles = fresh.profiles;
+            dev.record.profiles = fresh.record.profiles;
+            dev.msis = fresh.msis;
+            dev.record.msi = fresh.record.msi;
             dev.record.settings.clear();
             dev.inventory_done = false;
             dev.unenroll_sent = false;
@@ -265,8 +292,8 @@ impl Mgmt {
 
     fn device(&mut self, id: &str) -> &mut Device {
         let config = &self.config;
-        let apps = &self.apps;
-        self.devices.entry(id.to_string()).or_insert_with(|| new_device(id, config, apps))
+        let plans = &self.plans;
+        self.devices.entry(id.to_string()).or_insert_with(|| new_device(id, config, plans))
     }
 
     /// Handles one device message and returns the answer.
@@ -274,7 +301,7 @@ impl Mgmt {
         let Incoming { msg, mode, cert_cn, user_agent_origin, now } = inc;
         let config = self.config.clone();
         let compat = self.compat;
-        let apps = self.apps.clone();
+        let plans = self.plans.clone();
         let device_id = msg.hdr.source.trim().to_string();
         let dev = self.device(&device_id);
         let mut out = Out::new(&msg.hdr, &compat);
@@ -341,7 +368,7 @@ impl Mgmt {
                         Some(
                             AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt | AlertCode::NextMessage,
                         ) => {}
-                        Some(code) => record_alert(dev, ci, code, a),
+                        Some(code) => record_alert(dev, ci, code, a, &plans.msis),
                         None => dev.record.findings.push(format!(
                             "session {session_id} message {}: Alert {} has a non-numeric code {:?}",
                             msg.hdr.msg_id, a.cmd_id, a.data
@@ -373,6 +400,8 @@ impl Mgmt {
             }
         }
         settle_apps(dev, &config);
+        settle_profiles(dev, &config, &plans, now);
+        settle_msis(dev, &config);
         if abort {
             end_session(dev);
             return Reply::End;
@@ -412,7 +441,7 @@ impl Mgmt {
         if std::mem::take(&mut dev.plan_pending) {
             let mode = dev.record.checkins[ci].effective_mode;
             dev.commands_msg_id = msg.hdr.msg_id.clone();
-            let planned = plan(dev, &config, &apps, mode, &mut out.ids);
+            let planned = plan(dev, &config, &plans, mode, &mut out.ids);
             dev.record.checkins[ci].commands_sent += planned.len() as u32;
             out.commands.extend(planned);
         }
@@ -448,7 +477,7 @@ impl Mgmt {
     }
 }
 
-fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
+fn new_device(id: &str, config: &Config, plans: &Plans) -> Device {
     let mut d =
         Device { record: DeviceRecord { device_id: id.to_string(), ..Default::default() }, ..Default::default() };
     let provider = format!("./Vendor/MSFT/DMClient/Provider/{}", enc(&config.provider_id));
@@ -464,7 +493,15 @@ fn new_device(id: &str, config: &Config, apps: &[AppPlan]) -> Device {
             Setting { value: pfn.clone(), format: "chr", op: Op::Add, state: SetState::Pending, attempts: 0 },
         );
     }
-    for app in apps {
+    for p in &plans.profiles {
+        d.profiles.insert(p.name.clone(), ProfileTrack::default());
+        d.record.profiles.insert(p.name.clone(), profiles::new_record(p));
+    }
+    for m in &plans.msis {
+        d.msis.insert(m.name.clone(), MsiTrack::default());
+        d.record.msi.insert(m.name.clone(), msi::new_record(m));
+    }
+    for app in &plans.apps {
         d.apps.insert(
             app.name.clone(),
             AppTrack {
@@ -586,6 +623,16 @@ fn start_session(
             }
         }
     }
+    for (name, t) in dev.profiles.iter_mut() {
+        if let Some(rec) = dev.record.profiles.get_mut(name) {
+            profiles::start_session(t, rec);
+        }
+    }
+    for (name, t) in dev.msis.iter_mut() {
+        if let Some(rec) = dev.record.msi.get_mut(name) {
+            msi::start_session(t, rec);
+        }
+    }
     // A rekey whose statuses never came: send the same values again (both stay accepted).
     if dev.rekey.is_some() {
         dev.rekey_wanted = true;
@@ -702,7 +749,7 @@ fn unanswered(dev: &mut Device, session_id: &str) {
 
 /// Records a client alert (1224 client event, 1226 generic alert...) in the session's check-in;
 /// the user-initiated unenrollment alert marks the device unenrolled.
-fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert) {
+fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert, msis: &[MsiPlan]) {
     if a.items.is_empty() {
         dev.record.checkins[ci].alerts.push(AlertRecord { code: code.code(), type_: None, source: None, data: None });
     }
@@ -713,6 +760,20 @@ fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert) {
         }
         if type_.as_deref() == Some(UNENROLL_ALERT) {
             dev.record.unenrolled = true;
+        }
+        if type_.as_deref() == Some(msi::INSTALL_ALERT) {
+            let source = item.source.as_deref().unwrap_or_default();
+            match msis.iter().find(|m| m.is_download_install(source)) {
+                Some(m) => {
+                    if let Some(rec) = dev.record.msi.get_mut(&m.name) {
+                        msi::on_alert(rec, item.data.as_deref());
+                    }
+                }
+                None => dev.record.findings.push(format!(
+                    "an MSI install alert for {source:?}, which is no MSI this server installs (data {:?})",
+                    item.data.as_deref().unwrap_or_default()
+                )),
+            }
         }
         dev.record.checkins[ci].alerts.push(AlertRecord {
             code: code.code(),
@@ -824,6 +885,16 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
                 dev.record.unenrolled = true;
             }
         }
+        Sent::Profile { profile, cmd } => {
+            if let Some(t) = dev.profiles.get_mut(&profile) {
+                profiles::on_status(t, &cmd, code);
+            }
+        }
+        Sent::Msi { msi: name, cmd } => {
+            if let (Some(t), Some(rec)) = (dev.msis.get_mut(&name), dev.record.msi.get_mut(&name)) {
+                msi::on_status(t, rec, &cmd, code);
+            }
+        }
         Sent::Rekey { name, .. } => {
             if let Some((n, s, confirmed)) = dev.rekey.as_mut() {
                 if !ok {
@@ -872,6 +943,19 @@ fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
             dev.record.results.iter_mut().rev().find(|x| x.cmd_id == r.cmd_ref && x.session_id == session_id)
         {
             res.data = Some(data.clone());
+        }
+        match &sent {
+            Some(Sent::Profile { profile, cmd }) => {
+                if let Some(t) = dev.profiles.get_mut(profile) {
+                    profiles::on_result(t, cmd, &data);
+                }
+            }
+            Some(Sent::Msi { msi: name, cmd }) => {
+                if let Some(t) = dev.msis.get_mut(name) {
+                    msi::on_result(t, cmd, &data);
+                }
+            }
+            _ => {}
         }
         if let Some(Sent::AppPoll { app, .. }) = &sent
             && let Some(rec) = dev.record.apps.get_mut(app)
@@ -939,9 +1023,37 @@ fn settle_apps(dev: &mut Device, config: &Config) {
     }
 }
 
+/// Turns the Statuses and Results of each profile's commands into its next state.
+fn settle_profiles(dev: &mut Device, config: &Config, plans: &Plans, now: DateTime<Utc>) {
+    for p in &plans.profiles {
+        if let (Some(t), Some(rec)) = (dev.profiles.get_mut(&p.name), dev.record.profiles.get_mut(&p.name)) {
+            profiles::settle(t, rec, p, config.management.profile_retries, now);
+        }
+    }
+}
+
+/// Turns the Statuses and Results of each MSI's commands into its next state.
+fn settle_msis(dev: &mut Device, config: &Config) {
+    for (name, t) in dev.msis.iter_mut() {
+        if let Some(rec) = dev.record.msi.get_mut(name) {
+            msi::settle(t, rec, config.management.max_attempts);
+        }
+    }
+}
+
+/// The OS version the device reported: its enrollment's `OSVersion`, else `./DevDetail/SwV`
+/// read back; `None` when it said neither.
+fn os_version(dev: &Device) -> Option<String> {
+    let enrolled = dev.record.enrollment.as_ref().and_then(|e| {
+        e.context.iter().find(|(k, v)| k.eq_ignore_ascii_case("OSVersion") && !v.trim().is_empty()).map(|(_, v)| v)
+    });
+    enrolled.or_else(|| dev.record.inventory.get("./DevDetail/SwV")).map(|v| v.trim().to_string())
+}
+
 /// The commands for package 1's reply, by mode (Microsoft's Windows 8.1 blog post on MDM operation modes): Machine
 /// gets device reads and unenroll only; Apps adds app installs; Maintenance gets everything.
-fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &mut Ids) -> Vec<Command> {
+fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut Ids) -> Vec<Command> {
+    let apps = &plans.apps;
     let mut cmds = Vec::new();
     let config_ok = mode == Mode::Maintenance;
     let apps_ok = mode != Mode::Machine;
@@ -1063,6 +1175,31 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &m
         }
     }
 
+    // Profiles and MSI installs change the device: Maintenance sessions only, reads included
+    // (a Policy Get or an MSI Status Get is no device inventory in Machine mode).
+    if config_ok {
+        let os = os_version(dev);
+        for p in &plans.profiles {
+            let (Some(t), Some(rec)) = (dev.profiles.get_mut(&p.name), dev.record.profiles.get_mut(&p.name)) else {
+                continue;
+            };
+            let mut sent = Vec::new();
+            cmds.extend(profiles::plan(t, rec, p, os.as_deref(), &mut || ids.next(), &mut sent));
+            for (id, cmd) in sent {
+                dev.sent.insert(id, Sent::Profile { profile: p.name.clone(), cmd });
+            }
+        }
+        for m in &plans.msis {
+            let Some(rec) = dev.record.msi.get_mut(&m.name) else { continue };
+            let mut sent = Vec::new();
+            let max_polls = config.management.max_status_polls;
+            cmds.extend(msi::plan(rec, m, os.as_deref(), max_polls, &mut || ids.next(), &mut sent));
+            for (id, cmd) in sent {
+                dev.sent.insert(id, Sent::Msi { msi: m.name.clone(), cmd });
+            }
+        }
+    }
+
     if config_ok && dev.rekey_wanted && dev.creds.is_some() {
         dev.rekey_wanted = false;
         // DMAcc account UID: the SHA-256 of the PROVIDER-ID (Learn DMAcc); the device maps any
@@ -1088,7 +1225,21 @@ fn plan(dev: &mut Device, config: &Config, apps: &[AppPlan], mode: Mode, ids: &m
     }
 
     let settled = dev.settings.values().all(|s| matches!(s.state, SetState::Done | SetState::Failed))
-        && dev.record.apps.values().all(|a| matches!(a.state, AppState::Installed | AppState::Failed(_)));
+        && dev.record.apps.values().all(|a| matches!(a.state, AppState::Installed | AppState::Failed(_)))
+        && dev.record.profiles.values().all(|p| {
+            matches!(
+                p.state,
+                ProfileState::Verified
+                    | ProfileState::Failed
+                    | ProfileState::FailedVerification
+                    | ProfileState::NotApplicable
+            )
+        })
+        && dev
+            .record
+            .msi
+            .values()
+            .all(|m| matches!(m.state, MsiState::Installed | MsiState::Failed(_) | MsiState::NotApplicable));
     if config.management.unenroll && !dev.unenroll_sent && settled && !dev.record.unenrolled {
         dev.unenroll_sent = true;
         let uri = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", enc(&config.provider_id));
@@ -1373,6 +1524,33 @@ mod tests {
         let record = m.record("DEV1").unwrap();
         assert!(record.checkins[0].completed);
         assert_eq!(record.settings.len(), 1);
+    }
+
+    #[test]
+    fn a_profile_whose_statuses_never_came_goes_again_and_so_do_its_gets() {
+        let text = "[management]\nauth = 'none'\n[[profiles]]\nname = 'P'\n[[profiles.settings]]\nloc_uri = './Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera'\ndata = 0\n";
+        let config = Arc::new(Config::parse(text, "t").unwrap());
+        let plans = Plans { profiles: profiles::build(&config).unwrap(), ..Plans::default() };
+        let mut m = Mgmt::with_plans(config, plans);
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let names = |cmds: &[Command]| cmds.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&send(&mut m, msg("1", "1", pkg1))), ["Atomic"]);
+        // Lost: the next session sends the Atomic again.
+        let cmds = send(&mut m, msg("2", "1", pkg1));
+        let Command::Atomic(a) = &cmds[0] else { panic!("{cmds:?}") };
+        let ok = format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Atomic</Cmd><Data>200</Data></Status>\
+             <Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Replace</Cmd><Data>200</Data></Status>",
+            a.cmd_id,
+            a.commands[0].cmd_id()
+        );
+        assert!(send(&mut m, msg("2", "2", &ok)).is_empty(), "delivered; verified in a later session, not now");
+        let rec = m.record("DEV1").unwrap();
+        assert_eq!((rec.profiles["P"].state, rec.profiles["P"].attempts), (ProfileState::Delivered, 2));
+        assert_eq!(names(&send(&mut m, msg("3", "1", pkg1))), ["Get"]);
+        // The Get's answer is lost too: read again next session, still delivered.
+        assert_eq!(names(&send(&mut m, msg("4", "1", pkg1))), ["Get"]);
+        assert_eq!(m.record("DEV1").unwrap().profiles["P"].state, ProfileState::Delivered);
     }
 
     #[test]

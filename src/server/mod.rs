@@ -7,7 +7,7 @@
 //! Routes: `GET`/`POST /EnrollmentServer/Discovery.svc`, `POST /EnrollmentServer/Policy.svc`
 //! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `GET`/`POST
 //! /EnrollmentServer/Auth` (the Federated sign-in page, `sts.rs`), `POST /ManagementServer/MDM.svc`
-//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app packages), and the read-only JSON views
+//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app and MSI packages), and the read-only JSON views
 //! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, which answer 401 without
 //! the admin token (`admin.rs`; `Authorization: Bearer <token>`, the token in
 //! `<state>/admin-token`).
@@ -28,6 +28,12 @@
 //! Federated discovery with a sign-in page...), so that a device is tested against what it will
 //! meet. `docs/server-compat.md` lists each switch.
 //!
+//! Configuration profiles (`profiles.rs`, `[[profiles]]`) go once per device as an `<Atomic>`
+//! of `<Replace>` commands and are verified by `<Get>` in a later session; MSI installs
+//! (`msi.rs`, `[[msi]]`) go as Add + Exec of EnterpriseDesktopAppManagement `DownloadInstall`
+//! with an `MsiInstallJob`, and their outcome comes from the device's install alert and
+//! `Status` polls. Both only in Maintenance sessions; `docs/server-profiles.md` has the rules.
+//!
 //! Independence: this module uses `crate::syncml` (the codec) and nothing else of the device
 //! side (no tree, CSP, session, scheduler or enrollment client code), so a test of the device
 //! against it checks the device against a second implementation. It owns the HTTP and TLS I/O
@@ -39,7 +45,9 @@ pub mod config;
 mod enroll;
 pub mod faults;
 mod mgmt;
+pub mod msi;
 mod pki;
+pub mod profiles;
 pub mod records;
 mod sts;
 mod xml;
@@ -82,8 +90,10 @@ pub use sts::AUTH_PATH;
 use crate::syncml;
 use admin::{AdminToken, Presented};
 use faults::Injector;
-use mgmt::{AppPlan, Incoming, Mgmt, Reply};
+use mgmt::{AppPlan, Incoming, Mgmt, Plans, Reply};
+use msi::MsiPlan;
 use pki::{Pki, PkiError};
+use profiles::ProfileError;
 use sts::{IssuedTokens, PageReply};
 
 /// The path of the discovery endpoint.
@@ -146,6 +156,8 @@ pub enum ServerError {
     Tls(#[from] openssl::error::ErrorStack),
     #[error("app {app}: package file {file}: {source}")]
     Package { app: String, file: String, source: io::Error },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
     #[error("public URL {0:?}: expected http(s)://host[:port]")]
     PublicUrl(String),
 }
@@ -382,21 +394,48 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
         }))
     });
     let packages = build_packages(&opts.config, &base_url)?;
-    let plans = packages
+    let package = |name: &str| packages.iter().find(|p| p.name == name);
+    let apps = opts
+        .config
+        .apps
         .iter()
-        .zip(&opts.config.apps)
-        .map(|(p, a)| AppPlan {
-            name: a.name.clone(),
-            product_id: a.product_id.clone(),
-            version: a.version.clone(),
-            url: p.url.clone(),
-            size: p.size,
-            sha256: p.sha256.clone(),
+        .filter_map(|a| {
+            let p = package(&a.name)?;
+            Some(AppPlan {
+                name: a.name.clone(),
+                product_id: a.product_id.clone(),
+                version: a.version.clone(),
+                url: p.url.clone(),
+                size: p.size,
+                sha256: p.sha256.clone(),
+            })
         })
         .collect();
+    let msis = opts
+        .config
+        .msi
+        .iter()
+        .filter_map(|m| {
+            let p = package(&m.name)?;
+            Some(MsiPlan {
+                name: m.name.clone(),
+                product_id: m.product_id.clone(),
+                version: m.version.clone(),
+                url: p.url.clone(),
+                size: p.size,
+                sha256: p.sha256.clone(),
+                command_line: m.command_line.clone(),
+                timeout_minutes: m.timeout_minutes,
+                retry_count: m.retry_count,
+                retry_interval_minutes: m.retry_interval_minutes,
+                min_os_version: m.min_os_version.clone().unwrap_or_else(|| msi::DEFAULT_MIN_OS.to_string()),
+            })
+        })
+        .collect();
+    let plans = Plans { apps, profiles: profiles::build(&opts.config)?, msis };
     let config = Arc::new(opts.config);
     let shared = Arc::new(Shared {
-        mgmt: Mutex::new(Mgmt::new(config.clone(), plans)),
+        mgmt: Mutex::new(Mgmt::with_plans(config.clone(), plans)),
         compat: config.compat(),
         tokens: IssuedTokens::default(),
         config,
@@ -461,26 +500,29 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// The packages of the config's apps and MSI installs, read or generated.
 fn build_packages(config: &Config, base_url: &str) -> Result<Vec<Package>, ServerError> {
     let mut out = Vec::new();
-    for app in &config.apps {
-        let bytes = match &app.file {
+    let apps = config.apps.iter().map(|a| (&a.name, &a.version, &a.file, a.size));
+    let msis = config.msi.iter().map(|m| (&m.name, &m.version, &m.file, m.size));
+    for (name, version, file, size) in apps.chain(msis) {
+        let bytes = match file {
             Some(file) => {
                 let path = match &config.base_dir {
                     Some(dir) if file.is_relative() => dir.join(file),
                     _ => file.clone(),
                 };
                 std::fs::read(&path).map_err(|source| ServerError::Package {
-                    app: app.name.clone(),
+                    app: name.clone(),
                     file: path.display().to_string(),
                     source,
                 })?
             }
-            None => generated_package(&app.name, &app.version, app.size),
+            None => generated_package(name, version, size),
         };
         out.push(Package {
-            name: app.name.clone(),
-            url: format!("{base_url}/packages/{}", app.name),
+            name: name.clone(),
+            url: format!("{base_url}/packages/{name}"),
             size: bytes.len(),
             sha256: hex::encode(Sha256::digest(&bytes)),
             bytes: Bytes::from(bytes),

@@ -1,6 +1,7 @@
 //! What the reference server remembers about each device, as plain data: enrollment, check-ins
 //! (time, mode, trigger, login status), inventory, per-command results, app install outcomes,
-//! and the faults injected into its answers (`faults.rs`).
+//! configuration profiles (delivered, verified, failed, with the codes and values that decided
+//! it), MSI installs, and the faults injected into its answers (`faults.rs`).
 //!
 //! Owns the record types (serde, served as JSON at `GET /admin/devices`). It does not decide
 //! anything: `mgmt.rs` and `enroll.rs` fill them in. Tests and the demo read them through
@@ -22,6 +23,10 @@ pub struct DeviceRecord {
     pub results: Vec<CommandResult>,
     /// App name -> install outcome.
     pub apps: BTreeMap<String, AppRecord>,
+    /// Profile name -> delivery and verification.
+    pub profiles: BTreeMap<String, ProfileRecord>,
+    /// MSI name -> install outcome (EnterpriseDesktopAppManagement).
+    pub msi: BTreeMap<String, MsiRecord>,
     /// Settings (LocURI) the device has confirmed, with the value.
     pub settings: BTreeMap<String, String>,
     /// Set when the device reported a user unenrollment (Alert 1226) or accepted our Unenroll.
@@ -174,6 +179,99 @@ pub enum AppState {
     Failed(String),
 }
 
+/// Where a configuration profile stands on one device, as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProfileState {
+    /// Not sent yet (or to send again).
+    Pending,
+    /// The Atomic is on its way.
+    Sent,
+    /// The Atomic and every command in it succeeded; the values are not read back yet.
+    Delivered,
+    /// A later session read every LocURI back with the value sent.
+    Verified,
+    /// The Atomic failed: `detail` has its code and each command's.
+    Failed,
+    /// Reading back found other values (or none) after every retry: `detail` names them.
+    FailedVerification,
+    /// The device reports an OS older than the profile's `min_os_version`.
+    NotApplicable,
+}
+
+/// One configuration profile on one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileRecord {
+    pub state: ProfileState,
+    /// Why it failed, as `LocURI: status N` (delivery) or `LocURI: expected "a", found "b"`
+    /// (verification), joined with `, `; also the last verification that was retried.
+    pub detail: Option<String>,
+    /// Install Atomics sent (a lost one is sent again and counted again).
+    pub attempts: u32,
+    /// Times the profile was sent again because verification found other values.
+    pub retries: u32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Each setting, with what the device answered last.
+    pub settings: Vec<ProfileSettingRecord>,
+}
+
+/// One setting of a profile on one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSettingRecord {
+    pub loc_uri: String,
+    /// The value sent.
+    pub expected: String,
+    /// The Status of its `<Replace>` (or `<Add>`) in the last Atomic.
+    pub delivery_status: Option<u16>,
+    /// The Status of the last verification `<Get>`.
+    pub get_status: Option<u16>,
+    /// The value that Get returned.
+    pub found: Option<String>,
+}
+
+/// Where an MSI install stands on one device, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum MsiState {
+    /// Not sent yet (or to send again).
+    Pending,
+    /// Add and Exec of `DownloadInstall` are on their way.
+    Sent,
+    /// The Exec was accepted; no final outcome yet (no install alert, `Status` not 70, 30 or 60).
+    InProgress,
+    /// The install alert said 0, or `Status` read 70 (Enforcement Completed).
+    Installed,
+    /// The reason: the install alert's code, `Status` 30 or 60 with `LastError`, a refused Exec,
+    /// or no outcome after `max_status_polls` polls.
+    Failed(String),
+    /// The device reports an OS older than the MSI's `min_os_version`.
+    NotApplicable,
+}
+
+/// One MSI install on one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct MsiRecord {
+    /// The ProductCode `{GUID}`.
+    pub product_id: String,
+    pub version: String,
+    /// The `ContentURL` of the job, and the size and SHA-256 (hex) of what it serves.
+    pub url: String,
+    pub size: usize,
+    pub sha256: String,
+    pub state: MsiState,
+    /// Add + Exec pairs sent.
+    pub attempts: u32,
+    /// The Statuses of the last Add and Exec.
+    pub add_status: Option<u16>,
+    pub exec_status: Option<u16>,
+    /// The Data of the device's `com.microsoft.mdm.win32csp_install` alert, if one came.
+    pub alert: Option<String>,
+    /// `MSI/<ProductID>/Status` reads sent, and the last value (or `Get <code>`).
+    pub polls: u32,
+    pub last_status: Option<String>,
+    /// The last `LastError` read.
+    pub last_error: Option<String>,
+}
+
 /// Totals over all devices, for a report that must agree with the server's records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -194,6 +292,18 @@ pub struct Summary {
     pub apps_failed: usize,
     /// App installs not settled yet (pending, sent or installing).
     pub apps_in_progress: usize,
+    /// Profiles by state, over every device and profile.
+    pub profiles_pending: usize,
+    pub profiles_delivered: usize,
+    pub profiles_verified: usize,
+    pub profiles_failed: usize,
+    pub profiles_failed_verification: usize,
+    pub profiles_not_applicable: usize,
+    /// MSI installs by outcome; in progress counts pending, sent and in progress.
+    pub msi_installed: usize,
+    pub msi_failed: usize,
+    pub msi_in_progress: usize,
+    pub msi_not_applicable: usize,
     /// Statuses received for our commands, and how many were failures (>= 300).
     pub command_statuses: usize,
     pub command_failures: usize,
@@ -226,6 +336,24 @@ impl Summary {
                     AppState::Failed(_) => s.apps_failed += 1,
                     _ => s.apps_in_progress += 1,
                 }
+            }
+            for p in d.profiles.values() {
+                *match p.state {
+                    ProfileState::Pending | ProfileState::Sent => &mut s.profiles_pending,
+                    ProfileState::Delivered => &mut s.profiles_delivered,
+                    ProfileState::Verified => &mut s.profiles_verified,
+                    ProfileState::Failed => &mut s.profiles_failed,
+                    ProfileState::FailedVerification => &mut s.profiles_failed_verification,
+                    ProfileState::NotApplicable => &mut s.profiles_not_applicable,
+                } += 1;
+            }
+            for m in d.msi.values() {
+                *match m.state {
+                    MsiState::Installed => &mut s.msi_installed,
+                    MsiState::Failed(_) => &mut s.msi_failed,
+                    MsiState::NotApplicable => &mut s.msi_not_applicable,
+                    MsiState::Pending | MsiState::Sent | MsiState::InProgress => &mut s.msi_in_progress,
+                } += 1;
             }
             for f in &d.faults {
                 *s.faults.entry(f.kind.clone()).or_default() += 1;
@@ -305,7 +433,40 @@ mod tests {
                 .to_vec(),
             ..Default::default()
         };
+        let profile = |state| ProfileRecord {
+            state,
+            detail: None,
+            attempts: 1,
+            retries: 0,
+            delivered_at: None,
+            verified_at: None,
+            settings: Vec::new(),
+        };
+        let msi = |state| MsiRecord {
+            product_id: "{X}".into(),
+            version: "1".into(),
+            url: "u".into(),
+            size: 1,
+            sha256: String::new(),
+            state,
+            attempts: 1,
+            add_status: None,
+            exec_status: None,
+            alert: None,
+            polls: 0,
+            last_status: None,
+            last_error: None,
+        };
+        let mut a = a;
+        a.profiles =
+            [("p".to_string(), profile(ProfileState::Verified)), ("q".to_string(), profile(ProfileState::Sent))].into();
+        a.msi = [("m".to_string(), msi(MsiState::InProgress))].into();
+        let mut b = b;
+        b.profiles = [("p".to_string(), profile(ProfileState::FailedVerification))].into();
+        b.msi = [("m".to_string(), msi(MsiState::Failed("Status 60".into())))].into();
         let s = Summary::of(&[a, b]);
+        assert_eq!((s.profiles_verified, s.profiles_pending, s.profiles_failed_verification), (1, 1, 1));
+        assert_eq!((s.msi_installed, s.msi_failed, s.msi_in_progress), (0, 1, 1));
         assert_eq!(s.faults, [("500".to_string(), 2), ("reset".to_string(), 1)].into());
         assert_eq!((s.devices, s.sessions, s.completed_sessions, s.unenrolled), (2, 3, 2, 1));
         assert_eq!(s.sessions_by_mode["Maintenance"], 2);

@@ -1,6 +1,7 @@
 //! `mdmsim demo` with a small fleet: every device enrolls against the embedded reference server
-//! (HTTPS, client certificates), syncs through its day, installs the configured app, and the
-//! report's numbers agree with the server's records.
+//! (HTTPS, client certificates), syncs through its day, installs the configured app, gets the
+//! configuration profile (verified) and the MSI install, and the report's numbers agree with the
+//! server's records.
 
 use serde_json::Value;
 
@@ -25,6 +26,23 @@ fn a_small_demo_fleet_enrolls_syncs_installs_and_agrees_with_the_server() {
     assert_eq!(server["check_ins"].as_u64(), Some(sessions));
     assert_eq!(server["apps_installed"], 4);
     assert_eq!(r["findings"], 0, "the reference server sends nothing forbidden");
+    // The configuration profile: verified (read back in a later session) on every Windows
+    // 10/11 device, not applicable on the Windows 8.1 tablets; the verified devices hold it.
+    let p = &r["profiles"][0];
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert_eq!(p["name"], "Baseline");
+    assert!(n(p, "settings") >= 6);
+    assert_eq!(n(p, "verified") + n(p, "not_applicable"), 4, "{p}");
+    assert!(n(p, "verified") >= 1, "{p}");
+    assert_eq!(n(p, "verified"), n(p, "devices_holding_every_value"), "{p}");
+    // The MSI: sent to the same devices; counted installed only on the device's word.
+    let m = &r["msi"][0];
+    assert_eq!(m["product_id"], "{A427C0AA-E2D5-40DF-ACE8-0D726A6BE096}");
+    assert_eq!(n(m, "installed") + n(m, "failed") + n(m, "in_progress"), n(p, "verified"), "{m}");
+    assert_eq!(n(m, "not_applicable"), n(p, "not_applicable"), "{m}");
+    let completed = m["device_status"]["70 Enforcement Completed"].as_u64().unwrap_or(0);
+    assert!(n(m, "installed") <= completed, "{m}");
+    assert!(n(m, "no_outcome_reported") <= n(m, "in_progress"), "{m}");
     assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     // The same seed gives the same fleet and the same day.
     let (_, again, _) = mdmsim(&["demo", "--devices", "4", "--duration", "12h", "--seed", "5", "--json"]);

@@ -49,6 +49,10 @@ mod server;
 /// The reference server's admin token, its loopback-only default, and fault injection: each
 /// fault on the wire, and a fleet that lives through a faulty server and agrees with it.
 mod server_faults;
+/// The reference server's configuration profiles (an Atomic of Replaces, verified by Get in a
+/// later session) and MSI installs (EnterpriseDesktopAppManagement Add + Exec, the install
+/// alert, Status polls), by hand-written SyncML and by devices living a virtual day.
+mod server_profiles;
 /// One device, one management session over HTTP: commands, statuses, faults, the CLI.
 mod session;
 /// SyncML codec: golden corpus round trips, truncation, malformed input, CLI, mutation robustness.
