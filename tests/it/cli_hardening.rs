@@ -498,10 +498,12 @@ fn tree_device_list_and_run_end_quietly_when_the_reader_goes_away() {
     let (status, line, err) = with_early_close(&run, true);
     assert!(line.starts_with("2026-03-02T08:00:00Z  "), "{line}");
     ended_quietly(&run, status, &err);
-    // The run stopped and kept its sessions: the store is free and holds them.
+    // The run stopped as Ctrl-C stops it and kept the sessions that had finished (the one
+    // printed at least); a session still running when the reader left is cut off, as on a
+    // device switched off mid-session. The store is free again.
     let (code, out, err) = mdmsim(&["device", "list", "--state", &state]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.lines().all(|l| !l.ends_with("sessions=0")), "{out}");
+    assert!(out.lines().any(|l| !l.ends_with("sessions=0")), "{out}");
 }
 
 // --- the state directory -----------------------------------------------------------------------

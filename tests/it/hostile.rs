@@ -60,6 +60,27 @@ fn measured(what: &str, args: &[&str]) -> Run {
     };
     let out = drain(Box::new(child.stdout.take().expect("stdout")));
     let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    // The child's own high-water mark (VmHWM of its address space after exec), read until it
+    // exits. `ru_maxrss` alone is not enough: a child spawned with vfork semantics reports the
+    // peak of the test process it was spawned from, which is large in a full test run.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hwm = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak_kib = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    let kib = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+                    peak_kib = peak_kib.max(kib.unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak_kib
+        })
+    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value of the plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -68,8 +89,10 @@ fn measured(what: &str, args: &[&str]) -> Run {
     assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
     let wall = started.elapsed();
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) };
-    // Linux reports ru_maxrss in KiB.
-    let peak_rss_mib = usage.ru_maxrss as f64 / 1024.0;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen_kib = hwm.join().unwrap_or(0);
+    // Linux reports ru_maxrss in KiB; it is the fallback when the child ended before a reading.
+    let peak_rss_mib = if seen_kib > 0 { seen_kib } else { usage.ru_maxrss as u64 } as f64 / 1024.0;
     let run =
         Run { code, out: out.join().unwrap_or_default(), err: err.join().unwrap_or_default(), peak_rss_mib, wall };
     eprintln!(
