@@ -17,4 +17,5 @@ pub mod schedule;
 pub mod server;
 pub mod session;
 pub mod syncml;
+pub mod toml_pos;
 pub mod tree;

@@ -1126,7 +1126,7 @@ file_system = "FAT32"
         let t = |text: &str| Template::parse(text, "t.toml").map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(t("[wmi]\ndomain = \"X\"\nmemory_modules = 2"), Ok(()));
         for (text, want) in [
-            ("[wmi]\ncolour = 1", "t.toml: [wmi] unexpected key \"colour\""),
+            ("[wmi]\ncolour = 1", "t.toml:2:1: [wmi] unexpected key \"colour\""),
             ("[wmi]\nmemory_speed = \"fast\"", "[wmi] memory_speed must be a whole number"),
             ("[wmi]\nmemory_modules = 65", "[wmi] memory_modules must be 1 to 64"),
             ("[wmi]\ninstall_date = \"last year\"", "[wmi] install_date must be a date"),

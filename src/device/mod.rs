@@ -22,7 +22,7 @@ use crate::syncml::{Alert, Item, Meta};
 use crate::tree::{Env, Profile, Settings, TreeState};
 
 pub use id::{BadDeviceId, DeviceId};
-pub use template::{Template, TemplateApp, TemplateError};
+pub use template::{BEHAVIOUR_KEYS, BehaviourKey, KeyForm, SettingKind, Template, TemplateApp, TemplateError};
 
 /// The DMClient provider ID when none is given (the one Intune uses, PROTOCOL.md §5).
 pub const DEFAULT_PROVIDER_ID: &str = "MS DM Server";

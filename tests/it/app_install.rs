@@ -526,7 +526,10 @@ fn device_new_refuses_a_template_whose_app_or_app_setting_is_wrong() {
             "[[apps]] #1: product_id \"B316008A\" is not a GUID in braces",
         ),
         ("[[apps]]\nenterprise_id = \"4000000001\"\n", "[[apps]] #1: product_id is missing"),
-        ("[behaviour]\nentapp_install_sec = 3\n", "\"entapp_install_sec\" is not an EnterpriseAppManagement setting"),
+        (
+            "[behaviour]\nentapp_install_sec = 3\n",
+            "unknown key `entapp_install_sec` in [behaviour] (did you mean `entapp_install_secs`?)",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
@@ -542,6 +545,6 @@ fn device_new_refuses_a_template_whose_app_or_app_setting_is_wrong() {
             &file.to_string_lossy(),
         ]);
         assert_eq!(code, 2, "{text}: {out}{err}");
-        assert!(err.contains(&format!("bad{i}.toml: ")) && err.contains(want), "{err:?} should say {want:?}");
+        assert!(err.contains(&format!("bad{i}.toml:")) && err.contains(want), "{err:?} should say {want:?}");
     }
 }

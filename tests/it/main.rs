@@ -57,6 +57,8 @@ mod server_profiles;
 mod session;
 /// SyncML codec: golden corpus round trips, truncation, malformed input, CLI, mutation robustness.
 mod syncml;
+/// Device templates: every key checked, refusals with FILE:LINE:COLUMN, the shipped ones load.
+mod templates;
 /// DM tree engine: the status code of every command semantic, through SyncML commands.
 mod tree;
 /// The WMI bridge (./cimv2): inventory classes on both profiles, the Windows 8.1 methods, over real sessions.
