@@ -317,6 +317,33 @@ pub const BEHAVIOUR_KEYS: &[BehaviourKey] = &[
         default: "false",
         doc: "the package downloads, then ends in 6 FAILED",
     },
+    // EnterpriseDesktopAppManagement MSI installs (csp::desktop_app).
+    plain("msi_queue_ms", MILLIS, "10000", "time in 10 before the download starts"),
+    plain("msi_download_ms", MILLIS, "120000", "least time in 20 (a slower real download takes longer)"),
+    plain("msi_downloaded_ms", MILLIS, "10000", "time in 40 before msiexec starts"),
+    plain("msi_install_ms", MILLIS, "180000", "how long msiexec runs (past the job's TimeOut: a timeout)"),
+    plain("msi_fetch_watchdog_ms", MILLIS, "600000", "no download outcome by then: download again"),
+    BehaviourKey {
+        name: "msi_exit_code",
+        kind: number(0, 4_294_967_295, ""),
+        form: KeyForm::PerPackage,
+        default: "0",
+        doc: "msiexec's exit code for one MSI (1603 fatal error, 3010 success with reboot required)",
+    },
+    BehaviourKey {
+        name: "msi_name",
+        kind: SettingKind::Text,
+        form: KeyForm::PerPackage,
+        default: "the package's file name",
+        doc: "Name of one MSI once installed",
+    },
+    BehaviourKey {
+        name: "msi_publisher",
+        kind: SettingKind::Text,
+        form: KeyForm::Both,
+        default: "the ContentURL's host",
+        doc: "Publisher of installed MSIs (of one MSI with :<ProductID>)",
+    },
 ];
 
 impl SettingKind {
