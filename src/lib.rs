@@ -10,6 +10,8 @@
 pub mod csp;
 pub mod device;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;

@@ -20,6 +20,8 @@ mod enroll;
 mod enroll_cli;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
+/// The fuzz corpus replayed through the fuzz entry points on stable, and a seeded mutation run.
+mod fuzz_corpus;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
