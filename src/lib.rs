@@ -11,6 +11,8 @@ pub mod csp;
 pub mod ddf;
 pub mod device;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;

@@ -1,0 +1,4 @@
+//! Fuzz target `discovery`: see `mdmsim::fuzz_entry::discovery` for what it runs and checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mdmsim::fuzz_entry::discovery(data));

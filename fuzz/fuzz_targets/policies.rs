@@ -1,0 +1,4 @@
+//! Fuzz target `policies`: see `mdmsim::fuzz_entry::policies` for what it runs and checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mdmsim::fuzz_entry::policies(data));

@@ -1,0 +1,4 @@
+//! Fuzz target `provisioning`: see `mdmsim::fuzz_entry::provisioning` for what it runs and checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mdmsim::fuzz_entry::provisioning(data));

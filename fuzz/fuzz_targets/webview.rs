@@ -1,0 +1,4 @@
+//! Fuzz target `webview`: see `mdmsim::fuzz_entry::webview` for what it runs and checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mdmsim::fuzz_entry::webview(data));
