@@ -161,6 +161,30 @@ pub struct ServerCache {
     pub url: String,
 }
 
+/// The template's `[nodes]` values in the tree: one value of each list, picked by the DeviceID
+/// (the same device always gets the same one, and a fleet varies). Interior nodes on the way are
+/// stored as existing, so values under dynamic nodes (a `NetworkIdentifiers/<MAC>`) can be Got.
+fn preset_nodes(tree: &mut TreeState, id: &DeviceId, nodes: &std::collections::BTreeMap<String, Vec<String>>) {
+    use sha2::Digest as _;
+    for (uri, values) in nodes {
+        let Ok(parsed) = crate::tree::NodeUri::parse(uri) else { continue };
+        let Some(first) = values.first() else { continue };
+        let digest = sha2::Sha256::digest(format!("{id}|{uri}").as_bytes());
+        let pick = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8])) as usize % values.len();
+        let value = values.get(pick).unwrap_or(first);
+        let segs = &parsed.segments;
+        // Ancestors below the CSP root (`Vendor/MSFT/<CSP>` or one segment such as `DevDetail`).
+        let root_len = if segs.first().map(String::as_str) == Some("Vendor") { 3 } else { 1 };
+        for depth in root_len + 1..segs.len() {
+            let k = crate::tree::key_of(parsed.scope, &segs[..depth]);
+            if tree.entry(&k).is_none() {
+                tree.set(&k, crate::tree::Entry::Interior);
+            }
+        }
+        tree.set_value(&crate::tree::key_of(parsed.scope, segs), value.clone());
+    }
+}
+
 /// What a device remembers of its enrollment (MS-MDE2). No secrets: the private key lives in
 /// a file of the state directory (0600), referenced by [`Enrollment::files`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +285,7 @@ impl Device {
             };
             crate::csp::enterprise_app::preinstall(&mut tree, &app.enterprise_id, &installed);
         }
+        preset_nodes(&mut tree, &id, &template.nodes);
         tree.commit();
         Device {
             id,

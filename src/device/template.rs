@@ -65,6 +65,10 @@ pub struct Template {
     pub behaviour: Settings,
     /// The `[[apps]]` entries: apps installed before the device is managed.
     pub apps: Vec<TemplateApp>,
+    /// The `[nodes]` table: values of any CSP node the device reports (DeviceStatus,
+    /// BitLocker status, licensing...), by LocURI; several values are choices, one per device
+    /// picked by its DeviceID, so a fleet varies.
+    pub nodes: BTreeMap<String, Vec<String>>,
 }
 
 /// One `[[apps]]` entry: an app in the EnterpriseAppManagement inventory of `enterprise_id`
@@ -476,6 +480,7 @@ impl Template {
         self.devinfo.extend(over.devinfo.clone());
         self.devdetail.extend(over.devdetail.clone());
         self.behaviour.0.extend(over.behaviour.0.clone());
+        self.nodes.extend(over.nodes.clone());
         for app in &over.apps {
             self.apps.retain(|a| {
                 !(a.enterprise_id == app.enterprise_id && a.product_id.eq_ignore_ascii_case(&app.product_id))
@@ -508,7 +513,7 @@ fn path(segs: &[&str]) -> Vec<Seg> {
 }
 
 /// The top-level keys, for "known keys" lists.
-const TOP_KEYS: &str = "profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi]";
+const TOP_KEYS: &str = "profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes]";
 
 /// Reads every table of the document; faults go to `problems`, good values into the template.
 fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
@@ -547,7 +552,8 @@ fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
             }
             ("apps", toml::Value::Array(entries)) => read_apps(entries, &mut t.apps, problems),
             ("wmi", toml::Value::Table(tab)) => read_wmi(tab, &mut t.behaviour, problems),
-            ("devinfo" | "devdetail" | "behaviour" | "wmi", _) => problems
+            ("nodes", toml::Value::Table(tab)) => read_nodes(tab, &mut t.nodes, problems),
+            ("devinfo" | "devdetail" | "behaviour" | "wmi" | "nodes", _) => problems
                 .push(Problem::value(here, format!("`{key}`: expected a table ([{key}]), found {}", found(value)))),
             ("apps", _) => problems.push(Problem::value(
                 here,
@@ -565,7 +571,7 @@ fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
     t
 }
 
-const TOP_KEY_NAMES: &[&str] = &["profile", "devinfo", "devdetail", "behaviour", "apps", "wmi"];
+const TOP_KEY_NAMES: &[&str] = &["profile", "devinfo", "devdetail", "behaviour", "apps", "wmi", "nodes"];
 
 /// ` (did you mean `x`?)` when a known key is one or two edits away.
 fn suggest<S: AsRef<str>>(key: &str, known: &[S]) -> String {
@@ -596,6 +602,68 @@ fn found(value: &toml::Value) -> String {
 }
 
 /// The text of a scalar, as the settings and the tree keep it; `None` for arrays and tables.
+/// The node paths of the built-in CSP table, as (scope, segments) with `<...>` for dynamic
+/// names: what a `[nodes]` LocURI must match.
+fn known_node_paths() -> &'static [(crate::tree::Scope, Vec<String>)] {
+    static PATHS: std::sync::OnceLock<Vec<(crate::tree::Scope, Vec<String>)>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        crate::ddf::builtin()
+            .iter()
+            .filter(|f| f.format != crate::tree::Format::Node)
+            .filter_map(|f| crate::tree::NodeUri::parse(&f.path).ok())
+            .map(|u| (u.scope, u.segments))
+            .collect()
+    })
+}
+
+/// `[nodes]`: `"./Vendor/MSFT/DeviceStatus/SecureBootState" = 1`, or a list of choices. The
+/// LocURI must name a leaf of a CSP of the built-in table (Microsoft's DDF files), a dynamic
+/// segment taking any name (`NetworkIdentifiers/001122334455/IPAddressV4`).
+fn read_nodes(tab: &toml::Table, out: &mut BTreeMap<String, Vec<String>>, problems: &mut Vec<Problem>) {
+    for (uri, v) in tab {
+        let here = path(&["nodes", uri]);
+        let parsed = crate::tree::NodeUri::parse(uri).ok().filter(|_| uri.starts_with("./"));
+        let Some(parsed) = parsed else {
+            problems.push(Problem::key(
+                here,
+                format!("`{uri}` in [nodes]: expected an absolute LocURI such as \"./Vendor/MSFT/DeviceStatus/SecureBootState\""),
+            ));
+            continue;
+        };
+        let known = known_node_paths().iter().any(|(scope, segs)| {
+            *scope == parsed.scope
+                && segs.len() == parsed.segments.len()
+                && segs.iter().zip(&parsed.segments).all(|(k, s)| k.starts_with('<') || k == s)
+        });
+        if !known {
+            problems.push(Problem::key(
+                here,
+                format!(
+                    "`{uri}` in [nodes]: no CSP leaf has this path (`mdmsim ddf show PATH` lists the nodes of a CSP)"
+                ),
+            ));
+            continue;
+        }
+        let values: Option<Vec<String>> = match v {
+            toml::Value::Array(items) if !items.is_empty() => items.iter().map(scalar_text).collect(),
+            toml::Value::Array(_) => None,
+            other => scalar_text(other).map(|t| vec![t]),
+        };
+        match values {
+            Some(values) => {
+                out.insert(uri.clone(), values);
+            }
+            None => problems.push(Problem::value(
+                here,
+                format!(
+                    "`{uri}` in [nodes]: expected a value or a non-empty list of values to pick from, found {}",
+                    found(v)
+                ),
+            )),
+        }
+    }
+}
+
 fn scalar_text(value: &toml::Value) -> Option<String> {
     Some(match value {
         toml::Value::String(s) => s.clone(),
@@ -1245,5 +1313,24 @@ install_date = 2012-10-30T21:09:52Z
             let e = Template::parse(text, "t.toml").unwrap_err().to_string();
             assert!(e.contains(want), "{e:?} does not contain {want:?}");
         }
+    }
+
+    #[test]
+    fn nodes_take_values_or_choices_for_leaves_the_csp_table_knows() {
+        let t = Template::parse(
+            "[nodes]\n\"./Vendor/MSFT/DeviceStatus/SecureBootState\" = 1\n\
+             \"./Vendor/MSFT/DeviceStatus/NetworkIdentifiers/001122334455/IPAddressV4\" = [\"10.0.0.2\", \"10.0.0.3\"]\n",
+            "n.toml",
+        )
+        .unwrap();
+        assert_eq!(t.nodes["./Vendor/MSFT/DeviceStatus/SecureBootState"], ["1"]);
+        assert_eq!(t.nodes.len(), 2);
+        let e = Template::parse("[nodes]\n\"./Vendor/MSFT/DeviceStatus/NoSuchNode\" = 1\n", "n.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1));
+        assert!(e.message.contains("no CSP leaf"), "{e}");
+        let e = Template::parse("[nodes]\n\"DeviceStatus\" = 1\n", "n.toml").unwrap_err();
+        assert!(e.message.contains("absolute LocURI"), "{e}");
+        let e = Template::parse("[nodes]\n\"./Vendor/MSFT/DeviceStatus/OS/Mode\" = []\n", "n.toml").unwrap_err();
+        assert!(e.message.contains("non-empty list"), "{e}");
     }
 }

@@ -156,3 +156,68 @@ fn reboot_now_leads_to_a_machine_mode_session() {
     let msgs = server.device_messages();
     assert_eq!(status(&msgs[1], "rb").as_deref(), Some("200"));
 }
+
+/// An inventory session as open-source servers run it: 33 Gets across DevInfo, DevDetail,
+/// DeviceStatus, BitLocker, licensing, the Policy CSP's Result and the WMI bridge. A Windows 11
+/// device made from the shipped template answers every one with 200 and its values.
+#[test]
+fn a_33_get_inventory_gets_the_answers_of_a_windows_11_device() {
+    let uris = [
+        "./DevInfo/DevId",
+        "./DevInfo/Man",
+        "./DevInfo/Mod",
+        "./DevInfo/Lang",
+        "./DevDetail/SwV",
+        "./DevDetail/OEM",
+        "./DevDetail/FwV",
+        "./DevDetail/Ext/Microsoft/DeviceName",
+        "./DevDetail/Ext/Microsoft/OSPlatform",
+        "./DevDetail/Ext/Microsoft/TotalRAM",
+        "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber",
+        "./DevDetail/Ext/Microsoft/ProcessorArchitecture",
+        "./Vendor/MSFT/DeviceStatus/SecureBootState",
+        "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
+        "./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion",
+        "./Vendor/MSFT/DeviceStatus/OS/Edition",
+        "./Vendor/MSFT/DeviceStatus/OS/Mode",
+        "./Vendor/MSFT/DeviceStatus/Antivirus/Status",
+        "./Vendor/MSFT/DeviceStatus/Antivirus/SignatureStatus",
+        "./Vendor/MSFT/DeviceStatus/Firewall/Status",
+        "./Vendor/MSFT/DeviceStatus/UAC/Status",
+        "./Vendor/MSFT/DeviceStatus/Battery/EstimatedChargeRemaining",
+        "./Vendor/MSFT/DeviceStatus/DeviceGuard/VirtualizationBasedSecurityStatus",
+        "./Device/Vendor/MSFT/BitLocker/Status/DeviceEncryptionStatus",
+        "./Vendor/MSFT/WindowsLicensing/Edition",
+        "./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera",
+        "./Device/Vendor/MSFT/Policy/Result/Update/ActiveHoursStart",
+        "./Device/Vendor/MSFT/Policy/Result/Bluetooth/AllowDiscoverableMode",
+        "./cimv2/Win32_OperatingSystem/Win32_OperatingSystem=@/Caption",
+        "./cimV2/Win32_LogicalDisk/Win32_LogicalDisk.DeviceID='C:'/FreeSpace",
+        "./cimv2/Win32_ComputerSystem/Win32_ComputerSystem.Name=%22LAPTOP-K2V9QW4M%22/Manufacturer",
+        "./cimV2/Win32_PhysicalMemory/Win32_PhysicalMemory.Tag='Physical%20Memory%200'/Capacity",
+        "./Vendor/MSFT/DMClient/HWDevID",
+    ];
+    assert_eq!(uris.len(), 33);
+    let gets: Vec<Command> = uris.iter().enumerate().map(|(i, u)| get(&format!("g{i}"), u)).collect();
+    let server = Server::start(vec![Reply::Syncml(msg(gets)), Reply::Empty]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_string_lossy().into_owned();
+    let template = format!("{}/fixtures/templates/win11-laptop.toml", env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) =
+        mdmsim(&["device", "new", "--state", &state, "--server", &server.url, "--template", &template, "--seed", "4"]);
+    assert_eq!(code, 0, "{err}");
+    sync(&state);
+    let answer = &server.device_messages()[1];
+    let mut missing = Vec::new();
+    for (i, u) in uris.iter().enumerate() {
+        if status(answer, &format!("g{i}")).as_deref() != Some("200") {
+            missing.push(format!("{u}: {:?}", status(answer, &format!("g{i}"))));
+        }
+    }
+    assert!(missing.is_empty(), "not answered 200: {missing:#?}");
+    let value = |u: &str| data(answer, &format!("g{}", uris.iter().position(|x| *x == u).unwrap()));
+    assert_eq!(value("./Vendor/MSFT/DeviceStatus/SecureBootState").as_deref(), Some("1"));
+    assert_eq!(value("./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion").as_deref(), Some("2.0"));
+    assert_eq!(value("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera").as_deref(), Some("1"));
+    assert!(value("./cimv2/Win32_OperatingSystem/Win32_OperatingSystem=@/Caption").unwrap().contains("Windows 11"));
+}
