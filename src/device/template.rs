@@ -1111,7 +1111,7 @@ mod tests {
         assert!(refusal("a = 1\na = 2").starts_with("t.toml:2:1: "), "{}", refusal("a = 1\na = 2"));
         assert_eq!(
             refusal("colour = 1"),
-            "t.toml:1:1: unknown key `colour` at the top level; known keys: profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi]"
+            "t.toml:1:1: unknown key `colour` at the top level; known keys: profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes]"
         );
         assert!(refusal("behavior = 1").contains("(did you mean `behaviour`?)"));
         assert_eq!(
