@@ -969,13 +969,8 @@ impl Csp for EnterpriseDesktopAppManagement {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use chrono::TimeZone;
 
     use super::*;
-    use crate::syncml::{Command, decode};
-    use crate::tree::{CmdOutcome, Registry, Tree};
 
     const PID: &str = "{A427C0AA-E2D5-40DF-ACE8-0D726A6BE096}";
     const MSI: &str = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI";
@@ -1013,112 +1008,25 @@ mod tests {
         )
     }
 
-    /// One device driven as the runner drives it: commands through the tree engine, timers
-    /// through the registry, fetches answered by the test.
-    struct Dev {
-        reg: Registry,
-        state: TreeState,
-        env: Env,
-        /// Fetches asked for and not answered yet: (node, url).
-        fetches: Vec<(String, String)>,
-        /// Alerts raised outside a session, and session requests.
-        alerts: Vec<(u16, Item)>,
-        requests: usize,
+    /// One device driven as the runner drives it (`crate::csp::test_rig`).
+    type Dev = crate::csp::test_rig::Rig;
+
+    fn dev(settings: &[(&str, &str)]) -> Dev {
+        crate::csp::test_rig::Rig::new(EnterpriseDesktopAppManagement, settings).effects_only_from_timers()
     }
 
-    impl Dev {
-        fn new(settings: &[(&str, &str)]) -> Self {
-            let mut reg = Registry::new();
-            reg.register(EnterpriseDesktopAppManagement);
-            let mut env = Env::new(Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap(), Profile::Win10);
-            let mut s = Settings::default();
-            for (k, v) in settings {
-                s.0.insert(k.to_string(), v.to_string());
-            }
-            env.settings = Arc::new(s);
-            Dev { reg, state: TreeState::new(), env, fetches: Vec::new(), alerts: Vec::new(), requests: 0 }
-        }
+    /// The Status node of the test's product.
+    trait StatusNode {
+        fn status(&mut self) -> Option<String>;
+    }
 
-        fn take(&mut self, effects: Vec<Effect>) {
-            for e in effects {
-                match e {
-                    Effect::Fetch { csp, node, url } => {
-                        assert_eq!(csp, CSP_NAME);
-                        self.fetches.push((node, url));
-                    }
-                    Effect::Alert { code, item } => self.alerts.push((code, item)),
-                    Effect::RequestSession { .. } => self.requests += 1,
-                    other => panic!("unexpected effect {other:?}"),
-                }
-            }
-        }
-
-        fn run(&mut self, body: &str) -> Vec<CmdOutcome> {
-            let xml = format!(
-                r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>dev</LocURI></Target><Source><LocURI>https://srv</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
-            );
-            let msg = decode(&xml).expect("test message decodes");
-            let mut out = Vec::new();
-            let mut effects = Vec::new();
-            for cmd in &msg.body.commands {
-                let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
-                out.extend(tree.execute(cmd));
-                effects.append(&mut tree.effects);
-            }
-            self.state.commit();
-            assert!(effects.is_empty(), "commands start no effect at once: {effects:?}");
-            out
-        }
-
-        fn get_all(&mut self, uri: &str) -> (StatusCode, Option<String>) {
-            let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
-            let out = tree.execute(&Command::Get(crate::syncml::ItemCmd {
-                cmd_id: "9".into(),
-                items: vec![Item::target(uri)],
-                ..Default::default()
-            }));
-            (out[0].code, out[0].results.first().and_then(|i| i.data.clone()))
-        }
-
-        fn get(&mut self, uri: &str) -> Option<String> {
-            match self.get_all(uri) {
-                (StatusCode::Ok, v) => v,
-                _ => None,
-            }
-        }
-
+    impl StatusNode for Dev {
         fn status(&mut self) -> Option<String> {
             self.get(&format!("{NODE}/Status"))
         }
-
-        /// Moves the clock forward, running each timer at its own instant.
-        fn advance(&mut self, d: Duration) {
-            let until = self.env.now + d;
-            for _ in 0..1000 {
-                match self.reg.next_deadline(&mut self.state, &self.env) {
-                    Some(t) if t <= until => {
-                        self.env.now = t.max(self.env.now);
-                        let e = self.reg.on_deadline(&mut self.state, &self.env);
-                        self.take(e);
-                    }
-                    _ => break,
-                }
-            }
-            self.env.now = until;
-        }
-
-        /// Answers the oldest pending fetch.
-        fn answer(&mut self, outcome: FetchOutcome) {
-            assert!(!self.fetches.is_empty(), "no fetch was asked for");
-            let (node, _) = self.fetches.remove(0);
-            let e = self.reg.on_fetch(&mut self.state, &self.env, CSP_NAME, &node, &outcome);
-            self.take(e);
-        }
     }
 
-    fn codes(out: &[CmdOutcome]) -> Vec<(String, u16)> {
-        out.iter().map(|o| (o.cmd.clone(), o.code.code())).collect()
-    }
+    use crate::csp::test_rig::codes;
 
     fn body(b: &[u8]) -> FetchOutcome {
         FetchOutcome::Done { size: b.len() as u64, sha256: sha(b) }
@@ -1133,7 +1041,7 @@ mod tests {
     /// Fleet's Add + Exec of a job whose hash is that of [`MSI_BYTES`] (upper case, as Fleet
     /// sends it).
     fn started(settings: &[(&str, &str)], retries: u8) -> Dev {
-        let mut d = Dev::new(settings);
+        let mut d = dev(settings);
         let out = d.run(&add_exec(NODE, &job(&sha(MSI_BYTES).to_ascii_uppercase(), retries)));
         assert_eq!(codes(&out), [("Add".into(), 200), ("Exec".into(), 200)]);
         d
@@ -1333,7 +1241,7 @@ mod tests {
 
     #[test]
     fn an_exec_without_add_creates_the_node_and_an_exec_under_way_does_not_restart() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         let out = d.run(&exec_only(NODE, &esc(&job(&sha(MSI_BYTES), 0))));
         assert_eq!(codes(&out), [("Exec".into(), 200)]);
         assert_eq!(d.status().as_deref(), Some("10"));
@@ -1359,7 +1267,7 @@ mod tests {
 
     #[test]
     fn a_job_in_cdata_or_as_raw_xml_in_data_is_read_too() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         let cdata = exec_only(NODE, &format!("<![CDATA[{}]]>", job(&sha(MSI_BYTES), 1)));
         assert_eq!(codes(&d.run(&cdata)), [("Exec".into(), 200)]);
         assert_eq!(d.status().as_deref(), Some("10"));
@@ -1373,7 +1281,7 @@ mod tests {
 
     #[test]
     fn a_malformed_job_is_400_and_reads_status_60_with_the_problem() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         let no_url = job(&"ab".repeat(32), 1).replace(&format!("<ContentURL>{URL}</ContentURL>"), "");
         let out = d.run(&add_exec(NODE, &no_url));
         assert_eq!(codes(&out), [("Add".into(), 200), ("Exec".into(), 400)]);
@@ -1442,7 +1350,7 @@ mod tests {
             assert_eq!(d.alerts[0].1.data, Some(hr(hresult)));
         }
         // Two URLs: the second is tried when the first fails, in the same attempt.
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         let two = job(&sha(MSI_BYTES), 0).replace(
             &format!("<ContentURL>{URL}</ContentURL>"),
             &format!("<ContentURL>{URL}</ContentURL><ContentURL>https://mirror.example.net/agent.msi</ContentURL>"),
@@ -1509,7 +1417,7 @@ mod tests {
 
     #[test]
     fn user_scope_installs_report_with_a_user_locuri() {
-        let mut d = Dev::new(&[("msi_install_ms", "0")]);
+        let mut d = dev(&[("msi_install_ms", "0")]);
         let user = NODE.replace("./Device/", "./User/");
         d.run(&add_exec(&user, &job(&sha(MSI_BYTES), 0)));
         assert_eq!(d.get(&format!("{user}/Status")).as_deref(), Some("10"));
@@ -1545,7 +1453,7 @@ mod tests {
 
     #[test]
     fn the_csp_is_not_on_windows_8_1_and_upgrade_codes_list_nothing() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         assert_eq!(d.get(&format!("{MSI}/UpgradeCode")).as_deref(), Some(""));
         assert_eq!(d.get("./Vendor/MSFT/EnterpriseDesktopAppManagement/MSI").as_deref(), Some("UpgradeCode"));
         d.env.profile = Profile::Win81;

@@ -838,13 +838,11 @@ impl Csp for EnterpriseAppManagement {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use chrono::TimeZone;
 
     use super::*;
-    use crate::syncml::{Command, Item, decode};
-    use crate::tree::{CmdOutcome, Env, Profile, Registry, Tree};
+    use crate::syncml::Command;
 
     const ENT: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001";
     const PID: &str = "%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D";
@@ -944,106 +942,25 @@ mod tests {
 
     const URL: &str = "http://127.0.0.1:8080/apps/ContosoApp1.appx";
 
-    /// One device driven the way the runner will drive it: commands through the tree engine,
-    /// timers through `Registry::next_deadline`/`on_deadline`, fetches through `on_fetch`.
-    struct Dev {
-        reg: Registry,
-        state: TreeState,
-        env: Env,
-        /// Fetches asked for and not answered yet: (node, url).
-        fetches: Vec<(String, String)>,
+    /// One device driven as the runner drives it (`crate::csp::test_rig`).
+    type Dev = crate::csp::test_rig::Rig;
+
+    fn dev(settings: &[(&str, &str)]) -> Dev {
+        crate::csp::test_rig::Rig::new(EnterpriseAppManagement, settings)
     }
 
-    impl Dev {
-        fn new(settings: &[(&str, &str)]) -> Self {
-            let mut reg = Registry::new();
-            reg.register(EnterpriseAppManagement);
-            let mut env = Env::new(Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap(), Profile::Win10);
-            let mut s = Settings::default();
-            for (k, v) in settings {
-                s.0.insert(k.to_string(), v.to_string());
-            }
-            env.settings = Arc::new(s);
-            Dev { reg, state: TreeState::new(), env, fetches: Vec::new() }
-        }
+    /// The Status node of the test's product.
+    trait StatusNode {
+        fn status(&mut self) -> Option<String>;
+    }
 
-        fn take(&mut self, effects: Vec<Effect>) {
-            for e in effects {
-                if let Effect::Fetch { csp, node, url } = e {
-                    assert_eq!(csp, CSP_NAME);
-                    self.fetches.push((node, url));
-                }
-            }
-        }
-
-        /// Executes the commands of a SyncBody fragment as a server message.
-        fn run(&mut self, body: &str) -> Vec<CmdOutcome> {
-            let xml = format!(
-                r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>dev</LocURI></Target><Source><LocURI>https://srv</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
-            );
-            let msg = decode(&xml).expect("test message decodes");
-            let mut out = Vec::new();
-            let mut effects = Vec::new();
-            for cmd in &msg.body.commands {
-                let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
-                out.extend(tree.execute(cmd));
-                effects.append(&mut tree.effects);
-            }
-            self.state.commit();
-            self.take(effects);
-            out
-        }
-
-        fn get_all(&mut self, uri: &str) -> (StatusCode, Vec<Item>) {
-            let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
-            let out = tree.execute(&Command::Get(crate::syncml::ItemCmd {
-                cmd_id: "9".into(),
-                items: vec![Item::target(uri)],
-                ..Default::default()
-            }));
-            (out[0].code, out[0].results.clone())
-        }
-
-        fn get(&mut self, uri: &str) -> Option<String> {
-            let (code, items) = self.get_all(uri);
-            if code != StatusCode::Ok {
-                return None;
-            }
-            items.first().and_then(|i| i.data.clone())
-        }
-
+    impl StatusNode for Dev {
         fn status(&mut self) -> Option<String> {
             self.get(&format!("{DL}/Status"))
         }
-
-        /// Moves the clock forward, running each timer at its own instant.
-        fn advance(&mut self, d: Duration) {
-            let until = self.env.now + d;
-            for _ in 0..1000 {
-                match self.reg.next_deadline(&mut self.state, &self.env) {
-                    Some(t) if t <= until => {
-                        self.env.now = t.max(self.env.now);
-                        let e = self.reg.on_deadline(&mut self.state, &self.env);
-                        self.take(e);
-                    }
-                    _ => break,
-                }
-            }
-            self.env.now = until;
-        }
-
-        /// Answers the oldest pending fetch.
-        fn answer(&mut self, outcome: FetchOutcome) {
-            assert!(!self.fetches.is_empty(), "no fetch was asked for");
-            let (node, _) = self.fetches.remove(0);
-            let e = self.reg.on_fetch(&mut self.state, &self.env, CSP_NAME, &node, &outcome);
-            self.take(e);
-        }
     }
 
-    fn codes(out: &[CmdOutcome]) -> Vec<(String, u16)> {
-        out.iter().map(|o| (o.cmd.clone(), o.code.code())).collect()
-    }
+    use crate::csp::test_rig::codes;
 
     fn ok_body() -> FetchOutcome {
         FetchOutcome::Done { size: 5, sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hello")) }
@@ -1055,7 +972,7 @@ mod tests {
 
     /// Enrolls, sends the install Atomic and returns the device after the Exec.
     fn started(settings: &[(&str, &str)]) -> Dev {
-        let mut d = Dev::new(settings);
+        let mut d = dev(settings);
         assert_eq!(codes(&d.run(ENROLL)), [("Add".to_string(), 200)]);
         let out = d.run(&install_atomic(URL, "2.0.0.0"));
         assert!(out.iter().all(|o| o.code == StatusCode::Ok), "{out:?}");
@@ -1082,7 +999,7 @@ mod tests {
 
     #[test]
     fn enrolling_creates_the_enterprise_with_its_fixed_nodes() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         assert_eq!(d.get(ENT), None);
         d.run(ENROLL);
         assert_eq!(
@@ -1149,7 +1066,7 @@ mod tests {
 
     #[test]
     fn inventory_list_structdata_has_the_seeds_shape() {
-        let mut d = Dev::new(&[("entapp_publisher", "Contoso")]);
+        let mut d = dev(&[("entapp_publisher", "Contoso")]);
         d.run(ENROLL);
         preinstall(
             &mut d.state,
@@ -1311,7 +1228,7 @@ mod tests {
 
     #[test]
     fn a_url_that_is_not_http_fails_without_a_fetch() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         d.run(ENROLL);
         d.run(&install_atomic("ftp://contoso.com/app.xap", "1.0"));
         d.advance(Duration::seconds(5));
@@ -1371,7 +1288,7 @@ mod tests {
 
     #[test]
     fn delete_of_an_inventory_app_uninstalls_it() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         preinstall(
             &mut d.state,
             "4000000001",
@@ -1405,7 +1322,7 @@ mod tests {
 
     #[test]
     fn the_seeds_atomic_with_its_locuri_typo_rolls_back_everything() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         d.run(ENROLL);
         let before = d.state.clone();
         let out = d.run(SEED_ATOMIC);
@@ -1450,7 +1367,7 @@ mod tests {
 
     #[test]
     fn store_product_id_and_store_uri_install_the_first_app_by_themselves() {
-        let mut d = Dev::new(&[]);
+        let mut d = dev(&[]);
         let out = d.run(&format!(
             r#"<Add><CmdID>2</CmdID>
             <Item><Target><LocURI>{ENT}/EnrollmentToken</LocURI></Target><Data>token</Data></Item>

@@ -10,6 +10,8 @@ pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
 pub mod enterprise_app;
+#[cfg(test)]
+mod test_rig;
 pub mod wmi_bridge;
 
 use crate::tree::Registry;
