@@ -6,15 +6,13 @@
 //! and the transcripts.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{StatusCode as HttpStatus, Uri};
 use sha2::{Digest, Sha256};
 
 use mdmsim::syncml::{Command, SyncMl, decode};
 
+use crate::support::content::Content;
 use crate::support::server::{Reply, Server, msg};
 use crate::support::{mdmsim, tree_value};
 
@@ -28,65 +26,6 @@ const INV: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseAp
 /// The apps `fixtures/templates/win10-desktop.toml` pre-installs.
 const HUB: &str = "%7BB0322158-C3C2-44EB-8A31-D14A9FEC450E%7D";
 const EXPENSES: &str = "%7B6E1A4C2F-8D3B-4B7E-9F0A-2C5D7E8F1A3B%7D";
-
-// ---- the content server ----
-
-/// Serves `/apps/ContosoApp1.appx` and `/apps/ContosoApp1-v3.appx`, 404 for anything else, and
-/// records every path asked for. Stops when dropped.
-struct Content {
-    base: String,
-    hits: Arc<Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Content {
-    fn start() -> Content {
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let log = hits.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let app = Router::new().fallback(move |uri: Uri| {
-                    let log = log.clone();
-                    async move {
-                        log.lock().expect("lock").push(uri.path().to_string());
-                        match uri.path() {
-                            "/apps/ContosoApp1.appx" => (HttpStatus::OK, PACKAGE.to_vec()),
-                            "/apps/ContosoApp1-v3.appx" => (HttpStatus::OK, PACKAGE_V3.to_vec()),
-                            _ => (HttpStatus::NOT_FOUND, b"no such package".to_vec()),
-                        }
-                    }
-                });
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-                addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("content server started");
-        Content { base: format!("http://{addr}"), hits, stop: Some(stop_tx) }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn hits(&self) -> Vec<String> {
-        self.hits.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Content {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
 
 // ---- one device, its servers and its sessions ----
 
@@ -120,7 +59,10 @@ impl Lab {
     fn new(behaviour: &str, template: Option<&Path>) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = Server::start(vec![]);
-        let content = Content::start();
+        let content = Content::start(vec![
+            ("/apps/ContosoApp1.appx", PACKAGE.to_vec()),
+            ("/apps/ContosoApp1-v3.appx", PACKAGE_V3.to_vec()),
+        ]);
         let file = match template {
             Some(t) => t.to_path_buf(),
             None => {

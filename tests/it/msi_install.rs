@@ -6,16 +6,14 @@
 //! later sessions, and the completion Alert 1224 in package 1 of the session after the install.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{StatusCode as HttpStatus, Uri};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use mdmsim::syncml::{Alert, Command, SyncMl, decode};
 
+use crate::support::content::Content;
 use crate::support::server::{Reply, Server, msg};
 use crate::support::{mdmsim, tree_value};
 
@@ -38,63 +36,6 @@ const MINUTES: &str =
 
 fn sha_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
-}
-
-// ---- the content server ----
-
-/// Serves `/fleet/fleetd-base.msi`, 404 for anything else, and records every path asked for.
-struct Content {
-    base: String,
-    hits: Arc<Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Content {
-    fn start() -> Content {
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let log = hits.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let app = Router::new().fallback(move |uri: Uri| {
-                    let log = log.clone();
-                    async move {
-                        log.lock().expect("lock").push(uri.path().to_string());
-                        match uri.path() {
-                            "/fleet/fleetd-base.msi" => (HttpStatus::OK, MSI.to_vec()),
-                            _ => (HttpStatus::NOT_FOUND, b"no such package".to_vec()),
-                        }
-                    }
-                });
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-                addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("content server started");
-        Content { base: format!("http://{addr}"), hits, stop: Some(stop_tx) }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn hits(&self) -> Vec<String> {
-        self.hits.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Content {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 // ---- Fleet's commands ----
@@ -240,7 +181,7 @@ impl Lab {
     fn new(behaviour: &str) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = Server::start(vec![]);
-        let content = Content::start();
+        let content = Content::start(vec![("/fleet/fleetd-base.msi", MSI.to_vec())]);
         let file = dir.path().join("device.toml");
         let text = format!("profile = \"win10\"\n[behaviour]\njitter = \"false\"\n{behaviour}");
         std::fs::write(&file, text).expect("write template");

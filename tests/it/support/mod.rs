@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod content;
 pub mod lab;
 pub mod refserver;
 pub mod server;
