@@ -5,7 +5,8 @@
 //! `enroll`, `scenario`) are sans-I/O: they take `now` and inputs and return outputs and
 //! deadlines. `runner` is the I/O shell around them (HTTP, the sled store, the fleet loop and
 //! its clock); `server` is the embedded reference MDM server, which shares only `syncml` with
-//! the device side. See DESIGN.md for the map.
+//! the device side. `ddf` holds the node facts of every Windows CSP (from Microsoft's DDF
+//! files); `fuzz_entry` is the entry points of the fuzz targets.
 
 pub mod csp;
 pub mod ddf;

@@ -24,7 +24,7 @@ use crate::tree::{Env, Profile, Settings, TreeState};
 pub use id::{BadDeviceId, DeviceId};
 pub use template::{BEHAVIOUR_KEYS, BehaviourKey, KeyForm, SettingKind, Template, TemplateApp, TemplateError};
 
-/// The DMClient provider ID when none is given (the one Intune uses, PROTOCOL.md §5).
+/// The DMClient provider ID when none is given (the one Intune uses, Microsoft's CSP pages).
 pub const DEFAULT_PROVIDER_ID: &str = "MS DM Server";
 
 /// The stored record of one device.
@@ -211,7 +211,7 @@ pub struct Enrollment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnenrolledBy {
-    /// The server: `DMClient/Provider/<ID>/Unenroll` Exec (PROTOCOL.md §3.6).
+    /// The server: `DMClient/Provider/<ID>/Unenroll` Exec (Microsoft's DMClient CSP page, unenrollment).
     Server,
     /// The user: `mdmsim unenroll` (Alert 1226 `com.microsoft:mdm.unenrollment.userrequest`).
     User,
@@ -311,7 +311,7 @@ impl Device {
     }
 
     /// The mode, session alert and LoginStatus a trigger gives now, outside any schedule (seed
-    /// mdmagent-operation-modes.txt; PROTOCOL.md §8), from who is logged on.
+    /// mdmagent-operation-modes.txt; the Windows 8.1 MDM operation modes post), from who is logged on.
     pub fn plan(&self, trigger: Trigger) -> SessionPlan {
         let request = SessionRequest::one_shot(trigger, self.profile, &self.users, self.enrolled_at, false);
         SessionPlan::from_request(&request, self.profile)
@@ -351,7 +351,7 @@ impl Device {
     }
 
     /// Starts counting a new session and returns its configuration (SessionID = the counter
-    /// in decimal, PROTOCOL.md §1.1).
+    /// in decimal, MS-MDM §2.2, OMA DM RepPro).
     pub fn next_session(&mut self, trigger: Trigger) -> SessionConfig {
         let plan = self.plan(trigger);
         self.start_session(trigger, plan)
