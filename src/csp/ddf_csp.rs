@@ -270,9 +270,25 @@ impl Csp for DdfCsp {
         if self.policies.is_some() && node.rel.starts_with("Result/") {
             return self.policy_of(node.rel).is_some();
         }
-        let Some(min) = self.fact(node.spec).and_then(|f| f.os_build.as_deref()) else { return true };
-        let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or_else(|| vec![10, 0, 19045]);
-        build_of(min) <= device
+        let Some(fact) = self.fact(node.spec) else { return true };
+        if let Some(min) = fact.os_build.as_deref() {
+            let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or_else(|| vec![10, 0, 19045]);
+            if build_of(min) > device {
+                return false;
+            }
+        }
+        // The DDF's EditionAllowList (hex PRODUCT_* values) against the device's DevDetail
+        // OSEdition (decimal): a node of another edition is not there.
+        let edition = cx.state.value("DevDetail/Ext/Microsoft/OSEdition").and_then(|v| v.trim().parse::<u32>().ok());
+        match (fact.editions.as_deref(), edition) {
+            (Some(list), Some(e)) => list
+                .split(';')
+                .filter_map(|x| {
+                    u32::from_str_radix(x.trim().trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+                })
+                .any(|x| x == e),
+            _ => true,
+        }
     }
 
     fn children(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<Vec<String>> {
@@ -469,6 +485,39 @@ mod tests {
                 .0,
             StatusCode::Ok
         );
+    }
+
+    /// A node whose DDF EditionAllowList leaves out the device's edition is not there.
+    #[test]
+    fn nodes_of_other_editions_are_not_there() {
+        let facts = crate::ddf::builtin();
+        // An Enterprise-only node: in an allow list with 0x4 (Enterprise) but not 0x30 (Pro).
+        let only_ent = facts
+            .iter()
+            .filter(|f| f.format != Format::Node && f.access.contains(Ops::GET) && !f.path.contains('<'))
+            .filter(|f| f.path.starts_with("./Device/Vendor/MSFT/Policy/Config/"))
+            .find(|f| {
+                f.editions
+                    .as_deref()
+                    .is_some_and(|l| l.split(';').any(|x| x == "0x4") && !l.split(';').any(|x| x == "0x30"))
+            })
+            .expect("the table has an Enterprise-only policy");
+        let set = |edition: &str| {
+            let mut s = device();
+            s.set_value("DevDetail/Ext/Microsoft/OSEdition", edition);
+            s.commit();
+            s
+        };
+        let data = match only_ent.format {
+            Format::Int => "0",
+            Format::Bool => "false",
+            _ => "x",
+        };
+        let mut pro = set("48");
+        let cmd = write("Replace", &only_ent.path, only_ent.format.as_str(), data);
+        assert_eq!(run(&mut pro, cmd.clone()).0, StatusCode::NotFound, "{} on Pro", only_ent.path);
+        let mut ent = set("4");
+        assert_ne!(run(&mut ent, cmd).0, StatusCode::NotFound, "{} on Enterprise", only_ent.path);
     }
 
     #[test]
