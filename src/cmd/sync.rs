@@ -93,21 +93,19 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         device.tree.commit();
         // A server-initiated unenrollment (DMClient Unenroll Exec) wipes the enrollment.
         let wiped = enrollment::handle_effects(&mut device, Some(&a.state), &rest, chrono::Utc::now());
-        (report, wiped)
+        // A reboot the server asked for (RebootNow) or a Reboot schedule that came due.
+        let reboot = rest.iter().find_map(|e| match e {
+            Effect::Reboot { reason } => Some(reason.clone()),
+            _ => None,
+        });
+        (report, wiped, reboot)
     });
-    let (report, wiped) = report;
-    let reboot = report.effects.iter().find_map(|e| match e {
-        Effect::Reboot { reason } => Some(reason.clone()),
-        _ => None,
-    });
+    let (report, wiped, reboot) = report;
     if let Some(why) = reboot {
         // The device restarts once the session is over: everyone is logged off, so its next
         // session (the reboot's) runs in Machine mode.
         device.apply_trigger(Trigger::Reboot);
-        out::warn(format_args!(
-            "mdmsim: the server rebooted device {} ({why}): its next session runs in Machine mode",
-            device.id
-        ));
+        out::warn(format_args!("mdmsim: device {} rebooted ({why}): its next session runs in Machine mode", device.id));
     }
     store.save_session(&device, &report.summary).map_err(super::store_error)?;
     match wiped {

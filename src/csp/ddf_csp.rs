@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
+use chrono::{DateTime, Utc};
+
 use crate::ddf::{Allowed, NodeFact};
 use crate::syncml::StatusCode;
 use crate::tree::{Csp, CspCx, Effect, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
@@ -339,6 +341,58 @@ impl Csp for DdfCsp {
         StatusCode::Ok
     }
 
+    /// The Reboot CSP's schedules: `Schedule/Single` reboots the device once at its time,
+    /// `Schedule/DailyRecurrent` every day at its time of day (ISO 8601 date-times in the
+    /// device's local time, as Microsoft's Reboot CSP page gives them).
+    fn next_deadline(&self, cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
+        if self.root != "Vendor/MSFT/Reboot" || self.scope != Scope::Device {
+            return None;
+        }
+        let offset = cx.env.settings.str("utc_offset_minutes").and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+        let single = cx
+            .value("Schedule/Single")
+            .and_then(|v| local_time(v, offset))
+            .filter(|t| cx.state.value(&format!("{REBOOT_META}/single")) != Some(t.to_rfc3339().as_str()));
+        let daily = cx.value("Schedule/DailyRecurrent").and_then(|v| local_time(v, offset)).map(|first| {
+            let last = cx
+                .state
+                .value(&format!("{REBOOT_META}/daily"))
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc));
+            match last {
+                // The next occurrence after the last reboot it caused.
+                Some(l) if l >= first => l + chrono::Duration::days(1),
+                _ => first,
+            }
+        });
+        match (single, daily) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_deadline(&self, cx: &mut CspCx<'_>) {
+        let now = cx.env.now;
+        let offset = cx.env.settings.str("utc_offset_minutes").and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+        if let Some(t) = cx.value("Schedule/Single").and_then(|v| local_time(v, offset)).filter(|t| *t <= now) {
+            let key = format!("{REBOOT_META}/single");
+            if cx.state.value(&key) != Some(t.to_rfc3339().as_str()) {
+                cx.state.set_value(&key, t.to_rfc3339());
+                cx.emit(Effect::Reboot { reason: "Reboot/Schedule/Single".into() });
+            }
+        }
+        if self.next_deadline(cx).is_some_and(|t| t <= now) && cx.value("Schedule/DailyRecurrent").is_some() {
+            // The occurrence due now (a device that was off reboots once, not once per day missed).
+            let first = cx.value("Schedule/DailyRecurrent").and_then(|v| local_time(v, offset));
+            if let Some(first) = first.filter(|f| *f <= now) {
+                let days = (now - first).num_days();
+                let due = first + chrono::Duration::days(days);
+                cx.state.set_value(&format!("{REBOOT_META}/daily"), due.to_rfc3339());
+                cx.emit(Effect::Reboot { reason: "Reboot/Schedule/DailyRecurrent".into() });
+            }
+        }
+    }
+
     fn validate(&self, _cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
         let (Some(fact), Some(value)) = (self.fact(node.spec), value) else { return Ok(()) };
         if op == WriteOp::Delete || node.spec.is_interior() {
@@ -346,6 +400,21 @@ impl Csp for DdfCsp {
         }
         if allowed(&fact.allowed, fact.format, value) { Ok(()) } else { Err(StatusCode::BadRequest) }
     }
+}
+
+/// Where the Reboot schedules remember the reboots they caused (outside every CSP root).
+const REBOOT_META: &str = "@Reboot";
+
+/// An ISO 8601 date-time: with an offset as given, without one in the device's local time.
+fn local_time(v: &str, offset_minutes: i64) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M"))
+        .ok()?;
+    Some(naive.and_utc() - chrono::Duration::minutes(offset_minutes))
 }
 
 /// Whether `value` is one the DDF allows.
@@ -518,6 +587,35 @@ mod tests {
         assert_eq!(run(&mut pro, cmd.clone()).0, StatusCode::NotFound, "{} on Pro", only_ent.path);
         let mut ent = set("4");
         assert_ne!(run(&mut ent, cmd).0, StatusCode::NotFound, "{} on Enterprise", only_ent.path);
+    }
+
+    /// `Schedule/Single` reboots the device once at its time; `DailyRecurrent` every day.
+    #[test]
+    fn reboot_schedules_reboot_the_device_at_their_time() {
+        let registry = crate::csp::registry();
+        let mut env =
+            Env::new(chrono::DateTime::parse_from_rfc3339("2026-12-06T00:00:00Z").unwrap().into(), Profile::Win10);
+        let mut s = device();
+        let schedule =
+            |kind: &str, at: &str| write("Replace", &format!("./Device/Vendor/MSFT/Reboot/Schedule/{kind}"), "chr", at);
+        let out = Tree::new(&registry, &mut s, &env).execute(&schedule("Single", "2026-12-06T02:00:00"));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        s.commit();
+        let first = registry.next_deadline(&mut s, &env).expect("a reboot is scheduled");
+        assert_eq!(first.to_rfc3339(), "2026-12-06T02:00:00+00:00");
+        env.now = first;
+        let fx = registry.on_deadline(&mut s, &env);
+        assert!(matches!(fx.as_slice(), [Effect::Reboot { reason }] if reason.contains("Single")), "{fx:?}");
+        assert_eq!(registry.next_deadline(&mut s, &env), None, "a single reboot happens once");
+        // Daily at 03:30 from the 7th; a device that was off two days reboots once.
+        let out = Tree::new(&registry, &mut s, &env).execute(&schedule("DailyRecurrent", "2026-12-07T03:30:00"));
+        assert_eq!(out[0].code, StatusCode::Ok);
+        s.commit();
+        env.now = chrono::DateTime::parse_from_rfc3339("2026-12-09T12:00:00Z").unwrap().into();
+        let fx = registry.on_deadline(&mut s, &env);
+        assert_eq!(fx.len(), 1, "{fx:?}");
+        let next = registry.next_deadline(&mut s, &env).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-12-10T03:30:00+00:00");
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn reboot_now_leads_to_a_machine_mode_session() {
     new_device(&state, &server);
     let (code, _, err) = mdmsim(&["sync", "--state", &state, "--trigger", "logon"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("rebooted device") && err.contains("Machine mode"), "{err}");
+    assert!(err.contains("rebooted (Reboot/RebootNow)") && err.contains("Machine mode"), "{err}");
     let v = sync(&state);
     assert_eq!(v["mode"], "Machine", "the reboot logged everyone off: {v}");
     // The RebootNow was in the first sync's session.
