@@ -1,7 +1,7 @@
 //! DMClient (`./Vendor/MSFT/DMClient`): the enrolment's own settings — identity nodes, server
 //! addresses, poll schedules, push, first-sync status, message signing, keep-alive and
 //! unenrollment — and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (seed
-//! dmclient-csp.md, the authority; DDF `DMClient.xml` only where the seed gives no operations or
+//! the DMClient CSP page, the authority; DDF `DMClient.xml` only where the seed gives no operations or
 //! format).
 //!
 //! Owns the node table, the rules the seed attaches to writes (one-way values, the poll

@@ -1,6 +1,6 @@
 //! EnterpriseAppManagement (`./Vendor/MSFT/EnterpriseAppManagement/<EnterpriseID>`): the
 //! enterprise app enrollment of a Windows 10 Mobile device, its app inventory and the
-//! download/install state machine (seed enterpriseappmanagement-csp.txt).
+//! download/install state machine (the EnterpriseAppManagement CSP page).
 //!
 //! Owns the node table, the Status state machine of `EnterpriseApps/Download/<ProductID>`, the
 //! mapping of download outcomes to `LastError` HRESULTs and the inventory of installed apps. Does
@@ -68,7 +68,7 @@
 //! `<ProductID>` in a key is compared without braces and case-insensitively, so
 //! `entapp_sha256:{B316008A-...}` and `entapp_sha256:b316008a-...` both match.
 //!
-//! # Retry model (seed intune-management-extension-deep-dive.txt, "How the IME handles failures")
+//! # Retry model (Intune Management Extension deep dive, "How the IME handles failures")
 //!
 //! With `entapp_retry = true`, a failure whose code is a "retry" code (connection refused,
 //! timeout, other transport failure, HTTP 408/429/5xx) is retried 3 times at 5-minute

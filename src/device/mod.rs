@@ -56,7 +56,7 @@ pub struct Device {
     #[serde(default)]
     pub unenrolled: Option<Unenrolled>,
     /// The management server URL that last answered a session, with the DMClient address list
-    /// it was cached with (seed dmclient-csp.md, ManagementServerAddressList: "cache the
+    /// it was cached with (the DMClient CSP page, ManagementServerAddressList: "cache the
     /// successfully connected server URL for the next session"); `None` until a session
     /// connected through a list.
     #[serde(default)]
@@ -311,7 +311,7 @@ impl Device {
     }
 
     /// The mode, session alert and LoginStatus a trigger gives now, outside any schedule (seed
-    /// mdmagent-operation-modes.txt; the Windows 8.1 MDM operation modes post), from who is logged on.
+    /// the Windows 8.1 MDM operation modes post; the Windows 8.1 MDM operation modes post), from who is logged on.
     pub fn plan(&self, trigger: Trigger) -> SessionPlan {
         let request = SessionRequest::one_shot(trigger, self.profile, &self.users, self.enrolled_at, false);
         SessionPlan::from_request(&request, self.profile)

@@ -485,7 +485,7 @@ impl Provisioning {
     ///
     /// A `parm` of a provisioning document sets a value whether or not the node exists: an
     /// `Add` refused with 405 (a node that allows only Replace, like DMClient `UPN`, seed
-    /// dmclient-csp.md) or 418 (already there) is retried as a `Replace`.
+    /// the DMClient CSP page) or 418 (already there) is retried as a `Replace`.
     pub fn apply(&self, tree: &mut Tree<'_>) -> Result<(), ApplyError> {
         let mark = tree.state.mark();
         let effects = tree.effects.len();
@@ -689,7 +689,7 @@ mod tests {
         // The provider and its Poll node exist already (a pre-provisioned device).
         crate::csp::dmclient::create_provider(&mut state, "Fleet", &Default::default());
         p.apply(&mut Tree::new(&reg, &mut state, &env)).unwrap();
-        // UPN is Get/Replace only (seed dmclient-csp.md): set through the Replace retry.
+        // UPN is Get/Replace only (the DMClient CSP page): set through the Replace retry.
         assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/UPN"), Some("user@example.com"));
         assert_eq!(state.value("Vendor/MSFT/DMClient/Provider/Fleet/EntDeviceName"), Some("user_Windows"));
     }

@@ -1,5 +1,5 @@
 //! The CMS detached signature a device puts on every client message when DMClient
-//! `Provider/<ID>/RequireMessageSigning` is true (seed dmclient-csp.md, RequireMessageSigning;
+//! `Provider/<ID>/RequireMessageSigning` is true (the DMClient CSP page, RequireMessageSigning;
 //! MS-MDM §2.1 HTTP transport "Message signing").
 //!
 //! Owns the signature bytes: a base64 CMS (PKCS#7 `SignedData`) *detached* signature over the

@@ -1,6 +1,6 @@
 //! The command gate of an operation mode: which server commands a device accepts in Machine
 //! mode and in an interactive run, and the conformance findings a server earns by sending
-//! others (seed `mdmagent-operation-modes.txt`, the Windows 8.1 MDM operation modes post).
+//! others (the Windows 8.1 MDM operation modes post).
 //!
 //! Owns the rules as a pure function, [`judge`], that the session calls for every item of every
 //! Add/Replace/Delete/Get/Exec (children of Atomic/Sequence are judged one by one; the

@@ -1,5 +1,5 @@
 //! When a device starts a session and in which operation mode (seed
-//! `mdmagent-operation-modes.txt`; the Windows 8.1 MDM operation modes post), and the clock that drives it all.
+//! the Windows 8.1 MDM operation modes post; the Windows 8.1 MDM operation modes post), and the clock that drives it all.
 //!
 //! Owns, all sans-I/O (`now` always comes in):
 //! - [`mode`]: the [`Mode`]s (Machine, Maintenance, Apps), the [`Trigger`]s, who is logged on

@@ -1,5 +1,5 @@
 //! Operation modes, triggers and the user-session state of one device, and the rules that map a
-//! trigger to the mode of the session it starts (seed `mdmagent-operation-modes.txt`,
+//! trigger to the mode of the session it starts (Windows 8.1 MDM operation modes post,
 //! the Windows 8.1 MDM operation modes post).
 //!
 //! Owns: who is logged on (the enrolled user active / locked / logged off, other users, nobody),

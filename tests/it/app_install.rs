@@ -1,7 +1,7 @@
 //! EnterpriseAppManagement as a server developer drives it: `mdmsim device new --template`, then
 //! one `mdmsim sync` per management session against the scripted SyncML server on 127.0.0.1,
 //! with the packages served by a content server on 127.0.0.1. The server's commands are the
-//! seed's (enterpriseappmanagement-csp.txt) with the product IDs escaped (`%7B...%7D`); what is
+//! seed's (the EnterpriseAppManagement CSP page) with the product IDs escaped (`%7B...%7D`); what is
 //! asserted is what the server receives back (Status codes, Results), what `mdmsim tree` shows,
 //! and the transcripts.
 

@@ -1,4 +1,4 @@
-//! The seed dmclient-csp.md's examples, replayed as server messages (SyncML text) against the
+//! The the DMClient CSP page's examples, replayed as server messages (SyncML text) against the
 //! registry every device uses, asserting the statuses and the values read back.
 
 use std::sync::Arc;

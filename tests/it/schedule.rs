@@ -1,5 +1,5 @@
 //! Triggers → operation modes, the Machine-mode command gate and the clock, every row of the seed
-//! (`mdmagent-operation-modes.txt`) stepped on the virtual clock the way `mdmsim run --clock
+//! (the Windows 8.1 MDM operation modes post) stepped on the virtual clock the way `mdmsim run --clock
 //! virtual` drives a device.
 
 use std::path::Path;

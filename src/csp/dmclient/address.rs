@@ -1,5 +1,5 @@
 //! Management server addresses of a DMClient provider as a pure list: parsing the node values and
-//! the order in which the transport tries the servers (seed dmclient-csp.md,
+//! the order in which the transport tries the servers (the DMClient CSP page,
 //! ManagementServiceAddress, ManagementServerAddressList, UpdateManagementServiceAddress).
 //!
 //! Owns the text forms and the order rule. Does not own the HTTP attempts, the retry count or

@@ -1,5 +1,5 @@
 //! DMClient poll schedules as pure data: the six `Provider/<ID>/Poll` values, the seed's rules
-//! about them, and the timetable of poll instants they give (seed dmclient-csp.md, "Poll").
+//! about them, and the timetable of poll instants they give (the DMClient CSP page, "Poll").
 //!
 //! Owns the meaning of the values: which set is disabled, which is infinite, what the device
 //! corrects, when a configuration is refused, and the instants. Does not own the tree (the CSP
