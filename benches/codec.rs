@@ -1,6 +1,6 @@
 //! Criterion benchmarks for the hot path of one management round trip: decode a typical server
 //! message (`fixtures/syncml/server-typical-30-commands.xml`, about 10 KB, 33 commands), execute
-//! its commands on a fresh device tree, and encode the reply (issue 2 target: decode well under
+//! its commands on a fresh device tree, and encode the reply (the target: decode well under
 //! 100 µs).
 //!
 //! Run: `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`

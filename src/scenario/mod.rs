@@ -1,4 +1,4 @@
-//! Scenarios: scripted runs with expectations, for a server team's CI (issue 7).
+//! Scenarios: scripted runs with expectations, for a server team's CI (the file format is in `scenarios/README.md`).
 //!
 //! A scenario file (TOML; format in `scenarios/README.md`) names devices, a clock, a timeline
 //! of events and expectations. It goes through two stages : [`parse`] gives

@@ -1,5 +1,5 @@
 //! Keeps secrets out of transcripts and logs: a copy of a message with credential data and the
-//! values of secret nodes replaced by `***` (issue 3: a password, private key or AAuthSecret
+//! values of secret nodes replaced by `***` (a password, private key or AAuthSecret
 //! never appears in logs or transcripts).
 //!
 //! Owns the list of what counts as secret. It does not write anything anywhere.

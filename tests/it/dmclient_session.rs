@@ -1,6 +1,6 @@
 //! DMClient settings that change how sessions go, end to end through `mdmsim sync` / `run`
 //! against the scripted server: message signing, keep-alive alerts, the server address list
-//! and self-unenrollment after lost contact (issue 4, the DMClient CSP page).
+//! and self-unenrollment after lost contact (the DMClient CSP page).
 
 use std::path::Path;
 use std::sync::Arc;

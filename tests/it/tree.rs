@@ -1,4 +1,4 @@
-//! The DM tree engine through SyncML commands: each status code of issue 2 (200, 404, 405,
+//! The DM tree engine through SyncML commands: each status code the engine answers (200, 404, 405,
 //! 418, 415, 400, Exec's own code, 507/216/500 in Atomic), Sequence, scopes, URI matching,
 //! `?list=StructData` and `?prop=`, multi-item statuses. Commands are written as the server would
 //! send them and go through the codec, so what is tested is what a server sees.
