@@ -43,22 +43,7 @@ fn exec(cmd_id: &str, uri: &str) -> Command {
 
 /// `device new` with a `[behaviour]` table; returns the id.
 fn new_device(state: &Path, server: &str, behaviour: &str) -> String {
-    let template = state.with_extension("toml");
-    std::fs::write(&template, format!("[behaviour]\n{behaviour}\n")).unwrap();
-    let (code, out, err) = mdmsim(&[
-        "device",
-        "new",
-        "--state",
-        &state.to_string_lossy(),
-        "--server",
-        server,
-        "--seed",
-        "41",
-        "--template",
-        &template.to_string_lossy(),
-    ]);
-    assert_eq!(code, 0, "device new: {err}");
-    out.trim().to_string()
+    crate::support::new_device_behaving(state, server, 41, behaviour)
 }
 
 fn sync(state: &Path, extra: &[&str]) -> (i32, String, String) {

@@ -104,23 +104,9 @@ fn measured(what: &str, args: &[&str]) -> Run {
     run
 }
 
-/// `device new` pointing at `server`, with a `[behaviour]` table when given.
+/// `device new` with a `[behaviour]` table.
 fn new_device(state: &Path, server: &str, behaviour: &str) {
-    let template = state.with_extension("toml");
-    std::fs::write(&template, format!("[behaviour]\n{behaviour}\n")).unwrap();
-    let (code, _, err) = mdmsim(&[
-        "device",
-        "new",
-        "--state",
-        &state.to_string_lossy(),
-        "--server",
-        server,
-        "--seed",
-        "77",
-        "--template",
-        &template.to_string_lossy(),
-    ]);
-    assert_eq!(code, 0, "device new: {err}");
+    let _ = crate::support::new_device_behaving(state, server, 77, behaviour);
 }
 
 fn sync(state: &Path, extra: &[&str]) -> (i32, String, String) {

@@ -182,24 +182,10 @@ impl Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = Server::start(vec![]);
         let content = Content::start(vec![("/fleet/fleetd-base.msi", MSI.to_vec())]);
-        let file = dir.path().join("device.toml");
-        let text = format!("profile = \"win10\"\n[behaviour]\njitter = \"false\"\n{behaviour}");
-        std::fs::write(&file, text).expect("write template");
         let state = dir.path().join("state");
-        let (code, out, err) = mdmsim(&[
-            "device",
-            "new",
-            "--state",
-            &state.to_string_lossy(),
-            "--server",
-            &server.url,
-            "--seed",
-            "17",
-            "--template",
-            &file.to_string_lossy(),
-        ]);
-        assert_eq!(code, 0, "device new: {err}");
-        Lab { dir, server, content, device: out.trim().to_string(), sessions: 0 }
+        let behaviour = format!("jitter = \"false\"\n{behaviour}");
+        let device = crate::support::new_device_behaving(&state, &server.url, 17, &behaviour);
+        Lab { dir, server, content, device, sessions: 0 }
     }
 
     fn state(&self) -> PathBuf {

@@ -514,22 +514,7 @@ async fn the_install_alert_settles_an_msi_and_status_60_fails_another_with_its_l
 
 /// `mdmsim device new` for a win10 device pointing at `url`.
 fn new_device(state: &Path, url: &str, seed: u64) -> String {
-    let (code, out, err) = mdmsim(&[
-        "device",
-        "new",
-        "--state",
-        &state.to_string_lossy(),
-        "--server",
-        url,
-        "--profile",
-        "win10",
-        "--provider-id",
-        "mdmsim",
-        "--seed",
-        &seed.to_string(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.trim().to_string()
+    crate::support::new_device_with(state, url, seed, &["--profile", "win10", "--provider-id", "mdmsim"])
 }
 
 /// Three pre-provisioned devices live a virtual day against the demo's server config: every

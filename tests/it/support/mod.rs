@@ -54,20 +54,28 @@ pub async fn post_syncml(
     if body.is_empty() { None } else { Some(mdmsim::syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
 }
 
-/// `mdmsim device new` in `state` pointing at `server`, with a fixed seed; returns the id.
-pub fn new_device(state: &Path, server: &str, seed: u64) -> String {
-    let (code, out, err) = mdmsim(&[
-        "device",
-        "new",
-        "--state",
-        &state.to_string_lossy(),
-        "--server",
-        server,
-        "--seed",
-        &seed.to_string(),
-    ]);
+/// `mdmsim device new` in `state` pointing at `server`, with a fixed seed and a template made
+/// of these `[behaviour]` lines (written next to `state`); returns the id.
+pub fn new_device_behaving(state: &Path, server: &str, seed: u64, behaviour: &str) -> String {
+    let template = state.with_extension("toml");
+    std::fs::write(&template, format!("[behaviour]\n{behaviour}\n")).expect("write template");
+    new_device_with(state, server, seed, &["--template", &template.to_string_lossy()])
+}
+
+/// `mdmsim device new` in `state` pointing at `server`, with a fixed seed and more arguments
+/// (`--profile`, `--template`...); returns the id.
+pub fn new_device_with(state: &Path, server: &str, seed: u64, extra: &[&str]) -> String {
+    let (state, seed_text) = (state.to_string_lossy(), seed.to_string());
+    let mut args = vec!["device", "new", "--state", &state, "--server", server, "--seed", &seed_text];
+    args.extend_from_slice(extra);
+    let (code, out, err) = mdmsim(&args);
     assert_eq!(code, 0, "device new failed (seed {seed}): {err}");
     out.trim().to_string()
+}
+
+/// `mdmsim device new` in `state` pointing at `server`, with a fixed seed; returns the id.
+pub fn new_device(state: &Path, server: &str, seed: u64) -> String {
+    new_device_with(state, server, seed, &[])
 }
 
 /// The value `mdmsim tree` prints for one leaf.
