@@ -308,6 +308,21 @@ impl Printer {
         }
     }
 
+    /// Writes the text pending in the enclosing element, then `<tag` and `end` on a new line
+    /// (unless it is the first thing written).
+    fn open_tag(&mut self, pending: &mut Option<String>, first: &mut bool, depth: usize, tag: &str, end: &str) {
+        if let Some(t) = pending.take() {
+            self.push(&escape(t.trim()));
+        }
+        if !*first {
+            self.indent(depth);
+        }
+        *first = false;
+        self.push("<");
+        self.push(tag);
+        self.push(end);
+    }
+
     /// Writes `xml` re-indented from `base` levels deep. With `embedded`, a text that is XML is
     /// shown as XML one level deeper (not recursively: inside it, text is text).
     fn reindent(&mut self, xml: &str, base: usize, embedded: bool) {
@@ -322,31 +337,11 @@ impl Printer {
         while !self.cut {
             match reader.read_event() {
                 Ok(Event::Start(s)) => {
-                    if let Some(t) = pending.take() {
-                        self.push(&escape(t.trim()));
-                    }
-                    if !first {
-                        self.indent(depth);
-                    }
-                    first = false;
-                    self.push("<");
-                    self.push(&s);
-                    self.push(">");
+                    self.open_tag(&mut pending, &mut first, depth, &s, ">");
                     depth += 1;
                     pending = Some(String::new());
                 }
-                Ok(Event::Empty(s)) => {
-                    if let Some(t) = pending.take() {
-                        self.push(&escape(t.trim()));
-                    }
-                    if !first {
-                        self.indent(depth);
-                    }
-                    first = false;
-                    self.push("<");
-                    self.push(&s);
-                    self.push("/>");
-                }
+                Ok(Event::Empty(s)) => self.open_tag(&mut pending, &mut first, depth, &s, "/>"),
                 Ok(Event::End(e)) => {
                     depth = depth.saturating_sub(1).max(base);
                     match pending.take() {
