@@ -335,6 +335,9 @@ fn strip_root<'p>(root: &str, segments: &'p [String], ignore_case: bool) -> Opti
 #[derive(Clone, Default)]
 pub struct Registry {
     csps: Vec<Arc<dyn Csp>>,
+    /// For each CSP (same index), the state key of its root in each of its scopes: computed once
+    /// here, not at every timer query of every device.
+    bases: Vec<Vec<(Scope, String)>>,
 }
 
 impl Registry {
@@ -345,12 +348,13 @@ impl Registry {
 
     /// Adds a CSP.
     pub fn register(&mut self, csp: impl Csp) -> &mut Self {
-        self.csps.push(Arc::new(csp));
-        self
+        self.register_shared(Arc::new(csp))
     }
 
     /// Adds a CSP that is shared with other registries (built once per process).
     pub fn register_shared(&mut self, csp: Arc<dyn Csp>) -> &mut Self {
+        let root: Vec<&str> = csp.root().split('/').collect();
+        self.bases.push(csp.scopes().iter().map(|&scope| (scope, key_of(scope, &root))).collect());
         self.csps.push(csp);
         self
     }
@@ -390,14 +394,9 @@ impl Registry {
     pub fn next_deadline(&self, state: &mut TreeState, env: &Env) -> Option<DateTime<Utc>> {
         let mut effects = Vec::new();
         let mut best: Option<DateTime<Utc>> = None;
-        for c in &self.csps {
-            for &scope in c.scopes() {
-                let cx = CspCx {
-                    base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
-                    state,
-                    env,
-                    effects: &mut effects,
-                };
+        for (c, bases) in self.csps.iter().zip(&self.bases) {
+            for (_, base) in bases {
+                let cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
                 if let Some(d) = c.next_deadline(&cx) {
                     best = Some(best.map_or(d, |b| b.min(d)));
                 }
@@ -409,14 +408,9 @@ impl Registry {
     /// Runs every CSP timer that is due at `env.now`; returns the effects they produced.
     pub fn on_deadline(&self, state: &mut TreeState, env: &Env) -> Vec<Effect> {
         let mut effects = Vec::new();
-        for c in &self.csps {
-            for &scope in c.scopes() {
-                let mut cx = CspCx {
-                    base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
-                    state,
-                    env,
-                    effects: &mut effects,
-                };
+        for (c, bases) in self.csps.iter().zip(&self.bases) {
+            for (_, base) in bases {
+                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
                 if c.next_deadline(&cx).is_some_and(|d| d <= env.now) {
                     c.on_deadline(&mut cx);
                 }
@@ -435,15 +429,12 @@ impl Registry {
         outcome: &FetchOutcome,
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
-        if let Some(c) = self.csps.iter().find(|c| c.name() == csp) {
+        if let Some((c, bases)) = self.csps.iter().zip(&self.bases).find(|(c, _)| c.name() == csp) {
             let scope = if node.starts_with("User/") { Scope::User } else { Scope::Device };
-            let mut cx = CspCx {
-                base: key_of(scope, &c.root().split('/').collect::<Vec<_>>()),
-                state,
-                env,
-                effects: &mut effects,
-            };
-            c.on_fetch(&mut cx, node, outcome);
+            if let Some((_, base)) = bases.iter().find(|(s, _)| *s == scope) {
+                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                c.on_fetch(&mut cx, node, outcome);
+            }
         }
         effects
     }
