@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ddf::{Allowed, NodeFact};
 use crate::syncml::StatusCode;
-use crate::tree::{Csp, CspCx, Effect, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
+use crate::tree::{Csp, CspCx, Format, Lifetime, NodeRef, NodeSpec, Ops, Registry, Scope, WriteOp};
 
 const DEVICE: &[Scope] = &[Scope::Device];
 const USER: &[Scope] = &[Scope::User];
@@ -38,6 +38,34 @@ pub struct DdfCsp {
     facts: HashMap<usize, NodeFact>,
     /// Policy CSP only: the `Config/<Area>/<Policy>` facts, by `Area/Policy`.
     policies: Option<BTreeMap<String, NodeFact>>,
+    /// What the CSP does beyond the generic semantics, when a file of its own says.
+    behaviour: Option<&'static dyn DdfBehaviour>,
+}
+
+/// Behaviour a CSP known by its DDF facts adds to the generic semantics: Execs and timers.
+/// Each lives in a file of its own (`reboot.rs`, `remote_wipe.rs`), like the hand-written CSPs.
+pub trait DdfBehaviour: Send + Sync {
+    /// Exec on the node at `rel` (below the CSP root); the status answered.
+    fn exec(&self, _cx: &mut CspCx<'_>, _rel: &str, _data: Option<&str>) -> StatusCode {
+        StatusCode::Ok
+    }
+
+    /// As [`Csp::next_deadline`].
+    fn next_deadline(&self, _cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// As [`Csp::on_deadline`].
+    fn on_deadline(&self, _cx: &mut CspCx<'_>) {}
+}
+
+/// The CSPs of the table that have a behaviour file.
+fn behaviour_of(scope: Scope, root: &str) -> Option<&'static dyn DdfBehaviour> {
+    match (scope, root) {
+        (Scope::Device, "Vendor/MSFT/Reboot") => Some(&super::reboot::Reboot),
+        (Scope::Device, "Vendor/MSFT/RemoteWipe") => Some(&super::remote_wipe::RemoteWipe),
+        _ => None,
+    }
 }
 
 fn addr(spec: &NodeSpec) -> usize {
@@ -137,7 +165,7 @@ fn build(scope: Scope, root: &str, nodes: Vec<(String, NodeFact)>) -> DdfCsp {
         Scope::Device => root_name.to_string(),
         Scope::User => format!("{root_name} (user)"),
     };
-    DdfCsp { name: leak(&name), root: leak(root), scope, schema, facts, policies }
+    DdfCsp { name: leak(&name), root: leak(root), scope, schema, facts, policies, behaviour: behaviour_of(scope, root) }
 }
 
 fn spec_of(
@@ -327,69 +355,19 @@ impl Csp for DdfCsp {
         cx.state.value(&cx.key(&format!("Config/{key}"))).map(str::to_string).or_else(|| fact.default.clone())
     }
 
-    /// An Exec the DDF allows is accepted (200). Two have effects on the device: the Reboot
-    /// CSP's `RebootNow` (the device restarts after the session) and the RemoteWipe CSP's wipes
-    /// (the device is wiped, so it leaves management).
-    fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
-        match (self.root, node.rel) {
-            ("Vendor/MSFT/Reboot", "RebootNow") => cx.emit(Effect::Reboot { reason: "Reboot/RebootNow".into() }),
-            ("Vendor/MSFT/RemoteWipe", rel) if rel.starts_with("doWipe") => {
-                cx.emit(Effect::Unenroll { reason: format!("RemoteWipe/{rel}") })
-            }
-            _ => {}
-        }
-        StatusCode::Ok
+    /// An Exec the DDF allows is accepted (200); CSPs with a behaviour file of their own
+    /// (Reboot, RemoteWipe) act on it.
+    fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>) -> StatusCode {
+        self.behaviour.map_or(StatusCode::Ok, |b| b.exec(cx, node.rel, data))
     }
 
-    /// The Reboot CSP's schedules: `Schedule/Single` reboots the device once at its time,
-    /// `Schedule/DailyRecurrent` every day at its time of day (ISO 8601 date-times in the
-    /// device's local time, as Microsoft's Reboot CSP page gives them).
     fn next_deadline(&self, cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
-        if self.root != "Vendor/MSFT/Reboot" || self.scope != Scope::Device {
-            return None;
-        }
-        let offset = cx.env.settings.str("utc_offset_minutes").and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
-        let single = cx
-            .value("Schedule/Single")
-            .and_then(|v| local_time(v, offset))
-            .filter(|t| cx.state.value(&format!("{REBOOT_META}/single")) != Some(t.to_rfc3339().as_str()));
-        let daily = cx.value("Schedule/DailyRecurrent").and_then(|v| local_time(v, offset)).map(|first| {
-            let last = cx
-                .state
-                .value(&format!("{REBOOT_META}/daily"))
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc));
-            match last {
-                // The next occurrence after the last reboot it caused.
-                Some(l) if l >= first => l + chrono::Duration::days(1),
-                _ => first,
-            }
-        });
-        match (single, daily) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.behaviour.and_then(|b| b.next_deadline(cx))
     }
 
     fn on_deadline(&self, cx: &mut CspCx<'_>) {
-        let now = cx.env.now;
-        let offset = cx.env.settings.str("utc_offset_minutes").and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
-        if let Some(t) = cx.value("Schedule/Single").and_then(|v| local_time(v, offset)).filter(|t| *t <= now) {
-            let key = format!("{REBOOT_META}/single");
-            if cx.state.value(&key) != Some(t.to_rfc3339().as_str()) {
-                cx.state.set_value(&key, t.to_rfc3339());
-                cx.emit(Effect::Reboot { reason: "Reboot/Schedule/Single".into() });
-            }
-        }
-        if self.next_deadline(cx).is_some_and(|t| t <= now) && cx.value("Schedule/DailyRecurrent").is_some() {
-            // The occurrence due now (a device that was off reboots once, not once per day missed).
-            let first = cx.value("Schedule/DailyRecurrent").and_then(|v| local_time(v, offset));
-            if let Some(first) = first.filter(|f| *f <= now) {
-                let days = (now - first).num_days();
-                let due = first + chrono::Duration::days(days);
-                cx.state.set_value(&format!("{REBOOT_META}/daily"), due.to_rfc3339());
-                cx.emit(Effect::Reboot { reason: "Reboot/Schedule/DailyRecurrent".into() });
-            }
+        if let Some(b) = self.behaviour {
+            b.on_deadline(cx);
         }
     }
 
@@ -400,21 +378,6 @@ impl Csp for DdfCsp {
         }
         if allowed(&fact.allowed, fact.format, value) { Ok(()) } else { Err(StatusCode::BadRequest) }
     }
-}
-
-/// Where the Reboot schedules remember the reboots they caused (outside every CSP root).
-const REBOOT_META: &str = "@Reboot";
-
-/// An ISO 8601 date-time: with an offset as given, without one in the device's local time.
-fn local_time(v: &str, offset_minutes: i64) -> Option<DateTime<Utc>> {
-    let v = v.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let naive = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M"))
-        .ok()?;
-    Some(naive.and_utc() - chrono::Duration::minutes(offset_minutes))
 }
 
 /// Whether `value` is one the DDF allows.
@@ -464,7 +427,7 @@ fn range(r: &str) -> Option<(i64, i64)> {
 mod tests {
     use super::*;
     use crate::syncml::{Command, Item, ItemCmd, Meta};
-    use crate::tree::{Env, Profile, Tree, TreeState};
+    use crate::tree::{Effect, Env, Profile, Tree, TreeState};
 
     fn run(state: &mut TreeState, cmd: Command) -> (StatusCode, Option<String>) {
         let registry = crate::csp::registry();
@@ -587,35 +550,6 @@ mod tests {
         assert_eq!(run(&mut pro, cmd.clone()).0, StatusCode::NotFound, "{} on Pro", only_ent.path);
         let mut ent = set("4");
         assert_ne!(run(&mut ent, cmd).0, StatusCode::NotFound, "{} on Enterprise", only_ent.path);
-    }
-
-    /// `Schedule/Single` reboots the device once at its time; `DailyRecurrent` every day.
-    #[test]
-    fn reboot_schedules_reboot_the_device_at_their_time() {
-        let registry = crate::csp::registry();
-        let mut env =
-            Env::new(chrono::DateTime::parse_from_rfc3339("2026-12-06T00:00:00Z").unwrap().into(), Profile::Win10);
-        let mut s = device();
-        let schedule =
-            |kind: &str, at: &str| write("Replace", &format!("./Device/Vendor/MSFT/Reboot/Schedule/{kind}"), "chr", at);
-        let out = Tree::new(&registry, &mut s, &env).execute(&schedule("Single", "2026-12-06T02:00:00"));
-        assert_eq!(out[0].code, StatusCode::Ok);
-        s.commit();
-        let first = registry.next_deadline(&mut s, &env).expect("a reboot is scheduled");
-        assert_eq!(first.to_rfc3339(), "2026-12-06T02:00:00+00:00");
-        env.now = first;
-        let fx = registry.on_deadline(&mut s, &env);
-        assert!(matches!(fx.as_slice(), [Effect::Reboot { reason }] if reason.contains("Single")), "{fx:?}");
-        assert_eq!(registry.next_deadline(&mut s, &env), None, "a single reboot happens once");
-        // Daily at 03:30 from the 7th; a device that was off two days reboots once.
-        let out = Tree::new(&registry, &mut s, &env).execute(&schedule("DailyRecurrent", "2026-12-07T03:30:00"));
-        assert_eq!(out[0].code, StatusCode::Ok);
-        s.commit();
-        env.now = chrono::DateTime::parse_from_rfc3339("2026-12-09T12:00:00Z").unwrap().into();
-        let fx = registry.on_deadline(&mut s, &env);
-        assert_eq!(fx.len(), 1, "{fx:?}");
-        let next = registry.next_deadline(&mut s, &env).unwrap();
-        assert_eq!(next.to_rfc3339(), "2026-12-10T03:30:00+00:00");
     }
 
     #[test]

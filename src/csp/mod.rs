@@ -1,7 +1,8 @@
 //! The CSPs a device has: one file per configuration service provider, and every other CSP of
 //! Microsoft's DDF files through one generic module (`ddf_csp`).
 //!
-//! Each file holds the node table and behaviour hooks of one CSP, with its tests at the bottom.
+//! Each file holds the node table and behaviour hooks of one CSP, with its tests at the bottom;
+//! a CSP known by its DDF facts gets its behaviour from a file too (`reboot`, `remote_wipe`).
 //! Adding a CSP touches its file and one line of [`registry`].
 
 pub mod ddf_csp;
@@ -10,6 +11,8 @@ pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
 pub mod enterprise_app;
+pub mod reboot;
+pub mod remote_wipe;
 #[cfg(test)]
 mod test_rig;
 pub mod wmi_bridge;
