@@ -1,7 +1,7 @@
 //! The embedded reference server, driven by hand-written SyncML and SOAP (never the device side
 //! code), over real HTTP and HTTPS on loopback.
 
-use std::process::{Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -694,31 +694,8 @@ fn server_command_refuses_plain_http_off_loopback_and_prints_its_urls() {
     assert!(err.contains("refusing plain HTTP on 0.0.0.0:0") && err.contains("loopback"), "{err}");
 
     // On loopback it starts and prints where to point devices; we stop it ourselves.
-    let mut child = Process::new(bin)
-        .args(["server", "--listen", "127.0.0.1:0", "--state"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        let done = line.starts_with("Press Ctrl-C");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = lines.join("\n");
+    let state = dir.path().to_string_lossy();
+    let text = super::support::server_banner(&["--listen", "127.0.0.1:0", "--state", &state]);
     assert!(text.contains("discovery URL: https://127.0.0.1:"), "{text}");
     assert!(text.contains("/EnrollmentServer/Discovery.svc"), "{text}");
     assert!(text.contains(&format!("CA to trust:   {}", dir.path().join("ca.pem").display())), "{text}");

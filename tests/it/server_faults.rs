@@ -5,7 +5,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -165,32 +164,18 @@ async fn the_admin_token_file_is_private_and_the_same_after_a_restart() {
 #[test]
 fn the_server_command_prints_the_token_file_and_the_faults_but_not_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Process::new(env!("CARGO_BIN_EXE_mdmsim"))
-        .args(["server", "--http", "--listen", "127.0.0.1:0", "--faults", "500=5%,no-final=0.5%", "--fault-seed", "7"])
-        .arg("--state")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        let done = line.starts_with("Press Ctrl-C");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = lines.join("\n");
+    let state = dir.path().to_string_lossy();
+    let text = super::support::server_banner(&[
+        "--http",
+        "--listen",
+        "127.0.0.1:0",
+        "--faults",
+        "500=5%,no-final=0.5%",
+        "--fault-seed",
+        "7",
+        "--state",
+        &state,
+    ]);
     let file = dir.path().join("admin-token");
     assert!(text.contains(&format!("admin token:   {} (send it as Authorization: Bearer)", file.display())), "{text}");
     let token = std::fs::read_to_string(&file).unwrap();

@@ -54,6 +54,38 @@ pub async fn post_syncml(
     if body.is_empty() { None } else { Some(mdmsim::syncml::decode(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))) }
 }
 
+/// Runs `mdmsim server ARGS` until it has printed its start banner (up to "Press Ctrl-C"),
+/// stops it, and gives the banner.
+pub fn server_banner(args: &[&str]) -> String {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdmsim"))
+        .arg("server")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the mdmsim binary runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        let done = line.starts_with("Press Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.join("\n")
+}
+
 /// `mdmsim device new` in `state` pointing at `server`, with a fixed seed and a template made
 /// of these `[behaviour]` lines (written next to `state`); returns the id.
 pub fn new_device_behaving(state: &Path, server: &str, seed: u64, behaviour: &str) -> String {
