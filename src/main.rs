@@ -66,6 +66,9 @@ enum Command {
     Tree(cmd::tree::TreeArgs),
     /// Run the embedded reference MDM server (enrollment + management) until Ctrl-C.
     Server(cmd::server::ServerArgs),
+    /// Benchmarks of the device engine (sessions per CPU second, memory, latency).
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
     /// Enroll a new device with an MDM server (MS-MDE2), then run its first session.
     Enroll(cmd::enroll::EnrollArgs),
     /// Unenroll a device (Alert 1226 to the server, best effort) and wipe its enrollment.
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(c) => cmd::run::run(c),
         Command::Tree(c) => cmd::tree::run(c),
         Command::Server(c) => cmd::server::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
         Command::Scenario(c) => cmd::scenario::run(c),

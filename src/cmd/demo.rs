@@ -553,7 +553,7 @@ fn pick_template(rng: &mut ChaCha8Rng) -> usize {
 /// One device's day, repeated for every day of the run: a morning reboot and logon, a locked
 /// lunch break, for some an evening logoff (the night then runs in Machine mode), a push or a
 /// manual sync now and then.
-fn day_of(seed: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, Event)> {
+pub(super) fn day_of(seed: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, Event)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
     let mut events = Vec::new();
     let mut day = start.date_naive().and_hms_opt(0, 0, 0).map_or(start, |d| d.and_utc());

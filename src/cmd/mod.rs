@@ -11,6 +11,7 @@ use std::path::Path;
 
 use mdmsim::runner::store::{Store, StoreError};
 
+pub mod bench;
 pub mod ddf;
 pub mod demo;
 pub mod device;

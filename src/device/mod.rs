@@ -7,7 +7,10 @@
 //! ([`crate::schedule::decide`]). Does not own I/O: the runner stores the record and moves the
 //! messages.
 
+pub mod auth;
+pub mod engine;
 mod id;
+pub mod run;
 mod template;
 
 use std::sync::Arc;
@@ -348,6 +351,20 @@ impl Device {
     /// server has them. (Alerts of a session that failed stay for the next one.)
     pub fn alerts_delivered(&mut self, n: usize) {
         self.pending_alerts.drain(..n.min(self.pending_alerts.len()));
+    }
+
+    /// Wipes the enrollment from the device (Microsoft's DMClient CSP page, unenrollment): the
+    /// DMAcc account and the DMClient provider (with its poll schedule) leave the tree and the
+    /// record is marked unenrolled, so that later sessions are refused. Returns the folder of
+    /// the key and certificate files (relative to the state directory) for the caller to
+    /// delete, if the device had one.
+    pub fn wipe_enrollment(&mut self, by: UnenrolledBy, now: DateTime<Utc>) -> Option<std::path::PathBuf> {
+        let removed = crate::enroll::remove_enrollment(&mut self.tree, &self.provider_id);
+        self.tree.commit();
+        let files = self.enrollment.take().and_then(|e| e.files);
+        self.unenrolled = Some(Unenrolled { at: now, by, provider_id: self.provider_id.clone() });
+        tracing::info!(device = %self.id, removed, ?by, "enrollment wiped");
+        files
     }
 
     /// Starts counting a new session and returns its configuration (SessionID = the counter

@@ -15,7 +15,6 @@
 //! session loop (`super::run_session`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -23,13 +22,12 @@ use sha2::{Digest as _, Sha256};
 use super::enroll::{self as wire, EnrollError, EnrollRequest, Enrolled, write_private_key};
 use super::http::HttpOptions;
 use super::store::{Store, StoreError};
-use crate::device::{Device, DeviceId, Enrollment, Template, Unenrolled, UnenrolledBy};
+pub use crate::device::auth::{keep_next_nonce, session_auth};
+use crate::device::{Device, DeviceId, Enrollment, Template, UnenrolledBy};
 use crate::enroll::{
-    AppAuth, ApplyError, AuthReaction, AuthToken, DeviceIdentity, EnrollmentType, Secret, remove_enrollment,
+    ApplyError, AuthToken, DeviceIdentity, EnrollmentType, Secret,
 };
-use crate::session::Authenticator;
-use crate::syncml::{Chal, Cred, Status};
-use crate::tree::{Effect, Profile, Tree, TreeState};
+use crate::tree::{Effect, Profile, Tree};
 
 /// The file names inside a device's enrollment folder (what [`Enrolled::write_to_dir`] writes).
 const KEY_FILE: &str = "device.key";
@@ -365,81 +363,27 @@ pub fn check_usable(device: &Device) -> Result<(), NotEnrolled> {
     }
 }
 
-/// Answers a SyncHdr challenge with the device's application-layer credentials (MD5 digest
-/// over the challenge's NextNonce, OMA DM Security, MD5 digest authentication).
-#[derive(Debug)]
-struct ChallengeAnswer(AppAuth);
-
-impl Authenticator for ChallengeAnswer {
-    fn answer(&self, chal: &Chal) -> Option<Cred> {
-        let mut auth = self.0.clone();
-        let status = Status {
-            cmd_ref: "0".into(),
-            cmd: "SyncHdr".into(),
-            data: "407".into(),
-            chal: Some(chal.clone()),
-            ..Status::default()
-        };
-        match auth.on_header_status(&status) {
-            AuthReaction::Resend => auth.cred(),
-            _ => None,
-        }
-    }
-}
-
-/// The credentials of a session: the `Cred` for package 1 (from the DMAcc account's stored
-/// name, secret and nonce, after any rekey) and the answer to a challenge. Both `None` for a
-/// device without a DMAcc account.
-pub fn session_auth(tree: &TreeState) -> (Option<Cred>, Option<Arc<dyn Authenticator>>) {
-    let Some(mut auth) = AppAuth::load(tree) else { return (None, None) };
-    auth.begin_session();
-    if auth.client.is_none() {
-        return (None, None);
-    }
-    (auth.cred(), Some(Arc::new(ChallengeAnswer(auth))))
-}
-
-/// Stores the NextNonce of the session's last challenge as the nonce of the next session's
-/// credentials (`AppAuth/CLCRED/AAuthData`), keeping the name and secret the tree holds now (a
-/// rekey of this session included). Does nothing without a challenge or a DMAcc account.
-pub fn keep_next_nonce(tree: &mut TreeState, chal: Option<&Chal>) {
-    let Some(chal) = chal.filter(|c| c.meta.next_nonce.is_some()) else { return };
-    let Some(mut auth) = AppAuth::load(tree) else { return };
-    let status = Status {
-        cmd_ref: "0".into(),
-        cmd: "SyncHdr".into(),
-        data: "200".into(),
-        chal: Some(chal.clone()),
-        ..Status::default()
-    };
-    auth.on_header_status(&status);
-    auth.store(tree);
-    tree.commit();
-}
-
-/// Wipes a device's enrollment (Microsoft's DMClient CSP page, unenrollment): the DMAcc account and the DMClient provider
-/// (with its poll schedule) leave the tree, the key and certificate files are deleted (when
-/// `state_dir` is given and the device has them), and the record is marked unenrolled so that
-/// later sessions are refused ([`check_usable`]). The caller saves the record.
+/// Wipes a device's enrollment ([`Device::wipe_enrollment`]: the tree and the record) and
+/// deletes its key and certificate files (when `state_dir` is given and the device has them).
+/// The caller saves the record.
 pub fn wipe_enrollment(
     device: &mut Device,
     state_dir: Option<&Path>,
     by: UnenrolledBy,
     now: DateTime<Utc>,
 ) -> std::io::Result<()> {
-    let removed = remove_enrollment(&mut device.tree, &device.provider_id);
-    device.tree.commit();
-    let files = device.enrollment.take().and_then(|e| e.files);
-    device.unenrolled = Some(Unenrolled { at: now, by, provider_id: device.provider_id.clone() });
-    tracing::info!(device = %device.id, removed, ?by, "enrollment wiped");
+    let files = device.wipe_enrollment(by, now);
+    delete_enrollment_files(state_dir, files.as_deref())
+}
+
+/// Deletes the enrollment folder `files` (relative to `state_dir`) that
+/// [`Device::wipe_enrollment`] handed back; a folder already gone is fine.
+pub fn delete_enrollment_files(state_dir: Option<&Path>, files: Option<&Path>) -> std::io::Result<()> {
     match (state_dir, files) {
-        (Some(state), Some(rel)) => {
-            let dir = state.join(rel);
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        }
+        (Some(state), Some(rel)) => match std::fs::remove_dir_all(state.join(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -474,7 +418,7 @@ mod tests {
 
     use super::*;
     use crate::enroll::digest_md5;
-    use crate::syncml::Meta;
+    use crate::syncml::{Chal, Meta};
 
     fn device_with_account() -> Device {
         let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();

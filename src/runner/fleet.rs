@@ -1,12 +1,16 @@
-//! Devices living on their own schedules: one timer heap, one clock, real sessions over HTTP.
+//! Devices living on their own schedules: one timer heap, one clock, one bounded pool of
+//! devices at work, every request moved through an [`Exchange`].
 //!
-//! Owns the run loop of `mdmsim run` and `mdmsim demo` (the design notes "Data flows one way"): pop the
-//! earliest deadline, move the clock there (a virtual clock jumps, a real or scaled one sleeps),
-//! give every device that is due its CSP timers and its scheduler's actions, run the sessions
-//! they ask for (devices of the same instant concurrently), carry out the effects, and push each
-//! device's next deadline. Does not own when a session is due or in which mode (the scheduler,
-//! `schedule/`), nor what a session does (`session/`), nor persistence: the caller sees every
-//! [`Record`] as it happens and stores what it wants.
+//! Owns the run loop of `mdmsim run`, `scenario run` and `demo` (docs/architecture.md, "the
+//! data flow"): pop the earliest deadline, move the clock there (a virtual clock jumps as soon
+//! as nothing is under way at the current instant; a real or scaled one sleeps), hand each
+//! device that is due the time ([`Engine::handle_timeout`]), move the requests it asks for
+//! ([`Engine::poll_transmit`]) until it is idle, and push its next deadline. At most
+//! `concurrency` devices are at work at once; as soon as one is done the next due one starts
+//! (no round barrier). Events for a device (a push) go through the [`Inbox`] and wake it at
+//! once. Does not own when a session is due or in which mode (the engine's scheduler), what a
+//! session does, nor persistence: the caller sees every [`Record`] as it happens and stores
+//! what it wants.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -16,92 +20,47 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
-use crate::device::{Device, SessionPlan, UnenrolledBy};
-use crate::schedule::{
-    Action, Clock, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
-    Trigger,
-};
-use crate::session::{Outcome, Summary};
-use crate::tree::{Effect, Registry};
+pub use crate::device::engine::Record;
+use crate::device::Device;
+use crate::device::engine::{Engine, Output};
+use crate::schedule::{Clock, ClockKind, Event, NightlyError};
+use crate::session::Outcome;
+use crate::tree::Registry;
 
+use super::exchange::{Exchange, HttpExchange};
 use super::http::Transport;
-use super::{SessionOptions, carry_out, run_session, run_timers};
 
-/// How many rounds of "an event asked for a session" one device may go through in one step.
-const MAX_ROUNDS: usize = 8;
-
-/// One device of a run: its record and its scheduler.
+/// One device of a run: its engine and, for an enrolled device, its own HTTP client.
 pub struct Member {
-    pub device: Device,
-    pub scheduler: Scheduler,
+    pub engine: Engine,
     /// The device's own HTTP client (an enrolled device presents its client certificate);
-    /// `None` uses the fleet's shared transport.
+    /// `None` uses the fleet's shared exchange.
     pub transport: Option<Arc<Transport>>,
-    /// The DMClient poll values the scheduler's timetable was built from.
-    poll: Option<PollConfig>,
-    /// When a device that never synced runs its first session (the post-enrollment session);
-    /// set it to `None` to leave the first session to the device's triggers.
-    pub first_session: Option<DateTime<Utc>>,
+    /// The device's own exchange (an in-process device with its certificate CN); wins over
+    /// `transport`.
+    pub exchange: Option<Arc<dyn Exchange>>,
 }
 
 impl Member {
     /// A device whose schedule starts at `now`; `seed` drives its jitter (see
     /// [`crate::schedule::device_seed`]). A device that never synced is taken as enrolled at
     /// `now` and starts with its post-enrollment session, as Windows does.
-    pub fn new(mut device: Device, seed: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
-        let unenrolled = device.unenrolled.is_some();
-        let first_session = (device.sessions == 0).then_some(now);
-        if first_session.is_some() {
-            device.enrolled_at = now;
-        }
-        let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
-        let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
-        let last_success = device.last_success;
-        let mut m = Member { device, scheduler, transport: None, poll: None, first_session };
-        // The lost-contact countdown goes on from the last session that completed.
-        if let Some(t) = last_success {
-            m.scheduler.session_finished(t, true);
-        }
-        if unenrolled {
-            m.scheduler.unenroll();
-        }
-        m.refresh_schedule(now);
-        Ok(m)
+    pub fn new(device: Device, seed: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
+        Ok(Member { engine: Engine::new(device, seed, now)?, transport: None, exchange: None })
     }
+}
 
-    /// Re-reads the DMClient values that drive the schedule (poll timetable, login polling,
-    /// lost contact): a server may change them in any session.
-    fn refresh_schedule(&mut self, now: DateTime<Utc>) {
-        let tree = &self.device.tree;
-        let provider = &self.device.provider_id;
-        let cfg = dmclient::poll_config(tree, provider);
-        if cfg != self.poll {
-            self.poll = cfg;
-            let source = cfg.map(|c| {
-                let table = PollTimetable::new(self.device.enrolled_at, c)
-                    .with_maintenance(MaintenanceWindow::from_settings(&self.device.settings));
-                Box::new(move |t| table.next_after(t)) as PollSource
-            });
-            self.scheduler.set_poll_source(source, now);
-            if let Some(c) = cfg {
-                self.scheduler.set_login_polling(LoginPolling {
-                    poll_on_login: c.poll_on_login,
-                    all_users_poll_on_first_login: c.all_users_poll_on_first_login,
-                });
-            }
-        }
-        self.scheduler.set_lost_contact_days(dmclient::lost_contact_days(tree, provider));
+impl std::ops::Deref for Member {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
     }
+}
 
-    /// The earliest instant this device has something to do: a scheduler timer or a CSP timer.
-    fn next_deadline(&mut self, registry: &Registry) -> Option<DateTime<Utc>> {
-        if self.scheduler.unenrolled() {
-            return None;
-        }
-        let env = self.device.env(self.device.enrolled_at);
-        let csp = registry.next_deadline(&mut self.device.tree, &env);
-        [self.first_session, self.scheduler.next_deadline(), csp].into_iter().flatten().min()
+impl std::ops::DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 }
 
@@ -114,7 +73,7 @@ pub struct FleetOptions {
     pub transcript: Option<PathBuf>,
     /// Stop after this many sessions in all (a bound for every run).
     pub max_sessions: u64,
-    /// Devices stepped at the same time.
+    /// Devices at work at the same time.
     pub concurrency: usize,
     /// The state directory, where enrolled devices keep their key and certificates (wiped on
     /// unenrollment); `None` for devices held in memory only.
@@ -127,66 +86,18 @@ impl Default for FleetOptions {
     }
 }
 
-/// Something that happened to a device during a run.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Record {
-    /// A session ran (completed or failed).
-    Session { device: String, at: DateTime<Utc>, summary: Box<Summary> },
-    /// A session came due while the network was off.
-    Missed { device: String, at: DateTime<Utc>, trigger: Trigger, reason: String },
-    /// The device left management (server-initiated unenroll, lost contact).
-    Unenrolled { device: String, at: DateTime<Utc>, reason: String },
-    /// The device's own timers changed its tree without a session (an app download or
-    /// install step, an expiry): what a server would read in its next session.
-    Changed { device: String, at: DateTime<Utc> },
+/// Latency percentiles of a run's sessions, in milliseconds (the time the device waited for
+/// the server's answers).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
-impl Record {
-    /// The device it is about.
-    pub fn device(&self) -> &str {
-        match self {
-            Record::Session { device, .. }
-            | Record::Missed { device, .. }
-            | Record::Unenrolled { device, .. }
-            | Record::Changed { device, .. } => device,
-        }
-    }
-
-    /// One line for people: time, device, trigger, mode, result, findings.
-    pub fn line(&self) -> String {
-        match self {
-            Record::Session { device, at, summary } => {
-                let result = match (&summary.outcome, &summary.error) {
-                    (Outcome::Completed, _) => "completed".to_string(),
-                    (_, Some(e)) => format!("FAILED: {e}"),
-                    _ => "FAILED".to_string(),
-                };
-                format!(
-                    "{}  {device}  {:<10} {:<11} {result}  findings={} msgs={}/{} {:.1}ms",
-                    at.format("%Y-%m-%dT%H:%M:%SZ"),
-                    summary.trigger.as_str(),
-                    summary.mode.as_str(),
-                    summary.findings.len(),
-                    summary.messages_sent,
-                    summary.messages_received,
-                    summary.wall_us as f64 / 1000.0,
-                )
-            }
-            Record::Missed { device, at, trigger, reason } => {
-                format!("{}  {device}  {:<10} missed: {reason}", at.format("%Y-%m-%dT%H:%M:%SZ"), trigger.as_str())
-            }
-            Record::Unenrolled { device, at, reason } => {
-                format!("{}  {device}  unenrolled: {reason}", at.format("%Y-%m-%dT%H:%M:%SZ"))
-            }
-            Record::Changed { device, at } => {
-                format!("{}  {device}  timers changed the tree", at.format("%Y-%m-%dT%H:%M:%SZ"))
-            }
-        }
-    }
-}
-
-/// Counts over a whole run, from its records.
+/// Counts over a whole run, from its records (aggregated as they come: nothing per session
+/// is kept).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunStats {
     pub sessions: u64,
@@ -195,16 +106,23 @@ pub struct RunStats {
     pub missed: u64,
     pub unenrolled: u64,
     pub findings: u64,
+    /// Client messages sent in all sessions.
+    pub messages: u64,
     /// Sessions by `trigger/mode`.
     pub by_trigger_mode: BTreeMap<String, u64>,
+    /// Session latency percentiles.
+    pub latency_ms: Latency,
     /// True when the run stopped at the session limit rather than at `until`.
     pub hit_session_limit: bool,
     /// The simulated instant the run ended at.
     pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl RunStats {
-    fn add(&mut self, r: &Record) {
+    /// Counts one record.
+    pub fn add(&mut self, r: &Record) {
         match r {
             Record::Session { summary, .. } => {
                 self.sessions += 1;
@@ -214,7 +132,15 @@ impl RunStats {
                     self.failed += 1;
                 }
                 self.findings += summary.findings.len() as u64;
+                self.messages += u64::from(summary.messages_sent);
                 *self.by_trigger_mode.entry(format!("{}/{}", summary.trigger, summary.mode)).or_default() += 1;
+                // Microseconds, 3 significant digits, up to an hour.
+                let h = self
+                    .histogram
+                    .get_or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"));
+                h.saturating_record(summary.wall_us.max(1));
+                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
             }
             Record::Missed { .. } => self.missed += 1,
             Record::Unenrolled { .. } => self.unenrolled += 1,
@@ -223,26 +149,67 @@ impl RunStats {
     }
 }
 
-/// A fleet of devices sharing one registry, one HTTP transport and one timer heap.
+/// Sends events to the devices of a running fleet (a push, a logon): the device is woken at
+/// once, or as soon as what it is doing ends.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Event)>,
+}
+
+impl Inbox {
+    /// Delivers `event` to the device `device_id` (ignored if the fleet has no such device or
+    /// has ended).
+    pub fn send(&self, device_id: &str, event: Event) {
+        let _ = self.tx.send((device_id.to_string(), event));
+    }
+}
+
+/// A fleet of devices sharing one registry, one exchange and one timer heap.
 pub struct Fleet {
     registry: Arc<Registry>,
-    transport: Arc<Transport>,
+    exchange: Arc<dyn Exchange>,
     members: Vec<Option<Member>>,
     /// The deadline each member was last pushed with (stale heap entries are skipped).
     planned: Vec<Option<DateTime<Utc>>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+    /// Events for members that were at work when they came.
+    held: Vec<Vec<Event>>,
+    inbox_tx: tokio::sync::mpsc::UnboundedSender<(String, Event)>,
+    inbox_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Event)>,
     opts: FleetOptions,
 }
 
 impl Fleet {
-    /// A fleet of `members`.
+    /// A fleet of `members` whose requests go over HTTP with `transport` (or each member's own).
     pub fn new(registry: Arc<Registry>, transport: Arc<Transport>, members: Vec<Member>, opts: FleetOptions) -> Self {
+        Fleet::with_exchange(registry, Arc::new(HttpExchange::new(transport)), members, opts)
+    }
+
+    /// A fleet of `members` whose requests go through `exchange` (or each member's own).
+    pub fn with_exchange(
+        registry: Arc<Registry>,
+        exchange: Arc<dyn Exchange>,
+        members: Vec<Member>,
+        opts: FleetOptions,
+    ) -> Self {
+        let (inbox_tx, inbox_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut fleet = Fleet {
             registry,
-            transport,
+            exchange,
             planned: vec![None; members.len()],
-            members: members.into_iter().map(Some).collect(),
+            held: vec![Vec::new(); members.len()],
+            members: members
+                .into_iter()
+                .map(|mut m| {
+                    m.engine.options.strict = opts.strict;
+                    m.engine.options.transcript = opts.transcript.is_some();
+                    m.engine.options.can_sign |= m.transport.as_ref().is_some_and(|t| t.signer().is_some());
+                    Some(m)
+                })
+                .collect(),
             heap: BinaryHeap::new(),
+            inbox_tx,
+            inbox_rx,
             opts,
         };
         for i in 0..fleet.members.len() {
@@ -251,8 +218,14 @@ impl Fleet {
         fleet
     }
 
+    /// Where to send events to the fleet's devices while it runs.
+    pub fn inbox(&self) -> Inbox {
+        Inbox { tx: self.inbox_tx.clone() }
+    }
+
     fn plan(&mut self, i: usize) {
-        let next = self.members[i].as_mut().and_then(|m| m.next_deadline(&self.registry));
+        let registry = &self.registry;
+        let next = self.members[i].as_mut().and_then(|m| m.engine.poll_timeout(registry));
         self.planned[i] = next;
         if let Some(t) = next {
             self.heap.push(Reverse((t, i)));
@@ -269,6 +242,17 @@ impl Fleet {
         self.members.into_iter().flatten().collect()
     }
 
+    /// The earliest valid deadline, dropping stale heap entries.
+    fn next_due(&mut self) -> Option<(DateTime<Utc>, usize)> {
+        while let Some(Reverse((t, i))) = self.heap.peek().copied() {
+            if self.planned[i] == Some(t) && self.members[i].is_some() {
+                return Some((t, i));
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
     /// Runs every device until `until` (simulated time) or the session limit, calling
     /// `on_record` for everything that happens, in time order per device.
     pub async fn run(
@@ -278,59 +262,123 @@ impl Fleet {
         mut on_record: impl FnMut(&Record, &Device),
     ) -> RunStats {
         let mut stats = RunStats::default();
-        while let Some(Reverse((t, i))) = self.heap.peek().copied() {
-            if self.planned[i] != Some(t) {
-                self.heap.pop();
-                continue;
-            }
-            if t > until {
-                break;
-            }
-            if stats.sessions >= self.opts.max_sessions {
-                stats.hit_session_limit = true;
-                break;
-            }
-            let wait = clock.sleep_until(t);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-                continue;
+        let mut tasks: tokio::task::JoinSet<(usize, Member, Vec<Output>)> = tokio::task::JoinSet::new();
+        let concurrency = self.opts.concurrency.max(1);
+        let index: std::collections::HashMap<String, usize> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i)))
+            .collect();
+        let real_time = clock.kind() != ClockKind::Virtual;
+        loop {
+            // Events from the inbox: a device at rest is woken now; one at work gets it after.
+            while let Ok((id, event)) = self.inbox_rx.try_recv() {
+                if let Some(&i) = index.get(&id) {
+                    self.held[i].push(event);
+                    if self.members[i].is_some() {
+                        let now = clock.now();
+                        self.planned[i] = Some(now);
+                        self.heap.push(Reverse((now, i)));
+                    }
+                }
             }
             let now = clock.now();
-            // Every device due by now runs in this round, `concurrency` at a time.
-            let mut due = Vec::new();
-            while let Some(Reverse((t, i))) = self.heap.peek().copied() {
-                if t > now {
-                    break;
-                }
-                self.heap.pop();
-                if self.planned[i] == Some(t) && !due.contains(&i) {
-                    due.push(i);
+            let limit_reached = stats.sessions >= self.opts.max_sessions;
+            // Start every device that is due, up to the concurrency bound.
+            while !limit_reached && tasks.len() < concurrency {
+                match self.next_due() {
+                    Some((t, i)) if t <= now && t <= until => {
+                        self.heap.pop();
+                        self.planned[i] = None;
+                        let Some(member) = self.members[i].take() else { continue };
+                        let events = std::mem::take(&mut self.held[i]);
+                        let registry = Arc::clone(&self.registry);
+                        let exchange = member.exchange.clone().unwrap_or_else(|| match &member.transport {
+                            Some(t) => Arc::new(HttpExchange::new(Arc::clone(t))),
+                            None => Arc::clone(&self.exchange),
+                        });
+                        tasks.spawn(async move {
+                            let (member, outputs) = step(member, now, events, &registry, exchange.as_ref()).await;
+                            (i, member, outputs)
+                        });
+                    }
+                    _ => break,
                 }
             }
-            for chunk in due.chunks(self.opts.concurrency.max(1)) {
-                let mut tasks = tokio::task::JoinSet::new();
-                for &i in chunk {
-                    let Some(member) = self.members[i].take() else { continue };
-                    let registry = Arc::clone(&self.registry);
-                    let transport = Arc::clone(member.transport.as_ref().unwrap_or(&self.transport));
-                    let opts = self.opts.clone();
-                    tasks.spawn(async move {
-                        let (member, records) = step(member, now, &registry, &transport, &opts).await;
-                        (i, member, records)
-                    });
+            if tasks.is_empty() {
+                if limit_reached {
+                    stats.hit_session_limit = self.next_due().is_some_and(|(t, _)| t <= until);
+                    break;
                 }
-                while let Some(joined) = tasks.join_next().await {
-                    let Ok((i, member, records)) = joined else {
-                        tracing::error!("a device task panicked; the device leaves the run");
-                        continue;
-                    };
-                    for r in &records {
-                        stats.add(r);
-                        on_record(r, &member.device);
+                // Nothing under way: move the clock to the next deadline.
+                let Some((t, _)) = self.next_due() else { break };
+                if t > until {
+                    break;
+                }
+                let wait = clock.sleep_until(t);
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        Some((id, event)) = self.inbox_rx.recv() => {
+                            let _ = self.inbox_tx.send((id, event));
+                        }
                     }
-                    self.members[i] = Some(member);
-                    self.plan(i);
                 }
+                continue;
+            }
+            // Wait for a device to finish; with a real or scaled clock, also for the next
+            // deadline to come, so that a long session does not hold the others up.
+            let wait = match self.next_due() {
+                Some((t, _)) if real_time && t <= until && !limit_reached && tasks.len() < concurrency => {
+                    clock.sleep_until(t)
+                }
+                _ => std::time::Duration::MAX,
+            };
+            let joined = if wait.is_zero() {
+                continue;
+            } else if wait == std::time::Duration::MAX {
+                tasks.join_next().await
+            } else {
+                tokio::select! {
+                    j = tasks.join_next() => j,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            };
+            let Some(joined) = joined else { continue };
+            let Ok((i, member, outputs)) = joined else {
+                tracing::error!("a device task panicked; the device leaves the run");
+                continue;
+            };
+            for out in outputs {
+                match out {
+                    Output::Record(r) => {
+                        stats.add(&r);
+                        on_record(&r, &member.device);
+                    }
+                    Output::Transcript { session_id, files } => {
+                        if let Some(dir) = &self.opts.transcript {
+                            let n: u64 = session_id.parse().unwrap_or(0);
+                            let d = dir.join(member.device.id.as_str()).join(format!("{n:05}"));
+                            super::write_transcript_files(&d, &files);
+                        }
+                    }
+                    Output::WipeFiles(files) => {
+                        if let Err(e) =
+                            super::enrollment::delete_enrollment_files(self.opts.state_dir.as_deref(), Some(&files))
+                        {
+                            tracing::warn!(device = %member.device.id, error = %e, "cannot delete the enrollment files");
+                        }
+                    }
+                }
+            }
+            self.members[i] = Some(member);
+            if !self.held[i].is_empty() {
+                let now = clock.now();
+                self.planned[i] = Some(now);
+                self.heap.push(Reverse((now, i)));
+            } else {
+                self.plan(i);
             }
         }
         // A virtual clock jumps to the end; real and scaled clocks stop where they are.
@@ -340,96 +388,32 @@ impl Fleet {
     }
 }
 
-/// Everything one device does at `now`: CSP timers, scheduler actions, sessions, effects.
+/// Everything one device does at `now`: the events that came for it, its due timers and
+/// sessions, every request moved until it is idle.
 async fn step(
     mut m: Member,
     now: DateTime<Utc>,
+    events: Vec<Event>,
     registry: &Registry,
-    transport: &Transport,
-    opts: &FleetOptions,
-) -> (Member, Vec<Record>) {
-    let mut records = Vec::new();
-    let mut effects = run_timers(registry, &mut m.device, transport, now).await;
-    if m.device.tree.is_dirty() {
-        m.device.tree.commit();
-        records.push(Record::Changed { device: m.device.id.to_string(), at: now });
+    exchange: &dyn Exchange,
+) -> (Member, Vec<Output>) {
+    let engine = &mut m.engine;
+    for event in events {
+        engine.handle_event(now, event);
     }
-    let mut actions = match m.first_session.take() {
-        Some(at) if at <= now => vec![Action::Session(SessionRequest::one_shot(
-            Trigger::Enrollment,
-            m.device.profile,
-            m.scheduler.users(),
-            now,
-            false,
-        ))],
-        not_yet => {
-            m.first_session = not_yet;
-            Vec::new()
-        }
-    };
-    if m.scheduler.next_deadline().is_some_and(|d| d <= now) {
-        actions.extend(m.scheduler.on_deadline(now));
+    engine.handle_timeout(registry, now);
+    drive(engine, registry, exchange).await;
+    let mut outputs = Vec::new();
+    while let Some(o) = engine.poll_event() {
+        outputs.push(o);
     }
-    for _ in 0..MAX_ROUNDS {
-        for action in std::mem::take(&mut actions) {
-            match action {
-                Action::Session(req) if !m.scheduler.unenrolled() => {
-                    let id = m.device.id.to_string();
-                    let mut sopts = SessionOptions::new(req.trigger);
-                    sopts.plan = Some(SessionPlan::from_request(&req, m.device.profile));
-                    sopts.at = Some(now);
-                    sopts.gate = Box::new(ModeGate { interactive: req.interactive, strict: opts.strict });
-                    sopts.transcript = opts.transcript.as_ref().and_then(|dir| {
-                        let d = dir.join(&id).join(format!("{:05}", m.device.sessions + 1));
-                        std::fs::create_dir_all(&d).ok().map(|_| d)
-                    });
-                    let report = run_session(registry, &mut m.device, transport, sopts).await;
-                    m.scheduler.session_finished(now, report.error.is_none());
-                    effects.extend(carry_out(registry, &mut m.device, transport, report.effects, now).await);
-                    m.refresh_schedule(now);
-                    records.push(Record::Session { device: id, at: now, summary: Box::new(report.summary) });
-                }
-                Action::Session(_) => {}
-                Action::Missed { at, trigger, reason } => {
-                    records.push(Record::Missed { device: m.device.id.to_string(), at, trigger, reason })
-                }
-                Action::Unenroll { at, reason } => {
-                    unenroll(&mut m, opts, UnenrolledBy::LostContact, at);
-                    records.push(Record::Unenrolled { device: m.device.id.to_string(), at, reason });
-                }
-            }
-        }
-        // Effects that ask for more: a session request (DMAcc InitiateSession) is a sync now;
-        // an unenroll ends the device's life in this run.
-        for e in std::mem::take(&mut effects) {
-            match e {
-                Effect::RequestSession { .. } => {
-                    actions.extend(m.scheduler.on_event(now, Event::Sync { interactive: false }))
-                }
-                // The device restarts after the session: the reboot's Machine-mode session follows.
-                Effect::Reboot { .. } => actions.extend(m.scheduler.on_event(now, Event::Reboot)),
-                Effect::Unenroll { reason } => {
-                    unenroll(&mut m, opts, UnenrolledBy::Server, now);
-                    records.push(Record::Unenrolled { device: m.device.id.to_string(), at: now, reason });
-                }
-                // Downloads were done and alerts kept for the next package 1 by `carry_out`; a
-                // session request above delivers them.
-                Effect::Fetch { .. } | Effect::Alert { .. } => {}
-            }
-        }
-        if actions.is_empty() {
-            break;
-        }
-    }
-    m.device.users = m.scheduler.users().clone();
-    m.device.tree.commit();
-    (m, records)
+    (m, outputs)
 }
 
-/// The device leaves management: its enrollment is wiped and its schedule stops.
-fn unenroll(m: &mut Member, opts: &FleetOptions, by: UnenrolledBy, at: DateTime<Utc>) {
-    m.scheduler.unenroll();
-    if let Err(e) = super::enrollment::wipe_enrollment(&mut m.device, opts.state_dir.as_deref(), by, at) {
-        tracing::warn!(device = %m.device.id, error = %e, "cannot delete the enrollment files");
+/// Moves a device's requests through `exchange` until it has nothing more to send.
+pub async fn drive(engine: &mut Engine, registry: &Registry, exchange: &dyn Exchange) {
+    while let Some(transmit) = engine.poll_transmit(registry) {
+        let response = exchange.exchange(&transmit).await;
+        engine.handle_response(registry, response);
     }
 }

@@ -176,13 +176,8 @@ impl Transport {
     /// (MS-MDM). `mode=Apps` exists only on the win81 profile; on win10 it is sent as
     /// Maintenance.
     pub fn session_url(server: &str, mode: Mode, profile: Profile) -> Result<Url, HttpError> {
-        let mut url = Url::parse(server).map_err(|e| HttpError::Config(format!("server URL {server:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(HttpError::Config(format!("server URL {server:?}: scheme must be http or https")));
-        }
-        let mode = if mode == Mode::Apps && profile != Profile::Win81 { Mode::Maintenance } else { mode };
-        url.query_pairs_mut().append_pair("mode", mode.as_str()).append_pair("Platform", "WoA");
-        Ok(url)
+        let url = crate::device::run::session_url(server, mode, profile).map_err(HttpError::Config)?;
+        Url::parse(&url).map_err(|e| HttpError::Config(format!("server URL {server:?}: {e}")))
     }
 
     /// POSTs one SyncML message. `Ok(None)` is an answer with an empty body (the end of the

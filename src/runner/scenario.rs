@@ -72,9 +72,9 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
             let events = built
                 .timeline
                 .iter()
-                .filter(|e| e.devices.as_ref().is_none_or(|ids| ids.contains(&m.device.id)))
+                .filter(|e| e.devices.as_ref().is_none_or(|ids| ids.contains(&m.engine.device.id)))
                 .map(|e| (e.at, e.event.clone()));
-            m.scheduler.script(events);
+            m.engine.scheduler.script(events);
             runs.push(DeviceRun::new(&m.device, start));
             members.push(m);
         }

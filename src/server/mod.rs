@@ -381,9 +381,100 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
     {
         hosts.push(host);
     }
-    let pki = Pki::open(&opts.state_dir, &hosts, opts.config.compat().separate_tls_ca)?;
-    let admin = AdminToken::open(&opts.state_dir)?;
-    let fault_config = &opts.config.faults;
+    let shared = shared(opts.state_dir, opts.config, opts.clock, base_url.clone(), &hosts)?;
+    let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    let task = if opts.http {
+        tokio::spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await })
+    } else {
+        let acceptor = Arc::new(acceptor(&shared.pki)?);
+        let listener = TlsListener::new(tcp, acceptor);
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+    };
+    let ca_file = shared.pki.ca_file.clone();
+    Ok(ServerHandle { base_url, local_addr, ca_file, shared, shutdown: Some(tx), task: Some(task) })
+}
+
+/// The base URL of an in-process server: the `.invalid` top-level domain never resolves
+/// (RFC 2606), so nothing reaches it over a network by mistake.
+pub const IN_PROCESS_BASE_URL: &str = "https://in-process.mdmsim.invalid";
+
+/// The reference server without sockets: the management and package handlers called directly
+/// by the runner's in-process exchange (tests and benchmarks). It keeps the same records as a
+/// listening server and answers the same way, faults included.
+pub struct InProcessServer {
+    shared: Arc<Shared>,
+}
+
+/// Builds an in-process server (CA and admin token in `state_dir`, as [`start`] does).
+pub fn start_in_process(
+    state_dir: impl Into<PathBuf>,
+    config: Config,
+    clock: Option<Clock>,
+) -> Result<InProcessServer, ServerError> {
+    let hosts = ["in-process.mdmsim.invalid".to_string()];
+    let shared = shared(state_dir.into(), config, clock, IN_PROCESS_BASE_URL.to_string(), &hosts)?;
+    Ok(InProcessServer { shared })
+}
+
+impl InProcessServer {
+    /// The management URL devices are given.
+    pub fn management_url(&self) -> String {
+        format!("{}{MANAGEMENT_PATH}", self.shared.base_url)
+    }
+
+    /// One management POST to `url` (its query gives the mode): the HTTP status and at most
+    /// `max_body` bytes of the body (`None` when the body is longer).
+    pub async fn post(&self, url: &str, body: &str, cert_cn: Option<&str>, max_body: u64) -> (u16, Option<Bytes>) {
+        let query = url.split_once('?').map(|(_, q)| q);
+        let resp = manage(&self.shared, cert_cn, query, None, body.as_bytes()).await;
+        let status = resp.status().as_u16();
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        (status, axum::body::to_bytes(resp.into_body(), limit).await.ok())
+    }
+
+    /// A package download: its size and hex SHA-256, or `None` when no package has that URL.
+    pub fn fetch(&self, url: &str) -> Option<(u64, String)> {
+        let name = url.strip_prefix(&format!("{}/packages/", self.shared.base_url))?;
+        let p = self.shared.packages.iter().find(|p| p.name == name)?;
+        Some((p.bytes.len() as u64, p.sha256.clone()))
+    }
+
+    /// The server's record of every device.
+    pub fn devices(&self) -> Vec<DeviceRecord> {
+        self.shared.mgmt().records()
+    }
+
+    /// The record of one device.
+    pub fn device(&self, device_id: &str) -> Option<DeviceRecord> {
+        self.shared.mgmt().record(device_id)
+    }
+
+    /// Counts over all devices.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.shared.mgmt().records())
+    }
+
+    /// The packages the server serves.
+    pub fn packages(&self) -> &[Package] {
+        &self.shared.packages
+    }
+}
+
+/// Everything the handlers share: CA and certificates, admin token, packages, plans, records.
+fn shared(
+    state_dir: PathBuf,
+    config: Config,
+    clock: Option<Clock>,
+    base_url: String,
+    hosts: &[String],
+) -> Result<Arc<Shared>, ServerError> {
+    let pki = Pki::open(&state_dir, hosts, config.compat().separate_tls_ca)?;
+    let admin = AdminToken::open(&state_dir)?;
+    let fault_config = &config.faults;
     let faults = (!fault_config.spec.is_empty()).then(|| {
         Mutex::new(Injector::new(FaultPlan {
             spec: fault_config.spec,
@@ -393,10 +484,9 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
             slow_delay: fault_config.slow_delay.unwrap_or(faults::DEFAULT_SLOW_DELAY),
         }))
     });
-    let packages = build_packages(&opts.config, &base_url)?;
+    let packages = build_packages(&config, &base_url)?;
     let package = |name: &str| packages.iter().find(|p| p.name == name);
-    let apps = opts
-        .config
+    let apps = config
         .apps
         .iter()
         .filter_map(|a| {
@@ -411,8 +501,7 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
             })
         })
         .collect();
-    let msis = opts
-        .config
+    let msis = config
         .msi
         .iter()
         .filter_map(|m| {
@@ -432,34 +521,21 @@ pub async fn start(opts: ServerOptions) -> Result<ServerHandle, ServerError> {
             })
         })
         .collect();
-    let plans = Plans { apps, profiles: profiles::build(&opts.config)?, msis };
-    let config = Arc::new(opts.config);
+    let plans = Plans { apps, profiles: profiles::build(&config)?, msis };
+    let config = Arc::new(config);
     let shared = Arc::new(Shared {
         mgmt: Mutex::new(Mgmt::with_plans(config.clone(), plans)),
         compat: config.compat(),
         tokens: IssuedTokens::default(),
         config,
         pki,
-        base_url: base_url.clone(),
+        base_url,
         packages,
-        clock: opts.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+        clock: clock.unwrap_or_else(|| Arc::new(Utc::now)),
         admin,
         faults,
     });
-    let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
-    let (tx, rx) = oneshot::channel::<()>();
-    let stop = async move {
-        let _ = rx.await;
-    };
-    let task = if opts.http {
-        tokio::spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await })
-    } else {
-        let acceptor = Arc::new(acceptor(&shared.pki)?);
-        let listener = TlsListener::new(tcp, acceptor);
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
-    };
-    let ca_file = shared.pki.ca_file.clone();
-    Ok(ServerHandle { base_url, local_addr, ca_file, shared, shutdown: Some(tx), task: Some(task) })
+    Ok(shared)
 }
 
 /// Whether an address is loopback (IPv4-mapped loopback included).
@@ -771,7 +847,21 @@ async fn management_post(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let user_agent_origin = headers.get("UserAgentOrigin").and_then(|v| v.to_str().ok());
+    manage(&s, peer.cert_cn.as_deref(), query.as_deref(), user_agent_origin, &body).await
+}
+
+/// One management request: the SyncML body, the `mode` query, the CN of a verified client
+/// certificate and the `UserAgentOrigin` header. Shared by the HTTP endpoint and the
+/// in-process server.
+async fn manage(
+    s: &Shared,
+    cert_cn: Option<&str>,
+    query: Option<&str>,
+    user_agent_origin: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let Ok(text) = std::str::from_utf8(body) else {
         return (HttpStatus::BAD_REQUEST, "the SyncML body is not UTF-8\n").into_response();
     };
     let msg = match syncml::decode(text) {
@@ -825,17 +915,10 @@ async fn management_post(
         }
         Some(FaultKind::NoFinal) | None => {}
     }
-    let mode = query.as_deref().and_then(|q| query_param(q, "mode"));
+    let mode = query.and_then(|q| query_param(q, "mode"));
     let now = (s.clock)();
-    let user_agent_origin = headers.get("UserAgentOrigin").and_then(|v| v.to_str().ok());
     let hdr = msg.hdr.clone();
-    let reply = s.mgmt().handle(Incoming {
-        msg,
-        mode: mode.as_deref(),
-        cert_cn: peer.cert_cn.as_deref(),
-        user_agent_origin,
-        now,
-    });
+    let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn, user_agent_origin, now });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
         Reply::Message(mut m) => {

@@ -1,0 +1,527 @@
+//! The device engine: everything one device does, as a sans-I/O object that a loop drives, in
+//! the shape of quinn-proto's `Connection`.
+//!
+//! Inputs: [`Engine::handle_timeout`] (the clock reached [`Engine::poll_timeout`]),
+//! [`Engine::handle_event`] (a reboot, a logon, a push, the network going down...),
+//! [`Engine::handle_response`] (the answer to the last [`Transmit`]). Outputs:
+//! [`Engine::poll_transmit`] (an HTTP request to move: a SyncML message or a package
+//! download), [`Engine::poll_timeout`] (when to call again), [`Engine::poll_event`] (a session
+//! ended, a session was missed, the device left management, its timers changed its tree).
+//!
+//! Owns the scheduler (triggers → sessions and modes), the session run (addresses and
+//! fail-over, RespURI, signing decision, credentials and nonces: [`super::run`]), the CSP
+//! timers and the effects of sessions and timers (downloads, alerts for the next package 1,
+//! session requests, reboots, unenrollment). It never sees a socket, a file or the wall clock:
+//! one exchange at a time is out per device, and the caller says when it is.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::run::{Reply, Request, RunOptions, SessionReport, SessionRun, TranscriptFile};
+use super::{Device, SessionPlan, UnenrolledBy};
+use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
+use crate::schedule::{
+    Action, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
+    Trigger,
+};
+use crate::session::{Outcome, Summary};
+use crate::tree::{Effect, FetchOutcome, Registry};
+
+/// How many sessions one device may start at one instant (events that ask for a session, one
+/// after the other); more are dropped with a warning, so that a CSP or a server that keeps
+/// asking cannot spin a device forever.
+pub const MAX_SESSIONS_PER_INSTANT: usize = 16;
+
+/// How many package downloads one device may start at one instant.
+pub const MAX_FETCHES_PER_INSTANT: usize = 64;
+
+/// Something that happened to a device.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    /// A session ran (completed or failed).
+    Session { device: String, at: DateTime<Utc>, summary: Box<Summary> },
+    /// A session came due while the network was off.
+    Missed { device: String, at: DateTime<Utc>, trigger: Trigger, reason: String },
+    /// The device left management (server-initiated unenroll, lost contact).
+    Unenrolled { device: String, at: DateTime<Utc>, reason: String },
+    /// The device's own timers changed its tree without a session (an app download or
+    /// install step, an expiry): what a server would read in its next session.
+    Changed { device: String, at: DateTime<Utc> },
+}
+
+impl Record {
+    /// The device it is about.
+    pub fn device(&self) -> &str {
+        match self {
+            Record::Session { device, .. }
+            | Record::Missed { device, .. }
+            | Record::Unenrolled { device, .. }
+            | Record::Changed { device, .. } => device,
+        }
+    }
+
+    /// One line for people: time, device, trigger, mode, result, findings.
+    pub fn line(&self) -> String {
+        match self {
+            Record::Session { device, at, summary } => {
+                let result = match (&summary.outcome, &summary.error) {
+                    (Outcome::Completed, _) => "completed".to_string(),
+                    (_, Some(e)) => format!("FAILED: {e}"),
+                    _ => "FAILED".to_string(),
+                };
+                format!(
+                    "{}  {device}  {:<10} {:<11} {result}  findings={} msgs={}/{} {:.1}ms",
+                    at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    summary.trigger.as_str(),
+                    summary.mode.as_str(),
+                    summary.findings.len(),
+                    summary.messages_sent,
+                    summary.messages_received,
+                    summary.wall_us as f64 / 1000.0,
+                )
+            }
+            Record::Missed { device, at, trigger, reason } => {
+                format!("{}  {device}  {:<10} missed: {reason}", at.format("%Y-%m-%dT%H:%M:%SZ"), trigger.as_str())
+            }
+            Record::Unenrolled { device, at, reason } => {
+                format!("{}  {device}  unenrolled: {reason}", at.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+            Record::Changed { device, at } => {
+                format!("{}  {device}  timers changed the tree", at.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+        }
+    }
+}
+
+/// What the engine tells its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// Something happened (for the run's records and the store).
+    Record(Record),
+    /// The transcript of a session that just ended (only when transcripts are on).
+    Transcript { session_id: String, files: Vec<TranscriptFile> },
+    /// The device's enrollment was wiped: delete this folder of key and certificate files
+    /// (relative to the state directory).
+    WipeFiles(std::path::PathBuf),
+}
+
+/// An HTTP request the device wants moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A SyncML message of a management session.
+    Session(Request),
+    /// A package download (an app or MSI install), checked by size and SHA-256.
+    Fetch { url: String },
+}
+
+/// The answer to a [`Transmit`], in the same kind.
+#[derive(Debug, Clone)]
+pub enum Response {
+    Session(Reply),
+    Fetch(FetchOutcome),
+}
+
+/// Settings of a device's engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Refuse commands outside the Machine-mode set with 405 (`--strict`).
+    pub strict: bool,
+    /// Keep a transcript of every session ([`Output::Transcript`]).
+    pub transcript: bool,
+    /// The driver holds the enrollment key, so it can sign messages.
+    pub can_sign: bool,
+}
+
+enum Work {
+    Fetch { csp: &'static str, node: String, url: String },
+    Session(SessionRequest),
+}
+
+enum Active {
+    Session(SessionRun),
+    Fetch { csp: &'static str, node: String, sent: bool, url: String },
+}
+
+/// One device and everything it does.
+pub struct Engine {
+    pub device: Device,
+    pub scheduler: Scheduler,
+    /// When a device that never synced runs its first session (the post-enrollment session);
+    /// set it to `None` to leave the first session to the device's triggers.
+    pub first_session: Option<DateTime<Utc>>,
+    pub options: EngineOptions,
+    /// The DMClient poll values the scheduler's timetable was built from.
+    poll: Option<PollConfig>,
+    now: DateTime<Utc>,
+    queue: VecDeque<Work>,
+    active: Option<Active>,
+    out: VecDeque<Output>,
+    sessions_now: usize,
+    fetches_now: usize,
+}
+
+impl Engine {
+    /// A device whose schedule starts at `now`; `seed` drives its jitter (see
+    /// [`crate::schedule::device_seed`]). A device that never synced is taken as enrolled at
+    /// `now` and starts with its post-enrollment session, as Windows does.
+    pub fn new(mut device: Device, seed: u64, now: DateTime<Utc>) -> Result<Engine, NightlyError> {
+        let unenrolled = device.unenrolled.is_some();
+        let first_session = (device.sessions == 0).then_some(now);
+        if first_session.is_some() {
+            device.enrolled_at = now;
+        }
+        let cfg = SchedulerConfig::from_settings(device.profile, &device.settings, device.enrolled_at, seed)?;
+        let scheduler = Scheduler::new(cfg, None, device.users.clone(), now);
+        let last_success = device.last_success;
+        let mut e = Engine {
+            device,
+            scheduler,
+            first_session,
+            options: EngineOptions::default(),
+            poll: None,
+            now,
+            queue: VecDeque::new(),
+            active: None,
+            out: VecDeque::new(),
+            sessions_now: 0,
+            fetches_now: 0,
+        };
+        // The lost-contact countdown goes on from the last session that completed.
+        if let Some(t) = last_success {
+            e.scheduler.session_finished(t, true);
+        }
+        if unenrolled {
+            e.scheduler.unenroll();
+        }
+        e.refresh_schedule();
+        Ok(e)
+    }
+
+    /// The earliest instant this device has something to do (a scheduler timer, a CSP timer,
+    /// its first session); `None` for a device that left management. While work is under way
+    /// the driver goes on with [`Engine::poll_transmit`] first.
+    pub fn poll_timeout(&mut self, registry: &Registry) -> Option<DateTime<Utc>> {
+        if self.scheduler.unenrolled() {
+            return None;
+        }
+        let env = self.device.env(self.device.enrolled_at);
+        let csp = registry.next_deadline(&mut self.device.tree, &env);
+        [self.first_session, self.scheduler.next_deadline(), csp].into_iter().flatten().min()
+    }
+
+    /// True while a session or a download is under way or waiting to start.
+    pub fn is_busy(&self) -> bool {
+        self.active.is_some() || !self.queue.is_empty()
+    }
+
+    /// The clock reached `now`: CSP timers that are due run, the first session and the
+    /// scheduler's due actions are queued.
+    pub fn handle_timeout(&mut self, registry: &Registry, now: DateTime<Utc>) {
+        self.set_now(now);
+        let later = self.run_timers(registry);
+        if self.device.tree.is_dirty() {
+            self.device.tree.commit();
+            self.record(Record::Changed { device: self.device.id.to_string(), at: now });
+        }
+        let mut actions = Vec::new();
+        match self.first_session.take() {
+            Some(at) if at <= now => actions.push(Action::Session(SessionRequest::one_shot(
+                Trigger::Enrollment,
+                self.device.profile,
+                self.scheduler.users(),
+                now,
+                false,
+            ))),
+            not_yet => self.first_session = not_yet,
+        }
+        if self.scheduler.next_deadline().is_some_and(|d| d <= now) {
+            actions.extend(self.scheduler.on_deadline(now));
+        }
+        self.actions(actions);
+        self.effects(later);
+        self.settle();
+    }
+
+    /// Something happened to the device at `now` (a reboot, a logon, a push, the network...).
+    pub fn handle_event(&mut self, now: DateTime<Utc>, event: Event) {
+        self.set_now(now);
+        let actions = self.scheduler.on_event(now, event);
+        self.actions(actions);
+        self.settle();
+    }
+
+    /// The next request to move, if the device has one now. Call until `None`; then wait for
+    /// the answer of what is out ([`Engine::handle_response`]) or for [`Engine::poll_timeout`].
+    pub fn poll_transmit(&mut self, registry: &Registry) -> Option<Transmit> {
+        for _ in 0..MAX_SESSIONS_PER_INSTANT + MAX_FETCHES_PER_INSTANT + 2 {
+            match &mut self.active {
+                Some(Active::Session(run)) => {
+                    if let Some(req) = run.poll_request(registry, &mut self.device) {
+                        return Some(Transmit::Session(req));
+                    }
+                    if !run.is_done() {
+                        return None;
+                    }
+                    self.session_done();
+                }
+                Some(Active::Fetch { sent, url, .. }) => {
+                    if *sent {
+                        return None;
+                    }
+                    *sent = true;
+                    return Some(Transmit::Fetch { url: url.clone() });
+                }
+                None => {
+                    if !self.start_next(registry) {
+                        self.settle();
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The answer to the last [`Transmit`].
+    pub fn handle_response(&mut self, registry: &Registry, response: Response) {
+        let now = self.now;
+        match (&mut self.active, response) {
+            (Some(Active::Session(run)), Response::Session(reply)) => {
+                run.handle_reply(registry, &mut self.device, reply, now);
+                if run.is_done() {
+                    self.session_done();
+                }
+            }
+            (Some(Active::Fetch { .. }), Response::Fetch(outcome)) => {
+                let Some(Active::Fetch { csp, node, .. }) = self.active.take() else { return };
+                let env = self.device.env(now);
+                let effects = registry.on_fetch(&mut self.device.tree, &env, csp, &node, &outcome);
+                self.effects(effects);
+            }
+            _ => tracing::warn!(device = %self.device.id, "an answer came for nothing the device asked; ignored"),
+        }
+    }
+
+    /// What happened since the last call, oldest first.
+    pub fn poll_event(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Re-reads the DMClient values that drive the schedule (poll timetable, login polling,
+    /// lost contact): a server may change them in any session.
+    fn refresh_schedule(&mut self) {
+        let tree = &self.device.tree;
+        let provider = &self.device.provider_id;
+        let cfg = dmclient::poll_config(tree, provider);
+        if cfg != self.poll {
+            self.poll = cfg;
+            let source = cfg.map(|c| {
+                let table = PollTimetable::new(self.device.enrolled_at, c)
+                    .with_maintenance(MaintenanceWindow::from_settings(&self.device.settings));
+                Box::new(move |t| table.next_after(t)) as PollSource
+            });
+            self.scheduler.set_poll_source(source, self.now);
+            if let Some(c) = cfg {
+                self.scheduler.set_login_polling(LoginPolling {
+                    poll_on_login: c.poll_on_login,
+                    all_users_poll_on_first_login: c.all_users_poll_on_first_login,
+                });
+            }
+        }
+        self.scheduler.set_lost_contact_days(dmclient::lost_contact_days(tree, provider));
+    }
+
+    fn set_now(&mut self, now: DateTime<Utc>) {
+        if now != self.now || !self.is_busy() {
+            self.sessions_now = 0;
+            self.fetches_now = 0;
+        }
+        self.now = self.now.max(now);
+    }
+
+    /// Runs the CSP timers that are due by now; downloads they ask for go first in the queue,
+    /// alerts are kept for the next package 1, and the other effects are returned.
+    fn run_timers(&mut self, registry: &Registry) -> Vec<Effect> {
+        let mut rest = Vec::new();
+        for _ in 0..MAX_FETCHES_PER_INSTANT {
+            let env = self.device.env(self.now);
+            let due = registry.next_deadline(&mut self.device.tree, &env).is_some_and(|d| d <= self.now);
+            if !due {
+                break;
+            }
+            let effects = registry.on_deadline(&mut self.device.tree, &env);
+            rest.extend(self.local_effects(effects));
+        }
+        rest
+    }
+
+    /// Starts the next queued work; false when there is none. Before a session, CSP timers
+    /// that came due (a download just finished) are brought up to date, so that what they
+    /// change is in the session.
+    fn start_next(&mut self, registry: &Registry) -> bool {
+        if matches!(self.queue.front(), Some(Work::Session(_))) {
+            let later = self.run_timers(registry);
+            self.effects(later);
+        }
+        let Some(work) = self.queue.pop_front() else { return false };
+        match work {
+            Work::Fetch { csp, node, url } => {
+                tracing::info!(device = %self.device.id, url, "downloading package");
+                self.active = Some(Active::Fetch { csp, node, sent: false, url });
+            }
+            Work::Session(req) => {
+                if self.scheduler.unenrolled() {
+                    return true;
+                }
+                let opts = RunOptions {
+                    trigger: req.trigger,
+                    plan: Some(SessionPlan::from_request(&req, self.device.profile)),
+                    extra_alerts: Vec::new(),
+                    gate: Box::new(ModeGate { interactive: req.interactive, strict: self.options.strict }),
+                    transcript: self.options.transcript,
+                    can_sign: self.options.can_sign,
+                };
+                let run = SessionRun::begin(registry, &mut self.device, opts, self.now);
+                self.active = Some(Active::Session(run));
+            }
+        }
+        true
+    }
+
+    fn session_done(&mut self) {
+        let Some(Active::Session(mut run)) = self.active.take() else { return };
+        let files = run.take_transcript();
+        let session_id = run.session_id().to_string();
+        let Some(report) = run.finish() else { return };
+        let SessionReport { summary, error, effects, .. } = report;
+        let now = self.now;
+        self.scheduler.session_finished(now, error.is_none());
+        if self.options.transcript {
+            self.out.push_back(Output::Transcript { session_id, files });
+        }
+        let rest = self.local_effects(effects);
+        self.refresh_schedule();
+        self.record(Record::Session { device: self.device.id.to_string(), at: now, summary: Box::new(summary) });
+        self.effects(rest);
+    }
+
+    /// Queues the scheduler's actions: sessions to run, missed sessions and unenrollments to
+    /// report.
+    fn actions(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Session(req) => {
+                    if self.scheduler.unenrolled() {
+                        continue;
+                    }
+                    if self.sessions_now >= MAX_SESSIONS_PER_INSTANT {
+                        tracing::warn!(device = %self.device.id, trigger = %req.trigger, "too many sessions asked for at one instant; this one is dropped");
+                        continue;
+                    }
+                    self.sessions_now += 1;
+                    self.queue.push_back(Work::Session(req));
+                }
+                Action::Missed { at, trigger, reason } => {
+                    self.record(Record::Missed { device: self.device.id.to_string(), at, trigger, reason })
+                }
+                Action::Unenroll { at, reason } => {
+                    self.unenroll(UnenrolledBy::LostContact, at);
+                    self.record(Record::Unenrolled { device: self.device.id.to_string(), at, reason });
+                }
+            }
+        }
+    }
+
+    /// Downloads go to the front of the queue (in order), alerts are kept with the device for
+    /// the next package 1; the rest is returned.
+    fn local_effects(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut rest = Vec::new();
+        let mut fetches = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Fetch { csp, node, url } => {
+                    if self.fetches_now >= MAX_FETCHES_PER_INSTANT {
+                        tracing::warn!(device = %self.device.id, url, "too many downloads in one round; left for later");
+                        continue;
+                    }
+                    self.fetches_now += 1;
+                    fetches.push(Work::Fetch { csp, node, url });
+                }
+                Effect::Alert { code, item } => {
+                    if let Some(dropped) = self.device.keep_alert(code, &item, self.now) {
+                        tracing::warn!(
+                            device = %self.device.id,
+                            alert = %dropped,
+                            "more than {} alerts wait for the next session; the oldest is dropped",
+                            super::MAX_PENDING_ALERTS
+                        );
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        for f in fetches.into_iter().rev() {
+            self.queue.push_front(f);
+        }
+        rest
+    }
+
+    /// Effects that ask for more: a session request (DMAcc InitiateSession) is a sync now; a
+    /// reboot is followed by the reboot's Machine-mode session; an unenroll ends the device's
+    /// management.
+    fn effects(&mut self, effects: Vec<Effect>) {
+        let rest = self.local_effects(effects);
+        let now = self.now;
+        for e in rest {
+            match e {
+                Effect::RequestSession { .. } => {
+                    let actions = self.scheduler.on_event(now, Event::Sync { interactive: false });
+                    self.actions(actions);
+                }
+                Effect::Reboot { .. } => {
+                    let actions = self.scheduler.on_event(now, Event::Reboot);
+                    self.actions(actions);
+                }
+                Effect::Unenroll { reason } => {
+                    if self.device.unenrolled.is_some() {
+                        continue;
+                    }
+                    tracing::info!(device = %self.device.id, reason, "server-initiated unenrollment");
+                    self.unenroll(UnenrolledBy::Server, now);
+                    self.record(Record::Unenrolled { device: self.device.id.to_string(), at: now, reason });
+                }
+                Effect::Fetch { .. } | Effect::Alert { .. } => {}
+            }
+        }
+    }
+
+    /// The device leaves management: its enrollment is wiped and its schedule stops.
+    fn unenroll(&mut self, by: UnenrolledBy, at: DateTime<Utc>) {
+        self.scheduler.unenroll();
+        self.queue.retain(|w| matches!(w, Work::Fetch { .. }));
+        if let Some(files) = self.device.wipe_enrollment(by, at) {
+            self.out.push_back(Output::WipeFiles(files));
+        }
+    }
+
+    /// When nothing is under way: who is logged on goes into the record, and changes of the
+    /// tree made outside a session are committed and reported.
+    fn settle(&mut self) {
+        if self.is_busy() {
+            return;
+        }
+        self.device.users = self.scheduler.users().clone();
+        if self.device.tree.is_dirty() {
+            // A download's outcome changed the tree outside a session.
+            self.device.tree.commit();
+            self.record(Record::Changed { device: self.device.id.to_string(), at: self.now });
+        }
+    }
+
+    fn record(&mut self, r: Record) {
+        self.out.push_back(Output::Record(r));
+    }
+}
