@@ -14,6 +14,7 @@ pub mod device;
 pub mod enroll;
 #[doc(hidden)]
 pub mod fuzz_entry;
+pub mod names;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;

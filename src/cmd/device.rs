@@ -48,7 +48,7 @@ pub struct NewArgs {
     #[arg(long, conflicts_with = "id")]
     seed: Option<u64>,
     /// The client to emulate (default: the template's, else win10).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Profile>())]
     profile: Option<Profile>,
     /// A TOML template of DevInfo/DevDetail values (see fixtures/templates/).
     #[arg(long, value_name = "FILE")]

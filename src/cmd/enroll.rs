@@ -61,7 +61,7 @@ pub struct EnrollArgs {
     #[arg(long, value_enum, default_value = "full")]
     enrollment_type: KindArg,
     /// The client to emulate (default: the template's, else win10).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Profile>())]
     profile: Option<Profile>,
     /// A TOML template of DevInfo/DevDetail values (see fixtures/templates/).
     #[arg(long, value_name = "FILE")]

@@ -67,6 +67,14 @@ impl HttpArgs {
     }
 }
 
+/// The command-line parser of a closed set of core values ([`mdmsim::names::Named`]): its
+/// names are the possible values `--help` lists and errors suggest.
+pub fn named<T: mdmsim::names::Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .map(|s| T::from_name(&s).expect("clap only passes one of the possible values"))
+}
+
 /// What `--insecure` leaves open, for its warning.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Insecure {

@@ -39,7 +39,7 @@ pub struct RunArgs {
     all: bool,
     /// real: simulated time is real time; scaled: --speed times faster; virtual: jump from one
     /// deadline to the next as soon as the sessions of the current instant finished.
-    #[arg(long, value_enum, default_value = "real")]
+    #[arg(long, value_parser = super::named::<ClockKind>(), default_value = "real")]
     clock: ClockKind,
     /// Simulated seconds per real second for --clock scaled (60 = an hour a minute).
     #[arg(long, value_name = "N")]

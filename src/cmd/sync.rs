@@ -21,7 +21,7 @@ use clap::Args;
 use mdmsim::runner::enrollment;
 use mdmsim::runner::http::Transport;
 use mdmsim::runner::{SessionOptions, carry_out, run_session, run_timers};
-use mdmsim::schedule::ModeGate;
+use mdmsim::session::ModeGate;
 use mdmsim::session::Trigger;
 use mdmsim::tree::Effect;
 
@@ -38,7 +38,7 @@ pub struct SyncArgs {
     device: Option<String>,
     /// Why the session starts; decides the mode (reboot -> Machine, push -> Apps on win81 or a
     /// server-initiated session on win10, others -> Maintenance).
-    #[arg(long, value_enum, default_value = "manual")]
+    #[arg(long, value_parser = super::named::<Trigger>(), default_value = "manual")]
     trigger: Trigger,
     /// Write every message to DIR as NNN-client.xml / NNN-server.xml (pretty, secrets masked).
     #[arg(long, value_name = "DIR")]

@@ -43,7 +43,7 @@
 //! - `MDM_WNSConfiguration/MDM_WNSConfiguration.AppId=%22{AppId}%22/Exec=UpdateConfiguration`:
 //!   answers 200 (the WNS channel itself is the DMClient Push emulation's). It needs the enrolled
 //!   user's impersonation: the Machine-mode and interactive rules are the session gate's
-//!   (`schedule::gate`), not this CSP's.
+//!   (`session::mode_gate`), not this CSP's.
 //!
 //! Not modelled: other classes (Win32_Processor, Win32_NetworkAdapter, MDM_Policy_*...), other
 //! properties and array properties (BIOSVersion...) answer 404; any Add, Replace or Delete is

@@ -23,10 +23,10 @@ use super::run::{Reply, Request, RunOptions, SessionReport, SessionRun, Transcri
 use super::{Device, SessionPlan, UnenrolledBy};
 use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
 use crate::schedule::{
-    Action, Event, LoginPolling, ModeGate, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
+    Action, Event, LoginPolling, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
     Trigger,
 };
-use crate::session::{Outcome, Summary};
+use crate::session::{ModeGate, Outcome, Summary};
 use crate::tree::{Effect, FetchOutcome, Registry};
 
 /// How many sessions one device may start at one instant (events that ask for a session, one

@@ -667,7 +667,7 @@ fn expectation(
                 }
             };
             let trigger = match &x.trigger {
-                Some(t) => Some(<Trigger as clap::ValueEnum>::from_str(t.get_ref(), true).map_err(|_| {
+                Some(t) => Some(<Trigger as crate::names::Named>::from_name(t.get_ref()).ok_or_else(|| {
                     src.err(t.span(), format!("`trigger`: expected enrollment | reboot | logon | nightly | push | poll | manual, found {:?}", t.get_ref()))
                 })?),
                 None => None,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The kind of clock, as `--clock` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockKind {
     /// Simulated time runs at real speed.
@@ -26,6 +26,18 @@ pub enum ClockKind {
     Scaled,
     /// Discrete events: time jumps to the next deadline once the current instant's sessions end.
     Virtual,
+}
+
+impl crate::names::Named for ClockKind {
+    const ALL: &'static [ClockKind] = &[ClockKind::Real, ClockKind::Scaled, ClockKind::Virtual];
+
+    fn name(self) -> &'static str {
+        match self {
+            ClockKind::Real => "real",
+            ClockKind::Scaled => "scaled",
+            ClockKind::Virtual => "virtual",
+        }
+    }
 }
 
 /// Why a clock cannot be built.

@@ -64,7 +64,7 @@ impl FromStr for Mode {
 
 /// What starts a session. The names are the ones of `mdmsim sync --trigger` and of the printed
 /// timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// The session run right after enrollment (the enrolling user is logged on).
@@ -98,6 +98,22 @@ impl Trigger {
     }
 }
 
+impl crate::names::Named for Trigger {
+    const ALL: &'static [Trigger] = &[
+        Trigger::Enrollment,
+        Trigger::Reboot,
+        Trigger::Logon,
+        Trigger::Nightly,
+        Trigger::Push,
+        Trigger::Poll,
+        Trigger::Manual,
+    ];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -107,7 +123,7 @@ impl fmt::Display for Trigger {
 /// The value of the 1224 `com.microsoft/MDM/LoginStatus` alert in package 1 on `win10`
 /// (MS-MDM §3.1.5.1, package 1): `user` when the enrolled user has a session (active or locked), `others`
 /// when only other users have one, `none` when nobody is logged on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginStatus {
     #[default]

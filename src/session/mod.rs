@@ -17,10 +17,12 @@
 
 mod gate;
 mod machine;
+pub mod mode_gate;
 mod redact;
 mod summary;
 
 pub use gate::{AllowAll, Finding, Gate, GateCx, Verdict};
+pub use mode_gate::ModeGate;
 pub use machine::{
     Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, KeepAlive, LOGIN_STATUS_TYPE, Limits,
     LoginStatus, Next, SessionAlert, SessionConfig, SessionError, start, start_default,

@@ -28,7 +28,7 @@ pub use state::{Entry, Mark, TreeState};
 pub use uri::{NodeUri, Query, Scope, UriError, encode_segment, key_of};
 
 /// Which Windows client a device emulates (the Windows 8.1 MDM operation modes post).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Windows 10/11 (omadmclient): LoginStatus alerts, push = server-initiated session.
@@ -45,6 +45,14 @@ impl Profile {
             Profile::Win10 => "win10",
             Profile::Win81 => "win81",
         }
+    }
+}
+
+impl crate::names::Named for Profile {
+    const ALL: &'static [Profile] = &[Profile::Win10, Profile::Win81];
+
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 

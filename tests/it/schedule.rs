@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use chrono_tz::Tz;
 use mdmsim::schedule::clock::{Clock, VirtualClock};
-use mdmsim::schedule::gate::{GateCmd, GateContext, Rule, Verdict, judge};
+use mdmsim::session::mode_gate::{GateCmd, GateContext, Rule, Verdict, judge};
 use mdmsim::schedule::{
     Action, ENROLLED, Event, Jitter, LoginPolling, LoginStatus, Mode, Nightly, PollSource, Scheduler, SchedulerConfig,
     SessionRequest, Trigger, UserState, parse_timeline,

@@ -45,7 +45,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::mode::Mode;
+use crate::schedule::Mode;
 use crate::syncml::{Command, StatusCode};
 use crate::tree::{NodeUri, Profile, Scope};
 
@@ -319,7 +319,7 @@ fn classify(profile: Profile, cmd: &GateCmd<'_>) -> Class {
 }
 
 /// The session gate that applies these rules: plugs [`judge`] into the session engine's
-/// [`crate::session::Gate`] hook. Every item of a command (and of the children of an Atomic or
+/// [`super::Gate`] hook. Every item of a command (and of the children of an Atomic or
 /// Sequence) is judged; each finding is recorded, and the first refusal refuses the command.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModeGate {
@@ -329,11 +329,11 @@ pub struct ModeGate {
     pub strict: bool,
 }
 
-impl crate::session::Gate for ModeGate {
-    fn check(&mut self, cx: &crate::session::GateCx<'_>, cmd: &Command) -> crate::session::Verdict {
+impl super::Gate for ModeGate {
+    fn check(&mut self, cx: &super::GateCx<'_>, cmd: &Command) -> super::Verdict {
         let gcx =
             GateContext { profile: cx.profile, mode: cx.mode, interactive: self.interactive, strict: self.strict };
-        let mut verdict = crate::session::Verdict::allow();
+        let mut verdict = super::Verdict::allow();
         let mut pending = vec![cmd];
         while let Some(c) = pending.pop() {
             if let Command::Atomic(k) | Command::Sequence(k) = c {
@@ -343,7 +343,7 @@ impl crate::session::Gate for ModeGate {
             for item in GateCmd::items(c) {
                 let v = judge(&gcx, &item);
                 if let Some(f) = v.finding() {
-                    verdict.findings.push(crate::session::Finding {
+                    verdict.findings.push(super::Finding {
                         what: f.what.as_str().to_string(),
                         msg_id: cx.msg_id.to_string(),
                         cmd_id: f.cmd_id.clone(),
