@@ -65,6 +65,9 @@ pub struct SessionsArgs {
     /// `mdmsim server --auth none`).
     #[arg(long, value_name = "URL", required_if_eq("exchange", "http"))]
     server: Option<String>,
+    /// The DMClient provider ID of the devices for --exchange http (the server's PROVIDER-ID).
+    #[arg(long, value_name = "ID", default_value = "mdmsim")]
+    provider_id: String,
     /// Devices at work at the same time.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -118,25 +121,26 @@ fn sessions(a: SessionsArgs) -> anyhow::Result<ExitCode> {
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
     let scratch = tempfile::tempdir().map_err(|e| fail(STATE, format!("a scratch folder: {e}")))?;
-    let (exchange, server_url): (Arc<dyn Exchange>, String) = match a.exchange {
+    let (exchange, server_url, provider): (Arc<dyn Exchange>, String, String) = match a.exchange {
         ExchangeKind::InProcess => {
             let mut config = Config::demo();
             config.management.auth = AuthMode::None;
+            config.management.seed = Some(a.seed);
             let clock_now = Arc::new(std::sync::Mutex::new(start));
             let read = Arc::clone(&clock_now);
             let clock: mdmsim::server::Clock = Arc::new(move || read.lock().map(|t| *t).unwrap_or(start));
             let server = mdmsim::server::start_in_process(scratch.path(), config, Some(clock))
                 .map_err(|e| fail(STATE, format!("the in-process server: {e}")))?;
             let url = server.management_url();
-            (Arc::new(InProcess::new(Arc::new(server))), url)
+            (Arc::new(InProcess::new(Arc::new(server))), url, Config::demo().provider_id)
         }
         ExchangeKind::Http => {
             let url = a.server.clone().unwrap_or_default();
             let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
-            (Arc::new(HttpExchange::new(Arc::new(transport))), url)
+            (Arc::new(HttpExchange::new(Arc::new(transport))), url, a.provider_id.clone())
         }
     };
-    let members = fleet_of(a.devices, a.seed, &server_url, start, end)?;
+    let members = fleet_of(a.devices, a.seed, &server_url, &provider, start, end)?;
     let opts = FleetOptions { concurrency: a.concurrency, max_sessions: a.max_sessions, ..FleetOptions::default() };
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::with_exchange(registry, exchange, members, opts);
@@ -215,7 +219,14 @@ impl std::fmt::Debug for ExchangeKind {
 }
 
 /// Pre-provisioned devices with identities from `seed`, each with its own simulated days.
-fn fleet_of(n: u32, seed: u64, server_url: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> anyhow::Result<Vec<Member>> {
+fn fleet_of(
+    n: u32,
+    seed: u64,
+    server_url: &str,
+    provider: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> anyhow::Result<Vec<Member>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let templates = [Template::builtin(Profile::Win10), Template::builtin(Profile::Win81)];
     let mut members = Vec::with_capacity(n as usize);
@@ -223,7 +234,7 @@ fn fleet_of(n: u32, seed: u64, server_url: &str, start: DateTime<Utc>, end: Date
         // Nine in ten devices run Windows 10/11, one in ten Windows 8.1.
         let profile = if i % 10 == 9 { Profile::Win81 } else { Profile::Win10 };
         let template = &templates[usize::from(profile == Profile::Win81)];
-        let device = Device::new(DeviceId::generate(&mut rng), profile, server_url, "MS DM Server", template, start);
+        let device = Device::new(DeviceId::generate(&mut rng), profile, server_url, provider, template, start);
         let s = device_seed(seed, u64::from(i));
         let mut m = Member::new(device, s, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
         m.engine.scheduler.script(super::demo::day_of(s, start, end));

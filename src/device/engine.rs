@@ -23,8 +23,7 @@ use super::run::{Reply, Request, RunOptions, SessionReport, SessionRun, Transcri
 use super::{Device, SessionPlan, UnenrolledBy};
 use crate::csp::dmclient::{self, MaintenanceWindow, PollConfig, PollTimetable};
 use crate::schedule::{
-    Action, Event, LoginPolling, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest,
-    Trigger,
+    Action, Event, LoginPolling, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest, Trigger,
 };
 use crate::session::{ModeGate, Outcome, Summary};
 use crate::tree::{Effect, FetchOutcome, Registry};
@@ -141,7 +140,7 @@ enum Work {
 }
 
 enum Active {
-    Session(SessionRun),
+    Session(Box<SessionRun>),
     Fetch { csp: &'static str, node: String, sent: bool, url: String },
 }
 
@@ -385,7 +384,7 @@ impl Engine {
                     can_sign: self.options.can_sign,
                 };
                 let run = SessionRun::begin(registry, &mut self.device, opts, self.now);
-                self.active = Some(Active::Session(run));
+                self.active = Some(Active::Session(Box::new(run)));
             }
         }
         true
@@ -523,5 +522,187 @@ impl Engine {
 
     fn record(&mut self, r: Record) {
         self.out.push_back(Output::Record(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::device::run::Reply;
+    use crate::device::{DeviceId, Template};
+    use crate::session::Mode;
+    use crate::syncml::{self, Command, Item, ItemCmd, Status, SyncBody, SyncHdr, SyncMl};
+    use crate::tree::Profile;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
+    }
+
+    fn engine() -> (Engine, Registry) {
+        let d = Device::new(
+            DeviceId::from_seed(7),
+            Profile::Win10,
+            "https://mdm.example/MDM.svc",
+            "P",
+            &Template::builtin(Profile::Win10),
+            start(),
+        );
+        (Engine::new(d, 7, start()).unwrap(), crate::csp::registry())
+    }
+
+    /// The server's answer to a client message: SyncHdr status, then `commands`.
+    fn answer(client: &str, commands: Vec<Command>) -> String {
+        let c = syncml::decode(client).unwrap();
+        let mut all = vec![Command::Status(Status {
+            cmd_id: "1".into(),
+            msg_ref: c.hdr.msg_id.clone(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: "200".into(),
+            ..Status::default()
+        })];
+        all.extend(commands);
+        syncml::encode(&SyncMl {
+            hdr: SyncHdr {
+                session_id: c.hdr.session_id.clone(),
+                msg_id: c.hdr.msg_id.clone(),
+                target: c.hdr.source.clone(),
+                source: c.hdr.target.clone(),
+                ..SyncHdr::default()
+            },
+            body: SyncBody { commands: all, final_: true },
+        })
+    }
+
+    fn session_request(t: Option<Transmit>) -> Request {
+        match t {
+            Some(Transmit::Session(r)) => r,
+            other => panic!("expected a session message, got {other:?}"),
+        }
+    }
+
+    fn reply(body: Option<String>) -> Response {
+        Response::Session(Reply::answer(body, Duration::from_millis(3)))
+    }
+
+    fn sessions(e: &mut Engine) -> Vec<Summary> {
+        let mut out = Vec::new();
+        while let Some(o) = e.poll_event() {
+            if let Output::Record(Record::Session { summary, .. }) = o {
+                out.push(*summary);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_new_device_runs_its_post_enrollment_session_when_its_first_deadline_comes() {
+        let (mut e, reg) = engine();
+        assert_eq!(e.poll_timeout(&reg), Some(start()), "the first session is due at once");
+        assert!(e.poll_transmit(&reg).is_none(), "nothing moves before the driver hands the time");
+        e.handle_timeout(&reg, start());
+        let req = session_request(e.poll_transmit(&reg));
+        assert_eq!(req.url, "https://mdm.example/MDM.svc?mode=Maintenance&Platform=WoA");
+        assert_eq!(req.client_request_id, "0");
+        assert!(req.body.contains("<SessionID>1</SessionID>"), "{}", req.body);
+        assert!(e.poll_transmit(&reg).is_none(), "one request out at a time");
+        // A Get, then the device's Results; an empty answer ends the session.
+        let get = Command::Get(ItemCmd {
+            cmd_id: "2".into(),
+            items: vec![Item::target("./DevInfo/DevId")],
+            ..ItemCmd::default()
+        });
+        e.handle_response(&reg, reply(Some(answer(&req.body, vec![get]))));
+        let req2 = session_request(e.poll_transmit(&reg));
+        assert!(req2.body.contains("<MsgID>2</MsgID>"));
+        assert!(req2.body.contains(e.device.id.as_str()), "the Results carry the DeviceID");
+        e.handle_response(&reg, reply(None));
+        assert!(e.poll_transmit(&reg).is_none());
+        let done = sessions(&mut e);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].trigger, done[0].mode, done[0].outcome),
+            (Trigger::Enrollment, Mode::Maintenance, Outcome::Completed)
+        );
+        assert_eq!(done[0].wall_us, 6000, "the time the device waited for both answers");
+        assert_eq!(e.device.sessions, 1);
+        assert!(!e.is_busy());
+        assert!(e.poll_timeout(&reg).is_none_or(|t| t > start()), "nothing more is due now");
+    }
+
+    #[test]
+    fn reboot_now_leads_to_a_machine_mode_session_after_the_session_ends() {
+        let (mut e, reg) = engine();
+        e.handle_timeout(&reg, start());
+        let req = session_request(e.poll_transmit(&reg));
+        let exec = Command::Exec(ItemCmd {
+            cmd_id: "2".into(),
+            items: vec![Item::target("./Device/Vendor/MSFT/Reboot/RebootNow")],
+            ..ItemCmd::default()
+        });
+        e.handle_response(&reg, reply(Some(answer(&req.body, vec![exec]))));
+        let req = session_request(e.poll_transmit(&reg));
+        assert!(req.body.contains("<Data>200</Data>"), "the Exec is accepted: {}", req.body);
+        e.handle_response(&reg, reply(None));
+        // The reboot's session follows once the machine is up, in Machine mode, nobody logged on.
+        assert!(e.poll_transmit(&reg).is_none());
+        let up = e.poll_timeout(&reg).expect("the reboot's session is planned");
+        assert!(up >= start() && up < start() + chrono::Duration::minutes(30), "{up}");
+        e.handle_timeout(&reg, up);
+        let next = session_request(e.poll_transmit(&reg));
+        assert!(next.url.contains("mode=Machine"), "{}", next.url);
+        assert!(next.body.contains("<SessionID>2</SessionID>"));
+        e.handle_response(&reg, reply(None));
+        let done = sessions(&mut e);
+        assert_eq!(
+            done.iter().map(|s| (s.trigger, s.mode)).collect::<Vec<_>>(),
+            [(Trigger::Enrollment, Mode::Maintenance), (Trigger::Reboot, Mode::Machine)]
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_moves_to_the_next_attempt_and_a_failed_session_leaves_the_tree_as_it_was() {
+        let (mut e, reg) = engine();
+        let before = e.device.tree.clone();
+        e.handle_timeout(&reg, start());
+        let no_connection = || {
+            Response::Session(Reply::error(
+                crate::device::run::ExchangeError {
+                    fault: crate::session::Fault::Unreachable,
+                    no_connection: true,
+                    message: "refused".into(),
+                },
+                Duration::ZERO,
+            ))
+        };
+        // Three attempts at the one address (the DMAcc default ConnRetryFreq), then failure.
+        for _ in 0..3 {
+            let req = session_request(e.poll_transmit(&reg));
+            assert_eq!(req.url, "https://mdm.example/MDM.svc?mode=Maintenance&Platform=WoA");
+            e.handle_response(&reg, no_connection());
+        }
+        assert!(e.poll_transmit(&reg).is_none());
+        let done = sessions(&mut e);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].outcome, Outcome::Failed);
+        assert_eq!(done[0].fault, Some(crate::session::Fault::Unreachable));
+        let mut after = e.device.tree.clone();
+        after.commit();
+        assert_eq!(after.value("DevInfo/DevId"), before.value("DevInfo/DevId"));
+        assert_eq!(e.device.sessions, 1, "the SessionID was used");
+        assert_eq!(e.device.last_success, None);
+    }
+
+    #[test]
+    fn an_answer_for_nothing_asked_is_ignored() {
+        let (mut e, reg) = engine();
+        e.handle_response(&reg, reply(None));
+        e.handle_response(&reg, Response::Fetch(FetchOutcome::Timeout));
+        assert!(!e.is_busy());
+        assert!(e.poll_event().is_none());
     }
 }

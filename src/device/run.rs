@@ -145,8 +145,8 @@ pub struct TranscriptFile {
 }
 
 enum State {
-    Awaiting(AwaitingServer),
-    Done(SessionReport),
+    Awaiting(Box<AwaitingServer>),
+    Done(Box<SessionReport>),
     /// Only while a transition moves the state out.
     Moving,
 }
@@ -194,9 +194,9 @@ impl SessionRun {
         let ent_dmid = format!("Vendor/MSFT/DMClient/Provider/{}/EntDMID", device.provider_id);
         let request_id = device.tree.value(&ent_dmid).unwrap_or("0").to_string();
         let mut candidates = addresses(device, cfg.mode).into_iter();
-        let (base, url) = candidates.next().unwrap_or_else(|| {
-            (device.server_url.clone(), session_url(&device.server_url, cfg.mode, device.profile))
-        });
+        let (base, url) = candidates
+            .next()
+            .unwrap_or_else(|| (device.server_url.clone(), session_url(&device.server_url, cfg.mode, device.profile)));
         // SyncHdr Target names the server the session starts with (the cached one, or the
         // list's first). After a fail-over during the first message the POST URL moves on but
         // the headers keep this Target (the session machine owns them).
@@ -216,7 +216,7 @@ impl SessionRun {
         let (awaiting, msg) = session::start(cfg, opts.gate, &mut cx);
         tracing::info!(device = %device.id, session = %awaiting.config().session_id, mode = %awaiting.config().mode, url = %url.as_deref().unwrap_or("-"), "session starts");
         let mut run = SessionRun {
-            state: State::Awaiting(awaiting),
+            state: State::Awaiting(Box::new(awaiting)),
             body: String::new(),
             candidates,
             base,
@@ -344,7 +344,7 @@ impl SessionRun {
         match next {
             Next::Send(a, m) => {
                 let n = a.awaiting_reply_to();
-                self.state = State::Awaiting(a);
+                self.state = State::Awaiting(Box::new(a));
                 self.queue_message(&m, n);
             }
             Next::Finished(f) => {
@@ -358,7 +358,7 @@ impl SessionRun {
                 let challenge = f.challenge().cloned();
                 let mut summary = f.summary;
                 self.close(&mut summary);
-                self.state = State::Done(SessionReport { summary, error: None, effects, challenge });
+                self.state = State::Done(Box::new(SessionReport { summary, error: None, effects, challenge }));
             }
             Next::Failed(f) => self.failed(device, f),
         }
@@ -367,7 +367,7 @@ impl SessionRun {
     /// The session's report, once it is over (`None` before).
     pub fn finish(self) -> Option<SessionReport> {
         match self.state {
-            State::Done(r) => Some(r),
+            State::Done(r) => Some(*r),
             State::Awaiting(_) | State::Moving => None,
         }
     }
@@ -395,7 +395,8 @@ impl SessionRun {
         self.close(&mut f.summary);
         // The caller reports the error; this is the log of it.
         tracing::info!(device = %device.id, error = %f.error, "session failed; tree rolled back");
-        self.state = State::Done(SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new(), challenge: None });
+        let report = SessionReport { summary: f.summary, error: Some(f.error), effects: Vec::new(), challenge: None };
+        self.state = State::Done(Box::new(report));
     }
 
     fn close(&mut self, summary: &mut Summary) {
@@ -484,7 +485,8 @@ pub fn addresses(device: &Device, mode: session::Mode) -> Vec<(String, Result<St
 /// The signature header name of the template (`signature_header`), or `MDM-Signature` when it
 /// is not a valid HTTP header name (RFC 9110 token).
 pub fn signature_header(settings: &crate::tree::Settings) -> String {
-    let name = settings.str("signature_header").map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SIGNATURE_HEADER);
+    let name =
+        settings.str("signature_header").map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SIGNATURE_HEADER);
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.chars().all(token) {
         name.to_string()

@@ -24,9 +24,7 @@ use super::http::HttpOptions;
 use super::store::{Store, StoreError};
 pub use crate::device::auth::{keep_next_nonce, session_auth};
 use crate::device::{Device, DeviceId, Enrollment, Template, UnenrolledBy};
-use crate::enroll::{
-    ApplyError, AuthToken, DeviceIdentity, EnrollmentType, Secret,
-};
+use crate::enroll::{ApplyError, AuthToken, DeviceIdentity, EnrollmentType, Secret};
 use crate::tree::{Effect, Profile, Tree};
 
 /// The file names inside a device's enrollment folder (what [`Enrolled::write_to_dir`] writes).

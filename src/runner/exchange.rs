@@ -256,7 +256,9 @@ impl<E: Exchange> Exchange for Simulated<E> {
             if fault == Some("loss") {
                 return match transmit {
                     Transmit::Session(_) => Response::Session(Reply::error(failed("loss", true), latency)),
-                    Transmit::Fetch { .. } => Response::Fetch(FetchOutcome::Failed(format!("{url}: simulated network loss"))),
+                    Transmit::Fetch { .. } => {
+                        Response::Fetch(FetchOutcome::Failed(format!("{url}: simulated network loss")))
+                    }
                 };
             }
             let answer = self.inner.exchange(transmit).await;

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use crate::device::engine::Record;
 use crate::device::Device;
+pub use crate::device::engine::Record;
 use crate::device::engine::{Engine, Output};
 use crate::schedule::{Clock, ClockKind, Event, NightlyError};
 use crate::session::Outcome;
@@ -135,9 +135,9 @@ impl RunStats {
                 self.messages += u64::from(summary.messages_sent);
                 *self.by_trigger_mode.entry(format!("{}/{}", summary.trigger, summary.mode)).or_default() += 1;
                 // Microseconds, 3 significant digits, up to an hour.
-                let h = self
-                    .histogram
-                    .get_or_insert_with(|| hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"));
+                let h = self.histogram.get_or_insert_with(|| {
+                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+                });
                 h.saturating_record(summary.wall_us.max(1));
                 let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
                 self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
@@ -264,12 +264,8 @@ impl Fleet {
         let mut stats = RunStats::default();
         let mut tasks: tokio::task::JoinSet<(usize, Member, Vec<Output>)> = tokio::task::JoinSet::new();
         let concurrency = self.opts.concurrency.max(1);
-        let index: std::collections::HashMap<String, usize> = self
-            .members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i)))
-            .collect();
+        let index: std::collections::HashMap<String, usize> =
+            self.members.iter().enumerate().filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i))).collect();
         let real_time = clock.kind() != ClockKind::Virtual;
         loop {
             // Events from the inbox: a device at rest is woken now; one at work gets it after.

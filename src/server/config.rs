@@ -130,6 +130,10 @@ pub struct Management {
     /// it is marked failed (Fleet's `MaxProfileRetries` is 1).
     #[serde(default = "default_profile_retries")]
     pub profile_retries: u32,
+    /// Seed of the management server's nonces and UUID CmdIDs (none: from the operating
+    /// system), so that a whole run can be replayed.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 impl Default for Management {
@@ -144,6 +148,7 @@ impl Default for Management {
             inventory: Vec::new(),
             inventory_every_session: false,
             profile_retries: default_profile_retries(),
+            seed: None,
         }
     }
 }

@@ -193,6 +193,57 @@ pub struct Mgmt {
     compat: Compat,
     plans: Arc<Plans>,
     devices: BTreeMap<String, Device>,
+    rng: ServerRng,
+}
+
+/// Where the management server's nonces and UUID CmdIDs come from: the operating system, or a
+/// generator seeded by `[management] seed`, so that a whole run can be replayed.
+pub enum ServerRng {
+    Os,
+    Seeded(Box<rand_chacha::ChaCha8Rng>),
+}
+
+impl ServerRng {
+    /// The generator a config asks for.
+    pub fn of(config: &Config) -> ServerRng {
+        match config.management.seed {
+            Some(seed) => ServerRng::Seeded(Box::new(rand::SeedableRng::seed_from_u64(seed))),
+            None => ServerRng::Os,
+        }
+    }
+
+    /// 16 random bytes (a nonce, a secret).
+    pub fn bytes16(&mut self) -> Vec<u8> {
+        match self {
+            ServerRng::Os => fresh_nonce(),
+            ServerRng::Seeded(r) => {
+                let mut b = vec![0u8; 16];
+                rand::RngExt::fill(&mut **r, &mut b[..]);
+                b
+            }
+        }
+    }
+
+    /// A random (version 4) UUID.
+    pub fn uuid(&mut self) -> String {
+        match self {
+            ServerRng::Os => uuid::Uuid::new_v4().to_string(),
+            ServerRng::Seeded(_) => {
+                let b: [u8; 16] = self.bytes16().try_into().unwrap_or([0; 16]);
+                uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+            }
+        }
+    }
+
+    /// An independent generator for one reply (seeded from this one when this one is).
+    fn fork(&mut self) -> ServerRng {
+        match self {
+            ServerRng::Os => ServerRng::Os,
+            ServerRng::Seeded(r) => {
+                ServerRng::Seeded(Box::new(rand::SeedableRng::seed_from_u64(rand::RngExt::random(&mut **r))))
+            }
+        }
+    }
 }
 
 impl Mgmt {
@@ -204,7 +255,13 @@ impl Mgmt {
 
     /// A fresh state for a config and everything it delivers.
     pub fn with_plans(config: Arc<Config>, plans: Plans) -> Self {
-        Mgmt { compat: config.compat(), config, plans: Arc::new(plans), devices: BTreeMap::new() }
+        Mgmt {
+            compat: config.compat(),
+            rng: ServerRng::of(&config),
+            config,
+            plans: Arc::new(plans),
+            devices: BTreeMap::new(),
+        }
     }
 
     /// The records of every device.
@@ -303,11 +360,12 @@ impl Mgmt {
         let compat = self.compat;
         let plans = self.plans.clone();
         let device_id = msg.hdr.source.trim().to_string();
+        let mut rng = self.rng.fork();
+        let mut out = Out::new(&msg.hdr, &compat, self.rng.fork());
         let dev = self.device(&device_id);
-        let mut out = Out::new(&msg.hdr, &compat);
 
         // Authentication first (OMA DM 1.2 security): nothing else is processed without it.
-        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn) {
+        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn, &mut rng) {
             Ok(method) => method,
             Err((code, nonce)) => {
                 let mut st = out.hdr_status(code);
@@ -536,6 +594,7 @@ fn authenticate(
     dev: &mut Device,
     hdr: &SyncHdr,
     cert_cn: Option<&str>,
+    rng: &mut ServerRng,
 ) -> Result<AuthMethod, (u16, Vec<u8>)> {
     match config.management.auth {
         AuthMode::None => return Ok(AuthMethod::Unauthenticated),
@@ -555,7 +614,7 @@ fn authenticate(
             "session {}: no trusted client certificate and no app-layer credentials for this DeviceID (not enrolled here)",
             hdr.session_id
         ));
-        return Err((StatusCode::InvalidCredentials.code(), fresh_nonce()));
+        return Err((StatusCode::InvalidCredentials.code(), rng.bytes16()));
     };
     let Some(cred) = &hdr.cred else {
         return Err((StatusCode::MissingCredentials.code(), creds.nonce.clone()));
@@ -576,7 +635,7 @@ fn authenticate(
         dev.rekey_wanted = false;
         return Ok(AuthMethod::Md5);
     }
-    creds.nonce = fresh_nonce();
+    creds.nonce = rng.bytes16();
     let nonce = creds.nonce.clone();
     dev.record.findings.push(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
     Err((StatusCode::InvalidCredentials.code(), nonce))
@@ -1207,7 +1266,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
         let account = hex::encode_upper(<sha2::Sha256 as sha2::Digest>::digest(config.provider_id.as_bytes()));
         let (name, secret) = match dev.rekey.take() {
             Some((n, s, _)) => (n, s),
-            None => (dev.record.device_id.clone(), hex::encode(fresh_nonce())),
+            None => (dev.record.device_id.clone(), hex::encode(ids.rng().bytes16())),
         };
         for (leaf, value, is_name) in [("AAuthName", &name, true), ("AAuthSecret", &secret, false)] {
             let uri = format!("./SyncML/DMAcc/{account}/AppAuth/CLCRED/{leaf}");
@@ -1268,19 +1327,26 @@ fn enc(segment: &str) -> String {
 /// The CmdIDs of one reply message, in the compat `cmd_ids` style.
 enum Ids {
     /// A random UUID each (as Fleet numbers its commands and Statuses).
-    Uuid,
-    /// 1, 2, 3... within the message; holds the last one given.
-    Numeric(u32),
+    Uuid(ServerRng),
+    /// 1, 2, 3... within the message; holds the last one given (and the reply's generator).
+    Numeric(u32, ServerRng),
 }
 
 impl Ids {
     fn next(&mut self) -> String {
         match self {
-            Ids::Uuid => uuid::Uuid::new_v4().to_string(),
-            Ids::Numeric(n) => {
+            Ids::Uuid(rng) => rng.uuid(),
+            Ids::Numeric(n, _) => {
                 *n += 1;
                 n.to_string()
             }
+        }
+    }
+
+    /// The reply's generator (for a secret it carries).
+    fn rng(&mut self) -> &mut ServerRng {
+        match self {
+            Ids::Uuid(rng) | Ids::Numeric(_, rng) => rng,
         }
     }
 }
@@ -1296,7 +1362,7 @@ struct Out {
 }
 
 impl Out {
-    fn new(client: &SyncHdr, compat: &Compat) -> Self {
+    fn new(client: &SyncHdr, compat: &Compat, rng: ServerRng) -> Self {
         let hdr = SyncHdr {
             session_id: client.session_id.clone(),
             // Mirror the client's MsgID, like Fleet and the MS-MDM example .
@@ -1306,8 +1372,8 @@ impl Out {
             ..SyncHdr::default()
         };
         let ids = match compat.cmd_ids {
-            CmdIds::Uuid => Ids::Uuid,
-            CmdIds::Numeric => Ids::Numeric(0),
+            CmdIds::Uuid => Ids::Uuid(rng),
+            CmdIds::Numeric => Ids::Numeric(0, rng),
         };
         Out { hdr, peer_msg_id: client.msg_id.clone(), commands: Vec::new(), ids, final_: compat.final_ }
     }

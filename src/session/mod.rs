@@ -22,10 +22,10 @@ mod redact;
 mod summary;
 
 pub use gate::{AllowAll, Finding, Gate, GateCx, Verdict};
-pub use mode_gate::ModeGate;
 pub use machine::{
     Authenticator, AwaitingServer, DeviceCx, Failed, Fault, Finished, KeepAlive, LOGIN_STATUS_TYPE, Limits,
     LoginStatus, Next, SessionAlert, SessionConfig, SessionError, start, start_default,
 };
+pub use mode_gate::ModeGate;
 pub use redact::{REDACTED, is_secret_uri, redact};
 pub use summary::{CommandRecord, EffectRecord, Mode, Outcome, Summary, Trigger};

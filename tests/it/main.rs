@@ -22,6 +22,8 @@ mod demo;
 mod dmclient;
 /// DMClient settings that change sessions: signing, keep-alive, address list, lost contact.
 mod dmclient_session;
+/// The device engine through the in-process and simulated exchanges, and `mdmsim bench sessions`.
+mod engine;
 /// Enrollment (MS-MDE2) against a small test enrollment server with a real test CA.
 mod enroll;
 /// `mdmsim enroll` / `sync` / `unenroll` against the embedded reference server.

@@ -8,11 +8,11 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use chrono_tz::Tz;
 use mdmsim::schedule::clock::{Clock, VirtualClock};
-use mdmsim::session::mode_gate::{GateCmd, GateContext, Rule, Verdict, judge};
 use mdmsim::schedule::{
     Action, ENROLLED, Event, Jitter, LoginPolling, LoginStatus, Mode, Nightly, PollSource, Scheduler, SchedulerConfig,
     SessionRequest, Trigger, UserState, parse_timeline,
 };
+use mdmsim::session::mode_gate::{GateCmd, GateContext, Rule, Verdict, judge};
 use mdmsim::tree::Profile;
 
 const SEED: u64 = 0x5eed_0006;
