@@ -43,7 +43,7 @@ pub fn of_fault(fault: Fault) -> u8 {
 }
 
 /// The failed sessions of a run (`mdmsim run`, `mdmsim scenario run`), classified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Failures {
     /// Sessions in all, and those that failed for each reason.
     pub sessions: usize,
@@ -56,20 +56,30 @@ pub struct Failures {
 impl Failures {
     /// The failures among `sessions`; `None` when every session completed.
     pub fn of<'a>(sessions: impl IntoIterator<Item = &'a Summary>) -> Option<Failures> {
-        let mut f = Failures { sessions: 0, unreachable: 0, protocol: 0, last: String::new() };
+        let mut f = Failures::default();
         for s in sessions {
-            f.sessions += 1;
-            if s.outcome == Outcome::Completed {
-                continue;
-            }
-            // A summary stored before faults were recorded counts as the server's doing.
-            match s.fault.unwrap_or(Fault::Protocol) {
-                Fault::Unreachable => f.unreachable += 1,
-                Fault::Protocol => f.protocol += 1,
-            }
-            f.last = s.error.clone().unwrap_or_else(|| "failed".to_string());
+            f.add(s);
         }
-        (f.unreachable + f.protocol > 0).then_some(f)
+        f.worst()
+    }
+
+    /// Counts one more session (a run counts them as they end, keeping none).
+    pub fn add(&mut self, s: &Summary) {
+        self.sessions += 1;
+        if s.outcome == Outcome::Completed {
+            return;
+        }
+        // A summary stored before faults were recorded counts as the server's doing.
+        match s.fault.unwrap_or(Fault::Protocol) {
+            Fault::Unreachable => self.unreachable += 1,
+            Fault::Protocol => self.protocol += 1,
+        }
+        self.last = s.error.clone().unwrap_or_else(|| "failed".to_string());
+    }
+
+    /// The failures so far; `None` when every session completed.
+    pub fn worst(self) -> Option<Failures> {
+        (self.unreachable + self.protocol > 0).then_some(self)
     }
 
     /// The exit code: 4 when any session failed by the server's protocol (it answered, and

@@ -11,6 +11,7 @@
 //! for state errors. When standard output goes away (`| head`) the run stops as on Ctrl-C: the
 //! devices' state is saved and the exit code is that of the sessions so far.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct RunArgs {
     /// Print the records and the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write every record to FILE as it happens, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    records: Option<PathBuf>,
     /// Refuse commands outside the Machine-mode set with 405 instead of recording a finding.
     #[arg(long)]
     strict: bool,
@@ -145,7 +149,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    // Only `--json` keeps every record (it prints them all at the end); otherwise each is
+    // printed, streamed to --records, counted, and dropped.
     let mut records: Vec<Record> = Vec::new();
+    let mut stream = match &a.records {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| fail(USAGE, format!("--records {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
+    let mut failures = Failures::default();
+    let mut header = !a.json;
     let mut store_error = None;
     let wall = std::time::Instant::now();
     let json = a.json;
@@ -162,13 +176,27 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             {
                 store_error.get_or_insert(e.to_string());
             }
+            if let Record::Session { summary, .. } = record {
+                failures.add(summary);
+            }
+            if let Some(w) = &mut stream
+                && let Err(e) = serde_json::to_writer(&mut *w, record)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| w.write_all(b"\n"))
+            {
+                store_error.get_or_insert(format!("--records: {e}"));
+            }
             if !json {
+                if std::mem::take(&mut header) {
+                    out::line(Record::header());
+                }
                 out::line(record.line());
                 if out::closed() {
                     reader_gone.notify_one();
                 }
+            } else {
+                records.push(record.clone());
             }
-            records.push(record.clone());
         });
         tokio::select! {
             stats = run => Some(stats),
@@ -209,11 +237,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             out::line(format_args!("  stopped at the session limit (--max-sessions {})", a.max_sessions));
         }
     }
-    let sessions = records.iter().filter_map(|r| match r {
-        Record::Session { summary, .. } => Some(&**summary),
-        _ => None,
-    });
-    match Failures::of(sessions) {
+    if let Some(w) = &mut stream
+        && let Err(e) = w.flush()
+    {
+        return Err(fail(STATE, format!("--records: {e}")));
+    }
+    match failures.worst() {
         Some(f) if !a.allow_failures => Err(f.error()),
         _ => Ok(ExitCode::SUCCESS),
     }

@@ -52,6 +52,14 @@ pub enum Record {
 }
 
 impl Record {
+    /// The column names over [`Record::line`]s.
+    pub fn header() -> String {
+        format!(
+            "{:<20}  {:<32}  {:<10} {:<11} result  findings msgs=sent/received time-waiting-for-the-server",
+            "time (UTC)", "device", "trigger", "mode"
+        )
+    }
+
     /// The device it is about.
     pub fn device(&self) -> &str {
         match self {
@@ -71,8 +79,12 @@ impl Record {
                     (_, Some(e)) => format!("FAILED: {e}"),
                     _ => "FAILED".to_string(),
                 };
+                // A push shows the session alert it started with (1200 server-initiated on
+                // Windows 10/11, 1201 with mode=Apps on Windows 8.1).
+                let alert =
+                    if summary.trigger == Trigger::Push { format!(" alert={}", summary.alert) } else { String::new() };
                 format!(
-                    "{}  {device}  {:<10} {:<11} {result}  findings={} msgs={}/{} {:.1}ms",
+                    "{}  {device}  {:<10} {:<11} {result}{alert}  findings={} msgs={}/{} {:.1}ms",
                     at.format("%Y-%m-%dT%H:%M:%SZ"),
                     summary.trigger.as_str(),
                     summary.mode.as_str(),
