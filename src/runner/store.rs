@@ -1246,17 +1246,252 @@ fn alive(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
+    use chrono::TimeZone;
 
     use super::*;
     use crate::device::Template;
     use crate::session::{Mode, Trigger};
-    use crate::tree::Profile;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()
+    }
+
+    fn device(seed: u64) -> Device {
+        let t = Template::builtin(Profile::Win10);
+        Device::new(DeviceId::from_seed(seed), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, at())
+    }
+
+    /// One session of `d`: the counter, two values set and the previous session's one removed.
+    fn live_a_session(d: &mut Device) -> Summary {
+        let cfg = d.next_session(Trigger::Manual);
+        let n = d.sessions;
+        d.tree.set_value("DevDetail/Ext/Microsoft/DeviceName", format!("name {n}"));
+        d.tree.set_value(&format!("Vendor/MSFT/Lab/S{n}"), "x");
+        d.tree.remove_subtree(&format!("Vendor/MSFT/Lab/S{}", n - 1));
+        d.tree.commit();
+        d.last_success = Some(at() + chrono::Duration::minutes(n as i64));
+        Summary::new(d.id.as_str(), &cfg.session_id, Mode::Machine, Trigger::Manual, 1201, at())
+    }
+
+    /// Writes `device` as the store before this layout did: the whole device as JSON in `devices`.
+    fn write_old_record(dir: &Path, device: &Device) {
+        let db = sled::open(dir.join(DB_DIR)).unwrap();
+        let old = db.open_tree("devices").unwrap();
+        old.insert(device.id.as_str().as_bytes(), serde_json::to_vec(device).unwrap()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        if meta.get(DEFAULT_KEY).unwrap().is_none() {
+            meta.insert(DEFAULT_KEY, device.id.as_str().as_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn the_writer_writes_what_sessions_changed_and_reopening_gives_the_same_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let mut devices: Vec<Device> = (1..=3)
+            .map(|seed| {
+                store.create(&device(seed)).unwrap();
+                store.load(Some(DeviceId::from_seed(seed).as_str())).unwrap()
+            })
+            .collect();
+        let writer = store.writer();
+        for _ in 0..10 {
+            for d in &mut devices {
+                let summary = live_a_session(d);
+                writer.session_ended(d, &summary);
+            }
+        }
+        devices[2].users.apply(crate::schedule::UserEvent::Reboot);
+        writer.save(&mut devices[2]);
+        let stats = writer.finish().unwrap();
+        assert_eq!((stats.sessions, stats.saves), (30, 1));
+        assert!(stats.batches < 31, "{stats:?}");
+        // Two values a session, and one removed from the second session on.
+        assert_eq!((stats.values_written, stats.values_removed), (60, 27));
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        for d in &devices {
+            assert_eq!(&store.load(Some(d.id.as_str())).unwrap(), d);
+            let sessions = store.sessions(&d.id).unwrap();
+            assert_eq!(sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>().len(), 10);
+            assert_eq!(sessions.last().unwrap().session_id, "10");
+        }
+        assert_eq!(store.ids().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_record_of_the_earlier_layout_loads_and_its_first_write_converts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::init(dir.path()).unwrap());
+        let (mut old1, mut old2) = (device(1), device(2));
+        old1.sessions = 7;
+        write_old_record(dir.path(), &old1);
+        write_old_record(dir.path(), &old2);
+
+        let store = Store::open(dir.path()).unwrap();
+        let mut ids = vec![old1.id.to_string(), old2.id.to_string()];
+        ids.sort();
+        assert_eq!(store.ids().unwrap(), ids);
+        assert_eq!(store.load(None).unwrap(), old1);
+        assert!(matches!(store.create(&old2), Err(StoreError::Exists { .. })));
+        // Through the writer, with only this session's changes: the rest comes from the old record.
+        let mut d1 = store.load(Some(old1.id.as_str())).unwrap();
+        let summary = live_a_session(&mut d1);
+        let writer = store.writer();
+        writer.session_ended(&mut d1, &summary);
+        writer.finish().unwrap();
+        // Through save_session.
+        let summary = live_a_session(&mut old2);
+        store.save_session(&old2, &summary).unwrap();
+        for id in [&old1.id, &old2.id] {
+            assert!(!store.trees.legacy.contains_key(id.as_str()).unwrap(), "{id} still in the old layout");
+            assert!(store.trees.device.contains_key(id.as_str()).unwrap());
+        }
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load(Some(old1.id.as_str())).unwrap(), d1);
+        assert_eq!(store.load(Some(old2.id.as_str())).unwrap(), old2);
+        assert_eq!(store.load(None).unwrap().sessions, 8, "the default device is kept");
+        assert_eq!(store.ids().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_bad_record_is_corrupt_and_named_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let d = device(1);
+        store.create(&d).unwrap();
+        let id = d.id.as_str();
+        let load_err = |store: &Store| match store.load(Some(id)) {
+            Err(StoreError::Corrupt { key, .. }) => key,
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        let t = &store.trees;
+        let v = format!("{id}/DevInfo/Man");
+        for bad in [&[7u8, b'x'][..], &[], &[1, 0xff, 0xfe], &[0, 1]] {
+            t.values.insert(v.as_bytes(), bad).unwrap();
+            assert_eq!(load_err(&store), format!("value {v}"));
+        }
+        t.values.insert(v.as_bytes(), &[1, b'D'][..]).unwrap();
+        t.state.insert(id, &b"{\"sessions\": \"many\"}"[..]).unwrap();
+        assert_eq!(load_err(&store), format!("state {id}"));
+        t.state.remove(id).unwrap();
+        assert_eq!(load_err(&store), format!("state {id}"));
+        t.device.insert(id, &b"\xff"[..]).unwrap();
+        assert_eq!(load_err(&store), format!("device {id}"));
+        // The earlier layout, unreadable: loading and the writer's conversion both name it.
+        let other = device(2);
+        t.legacy.insert(other.id.as_str(), &b"{not json"[..]).unwrap();
+        assert!(
+            matches!(store.load(Some(other.id.as_str())), Err(StoreError::Corrupt { key, .. }) if key == format!("device {}", other.id))
+        );
+        let writer = store.writer();
+        writer.save(&mut other.clone());
+        let e = writer.finish().unwrap_err();
+        assert!(e.to_string().contains(&format!("stored device {} is unreadable", other.id)), "{e}");
+        // A lease that does not decode does not stop the store from opening after a crash.
+        t.leases.insert(id, &[1u8, 2, 3][..]).unwrap();
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(store.load(Some(id)), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_writer_names_the_device_it_could_not_save_and_saves_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        store.create(&device(1)).unwrap();
+        let mut known = store.load(None).unwrap();
+        let mut stranger = device(2);
+        let writer = store.writer();
+        let summary = live_a_session(&mut stranger);
+        writer.session_ended(&mut stranger, &summary);
+        let summary = live_a_session(&mut known);
+        writer.session_ended(&mut known, &summary);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writer.error().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let peeked = writer.error().expect("the error is kept");
+        let e = writer.finish().unwrap_err();
+        assert_eq!(e.to_string(), peeked.to_string());
+        assert!(e.to_string().contains(&format!("no device {}", stranger.id)), "{e}");
+        assert_eq!(store.load(None).unwrap(), known, "the other device was saved");
+    }
+
+    #[test]
+    fn after_a_crash_counters_move_past_their_leases_and_a_clean_close_keeps_them_consecutive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        store.create(&device(1)).unwrap();
+        let id = DeviceId::from_seed(1);
+        let counter = |store: &Store| store.load(Some(id.as_str())).unwrap().sessions;
+
+        // One-device commands: a clean close keeps the counter as it is.
+        let mut d = store.load(None).unwrap();
+        let summary = live_a_session(&mut d);
+        store.save_session(&d, &summary).unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), 1, "consecutive after a clean close");
+        // A session in flight when the process dies: its SessionID (2) is never sent again.
+        let mut d = store.load(None).unwrap();
+        d.next_session(Trigger::Manual);
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), 1 + SAVE_LEASE_AHEAD);
+
+        // Through the writer: ids reserved ahead, sessions queued, nothing flushed, a crash.
+        let mut d = store.load(None).unwrap();
+        assert!(d.needs_lease());
+        let start = d.sessions;
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        assert_eq!(d.session_lease, start + 16);
+        assert!(!d.needs_lease());
+        let writer = store.writer();
+        for _ in 0..3 {
+            let summary = live_a_session(&mut d);
+            writer.session_ended(&mut d, &summary);
+        }
+        d.next_session(Trigger::Manual); // in flight
+        drop(writer); // never finished
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        let after = counter(&store);
+        assert!(after >= d.sessions && after == start + 16, "{after} after sending {}", d.sessions);
+        // A second reopening changes nothing more.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after);
+
+        // A writer finished and a clean close: consecutive again.
+        let mut d = store.load(None).unwrap();
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        let writer = store.writer();
+        for _ in 0..3 {
+            let summary = live_a_session(&mut d);
+            writer.session_ended(&mut d, &summary);
+        }
+        writer.finish().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after + 3);
+        // A writer dropped unfinished: its devices' leases are honoured at the next open.
+        let mut d = store.load(None).unwrap();
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        drop(store.writer());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after + 3 + 16);
+    }
 
     #[test]
     fn devices_and_sessions_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let now = at();
         let t = Template::builtin(Profile::Win10);
         let a = Device::new(DeviceId::from_seed(1), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, now);
         let b = Device::new(DeviceId::from_seed(2), Profile::Win81, "http://127.0.0.1:1/x", "P", &t, now);
@@ -1312,7 +1547,7 @@ mod tests {
         let state = dir.path().join("a").join("state");
         let store = Store::init(&state).unwrap();
         assert!(store.loose_permissions().is_none());
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let now = at();
         let t = Template::builtin(Profile::Win10);
         store
             .create(&Device::new(DeviceId::from_seed(1), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, now))
