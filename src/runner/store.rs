@@ -659,7 +659,7 @@ impl StoreWriter {
     }
 
     fn fail(&self, e: StoreError) {
-        keep_error(&self.error, &self.failed, &self.shared, e);
+        keep_error(&self.error, Some(&self.failed), &self.shared, e);
     }
 
     /// The first error so far, if any (the writer stops writing the device it names, or
@@ -703,9 +703,12 @@ impl Drop for StoreWriter {
     }
 }
 
-fn keep_error(error: &Mutex<Option<StoreError>>, failed: &AtomicBool, shared: &Shared, e: StoreError) {
+/// Keeps the first error, and stops every later write when `failed` is given.
+fn keep_error(error: &Mutex<Option<StoreError>>, failed: Option<&AtomicBool>, shared: &Shared, e: StoreError) {
     error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-    failed.store(true, Ordering::SeqCst);
+    if let Some(failed) = failed {
+        failed.store(true, Ordering::SeqCst);
+    }
     shared.unclean.store(true, Ordering::SeqCst);
 }
 
@@ -753,7 +756,7 @@ impl Worker {
     }
 
     fn fail(&self, e: StoreError) {
-        keep_error(&self.error, &self.failed, &self.shared, e);
+        keep_error(&self.error, Some(&self.failed), &self.shared, e);
     }
 
     /// One group: every item's writes in one transaction, then one flush.
@@ -781,7 +784,7 @@ impl Worker {
                 Err(e) => {
                     self.seen.remove(&item.id);
                     self.broken.insert(item.id.clone());
-                    keep_error(&self.error, &AtomicBool::new(false), &self.shared, e);
+                    keep_error(&self.error, None, &self.shared, e);
                 }
             }
         }
