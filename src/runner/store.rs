@@ -43,7 +43,9 @@
 //!   store that was not closed cleanly moves every counter up to its lease first, in one
 //!   transaction. A clean close ([`Store::close`], or dropping the store, with no writer left
 //!   unfinished and no write failed) sets `clean-shutdown`, so that the next run continues with
-//!   consecutive SessionIDs; opening removes the mark again.
+//!   consecutive SessionIDs; opening removes the mark again. Leases are not rewritten at a
+//!   clean close: the next open ignores them, and they stay valid reservations should that
+//!   process crash in turn.
 //!
 //! The contract behind the last point: every session's counter reaches the store (through a
 //! writer or `save*`) before the store is closed. A device abandoned with a session in flight
