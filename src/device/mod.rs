@@ -73,6 +73,12 @@ pub struct Device {
     /// forgotten once that session completed ([`Device::keep_alert`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_alerts: Vec<PendingAlert>,
+    /// The highest SessionID the store has reserved durably for this device in this process
+    /// ([`crate::runner::store::Store::reserve_session_ids`]); 0 when none. Not part of the
+    /// record: the store keeps its own copy of the lease and, after a crash, starts the counter
+    /// past it, so that a SessionID a server may have seen is never sent again.
+    #[serde(skip)]
+    pub session_lease: u64,
 }
 
 /// How many undelivered client alerts a device keeps; past it the oldest is dropped. A device
@@ -305,7 +311,15 @@ impl Device {
             server_cache: None,
             last_success: None,
             pending_alerts: Vec::new(),
+            session_lease: 0,
         }
+    }
+
+    /// True when the next session's SessionID is not covered by a durable lease yet: an engine
+    /// that writes through the store's batching writer reserves ids first
+    /// ([`crate::runner::store::Store::reserve_session_ids`], many devices at once).
+    pub fn needs_lease(&self) -> bool {
+        self.sessions >= self.session_lease
     }
 
     /// The environment the tree engine runs in at `now`.
@@ -447,6 +461,20 @@ mod tests {
         let cfg = d.next_session(Trigger::Manual);
         assert_eq!((cfg.session_id.as_str(), d.sessions), ("1", 1));
         assert_eq!(d.next_session(Trigger::Manual).session_id, "2");
+    }
+
+    #[test]
+    fn a_session_past_the_lease_needs_a_new_one() {
+        let mut d = device(Profile::Win10);
+        assert!(d.needs_lease(), "a new device has no lease");
+        d.session_lease = 2;
+        assert!(!d.needs_lease());
+        d.next_session(Trigger::Manual);
+        assert!(!d.needs_lease(), "SessionID 2 is still covered");
+        d.next_session(Trigger::Manual);
+        assert!(d.needs_lease(), "SessionID 3 is not");
+        let back: Device = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back.session_lease, 0, "the lease is the store's, not the record's");
     }
 
     #[test]

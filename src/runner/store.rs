@@ -1,12 +1,57 @@
-//! Device state on disk: a sled database in the `--state DIR` directory.
+//! Device state on disk: a sled database in the `--state DIR` directory, and the writer that
+//! keeps it off the run loop.
 //!
-//! Layout: tree `devices` maps a DeviceID to its record ([`Device`], JSON: identity, profile,
-//! server, template settings, tree values, session counter); tree `sessions` maps
-//! `<DeviceID>/<counter, 10 digits>` to the [`Summary`] of that session; tree `meta` holds the
-//! `default` device (the one used when `--device` is omitted: the first one created).
+//! Owns persistence only: what a device record is made of, how and when it reaches the disk, and
+//! what a crash may cost. It does not decide when sessions happen or what they change.
 //!
-//! The end of a session is written in ONE sled transaction (record + summary), then flushed:
-//! a crash leaves the state of before or after the session, never half of it.
+//! # Layout
+//!
+//! The database (`DIR/db`) holds these sled trees:
+//! - `device`: DeviceID → the parts of a device that rarely change (JSON: id, profile, server
+//!   URL, provider ID, template settings, creation time, enrollment, unenrollment);
+//! - `state`: DeviceID → the small fields every session changes (JSON: session counter, who is
+//!   logged on, cached server, last success, pending alerts);
+//! - `values`: `<DeviceID>/<tree key>` → one tree entry: a byte `0` for an existing dynamic
+//!   interior node, a byte `1` and the UTF-8 value for a leaf. A session that changed three nodes
+//!   writes three values;
+//! - `leases`: DeviceID → the highest SessionID reserved for the device (8 bytes, big-endian);
+//! - `sessions`: `<DeviceID>/<counter, 10 digits>` → the [`Summary`] of that session (JSON);
+//! - `meta`: `default` (the device used when `--device` is omitted: the first one created) and
+//!   `clean-shutdown` (present only between a clean close and the next open);
+//! - `devices`: the earlier layout, a whole device as JSON per DeviceID. It is still read, and
+//!   the first write of such a device converts it in the same transaction as that write.
+//!
+//! # Writing
+//!
+//! [`Store::writer`] starts a [`StoreWriter`]: a thread that takes finished sessions from a
+//! bounded queue and commits them in groups (everything queued, waiting up to 50 ms for more, at
+//! most 1,024 items) in one sled transaction, then flushes once per group. The caller's thread
+//! only takes the device's committed changes ([`TreeState::take_changes`]) and clones the small
+//! fields; the writer thread encodes them. The one-device commands use [`Store::save_session`]
+//! and [`Store::save`], which write what differs from the disk and flush before returning.
+//!
+//! # Crash guarantees (kill -9)
+//!
+//! - Every device is whole: a session's values, its counter and its summary are written in one
+//!   transaction, so a crash leaves a device as of some session end, never half of one.
+//! - At most the sessions in flight and those of the last unflushed group are lost.
+//! - SessionIDs never go backwards. The counter on disk may lag behind the SessionIDs a server
+//!   has seen (the session in flight, a group not flushed yet), so a durable lease covers them:
+//!   `save` and `save_session` keep the lease [`SAVE_LEASE_AHEAD`] past the counter they write,
+//!   and an engine that writes through the writer reserves ids ahead, for many devices in one
+//!   transaction ([`Store::reserve_session_ids`], whenever [`Device::needs_lease`]). Opening a
+//!   store that was not closed cleanly moves every counter up to its lease first, in one
+//!   transaction. A clean close ([`Store::close`], or dropping the store, with no writer left
+//!   unfinished and no write failed) sets `clean-shutdown`, so that the next run continues with
+//!   consecutive SessionIDs; opening removes the mark again. Leases are not rewritten at a
+//!   clean close: the next open ignores them, and they stay valid reservations should that
+//!   process crash in turn.
+//!
+//! The contract behind the last point: every session's counter reaches the store (through a
+//! writer or `save*`) before the store is closed. A device abandoned with a session in flight
+//! must still be handed in, with its counter (which counts that session).
+//!
+//! # Permissions and locking
 //!
 //! The records hold secrets (the DMAcc MD5 credentials of both directions; enrolled devices keep
 //! their private key next to the store), so the directory is private: [`Store::init`] creates
@@ -15,16 +60,24 @@
 //! creates anything: opening a missing directory is [`StoreError::Missing`]. While a store is
 //! open its sled lock is held and `lock.pid` names the process, so that a second process is
 //! told which one holds it ([`StoreError::Locked`]).
-//!
-//! Owns nothing but persistence.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::device::{Device, DeviceId};
+use crate::device::{Device, DeviceId, Enrollment, PendingAlert, ServerCache, Unenrolled};
+use crate::schedule::UserState;
 use crate::session::Summary;
+use crate::tree::{Entry, Profile, Settings, TreeState};
 
 /// The sled database inside the state directory.
 const DB_DIR: &str = "db";
@@ -35,7 +88,7 @@ const MAX_WALK_ENTRIES: usize = 100_000;
 const MAX_WALK_DEPTH: usize = 8;
 
 /// A state directory that cannot be used, or a device it does not hold.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The directory does not exist (only `mdmsim device new` and `mdmsim enroll` create one).
     #[error(
@@ -78,6 +131,9 @@ pub enum StoreError {
     /// Reading or writing failed.
     #[error("state directory {}: {reason}", dir.display())]
     Io { dir: PathBuf, reason: String },
+    /// The writer could not save a device (the store stays as of the device's last good write).
+    #[error("state directory {}: saving device {device}: {reason}", dir.display())]
+    Save { dir: PathBuf, device: String, reason: String },
 }
 
 /// The process that holds a store open, as far as it could be found.
@@ -114,24 +170,61 @@ pub struct LoosePermissions {
     pub count: usize,
 }
 
+/// How far past the counter it writes [`Store::save`] and [`Store::save_session`] keep a
+/// device's lease: the sessions that follow (one run step may chain a few) are covered before
+/// they start, without a write of their own.
+pub const SAVE_LEASE_AHEAD: u64 = 4;
+/// The most finished sessions (or saves) one group commit takes.
+const BATCH_MAX: usize = 1024;
+/// How long the writer waits for more items once a group has begun.
+const BATCH_LINGER: Duration = Duration::from_millis(50);
+/// Items queued before a caller of the writer waits (back pressure).
+const QUEUE_LEN: usize = 4096;
+
+const DEFAULT_KEY: &[u8] = b"default";
+const CLEAN_KEY: &[u8] = b"clean-shutdown";
+
 /// The open state directory.
 pub struct Store {
     dir: PathBuf,
-    db: sled::Db,
-    devices: sled::Tree,
-    sessions: sled::Tree,
-    meta: sled::Tree,
+    trees: Trees,
     loose: Option<LoosePermissions>,
     /// The `lock.pid` this process wrote (removed again when the store is dropped).
     pid_file: Option<PathBuf>,
+    shared: Arc<Shared>,
+    /// Set by [`Store::close`] (and by tests that simulate a crash): Drop leaves the mark alone.
+    closed: bool,
 }
 
-const DEFAULT_KEY: &[u8] = b"default";
+/// The sled trees of the layout (cheap handles; the writer thread has its own copies).
+#[derive(Clone)]
+struct Trees {
+    db: sled::Db,
+    device: sled::Tree,
+    state: sled::Tree,
+    values: sled::Tree,
+    leases: sled::Tree,
+    sessions: sled::Tree,
+    meta: sled::Tree,
+    /// The earlier layout (whole devices as JSON), read and converted, never written.
+    legacy: sled::Tree,
+}
+
+/// What the store and its writers share to decide whether a close is clean.
+#[derive(Default)]
+struct Shared {
+    /// Writers started and not finished.
+    live_writers: AtomicUsize,
+    /// A write failed, or a writer was dropped without [`StoreWriter::finish`]: some counter may
+    /// be missing, so the leases must be honoured at the next open.
+    unclean: AtomicBool,
+}
 
 impl Store {
     /// Opens an existing state directory; never creates anything but the store's own lock
     /// bookkeeping. A missing directory is [`StoreError::Missing`], a file
     /// [`StoreError::NotADirectory`], a directory without a store [`StoreError::NoStore`].
+    /// A store that was not closed cleanly is recovered first (module docs).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         if !is_directory(dir)? {
             return Err(StoreError::Missing { dir: dir.to_path_buf() });
@@ -171,12 +264,63 @@ impl Store {
                 open_err(&e)
             }
         })?;
-        let devices = db.open_tree("devices").map_err(|e| open_err(&e))?;
-        let sessions = db.open_tree("sessions").map_err(|e| open_err(&e))?;
-        let meta = db.open_tree("meta").map_err(|e| open_err(&e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(&e));
+        let trees = Trees {
+            device: tree("device")?,
+            state: tree("state")?,
+            values: tree("values")?,
+            leases: tree("leases")?,
+            sessions: tree("sessions")?,
+            meta: tree("meta")?,
+            legacy: tree("devices")?,
+            db: db.clone(),
+        };
         // Best effort: without it a second process is told "another process" instead of a pid.
         let pid_file = write_pid_file(dir);
-        Ok(Store { dir: dir.to_path_buf(), db, devices, sessions, meta, loose, pid_file })
+        let store = Store {
+            dir: dir.to_path_buf(),
+            trees,
+            loose,
+            pid_file,
+            shared: Arc::new(Shared::default()),
+            closed: false,
+        };
+        if store.trees.meta.get(CLEAN_KEY).map_err(|e| store.io(e))?.is_some() {
+            // From now on a crash must be detected: the mark comes back at a clean close.
+            store.trees.meta.remove(CLEAN_KEY).map_err(|e| store.io(e))?;
+            store.flush()?;
+        } else {
+            store.recover()?;
+        }
+        Ok(store)
+    }
+
+    /// After a crash (no `clean-shutdown` mark): every counter below its lease moves up to it,
+    /// and the lease moves [`SAVE_LEASE_AHEAD`] past it, in one transaction. A device whose
+    /// records do not decode is left as it is (loading it reports what is wrong).
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        for kv in self.trees.leases.iter() {
+            let (key, lease) = kv.map_err(|e| self.io(e))?;
+            let (Ok(id), Some(lease)) = (std::str::from_utf8(&key), decode_lease(&lease)) else { continue };
+            let Ok(Some(mut device)) = self.read_device(id) else { continue };
+            if lease <= device.sessions {
+                continue;
+            }
+            device.sessions = lease;
+            if self.trees.device.contains_key(id).map_err(|e| self.io(e))? {
+                let state = StateRecord::of(&device).encode(&self.dir)?;
+                ops.push(Op::put(T::State, id.as_bytes().to_vec(), state));
+                ops.push(Op { t: T::Leases, key: id.as_bytes().to_vec(), put: Put::AtLeast(lease + SAVE_LEASE_AHEAD) });
+            } else {
+                ops.extend(self.full_ops(&device)?);
+            }
+        }
+        if !ops.is_empty() {
+            self.apply(&ops).map_err(|reason| self.io(format!("recovering session counters: {reason}")))?;
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// The directory this store lives in.
@@ -190,50 +334,73 @@ impl Store {
         self.loose.as_ref()
     }
 
+    /// The size of the database files, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.trees.db.size_on_disk().map_err(|e| self.io(e))
+    }
+
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io { dir: self.dir.clone(), reason: e.to_string() }
     }
 
+    fn corrupt(&self, key: String, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { dir: self.dir.clone(), key, reason: reason.to_string() }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.trees.db.flush().map(drop).map_err(|e| self.io(e))
+    }
+
+    /// Runs `ops` in one transaction; a failure marks the store unclean.
+    fn apply(&self, ops: &[Op]) -> Result<(), String> {
+        let r = apply(&self.trees, ops);
+        if r.is_err() {
+            self.shared.unclean.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
     /// Stores a new device; the first device becomes the default one.
     pub fn create(&self, device: &Device) -> Result<(), StoreError> {
-        let key = device.id.as_str().as_bytes();
-        if self.devices.contains_key(key).map_err(|e| self.io(e))? {
+        let id = device.id.as_str();
+        if self.exists(id)? {
             return Err(StoreError::Exists { dir: self.dir.clone(), id: device.id.to_string() });
         }
-        let json = serde_json::to_vec(device).map_err(|e| self.io(e))?;
-        let result: Result<(), TransactionError<()>> = (&self.devices, &self.meta).transaction(|(d, m)| {
-            d.insert(key, json.as_slice())?;
-            if m.get(DEFAULT_KEY)?.is_none() {
-                m.insert(DEFAULT_KEY, key)?;
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        result.map_err(|e| self.io(format!("{e:?}")))?;
-        self.db.flush().map_err(|e| self.io(e))?;
-        Ok(())
+        let mut ops = self.full_ops(device)?;
+        ops.push(Op { t: T::Meta, key: DEFAULT_KEY.to_vec(), put: Put::IfAbsent(id.as_bytes().to_vec()) });
+        self.apply(&ops).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        let t = &self.trees;
+        Ok(t.device.contains_key(id).map_err(|e| self.io(e))? || t.legacy.contains_key(id).map_err(|e| self.io(e))?)
     }
 
     /// The default device's id, if any.
     pub fn default_id(&self) -> Result<Option<String>, StoreError> {
-        let v = self.meta.get(DEFAULT_KEY).map_err(|e| self.io(e))?;
+        let v = self.trees.meta.get(DEFAULT_KEY).map_err(|e| self.io(e))?;
         Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Makes `id` the default device.
     pub fn set_default(&self, id: &DeviceId) -> Result<(), StoreError> {
         self.load(Some(id.as_str()))?;
-        self.meta.insert(DEFAULT_KEY, id.as_str().as_bytes()).map_err(|e| self.io(e))?;
-        self.db.flush().map_err(|e| self.io(e))?;
-        Ok(())
+        self.trees.meta.insert(DEFAULT_KEY, id.as_str().as_bytes()).map_err(|e| self.io(e))?;
+        self.flush()
     }
 
-    /// Ids of every stored device, in order.
+    /// Ids of every stored device (either layout), in order.
     pub fn ids(&self) -> Result<Vec<String>, StoreError> {
-        self.devices
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()).map_err(|e| self.io(e)))
-            .collect()
+        let mut ids = Vec::new();
+        for tree in [&self.trees.device, &self.trees.legacy] {
+            for k in tree.iter().keys() {
+                ids.push(String::from_utf8_lossy(&k.map_err(|e| self.io(e))?).into_owned());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Loads a device: `id`, or the default one when `None`. Ids are matched case-insensitively.
@@ -242,67 +409,690 @@ impl Store {
             Some(id) => id.trim().to_ascii_uppercase(),
             None => self.default_id()?.ok_or_else(|| StoreError::Empty { dir: self.dir.clone() })?,
         };
-        let bytes = self
-            .devices
-            .get(id.as_bytes())
-            .map_err(|e| self.io(e))?
-            .ok_or_else(|| StoreError::UnknownDevice { dir: self.dir.clone(), id: id.clone() })?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            dir: self.dir.clone(),
-            key: format!("device {id}"),
-            reason: e.to_string(),
-        })
+        self.read_device(&id)?.ok_or_else(|| StoreError::UnknownDevice { dir: self.dir.clone(), id: id.clone() })
     }
 
-    /// Writes the end of a session: the device record and the session summary, in one
-    /// transaction, then flushes.
+    /// The device `id` as stored, from either layout; `None` when there is none.
+    fn read_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        let t = &self.trees;
+        let Some(base) = t.device.get(id).map_err(|e| self.io(e))? else {
+            let Some(json) = t.legacy.get(id).map_err(|e| self.io(e))? else { return Ok(None) };
+            let device = serde_json::from_slice(&json).map_err(|e| self.corrupt(format!("device {id}"), e))?;
+            return Ok(Some(device));
+        };
+        let base: BaseRecord = serde_json::from_slice(&base).map_err(|e| self.corrupt(format!("device {id}"), e))?;
+        let state =
+            t.state.get(id).map_err(|e| self.io(e))?.ok_or_else(|| self.corrupt(format!("state {id}"), "missing"))?;
+        let state: StateRecord = serde_json::from_slice(&state).map_err(|e| self.corrupt(format!("state {id}"), e))?;
+        let prefix = format!("{id}/");
+        let mut entries = Vec::new();
+        for kv in t.values.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.io(e))?;
+            let name = || format!("value {}", String::from_utf8_lossy(&k));
+            let key = std::str::from_utf8(&k[prefix.len()..]).map_err(|e| self.corrupt(name(), e))?;
+            let entry = decode_entry(&v).map_err(|e| self.corrupt(name(), e))?;
+            entries.push((key.to_string(), entry));
+        }
+        Ok(Some(assemble(base, state, TreeState::from_entries(entries))))
+    }
+
+    /// Writes the end of a session: the device's records (what differs from the disk), the
+    /// session summary and a lease [`SAVE_LEASE_AHEAD`] past the counter, in one transaction,
+    /// then flushes. For one-device commands; a run goes through [`Store::writer`].
     pub fn save_session(&self, device: &Device, summary: &Summary) -> Result<(), StoreError> {
-        let key = device.id.as_str().as_bytes();
-        let json = serde_json::to_vec(device).map_err(|e| self.io(e))?;
-        let skey = format!("{}/{:010}", device.id, device.sessions);
+        let mut ops = self.full_ops(device)?;
         let sjson = serde_json::to_vec(summary).map_err(|e| self.io(e))?;
-        let result: Result<(), TransactionError<()>> = (&self.devices, &self.sessions).transaction(|(d, s)| {
-            d.insert(key, json.as_slice())?;
-            s.insert(skey.as_bytes(), sjson.as_slice())?;
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        result.map_err(|e| self.io(format!("{e:?}")))?;
-        self.db.flush().map_err(|e| self.io(e))?;
+        ops.push(Op::put(T::Sessions, session_key(&device.id, device.sessions), sjson));
+        self.apply(&ops).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    /// Saves a device outside a session (as [`Store::save_session`] without a summary).
+    pub fn save(&self, device: &Device) -> Result<(), StoreError> {
+        let ops = self.full_ops(device)?;
+        self.apply(&ops).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    /// The writes that make the stored device equal to `device`: both records, the tree values
+    /// that differ from the disk (and removals of those it no longer has), the conversion of a
+    /// record of the earlier layout, and the lease kept past the counter.
+    fn full_ops(&self, device: &Device) -> Result<Vec<Op>, StoreError> {
+        let id = device.id.as_str();
+        let mut ops = vec![
+            Op::put(T::Device, id.as_bytes().to_vec(), BaseRecord::of(device).encode(&self.dir)?),
+            Op::put(T::State, id.as_bytes().to_vec(), StateRecord::of(device).encode(&self.dir)?),
+        ];
+        let prefix = format!("{id}/");
+        let mut on_disk: BTreeMap<Vec<u8>, sled::IVec> = BTreeMap::new();
+        for kv in self.trees.values.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.io(e))?;
+            on_disk.insert(k.to_vec(), v);
+        }
+        for (key, entry) in device.tree.iter() {
+            let key = value_key(id, key);
+            let bytes = encode_entry(entry);
+            if on_disk.remove(&key).is_none_or(|old| *old != *bytes) {
+                ops.push(Op::put(T::Values, key, bytes));
+            }
+        }
+        ops.extend(on_disk.into_keys().map(|key| Op { t: T::Values, key, put: Put::Remove }));
+        if self.trees.legacy.contains_key(id).map_err(|e| self.io(e))? {
+            ops.push(Op { t: T::Legacy, key: id.as_bytes().to_vec(), put: Put::Remove });
+        }
+        let lease = device.sessions.saturating_add(SAVE_LEASE_AHEAD);
+        ops.push(Op { t: T::Leases, key: id.as_bytes().to_vec(), put: Put::AtLeast(lease) });
+        Ok(ops)
+    }
+
+    /// Reserves SessionIDs: each device's lease becomes its counter plus `ahead` (never lower
+    /// than it was), for all of them in one transaction, flushed before returning; then
+    /// [`Device::session_lease`] says so. After a crash the store starts each counter past its
+    /// lease, so an engine that calls this whenever [`Device::needs_lease`] never sends a
+    /// SessionID twice, whatever the writer had not written yet.
+    pub fn reserve_session_ids(&self, devices: &mut [&mut Device], ahead: u64) -> Result<(), StoreError> {
+        let ahead = ahead.max(1);
+        let ops: Vec<Op> = devices
+            .iter()
+            .map(|d| Op {
+                t: T::Leases,
+                key: d.id.as_str().as_bytes().to_vec(),
+                put: Put::AtLeast(d.sessions.saturating_add(ahead)),
+            })
+            .collect();
+        self.apply(&ops).map_err(|e| self.io(format!("reserving session ids: {e}")))?;
+        self.flush()?;
+        for d in devices.iter_mut() {
+            d.session_lease = d.session_lease.max(d.sessions.saturating_add(ahead));
+        }
         Ok(())
     }
 
-    /// Saves a device record alone (outside a session).
-    pub fn save(&self, device: &Device) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(device).map_err(|e| self.io(e))?;
-        self.devices.insert(device.id.as_str().as_bytes(), json).map_err(|e| self.io(e))?;
-        self.db.flush().map_err(|e| self.io(e))?;
-        Ok(())
+    /// Starts the group-commit writer (module docs). Finish it with [`StoreWriter::finish`]
+    /// before the store is closed; several may run, each with its own thread.
+    pub fn writer(&self) -> StoreWriter {
+        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LEN);
+        let error = Arc::new(Mutex::new(None));
+        let failed = Arc::new(AtomicBool::new(false));
+        self.shared.live_writers.fetch_add(1, Ordering::SeqCst);
+        let worker = Worker {
+            dir: self.dir.clone(),
+            trees: self.trees.clone(),
+            error: Arc::clone(&error),
+            failed: Arc::clone(&failed),
+            shared: Arc::clone(&self.shared),
+            seen: HashMap::new(),
+            broken: HashSet::new(),
+            stats: WriterStats::default(),
+        };
+        let thread = std::thread::Builder::new().name("mdmsim-store".into()).spawn(move || worker.run(rx));
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let e = StoreError::Io { dir: self.dir.clone(), reason: format!("starting the writer thread: {e}") };
+                *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                failed.store(true, Ordering::SeqCst);
+                self.shared.unclean.store(true, Ordering::SeqCst);
+                None
+            }
+        };
+        StoreWriter {
+            queue: Some(queue),
+            thread,
+            error,
+            failed,
+            shared: Arc::clone(&self.shared),
+            dir: self.dir.clone(),
+        }
     }
 
     /// The summaries of a device's sessions, oldest first.
     pub fn sessions(&self, id: &DeviceId) -> Result<Vec<Summary>, StoreError> {
         let prefix = format!("{id}/");
-        self.sessions
+        self.trees
+            .sessions
             .scan_prefix(prefix.as_bytes())
             .map(|kv| {
                 let (k, v) = kv.map_err(|e| self.io(e))?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    dir: self.dir.clone(),
-                    key: format!("session {}", String::from_utf8_lossy(&k)),
-                    reason: e.to_string(),
-                })
+                serde_json::from_slice(&v)
+                    .map_err(|e| self.corrupt(format!("session {}", String::from_utf8_lossy(&k)), e))
             })
             .collect()
+    }
+
+    /// Closes the store, cleanly when every writer finished and no write failed: the mark that
+    /// lets the next open continue with consecutive SessionIDs (module docs). Dropping the store
+    /// does the same, ignoring errors.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.closed = true;
+        self.mark_clean()
+    }
+
+    fn mark_clean(&self) -> Result<(), StoreError> {
+        if std::thread::panicking()
+            || self.shared.live_writers.load(Ordering::SeqCst) > 0
+            || self.shared.unclean.load(Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        self.trees.meta.insert(CLEAN_KEY, &b"1"[..]).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    /// Drops the store as a crash would leave it (no clean mark; sled's files as flushed).
+    #[cfg(test)]
+    fn crash(mut self) {
+        self.closed = true;
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.mark_clean();
+        }
         if let Some(path) = &self.pid_file
             && std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string())
         {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// What a writer did, as [`StoreWriter::finish`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriterStats {
+    /// Finished sessions written ([`StoreWriter::session_ended`]).
+    pub sessions: u64,
+    /// Devices saved outside a session ([`StoreWriter::save`]).
+    pub saves: u64,
+    /// Group commits: one transaction and one flush each.
+    pub batches: u64,
+    /// Tree values written and removed.
+    pub values_written: u64,
+    pub values_removed: u64,
+    /// Bytes of keys and values handed to sled.
+    pub bytes: u64,
+}
+
+/// The group-commit writer of a [`Store`] (module docs): a thread fed by a bounded queue.
+pub struct StoreWriter {
+    queue: Option<SyncSender<Item>>,
+    thread: Option<std::thread::JoinHandle<WriterStats>>,
+    error: Arc<Mutex<Option<StoreError>>>,
+    failed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+}
+
+impl StoreWriter {
+    /// Queues the end of a session: the tree values the device committed since its last write,
+    /// its small per-session fields, its record parts when they changed, and the summary (keyed
+    /// by the device's counter). Waits only when the queue is full.
+    pub fn session_ended(&self, device: &mut Device, summary: &Summary) {
+        self.send(device, Some(summary));
+    }
+
+    /// Queues a device's changes outside a session.
+    pub fn save(&self, device: &mut Device) {
+        self.send(device, None);
+    }
+
+    fn send(&self, device: &mut Device, summary: Option<&Summary>) {
+        let changes = device.tree.take_changes();
+        if self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let item = Item {
+            id: device.id.to_string(),
+            base: BaseRecord::of(device),
+            state: StateRecord::of(device),
+            changes,
+            summary: summary.map(|s| (session_key(&device.id, device.sessions), s.clone())),
+        };
+        let sent = self.queue.as_ref().is_some_and(|q| q.send(item).is_ok());
+        if !sent {
+            self.fail(StoreError::Save {
+                dir: self.dir.clone(),
+                device: device.id.to_string(),
+                reason: "the writer thread stopped".into(),
+            });
+        }
+    }
+
+    fn fail(&self, e: StoreError) {
+        keep_error(&self.error, Some(&self.failed), &self.shared, e);
+    }
+
+    /// The first error so far, if any (the writer stops writing the device it names, or
+    /// everything when a group commit failed).
+    pub fn error(&self) -> Option<StoreError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes everything queued (the last group flushed), stops the thread and reports.
+    pub fn finish(mut self) -> Result<WriterStats, StoreError> {
+        let stats = self.stop();
+        self.shared.live_writers.fetch_sub(1, Ordering::SeqCst);
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
+    }
+
+    fn stop(&mut self) -> WriterStats {
+        self.queue = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(stats)) => stats,
+            Some(Err(_)) => {
+                self.fail(StoreError::Io { dir: self.dir.clone(), reason: "the writer thread panicked".into() });
+                WriterStats::default()
+            }
+            None => WriterStats::default(),
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    /// A writer dropped without [`StoreWriter::finish`] still writes what was queued, but the
+    /// store will not close cleanly: whoever dropped it may have left a device unsaved.
+    fn drop(&mut self) {
+        if self.queue.is_some() {
+            self.stop();
+            self.shared.unclean.store(true, Ordering::SeqCst);
+            self.shared.live_writers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Keeps the first error, and stops every later write when `failed` is given.
+fn keep_error(error: &Mutex<Option<StoreError>>, failed: Option<&AtomicBool>, shared: &Shared, e: StoreError) {
+    error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    if let Some(failed) = failed {
+        failed.store(true, Ordering::SeqCst);
+    }
+    shared.unclean.store(true, Ordering::SeqCst);
+}
+
+/// One device handed to the writer.
+struct Item {
+    id: String,
+    base: BaseRecord,
+    state: StateRecord,
+    changes: Vec<(String, Option<Entry>)>,
+    summary: Option<(Vec<u8>, Summary)>,
+}
+
+/// The writer thread.
+struct Worker {
+    dir: PathBuf,
+    trees: Trees,
+    error: Arc<Mutex<Option<StoreError>>>,
+    failed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// A hash of each device's `device` record as last written (or found on disk).
+    seen: HashMap<String, u64>,
+    /// Devices that could not be written: their later items are dropped, so that what is on
+    /// disk stays a whole device.
+    broken: HashSet<String>,
+    stats: WriterStats,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Item>) -> WriterStats {
+        while let Ok(first) = rx.recv() {
+            let began = Instant::now();
+            let mut batch = vec![first];
+            while batch.len() < BATCH_MAX {
+                match rx.recv_timeout(BATCH_LINGER.saturating_sub(began.elapsed())) {
+                    Ok(item) => batch.push(item),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // After a failed group nothing more is written: the store stays as of the last one.
+            if !self.failed.load(Ordering::SeqCst) {
+                self.commit(batch);
+            }
+        }
+        self.stats
+    }
+
+    fn fail(&self, e: StoreError) {
+        keep_error(&self.error, Some(&self.failed), &self.shared, e);
+    }
+
+    /// One group: every item's writes in one transaction, then one flush.
+    fn commit(&mut self, batch: Vec<Item>) {
+        let mut ops = Vec::new();
+        let mut stats = WriterStats { batches: 1, ..WriterStats::default() };
+        let mut names: Vec<&str> = Vec::new();
+        for item in &batch {
+            if self.broken.contains(&item.id) {
+                continue;
+            }
+            let mut own = Vec::new();
+            match self.item_ops(item, &mut own) {
+                Ok(()) => {
+                    ops.append(&mut own);
+                    if names.last() != Some(&item.id.as_str()) {
+                        names.push(&item.id);
+                    }
+                    if item.summary.is_some() {
+                        stats.sessions += 1;
+                    } else {
+                        stats.saves += 1;
+                    }
+                }
+                Err(e) => {
+                    self.seen.remove(&item.id);
+                    self.broken.insert(item.id.clone());
+                    keep_error(&self.error, None, &self.shared, e);
+                }
+            }
+        }
+        for op in &ops {
+            match (&op.t, &op.put) {
+                (T::Values, Put::Remove) => stats.values_removed += 1,
+                (T::Values, _) => stats.values_written += 1,
+                _ => {}
+            }
+            stats.bytes += op.len() as u64;
+        }
+        let who = || match names.as_slice() {
+            [one] => one.to_string(),
+            [first, rest @ ..] => format!("{first} (and {} more in the same group)", rest.len()),
+            [] => "(none)".to_string(),
+        };
+        if let Err(reason) = apply(&self.trees, &ops) {
+            self.fail(StoreError::Save { dir: self.dir.clone(), device: who(), reason });
+            return;
+        }
+        if let Err(e) = self.trees.db.flush() {
+            self.fail(StoreError::Save { dir: self.dir.clone(), device: who(), reason: format!("flush: {e}") });
+            return;
+        }
+        let s = &mut self.stats;
+        s.sessions += stats.sessions;
+        s.saves += stats.saves;
+        s.batches += 1;
+        s.values_written += stats.values_written;
+        s.values_removed += stats.values_removed;
+        s.bytes += stats.bytes;
+    }
+
+    /// The writes of one item: the `device` record when it changed, the `state` record, the
+    /// changed values, the summary; and on the first sight of a device of the earlier layout,
+    /// its conversion.
+    fn item_ops(&mut self, item: &Item, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+        let id = item.id.as_str();
+        let io = |e: &dyn std::fmt::Display| StoreError::Save {
+            dir: self.dir.clone(),
+            device: id.to_string(),
+            reason: e.to_string(),
+        };
+        if !self.seen.contains_key(id) {
+            let on_disk = self.trees.device.get(id).map_err(|e| io(&e))?;
+            if let Some(bytes) = on_disk {
+                self.seen.insert(id.to_string(), hash(&bytes));
+            } else {
+                let Some(json) = self.trees.legacy.get(id).map_err(|e| io(&e))? else {
+                    return Err(StoreError::UnknownDevice { dir: self.dir.clone(), id: id.to_string() });
+                };
+                let old: Device = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    dir: self.dir.clone(),
+                    key: format!("device {id}"),
+                    reason: e.to_string(),
+                })?;
+                // The earlier layout: its values first, this item's changes on top.
+                ops.extend(old.tree.iter().map(|(k, e)| Op::put(T::Values, value_key(id, k), encode_entry(e))));
+                ops.push(Op { t: T::Legacy, key: id.as_bytes().to_vec(), put: Put::Remove });
+                self.seen.insert(id.to_string(), 0);
+            }
+        }
+        let base = item.base.encode(&self.dir)?;
+        let h = hash(&base);
+        if self.seen.get(id) != Some(&h) {
+            ops.push(Op::put(T::Device, id.as_bytes().to_vec(), base));
+            self.seen.insert(id.to_string(), h);
+        }
+        ops.push(Op::put(T::State, id.as_bytes().to_vec(), item.state.encode(&self.dir)?));
+        for (key, entry) in &item.changes {
+            let key = value_key(id, key);
+            ops.push(match entry {
+                Some(e) => Op::put(T::Values, key, encode_entry(e)),
+                None => Op { t: T::Values, key, put: Put::Remove },
+            });
+        }
+        if let Some((key, summary)) = &item.summary {
+            ops.push(Op::put(T::Sessions, key.clone(), serde_json::to_vec(summary).map_err(|e| io(&e))?));
+        }
+        Ok(())
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Which tree of the layout an [`Op`] writes.
+#[derive(Debug, Clone, Copy)]
+enum T {
+    Device,
+    State,
+    Values,
+    Leases,
+    Sessions,
+    Meta,
+    Legacy,
+}
+
+/// One write of a transaction.
+#[derive(Debug)]
+struct Op {
+    t: T,
+    key: Vec<u8>,
+    put: Put,
+}
+
+#[derive(Debug)]
+enum Put {
+    Bytes(Vec<u8>),
+    Remove,
+    /// Only when the key holds nothing.
+    IfAbsent(Vec<u8>),
+    /// A lease that never goes down: the larger of this and what is stored.
+    AtLeast(u64),
+}
+
+impl Op {
+    fn put(t: T, key: Vec<u8>, value: Vec<u8>) -> Op {
+        Op { t, key, put: Put::Bytes(value) }
+    }
+
+    fn len(&self) -> usize {
+        self.key.len()
+            + match &self.put {
+                Put::Bytes(b) | Put::IfAbsent(b) => b.len(),
+                Put::Remove => 0,
+                Put::AtLeast(_) => 8,
+            }
+    }
+}
+
+/// Runs `ops` in order in one sled transaction over every tree of the layout.
+fn apply(t: &Trees, ops: &[Op]) -> Result<(), String> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let trees = (&t.device, &t.state, &t.values, &t.leases, &t.sessions, &t.meta, &t.legacy);
+    let result: Result<(), TransactionError<()>> = trees.transaction(|(d, s, v, l, ss, m, lg)| {
+        for op in ops {
+            let tree = match op.t {
+                T::Device => d,
+                T::State => s,
+                T::Values => v,
+                T::Leases => l,
+                T::Sessions => ss,
+                T::Meta => m,
+                T::Legacy => lg,
+            };
+            let key = op.key.as_slice();
+            match &op.put {
+                Put::Bytes(b) => {
+                    tree.insert(key, b.as_slice())?;
+                }
+                Put::Remove => {
+                    tree.remove(key)?;
+                }
+                Put::IfAbsent(b) => {
+                    if tree.get(key)?.is_none() {
+                        tree.insert(key, b.as_slice())?;
+                    }
+                }
+                Put::AtLeast(n) => {
+                    // A lease that does not decode is replaced (the counter is on disk too).
+                    let old = tree.get(key)?.and_then(|v| decode_lease(&v)).unwrap_or(0);
+                    if *n > old {
+                        tree.insert(key, &n.to_be_bytes()[..])?;
+                    }
+                }
+            }
+        }
+        Ok::<(), ConflictableTransactionError<()>>(())
+    });
+    result.map_err(|e| format!("{e:?}"))
+}
+
+fn decode_lease(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+fn session_key(id: &DeviceId, counter: u64) -> Vec<u8> {
+    format!("{id}/{counter:010}").into_bytes()
+}
+
+fn value_key(id: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1 + key.len());
+    k.extend_from_slice(id.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// A tree entry on disk: `0` for an interior node, `1` and the UTF-8 value for a leaf.
+fn encode_entry(entry: &Entry) -> Vec<u8> {
+    match entry {
+        Entry::Interior => vec![0],
+        Entry::Leaf(v) => {
+            let mut b = Vec::with_capacity(1 + v.len());
+            b.push(1);
+            b.extend_from_slice(v.as_bytes());
+            b
+        }
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
+    match bytes.split_first() {
+        Some((0, [])) => Ok(Entry::Interior),
+        Some((1, rest)) => {
+            std::str::from_utf8(rest).map(|v| Entry::Leaf(v.to_string())).map_err(|e| format!("a leaf value: {e}"))
+        }
+        Some((tag, _)) => Err(format!("unknown entry tag {tag}")),
+        None => Err("an empty entry".into()),
+    }
+}
+
+/// The parts of a device that rarely change (the `device` tree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BaseRecord {
+    id: DeviceId,
+    profile: Profile,
+    server_url: String,
+    provider_id: String,
+    settings: Arc<Settings>,
+    enrolled_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enrollment: Option<Enrollment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unenrolled: Option<Unenrolled>,
+}
+
+/// The small fields every session may change (the `state` tree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StateRecord {
+    sessions: u64,
+    users: UserState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_cache: Option<ServerCache>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_success: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_alerts: Vec<PendingAlert>,
+}
+
+impl BaseRecord {
+    fn of(d: &Device) -> BaseRecord {
+        BaseRecord {
+            id: d.id.clone(),
+            profile: d.profile,
+            server_url: d.server_url.clone(),
+            provider_id: d.provider_id.clone(),
+            settings: Arc::clone(&d.settings),
+            enrolled_at: d.enrolled_at,
+            enrollment: d.enrollment.clone(),
+            unenrolled: d.unenrolled.clone(),
+        }
+    }
+
+    fn encode(&self, dir: &Path) -> Result<Vec<u8>, StoreError> {
+        encode_json(self, dir)
+    }
+}
+
+impl StateRecord {
+    fn of(d: &Device) -> StateRecord {
+        StateRecord {
+            sessions: d.sessions,
+            users: d.users.clone(),
+            server_cache: d.server_cache.clone(),
+            last_success: d.last_success,
+            pending_alerts: d.pending_alerts.clone(),
+        }
+    }
+
+    fn encode(&self, dir: &Path) -> Result<Vec<u8>, StoreError> {
+        encode_json(self, dir)
+    }
+}
+
+fn encode_json(value: &impl Serialize, dir: &Path) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io { dir: dir.to_path_buf(), reason: e.to_string() })
+}
+
+/// The device made of its two records and its values. Every field is named (no `..`): a field
+/// added to [`Device`] does not compile here until the layout says where it is kept.
+fn assemble(base: BaseRecord, state: StateRecord, tree: TreeState) -> Device {
+    let BaseRecord { id, profile, server_url, provider_id, settings, enrolled_at, enrollment, unenrolled } = base;
+    let StateRecord { sessions, users, server_cache, last_success, pending_alerts } = state;
+    Device {
+        id,
+        profile,
+        server_url,
+        provider_id,
+        settings,
+        tree,
+        sessions,
+        enrolled_at,
+        users,
+        enrollment,
+        unenrolled,
+        server_cache,
+        last_success,
+        pending_alerts,
+        session_lease: 0,
     }
 }
 
@@ -461,17 +1251,252 @@ fn alive(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
+    use chrono::TimeZone;
 
     use super::*;
     use crate::device::Template;
     use crate::session::{Mode, Trigger};
-    use crate::tree::Profile;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()
+    }
+
+    fn device(seed: u64) -> Device {
+        let t = Template::builtin(Profile::Win10);
+        Device::new(DeviceId::from_seed(seed), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, at())
+    }
+
+    /// One session of `d`: the counter, two values set and the previous session's one removed.
+    fn live_a_session(d: &mut Device) -> Summary {
+        let cfg = d.next_session(Trigger::Manual);
+        let n = d.sessions;
+        d.tree.set_value("DevDetail/Ext/Microsoft/DeviceName", format!("name {n}"));
+        d.tree.set_value(&format!("Vendor/MSFT/Lab/S{n}"), "x");
+        d.tree.remove_subtree(&format!("Vendor/MSFT/Lab/S{}", n - 1));
+        d.tree.commit();
+        d.last_success = Some(at() + chrono::Duration::minutes(n as i64));
+        Summary::new(d.id.as_str(), &cfg.session_id, Mode::Machine, Trigger::Manual, 1201, at())
+    }
+
+    /// Writes `device` as the store before this layout did: the whole device as JSON in `devices`.
+    fn write_old_record(dir: &Path, device: &Device) {
+        let db = sled::open(dir.join(DB_DIR)).unwrap();
+        let old = db.open_tree("devices").unwrap();
+        old.insert(device.id.as_str().as_bytes(), serde_json::to_vec(device).unwrap()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        if meta.get(DEFAULT_KEY).unwrap().is_none() {
+            meta.insert(DEFAULT_KEY, device.id.as_str().as_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn the_writer_writes_what_sessions_changed_and_reopening_gives_the_same_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let mut devices: Vec<Device> = (1..=3)
+            .map(|seed| {
+                store.create(&device(seed)).unwrap();
+                store.load(Some(DeviceId::from_seed(seed).as_str())).unwrap()
+            })
+            .collect();
+        let writer = store.writer();
+        for _ in 0..10 {
+            for d in &mut devices {
+                let summary = live_a_session(d);
+                writer.session_ended(d, &summary);
+            }
+        }
+        devices[2].users.apply(crate::schedule::UserEvent::Reboot);
+        writer.save(&mut devices[2]);
+        let stats = writer.finish().unwrap();
+        assert_eq!((stats.sessions, stats.saves), (30, 1));
+        assert!(stats.batches < 31, "{stats:?}");
+        // Two values a session, and one removed from the second session on.
+        assert_eq!((stats.values_written, stats.values_removed), (60, 27));
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        for d in &devices {
+            assert_eq!(&store.load(Some(d.id.as_str())).unwrap(), d);
+            let sessions = store.sessions(&d.id).unwrap();
+            assert_eq!(sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>().len(), 10);
+            assert_eq!(sessions.last().unwrap().session_id, "10");
+        }
+        assert_eq!(store.ids().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_record_of_the_earlier_layout_loads_and_its_first_write_converts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::init(dir.path()).unwrap());
+        let (mut old1, mut old2) = (device(1), device(2));
+        old1.sessions = 7;
+        write_old_record(dir.path(), &old1);
+        write_old_record(dir.path(), &old2);
+
+        let store = Store::open(dir.path()).unwrap();
+        let mut ids = vec![old1.id.to_string(), old2.id.to_string()];
+        ids.sort();
+        assert_eq!(store.ids().unwrap(), ids);
+        assert_eq!(store.load(None).unwrap(), old1);
+        assert!(matches!(store.create(&old2), Err(StoreError::Exists { .. })));
+        // Through the writer, with only this session's changes: the rest comes from the old record.
+        let mut d1 = store.load(Some(old1.id.as_str())).unwrap();
+        let summary = live_a_session(&mut d1);
+        let writer = store.writer();
+        writer.session_ended(&mut d1, &summary);
+        writer.finish().unwrap();
+        // Through save_session.
+        let summary = live_a_session(&mut old2);
+        store.save_session(&old2, &summary).unwrap();
+        for id in [&old1.id, &old2.id] {
+            assert!(!store.trees.legacy.contains_key(id.as_str()).unwrap(), "{id} still in the old layout");
+            assert!(store.trees.device.contains_key(id.as_str()).unwrap());
+        }
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load(Some(old1.id.as_str())).unwrap(), d1);
+        assert_eq!(store.load(Some(old2.id.as_str())).unwrap(), old2);
+        assert_eq!(store.load(None).unwrap().sessions, 8, "the default device is kept");
+        assert_eq!(store.ids().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_bad_record_is_corrupt_and_named_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let d = device(1);
+        store.create(&d).unwrap();
+        let id = d.id.as_str();
+        let load_err = |store: &Store| match store.load(Some(id)) {
+            Err(StoreError::Corrupt { key, .. }) => key,
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        let t = &store.trees;
+        let v = format!("{id}/DevInfo/Man");
+        for bad in [&[7u8, b'x'][..], &[], &[1, 0xff, 0xfe], &[0, 1]] {
+            t.values.insert(v.as_bytes(), bad).unwrap();
+            assert_eq!(load_err(&store), format!("value {v}"));
+        }
+        t.values.insert(v.as_bytes(), &[1, b'D'][..]).unwrap();
+        t.state.insert(id, &b"{\"sessions\": \"many\"}"[..]).unwrap();
+        assert_eq!(load_err(&store), format!("state {id}"));
+        t.state.remove(id).unwrap();
+        assert_eq!(load_err(&store), format!("state {id}"));
+        t.device.insert(id, &b"\xff"[..]).unwrap();
+        assert_eq!(load_err(&store), format!("device {id}"));
+        // The earlier layout, unreadable: loading and the writer's conversion both name it.
+        let other = device(2);
+        t.legacy.insert(other.id.as_str(), &b"{not json"[..]).unwrap();
+        assert!(
+            matches!(store.load(Some(other.id.as_str())), Err(StoreError::Corrupt { key, .. }) if key == format!("device {}", other.id))
+        );
+        let writer = store.writer();
+        writer.save(&mut other.clone());
+        let e = writer.finish().unwrap_err();
+        assert!(e.to_string().contains(&format!("stored device {} is unreadable", other.id)), "{e}");
+        // A lease that does not decode does not stop the store from opening after a crash.
+        t.leases.insert(id, &[1u8, 2, 3][..]).unwrap();
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(store.load(Some(id)), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_writer_names_the_device_it_could_not_save_and_saves_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        store.create(&device(1)).unwrap();
+        let mut known = store.load(None).unwrap();
+        let mut stranger = device(2);
+        let writer = store.writer();
+        let summary = live_a_session(&mut stranger);
+        writer.session_ended(&mut stranger, &summary);
+        let summary = live_a_session(&mut known);
+        writer.session_ended(&mut known, &summary);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writer.error().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let peeked = writer.error().expect("the error is kept");
+        let e = writer.finish().unwrap_err();
+        assert_eq!(e.to_string(), peeked.to_string());
+        assert!(e.to_string().contains(&format!("no device {}", stranger.id)), "{e}");
+        assert_eq!(store.load(None).unwrap(), known, "the other device was saved");
+    }
+
+    #[test]
+    fn after_a_crash_counters_move_past_their_leases_and_a_clean_close_keeps_them_consecutive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        store.create(&device(1)).unwrap();
+        let id = DeviceId::from_seed(1);
+        let counter = |store: &Store| store.load(Some(id.as_str())).unwrap().sessions;
+
+        // One-device commands: a clean close keeps the counter as it is.
+        let mut d = store.load(None).unwrap();
+        let summary = live_a_session(&mut d);
+        store.save_session(&d, &summary).unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), 1, "consecutive after a clean close");
+        // A session in flight when the process dies: its SessionID (2) is never sent again.
+        let mut d = store.load(None).unwrap();
+        d.next_session(Trigger::Manual);
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), 1 + SAVE_LEASE_AHEAD);
+
+        // Through the writer: ids reserved ahead, sessions queued, nothing flushed, a crash.
+        let mut d = store.load(None).unwrap();
+        assert!(d.needs_lease());
+        let start = d.sessions;
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        assert_eq!(d.session_lease, start + 16);
+        assert!(!d.needs_lease());
+        let writer = store.writer();
+        for _ in 0..3 {
+            let summary = live_a_session(&mut d);
+            writer.session_ended(&mut d, &summary);
+        }
+        d.next_session(Trigger::Manual); // in flight
+        drop(writer); // never finished
+        store.crash();
+        let store = Store::open(dir.path()).unwrap();
+        let after = counter(&store);
+        assert!(after >= d.sessions && after == start + 16, "{after} after sending {}", d.sessions);
+        // A second reopening changes nothing more.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after);
+
+        // A writer finished and a clean close: consecutive again.
+        let mut d = store.load(None).unwrap();
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        let writer = store.writer();
+        for _ in 0..3 {
+            let summary = live_a_session(&mut d);
+            writer.session_ended(&mut d, &summary);
+        }
+        writer.finish().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after + 3);
+        // A writer dropped unfinished: its devices' leases are honoured at the next open.
+        let mut d = store.load(None).unwrap();
+        store.reserve_session_ids(&mut [&mut d], 16).unwrap();
+        drop(store.writer());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(counter(&store), after + 3 + 16);
+    }
 
     #[test]
     fn devices_and_sessions_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let now = at();
         let t = Template::builtin(Profile::Win10);
         let a = Device::new(DeviceId::from_seed(1), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, now);
         let b = Device::new(DeviceId::from_seed(2), Profile::Win81, "http://127.0.0.1:1/x", "P", &t, now);
@@ -527,7 +1552,7 @@ mod tests {
         let state = dir.path().join("a").join("state");
         let store = Store::init(&state).unwrap();
         assert!(store.loose_permissions().is_none());
-        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let now = at();
         let t = Template::builtin(Profile::Win10);
         store
             .create(&Device::new(DeviceId::from_seed(1), Profile::Win10, "http://127.0.0.1:1/x", "P", &t, now))

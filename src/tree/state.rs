@@ -6,8 +6,12 @@
 //!
 //! Every change is journalled so that a failed command, a failed Atomic or a session that ends
 //! in error can be undone exactly ([`TreeState::mark`] / [`TreeState::rollback`]).
+//!
+//! Committed changes are also remembered by key until the store takes them
+//! ([`TreeState::take_changes`]), so that the end of a session writes the few values it changed
+//! instead of the whole tree. A change rolled back before its commit is never seen by the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,10 +34,14 @@ pub struct TreeState {
     entries: BTreeMap<String, Entry>,
     #[serde(skip)]
     journal: Vec<(String, Option<Entry>)>,
+    /// Keys committed since the store last took them ([`TreeState::take_changes`]).
+    #[serde(skip)]
+    changed: BTreeSet<String>,
 }
 
 impl PartialEq for TreeState {
-    /// Two states are equal when they hold the same entries (the journal is bookkeeping).
+    /// Two states are equal when they hold the same entries (the journal and the change set are
+    /// bookkeeping).
     fn eq(&self, other: &Self) -> bool {
         self.entries == other.entries
     }
@@ -45,6 +53,12 @@ impl TreeState {
     /// An empty state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state holding these entries, committed and with no change to take (as the store loads
+    /// it).
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, Entry)>) -> Self {
+        TreeState { entries: entries.into_iter().collect(), ..Self::default() }
     }
 
     /// The entry at `key`.
@@ -127,9 +141,47 @@ impl TreeState {
         }
     }
 
-    /// Forgets the journal (after the changes were committed).
+    /// Forgets the journal (after the changes were committed); the keys it touched wait for the
+    /// store ([`TreeState::take_changes`]).
     pub fn commit(&mut self) {
-        self.journal.clear();
+        self.changed.extend(self.journal.drain(..).map(|(k, _)| k));
+    }
+
+    /// True when committed changes wait for the store.
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// The committed changes since the last call, in key order: each key with its committed
+    /// entry, `None` when it was removed. Changes not yet committed are not taken: a key changed
+    /// again after its commit is given with its committed entry, and comes back at the next
+    /// commit.
+    pub fn take_changes(&mut self) -> Vec<(String, Option<Entry>)> {
+        let changed = std::mem::take(&mut self.changed);
+        if self.journal.is_empty() {
+            return changed
+                .into_iter()
+                .map(|k| {
+                    let e = self.entries.get(&k).cloned();
+                    (k, e)
+                })
+                .collect();
+        }
+        // The first journal entry of a key holds its value as of the last commit.
+        let mut before: BTreeMap<&str, &Option<Entry>> = BTreeMap::new();
+        for (k, old) in &self.journal {
+            before.entry(k.as_str()).or_insert(old);
+        }
+        changed
+            .into_iter()
+            .map(|k| {
+                let e = match before.get(k.as_str()) {
+                    Some(old) => (*old).clone(),
+                    None => self.entries.get(&k).cloned(),
+                };
+                (k, e)
+            })
+            .collect()
     }
 
     /// True when changes were made since the last commit.
@@ -172,6 +224,50 @@ mod tests {
         assert_ne!(s, before);
         s.rollback(m);
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn the_store_takes_committed_changes_only_and_once() {
+        let mut s = TreeState::new();
+        s.set_value("A/x", "1");
+        s.set_value("A/y", "1");
+        s.commit();
+        assert_eq!(
+            s.take_changes(),
+            [("A/x".to_string(), Some(Entry::Leaf("1".into()))), ("A/y".to_string(), Some(Entry::Leaf("1".into())))]
+        );
+        assert!(!s.has_changes() && s.take_changes().is_empty(), "taken once");
+
+        // A rolled-back session leaves no change.
+        let m = s.mark();
+        s.set_value("A/x", "2");
+        s.remove_subtree("A/y");
+        s.rollback(m);
+        s.commit();
+        assert!(s.take_changes().is_empty());
+
+        // Committed changes stay until taken, removals included.
+        s.set_value("A/x", "3");
+        s.remove_subtree("A/y");
+        s.commit();
+        s.set_value("B", "4");
+        s.commit();
+        // An uncommitted change is not taken: the committed entry is, and the key comes back.
+        s.set_value("A/x", "uncommitted");
+        let taken = s.take_changes();
+        assert_eq!(
+            taken,
+            [
+                ("A/x".to_string(), Some(Entry::Leaf("3".into()))),
+                ("A/y".to_string(), None),
+                ("B".to_string(), Some(Entry::Leaf("4".into())))
+            ]
+        );
+        s.commit();
+        assert_eq!(s.take_changes(), [("A/x".to_string(), Some(Entry::Leaf("uncommitted".into())))]);
+        let loaded = TreeState::from_entries(s.iter().map(|(k, e)| (k.to_string(), e.clone())));
+        assert_eq!(loaded, s);
+        assert!(!loaded.has_changes() && !loaded.is_dirty());
     }
 
     #[test]

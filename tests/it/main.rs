@@ -12,6 +12,8 @@ mod cli_hardening;
 /// The reference server's compatibility mode: the fleet and minimal presets, single switches,
 /// the Federated sign-in page and its tokens.
 mod compat_server;
+/// `mdmsim run` killed with SIGKILL at a seeded moment: whole devices, SessionIDs never reused.
+mod crash;
 /// `mdmsim ddf`: Microsoft's CSP definition files compiled into the node table.
 mod ddf;
 /// CSPs known by their DDF facts over real sessions: a Fleet-style Policy profile, BitLocker, Reboot.
