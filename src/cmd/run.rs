@@ -20,12 +20,15 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mdmsim::runner::enrollment;
-use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
+use mdmsim::runner::fleet::{Fleet, FleetOptions, LeaseKeeper, Member, Record};
 use mdmsim::runner::http::Transport;
 use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
 
 use super::exit::{Failures, STATE, USAGE, fail};
 use super::out;
+
+/// How many SessionIDs a device reserves at a time (one durable write per this many sessions).
+const LEASE_AHEAD: u64 = 64;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -104,7 +107,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let http = a.http.options()?;
     let transport = Arc::new(Transport::new(http.clone()).map_err(|e| fail(USAGE, e.to_string()))?);
-    let store = super::open_store(&a.state)?;
+    let store = Arc::new(super::open_store(&a.state)?);
     let ids = if a.all { store.ids().map_err(super::store_error)? } else { vec![String::new()] };
     let mut members = Vec::new();
     for (index, id) in ids.iter().enumerate() {
@@ -136,13 +139,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(fail(STATE, format!("no device in {}; create one with `mdmsim device new`", a.state.display())));
     }
     super::transcript_dir(a.transcript.as_deref())?;
+    // SessionIDs are reserved durably ahead of use, for every device in one write, and again
+    // by a device whenever it used its reservation up: after a crash no device sends an id twice.
+    let mut devices: Vec<&mut mdmsim::device::Device> = members.iter_mut().map(|m| &mut m.engine.device).collect();
+    store.reserve_session_ids(&mut devices, LEASE_AHEAD).map_err(super::store_error)?;
+    let keeper_store = Arc::clone(&store);
+    let leases = LeaseKeeper(Arc::new(move |d: &mut mdmsim::device::Device| {
+        keeper_store.reserve_session_ids(&mut [d], LEASE_AHEAD).map_err(|e| e.to_string())
+    }));
     let opts = FleetOptions {
         strict: a.strict,
         transcript: a.transcript.clone(),
         max_sessions: a.max_sessions,
         state_dir: Some(a.state.clone()),
+        leases: Some(leases),
         ..FleetOptions::default()
     };
+    // Finished sessions are written in batches by the store's writer thread, off the run loop.
+    let writer = store.writer();
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::new(registry, transport, members, opts);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -167,53 +181,58 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let reader_gone = tokio::sync::Notify::new();
     let stats = rt.block_on(async {
         let end = until.unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let run = fleet.run(clock.as_mut(), end, |record, device| {
-            if matches!(record, Record::Changed { .. }) {
-                return;
+        // Ctrl-C, or nobody reads the output any more (`| head`): no device starts, the devices
+        // at work finish their session, and every device is saved.
+        let stop = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = reader_gone.notified() => {}
             }
-            if let Record::Session { summary, .. } = record
-                && let Err(e) = store.save_session(device, summary)
-            {
-                store_error.get_or_insert(e.to_string());
-            }
-            if let Record::Session { summary, .. } = record {
-                failures.add(summary);
-            }
-            if let Some(w) = &mut stream
-                && let Err(e) = serde_json::to_writer(&mut *w, record)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| w.write_all(b"\n"))
-            {
-                store_error.get_or_insert(format!("--records: {e}"));
-            }
-            if !json {
-                if std::mem::take(&mut header) {
-                    out::line(Record::header());
+        };
+        fleet
+            .run_until(clock.as_mut(), end, stop, |record, device| {
+                if matches!(record, Record::Changed { .. }) {
+                    return;
                 }
-                out::line(record.line());
-                if out::closed() {
-                    reader_gone.notify_one();
+                if let Record::Session { summary, .. } = record {
+                    writer.session_ended(device, summary);
+                    failures.add(summary);
                 }
-            } else {
-                records.push(record.clone());
-            }
-        });
-        tokio::select! {
-            stats = run => Some(stats),
-            _ = tokio::signal::ctrl_c() => None,
-            _ = reader_gone.notified() => None,
-        }
+                if let Some(w) = &mut stream
+                    && let Err(e) = serde_json::to_writer(&mut *w, record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| w.write_all(b"\n"))
+                {
+                    store_error.get_or_insert(format!("--records: {e}"));
+                }
+                if !json {
+                    if std::mem::take(&mut header) {
+                        out::line(Record::header());
+                    }
+                    out::line(record.line());
+                    if out::closed() {
+                        reader_gone.notify_one();
+                    }
+                } else {
+                    records.push(record.clone());
+                }
+            })
+            .await
     });
     // Whatever happened, the devices' last state is kept (schedules restart from it).
-    for m in fleet.members() {
-        if let Err(e) = store.save(&m.device) {
-            store_error.get_or_insert(e.to_string());
-        }
+    for mut m in fleet.into_members() {
+        writer.save(&mut m.engine.device);
+    }
+    if let Err(e) = writer.finish() {
+        store_error.get_or_insert(e.to_string());
     }
     if let Some(e) = store_error {
         return Err(fail(STATE, format!("saving device state: {e}")));
     }
-    let stats = stats.unwrap_or_default();
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close().map_err(|e| fail(STATE, format!("closing the state directory: {e}")))?,
+        Err(_) => return Err(fail(STATE, "the state directory is still in use at the end of the run")),
+    }
     if json {
         let all =
             serde_json::json!({ "records": records, "summary": stats, "wall_ms": wall.elapsed().as_millis() as u64 });

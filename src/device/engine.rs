@@ -144,6 +144,10 @@ pub struct EngineOptions {
     pub transcript: bool,
     /// The driver holds the enrollment key, so it can sign messages.
     pub can_sign: bool,
+    /// A store keeps the device: a session starts only once its SessionID is covered by a
+    /// durable lease ([`Device::needs_lease`]); until then the engine waits
+    /// ([`Engine::lease_wanted`]), so that a crash never makes it send a SessionID twice.
+    pub leases: bool,
 }
 
 enum Work {
@@ -172,6 +176,7 @@ pub struct Engine {
     out: VecDeque<Output>,
     sessions_now: usize,
     fetches_now: usize,
+    lease_wanted: bool,
 }
 
 impl Engine {
@@ -199,6 +204,7 @@ impl Engine {
             out: VecDeque::new(),
             sessions_now: 0,
             fetches_now: 0,
+            lease_wanted: false,
         };
         // The lost-contact countdown goes on from the last session that completed.
         if let Some(t) = last_success {
@@ -286,6 +292,9 @@ impl Engine {
                     return Some(Transmit::Fetch { url: url.clone() });
                 }
                 None => {
+                    if self.lease_wanted {
+                        return None;
+                    }
                     if !self.start_next(registry) {
                         self.settle();
                         return None;
@@ -313,6 +322,32 @@ impl Engine {
                 self.effects(effects);
             }
             _ => tracing::warn!(device = %self.device.id, "an answer came for nothing the device asked; ignored"),
+        }
+    }
+
+    /// True when the next session waits for its SessionID to be reserved in the store (see
+    /// [`EngineOptions::leases`]): reserve, then [`Engine::lease_granted`].
+    pub fn lease_wanted(&self) -> bool {
+        self.lease_wanted
+    }
+
+    /// The store reserved SessionIDs for this device ([`Device::session_lease`] moved on), or
+    /// `refused` says why it could not: the waiting sessions are then dropped as missed.
+    pub fn lease_granted(&mut self, refused: Option<String>) {
+        self.lease_wanted = false;
+        if let Some(reason) = refused {
+            let now = self.now;
+            for w in std::mem::take(&mut self.queue) {
+                match w {
+                    Work::Session(req) => self.record(Record::Missed {
+                        device: self.device.id.to_string(),
+                        at: now,
+                        trigger: req.trigger,
+                        reason: format!("no SessionID could be reserved: {reason}"),
+                    }),
+                    fetch => self.queue.push_back(fetch),
+                }
+            }
         }
     }
 
@@ -386,6 +421,11 @@ impl Engine {
             Work::Session(req) => {
                 if self.scheduler.unenrolled() {
                     return true;
+                }
+                if self.options.leases && self.device.needs_lease() {
+                    self.queue.push_front(Work::Session(req));
+                    self.lease_wanted = true;
+                    return false;
                 }
                 let opts = RunOptions {
                     trigger: req.trigger,

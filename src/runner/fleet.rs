@@ -78,11 +78,32 @@ pub struct FleetOptions {
     /// The state directory, where enrolled devices keep their key and certificates (wiped on
     /// unenrollment); `None` for devices held in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Reserves SessionIDs in the store before a device uses them (devices held in memory
+    /// only need none).
+    pub leases: Option<LeaseKeeper>,
 }
 
 impl Default for FleetOptions {
     fn default() -> Self {
-        FleetOptions { strict: false, transcript: None, max_sessions: 1_000_000, concurrency: 32, state_dir: None }
+        FleetOptions {
+            strict: false,
+            transcript: None,
+            max_sessions: 1_000_000,
+            concurrency: 32,
+            state_dir: None,
+            leases: None,
+        }
+    }
+}
+
+/// Makes a device's next SessionIDs durable before it sends them
+/// ([`crate::runner::store::Store::reserve_session_ids`]).
+#[derive(Clone)]
+pub struct LeaseKeeper(pub Arc<dyn Fn(&mut Device) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseKeeper")
     }
 }
 
@@ -204,6 +225,7 @@ impl Fleet {
                     m.engine.options.strict = opts.strict;
                     m.engine.options.transcript = opts.transcript.is_some();
                     m.engine.options.can_sign |= m.transport.as_ref().is_some_and(|t| t.signer().is_some());
+                    m.engine.options.leases = opts.leases.is_some();
                     Some(m)
                 })
                 .collect(),
@@ -259,8 +281,24 @@ impl Fleet {
         &mut self,
         clock: &mut dyn Clock,
         until: DateTime<Utc>,
-        mut on_record: impl FnMut(&Record, &Device),
+        on_record: impl FnMut(&Record, &mut Device),
     ) -> RunStats {
+        self.run_until(clock, until, std::future::pending(), on_record).await
+    }
+
+    /// [`Fleet::run`], stopping early when `stop` completes (Ctrl-C, a closed output): no
+    /// device starts after that, and the devices at work finish what they are doing (their
+    /// sessions end as the server answers or the answer timeout passes), so that every device
+    /// is whole when this returns.
+    pub async fn run_until(
+        &mut self,
+        clock: &mut dyn Clock,
+        until: DateTime<Utc>,
+        stop: impl std::future::Future<Output = ()>,
+        mut on_record: impl FnMut(&Record, &mut Device),
+    ) -> RunStats {
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
         let mut stats = RunStats::default();
         let mut tasks: tokio::task::JoinSet<(usize, Member, Vec<Output>)> = tokio::task::JoinSet::new();
         let concurrency = self.opts.concurrency.max(1);
@@ -280,7 +318,7 @@ impl Fleet {
                 }
             }
             let now = clock.now();
-            let limit_reached = stats.sessions >= self.opts.max_sessions;
+            let limit_reached = stats.sessions >= self.opts.max_sessions || stopping;
             // Start every device that is due, up to the concurrency bound.
             while !limit_reached && tasks.len() < concurrency {
                 match self.next_due() {
@@ -294,8 +332,10 @@ impl Fleet {
                             Some(t) => Arc::new(HttpExchange::new(Arc::clone(t))),
                             None => Arc::clone(&self.exchange),
                         });
+                        let leases = self.opts.leases.clone();
                         tasks.spawn(async move {
-                            let (member, outputs) = step(member, now, events, &registry, exchange.as_ref()).await;
+                            let (member, outputs) =
+                                step(member, now, events, &registry, exchange.as_ref(), leases.as_ref()).await;
                             (i, member, outputs)
                         });
                     }
@@ -303,6 +343,9 @@ impl Fleet {
                 }
             }
             if tasks.is_empty() {
+                if stopping {
+                    break;
+                }
                 if limit_reached {
                     stats.hit_session_limit = self.next_due().is_some_and(|(t, _)| t <= until);
                     break;
@@ -319,6 +362,7 @@ impl Fleet {
                         Some((id, event)) = self.inbox_rx.recv() => {
                             let _ = self.inbox_tx.send((id, event));
                         }
+                        _ = &mut stop, if !stopping => stopping = true,
                     }
                 }
                 continue;
@@ -333,16 +377,23 @@ impl Fleet {
             };
             let joined = if wait.is_zero() {
                 continue;
-            } else if wait == std::time::Duration::MAX {
-                tasks.join_next().await
             } else {
+                let sleep = tokio::time::sleep(if wait == std::time::Duration::MAX {
+                    std::time::Duration::from_secs(3600)
+                } else {
+                    wait
+                });
                 tokio::select! {
                     j = tasks.join_next() => j,
-                    _ = tokio::time::sleep(wait) => continue,
+                    _ = sleep => continue,
+                    _ = &mut stop, if !stopping => {
+                        stopping = true;
+                        continue;
+                    }
                 }
             };
             let Some(joined) = joined else { continue };
-            let Ok((i, member, outputs)) = joined else {
+            let Ok((i, mut member, outputs)) = joined else {
                 tracing::error!("a device task panicked; the device leaves the run");
                 continue;
             };
@@ -350,7 +401,7 @@ impl Fleet {
                 match out {
                     Output::Record(r) => {
                         stats.add(&r);
-                        on_record(&r, &member.device);
+                        on_record(&r, &mut member.engine.device);
                     }
                     Output::Transcript { session_id, files } => {
                         if let Some(dir) = &self.opts.transcript {
@@ -392,13 +443,14 @@ async fn step(
     events: Vec<Event>,
     registry: &Registry,
     exchange: &dyn Exchange,
+    leases: Option<&LeaseKeeper>,
 ) -> (Member, Vec<Output>) {
     let engine = &mut m.engine;
     for event in events {
         engine.handle_event(now, event);
     }
     engine.handle_timeout(registry, now);
-    drive(engine, registry, exchange).await;
+    drive(engine, registry, exchange, leases).await;
     let mut outputs = Vec::new();
     while let Some(o) = engine.poll_event() {
         outputs.push(o);
@@ -406,10 +458,21 @@ async fn step(
     (m, outputs)
 }
 
-/// Moves a device's requests through `exchange` until it has nothing more to send.
-pub async fn drive(engine: &mut Engine, registry: &Registry, exchange: &dyn Exchange) {
-    while let Some(transmit) = engine.poll_transmit(registry) {
-        let response = exchange.exchange(&transmit).await;
-        engine.handle_response(registry, response);
+/// Moves a device's requests through `exchange` until it has nothing more to send, reserving
+/// SessionIDs with `leases` when the engine waits for them.
+pub async fn drive(engine: &mut Engine, registry: &Registry, exchange: &dyn Exchange, leases: Option<&LeaseKeeper>) {
+    loop {
+        while let Some(transmit) = engine.poll_transmit(registry) {
+            let response = exchange.exchange(&transmit).await;
+            engine.handle_response(registry, response);
+        }
+        if !engine.lease_wanted() {
+            return;
+        }
+        let refused = match leases {
+            Some(keeper) => (keeper.0)(&mut engine.device).err(),
+            None => Some("no store keeps this device".to_string()),
+        };
+        engine.lease_granted(refused);
     }
 }
