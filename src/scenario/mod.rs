@@ -20,7 +20,9 @@ pub mod report;
 pub mod run;
 pub mod spec;
 
-pub use build::{Built, Check, DeviceGroup, Expectation, NodeCheck, ScheduledEvent, Window, build};
+pub use build::{
+    Built, Check, DeviceGroup, Expectation, InstallCsp, NodeCheck, ScheduledEvent, ValueCheck, Window, build,
+};
 pub use expect::{DeviceRun, ExpectationResult, Observed, Snapshot, evaluate};
 pub use glob::Glob;
 pub use run::{EnrollAs, RunError, RunOptions};
