@@ -1190,7 +1190,7 @@ mod tests {
     const GOOD: &str = r#"
 [scenario]
 name = "reboot then logon"
-description = "seed §1 and §2"
+description = "operation modes after a reboot and at logon"
 
 [[device]]
 name = "laptops"
@@ -1314,7 +1314,7 @@ clean = true
         let e = broken("target = \"./Vendor/MSFT/DMClient/Provider/*/Poll/*\"", "target = \"./a//b\"");
         assert_eq!(e.line, 40, "{e}");
         let e = broken("kind = \"findings\"", "kind = \"vibes\"");
-        assert!(e.message.contains("session | command | node | findings | outcome"), "{e}");
+        assert!(e.message.contains("session | command | set | profile | install | statuses | latency | node | findings | outcome"), "{e}");
         let e = broken("equals = \"15\"", "equals = \"15\"\nsent = true");
         assert!(e.message.contains("`sent` is not allowed on a `node` expectation"), "{e}");
         let e = broken("template = \"win81-tablet\"", "template = \"win95\"");

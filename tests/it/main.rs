@@ -42,7 +42,8 @@ mod msi_install;
 mod real_servers;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
-/// Scenario files: `scenario check` messages, the shipped scenarios.
+/// Scenario files: `scenario check` messages, server-facing expectations, the shipped scenarios
+/// against the reference server (pass), a do-nothing server and Fleet-style replies (fail).
 mod scenario;
 /// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;
