@@ -60,7 +60,8 @@ impl Built {
     /// it has never seen, and the same seed gives the same devices again. Events and
     /// expectations that name a DeviceID of the file follow it to its new one.
     pub fn with_run_seed(&self, seed: u64) -> Built {
-        let file_hash = self.file.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let file_hash =
+            self.file.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         let mut map = std::collections::HashMap::new();
         let mut out = self.clone();
         for (g, group) in out.devices.iter_mut().enumerate() {
@@ -218,10 +219,9 @@ impl ValueCheck {
         match self {
             ValueCheck::Any => true,
             ValueCheck::Equals(want) => value == want,
-            ValueCheck::Range { min, max } => value
-                .trim()
-                .parse::<i64>()
-                .is_ok_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m)),
+            ValueCheck::Range { min, max } => {
+                value.trim().parse::<i64>().is_ok_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m))
+            }
         }
     }
 }
@@ -881,7 +881,9 @@ fn expectation(
                     return Err(src.err(o.span(), "`only_in` means nothing with `sent = false`"));
                 }
                 Some(o) if o.get_ref().is_empty() => {
-                    return Err(src.err(o.span(), "`only_in`: expected a list of modes (Machine, Maintenance, Apps), found []"));
+                    return Err(
+                        src.err(o.span(), "`only_in`: expected a list of modes (Machine, Maintenance, Apps), found []")
+                    );
                 }
                 Some(o) => o
                     .get_ref()
@@ -952,7 +954,9 @@ fn expectation(
                 other => {
                     return Err(src.err(
                         c.span(),
-                        format!("`csp`: expected EnterpriseAppManagement | EnterpriseDesktopAppManagement, found {other:?}"),
+                        format!(
+                            "`csp`: expected EnterpriseAppManagement | EnterpriseDesktopAppManagement, found {other:?}"
+                        ),
                     ));
                 }
             };
@@ -982,7 +986,9 @@ fn expectation(
                     .map(|t| match t.to_ascii_lowercase().as_str() {
                         "4xx" => Ok(4),
                         "5xx" => Ok(5),
-                        other => Err(src.err(c.span(), format!("`class`: expected \"4xx\" or \"5xx\", found {other:?}"))),
+                        other => {
+                            Err(src.err(c.span(), format!("`class`: expected \"4xx\" or \"5xx\", found {other:?}")))
+                        }
                     })
                     .collect::<Result<Vec<u16>, _>>()?,
             };
@@ -1009,17 +1015,25 @@ fn expectation(
                         toml::Value::Integer(n) => *n as f64,
                         toml::Value::Float(f) => *f,
                         other => {
-                            return Err(src.err(p.span(), format!("`percentile`: expected a number, found {}", other.type_str())));
+                            return Err(src.err(
+                                p.span(),
+                                format!("`percentile`: expected a number, found {}", other.type_str()),
+                            ));
                         }
                     };
                     if !(v > 0.0 && v <= 100.0) {
-                        return Err(src.err(p.span(), format!("`percentile`: expected a number above 0 and at most 100, found {v}")));
+                        return Err(src.err(
+                            p.span(),
+                            format!("`percentile`: expected a number above 0 and at most 100, found {v}"),
+                        ));
                     }
                     v
                 }
             };
             let Some(u) = &x.under else {
-                return Err(src.err(x.kind.span(), "a `latency` expectation needs `under` (a duration such as \"500ms\")"));
+                return Err(
+                    src.err(x.kind.span(), "a `latency` expectation needs `under` (a duration such as \"500ms\")")
+                );
             };
             let under = parse_short_duration(u.get_ref()).map_err(|m| src.err(u.span(), format!("`under`: {m}")))?;
             Ok(Check::Latency { percentile, under })
@@ -1089,7 +1103,8 @@ pub fn parse_short_duration(text: &str) -> Result<std::time::Duration, String> {
             .map(std::time::Duration::from_millis)
             .map_err(|_| format!("expected a duration such as \"500ms\" or \"2s\", found {text:?}"));
     }
-    let d = parse_duration(t).map_err(|_| format!("expected a duration such as \"500ms\" or \"2s\", found {text:?}"))?;
+    let d =
+        parse_duration(t).map_err(|_| format!("expected a duration such as \"500ms\" or \"2s\", found {text:?}"))?;
     d.to_std().map_err(|_| format!("expected a positive duration, found {text:?}"))
 }
 
@@ -1132,10 +1147,7 @@ fn describe(c: &Check) -> String {
             if only_in.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " only in {} mode",
-                    only_in.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ")
-                )
+                format!(" only in {} mode", only_in.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or "))
             }
         ),
         Check::Set { node, value, mode, within } => format!(
@@ -1314,7 +1326,12 @@ clean = true
         let e = broken("target = \"./Vendor/MSFT/DMClient/Provider/*/Poll/*\"", "target = \"./a//b\"");
         assert_eq!(e.line, 40, "{e}");
         let e = broken("kind = \"findings\"", "kind = \"vibes\"");
-        assert!(e.message.contains("session | command | set | profile | install | statuses | latency | node | findings | outcome"), "{e}");
+        assert!(
+            e.message.contains(
+                "session | command | set | profile | install | statuses | latency | node | findings | outcome"
+            ),
+            "{e}"
+        );
         let e = broken("equals = \"15\"", "equals = \"15\"\nsent = true");
         assert!(e.message.contains("`sent` is not allowed on a `node` expectation"), "{e}");
         let e = broken("template = \"win81-tablet\"", "template = \"win95\"");

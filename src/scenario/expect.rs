@@ -231,7 +231,9 @@ fn judge_latency(percentile: f64, under: std::time::Duration, runs: &[&DeviceRun
         .iter()
         .rev()
         .take(3)
-        .map(|(us, run, s)| format!("device {} {}: {:.1} ms per exchange", run.id, session_place(s), *us as f64 / 1000.0))
+        .map(|(us, run, s)| {
+            format!("device {} {}: {:.1} ms per exchange", run.id, session_place(s), *us as f64 / 1000.0)
+        })
         .collect();
     Some(format!(
         "p{percentile} of {} sessions' reply times is {:.1} ms, expected under {} ms; slowest: {}",
@@ -320,8 +322,11 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                     let seen: Vec<String> = hits.iter().map(place).collect();
                     return Some(format!("expected status {code}, found: {}", capped(seen, 5)));
                 }
-                let outside: Vec<String> =
-                    hits.iter().filter(|(s, _, _)| !only_in.is_empty() && !only_in.contains(&s.mode)).map(place).collect();
+                let outside: Vec<String> = hits
+                    .iter()
+                    .filter(|(s, _, _)| !only_in.is_empty() && !only_in.contains(&s.mode))
+                    .map(place)
+                    .collect();
                 if !outside.is_empty() {
                     let modes: Vec<String> = only_in.iter().map(ToString::to_string).collect();
                     return Some(format!(
@@ -418,7 +423,9 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                 .iter()
                 .filter(|(i, _, _, t)| {
                     !run.sessions[i + 1..].iter().any(|s| {
-                        s.commands.iter().any(|c| c.cmd == "Get" && c.status == 200 && c.targets.iter().any(|u| same_node(u, t)))
+                        s.commands
+                            .iter()
+                            .any(|c| c.cmd == "Get" && c.status == 200 && c.targets.iter().any(|u| same_node(u, t)))
                     })
                 })
                 .map(|(_, s, c, t)| format!("{}, never read back by a Get in a later session", command_place(s, c, t)))

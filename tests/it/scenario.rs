@@ -395,8 +395,10 @@ fn a_rerun_against_the_same_server_meets_new_devices_and_a_seed_repeats_them() {
             assert!(out.contains("the server did not write ./Vendor/MSFT/DMClient/Provider/*/Push/PFN"), "{out}");
         }
         assert!(err.contains("DeviceIDs drawn from seed "), "{err}");
-        let id: Vec<String> =
-            std::fs::read_dir(&transcript).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let id: Vec<String> = std::fs::read_dir(&transcript)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(id.len(), 1, "{id:?}");
         assert!(id[0].starts_with("A1"), "the group's id_prefix stays: {id:?}");
         ids.push(id[0].clone());
@@ -428,7 +430,11 @@ fn server_expectations_refuse_bad_values_at_their_place() {
         ("kind = \"latency\"\nunder = \"fast\"\n", "23:9", &["`under`: expected a duration such as \"500ms\""]),
         ("kind = \"install\"\ncsp = \"Msi\"\n", "23:7", &["EnterpriseAppManagement | EnterpriseDesktopAppManagement"]),
         ("kind = \"command\"\ntarget = \"./**\"\nonly_in = [\"Night\"]\n", "24:11", &["`only_in`"]),
-        ("kind = \"profile\"\nnode = \"./A/*\"\nequals = \"1\"\n", "24:10", &["`equals` is not allowed on a `profile`"]),
+        (
+            "kind = \"profile\"\nnode = \"./A/*\"\nequals = \"1\"\n",
+            "24:10",
+            &["`equals` is not allowed on a `profile`"],
+        ),
     ];
     for (n, (extra, place, words)) in cases.iter().enumerate() {
         let f = write(dir.path(), &format!("bad{n}.toml"), &format!("{GOOD}\n[[expect]]\n{extra}"));
