@@ -37,6 +37,9 @@ mod hostile;
 /// `mdmsim run` sessions: Status 10 to 70 with a real download and hash, the completion Alert
 /// 1224 in the next package 1, retries, 404, malformed jobs, no reinstall, uninstall.
 mod msi_install;
+/// Output a person can read: `sync` names each non-200 status's LocURI, `mdmsim transcript`
+/// (text, HTML checked in headless Chromium), the enrollment exchange masked, `device list`.
+mod output;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
