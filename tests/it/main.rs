@@ -40,6 +40,8 @@ mod msi_install;
 /// Output a person can read: `sync` names each non-200 status's LocURI, `mdmsim transcript`
 /// (text, HTML checked in headless Chromium), the enrollment exchange masked, `device list`.
 mod output;
+/// The README's marked command blocks, run as written against the reference server.
+mod readme;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
