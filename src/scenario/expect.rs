@@ -900,4 +900,110 @@ clean = true
         );
         assert!(read_nodes(&reg, &run.tree, &env, &Glob::parse("./Vendor/MSFT/Nope/*").unwrap()).is_empty());
     }
+
+    const SERVER_FILE: &str = r#"
+[scenario]
+name = "server"
+
+[[device]]
+template = "win11-laptop"
+id_prefix = "AA"
+
+[[expect]]
+kind = "set"
+node = "./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries"
+min = 1
+max = 60
+mode = "Maintenance"
+within = 1
+
+[[expect]]
+kind = "profile"
+node = "./Device/Vendor/MSFT/Policy/Config/*/*"
+
+[[expect]]
+kind = "statuses"
+except = [418]
+
+[[expect]]
+kind = "latency"
+percentile = 95
+under = "100ms"
+
+[[expect]]
+kind = "command"
+command = "Replace"
+target = "./**"
+only_in = ["Maintenance"]
+"#;
+
+    fn cmd(msg: &str, id: &str, name: &str, target: &str, status: u16) -> CommandRecord {
+        CommandRecord { msg_id: msg.into(), cmd_id: id.into(), cmd: name.into(), targets: vec![target.into()], status }
+    }
+
+    #[test]
+    fn server_expectations_hold_on_a_server_that_did_its_part() {
+        let b = check_text(SERVER_FILE, "server.toml", &|p| Err(p.to_string())).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = good_run();
+        let policy = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        run.sessions[1].commands.push(cmd("1", "6", "Replace", policy, 200));
+        run.sessions[1].commands.push(cmd(
+            "1",
+            "7",
+            "Add",
+            "./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/PollOnLogin",
+            418,
+        ));
+        let mut s3 = session(3, Trigger::Poll, Mode::Maintenance, "2026-03-02T10:30:00Z");
+        s3.commands.push(cmd("1", "2", "Get", policy, 200));
+        run.sessions.push(s3);
+        for s in &mut run.sessions {
+            s.messages_sent = 2;
+            s.wall_us = 20_000;
+        }
+        let results = evaluate(&b, &Observed { devices: vec![run] });
+        for r in &results {
+            assert!(r.passed(), "{} {}: {:?}", r.place, r.title, r.failure);
+        }
+    }
+
+    #[test]
+    fn server_expectations_say_what_the_server_did_instead_and_where() {
+        let b = check_text(SERVER_FILE, "server.toml", &|p| Err(p.to_string())).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = good_run();
+        // The write came in Machine mode, refused; the profile was never read back; one session
+        // took 2 s per exchange.
+        run.sessions[1].commands.clear();
+        run.sessions[0].commands.push(cmd(
+            "2",
+            "9",
+            "Replace",
+            "./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/IntervalForFirstSetOfRetries",
+            405,
+        ));
+        run.sessions[0].commands.push(cmd("2", "10", "Replace", "./Device/Vendor/MSFT/Policy/Config/A/B", 200));
+        run.sessions[0].messages_sent = 1;
+        run.sessions[0].wall_us = 2_000_000;
+        let results = evaluate(&b, &Observed { devices: vec![run] });
+        let f: Vec<String> = results.iter().map(|r| r.failure.clone().unwrap_or_default()).collect();
+        assert!(
+            f[0].contains("did not write ./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries")
+                && f[0].contains("in the first 1 Maintenance session(s) (2); it sent no command"),
+            "{}",
+            f[0]
+        );
+        assert!(
+            f[1].contains("./Device/Vendor/MSFT/Policy/Config/A/B answered 200 in session 1")
+                && f[1].contains("never read back"),
+            "{}",
+            f[1]
+        );
+        assert!(
+            f[2].contains("answered 405 in session 1 (reboot Machine") && f[2].contains("MsgID 2 CmdID 9"),
+            "{}",
+            f[2]
+        );
+        assert!(f[3].contains("p95 of 2 sessions' reply times is 2000.0 ms, expected under 100 ms"), "{}", f[3]);
+        assert!(f[4].contains("expected it only in Maintenance mode") && f[4].contains("CmdID 9"), "{}", f[4]);
+    }
 }

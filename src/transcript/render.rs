@@ -263,7 +263,7 @@ fn session_html(o: &mut String, s: &SessionView) {
     } else {
         o.push_str("<table><tr><th>MsgID</th><th>CmdID</th><th>command</th><th>LocURI</th><th>data sent</th><th>device status</th><th>Results</th></tr>\n");
         for c in &s.commands {
-            let bad = !c.ok() && !(c.status.is_none() && c.cmd == "Alert");
+            let bad = !(c.ok() || (c.status.is_none() && c.cmd == "Alert"));
             let class = match (bad, c.parent.is_some()) {
                 (true, true) => " class=\"bad child\"",
                 (true, false) => " class=\"bad\"",
