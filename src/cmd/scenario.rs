@@ -9,7 +9,8 @@
 //! failures as `mdmsim run` gives it ([`super::exit::Failures`]: 4 protocol or HTTP error, 3
 //! unreachable), unless `--allow-failures` or the file's `outcome` expectation names the error
 //! it expects (then its sessions are meant to fail and the expectation judges them); else 1
-//! when an expectation fails.
+//! when an expectation fails. Every run draws fresh DeviceIDs from a seed (printed on stderr;
+//! `--seed N` repeats it); a file without expectations is a warning in `check` and `run`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -9,7 +9,9 @@
 //! provisioning document of the RequestSecurityTokenResponse (base64 in the
 //! BinarySecurityToken, decoded here so that it can be read), the APPAUTH secrets and nonces
 //! (Microsoft's w7 APPLICATION CSP page: AAUTHSECRET, AAUTHDATA). Certificates and the CSR are
-//! public and stay.
+//! public but long: they are shortened to their first characters and their length (the device's
+//! enrollment folder keeps them whole), which also keeps every run of the public key's base64 out
+//! of the transcript.
 
 use std::path::Path;
 
@@ -117,7 +119,7 @@ pub fn mask_soap(text: &str) -> String {
             Some(doc) if doc.contains("wap-provisioningdoc") => {
                 format!("\n<!-- mdmsim: the base64 provisioning document, decoded -->\n{}\n", mask_provisioning(&doc))
             }
-            _ if looks_like_csr(t) => inner.to_string(),
+            _ if looks_like_csr(t) => shorten(t),
             _ => MASK.to_string(),
         }
     });
@@ -127,9 +129,22 @@ pub fn mask_soap(text: &str) -> String {
     mask_provisioning(&out)
 }
 
-/// The APPAUTH secrets of a provisioning document (`<parm name="AAUTHSECRET" value="..."/>`).
+/// Characters of a certificate or CSR kept in a transcript.
+const KEPT: usize = 16;
+
+/// `MIIDKTCCAhGgAwIB… (1188 base64 characters)`; already short text stays.
+fn shorten(b64: &str) -> String {
+    let b64 = b64.trim();
+    if b64.len() <= KEPT * 2 || !b64.is_ascii() {
+        return b64.to_string();
+    }
+    format!("{}… ({} base64 characters)", &b64[..KEPT], b64.len())
+}
+
+/// The APPAUTH secrets of a provisioning document (`<parm name="AAUTHSECRET" value="..."/>`),
+/// and its certificates shortened.
 fn mask_provisioning(doc: &str) -> String {
-    let mut out = doc.to_string();
+    let mut out = shorten_attribute_after(doc, "name=\"EncodedCertificate\"", "value=\"");
     for name in ["AAUTHSECRET", "AAUTHDATA"] {
         out = mask_attribute_after(&out, &format!("name=\"{name}\""), "value=\"");
     }
@@ -225,6 +240,29 @@ fn mask_attribute_after(text: &str, marker: &str, value_start: &str) -> String {
     out
 }
 
+/// Shortens the quoted value that follows `value_start` after each `marker` (same tag).
+fn shorten_attribute_after(text: &str, marker: &str, value_start: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(m) = rest.find(marker) {
+        let tag_end = rest[m..].find('>').map_or(rest.len(), |i| m + i);
+        let tag_start = rest[..m].rfind('<').unwrap_or(m);
+        match rest[tag_start..tag_end].find(value_start) {
+            Some(v) => {
+                let v = tag_start + v + value_start.len();
+                let close = rest[v..].find('"').map_or(rest.len(), |i| v + i);
+                out.push_str(&rest[..v]);
+                out.push_str(&shorten(&rest[v..close]));
+                out.push_str(&rest[close..tag_end]);
+            }
+            None => out.push_str(&rest[..tag_end]),
+        }
+        rest = &rest[tag_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Masks the text after each `start` up to `end`.
 fn mask_after(text: &str, start: &str, end: char) -> String {
     let mut out = String::with_capacity(text.len());
@@ -251,19 +289,22 @@ mod tests {
         let m = mask_soap(rst);
         assert!(!m.contains("hunter2"), "{m}");
         assert!(m.contains("<wsse:Password wsse:Type=\"PasswordText\">***</wsse:Password>"), "{m}");
-        assert!(m.contains("MIICsDCCAZgCAQAw"), "the CSR is public: {m}");
+        assert!(m.contains("MIICsDCCAZgCAQAw"), "a short CSR stays: {m}");
+        let long =
+            format!("<wsse:BinarySecurityToken ValueType=\"pkcs10\">MII{}</wsse:BinarySecurityToken>", "A".repeat(400));
+        assert!(mask_soap(&long).contains("MIIAAAAAAAAAAAAA… (403 base64 characters)"), "{}", mask_soap(&long));
         assert!(m.contains("demo@x"));
 
         let token = r#"<wsse:BinarySecurityToken ValueType="...DeviceEnrollmentUserToken">bXlzZWNyZXR0b2tlbg==</wsse:BinarySecurityToken>"#;
         assert!(!mask_soap(token).contains("bXlzZWNyZXR0b2tlbg"), "{}", mask_soap(token));
 
-        let doc = r#"<wap-provisioningdoc><characteristic type="APPLICATION"><parm name="AAUTHNAME" value="dev"/><parm name="AAUTHSECRET" value="s3cret"/><parm name="AAUTHDATA" value="bm9uY2U="/></characteristic><characteristic type="CertificateStore"><parm name="EncodedCertificate" value="MIIDpublic"/></characteristic></wap-provisioningdoc>"#;
+        let doc = r#"<wap-provisioningdoc><characteristic type="APPLICATION"><parm name="AAUTHNAME" value="dev"/><parm name="AAUTHSECRET" value="s3cret"/><parm name="AAUTHDATA" value="bm9uY2U="/></characteristic><characteristic type="CertificateStore"><parm name="EncodedCertificate" value="MIIDpublicAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"/></characteristic></wap-provisioningdoc>"#;
         let rstr = format!("<wsse:BinarySecurityToken ValueType=\"x\">{}</wsse:BinarySecurityToken>", B64.encode(doc));
         let m = mask_soap(&rstr);
         assert!(m.contains("decoded") && m.contains("<parm name=\"AAUTHNAME\" value=\"dev\"/>"), "{m}");
         assert!(!m.contains("s3cret") && !m.contains("bm9uY2U="), "{m}");
         assert!(m.contains("<parm name=\"AAUTHSECRET\" value=\"***\"/>"), "{m}");
-        assert!(m.contains("MIIDpublic"), "{m}");
+        assert!(m.contains("value=\"MIIDpublicAAAAAA… (48 base64 characters)\""), "{m}");
         assert_eq!(mask_soap(&m), m, "masking twice changes nothing");
 
         let page = r#"<input type="hidden" name="wresult" value="mdmsim-sts-abc"><script>field.value = "mdmsim-sts-abc";</script>"#;
