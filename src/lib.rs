@@ -22,4 +22,5 @@ pub mod server;
 pub mod session;
 pub mod syncml;
 pub mod toml_pos;
+pub mod transcript;
 pub mod tree;

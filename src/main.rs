@@ -76,6 +76,8 @@ enum Command {
     /// Scripted runs with expectations: check scenario files, run them against a server.
     #[command(subcommand)]
     Scenario(cmd::scenario::Scenario),
+    /// Show a transcript folder: each server command with the device's status (text, or --html).
+    Transcript(cmd::transcript::TranscriptArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,5 +130,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
         Command::Scenario(c) => cmd::scenario::run(c),
+        Command::Transcript(c) => cmd::transcript::run(c),
     }
 }

@@ -228,6 +228,7 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     opts.clock = Some(Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)));
     let server = mdmsim::server::start(opts).await.map_err(|e| fail(STATE, format!("starting the server: {e}")))?;
     let ca = server.ca_pem();
+    milestone(format_args!("reference server at {}; enrolling {} devices (MS-MDE2)", server.base_url, a.devices));
     let progress = progress_bar(a.devices as u64, "enrolling");
 
     // Enrollment: every device through discovery, policy and enrollment, a few at a time.
@@ -276,6 +277,12 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     members.sort_by(|x, y| x.0.id.as_str().cmp(y.0.id.as_str()));
 
     let enrolled = members.len();
+    milestone(format_args!(
+        "{enrolled} of {} enrolled; living {} -> {} on the virtual clock",
+        a.devices,
+        start.format("%Y-%m-%d %H:%M"),
+        end.format("%Y-%m-%d %H:%M UTC")
+    ));
     let mut fleet_members = Vec::new();
     for (index, (device, transport)) in members.into_iter().enumerate() {
         let seed = device_seed(a.seed, index as u64);
@@ -292,9 +299,22 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     let progress = progress_bar(span, "simulating");
     let mut latencies = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| fail(STATE, e.to_string()))?;
     let mut errors = Vec::new();
+    // A line every quarter of the run when nobody sees the bar.
+    let quarter = (end - start) / 4;
+    let mut next_note = start + quarter;
+    let mut sessions_so_far = 0u64;
+    let bar_hidden = progress.is_hidden();
     let stats = fleet
         .run(&mut clock, end, |record, _| {
             if let Record::Session { at, summary, device } = record {
+                sessions_so_far += 1;
+                if bar_hidden && *at >= next_note && next_note < end {
+                    milestone(format_args!(
+                        "simulated up to {}: {sessions_so_far} sessions",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    ));
+                    next_note += quarter;
+                }
                 let _ = latencies.record(summary.wall_us.max(1));
                 if summary.outcome != Outcome::Completed {
                     errors.push(format!("{device} {}: {}", summary.trigger, summary.error.clone().unwrap_or_default()));
@@ -593,6 +613,29 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Install states for people: `4 devices INSTALLED (Status 5), 1 device not started`. The keys
+/// are `<code> <name>` (an EnterpriseAppManagement or MSI Status) or a phrase.
+fn app_line(installs: &BTreeMap<String, usize>) -> String {
+    let devices = |n: usize| if n == 1 { "1 device".to_string() } else { format!("{n} devices") };
+    let parts: Vec<String> = installs
+        .iter()
+        .map(|(k, n)| match k.split_once(' ') {
+            Some((code, name)) if code.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{} {name} (Status {code})", devices(*n))
+            }
+            _ => format!("{} {k}", devices(*n)),
+        })
+        .collect();
+    if parts.is_empty() { "none".to_string() } else { parts.join(", ") }
+}
+
+/// A milestone of the run on stderr (the report goes to stdout), so that a demo whose output is
+/// piped or logged does not sit silent for half a minute; on a terminal the progress bars say
+/// the rest.
+fn milestone(text: impl std::fmt::Display) {
+    super::out::warn(format_args!("mdmsim demo: {text}"));
+}
+
 fn human(r: &Report) -> String {
     let mut out = String::new();
     let line = |out: &mut String, s: String| {
@@ -624,8 +667,7 @@ fn human(r: &Report) -> String {
         let (trigger, mode) = k.split_once('/').unwrap_or((k, ""));
         line(&mut out, format!("    {trigger:<11} {mode:<12} {n:>6}"));
     }
-    let apps: Vec<String> = r.app_installs.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    line(&mut out, format!("  app installs: {}", apps.join(", ")));
+    line(&mut out, format!("  app installs: {}", app_line(&r.app_installs)));
     for p in &r.profiles {
         line(
             &mut out,
@@ -660,8 +702,7 @@ fn human(r: &Report) -> String {
                 ),
             );
         }
-        let status: Vec<String> = m.device_status.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        line(&mut out, format!("                devices: {}", status.join(", ")));
+        line(&mut out, format!("                devices: {}", app_line(&m.device_status)));
     }
     line(
         &mut out,

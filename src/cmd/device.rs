@@ -19,7 +19,8 @@ use super::out;
 pub enum Device {
     /// Create a pre-provisioned device and print its device id.
     New(NewArgs),
-    /// List the devices of a state directory (the default one marked with `*`).
+    /// List the devices of a state directory (the default one marked with `*`, a device that
+    /// left management with `UNENROLLED`, when and by whom).
     List(ListArgs),
 }
 
@@ -28,7 +29,7 @@ pub struct ListArgs {
     /// The state directory.
     #[arg(long, value_name = "DIR")]
     state: PathBuf,
-    /// Print a JSON array of {id, profile, server, sessions, default}.
+    /// Print a JSON array of {id, profile, server, sessions, default, enrollment, unenrolled}.
     #[arg(long)]
     json: bool,
 }
@@ -75,7 +76,19 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         if !a.json {
             let mark = if is_default { "*" } else { " " };
             let found = d.enrollment.as_ref().map_or(0, |e| e.findings.len());
-            let note = if found > 0 { format!("  enrollment findings={found}") } else { String::new() };
+            let mut note = if found > 0 { format!("  enrollment findings={found}") } else { String::new() };
+            // A device that left management cannot sync: say so on its line, with when and why.
+            if let Some(u) = &d.unenrolled {
+                note.push_str(&format!(
+                    "  UNENROLLED {} by {}",
+                    u.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    match u.by {
+                        mdmsim::device::UnenrolledBy::Server => "the server",
+                        mdmsim::device::UnenrolledBy::User => "the user",
+                        mdmsim::device::UnenrolledBy::LostContact => "lost contact",
+                    }
+                ));
+            }
             out::line(format_args!(
                 "{mark} {}  {}  {}  sessions={}{note}",
                 d.id,
@@ -90,6 +103,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             "server": d.server_url,
             "sessions": d.sessions,
             "default": is_default,
+            "unenrolled": d.unenrolled.as_ref().map(|u| serde_json::json!({ "at": u.at, "by": format!("{:?}", u.by) })),
             "enrollment": d.enrollment.as_ref().map(|e| serde_json::json!({
                 "user": e.user,
                 "discovery_url": e.discovery_url,

@@ -80,7 +80,8 @@ pub struct EnrollArgs {
     /// Seed for the random DeviceID (the same seed gives the same id).
     #[arg(long, conflicts_with = "id")]
     seed: Option<u64>,
-    /// Write the post-enrollment session's messages to DIR (secrets masked).
+    /// Write the enrollment exchange (MS-MDE2 SOAP, under DIR/enrollment/) and the
+    /// post-enrollment session's messages to DIR, secrets masked; `mdmsim transcript DIR` shows them.
     #[arg(long, value_name = "DIR")]
     transcript: Option<PathBuf>,
 }
@@ -164,9 +165,17 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<ExitCode> {
     };
 
     let rt = runtime()?;
-    let (mut device, material) = rt
-        .block_on(enroll_device(&client, &a.discovery, &opts, Utc::now()))
-        .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let (enrolled, exchanges) =
+        rt.block_on(mdmsim::runner::enroll::recording(enroll_device(&client, &a.discovery, &opts, Utc::now())));
+    // The MS-MDE2 exchange goes in the transcript whether the enrollment worked or not: a failed
+    // one is when it is read most.
+    if let Some(dir) = &a.transcript {
+        match mdmsim::runner::enroll::write_exchanges(dir, &exchanges) {
+            Ok(folder) => out::warn(format_args!("enrollment exchange (secrets masked): {}", folder.display())),
+            Err(e) => out::warn(format_args!("cannot write the enrollment exchange under {}: {e}", dir.display())),
+        }
+    }
+    let (mut device, material) = enrolled.map_err(|e| fail(e.exit_code(), e.to_string()))?;
     // The CA trusted for the enrollment stays trusted, as an installed CA on a real machine.
     let material = material.trusting(ca.as_deref());
     store_enrolled(&store, &a.state, &mut device, &material).map_err(|e| fail(STATE, e.to_string()))?;

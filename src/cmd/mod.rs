@@ -23,6 +23,7 @@ pub mod scenario;
 pub mod server;
 pub mod sync;
 pub mod syncml;
+pub mod transcript;
 pub mod tree;
 
 /// `--ca-cert`, `--insecure` and `--timeout`: how a device's HTTP client talks to the server.

@@ -9,7 +9,8 @@
 //! failures as `mdmsim run` gives it ([`super::exit::Failures`]: 4 protocol or HTTP error, 3
 //! unreachable), unless `--allow-failures` or the file's `outcome` expectation names the error
 //! it expects (then its sessions are meant to fail and the expectation judges them); else 1
-//! when an expectation fails.
+//! when an expectation fails. Every run draws fresh DeviceIDs from a seed (printed on stderr;
+//! `--seed N` repeats it); a file without expectations is a warning in `check` and `run`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +80,11 @@ pub struct RunArgs {
     /// an HTTP error).
     #[arg(long)]
     allow_failures: bool,
+    /// Draw the DeviceIDs from this seed (each keeps its group's id_prefix). By default every
+    /// run draws a new seed, so a second run against the same server meets new devices; the
+    /// seed is printed, and giving it again runs the same devices.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
 pub fn run(c: Scenario) -> anyhow::Result<ExitCode> {
@@ -117,6 +123,7 @@ fn load_all(files: &[PathBuf]) -> (Vec<Built>, Vec<String>) {
 
 fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let (built, errors) = load_all(&a.files);
+    warn_empty(&built);
     for b in &built {
         let devices: usize = b.devices.iter().map(|g| g.ids.len()).sum();
         out::line(format_args!(
@@ -131,6 +138,17 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         out::warn(e);
     }
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(USAGE) })
+}
+
+/// A scenario without `[[expect]]` checks nothing and passes whatever the server does: said on
+/// stderr (not an error: a file being written may not have its expectations yet).
+fn warn_empty(built: &[Built]) {
+    for b in built.iter().filter(|b| b.expectations.is_empty()) {
+        out::warn(format_args!(
+            "warning: {}: no [[expect]] entry: this scenario checks nothing about the server and always passes",
+            b.file
+        ));
+    }
 }
 
 /// The MS-MDE2 discovery URL on the host of `--server`.
@@ -177,6 +195,11 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(fail(USAGE, format!("{} scenario file(s) do not check; nothing was run", errors.len())));
     }
+    warn_empty(&built);
+    // Fresh devices for every run (see --seed), the same ones for the same seed.
+    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
+    let built: Vec<Built> = built.iter().map(|b| b.with_run_seed(seed)).collect();
+    out::warn(format_args!("DeviceIDs drawn from seed {seed} (--seed {seed} runs the same devices again)"));
     let enroll = match &a.email {
         None if a.secret.given() => {
             return Err(fail(USAGE, "--password, --password-file, --token and --token-file need --email"));
@@ -236,7 +259,9 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     if a.json {
-        out::line(serde_json::to_string_pretty(&report::json(&outcomes))?);
+        let mut j = report::json(&outcomes);
+        j["seed"] = serde_json::json!(seed);
+        out::line(serde_json::to_string_pretty(&j)?);
     } else {
         out::text(report::human(&outcomes));
     }

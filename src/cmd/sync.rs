@@ -11,7 +11,8 @@
 //! this session in this one, those raised after it in the next `sync`. The human output ends
 //! with one `app:` line per EnterpriseAppManagement Download node (its Status by name,
 //! LastError when it failed), one `msi:` line per EnterpriseDesktopAppManagement product, and
-//! one `alert:` line per alert waiting for the next session.
+//! one `alert:` line per alert waiting for the next session. Every status the device returned
+//! that is not 200 is named with its command, LocURI, MsgID and CmdID (`status 418:` lines).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,19 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
         out::line(serde_json::to_string(&report.summary)?);
     } else {
         out::text(report.summary.human());
+        // Every status that is not 200, with the command and LocURI it answered: what a server
+        // developer looks for first (the counts above say how many, these lines say which).
+        for c in report.summary.commands.iter().filter(|c| c.status != 200) {
+            let targets = if c.targets.is_empty() { "(no target)".to_string() } else { c.targets.join(", ") };
+            out::line(format_args!(
+                "  status {}:  {} {targets} (MsgID {} CmdID {}){}",
+                c.status,
+                c.cmd,
+                c.msg_id,
+                c.cmd_id,
+                status_meaning(c.status)
+            ));
+        }
         // The DMClient address list moved the device off its ADDR: say where it talks now.
         if let Some(c) = device.server_cache.as_ref().filter(|c| c.url != device.server_url) {
             out::line(format_args!(
@@ -142,5 +156,31 @@ pub fn run(a: SyncArgs) -> anyhow::Result<ExitCode> {
     match report.error {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(fail(exit::of_fault(e.fault()), format!("session {} failed: {e}", report.summary.session_id))),
+    }
+}
+
+/// A few words on the status codes a server meets most (OMA DM RepPro status codes, as MS-MDM
+/// lists them), for the `status NNN:` lines.
+fn status_meaning(code: u16) -> &'static str {
+    match code {
+        202 => " - accepted for processing",
+        212 => " - authentication accepted",
+        213 => " - chunked item accepted",
+        215 => " - not executed (the user did not allow it)",
+        216 => " - Atomic roll back OK",
+        400 => " - bad request",
+        401 => " - invalid credentials",
+        403 => " - forbidden",
+        404 => " - not found",
+        405 => " - command not allowed",
+        406 => " - optional feature not supported",
+        407 => " - missing credentials",
+        415 => " - unsupported media type or format",
+        418 => " - already exists",
+        425 => " - permission denied",
+        500 => " - command failed",
+        507 => " - Atomic failed",
+        516 => " - Atomic roll back failed",
+        _ => "",
     }
 }

@@ -261,7 +261,7 @@ mod tests {
         let (code, data) = run(&mut s, Command::Get(item_cmd("./SyncML/DMAcc/ABC?list=StructData", None)));
         assert_eq!(code, StatusCode::Ok);
         // The first item is the account's interior node: Format node and no Data, in the shape
-        // of the EnterpriseAppManagement seed's StructData example.
+        // of the EnterpriseAppManagement CSP page's StructData example.
         assert_eq!(data, None);
         let mut empty = TreeState::new();
         assert_eq!(get(&mut empty, "./SyncML/DMAcc/ABC/AppID").0, StatusCode::NotFound);

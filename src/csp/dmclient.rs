@@ -1,10 +1,10 @@
 //! DMClient (`./Vendor/MSFT/DMClient`): the enrolment's own settings — identity nodes, server
 //! addresses, poll schedules, push, first-sync status, message signing, keep-alive and
-//! unenrollment — and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (seed
-//! the DMClient CSP page, the authority; DDF `DMClient.xml` only where the seed gives no operations or
+//! unenrollment — and the per-user FirstSyncStatus of `./User/Vendor/MSFT/DMClient` (the DMClient CSP page
+//! the DMClient CSP page, the authority; DDF `DMClient.xml` only where the DMClient CSP page gives no operations or
 //! format).
 //!
-//! Owns the node table, the rules the seed attaches to writes (one-way values, the poll
+//! Owns the node table, the rules the DMClient CSP page attaches to writes (one-way values, the poll
 //! corrections and refusals, address lists, ranges), the computed values (Push/ChannelURI and
 //! Push/Status, MaxSyncApplicationVersion, HWDevID) and pure readers the rest of the device uses:
 //! [`poll_config`] + [`PollTimetable`] for the scheduler, [`server_addresses`] + [`AddressList`]
@@ -14,16 +14,16 @@
 //!
 //! Device template settings read here (`[behaviour]` table, all optional):
 //! - `poll_requires_add` (bool, default false): the device was polled through the registry
-//!   before, so `Provider/<ID>/Poll` does not exist until the server Adds it (seed: "must first
+//!   before, so `Provider/<ID>/Poll` does not exist until the server Adds it (the DMClient CSP page: "must first
 //!   send an Add command ... before it sends a Get/Replace"); a provider the server Adds over
 //!   SyncML then has no Push node either until it is added. Otherwise a provider gets its Poll
 //!   and Push nodes when it is created, as enrollment does on Windows.
 //! - `strict_poll_schedule` (bool, default false): also refuse a configuration whose three
-//!   Number values are 0 (the seed's warning), which by default is accepted as an infinite first
+//!   Number values are 0 (the DMClient CSP page's warning), which by default is accepted as an infinite first
 //!   set because Fleet provisions IntervalForFirstSetOfRetries 1 with every Number 0.
 //! - `poll_all_zero` (`refuse` default, or `accept`): what the Replace completing an all-zero
-//!   poll configuration gets. `refuse`: 500 and the previous value stays (the seed: "it will
-//!   cause a configuration failure"). `accept`: stored as sent, which is what the seed's table
+//!   poll configuration gets. `refuse`: 500 and the previous value stays (the DMClient CSP page: "it will
+//!   cause a configuration failure"). `accept`: stored as sent, which is what the DMClient CSP page's table
 //!   "Invalid poll schedule: disable all poll schedules" shows read back; the device then only
 //!   has its daily maintenance-window poll.
 //! - `maintenance_time` (`HH:MM` local, default `02:00`) and `utc_offset_minutes`: where the
@@ -76,8 +76,8 @@ const fn boolean(name: &'static str, ops: Ops) -> NodeSpec {
     NodeSpec::leaf(name, Format::Bool, ops)
 }
 
-/// Children of `Provider/<ID>/Poll` (a dynamic node: Add before use, seed): the six values with
-/// the seed's defaults and the two login flags.
+/// Children of `Provider/<ID>/Poll` (a dynamic node: Add before use, the DMClient CSP page): the six values with
+/// the DMClient CSP page's defaults and the two login flags.
 const POLL_CHILDREN: &[NodeSpec] = &[
     int("IntervalForFirstSetOfRetries", GR).default("15"),
     int("NumberOfFirstRetries", GR).default("10"),
@@ -126,7 +126,7 @@ static DMCLIENT: NodeSpec = NodeSpec::interior(
     "DMClient",
     G,
     &[
-        // Seed: "For provisioning packages only"; operations from the DDF.
+        // The DMClient CSP page: "For provisioning packages only"; operations from the DDF.
         chr("UpdateManagementServiceAddress", GR),
         chr("HWDevID", G),
         NodeSpec::interior(
@@ -161,12 +161,12 @@ static DMCLIENT: NodeSpec = NodeSpec::interior(
                     chr("ManagementServerToUpgradeTo", AGRD),
                     int("NumberOfDaysAfterLostContactToUnenroll", AGRD),
                     boolean("AADSendDeviceToken", AGRD),
-                    // Not in the seed; DDF node Intune reads (Microsoft's CSP pages).
+                    // Not in the DMClient CSP page; DDF node Intune reads (Microsoft's CSP pages).
                     boolean("ForceAadToken", AGRD),
                     NodeSpec::interior("Poll", GA, POLL_CHILDREN).dynamic(),
                     NodeSpec::interior("Push", AD, PUSH_CHILDREN).dynamic(),
                     NodeSpec::interior("CustomEnrollmentCompletePage", AGD, CUSTOM_PAGE_CHILDREN).dynamic(),
-                    // The seed gives no operations for FirstSyncStatus itself: the DDF's.
+                    // The DMClient CSP page gives no operations for FirstSyncStatus itself: the DDF's.
                     NodeSpec::interior("FirstSyncStatus", AGD, FIRST_SYNC_CHILDREN).dynamic(),
                     // "Required node", Get only: always there.
                     NodeSpec::interior("EnhancedAppLayerSecurity", G, APP_LAYER_CHILDREN),
@@ -175,13 +175,13 @@ static DMCLIENT: NodeSpec = NodeSpec::interior(
             )
             .dynamic()],
         ),
-        // Legacy `./Vendor/MSFT/DMClient/Unenroll`, kept for backward compatibility (seed).
+        // Legacy `./Vendor/MSFT/DMClient/Unenroll`, kept for backward compatibility (the DMClient CSP page).
         NodeSpec::leaf("Unenroll", Format::Null, GE).default(""),
     ],
 );
 
 /// FirstSyncStatus in user scope: the per-user status page nodes (DDF `./User/Vendor/MSFT/DMClient`;
-/// the seed: IsSyncDone and WasDeviceSuccessfullyProvisioned apply "on a per user basis").
+/// the DMClient CSP page: IsSyncDone and WasDeviceSuccessfullyProvisioned apply "on a per user basis").
 const USER_FIRST_SYNC_CHILDREN: &[NodeSpec] = &[
     chr("ExpectedPolicies", AGRD),
     chr("ExpectedNetworkProfiles", AGRD),
@@ -217,11 +217,11 @@ const SOFT_DEFAULTS: [(&str, &str); 4] = [
     ("Poll/PollOnLogin", "false"),
     ("Poll/AllUsersPollOnFirstLogin", "false"),
     ("EnhancedAppLayerSecurity/SecurityMode", "0"),
-    // Seed: "The default value is set." (the DDF says false; the seed wins).
+    // The DMClient CSP page: "The default value is set." (the DDF says false; the DMClient CSP page wins).
     ("EnhancedAppLayerSecurity/UseCertIfRevocationCheckOffline", "true"),
 ];
 
-/// The DM session version a Windows 10 client supports (seed, MaxSyncApplicationVersion).
+/// The DM session version a Windows 10 client supports (the DMClient CSP page, MaxSyncApplicationVersion).
 pub const MAX_SYNC_APPLICATION_VERSION: &str = "2.0";
 
 /// `./Vendor/MSFT/DMClient`.
@@ -280,7 +280,7 @@ impl Csp for DmClient {
         match (segs.as_slice(), v) {
             (["UpdateManagementServiceAddress"], Some(v)) => {
                 let list = AddressList::parse_semicolon(v).map_err(|_| StatusCode::BadRequest)?;
-                // Seed: a permutation or subset of the existing list; no new servers.
+                // The DMClient CSP page: a permutation or subset of the existing list; no new servers.
                 let known = provider_ids(cx.state)
                     .iter()
                     .any(|id| server_addresses(cx.state, id).is_some_and(|l| l.contains_all(&list)));
@@ -395,7 +395,7 @@ impl Csp for DmClientUser {
     }
 }
 
-/// The one-way and range rules of FirstSyncStatus (seed). `v` is the new value (None: Delete).
+/// The one-way and range rules of FirstSyncStatus (the DMClient CSP page). `v` is the new value (None: Delete).
 fn first_sync_rule(cx: &CspCx<'_>, id: &str, leaf: &str, v: Option<&str>) -> Result<(), StatusCode> {
     let old = |name: &str| cx.value(&format!("Provider/{id}/FirstSyncStatus/{name}")).map(str::to_string);
     match (leaf, v) {
@@ -439,7 +439,7 @@ fn first_sync_rule(cx: &CspCx<'_>, id: &str, leaf: &str, v: Option<&str>) -> Res
     }
 }
 
-/// After a poll value changed: refuse the configurations the seed calls failures. (Corrections
+/// After a poll value changed: refuse the configurations the DMClient CSP page calls failures. (Corrections
 /// are applied when the values are read, see [`raw_poll_values`].)
 fn check_poll(cx: &CspCx<'_>, id: &str) -> Result<(), StatusCode> {
     let cfg = raw_poll_values(|rel| cx.value(&format!("Provider/{id}/{rel}")).map(str::to_string));
@@ -454,7 +454,7 @@ fn check_poll(cx: &CspCx<'_>, id: &str) -> Result<(), StatusCode> {
 }
 
 /// UpdateManagementServiceAddress: the device saves the new order where the address in force
-/// lives (seed: "save the address to the same location as the w7 and DMS configuration service
+/// lives (the DMClient CSP page: "save the address to the same location as the w7 and DMS configuration service
 /// providers"), for every provider whose list holds all the given servers.
 fn apply_address_update(cx: &mut CspCx<'_>) {
     let Some(list) = cx.value("UpdateManagementServiceAddress").and_then(|v| AddressList::parse_semicolon(v).ok())
@@ -529,7 +529,7 @@ pub fn create_provider(state: &mut TreeState, provider_id: &str, settings: &Sett
     }
 }
 
-/// The poll values as the server wrote them (seed defaults for values never written), without
+/// The poll values as the server wrote them (the DMClient CSP page, defaults for values never written), without
 /// the corrections.
 ///
 /// mdmsim keeps what the server sent and applies [`PollConfig::corrected`] whenever the values
@@ -549,8 +549,8 @@ fn raw_poll_values(value: impl Fn(&str) -> Option<String>) -> PollConfig {
     cfg
 }
 
-/// A provider's poll configuration as the device reads it back: seed defaults for values never
-/// written (even when the Poll node does not exist yet) and the seed's corrections applied (a
+/// A provider's poll configuration as the device reads it back: the DMClient CSP page defaults for values never
+/// written (even when the Poll node does not exist yet) and the DMClient CSP page's corrections applied (a
 /// set after an infinite set is disabled). `None` when the provider does not exist. Feed it to
 /// [`PollTimetable::new`] with the enrollment time for the poll instants.
 pub fn poll_config(state: &TreeState, provider_id: &str) -> Option<PollConfig> {
@@ -592,12 +592,12 @@ pub fn keep_alive_enabled(state: &TreeState, provider_id: &str) -> bool {
     provider_bool(state, provider_id, "EnableOmaDmKeepAliveMessage")
 }
 
-/// The Meta Type of the keep-alive alert (seed, EnableOmaDmKeepAliveMessage example).
+/// The Meta Type of the keep-alive alert (the DMClient CSP page, EnableOmaDmKeepAliveMessage example).
 pub const REQUEST_PENDING_TYPE: &str = "Reversed-Domain-Name:com.microsoft.mdm.requestpending";
 
 /// The alert the session sends while a slow command is pending and
 /// [`keep_alive_enabled`] is true: Alert 1224 with one item, Type
-/// [`REQUEST_PENDING_TYPE`], Data `1`, exactly as in the seed's example message.
+/// [`REQUEST_PENDING_TYPE`], Data `1`, exactly as in the DMClient CSP page's example message.
 pub fn request_pending_alert(cmd_id: &str) -> Alert {
     Alert {
         cmd_id: cmd_id.to_string(),
@@ -639,7 +639,7 @@ pub fn server_addresses(state: &TreeState, provider_id: &str) -> Option<AddressL
         })
 }
 
-/// `Push/Status` values, in the seed's order.
+/// `Push/Status` values, in the DMClient CSP page's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PushStatus {
     /// 0: Success.
@@ -692,7 +692,7 @@ impl PushStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushChannel {
     pub status: PushStatus,
-    /// `None` reads as the empty ChannelURI (seed: "If no valid PFN is currently set,
+    /// `None` reads as the empty ChannelURI (the DMClient CSP page: "If no valid PFN is currently set,
     /// ChannelURI will return null").
     pub channel_uri: Option<String>,
 }
@@ -862,9 +862,9 @@ mod tests {
         POLL_VALUES.iter().map(|(n, _)| d.value(&poll(n)).parse().unwrap()).collect()
     }
 
-    /// The node table: every node with its operations, as the seed gives them (the README's list).
+    /// The node table: every node with its operations, as the DMClient CSP page gives them (the README's list).
     #[test]
-    fn node_table_has_the_seeds_operations() {
+    fn node_table_has_the_csp_pages_operations() {
         fn walk(spec: &NodeSpec, path: &str, out: &mut Vec<String>) {
             out.push(format!("{path} {} {}", spec.format, spec.ops.names()));
             for c in spec.children {
@@ -989,7 +989,7 @@ mod tests {
         assert_eq!(d.add(&format!("{P}/UPN"), Some("a@b.c")), StatusCode::CommandNotAllowed);
         assert_eq!(d.replace(&format!("{P}/UPN"), "a@b.c"), StatusCode::Ok);
         assert_eq!(d.value(&format!("{P}/UPN")), "a@b.c");
-        // Push has no Get in the seed.
+        // Push has no Get in the DMClient CSP page.
         assert_eq!(d.get(&format!("{P}/Push")).0, StatusCode::CommandNotAllowed);
     }
 
@@ -1065,9 +1065,9 @@ mod tests {
         assert_eq!(d.add(&format!("{P}/Poll"), None), StatusCode::AlreadyExists);
     }
 
-    /// The seed's four poll tables: "set by the server" in, "actual value queried on device" out.
+    /// The DMClient CSP page's four poll tables: "set by the server" in, "actual value queried on device" out.
     #[test]
-    fn seed_poll_tables() {
+    fn the_csp_pages_poll_tables() {
         struct Table {
             name: &'static str,
             settings: &'static [(&'static str, &'static str)],
@@ -1235,9 +1235,9 @@ mod tests {
     }
 
     #[test]
-    fn management_server_address_list_from_the_seed_example_takes_precedence() {
+    fn management_server_address_list_from_the_csp_pages_example_takes_precedence() {
         let mut d = Dev::new();
-        // The seed's example, escaped as it travels in the XML.
+        // The DMClient CSP page's example, escaped as it travels in the XML.
         let out = d.message(
             r#"<Replace><CmdID>101</CmdID><Item><Target><LocURI>
                   ./Vendor/MSFT/DMClient/Provider/Fleet/ManagementServerAddressList
@@ -1413,7 +1413,7 @@ mod tests {
     }
 
     #[test]
-    fn the_keep_alive_alert_is_the_seeds_message() {
+    fn the_keep_alive_alert_is_the_csp_pages_message() {
         let alert = request_pending_alert("2");
         let msg = crate::syncml::SyncMl {
             body: crate::syncml::SyncBody { commands: vec![Command::Alert(alert)], final_: false },
@@ -1432,7 +1432,7 @@ mod tests {
     fn unenroll_exec_reports_success_and_asks_the_device_to_leave() {
         let mut d = Dev::new();
         assert_eq!(d.value(&format!("{P}/Unenroll")), "");
-        // The seed's example; Data is ignored.
+        // The DMClient CSP page's example; Data is ignored.
         let out = d.message(
             r#"<Exec><CmdID>2</CmdID><Item><Target><LocURI>./Vendor/MSFT/DMClient/Provider/Fleet/Unenroll</LocURI></Target>
                <Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>TestMDMServer</Data></Item></Exec>"#,

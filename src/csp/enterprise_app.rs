@@ -10,22 +10,22 @@
 //!
 //! # The state machine
 //!
-//! Exec on `Download/<ProductID>/DownloadInstall` answers 200 at once (the seed: "the server
+//! Exec on `Download/<ProductID>/DownloadInstall` answers 200 at once (the EnterpriseAppManagement CSP page: "the server
 //! must query the device later to determine the status") and starts:
 //! `0 CONFIRM` (only with `entapp_require_confirmation`) → `1 QUEUED` → `2 DOWNLOADING` (emits
 //! `Effect::Fetch`) → `3 DOWNLOADED` → `4 INSTALLING` → `5 INSTALLED`, or `7 DOWNLOAD_FAILED`
 //! (the fetch failed) / `6 FAILED` (the package was rejected at install). On `5` the app appears
 //! in `Inventory/<ProductID>` with `Version` (from Download/Version), `Title` (from Name),
-//! `Publisher` and `InstallDate` (`YYYY-MM-DDTHH:MM:SSZ`, the shape of the seed's example
+//! `Publisher` and `InstallDate` (`YYYY-MM-DDTHH:MM:SSZ`, the shape of the EnterpriseAppManagement CSP page's example
 //! values). An Exec while an install is in progress (Status 0-4) is answered 200 and does not
 //! restart it. Status has no value (Get → 404) until the first Exec; LastError reads 0 and
 //! LastErrorDesc empty until a failure.
 //!
 //! Adding both `StoreProductID/ProductId` and `StoreUri` to an enterprise starts the same machine
-//! for that product by itself (the seed's "first enterprise application ... automatically
+//! for that product by itself (the EnterpriseAppManagement CSP page's "first enterprise application ... automatically
 //! installed"), with the product ID as its Name.
 //!
-//! After the install ends the Download node is kept for 7 days (seed: "the node can persist for
+//! After the install ends the Download node is kept for 7 days (the EnterpriseAppManagement CSP page: "the node can persist for
 //! up to 1 week"): an Add of its nodes gets 418 and the server uses Replace + Exec; then a timer
 //! deletes it.
 //!
@@ -73,7 +73,7 @@
 //! With `entapp_retry = true`, a failure whose code is a "retry" code (connection refused,
 //! timeout, other transport failure, HTTP 408/429/5xx) is retried 3 times at 5-minute
 //! intervals, then every 24 hours; any other failure is retried every 24 hours. A retry starts
-//! again at 2 DOWNLOADING. Exec resets the count. Off by default: the seed's Windows 10 Mobile
+//! again at 2 DOWNLOADING. Exec resets the count. Off by default: the EnterpriseAppManagement CSP page's Windows 10 Mobile
 //! client does not retry on its own.
 //!
 //! # Bookkeeping
@@ -107,13 +107,13 @@ static INVENTORY_APP: &[NodeSpec] = &[
 
 static DOWNLOAD_APP: &[NodeSpec] = &[
     NodeSpec::leaf("Version", Format::Chr, GAR),
-    // The seed lists Get only for Name, but its own example Adds it and its note Replaces it.
+    // The EnterpriseAppManagement CSP page lists Get only for Name, but its own example Adds it and its note Replaces it.
     NodeSpec::leaf("Name", Format::Chr, GAR),
     NodeSpec::leaf("URL", Format::Chr, GAR),
     NodeSpec::leaf("Status", Format::Int, GAR),
     NodeSpec::leaf("LastError", Format::Int, G).default("0"),
     NodeSpec::leaf("LastErrorDesc", Format::Chr, G).default(""),
-    // Exec per the seed; Add because the seed's Atomic example creates it before the Exec.
+    // Exec per the EnterpriseAppManagement CSP page; Add because the EnterpriseAppManagement CSP page's Atomic example creates it before the Exec.
     NodeSpec::leaf("DownloadInstall", Format::Null, Ops::ADD.with(Ops::REPLACE).with(Ops::EXEC)),
 ];
 
@@ -124,7 +124,7 @@ static SCHEMA: NodeSpec = NodeSpec::interior(
         "<EnterpriseID>",
         Ops::GET.with(Ops::ADD).with(Ops::DELETE),
         // Permanent children of a dynamic node exist exactly when the enterprise does: this is
-        // the seed's "automatically created when EnterpriseID is added".
+        // the EnterpriseAppManagement CSP page's "automatically created when EnterpriseID is added".
         &[
             NodeSpec::leaf("EnrollmentToken", Format::Chr, GAR),
             NodeSpec::interior("StoreProductID", G, &[NodeSpec::leaf("ProductId", Format::Chr, GA)]),
@@ -153,7 +153,7 @@ static SCHEMA: NodeSpec = NodeSpec::interior(
     .dynamic()],
 );
 
-/// The Status values of `Download/<ProductID>/Status`, in the seed's order.
+/// The Status values of `Download/<ProductID>/Status`, in the EnterpriseAppManagement CSP page's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DownloadStatus {
     /// 0: waiting for confirmation from the user.
@@ -195,7 +195,7 @@ impl DownloadStatus {
         })
     }
 
-    /// The seed's name of the value (`INSTALLED`).
+    /// The EnterpriseAppManagement CSP page's name of the value (`INSTALLED`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Confirm => "CONFIRM",
@@ -689,7 +689,7 @@ impl Job {
     }
 }
 
-/// The seed's "first auto-downloadable app link": once an enterprise has both
+/// The EnterpriseAppManagement CSP page's "first auto-downloadable app link": once an enterprise has both
 /// `StoreProductID/ProductId` and `StoreUri`, the client downloads and installs that app (usually
 /// the Company Hub) by itself, through the same Download node and state machine an Exec starts.
 /// Its Name (the inventory Title) is the product ID, the only name the server gave.
@@ -772,7 +772,7 @@ impl Csp for EnterpriseAppManagement {
         let segs: Vec<&str> = node.segments().collect();
         let v = value.map(str::trim);
         match (op, segs.as_slice(), v) {
-            // The seed: "1" (CRL check required) or "0".
+            // The EnterpriseAppManagement CSP page: "1" (CRL check required) or "0".
             (WriteOp::Add | WriteOp::Replace, [_, "CRLCheck"], Some(v)) if v != "0" && v != "1" => {
                 Err(StatusCode::BadRequest)
             }
@@ -849,7 +849,7 @@ mod tests {
     const DL: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download/%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D";
     const INV: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Inventory";
 
-    /// The seed's enrollment example.
+    /// The EnterpriseAppManagement CSP page's enrollment example.
     const ENROLL: &str = r#"<Add><CmdID>2</CmdID>
       <Item><Target><LocURI>./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnrollmentToken</LocURI></Target>
         <Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>InsertTokenHere</Data></Item>
@@ -857,7 +857,7 @@ mod tests {
          </LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>SearchCriteriaInsertedHere</Data></Item>
     </Add>"#;
 
-    /// The seed's install Atomic, verbatim, typo included (`Download%7B...` without a slash).
+    /// The EnterpriseAppManagement CSP page's install Atomic, verbatim, typo included (`Download%7B...` without a slash).
     const SEED_ATOMIC: &str = r#"<Atomic>
    <CmdID>2</CmdID>
    <!-- The Add command can be used if the download node does not have a matching product ID
@@ -921,7 +921,7 @@ mod tests {
    </Exec>
 </Atomic>"#;
 
-    /// The seed's Atomic with the slash put back, and a URL on a given base.
+    /// The EnterpriseAppManagement CSP page's Atomic with the slash put back, and a URL on a given base.
     fn install_atomic(url: &str, version: &str) -> String {
         SEED_ATOMIC
             .replace("Download%7B", "Download/%7B")
@@ -929,7 +929,7 @@ mod tests {
             .replace("2.0.0.0", version)
     }
 
-    /// The seed's note: Replace Name, URL and Version, then Exec, in an Atomic.
+    /// The EnterpriseAppManagement CSP page's note: Replace Name, URL and Version, then Exec, in an Atomic.
     fn replace_atomic(url: &str, version: &str) -> String {
         format!(
             r#"<Atomic><CmdID>20</CmdID><Replace><CmdID>21</CmdID>
@@ -1010,7 +1010,7 @@ mod tests {
         assert_eq!(d.get(&format!("{ENT}/Status")).as_deref(), Some("0"));
         assert_eq!(d.get(&format!("{ENT}/EnterpriseApps")).as_deref(), Some("Inventory/Download"));
         assert_eq!(d.get(INV).as_deref(), Some(""));
-        // The seed's token update.
+        // The EnterpriseAppManagement CSP page's token update.
         let out = d.run(&format!(
             r#"<Replace><CmdID>2</CmdID><Item><Target><LocURI>{ENT}/EnrollmentToken</LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>InsertUpdaedTokenHere</Data></Item></Replace>"#
         ));
@@ -1065,7 +1065,7 @@ mod tests {
     }
 
     #[test]
-    fn inventory_list_structdata_has_the_seeds_shape() {
+    fn inventory_list_structdata_has_the_csp_pages_shape() {
         let mut d = dev(&[("entapp_publisher", "Contoso")]);
         d.run(ENROLL);
         preinstall(
@@ -1113,9 +1113,9 @@ mod tests {
                 leaf(format!("{p2}/InstallDate"), "2026-03-01T10:01:00Z"),
             ]
         );
-        // Interior items carry an empty Type, as in the seed.
+        // Interior items carry an empty Type, as in the EnterpriseAppManagement CSP page.
         assert_eq!(items[0].meta.as_ref().and_then(|m| m.type_.as_deref()), Some(""));
-        // On the wire: the interior item as in the seed, a leaf with Source and Data only.
+        // On the wire: the interior item as in the EnterpriseAppManagement CSP page, a leaf with Source and Data only.
         let xml = crate::syncml::encode(&crate::syncml::SyncMl {
             body: crate::syncml::SyncBody {
                 commands: vec![Command::Results(crate::syncml::Results {
@@ -1148,7 +1148,7 @@ mod tests {
     #[test]
     fn product_ids_match_decoded_and_are_echoed_as_received() {
         let mut d = started(&[]);
-        // Escaped, as the seed sends it: echoed escaped.
+        // Escaped, as the EnterpriseAppManagement CSP page sends it: echoed escaped.
         let (code, items) = d.get_all(&format!("{DL}/Name"));
         assert_eq!(code, StatusCode::Ok);
         assert_eq!(items[0].source.as_deref(), Some(format!("{DL}/Name").as_str()));
@@ -1249,7 +1249,7 @@ mod tests {
         assert_eq!(out[0].code, StatusCode::AtomicFailed);
         assert!(out.iter().any(|o| o.cmd == "Add" && o.code == StatusCode::AlreadyExists), "{out:?}");
         assert_eq!(d.get(&format!("{DL}/Version")).as_deref(), Some("2.0.0.0"));
-        // The seed's way around: Replace Name/URL/Version and Exec, in an Atomic.
+        // The EnterpriseAppManagement CSP page's way around: Replace Name/URL/Version and Exec, in an Atomic.
         let out = d.run(&replace_atomic(URL, "3.0.0.0"));
         assert_eq!(codes(&out), [("Atomic".into(), 200), ("Replace".into(), 200), ("Exec".into(), 200)]);
         assert_eq!(d.status().as_deref(), Some("1"));
@@ -1307,7 +1307,7 @@ mod tests {
             r#"<Replace><CmdID>2</CmdID><Item><Target><LocURI>{INV}/{PID}/Version</LocURI></Target><Data>9</Data></Item></Replace>"#
         ));
         assert_eq!(out[0].code, StatusCode::CommandNotAllowed);
-        // The seed's uninstall example.
+        // The EnterpriseAppManagement CSP page's uninstall example.
         let out = d.run(&format!(
             r#"<Delete><CmdID>2</CmdID><Item><Target><LocURI>{INV}/{PID}</LocURI></Target></Item></Delete>"#
         ));
@@ -1321,7 +1321,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_atomic_with_its_locuri_typo_rolls_back_everything() {
+    fn the_csp_pages_atomic_with_its_locuri_typo_rolls_back_everything() {
         let mut d = dev(&[]);
         d.run(ENROLL);
         let before = d.state.clone();

@@ -42,6 +42,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openssl::pkey::{PKey, Private};
@@ -457,6 +458,107 @@ pub async fn enroll(
     })
 }
 
+tokio::task_local! {
+    /// The exchanges of the enrollment running in this task, when someone is recording them.
+    static EXCHANGES: Arc<Mutex<Vec<Exchange>>>;
+}
+
+/// One HTTP exchange of an enrollment as it went, bodies as sent and received: mask them
+/// ([`crate::transcript::mask_soap`]) before they go anywhere ([`write_exchanges`] does).
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// `probe`, `discover`, `sign-in`, `policy`, `enroll`.
+    pub step: String,
+    pub method: String,
+    pub url: String,
+    /// The HTTP status, `None` when no answer came.
+    pub status: Option<u16>,
+    pub request: Option<String>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Runs `fut` (an [`enroll`], or anything that calls it in this task) and gives back, besides
+/// its output, every HTTP exchange of the enrollment in order: what `--transcript` writes.
+pub async fn recording<F: std::future::Future>(fut: F) -> (F::Output, Vec<Exchange>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let out = EXCHANGES.scope(Arc::clone(&log), fut).await;
+    let exchanges = log.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+    (out, exchanges)
+}
+
+fn record(
+    step: Step,
+    method: &str,
+    url: &str,
+    status: Option<u16>,
+    request: Option<&str>,
+    response: Option<&str>,
+    error: Option<String>,
+) {
+    let name = match step {
+        Step::Probe => "probe",
+        Step::Discover => "discover",
+        Step::SignIn => "sign-in",
+        Step::Policy => "policy",
+        Step::Enroll | Step::Provisioning => "enroll",
+    };
+    let _ = EXCHANGES.try_with(|log| {
+        if let Ok(mut log) = log.lock() {
+            log.push(Exchange {
+                step: name.to_string(),
+                method: method.to_string(),
+                url: url.to_string(),
+                status,
+                request: request.map(str::to_string),
+                response: response.map(str::to_string),
+                error,
+            });
+        }
+    });
+}
+
+/// Writes the exchanges as the `enrollment/` folder of the transcript folder `dir`
+/// (`crate::transcript::enrollment` reads it): `exchange.json` and one file per body, every
+/// body masked first. Gives the folder.
+pub fn write_exchanges(dir: &Path, exchanges: &[Exchange]) -> std::io::Result<std::path::PathBuf> {
+    use crate::transcript::enrollment::{DIR_NAME, EnrollStep, INDEX};
+    let folder = dir.join(DIR_NAME);
+    std::fs::create_dir_all(&folder)?;
+    let mut index = Vec::new();
+    for (i, x) in exchanges.iter().enumerate() {
+        let n = i as u32 + 1;
+        let write = |what: &str, body: &Option<String>| -> std::io::Result<Option<String>> {
+            let Some(b) = body else { return Ok(None) };
+            let ext = if b.trim_start().starts_with('<') && !b.contains("<html") && !b.contains("<HTML") {
+                "xml"
+            } else {
+                "html"
+            };
+            let name = format!("{n:02}-{}-{what}.{ext}", x.step);
+            std::fs::write(folder.join(&name), crate::transcript::mask_soap(b))?;
+            Ok(Some(name))
+        };
+        let request_file = write("request", &x.request)?;
+        let response_file = write("response", &x.response)?;
+        index.push(EnrollStep {
+            n,
+            step: x.step.clone(),
+            method: x.method.clone(),
+            url: x.url.clone(),
+            status: x.status,
+            request_file,
+            response_file,
+            error: x.error.clone(),
+            request: None,
+            response: None,
+        });
+    }
+    let json = serde_json::to_string_pretty(&index).map_err(std::io::Error::other)?;
+    std::fs::write(folder.join(INDEX), json)?;
+    Ok(folder)
+}
+
 fn message_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -474,17 +576,18 @@ fn unreachable(step: Step, url: &str, e: reqwest::Error) -> EnrollError {
 }
 
 async fn probe(client: &reqwest::Client, url: &str) -> Result<(), EnrollError> {
-    let resp = client
-        .get(url)
-        .header("User-Agent", USER_AGENT)
-        .timeout(TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| unreachable(Step::Probe, url, e))?;
+    let sent = client.get(url).header("User-Agent", USER_AGENT).timeout(TIMEOUT).send().await;
+    let resp = sent.map_err(|e| {
+        let e = unreachable(Step::Probe, url, e);
+        record(Step::Probe, "GET", url, None, None, None, Some(e.to_string()));
+        e
+    })?;
     let status = resp.status().as_u16();
+    let bytes = read_body(Step::Probe, url, resp).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    record(Step::Probe, "GET", url, Some(status), None, (!text.is_empty()).then_some(&*text), None);
     if status != 200 {
-        let body = quote(&read_body(Step::Probe, url, resp).await.unwrap_or_default());
-        return Err(EnrollError::HttpStatus { step: Step::Probe, url: url.to_string(), status, body });
+        return Err(EnrollError::HttpStatus { step: Step::Probe, url: url.to_string(), status, body: quote(&bytes) });
     }
     Ok(())
 }
@@ -557,6 +660,9 @@ pub async fn sign_in(
             };
         }
         let bytes = read_body(step, &page_url, resp).await?;
+        let method = if form.as_ref().is_some_and(|f| f.method == "POST") { "POST" } else { "GET" };
+        // The form fields hold the password: only the page is kept.
+        record(step, method, &page_url, Some(status.as_u16()), None, Some(&String::from_utf8_lossy(&bytes)), None);
         if !status.is_success() {
             return Err(EnrollError::HttpStatus { step, url: page_url, status: status.as_u16(), body: quote(&bytes) });
         }
@@ -593,13 +699,18 @@ async fn post(client: &reqwest::Client, step: Step, url: &str, body: String) -> 
         .header("Content-Type", enroll::CONTENT_TYPE)
         .header("User-Agent", USER_AGENT)
         .timeout(TIMEOUT)
-        .body(body)
+        .body(body.clone())
         .send()
         .await
-        .map_err(|e| unreachable(step, url, e))?;
+        .map_err(|e| {
+            let e = unreachable(step, url, e);
+            record(step, "POST", url, None, Some(&body), None, Some(e.to_string()));
+            e
+        })?;
     let status = resp.status().as_u16();
     let bytes = read_body(step, url, resp).await?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
+    record(step, "POST", url, Some(status), Some(&body), Some(&text), None);
     if !(200..300).contains(&status) {
         // WCF sends faults with HTTP 500: prefer the fault, it says more than the status.
         if let Err(ResponseError::Fault(fault)) = enroll::soap_fault_of(&text) {

@@ -56,7 +56,12 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
             let (mut device, own) = match &opts.enroll {
                 None => (group.device(index, &server, start).map_err(RunError::State)?, None),
                 Some(how) => {
-                    let (device, transport) = enroll(group, index, how, &http, start).await?;
+                    let (enrolled, exchanges) = super::enroll::recording(enroll(group, index, how, &http, start)).await;
+                    if let (Some(dir), Some(id)) = (&opts.transcript, group.ids.get(index)) {
+                        super::enroll::write_exchanges(&dir.join(id.as_str()), &exchanges)
+                            .map_err(|e| RunError::State(format!("--transcript {}: {e}", dir.display())))?;
+                    }
+                    let (device, transport) = enrolled?;
                     (device, Some(transport))
                 }
             };

@@ -19,7 +19,7 @@ use openssl::x509::X509;
 use crate::enroll::Secret;
 use crate::tree::Settings;
 
-/// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the seed say
+/// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the DMClient CSP page (RequireMessageSigning) say
 /// `MDM-Signature`; MS-MDM §2.1 says `MS-Signature`.
 pub const DEFAULT_HEADER: &str = "MDM-Signature";
 
@@ -82,7 +82,7 @@ pub fn sign_detached(message: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<
     }
     // BINARY: sign the bytes as they are (no MIME canonicalisation of line ends); DETACHED:
     // the message travels as the HTTP body, only the signature goes in the header. The
-    // default digest of OpenSSL 3 for RSA and EC keys is SHA-256, which the seed asks for
+    // default digest of OpenSSL 3 for RSA and EC keys is SHA-256, which the DMClient CSP page asks for
     // ("SHA-2"); the test below checks the digest OID is in the output.
     let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
     let cms = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(message), flags).map_err(SigningError::Cms)?;
@@ -149,7 +149,7 @@ mod tests {
         assert!(!verify(&sig, &tampered, &cert), "a changed message must not verify");
         let der = base64::engine::general_purpose::STANDARD.decode(&sig).unwrap();
         // SHA-256 digest algorithm OID 2.16.840.1.101.3.4.2.1 and the PKCS#9 signingTime
-        // attribute OID 1.2.840.113549.1.9.5, as the seed requires.
+        // attribute OID 1.2.840.113549.1.9.5, as the DMClient CSP page requires.
         assert!(contains(&der, &[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]));
         assert!(contains(&der, &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x05]));
         // Detached: the message itself is not inside the signature.

@@ -53,6 +53,49 @@ pub struct Built {
     pub expectations: Vec<Expectation>,
 }
 
+impl Built {
+    /// The same scenario with fresh DeviceIDs drawn from `seed`: each keeps its group's
+    /// `id_prefix` and the rest of its 32 hex digits comes from the seed, the file name, the
+    /// group and the device number, so that a second run against the same server meets devices
+    /// it has never seen, and the same seed gives the same devices again. Events and
+    /// expectations that name a DeviceID of the file follow it to its new one.
+    pub fn with_run_seed(&self, seed: u64) -> Built {
+        let file_hash =
+            self.file.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let mut map = std::collections::HashMap::new();
+        let mut out = self.clone();
+        for (g, group) in out.devices.iter_mut().enumerate() {
+            let prefix = group.id_prefix.clone();
+            for (n, id) in group.ids.iter_mut().enumerate() {
+                let a = crate::schedule::device_seed(seed ^ file_hash, ((g as u64) << 32) | n as u64);
+                let b = crate::schedule::device_seed(a, 0x1d);
+                let digits = format!("{a:016X}{b:016X}");
+                let fresh = format!("{prefix}{}", &digits[prefix.len()..]);
+                if let Ok(new) = DeviceId::parse(&fresh) {
+                    map.insert(id.clone(), new.clone());
+                    *id = new;
+                }
+            }
+        }
+        let remap = |ids: &mut Vec<DeviceId>| {
+            for id in ids.iter_mut() {
+                if let Some(new) = map.get(id) {
+                    *id = new.clone();
+                }
+            }
+        };
+        for e in &mut out.timeline {
+            if let Some(ids) = &mut e.devices {
+                remap(ids);
+            }
+        }
+        for x in &mut out.expectations {
+            remap(&mut x.devices);
+        }
+        out
+    }
+}
+
 /// One `[[device]]` group.
 #[derive(Debug, Clone)]
 pub struct DeviceGroup {
@@ -66,6 +109,8 @@ pub struct DeviceGroup {
     /// The DeviceIDs, one per device: the prefix, then the device number (1-based) in hex,
     /// zero-padded to 32 digits.
     pub ids: Vec<DeviceId>,
+    /// The hex digits every DeviceID of the group starts with.
+    pub id_prefix: String,
     /// `[device.nodes]`: (LocURI, value) written before the run, in key order.
     pub nodes: Vec<(String, String)>,
     /// Line of the `[[device]]` entry.
@@ -157,6 +202,70 @@ pub enum NodeCheck {
     Exists(bool),
 }
 
+/// What value a `set` expectation wants the server to have written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueCheck {
+    /// Any value the device accepted.
+    Any,
+    /// Exactly this text.
+    Equals(String),
+    /// An integer in this range (both ends included).
+    Range { min: Option<i64>, max: Option<i64> },
+}
+
+impl ValueCheck {
+    /// Whether a value read back satisfies it.
+    pub fn holds(&self, value: &str) -> bool {
+        match self {
+            ValueCheck::Any => true,
+            ValueCheck::Equals(want) => value == want,
+            ValueCheck::Range { min, max } => {
+                value.trim().parse::<i64>().is_ok_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ValueCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueCheck::Any => f.write_str("any value"),
+            ValueCheck::Equals(v) => write!(f, "{v:?}"),
+            ValueCheck::Range { min: Some(a), max: Some(b) } => write!(f, "an integer from {a} to {b}"),
+            ValueCheck::Range { min: Some(a), max: None } => write!(f, "an integer of at least {a}"),
+            ValueCheck::Range { min: None, max: Some(b) } => write!(f, "an integer of at most {b}"),
+            ValueCheck::Range { min: None, max: None } => f.write_str("an integer"),
+        }
+    }
+}
+
+/// The app-install CSPs an `install` expectation follows, with the Status value that means done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallCsp {
+    /// EnterpriseAppManagement (Microsoft's EnterpriseAppManagement CSP page): `Download/<ProductID>/Status` 5 (INSTALLED).
+    EnterpriseApp,
+    /// EnterpriseDesktopAppManagement (Microsoft's EnterpriseDesktopAppManagement CSP page): `MSI/<ProductID>/Status` 70 (Enforcement Completed).
+    DesktopMsi,
+}
+
+impl InstallCsp {
+    /// The CSP's node name, as it appears in LocURIs.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstallCsp::EnterpriseApp => "EnterpriseAppManagement",
+            InstallCsp::DesktopMsi => "EnterpriseDesktopAppManagement",
+        }
+    }
+
+    /// The Status value of a finished install, and its meaning.
+    pub fn done(self) -> (&'static str, &'static str) {
+        match self {
+            InstallCsp::EnterpriseApp => ("5", "INSTALLED"),
+            InstallCsp::DesktopMsi => ("70", "Enforcement Completed"),
+        }
+    }
+}
+
 /// The kinds of expectation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
@@ -170,7 +279,23 @@ pub enum Check {
         window: Window,
         sent: bool,
         status: Option<u16>,
+        /// With `sent`: the modes it may come in (empty: any).
+        only_in: Vec<Mode>,
     },
+    /// The server wrote a matching node (Add or Replace answered 2xx) within the device's first
+    /// `within` sessions (of `mode`), and the device reads back a value that `value` accepts.
+    Set { node: Glob, value: ValueCheck, mode: Option<Mode>, within: Option<u32> },
+    /// The server delivered matching nodes (Add or Replace answered 2xx) and read each one back
+    /// with a Get answered 200 in a later session.
+    Profile { node: Glob },
+    /// The server ran an install (Exec of `DownloadInstall` answered 2xx) and the product's
+    /// Status read done within `within` of that session.
+    Install { csp: InstallCsp, within: Duration },
+    /// No Status of these classes (4 for 4xx, 5 for 5xx) to the server's commands, `except`
+    /// codes aside.
+    Statuses { classes: Vec<u16>, except: Vec<u16>, mode: Option<Mode> },
+    /// The server's reply time at `percentile` stays under `under`.
+    Latency { percentile: f64, under: std::time::Duration },
     /// A node's value.
     Node { node: Glob, check: NodeCheck },
     /// The conformance findings of the whole run: exactly these rules (empty: none).
@@ -197,6 +322,11 @@ impl Expectation {
         match self.check {
             Check::Session { .. } => "session",
             Check::Command { .. } => "command",
+            Check::Set { .. } => "set",
+            Check::Profile { .. } => "profile",
+            Check::Install { .. } => "install",
+            Check::Statuses { .. } => "statuses",
+            Check::Latency { .. } => "latency",
             Check::Node { .. } => "node",
             Check::Findings { .. } => "findings",
             Check::Outcome { .. } => "outcome",
@@ -205,7 +335,8 @@ impl Expectation {
 }
 
 /// The expectation kinds.
-pub const EXPECT_KINDS: &[&str] = &["session", "command", "node", "findings", "outcome"];
+pub const EXPECT_KINDS: &[&str] =
+    &["session", "command", "set", "profile", "install", "statuses", "latency", "node", "findings", "outcome"];
 
 /// The most devices one group may have (a scenario is a test, not a load run).
 pub const MAX_COUNT: i64 = 10_000;
@@ -377,6 +508,7 @@ pub fn build(
             profile,
             provider_id,
             ids,
+            id_prefix: prefix,
             nodes: Vec::new(),
             line,
         };
@@ -571,7 +703,7 @@ fn mask_events(src: &Source<'_>, spec: &Spec) -> Result<String, ScenarioError> {
 }
 
 fn refuse_keys(src: &Source<'_>, x: &ExpectSpec, kind: &str, allowed: &[&str]) -> Result<(), ScenarioError> {
-    let present: [(&str, Option<Range<usize>>); 20] = [
+    let present: [(&str, Option<Range<usize>>); 29] = [
         ("at", x.at.as_ref().map(Spanned::span)),
         ("tolerance", x.tolerance.as_ref().map(Spanned::span)),
         ("trigger", x.trigger.as_ref().map(Spanned::span)),
@@ -591,6 +723,15 @@ fn refuse_keys(src: &Source<'_>, x: &ExpectSpec, kind: &str, allowed: &[&str]) -
         ("rules", x.rules.as_ref().map(Spanned::span)),
         ("clean", x.clean.as_ref().map(Spanned::span)),
         ("error", x.error.as_ref().map(Spanned::span)),
+        ("only_in", x.only_in.as_ref().map(Spanned::span)),
+        ("within", x.within.as_ref().map(Spanned::span)),
+        ("min", x.min.as_ref().map(Spanned::span)),
+        ("max", x.max.as_ref().map(Spanned::span)),
+        ("csp", x.csp.as_ref().map(Spanned::span)),
+        ("class", x.class.as_ref().map(Spanned::span)),
+        ("except", x.except.as_ref().map(Spanned::span)),
+        ("percentile", x.percentile.as_ref().map(Spanned::span)),
+        ("under", x.under.as_ref().map(Spanned::span)),
         ("name", None),
     ];
     for (key, span) in present {
@@ -702,7 +843,7 @@ fn expectation(
                 src,
                 x,
                 kind,
-                &["command", "target", "mode", "from", "to", "sent", "status", "name", "device"],
+                &["command", "target", "mode", "from", "to", "sent", "status", "only_in", "name", "device"],
             )?;
             let Some(t) = &x.target else {
                 return Err(src.err(x.kind.span(), "a `command` expectation needs `target` (a LocURI glob)"));
@@ -735,19 +876,171 @@ fn expectation(
             if !sent && let Some(s) = &x.status {
                 return Err(src.err(s.span(), "`status` means nothing with `sent = false`"));
             }
-            Ok(Check::Command { command, target, mode: mode(&x.mode)?, window: window(&x.from, &x.to)?, sent, status })
+            let only_in = match &x.only_in {
+                Some(o) if !sent => {
+                    return Err(src.err(o.span(), "`only_in` means nothing with `sent = false`"));
+                }
+                Some(o) if o.get_ref().is_empty() => {
+                    return Err(
+                        src.err(o.span(), "`only_in`: expected a list of modes (Machine, Maintenance, Apps), found []")
+                    );
+                }
+                Some(o) => o
+                    .get_ref()
+                    .iter()
+                    .map(|m| m.parse::<Mode>().map_err(|e| src.err(o.span(), format!("`only_in`: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            Ok(Check::Command {
+                command,
+                target,
+                mode: mode(&x.mode)?,
+                window: window(&x.from, &x.to)?,
+                sent,
+                status,
+                only_in,
+            })
+        }
+        "set" => {
+            refuse_keys(src, x, kind, &["node", "equals", "min", "max", "mode", "within", "name", "device"])?;
+            let node = node_glob(src, x, kind)?;
+            let value = match (&x.equals, &x.min, &x.max) {
+                (Some(e), None, None) => ValueCheck::Equals(e.get_ref().clone()),
+                (Some(e), _, _) => {
+                    return Err(src.err(e.span(), "`equals` and `min`/`max` cannot both be given"));
+                }
+                (None, None, None) => ValueCheck::Any,
+                (None, min, max) => {
+                    let (lo, hi) = (min.as_ref().map(|m| *m.get_ref()), max.as_ref().map(|m| *m.get_ref()));
+                    if let (Some(a), Some(b)) = (lo, hi)
+                        && a > b
+                    {
+                        let span = max.as_ref().map_or(0..0, Spanned::span);
+                        return Err(src.err(span, format!("`max`: expected at least `min` ({a}), found {b}")));
+                    }
+                    ValueCheck::Range { min: lo, max: hi }
+                }
+            };
+            let within = match &x.within {
+                None => None,
+                Some(w) => match w.get_ref() {
+                    toml::Value::Integer(n) if (1..=i64::from(u32::MAX)).contains(n) => Some(*n as u32),
+                    other => {
+                        return Err(src.err(
+                            w.span(),
+                            format!("`within`: expected a number of sessions (1 or more), found {other}"),
+                        ));
+                    }
+                },
+            };
+            Ok(Check::Set { node, value, mode: mode(&x.mode)?, within })
+        }
+        "profile" => {
+            refuse_keys(src, x, kind, &["node", "name", "device"])?;
+            Ok(Check::Profile { node: node_glob(src, x, kind)? })
+        }
+        "install" => {
+            refuse_keys(src, x, kind, &["csp", "within", "name", "device"])?;
+            let Some(c) = &x.csp else {
+                return Err(src.err(
+                    x.kind.span(),
+                    "an `install` expectation needs `csp` (EnterpriseAppManagement or EnterpriseDesktopAppManagement)",
+                ));
+            };
+            let csp = match c.get_ref().as_str() {
+                "EnterpriseAppManagement" => InstallCsp::EnterpriseApp,
+                "EnterpriseDesktopAppManagement" => InstallCsp::DesktopMsi,
+                other => {
+                    return Err(src.err(
+                        c.span(),
+                        format!(
+                            "`csp`: expected EnterpriseAppManagement | EnterpriseDesktopAppManagement, found {other:?}"
+                        ),
+                    ));
+                }
+            };
+            let within = match &x.within {
+                None => until - start,
+                Some(w) => match w.get_ref() {
+                    toml::Value::String(t) => {
+                        parse_duration(t).map_err(|m| src.err(w.span(), format!("`within`: {m}")))?
+                    }
+                    other => {
+                        return Err(src.err(
+                            w.span(),
+                            format!("`within`: expected a duration such as \"2h\", found {}", other.type_str()),
+                        ));
+                    }
+                },
+            };
+            Ok(Check::Install { csp, within })
+        }
+        "statuses" => {
+            refuse_keys(src, x, kind, &["class", "except", "mode", "name", "device"])?;
+            let classes = match &x.class {
+                None => vec![4, 5],
+                Some(c) => c
+                    .get_ref()
+                    .iter()
+                    .map(|t| match t.to_ascii_lowercase().as_str() {
+                        "4xx" => Ok(4),
+                        "5xx" => Ok(5),
+                        other => {
+                            Err(src.err(c.span(), format!("`class`: expected \"4xx\" or \"5xx\", found {other:?}")))
+                        }
+                    })
+                    .collect::<Result<Vec<u16>, _>>()?,
+            };
+            let except = match &x.except {
+                None => Vec::new(),
+                Some(e) => e
+                    .get_ref()
+                    .iter()
+                    .map(|n| {
+                        u16::try_from(*n).ok().filter(|c| (100..=599).contains(c)).ok_or_else(|| {
+                            src.err(e.span(), format!("`except`: expected status codes (100..599), found {n}"))
+                        })
+                    })
+                    .collect::<Result<Vec<u16>, _>>()?,
+            };
+            Ok(Check::Statuses { classes, except, mode: mode(&x.mode)? })
+        }
+        "latency" => {
+            refuse_keys(src, x, kind, &["percentile", "under", "name", "device"])?;
+            let percentile = match &x.percentile {
+                None => 95.0,
+                Some(p) => {
+                    let v = match p.get_ref() {
+                        toml::Value::Integer(n) => *n as f64,
+                        toml::Value::Float(f) => *f,
+                        other => {
+                            return Err(src.err(
+                                p.span(),
+                                format!("`percentile`: expected a number, found {}", other.type_str()),
+                            ));
+                        }
+                    };
+                    if !(v > 0.0 && v <= 100.0) {
+                        return Err(src.err(
+                            p.span(),
+                            format!("`percentile`: expected a number above 0 and at most 100, found {v}"),
+                        ));
+                    }
+                    v
+                }
+            };
+            let Some(u) = &x.under else {
+                return Err(
+                    src.err(x.kind.span(), "a `latency` expectation needs `under` (a duration such as \"500ms\")")
+                );
+            };
+            let under = parse_short_duration(u.get_ref()).map_err(|m| src.err(u.span(), format!("`under`: {m}")))?;
+            Ok(Check::Latency { percentile, under })
         }
         "node" => {
             refuse_keys(src, x, kind, &["node", "equals", "reached", "exists", "name", "device"])?;
-            let Some(n) = &x.node else {
-                return Err(src.err(x.kind.span(), "a `node` expectation needs `node` (a LocURI, `*` allowed)"));
-            };
-            let node = Glob::parse(n.get_ref()).map_err(|m| src.err(n.span(), format!("`node`: {m}")))?;
-            if node.has_deep() {
-                return Err(
-                    src.err(n.span(), "`node`: `**` is not allowed here; name each level (`*` matches one node name)")
-                );
-            }
+            let node = node_glob(src, x, kind)?;
             let checks = [x.equals.is_some(), x.reached.is_some(), x.exists.is_some()];
             if checks.iter().filter(|c| **c).count() != 1 {
                 return Err(
@@ -787,6 +1080,50 @@ fn expectation(
     }
 }
 
+/// The `node` key of a `node`, `set` or `profile` expectation: a glob without `**` (values are
+/// read level by level through the device's CSPs).
+fn node_glob(src: &Source<'_>, x: &ExpectSpec, kind: &str) -> Result<Glob, ScenarioError> {
+    let Some(n) = &x.node else {
+        return Err(src.err(x.kind.span(), format!("a `{kind}` expectation needs `node` (a LocURI, `*` allowed)")));
+    };
+    let node = Glob::parse(n.get_ref()).map_err(|m| src.err(n.span(), format!("`node`: {m}")))?;
+    if node.has_deep() {
+        return Err(src.err(n.span(), "`node`: `**` is not allowed here; name each level (`*` matches one node name)"));
+    }
+    Ok(node)
+}
+
+/// A duration that may be under a second: `250ms`, or the `--events` units (`2s`, `1m`).
+pub fn parse_short_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("expected a duration such as \"500ms\" or \"2s\", found {text:?}"));
+    }
+    let d =
+        parse_duration(t).map_err(|_| format!("expected a duration such as \"500ms\" or \"2s\", found {text:?}"))?;
+    d.to_std().map_err(|_| format!("expected a positive duration, found {text:?}"))
+}
+
+/// A duration as the file writes them: `2h`, `1h30m`, `45s`.
+pub fn human_duration(d: Duration) -> String {
+    let mut secs = d.num_seconds().max(0);
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
 /// A readable one-line title for an expectation without `name`.
 fn describe(c: &Check) -> String {
     let opt = |m: Option<String>| m.map(|s| format!(" {s}")).unwrap_or_default();
@@ -800,14 +1137,50 @@ fn describe(c: &Check) -> String {
             window.from.to_rfc3339(),
             window.to.to_rfc3339()
         ),
-        Check::Command { command, target, mode, sent, status, .. } => format!(
-            "server {} {} {}{}{}",
+        Check::Command { command, target, mode, sent, status, only_in, .. } => format!(
+            "server {} {} {}{}{}{}",
             if *sent { "sent" } else { "did not send" },
             command.as_deref().unwrap_or("a command"),
             target,
             opt(mode.map(|m| format!("in {m} mode"))),
-            opt(status.map(|s| format!("answered {s}")))
+            opt(status.map(|s| format!("answered {s}"))),
+            if only_in.is_empty() {
+                String::new()
+            } else {
+                format!(" only in {} mode", only_in.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or "))
+            }
         ),
+        Check::Set { node, value, mode, within } => format!(
+            "server sets {node} to {value}{}",
+            match (within, mode) {
+                (Some(n), Some(m)) => format!(" within {n} {m} session(s)"),
+                (Some(n), None) => format!(" within {n} session(s)"),
+                (None, Some(m)) => format!(" in a {m} session"),
+                (None, None) => String::new(),
+            }
+        ),
+        Check::Profile { node } => format!("server delivers {node} and reads it back in a later session"),
+        Check::Install { csp, within } => {
+            let (code, meaning) = csp.done();
+            format!(
+                "{} install reaches Status {code} ({meaning}) within {} of the server's Exec",
+                csp.name(),
+                human_duration(*within)
+            )
+        }
+        Check::Statuses { classes, except, mode } => format!(
+            "no {} status to the server's commands{}{}",
+            classes.iter().map(|c| format!("{c}xx")).collect::<Vec<_>>().join("/"),
+            opt(mode.map(|m| format!("in {m} mode"))),
+            if except.is_empty() {
+                String::new()
+            } else {
+                format!(" (except {})", except.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+        ),
+        Check::Latency { percentile, under } => {
+            format!("p{percentile} of the server's reply time under {} ms", under.as_millis())
+        }
         Check::Node { node, check } => match check {
             NodeCheck::Equals(v) => format!("{node} == {v:?} after the run"),
             NodeCheck::Reached(v) => format!("{node} reached {v:?}"),
@@ -829,7 +1202,7 @@ mod tests {
     const GOOD: &str = r#"
 [scenario]
 name = "reboot then logon"
-description = "seed §1 and §2"
+description = "operation modes after a reboot and at logon"
 
 [[device]]
 name = "laptops"
@@ -953,7 +1326,12 @@ clean = true
         let e = broken("target = \"./Vendor/MSFT/DMClient/Provider/*/Poll/*\"", "target = \"./a//b\"");
         assert_eq!(e.line, 40, "{e}");
         let e = broken("kind = \"findings\"", "kind = \"vibes\"");
-        assert!(e.message.contains("session | command | node | findings | outcome"), "{e}");
+        assert!(
+            e.message.contains(
+                "session | command | set | profile | install | statuses | latency | node | findings | outcome"
+            ),
+            "{e}"
+        );
         let e = broken("equals = \"15\"", "equals = \"15\"\nsent = true");
         assert!(e.message.contains("`sent` is not allowed on a `node` expectation"), "{e}");
         let e = broken("template = \"win81-tablet\"", "template = \"win95\"");

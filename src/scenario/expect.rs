@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::csp;
-use crate::session::{Outcome, Summary};
+use crate::session::{CommandRecord, Outcome, Summary};
 use crate::syncml::{Command, Item, ItemCmd, StatusCode};
 use crate::tree::{Env, Profile, Registry, Settings, Tree, TreeState};
 
@@ -132,6 +132,10 @@ pub fn evaluate(built: &Built, observed: &Observed) -> Vec<ExpectationResult> {
 }
 
 fn judge(x: &Expectation, runs: &[&DeviceRun], registry: &Registry) -> Option<String> {
+    // Latency is a property of the server over every session of the devices, not of one device.
+    if let Check::Latency { percentile, under } = &x.check {
+        return judge_latency(*percentile, *under, runs);
+    }
     let mut problems = Vec::new();
     for run in runs {
         if let Some(p) = judge_device(&x.check, run, registry) {
@@ -144,6 +148,100 @@ fn judge(x: &Expectation, runs: &[&DeviceRun], registry: &Registry) -> Option<St
 /// Where a session is in the transcript.
 fn session_place(s: &Summary) -> String {
     format!("session {} ({} {}, alert {}, {})", s.session_id, s.trigger, s.mode, s.alert, s.started_at.to_rfc3339())
+}
+
+/// Where a command is in the transcript, and how the device answered it.
+fn command_place(s: &Summary, c: &CommandRecord, target: &str) -> String {
+    format!("{} {target} answered {} in {} MsgID {} CmdID {}", c.cmd, c.status, session_place(s), c.msg_id, c.cmd_id)
+}
+
+/// At most `max` entries, then how many more there were.
+fn capped(mut items: Vec<String>, max: usize) -> String {
+    let more = items.len().saturating_sub(max);
+    items.truncate(max);
+    let mut out = items.join("; ");
+    if more > 0 {
+        out.push_str(&format!("; and {more} more"));
+    }
+    out
+}
+
+/// The commands of some sessions counted by name (`Get x5, Replace x2`), or `no command`.
+fn command_counts<'a>(sessions: impl Iterator<Item = &'a Summary>) -> String {
+    let mut counts: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    for s in sessions {
+        for c in &s.commands {
+            *counts.entry(c.cmd.as_str()).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        "no command".to_string()
+    } else {
+        counts.iter().map(|(k, n)| format!("{k} x{n}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Whether the device accepted a command (2xx).
+fn accepted(c: &CommandRecord) -> bool {
+    (200..300).contains(&c.status)
+}
+
+/// Two LocURIs naming the same node: `./Device/` is the device scope (MS-MDM), `./` optional.
+fn same_node(a: &str, b: &str) -> bool {
+    fn norm(u: &str) -> &str {
+        let u = u.trim();
+        let u = u.strip_prefix("./").unwrap_or(u);
+        u.strip_prefix("Device/").unwrap_or(u)
+    }
+    norm(a) == norm(b)
+}
+
+/// The tree after session `s` (its snapshot), or the final tree.
+fn tree_after<'a>(run: &'a DeviceRun, s: &Summary) -> (&'a TreeState, DateTime<Utc>) {
+    run.snapshots
+        .iter()
+        .find(|x| x.after_session.as_deref() == Some(s.session_id.as_str()))
+        .map_or((&run.tree, run.ended_at), |x| (&x.tree, x.at))
+}
+
+fn env_at(run: &DeviceRun, at: DateTime<Utc>) -> Env {
+    Env { now: at, profile: run.profile, settings: Arc::new(run.settings.clone()) }
+}
+
+/// The `latency` expectation: the server's reply time per exchange, at a percentile, over every
+/// session of the devices. A session's reply time is its wall time divided by its exchanges
+/// (client messages): the HTTP round trips dominate it, mdmsim's own work is small.
+fn judge_latency(percentile: f64, under: std::time::Duration, runs: &[&DeviceRun]) -> Option<String> {
+    let mut samples: Vec<(u64, &DeviceRun, &Summary)> = Vec::new();
+    for run in runs {
+        for s in run.sessions.iter().filter(|s| s.messages_received > 0 || s.outcome == Outcome::Completed) {
+            samples.push((s.wall_us / u64::from(s.messages_sent.max(1)), run, s));
+        }
+    }
+    if samples.is_empty() {
+        return Some("no session ran: there is no reply time to judge".to_string());
+    }
+    samples.sort_by_key(|(us, _, _)| *us);
+    let rank = ((percentile / 100.0) * samples.len() as f64).ceil().max(1.0) as usize;
+    let (at, _, _) = samples[rank.min(samples.len()) - 1];
+    if u128::from(at) < under.as_micros() {
+        return None;
+    }
+    let slowest: Vec<String> = samples
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(us, run, s)| {
+            format!("device {} {}: {:.1} ms per exchange", run.id, session_place(s), *us as f64 / 1000.0)
+        })
+        .collect();
+    Some(format!(
+        "p{percentile} of {} sessions' reply times is {:.1} ms, expected under {} ms; slowest: {}",
+        samples.len(),
+        at as f64 / 1000.0,
+        under.as_millis(),
+        slowest.join("; ")
+    ))
 }
 
 fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<String> {
@@ -187,7 +285,7 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                 matching.len()
             ))
         }
-        Check::Command { command, target, mode, window, sent, status } => {
+        Check::Command { command, target, mode, window, sent, status, only_in } => {
             let mut hits = Vec::new();
             for s in run.sessions.iter().filter(|s| window.contains(s.started_at) && mode.is_none_or(|m| s.mode == m)) {
                 for c in &s.commands {
@@ -222,16 +320,209 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
                     && !hits.iter().any(|(_, c, _)| c.status == *code)
                 {
                     let seen: Vec<String> = hits.iter().map(place).collect();
-                    return Some(format!("expected status {code}, found: {}", seen.join("; ")));
+                    return Some(format!("expected status {code}, found: {}", capped(seen, 5)));
+                }
+                let outside: Vec<String> = hits
+                    .iter()
+                    .filter(|(s, _, _)| !only_in.is_empty() && !only_in.contains(&s.mode))
+                    .map(place)
+                    .collect();
+                if !outside.is_empty() {
+                    let modes: Vec<String> = only_in.iter().map(ToString::to_string).collect();
+                    return Some(format!(
+                        "expected it only in {} mode, the server sent it outside: {}",
+                        modes.join(" or "),
+                        capped(outside, 5)
+                    ));
                 }
                 None
             } else if hits.is_empty() {
                 None
             } else {
                 let seen: Vec<String> = hits.iter().map(place).collect();
-                Some(format!("the server sent it: {}", seen.join("; ")))
+                Some(format!("the server sent it: {}", capped(seen, 5)))
             }
         }
+        Check::Set { node, value, mode, within } => {
+            let sessions: Vec<&Summary> = run.sessions.iter().filter(|s| mode.is_none_or(|m| s.mode == m)).collect();
+            let n = within.map_or(sessions.len(), |w| (w as usize).min(sessions.len()));
+            let considered = &sessions[..n];
+            let mut refused = Vec::new();
+            for s in considered {
+                let writes: Vec<(&CommandRecord, &String)> = s
+                    .commands
+                    .iter()
+                    .filter(|c| c.cmd == "Add" || c.cmd == "Replace")
+                    .flat_map(|c| c.targets.iter().filter(|t| node.matches(t)).map(move |t| (c, t)))
+                    .collect();
+                refused.extend(writes.iter().filter(|(c, _)| !accepted(c)).map(|(c, t)| command_place(s, c, t)));
+                let Some((c, t)) = writes.iter().find(|(c, _)| accepted(c)) else { continue };
+                let (tree, at) = tree_after(run, s);
+                let values = read_nodes(registry, tree, &env_at(run, at), node);
+                let bad: Vec<String> =
+                    values.iter().filter(|(_, v)| !value.holds(v)).map(|(u, v)| format!("{u} = {v:?}")).collect();
+                return if values.is_empty() {
+                    Some(format!(
+                        "the server wrote it ({}), but no node matching {node} reads back after that session",
+                        command_place(s, c, t)
+                    ))
+                } else if bad.is_empty() {
+                    None
+                } else {
+                    Some(format!(
+                        "the server wrote it ({}), but after that session the device reads {}; expected {value}",
+                        command_place(s, c, t),
+                        bad.join(", ")
+                    ))
+                };
+            }
+            let which = mode.map(|m| format!("{m} ")).unwrap_or_default();
+            let mut msg = if considered.is_empty() {
+                format!("the server did not write {node}: the device had no {which}session to get it in")
+            } else {
+                let ids: Vec<&str> = considered.iter().map(|s| s.session_id.as_str()).collect();
+                format!(
+                    "the server did not write {node} (no Add or Replace the device accepted) in the first {n} {which}session(s) ({}); it sent {}",
+                    ids.join(", "),
+                    command_counts(considered.iter().copied())
+                )
+            };
+            if !refused.is_empty() {
+                msg.push_str(&format!("; writes the device refused: {}", capped(refused, 5)));
+            }
+            Some(msg)
+        }
+        Check::Profile { node } => {
+            let mut delivered: Vec<(usize, &Summary, &CommandRecord, &String)> = Vec::new();
+            let mut refused = Vec::new();
+            for (i, s) in run.sessions.iter().enumerate() {
+                for c in s.commands.iter().filter(|c| c.cmd == "Add" || c.cmd == "Replace") {
+                    for t in c.targets.iter().filter(|t| node.matches(t)) {
+                        if accepted(c) {
+                            // The latest delivery of a node is the one to verify.
+                            delivered.retain(|(_, _, _, u)| !same_node(u, t));
+                            delivered.push((i, s, c, t));
+                        } else {
+                            refused.push(command_place(s, c, t));
+                        }
+                    }
+                }
+            }
+            if delivered.is_empty() {
+                let mut msg = format!(
+                    "the server never delivered a node matching {node} (no Add or Replace the device accepted) in {} session(s); it sent {}",
+                    run.sessions.len(),
+                    command_counts(run.sessions.iter())
+                );
+                if !refused.is_empty() {
+                    msg.push_str(&format!("; writes the device refused: {}", capped(refused, 5)));
+                }
+                return Some(msg);
+            }
+            let unverified: Vec<String> = delivered
+                .iter()
+                .filter(|(i, _, _, t)| {
+                    !run.sessions[i + 1..].iter().any(|s| {
+                        s.commands
+                            .iter()
+                            .any(|c| c.cmd == "Get" && c.status == 200 && c.targets.iter().any(|u| same_node(u, t)))
+                    })
+                })
+                .map(|(_, s, c, t)| format!("{}, never read back by a Get in a later session", command_place(s, c, t)))
+                .collect();
+            if unverified.is_empty() {
+                None
+            } else {
+                Some(format!(
+                    "{} of {} delivered node(s) not verified: {}",
+                    unverified.len(),
+                    delivered.len(),
+                    capped(unverified, 5)
+                ))
+            }
+        }
+        Check::Install { csp, within } => {
+            let (done, meaning) = csp.done();
+            let is_install = |c: &CommandRecord, t: &str| {
+                c.cmd == "Exec" && t.contains(&format!("/{}/", csp.name())) && t.ends_with("/DownloadInstall")
+            };
+            let mut execs: Vec<(&Summary, &CommandRecord, &String)> = Vec::new();
+            let mut refused = Vec::new();
+            for s in &run.sessions {
+                for c in &s.commands {
+                    for t in c.targets.iter().filter(|t| is_install(c, t)) {
+                        if accepted(c) {
+                            if !execs.iter().any(|(_, _, u)| same_node(u, t)) {
+                                execs.push((s, c, t));
+                            }
+                        } else {
+                            refused.push(command_place(s, c, t));
+                        }
+                    }
+                }
+            }
+            if execs.is_empty() {
+                let mut msg = format!(
+                    "the server never ran an install through {} (no Exec of .../DownloadInstall the device accepted) in {} session(s); it sent {}",
+                    csp.name(),
+                    run.sessions.len(),
+                    command_counts(run.sessions.iter())
+                );
+                if !refused.is_empty() {
+                    msg.push_str(&format!("; installs the device refused: {}", capped(refused, 5)));
+                }
+                return Some(msg);
+            }
+            let mut problems = Vec::new();
+            for (s, c, t) in execs {
+                let status_uri = format!("{}/Status", t.rsplit_once('/').map_or(t.as_str(), |(p, _)| p));
+                let Ok(glob) = super::Glob::parse(&status_uri) else { continue };
+                let deadline = s.started_at + *within;
+                let mut seen: Vec<String> = Vec::new();
+                let trees = run.snapshots.iter().map(|x| (&x.tree, x.at));
+                let mut ok = false;
+                for (tree, at) in trees.chain(std::iter::once((&run.tree, run.ended_at))) {
+                    if at < s.started_at || at > deadline {
+                        continue;
+                    }
+                    for (_, v) in read_nodes(registry, tree, &env_at(run, at), &glob) {
+                        if v == done {
+                            ok = true;
+                        }
+                        let entry = format!("{v} ({})", at.to_rfc3339());
+                        if seen.last() != Some(&entry) && seen.iter().all(|e| !e.starts_with(&format!("{v} "))) {
+                            seen.push(entry);
+                        }
+                    }
+                }
+                if !ok {
+                    problems.push(format!(
+                        "{}: Status never read {done} ({meaning}) by {}; values seen: {}",
+                        command_place(s, c, t),
+                        deadline.to_rfc3339(),
+                        if seen.is_empty() { "none (no Status node)".to_string() } else { seen.join(", ") }
+                    ));
+                }
+            }
+            if problems.is_empty() { None } else { Some(problems.join("; ")) }
+        }
+        Check::Statuses { classes, except, mode } => {
+            let mut bad = Vec::new();
+            for s in run.sessions.iter().filter(|s| mode.is_none_or(|m| s.mode == m)) {
+                for c in &s.commands {
+                    if classes.contains(&(c.status / 100)) && !except.contains(&c.status) {
+                        let t = c.targets.first().map_or("(no target)", String::as_str);
+                        bad.push(command_place(s, c, t));
+                    }
+                }
+            }
+            if bad.is_empty() {
+                None
+            } else {
+                Some(format!("the device answered {} command(s) with such a status: {}", bad.len(), capped(bad, 8)))
+            }
+        }
+        Check::Latency { .. } => None,
         Check::Node { node, check } => {
             let env = Env { now: run.ended_at, profile: run.profile, settings: Arc::new(run.settings.clone()) };
             let mut finals = read_nodes(registry, &run.tree, &env, node);
@@ -306,10 +597,21 @@ fn judge_device(check: &Check, run: &DeviceRun, registry: &Registry) -> Option<S
             } else if places.is_empty() {
                 Some(format!("expected findings {}, found none", rules.join(", ")))
             } else {
+                // One line per rule: how often, and where it was first seen.
+                let mut by_rule: Vec<(String, usize, String)> = Vec::new();
+                for (what, place) in found.iter().zip(&places) {
+                    match by_rule.iter_mut().find(|(w, _, _)| w == what) {
+                        Some(entry) => entry.1 += 1,
+                        None => by_rule.push((what.clone(), 1, place.clone())),
+                    }
+                }
+                let lines: Vec<String> =
+                    by_rule.iter().map(|(w, n, first)| format!("{w} x{n}, first: {first}")).collect();
                 Some(format!(
-                    "expected {}, found: {}",
+                    "expected {}, found {} finding(s):\n  {}",
                     if rules.is_empty() { "no findings".to_string() } else { rules.join(", ") },
-                    places.join("; ")
+                    places.len(),
+                    lines.join("\n  ")
                 ))
             }
         }
@@ -597,5 +899,111 @@ clean = true
             "{all:?}"
         );
         assert!(read_nodes(&reg, &run.tree, &env, &Glob::parse("./Vendor/MSFT/Nope/*").unwrap()).is_empty());
+    }
+
+    const SERVER_FILE: &str = r#"
+[scenario]
+name = "server"
+
+[[device]]
+template = "win11-laptop"
+id_prefix = "AA"
+
+[[expect]]
+kind = "set"
+node = "./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries"
+min = 1
+max = 60
+mode = "Maintenance"
+within = 1
+
+[[expect]]
+kind = "profile"
+node = "./Device/Vendor/MSFT/Policy/Config/*/*"
+
+[[expect]]
+kind = "statuses"
+except = [418]
+
+[[expect]]
+kind = "latency"
+percentile = 95
+under = "100ms"
+
+[[expect]]
+kind = "command"
+command = "Replace"
+target = "./**"
+only_in = ["Maintenance"]
+"#;
+
+    fn cmd(msg: &str, id: &str, name: &str, target: &str, status: u16) -> CommandRecord {
+        CommandRecord { msg_id: msg.into(), cmd_id: id.into(), cmd: name.into(), targets: vec![target.into()], status }
+    }
+
+    #[test]
+    fn server_expectations_hold_on_a_server_that_did_its_part() {
+        let b = check_text(SERVER_FILE, "server.toml", &|p| Err(p.to_string())).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = good_run();
+        let policy = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        run.sessions[1].commands.push(cmd("1", "6", "Replace", policy, 200));
+        run.sessions[1].commands.push(cmd(
+            "1",
+            "7",
+            "Add",
+            "./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/PollOnLogin",
+            418,
+        ));
+        let mut s3 = session(3, Trigger::Poll, Mode::Maintenance, "2026-03-02T10:30:00Z");
+        s3.commands.push(cmd("1", "2", "Get", policy, 200));
+        run.sessions.push(s3);
+        for s in &mut run.sessions {
+            s.messages_sent = 2;
+            s.wall_us = 20_000;
+        }
+        let results = evaluate(&b, &Observed { devices: vec![run] });
+        for r in &results {
+            assert!(r.passed(), "{} {}: {:?}", r.place, r.title, r.failure);
+        }
+    }
+
+    #[test]
+    fn server_expectations_say_what_the_server_did_instead_and_where() {
+        let b = check_text(SERVER_FILE, "server.toml", &|p| Err(p.to_string())).unwrap_or_else(|e| panic!("{e}"));
+        let mut run = good_run();
+        // The write came in Machine mode, refused; the profile was never read back; one session
+        // took 2 s per exchange.
+        run.sessions[1].commands.clear();
+        run.sessions[0].commands.push(cmd(
+            "2",
+            "9",
+            "Replace",
+            "./Vendor/MSFT/DMClient/Provider/MS DM Server/Poll/IntervalForFirstSetOfRetries",
+            405,
+        ));
+        run.sessions[0].commands.push(cmd("2", "10", "Replace", "./Device/Vendor/MSFT/Policy/Config/A/B", 200));
+        run.sessions[0].messages_sent = 1;
+        run.sessions[0].wall_us = 2_000_000;
+        let results = evaluate(&b, &Observed { devices: vec![run] });
+        let f: Vec<String> = results.iter().map(|r| r.failure.clone().unwrap_or_default()).collect();
+        assert!(
+            f[0].contains("did not write ./Vendor/MSFT/DMClient/Provider/*/Poll/IntervalForFirstSetOfRetries")
+                && f[0].contains("in the first 1 Maintenance session(s) (2); it sent no command"),
+            "{}",
+            f[0]
+        );
+        assert!(
+            f[1].contains("./Device/Vendor/MSFT/Policy/Config/A/B answered 200 in session 1")
+                && f[1].contains("never read back"),
+            "{}",
+            f[1]
+        );
+        assert!(
+            f[2].contains("answered 405 in session 1 (reboot Machine") && f[2].contains("MsgID 2 CmdID 9"),
+            "{}",
+            f[2]
+        );
+        assert!(f[3].contains("p95 of 2 sessions' reply times is 2000.0 ms, expected under 100 ms"), "{}", f[3]);
+        assert!(f[4].contains("expected it only in Maintenance mode") && f[4].contains("CmdID 9"), "{}", f[4]);
     }
 }

@@ -5,7 +5,10 @@
 //! the [`Spec`] as written (unknown keys refused), [`build()`] checks it into a [`Built`]
 //! scenario; every error is `FILE:LINE:COLUMN: expected X, found Y`. A run ([`run::execute`],
 //! implemented by the runner) gives an [`Observed`]; [`evaluate`] judges each expectation and
-//! [`junit::write`] renders the results for CI.
+//! [`junit::write`] renders the results for CI. Most expectation kinds are about the server
+//! (`command`, `set`, `profile`, `install`, `statuses`, `latency`): each failure says what the
+//! server did instead and where (device, session, MsgID/CmdID). [`Built::with_run_seed`] gives a
+//! run its own DeviceIDs, so that runs against one server do not meet each other's devices.
 //!
 //! Owns the file format, the expectation engine and the JUnit output; no I/O (the caller reads
 //! the scenario file and passes a closure that reads template files, see [`check_text`]). Does
@@ -20,7 +23,9 @@ pub mod report;
 pub mod run;
 pub mod spec;
 
-pub use build::{Built, Check, DeviceGroup, Expectation, NodeCheck, ScheduledEvent, Window, build};
+pub use build::{
+    Built, Check, DeviceGroup, Expectation, InstallCsp, NodeCheck, ScheduledEvent, ValueCheck, Window, build,
+};
 pub use expect::{DeviceRun, ExpectationResult, Observed, Snapshot, evaluate};
 pub use glob::Glob;
 pub use run::{EnrollAs, RunError, RunOptions};

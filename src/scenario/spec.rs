@@ -113,7 +113,8 @@ pub struct EventSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSpec {
-    /// `session`, `command`, `node`, `findings` or `outcome`.
+    /// `session`, `command`, `set`, `profile`, `install`, `statuses`, `latency`, `node`,
+    /// `findings` or `outcome`.
     pub kind: Spanned<String>,
     /// Short human title (default: made from the fields).
     pub name: Option<Spanned<String>>,
@@ -145,6 +146,29 @@ pub struct ExpectSpec {
     // outcome
     pub clean: Option<Spanned<bool>>,
     pub error: Option<Spanned<String>>,
+    // command
+    /// The modes the command may come in (`sent` means: at least once, and never in another).
+    pub only_in: Option<Spanned<Vec<String>>>,
+    // set, install
+    /// `set`: a number of sessions; `install`: a duration.
+    pub within: Option<Spanned<toml::Value>>,
+    /// `set`: the lowest integer value allowed.
+    pub min: Option<Spanned<i64>>,
+    /// `set`: the highest integer value allowed.
+    pub max: Option<Spanned<i64>>,
+    // install
+    /// `EnterpriseAppManagement` (Store/LOB apps) or `EnterpriseDesktopAppManagement` (MSI).
+    pub csp: Option<Spanned<String>>,
+    // statuses
+    /// Status classes the device must not have answered (`4xx`, `5xx`).
+    pub class: Option<Spanned<Vec<String>>>,
+    /// Codes of those classes that are fine (`418` for an Add of a node that exists).
+    pub except: Option<Spanned<Vec<i64>>>,
+    // latency
+    /// Which percentile of the server's reply times (50, 95, 99...).
+    pub percentile: Option<Spanned<toml::Value>>,
+    /// The bound it must stay under (`500ms`, `2s`).
+    pub under: Option<Spanned<String>>,
 }
 
 /// Where things are in one file's text: byte offsets → 1-based line and column.

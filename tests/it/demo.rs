@@ -49,3 +49,17 @@ fn a_small_demo_fleet_enrolls_syncs_installs_and_agrees_with_the_server() {
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again["by_trigger_mode"], r["by_trigger_mode"]);
 }
+
+/// The human report reads as sentences (`4 devices INSTALLED (Status 5)`, not `4 5 INSTALLED`),
+/// and a demo whose output is not a terminal says on stderr what it is doing meanwhile.
+#[test]
+fn the_demo_report_reads_as_words_and_shows_progress_when_piped() {
+    let (code, out, err) = mdmsim(&["demo", "--devices", "2", "--duration", "8h", "--seed", "3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let apps = out.lines().find(|l| l.starts_with("  app installs: ")).unwrap_or_default();
+    assert!(apps.contains(" INSTALLED (Status 5)") || apps.contains(" (Status "), "{apps}");
+    assert!(!apps.contains(" 5 INSTALLED"), "{apps}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("mdmsim demo: reference server at https://127.0.0.1:"), "{err}");
+    assert!(err.contains(" of 2 enrolled; living "), "{err}");
+}

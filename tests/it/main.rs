@@ -41,12 +41,18 @@ mod hostile;
 /// `mdmsim run` sessions: Status 10 to 70 with a real download and hash, the completion Alert
 /// 1224 in the next package 1, retries, 404, malformed jobs, no reinstall, uninstall.
 mod msi_install;
+/// Output a person can read: `sync` names each non-200 status's LocURI, `mdmsim transcript`
+/// (text, HTML checked in headless Chromium), the enrollment exchange masked, `device list`.
+mod output;
+/// The README's marked command blocks, run as written against the reference server.
+mod readme;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
-/// Scenario files: `scenario check` messages, the shipped scenarios.
+/// Scenario files: `scenario check` messages, server-facing expectations, the shipped scenarios
+/// against the reference server (pass), a do-nothing server and Fleet-style replies (fail).
 mod scenario;
 /// Triggers, operation modes, the Machine-mode gate and the clock.
 mod schedule;

@@ -167,9 +167,10 @@ fn every_shipped_scenario_checks() {
     assert_eq!(out.lines().count(), files.len(), "{out}");
 }
 
-/// The node expectations of the shipped files that do not depend on the server (the preset
-/// poll schedules and FirstSyncStatus) hold on the devices as the run starts: the values read
-/// back through the CSPs are the seed tables' right-hand column.
+/// The node expectations of the shipped files about the devices' own behaviour (FirstSyncStatus
+/// values, a poll schedule without an infinite set, the third set a device disables when the
+/// second is infinite) hold on the preset devices as the run starts: the values read back
+/// through the CSPs, as the DMClient CSP page describes them.
 #[test]
 fn shipped_node_expectations_hold_on_the_preset_devices() {
     let mut checked = 0;
@@ -196,21 +197,23 @@ fn shipped_node_expectations_hold_on_the_preset_devices() {
             }
         }
     }
-    // Four poll tables x 6 values, plus the FirstSyncStatus values.
-    assert!(checked >= 28, "{checked}");
+    // FirstSyncStatus x4, the poll schedule without an infinite set, the corrected third set.
+    assert!(checked >= 6, "{checked}");
 }
 
+/// Every shipped scenario says something about the server: at least one expectation of a kind
+/// only a server can satisfy (it sends, sets, delivers or installs something).
 #[test]
-fn the_two_infinite_table_reads_back_corrected() {
-    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/poll-two-infinite.toml");
-    let b = load(&f).unwrap();
-    let g = &b.devices[0];
-    // Written as the server would (1440 for the third set) ...
-    assert!(g.nodes.iter().any(|(u, v)| u.ends_with("IntervalForRemainingScheduledRetries") && v == "1440"));
-    // ... and the file expects the device to read it back as 0 (the seed's correction).
-    assert!(b.expectations.iter().any(|x| matches!(&x.check,
-        Check::Node { node, check: scenario::NodeCheck::Equals(v) }
-            if node.as_str().ends_with("IntervalForRemainingScheduledRetries") && v == "0")));
+fn every_shipped_scenario_expects_something_of_the_server() {
+    for f in shipped() {
+        let b = load(&f).unwrap();
+        let about_server = b.expectations.iter().any(|x| match &x.check {
+            Check::Command { sent, .. } => *sent,
+            Check::Set { .. } | Check::Profile { .. } | Check::Install { .. } => true,
+            _ => false,
+        });
+        assert!(about_server, "{} checks nothing the server must do", f.display());
+    }
 }
 
 #[test]
@@ -251,41 +254,197 @@ fn a_run_that_cannot_finish_still_writes_junit_with_the_error() {
     assert!(xml.contains("<testsuite name=\"good\""), "{xml}");
 }
 
-#[test]
-fn every_shipped_scenario_runs_green_against_the_reference_server() {
-    let server = super::support::refserver::RefServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = dir.path().join("junit.xml");
-    let files: Vec<String> = shipped().iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let mut args = vec!["scenario", "run"];
-    args.extend(files.iter().map(String::as_str));
-    let base = server.base_url();
-    let junit_arg = junit.to_string_lossy().into_owned();
-    args.extend(["--server", &base, "--junit", &junit_arg]);
-    let (code, out, err) = mdmsim(&args);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!out.contains("FAIL"), "{out}");
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testsuite ").count(), files.len(), "{xml}");
-    assert!(!xml.contains("<failure"), "{xml}");
+/// The reference server in-process with the demo's configuration (the default plus one
+/// configuration profile and one MSI install: `mdmsim server --config fixtures/server/demo.toml`),
+/// on HTTPS as `mdmsim server` runs, or on plain HTTP trusting the DeviceID as sent.
+struct Reference {
+    handle: mdmsim::server::ServerHandle,
+    dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Reference {
+    fn start(https: bool, compat: Option<mdmsim::server::Preset>) -> Reference {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let mut opts = mdmsim::server::ServerOptions::local(dir.path().join("server"));
+        opts.http = !https;
+        let mut config = mdmsim::server::Config::demo();
+        if !https {
+            config.management.auth = mdmsim::server::AuthMode::None;
+        }
+        if let Some(p) = compat {
+            config.compat.preset = p;
+        }
+        opts.config = config;
+        let handle = rt.block_on(mdmsim::server::start(opts)).unwrap();
+        Reference { handle, dir, _rt: rt }
+    }
+
+    fn ca_file(&self) -> String {
+        let path = self.dir.path().join("ca.pem");
+        std::fs::write(&path, self.handle.ca_pem()).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// A server that does nothing: every request, whatever it is, gets an empty HTTP 200.
+struct DoNothing {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl DoNothing {
+    fn start() -> DoNothing {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
+        rt.spawn(async move { axum::serve(listener, app).await });
+        DoNothing { url, _rt: rt }
+    }
+}
+
+fn shipped_args() -> Vec<String> {
+    shipped().iter().map(|p| p.to_string_lossy().into_owned()).collect()
 }
 
 #[test]
-fn shipped_scenarios_run_with_enrolled_devices_against_the_default_https_server() {
-    let server = super::support::refserver::RefServer::start_https();
-    let ca = server.ca_file();
-    let files: Vec<String> = shipped().iter().map(|p| p.to_string_lossy().into_owned()).collect();
+fn every_shipped_scenario_passes_against_the_reference_server_with_enrolled_devices() {
+    let server = Reference::start(true, None);
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml").to_string_lossy().into_owned();
+    let files = shipped_args();
     let mut args = vec!["scenario", "run"];
     args.extend(files.iter().map(String::as_str));
-    let base = server.base_url();
-    let ca = ca.to_string_lossy().into_owned();
-    args.extend(["--server", &base, "--ca-cert", &ca, "--email", "demo@mdmsim.test", "--password", "demo", "--json"]);
+    let (base, ca) = (server.handle.base_url.clone(), server.ca_file());
+    args.extend(["--server", &base, "--ca-cert", &ca, "--email", "demo@mdmsim.test", "--password", "demo"]);
+    args.extend(["--junit", &junit]);
     let (code, out, err) = mdmsim(&args);
     assert_eq!(code, 0, "{out}\n{err}");
-    // Every device enrolled and was trusted by its client certificate.
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS ")).count(), files.len(), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), files.len(), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    // Every device enrolled over HTTPS and was trusted by its client certificate.
     let records = server.handle.devices();
     assert!(records.len() >= files.len(), "{} devices", records.len());
     assert!(records.iter().all(|d| d.enrollment.is_some()), "every device enrolled");
+}
+
+/// A server that answers everything with an empty 200 does nothing a scenario asks of a server:
+/// every shipped file fails (exit 1, one FAIL line per file), each with what the server did not do.
+#[test]
+fn every_shipped_scenario_fails_against_a_do_nothing_server() {
+    let server = DoNothing::start();
+    let files = shipped_args();
+    let mut args = vec!["scenario", "run"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--server", &server.url]);
+    let (code, out, err) = mdmsim(&args);
+    assert_eq!(code, 1, "{out}\n{err}");
+    for f in &files {
+        assert!(out.lines().any(|l| l.starts_with(&format!("FAIL {f} "))), "{f} did not fail:\n{out}");
+    }
+    assert!(!out.contains("\nPASS "), "{out}");
+    assert!(out.contains("the server did not write ./Vendor/MSFT/DMClient/Provider/*/Push/PFN"), "{out}");
+    assert!(out.contains("the server never ran an install through EnterpriseDesktopAppManagement"), "{out}");
+}
+
+/// The conformance scenario passes against the reference server as it is, and fails against it
+/// in Fleet's compatibility mode (no Final, no Status for the device's Alerts): each finding
+/// named once with its count and the first place it was seen.
+#[test]
+fn the_conformance_scenario_finds_fleet_style_replies() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/conformance-final-and-statuses.toml");
+    let file = file.to_string_lossy().into_owned();
+    let standard = Reference::start(false, None);
+    let (code, out, err) = mdmsim(&["scenario", "run", &file, "--server", &standard.handle.base_url]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let fleet = Reference::start(false, Some(mdmsim::server::Preset::Fleet));
+    let (code, out, err) = mdmsim(&["scenario", "run", &file, "--server", &fleet.handle.base_url]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains(&format!("FAIL  {file}:26 [findings]")), "{out}");
+    assert!(out.contains("missing-final x") && out.contains("command-not-statused x"), "{out}");
+    assert!(out.contains(", first: missing-final: the server message has no <Final/>"), "{out}");
+    assert!(out.contains("MsgID "), "{out}");
+}
+
+/// Each run draws fresh DeviceIDs, so a second run against the same server (which remembers what
+/// it configured) passes too; `--seed` gives the same devices again, and the server, which
+/// already configured them, then has nothing to send: the expectation on its writes fails.
+#[test]
+fn a_rerun_against_the_same_server_meets_new_devices_and_a_seed_repeats_them() {
+    let server = Reference::start(false, None);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/modes-reboot-logon.toml");
+    let file = file.to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for (n, seed) in [None, None, Some("42"), Some("42")].into_iter().enumerate() {
+        let transcript = dir.path().join(format!("t{n}")).to_string_lossy().into_owned();
+        let mut args = vec!["scenario", "run", &file, "--server", &server.handle.base_url, "--transcript", &transcript];
+        if let Some(s) = seed {
+            args.extend(["--seed", s]);
+        }
+        let (code, out, err) = mdmsim(&args);
+        if n < 3 {
+            assert_eq!(code, 0, "run {n}: {out}\n{err}");
+        } else {
+            // The same device again: the server remembers it configured it, and says nothing new.
+            assert_eq!(code, 1, "run {n}: {out}\n{err}");
+            assert!(out.contains("the server did not write ./Vendor/MSFT/DMClient/Provider/*/Push/PFN"), "{out}");
+        }
+        assert!(err.contains("DeviceIDs drawn from seed "), "{err}");
+        let id: Vec<String> = std::fs::read_dir(&transcript)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(id.len(), 1, "{id:?}");
+        assert!(id[0].starts_with("A1"), "the group's id_prefix stays: {id:?}");
+        ids.push(id[0].clone());
+    }
+    assert_ne!(ids[0], ids[1], "two runs, two devices");
+    assert_eq!(ids[2], ids[3], "the same seed, the same device");
+    assert_eq!(server.handle.devices().len(), 3);
+}
+
+#[test]
+fn a_scenario_without_expectations_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.split("[[expect]]").next().unwrap();
+    let f = write(dir.path(), "empty.toml", text);
+    let (code, out, err) = mdmsim(&["scenario", "check", &f]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&format!("warning: {f}: no [[expect]] entry")), "{err}");
+}
+
+#[test]
+fn server_expectations_refuse_bad_values_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // (the [[expect]] appended to GOOD, line:column, words of the message)
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("kind = \"set\"\nmin = 1\n", "22:8", &["needs `node`"]),
+        ("kind = \"set\"\nnode = \"./A/*\"\nmin = 5\nmax = 1\n", "25:7", &["expected at least `min` (5), found 1"]),
+        ("kind = \"set\"\nnode = \"./A\"\nwithin = \"2h\"\n", "24:10", &["number of sessions"]),
+        ("kind = \"statuses\"\nclass = [\"3xx\"]\n", "23:9", &["expected \"4xx\" or \"5xx\", found \"3xx\""]),
+        ("kind = \"latency\"\nunder = \"fast\"\n", "23:9", &["`under`: expected a duration such as \"500ms\""]),
+        ("kind = \"install\"\ncsp = \"Msi\"\n", "23:7", &["EnterpriseAppManagement | EnterpriseDesktopAppManagement"]),
+        ("kind = \"command\"\ntarget = \"./**\"\nonly_in = [\"Night\"]\n", "24:11", &["`only_in`"]),
+        (
+            "kind = \"profile\"\nnode = \"./A/*\"\nequals = \"1\"\n",
+            "24:10",
+            &["`equals` is not allowed on a `profile`"],
+        ),
+    ];
+    for (n, (extra, place, words)) in cases.iter().enumerate() {
+        let f = write(dir.path(), &format!("bad{n}.toml"), &format!("{GOOD}\n[[expect]]\n{extra}"));
+        let (code, out, err) = mdmsim(&["scenario", "check", &f]);
+        assert_eq!(code, 2, "{extra}: {out}{err}");
+        assert!(err.starts_with(&format!("{f}:{place}: ")), "{extra}: {err}");
+        for w in *words {
+            assert!(err.contains(w), "{extra}: {w:?} not in {err}");
+        }
+    }
 }
 
 #[test]

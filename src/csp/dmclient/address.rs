@@ -6,7 +6,7 @@
 //! the cache of the URL that worked: the transport keeps a [`LastGood`] per provider and asks
 //! [`AddressList::order`] (or [`AddressList::attempts`]) before each session.
 //!
-//! The rules, from the seed:
+//! The rules, from the DMClient CSP page:
 //! - ManagementServiceAddress holds one URL, or several as `<URL1><URL2><URL3>`; "if there is only
 //!   a single URL, then the <> are not required".
 //! - When ManagementServerAddressList is set the device "ignores the value in
@@ -53,7 +53,7 @@ pub struct LastGood {
 impl AddressList {
     /// Parses a ManagementServiceAddress or ManagementServerAddressList value: one URL, or
     /// `<URL1><URL2>...`. Whitespace around and inside entries is dropped (URLs cannot contain
-    /// it, and the seed's own example writes `<https:// server2>`).
+    /// it, and the DMClient CSP page's own example writes `<https:// server2>`).
     pub fn parse(text: &str) -> Result<AddressList, AddressError> {
         let t = text.trim();
         if t.is_empty() {
@@ -142,7 +142,7 @@ mod tests {
             AddressList::parse(" https://mdm.example/MDM.svc ").unwrap().urls(),
             ["https://mdm.example/MDM.svc"]
         );
-        // The seed's own example, with its stray spaces.
+        // The DMClient CSP page's own example, with its stray spaces.
         let l = AddressList::parse("<https://server1><https:// server2> ").unwrap();
         assert_eq!(l.urls(), ["https://server1", "https://server2"]);
         assert_eq!(l.to_node_value(), "<https://server1><https://server2>");

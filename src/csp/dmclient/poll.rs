@@ -1,4 +1,4 @@
-//! DMClient poll schedules as pure data: the six `Provider/<ID>/Poll` values, the seed's rules
+//! DMClient poll schedules as pure data: the six `Provider/<ID>/Poll` values, the DMClient CSP page's rules
 //! about them, and the timetable of poll instants they give (the DMClient CSP page, "Poll").
 //!
 //! Owns the meaning of the values: which set is disabled, which is infinite, what the device
@@ -6,7 +6,7 @@
 //! in `dmclient.rs` reads and writes the values and calls these rules) nor the clock: the
 //! scheduler asks [`PollTimetable::next_after`] with its own `now` and arms its own timer.
 //!
-//! The rules, each from the seed:
+//! The rules, each from the DMClient CSP page:
 //! - An interval of 0 disables its set ("If the value is set to 0, this schedule is disabled").
 //! - A number of 0 with a non-zero interval makes the set infinite; a set after an infinite set
 //!   is disabled ("second set and this set of schedule will not set in this case"), and the
@@ -16,15 +16,15 @@
 //!   reading "or set all 3 number of retry nodes to 0" is [`PollConfig::all_numbers_zero`],
 //!   applied only when the device template asks for it, because Fleet provisions
 //!   IntervalForFirstSetOfRetries 1 with every Number 0 (poll each minute, forever), which the
-//!   same seed defines as an infinite first set.
+//!   same page defines as an infinite first set.
 //! - No infinite set: "a 24-hour schedule is created and scheduled to launch in the maintenance
-//!   window". mdmsim models it as part of the timetable, not as stored values (the seed's
+//!   window". mdmsim models it as part of the timetable, not as stored values (the DMClient CSP page's
 //!   "initial enrollment only" table reads the zeros back): once the finite sets are over, the
 //!   device polls once a day at the start of its maintenance window ([`MaintenanceWindow`]).
 
 use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
 
-/// The six poll nodes in the seed's order, with their defaults (seed: IntervalForFirstSetOfRetries
+/// The six poll nodes in the DMClient CSP page's order, with their defaults (the DMClient CSP page: IntervalForFirstSetOfRetries
 /// 15, NumberOfFirstRetries 10, the others 0).
 pub const POLL_VALUES: [(&str, u32); 6] = [
     ("IntervalForFirstSetOfRetries", 15),
@@ -78,7 +78,7 @@ pub struct PollConfig {
 }
 
 impl Default for PollConfig {
-    /// The seed's defaults: 10 polls every 15 minutes, nothing else, no login polls.
+    /// The DMClient CSP page's defaults: 10 polls every 15 minutes, nothing else, no login polls.
     fn default() -> Self {
         PollConfig::from_values([15, 10, 0, 0, 0, 0])
     }
@@ -114,7 +114,7 @@ impl PollConfig {
     }
 
     /// The configuration the device uses and reports: every set after an infinite set is disabled by
-    /// setting its interval to 0 (seed, "Invalid poll schedule: two infinite schedules"). Numbers
+    /// setting its interval to 0 (the DMClient CSP page, "Invalid poll schedule: two infinite schedules"). Numbers
     /// are kept as the server set them.
     pub fn corrected(&self) -> PollConfig {
         let mut out = *self;
@@ -134,12 +134,12 @@ impl PollConfig {
         self.corrected().sets().iter().position(RetrySet::is_infinite)
     }
 
-    /// True when all six values are 0: the configuration the seed calls a configuration failure.
+    /// True when all six values are 0: the configuration the DMClient CSP page calls a configuration failure.
     pub fn is_all_zero(&self) -> bool {
         self.values().iter().all(|v| *v == 0)
     }
 
-    /// True when the three numbers are 0: refused only under `strict_poll_schedule` (the seed's
+    /// True when the three numbers are 0: refused only under `strict_poll_schedule` (the DMClient CSP page's
     /// "or set all 3 number of retry nodes to 0").
     pub fn all_numbers_zero(&self) -> bool {
         self.first.count == 0 && self.second.count == 0 && self.remaining.count == 0
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_set_after_an_infinite_set_is_disabled_and_reads_back_zero() {
-        // Seed table "two infinite schedules": third interval 1440 -> 0.
+        // The DMClient CSP page's table "two infinite schedules": third interval 1440 -> 0.
         let c = PollConfig::from_values([15, 5, 1440, 0, 1440, 0]);
         assert_eq!(c.corrected().values(), [15, 5, 1440, 0, 0, 0]);
         assert_eq!(c.infinite_set(), Some(1));
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn no_infinite_set_falls_back_to_a_daily_poll_in_the_maintenance_window() {
-        // Seed table "initial enrollment only": 5 x 15 min, 10 x 60 min, nothing after.
+        // The DMClient CSP page's table "initial enrollment only": 5 x 15 min, 10 x 60 min, nothing after.
         let enrolled = at(1, 9, 0);
         let tt = PollTimetable::new(enrolled, PollConfig::from_values([15, 5, 60, 10, 0, 0]));
         let polls: Vec<_> = tt.instants().take(17).collect();
