@@ -484,7 +484,7 @@ impl Provisioning {
     /// refused write everything is rolled back and the error names the LocURI and status.
     ///
     /// A `parm` of a provisioning document sets a value whether or not the node exists: an
-    /// `Add` refused with 405 (a node that allows only Replace, like DMClient `UPN`, seed
+    /// `Add` refused with 405 (a node that allows only Replace, like DMClient `UPN`, on
     /// the DMClient CSP page) or 418 (already there) is retried as a `Replace`.
     pub fn apply(&self, tree: &mut Tree<'_>) -> Result<(), ApplyError> {
         let mark = tree.state.mark();

@@ -257,13 +257,23 @@ impl Store {
 
     fn open_db(dir: &Path, loose: Option<LoosePermissions>) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
-        let db = sled::open(dir.join(DB_DIR)).map_err(|e| {
-            if e.to_string().contains("could not acquire lock") {
-                StoreError::Locked { dir: dir.to_path_buf(), holder: holder(dir) }
-            } else {
-                open_err(&e)
+        // sled lets go of its file lock a moment after the last handle is dropped (its I/O
+        // threads finish their writes first): a store just closed in this process, or by a
+        // process that just ended, is given a second before it counts as in use.
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(dir.join(DB_DIR)) {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(StoreError::Locked { dir: dir.to_path_buf(), holder: holder(dir) });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_err(&e)),
             }
-        })?;
+        };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(&e));
         let trees = Trees {
             device: tree("device")?,

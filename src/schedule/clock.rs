@@ -1,4 +1,4 @@
-//! The simulated clock: real, scaled or virtual time behind one [`Clock`] trait (the design notes,
+//! The simulated clock: real, scaled or virtual time behind one [`Clock`] trait (docs/architecture.md,
 //! "Time").
 //!
 //! Owns the arithmetic between simulated time (what devices see as `now`) and the real time the

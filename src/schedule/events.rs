@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Added fields (optional): `user` on `logoff` and `unlock` (default: the user at the console);
-//! `interactive = true` on `sync` (MDMAgent started from a command prompt, the seed's "Manual
+//! `interactive = true` on `sync` (MDMAgent started from a command prompt, the operation modes post's "Manual
 //! operation"). Unknown fields are refused, so a typo does not silently change a scenario.
 //!
 //! Parsing is pure: the caller reads the file and passes its text and name; errors carry

@@ -20,7 +20,7 @@ use crate::tree::Profile;
 /// and in [`UserEvent::Logon`].
 pub const ENROLLED: &str = "enrolled";
 
-/// The operation context of a session, sent as `?mode=` in the query string (seed: "OMA DM
+/// The operation context of a session, sent as `?mode=` in the query string (the Windows 8.1 MDM operation modes post: "OMA DM
 /// Mode"; the Windows 8.1 MDM operation modes post).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mode {
@@ -69,11 +69,11 @@ impl FromStr for Mode {
 pub enum Trigger {
     /// The session run right after enrollment (the enrolling user is logged on).
     Enrollment,
-    /// Machine reboot: MDMAgent runs before the enrolled user logged on (seed §1).
+    /// Machine reboot: MDMAgent runs before the enrolled user logged on (the Windows 8.1 MDM operation modes post, case 1).
     Reboot,
-    /// A user logged on (seed §2; other users per PollOnLogin / AllUsersPollOnFirstLogin).
+    /// A user logged on (the Windows 8.1 MDM operation modes post, case 2; other users per PollOnLogin / AllUsersPollOnFirstLogin).
     Logon,
-    /// The nightly maintenance task (seed §3; default 02:00 device-local time).
+    /// The nightly maintenance task (the Windows 8.1 MDM operation modes post, case 3; default 02:00 device-local time).
     Nightly,
     /// A WNS push notification arrived.
     Push,
@@ -314,7 +314,7 @@ impl UserState {
         }
     }
 
-    /// True when the enrolled user has a logon session, active or locked (the seed's "active
+    /// True when the enrolled user has a logon session, active or locked (the operation modes post's "active
     /// logged on session": "actively using the system" or "has locked the system, but NOT
     /// logged off").
     pub fn enrolled_logged_on(&self) -> bool {
@@ -334,7 +334,7 @@ impl UserState {
 
     /// The mode a session takes when nothing but the user state decides (nightly maintenance,
     /// poll, win10 push, manual sync): Maintenance when the enrolled user has an active or
-    /// locked session, else Machine (seed §3).
+    /// locked session, else Machine (the Windows 8.1 MDM operation modes post, case 3).
     pub fn mode(&self) -> Mode {
         if self.enrolled_logged_on() { Mode::Maintenance } else { Mode::Machine }
     }
@@ -370,7 +370,7 @@ pub struct Decision {
 }
 
 /// Whether `trigger` starts a session, given the profile and the user state *after* the event
-/// that fired it, and in which mode (the seed's rules):
+/// that fired it, and in which mode (the operation modes post's rules):
 ///
 /// - reboot → Machine (the enrolled user has not logged on yet);
 /// - logon of the enrolled user → Maintenance; logon of another user → a session only with

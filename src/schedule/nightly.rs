@@ -1,4 +1,4 @@
-//! The nightly maintenance window: a cron expression in the device's local time zone (seed:
+//! The nightly maintenance window: a cron expression in the device's local time zone (the Windows 8.1 MDM operation modes post:
 //! "during the normal scheduled Maintenance hour (typically 2am local time)").
 //!
 //! Owns the next firing instant after a given instant, across daylight-saving changes. Does not

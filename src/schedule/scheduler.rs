@@ -62,7 +62,7 @@ pub struct SessionRequest {
     pub server_initiated: bool,
     /// The 1224 LoginStatus alert (`win10`).
     pub login_status: LoginStatus,
-    /// MDMAgent runs interactively (seed "Manual operation"): impersonation fails.
+    /// MDMAgent runs interactively (the operation modes post, "Manual operation"): impersonation fails.
     pub interactive: bool,
 }
 

@@ -10,7 +10,7 @@
 //!
 //! # The Machine-mode allowed set
 //!
-//! The seed: in Machine mode "the MDM Server MUST NOT send any other than" device inventory
+//! The operation modes post: in Machine mode "the MDM Server MUST NOT send any other than" device inventory
 //! commands, password reset and un-enrollment. Precisely, the allowed commands are:
 //!
 //! - **Inventory reads**: a `Get` (with or without a `?list=`/`?prop=` query) whose target is
@@ -36,7 +36,7 @@
 //!
 //! # Interactive runs
 //!
-//! The seed's "Manual operation": MDMAgent started from a command prompt cannot impersonate the
+//! The operation modes post's "Manual operation": MDMAgent started from a command prompt cannot impersonate the
 //! enrolled user, so tasks that need it fail: the WNS configuration and, by the same reason,
 //! user-scoped commands fail with [`IMPERSONATION_FAILED`]. The server is not at fault (it
 //! cannot know how the agent was started), so these failures carry no finding.
@@ -85,7 +85,7 @@ impl Rule {
     }
 }
 
-/// A conformance finding: the server sent something the seed says it must not.
+/// A conformance finding: the server sent something the operation modes post says it must not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The rule broken.
@@ -99,7 +99,7 @@ pub struct Finding {
     pub loc_uri: String,
     /// The mode of the session.
     pub mode: Mode,
-    /// Why it is wrong, citing the seed.
+    /// Why it is wrong, citing the operation modes post.
     pub reason: String,
 }
 
@@ -145,7 +145,7 @@ impl Verdict {
 pub struct GateContext {
     pub profile: Profile,
     pub mode: Mode,
-    /// MDMAgent runs interactively (the seed's "Manual operation").
+    /// MDMAgent runs interactively (the operation modes post's "Manual operation").
     pub interactive: bool,
     /// `--strict`: refuse commands outside the Machine-mode set with 405 instead of executing.
     pub strict: bool,
@@ -323,7 +323,7 @@ fn classify(profile: Profile, cmd: &GateCmd<'_>) -> Class {
 /// Sequence) is judged; each finding is recorded, and the first refusal refuses the command.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModeGate {
-    /// MDMAgent started from a command prompt (seed: Manual operation).
+    /// MDMAgent started from a command prompt (the operation modes post: Manual operation).
     pub interactive: bool,
     /// Refuse commands outside the Machine-mode set with 405 instead of executing them.
     pub strict: bool,
@@ -406,7 +406,7 @@ mod tests {
         let base = "./cimv2/MDM_Client/MDM_Client.DeviceClientID=%22abc%22";
         assert_eq!(judge(&c, &cmd("Exec", &format!("{base}/Exec=ResetUserPassword"))), Verdict::Allow);
         assert_eq!(judge(&c, &cmd("Exec", &format!("{base}/Exec=SendUnenrollRequest"))), Verdict::Allow);
-        // The method on another class's instance is not the seed's password reset.
+        // The method on another class's instance is not the operation modes post's password reset.
         let other = "./cimv2/MDM_Client/MDM_Other.X=1/Exec=ResetUserPassword";
         assert!(matches!(judge(&c, &cmd("Exec", other)), Verdict::Finding(_)));
         let c10 = cx(Profile::Win10, Mode::Machine);

@@ -1,7 +1,7 @@
 //! EnterpriseAppManagement as a server developer drives it: `mdmsim device new --template`, then
 //! one `mdmsim sync` per management session against the scripted SyncML server on 127.0.0.1,
 //! with the packages served by a content server on 127.0.0.1. The server's commands are the
-//! seed's (the EnterpriseAppManagement CSP page) with the product IDs escaped (`%7B...%7D`); what is
+//! EnterpriseAppManagement CSP page's with the product IDs escaped (`%7B...%7D`); what is
 //! asserted is what the server receives back (Status codes, Results), what `mdmsim tree` shows,
 //! and the transcripts.
 
@@ -18,7 +18,7 @@ use crate::support::{mdmsim, tree_value};
 
 const PACKAGE: &[u8] = b"PK\x03\x04 a pretend appx package, served by the test content server";
 const PACKAGE_V3: &[u8] = b"PK\x03\x04 version 3 of the pretend appx package";
-/// The seed's product ID, escaped as the seed's note says it must be.
+/// The product ID of the EnterpriseAppManagement CSP page's example, escaped as its note says it must be.
 const PID: &str = "%7BB316008A-141D-4A79-810F-8B764C4CFDFB%7D";
 const ENT: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001";
 const DL: &str = "./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnterpriseApps/Download";
@@ -196,7 +196,7 @@ fn get(id: &str, uri: &str) -> String {
     format!("<Get><CmdID>{id}</CmdID><Item><Target><LocURI>{uri}</LocURI></Target></Item></Get>")
 }
 
-/// The seed's enrollment of enterprise 4000000001.
+/// The CSP page's enrollment of enterprise 4000000001.
 const ENROLL: &str = r#"<Add><CmdID>2</CmdID>
   <Item><Target><LocURI>./Vendor/MSFT/EnterpriseAppManagement/4000000001/EnrollmentToken</LocURI></Target>
     <Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>InsertTokenHere</Data></Item>
@@ -204,7 +204,7 @@ const ENROLL: &str = r#"<Add><CmdID>2</CmdID>
     <Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>SearchCriteriaInsertedHere</Data></Item>
 </Add>"#;
 
-/// The seed's install Atomic (CmdIDs 10-12), verbatim but for the URL — typo included: the
+/// The CSP page's install Atomic (CmdIDs 10-12), verbatim but for the URL — typo included: the
 /// DownloadInstall item's LocURI lacks the slash after `Download`.
 const SEED_ATOMIC: &str = r#"<Atomic>
    <CmdID>10</CmdID>
@@ -231,12 +231,12 @@ const SEED_ATOMIC: &str = r#"<Atomic>
    </Exec>
 </Atomic>"#;
 
-/// The seed's Atomic with the slash put back (what a server that fixed the typo sends).
+/// The CSP page's Atomic with the slash put back (what a server that fixed the typo sends).
 fn install(url: &str) -> String {
     SEED_ATOMIC.replace("Download%7B", "Download/%7B").replace("PACKAGE_URL", url)
 }
 
-/// The seed's note on 418: Replace Name, URL and Version, then Exec, in an Atomic (CmdIDs 20-22).
+/// The CSP page's note on 418: Replace Name, URL and Version, then Exec, in an Atomic (CmdIDs 20-22).
 fn replace_and_exec(url: &str, version: &str) -> String {
     format!(
         r#"<Atomic><CmdID>20</CmdID><Replace><CmdID>21</CmdID>
@@ -259,7 +259,7 @@ fn poll() -> String {
     .concat()
 }
 
-/// Package expectations for the seed's product ID (checked by the device after the download).
+/// Package expectations for that example's product ID (checked by the device after the download).
 fn expect_package(body: &[u8]) -> String {
     format!(
         "\"entapp_size:{{B316008A-141D-4A79-810F-8B764C4CFDFB}}\" = {}\n\"entapp_sha256:b316008a-141d-4a79-810f-8b764c4cfdfb\" = \"{}\"\n",
@@ -323,7 +323,7 @@ fn an_install_moves_status_1_to_5_over_later_sessions_and_the_app_shows_in_inven
     assert_eq!(lab.content.hits(), ["/apps/ContosoApp1.appx"]);
     assert!(last.stdout.contains(&format!("{app_line} 5 INSTALLED")), "{}", last.stdout);
 
-    // The seed's query of one app: its child names.
+    // The CSP page's query of one app: its child names.
     let s = lab.sync(&format!("{}{}", get("2", &app), get("3", &format!("{app}/Version"))));
     assert_eq!(s.value(&app).as_deref(), Some("Version/Title/Publisher/InstallDate"));
     assert_eq!(s.value(&format!("{app}/Version")).as_deref(), Some("2.0.0.0"));
@@ -417,7 +417,7 @@ fn delete_of_an_inventory_app_uninstalls_it() {
 }
 
 #[test]
-fn the_seeds_atomic_with_the_locuri_typo_rolls_back_everything() {
+fn the_csp_pages_atomic_with_the_locuri_typo_rolls_back_everything() {
     let mut lab = Lab::new(NO_WAIT, None);
     let s = lab.sync(ENROLL);
     assert_eq!(s.codes("2"), ["200"]);

@@ -60,7 +60,7 @@ fn exchange_id_get_is_not_found_until_email_is_set_up() {
 }
 
 #[test]
-fn seed_poll_tables_replayed_as_server_messages() {
+fn csp_page_poll_tables_replayed_as_server_messages() {
     let names = dmclient::POLL_VALUES.map(|(n, _)| n);
     // (set by the server, actual value queried on device, device template settings)
     type Table = ([u32; 6], [u32; 6], &'static [(&'static str, &'static str)]);

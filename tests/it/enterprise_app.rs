@@ -1,4 +1,4 @@
-//! EnterpriseAppManagement end to end below the session: the seed's commands go through the
+//! EnterpriseAppManagement end to end below the session: the CSP page's commands go through the
 //! tree engine, the device's timers run on a virtual clock as the runner will run them, and the
 //! package downloads are real HTTP GETs (`runner::fetch`) to a content server on 127.0.0.1.
 

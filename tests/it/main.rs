@@ -20,7 +20,7 @@ mod ddf;
 mod ddf_csps;
 /// `mdmsim demo`: a small fleet enrolls, lives half a day, and agrees with the server.
 mod demo;
-/// DMClient CSP: the seed's examples replayed as SyncML against the full CSP registry.
+/// DMClient CSP: the examples of Microsoft's DMClient CSP page replayed as SyncML against the full CSP registry.
 mod dmclient;
 /// DMClient settings that change sessions: signing, keep-alive, address list, lost contact.
 mod dmclient_session;

@@ -1,5 +1,5 @@
 //! `mdmsim run`: a device living on its schedule against the embedded reference server (plain
-//! HTTP on 127.0.0.1), on the virtual clock — the modes the seed predicts for each trigger, the
+//! HTTP on 127.0.0.1), on the virtual clock — the modes the operation modes post predicts for each trigger, the
 //! DMClient poll timetable, scripted events, and the same seed giving the same timeline.
 
 use std::path::Path;
@@ -95,7 +95,7 @@ fn a_week_of_a_device_polls_on_the_servers_schedule_and_syncs_every_night() {
 }
 
 #[test]
-fn events_pick_the_modes_the_seed_gives_each_trigger() {
+fn events_pick_the_modes_the_operation_modes_post_gives_each_trigger() {
     let server = RefServer::start();
     let dir = tempfile::tempdir().unwrap();
     new_device(dir.path(), &server.management_url(), "win10");

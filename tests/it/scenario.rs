@@ -124,7 +124,7 @@ fn a_preset_value_the_device_refuses_is_a_check_error() {
     let f = write(dir.path(), "all-zero.toml", &text);
     let (code, _, err) = mdmsim(&["scenario", "check", &f]);
     assert_eq!(code, 2, "{err}");
-    // The seed: all six values 0 is a configuration failure (the device answers 500).
+    // The DMClient CSP page: all six values 0 is a configuration failure (the device answers 500).
     assert!(
         err.starts_with(&format!("{f}:9:1: `nodes`: {p}/NumberOfFirstRetries = \"0\": the device answers 500")),
         "{err}"

@@ -387,7 +387,7 @@ async fn a_failed_install_atomic_with_418_is_resent_with_replace() {
     let m = post(&c, &h, "Maintenance", &pkg1("2", 1, "user", "")).await.unwrap();
     let Some(Command::Atomic(a)) = ours(&m).into_iter().find(|c| matches!(c, Command::Atomic(_))) else { panic!() };
     let Command::Replace(r) = &a.commands[0] else { panic!("Replace after 418: {}", syncml::pretty(&m)) };
-    assert_eq!(r.items.len(), 3, "the seed's Replace covers Name, URL and Version");
+    assert_eq!(r.items.len(), 3, "the CSP page's Replace covers Name, URL and Version");
     assert!(matches!(a.commands[1], Command::Exec(_)));
     assert_eq!(h.device(DEV).unwrap().apps["ContosoApp1"].attempts, 2);
 }

@@ -90,7 +90,7 @@ fn corpus_covers_the_seeds_and_the_server_shapes_the_issue_names() {
 
 #[test]
 fn tolerant_reading_keeps_what_the_seeds_and_servers_send() {
-    // Seed Atomic: LocURIs on their own lines are trimmed, the seed's missing '/' is kept as is.
+    // The CSP page's Atomic: LocURIs on their own lines are trimmed, its missing '/' is kept as is.
     let m = decode_file("seed-eam-atomic-download-install.xml");
     let Command::Atomic(a) = &m.body.commands[0] else { panic!("expected Atomic") };
     let Command::Add(add) = &a.commands[0] else { panic!("expected Add") };

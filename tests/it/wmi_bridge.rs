@@ -2,7 +2,7 @@
 //! `./cimv2/Win32_*` (both profiles, values from the device template, names in any case), and
 //! the Windows 8.1 methods: the server-initiated unenrollment through
 //! `./cimv2/MDM_Client/...Exec=SendUnenrollRequest` in a Machine-mode session (allowed there by
-//! the seed), the WNS configuration refused in Machine mode, and neither on Windows 10.
+//! the operation modes post), the WNS configuration refused in Machine mode, and neither on Windows 10.
 
 use mdmsim::syncml::{Command, Item, ItemCmd, SyncMl};
 use serde_json::Value;
