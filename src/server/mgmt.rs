@@ -394,7 +394,7 @@ impl Mgmt {
         let same_session = dev.session.as_ref().is_some_and(|(id, _)| *id == msg.hdr.session_id);
         if session_alert.is_none() && dev.ended_session.as_deref() == Some(msg.hdr.session_id.as_str()) {
             // MS-MDM: a message without commands ends the session; nothing answers it.
-            dev.record.findings.push(format!(
+            dev.record.finding(format!(
                 "session {} message {}: the device answered our message that had no commands (the session was over)",
                 msg.hdr.session_id, msg.hdr.msg_id
             ));
@@ -403,7 +403,7 @@ impl Mgmt {
         dev.ended_session = None;
         if session_alert.is_some() || !same_session {
             if session_alert.is_none() {
-                dev.record.findings.push(format!(
+                dev.record.finding(format!(
                     "session {} message {}: no Alert 1201/1200 in the first message of the session",
                     msg.hdr.session_id, msg.hdr.msg_id
                 ));
@@ -427,7 +427,7 @@ impl Mgmt {
                             AlertCode::ClientInitiatedMgmt | AlertCode::ServerInitiatedMgmt | AlertCode::NextMessage,
                         ) => {}
                         Some(code) => record_alert(dev, ci, code, a, &plans.msis),
-                        None => dev.record.findings.push(format!(
+                        None => dev.record.finding(format!(
                             "session {session_id} message {}: Alert {} has a non-numeric code {:?}",
                             msg.hdr.msg_id, a.cmd_id, a.data
                         )),
@@ -447,7 +447,7 @@ impl Mgmt {
                     out.status_for(&msg.hdr.msg_id, cmd, StatusCode::Ok.code());
                 }
                 other => {
-                    dev.record.findings.push(format!(
+                    dev.record.finding(format!(
                         "session {session_id} message {}: the client sent a {} (CmdID {}), which a server does not execute",
                         msg.hdr.msg_id,
                         other.name(),
@@ -529,7 +529,7 @@ impl Mgmt {
             "management reply"
         );
         if !ours {
-            dev.record.checkins[ci].completed = true;
+            dev.record.complete(ci);
         }
         Reply::Message(Box::new(out.finish()))
     }
@@ -610,7 +610,7 @@ fn authenticate(
         AuthMode::Md5 => {}
     }
     let Some(creds) = dev.creds.as_mut() else {
-        dev.record.findings.push(format!(
+        dev.record.finding(format!(
             "session {}: no trusted client certificate and no app-layer credentials for this DeviceID (not enrolled here)",
             hdr.session_id
         ));
@@ -637,7 +637,7 @@ fn authenticate(
     }
     creds.nonce = rng.bytes16();
     let nonce = creds.nonce.clone();
-    dev.record.findings.push(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
+    dev.record.finding(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
     Err((StatusCode::InvalidCredentials.code(), nonce))
 }
 
@@ -723,7 +723,7 @@ fn start_session(
         _ => None,
     });
     let effective_mode = effective_mode(mode, login_status.as_deref());
-    dev.record.checkins.push(CheckIn {
+    let ci = dev.record.check_in(CheckIn {
         at: now,
         session_id: msg.hdr.session_id.clone(),
         mode: mode.map(str::to_string),
@@ -737,7 +737,7 @@ fn start_session(
         commands_sent: 0,
         completed: false,
     });
-    dev.session = Some((msg.hdr.session_id.clone(), dev.record.checkins.len() - 1));
+    dev.session = Some((msg.hdr.session_id.clone(), ci));
 }
 
 /// Checks the client's message against the protocol rules a server can see (OMA DM 1.2
@@ -750,11 +750,11 @@ fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
             if let Some(prev) = dev.last_msg_id
                 && n != prev + 1
             {
-                dev.record.findings.push(format!("{at}: MsgID {n} does not follow {prev}"));
+                dev.record.finding(format!("{at}: MsgID {n} does not follow {prev}"));
             }
             dev.last_msg_id = Some(n);
         }
-        Err(_) => dev.record.findings.push(format!("{at}: MsgID {msg_id:?} is not a number")),
+        Err(_) => dev.record.finding(format!("{at}: MsgID {msg_id:?} is not a number")),
     }
     if let Some(ours) = dev.owed_hdr_status.take() {
         let hdr_status = msg.body.commands.iter().find_map(|c| match c {
@@ -762,15 +762,14 @@ fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
             _ => None,
         });
         match hdr_status {
-            None => dev.record.findings.push(format!("{at}: no Status for our SyncHdr (message {ours})")),
+            None => dev.record.finding(format!("{at}: no Status for our SyncHdr (message {ours})")),
             Some(s) if s.msg_ref != ours => dev
                 .record
-                .findings
-                .push(format!("{at}: the SyncHdr Status has MsgRef {:?}, our message was {ours}", s.msg_ref)),
+                .finding(format!("{at}: the SyncHdr Status has MsgRef {:?}, our message was {ours}", s.msg_ref)),
             Some(_) => {}
         }
         if !matches!(msg.body.commands.first(), Some(Command::Status(s)) if s.cmd == "SyncHdr") {
-            dev.record.findings.push(format!("{at}: the SyncHdr Status is not the first element of the body"));
+            dev.record.finding(format!("{at}: the SyncHdr Status is not the first element of the body"));
         }
     }
     for cmd in &msg.body.commands {
@@ -780,7 +779,7 @@ fn conformance(dev: &mut Device, msg: &SyncMl, session_id: &str) {
                 if uri.trim_start_matches("./").eq_ignore_ascii_case("DevInfo/DevId")
                     && item.data.as_deref().map(str::trim) != Some(msg.hdr.source.trim())
                 {
-                    dev.record.findings.push(format!(
+                    dev.record.finding(format!(
                         "{at}: ./DevInfo/DevId {:?} differs from the SyncHdr Source {:?}",
                         item.data.as_deref().unwrap_or_default(),
                         msg.hdr.source
@@ -802,7 +801,7 @@ fn unanswered(dev: &mut Device, session_id: &str) {
         .collect();
     missing.sort();
     if !missing.is_empty() {
-        dev.record.findings.push(format!("session {session_id}: no Status for {}", missing.join(", ")));
+        dev.record.finding(format!("session {session_id}: no Status for {}", missing.join(", ")));
     }
 }
 
@@ -828,7 +827,7 @@ fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert, msis: &
                         msi::on_alert(rec, item.data.as_deref());
                     }
                 }
-                None => dev.record.findings.push(format!(
+                None => dev.record.finding(format!(
                     "an MSI install alert for {source:?}, which is no MSI this server installs (data {:?})",
                     item.data.as_deref().unwrap_or_default()
                 )),
@@ -845,7 +844,7 @@ fn record_alert(dev: &mut Device, ci: usize, code: AlertCode, a: &Alert, msis: &
 
 fn end_session(dev: &mut Device) {
     if let Some((_, ci)) = dev.session.take() {
-        dev.record.checkins[ci].completed = true;
+        dev.record.complete(ci);
     }
 }
 
@@ -869,35 +868,31 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
     let code = StatusCode::parse(&st.data).map(StatusCode::code);
     if st.cmd == "SyncHdr" {
         if !code.is_some_and(|c| StatusCode::from_code(c).is_success()) {
-            dev.record
-                .findings
-                .push(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
+            dev.record.finding(format!("session {session_id}: the device answered our SyncHdr with {:?}", st.data));
         }
         return;
     }
     if dev.sent.contains_key(&st.cmd_ref) {
         dev.answered.insert(st.cmd_ref.clone());
         if st.msg_ref != dev.commands_msg_id {
-            dev.record.findings.push(format!(
+            dev.record.finding(format!(
                 "session {session_id}: Status {} for CmdRef {} has MsgRef {:?}, but that command came in our message {}",
                 st.cmd_id, st.cmd_ref, st.msg_ref, dev.commands_msg_id
             ));
         }
     }
     let Some(sent) = dev.sent.get(&st.cmd_ref).cloned() else {
-        dev.record.findings.push(format!(
+        dev.record.finding(format!(
             "session {session_id}: Status {} refers to CmdRef {:?}, which we did not send in this session",
             st.cmd_id, st.cmd_ref
         ));
         return;
     };
     let Some(code) = code else {
-        dev.record
-            .findings
-            .push(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
+        dev.record.finding(format!("session {session_id}: Status {} has a non-numeric code {:?}", st.cmd_id, st.data));
         return;
     };
-    dev.record.results.push(CommandResult {
+    dev.record.result(CommandResult {
         at: now,
         session_id: session_id.to_string(),
         cmd_id: st.cmd_ref.clone(),
@@ -986,9 +981,9 @@ fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
                 data = sofar;
                 uri = uri.or(first_uri);
             } else {
-                dev.record
-                    .findings
-                    .push(format!("session {session_id}: Results for CmdRef {cmd_ref} ended without its last chunk"));
+                dev.record.finding(format!(
+                    "session {session_id}: Results for CmdRef {cmd_ref} ended without its last chunk"
+                ));
             }
         }
         if item.more_data {
@@ -1031,7 +1026,7 @@ fn on_results(dev: &mut Device, r: &Results, session_id: &str) {
         }
     }
     if sent.is_none() {
-        dev.record.findings.push(format!(
+        dev.record.finding(format!(
             "session {session_id}: Results {} refers to CmdRef {:?}, which we did not send",
             r.cmd_id, r.cmd_ref
         ));

@@ -37,6 +37,79 @@ pub struct DeviceRecord {
     pub pushes: Vec<PushRecord>,
     /// Faults injected into the answers to this device (`mdmsim server --faults`), in order.
     pub faults: Vec<FaultRecord>,
+    /// Counts over the device's whole history; `checkins`, `results` and `findings` keep only
+    /// the latest ones ([`DeviceRecord::MAX_CHECKINS`] and so on), so that a server that runs
+    /// for weeks under load keeps a bounded record per device.
+    pub totals: Totals,
+}
+
+/// Counts over a device's whole history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Check-ins (sessions started), and those the server saw to their end.
+    pub sessions: usize,
+    pub completed_sessions: usize,
+    pub sessions_by_mode: BTreeMap<String, usize>,
+    pub sessions_by_alert: BTreeMap<String, usize>,
+    pub sessions_by_login: BTreeMap<String, usize>,
+    /// Statuses received for our commands, and how many were failures (>= 300).
+    pub command_statuses: usize,
+    pub command_failures: usize,
+    pub findings: usize,
+}
+
+impl DeviceRecord {
+    /// The most recent check-ins kept.
+    pub const MAX_CHECKINS: usize = 256;
+    /// The most recent command results kept.
+    pub const MAX_RESULTS: usize = 2048;
+    /// The most recent findings kept.
+    pub const MAX_FINDINGS: usize = 1024;
+
+    /// Records a new session and returns its index in `checkins`.
+    pub fn check_in(&mut self, c: CheckIn) -> usize {
+        let t = &mut self.totals;
+        t.sessions += 1;
+        *t.sessions_by_mode.entry(format!("{:?}", c.effective_mode)).or_default() += 1;
+        let alert = c.alert.map_or_else(|| "none".to_string(), |a| a.to_string());
+        *t.sessions_by_alert.entry(alert).or_default() += 1;
+        let login = c.login_status.clone().unwrap_or_else(|| "-".to_string());
+        *t.sessions_by_login.entry(login).or_default() += 1;
+        if self.checkins.len() >= Self::MAX_CHECKINS {
+            self.checkins.drain(..=self.checkins.len() - Self::MAX_CHECKINS);
+        }
+        self.checkins.push(c);
+        self.checkins.len() - 1
+    }
+
+    /// Marks the session at `index` of `checkins` as seen to its end.
+    pub fn complete(&mut self, index: usize) {
+        if let Some(c) = self.checkins.get_mut(index)
+            && !c.completed
+        {
+            c.completed = true;
+            self.totals.completed_sessions += 1;
+        }
+    }
+
+    /// Records the device's status for one of our commands.
+    pub fn result(&mut self, r: CommandResult) {
+        self.totals.command_statuses += 1;
+        self.totals.command_failures += usize::from(r.status >= 300);
+        if self.results.len() >= Self::MAX_RESULTS {
+            self.results.drain(..=self.results.len() - Self::MAX_RESULTS);
+        }
+        self.results.push(r);
+    }
+
+    /// Records a protocol problem seen from the device.
+    pub fn finding(&mut self, f: String) {
+        self.totals.findings += 1;
+        if self.findings.len() >= Self::MAX_FINDINGS {
+            self.findings.drain(..=self.findings.len() - Self::MAX_FINDINGS);
+        }
+        self.findings.push(f);
+    }
 }
 
 /// One injected fault: which message of which session got it.
@@ -320,15 +393,18 @@ impl Summary {
         for d in records {
             s.enrolled += usize::from(d.enrollment.is_some());
             s.unenrolled += usize::from(d.unenrolled);
-            s.findings += d.findings.len();
-            for c in &d.checkins {
-                s.sessions += 1;
-                s.completed_sessions += usize::from(c.completed);
-                *s.sessions_by_mode.entry(format!("{:?}", c.effective_mode)).or_default() += 1;
-                let alert = c.alert.map_or_else(|| "none".to_string(), |a| a.to_string());
-                *s.sessions_by_alert.entry(alert).or_default() += 1;
-                let login = c.login_status.clone().unwrap_or_else(|| "-".to_string());
-                *s.sessions_by_login.entry(login).or_default() += 1;
+            let t = &d.totals;
+            s.findings += t.findings;
+            s.sessions += t.sessions;
+            s.completed_sessions += t.completed_sessions;
+            for (map, from) in [
+                (&mut s.sessions_by_mode, &t.sessions_by_mode),
+                (&mut s.sessions_by_alert, &t.sessions_by_alert),
+                (&mut s.sessions_by_login, &t.sessions_by_login),
+            ] {
+                for (k, n) in from {
+                    *map.entry(k.clone()).or_default() += n;
+                }
             }
             for a in d.apps.values() {
                 match a.state {
@@ -358,8 +434,8 @@ impl Summary {
             for f in &d.faults {
                 *s.faults.entry(f.kind.clone()).or_default() += 1;
             }
-            s.command_statuses += d.results.len();
-            s.command_failures += d.results.iter().filter(|r| r.status >= 300).count();
+            s.command_statuses += t.command_statuses;
+            s.command_failures += t.command_failures;
         }
         s
     }
@@ -408,19 +484,23 @@ mod tests {
             status,
             data: None,
         };
-        let a = DeviceRecord {
+        let mut a = DeviceRecord {
             device_id: "A".into(),
-            checkins: vec![
-                checkin(Mode::Machine, Some(1201), Some("none"), true),
-                checkin(Mode::Maintenance, Some(1201), Some("user"), false),
-            ],
             apps: [("x".to_string(), app(AppState::Installed))].into(),
-            results: vec![result(200), result(418)],
             ..Default::default()
         };
-        let b = DeviceRecord {
+        for (mode, alert, login, completed) in
+            [(Mode::Machine, Some(1201), Some("none"), true), (Mode::Maintenance, Some(1201), Some("user"), false)]
+        {
+            let i = a.check_in(checkin(mode, alert, login, false));
+            if completed {
+                a.complete(i);
+            }
+        }
+        a.result(result(200));
+        a.result(result(418));
+        let mut b = DeviceRecord {
             device_id: "B".into(),
-            checkins: vec![checkin(Mode::Maintenance, Some(1200), None, true)],
             apps: [("x".to_string(), app(AppState::Failed("6".into())))].into(),
             unenrolled: true,
             faults: ["500", "reset", "500"]
@@ -433,6 +513,9 @@ mod tests {
                 .to_vec(),
             ..Default::default()
         };
+        let i = b.check_in(checkin(Mode::Maintenance, Some(1200), None, false));
+        b.complete(i);
+        b.complete(i);
         let profile = |state| ProfileRecord {
             state,
             detail: None,
@@ -457,11 +540,9 @@ mod tests {
             last_status: None,
             last_error: None,
         };
-        let mut a = a;
         a.profiles =
             [("p".to_string(), profile(ProfileState::Verified)), ("q".to_string(), profile(ProfileState::Sent))].into();
         a.msi = [("m".to_string(), msi(MsiState::InProgress))].into();
-        let mut b = b;
         b.profiles = [("p".to_string(), profile(ProfileState::FailedVerification))].into();
         b.msi = [("m".to_string(), msi(MsiState::Failed("Status 60".into())))].into();
         let s = Summary::of(&[a, b]);
@@ -474,5 +555,22 @@ mod tests {
         assert_eq!(s.sessions_by_login["-"], 1);
         assert_eq!((s.apps_installed, s.apps_failed, s.apps_in_progress), (1, 1, 0));
         assert_eq!((s.command_statuses, s.command_failures), (2, 1));
+    }
+
+    #[test]
+    fn a_long_history_keeps_the_latest_records_and_counts_them_all() {
+        let mut d = DeviceRecord::default();
+        for n in 0..DeviceRecord::MAX_CHECKINS + 44 {
+            let i = d.check_in(checkin(Mode::Maintenance, Some(1201), None, false));
+            d.complete(i);
+            d.finding(format!("finding {n}"));
+        }
+        assert_eq!(d.checkins.len(), DeviceRecord::MAX_CHECKINS);
+        assert_eq!((d.totals.sessions, d.totals.completed_sessions), (300, 300));
+        assert_eq!(d.totals.findings, 300);
+        assert_eq!(d.findings.last().map(String::as_str), Some("finding 299"));
+        assert!(d.checkins.iter().all(|c| c.completed));
+        let s = Summary::of(&[d]);
+        assert_eq!((s.sessions, s.completed_sessions, s.findings), (300, 300, 300));
     }
 }
