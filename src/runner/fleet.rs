@@ -99,7 +99,10 @@ impl Default for FleetOptions {
 /// Makes a device's next SessionIDs durable before it sends them
 /// ([`crate::runner::store::Store::reserve_session_ids`]).
 #[derive(Clone)]
-pub struct LeaseKeeper(pub Arc<dyn Fn(&mut Device) -> Result<(), String> + Send + Sync>);
+pub struct LeaseKeeper(pub Arc<ReserveIds>);
+
+/// Reserves a device's next SessionIDs durably, or says why it could not.
+pub type ReserveIds = dyn Fn(&mut Device) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for LeaseKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
