@@ -14,7 +14,7 @@ mod schema;
 mod state;
 mod uri;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -143,14 +143,20 @@ pub struct CspCx<'a> {
     pub state: &'a mut TreeState,
     pub env: &'a Env,
     /// Key of the CSP root in this scope (`Vendor/MSFT/DMClient`, `User/Vendor/MSFT/...`).
-    pub base: String,
+    pub base: &'a str,
     pub effects: &'a mut Vec<Effect>,
 }
 
 impl CspCx<'_> {
     /// The full key of a path relative to the CSP root (`""` is the root itself).
     pub fn key(&self, rel: &str) -> String {
-        if rel.is_empty() { self.base.clone() } else { format!("{}/{rel}", self.base) }
+        let mut k = String::with_capacity(self.base.len() + 1 + rel.len());
+        k.push_str(self.base);
+        if !rel.is_empty() {
+            k.push('/');
+            k.push_str(rel);
+        }
+        k
     }
 
     /// The stored value at a relative path.
@@ -319,10 +325,10 @@ pub trait Csp: Send + Sync + 'static {
 
 /// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it (in any ASCII case
 /// when `ignore_case`).
-fn strip_root<'p>(root: &str, segments: &'p [String], ignore_case: bool) -> Option<&'p [String]> {
+fn strip_root<'p, S: AsRef<str>>(root: &str, segments: &'p [S], ignore_case: bool) -> Option<&'p [S]> {
     let mut n = 0;
     for part in root.split('/') {
-        let seg = segments.get(n)?;
+        let seg = segments.get(n)?.as_ref();
         if seg != part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
             return None;
         }
@@ -338,6 +344,12 @@ pub struct Registry {
     /// For each CSP (same index), the state key of its root in each of its scopes: computed once
     /// here, not at every timer query of every device.
     bases: Vec<Vec<(Scope, String)>>,
+    /// The CSPs (indices, in registration order) by the first segment of their root, for the
+    /// CSPs that match names exactly: a LocURI is looked up among the few CSPs that can own it
+    /// instead of all of them, for every item of every command.
+    by_first: HashMap<&'static str, Vec<usize>>,
+    /// The CSPs that match names in any ASCII case ([`Csp::ignore_case`]), in registration order.
+    any_case: Vec<usize>,
 }
 
 impl Registry {
@@ -355,6 +367,13 @@ impl Registry {
     pub fn register_shared(&mut self, csp: Arc<dyn Csp>) -> &mut Self {
         let root: Vec<&str> = csp.root().split('/').collect();
         self.bases.push(csp.scopes().iter().map(|&scope| (scope, key_of(scope, &root))).collect());
+        let i = self.csps.len();
+        if csp.ignore_case() {
+            self.any_case.push(i);
+        } else {
+            let first = csp.root().split('/').next().unwrap_or_default();
+            self.by_first.entry(first).or_default().push(i);
+        }
         self.csps.push(csp);
         self
     }
@@ -365,22 +384,43 @@ impl Registry {
     }
 
     /// The CSP owning a path in a scope, and the path relative to its root.
-    pub fn find<'p>(&self, scope: Scope, segments: &'p [String]) -> Option<(&dyn Csp, &'p [String])> {
-        // Runs for every node a command addresses: compare in place, allocate nothing.
-        self.csps
-            .iter()
-            .map(|c| c.as_ref())
-            .filter(|c| c.scopes().contains(&scope))
-            .find_map(|c| strip_root(c.root(), segments, c.ignore_case()).map(|rel| (c, rel)))
+    pub fn find<'p, S: AsRef<str>>(&self, scope: Scope, segments: &'p [S]) -> Option<(&dyn Csp, &'p [S])> {
+        self.locate(scope, segments).map(|(i, rel)| (self.csps[i].as_ref(), rel))
+    }
+
+    /// [`Registry::find`] by index: the first CSP in registration order whose root starts the
+    /// path. Runs for every node a command addresses: only the CSPs whose root starts with the
+    /// path's first segment (and the case-insensitive ones) are compared, in place.
+    pub(crate) fn locate<'p, S: AsRef<str>>(&self, scope: Scope, segments: &'p [S]) -> Option<(usize, &'p [S])> {
+        let first = segments.first()?.as_ref();
+        let matches = |&i: &usize| {
+            let c = self.csps[i].as_ref();
+            if !c.scopes().contains(&scope) {
+                return None;
+            }
+            strip_root(c.root(), segments, c.ignore_case()).map(|rel| (i, rel))
+        };
+        let exact = self.by_first.get(first).and_then(|list| list.iter().find_map(matches));
+        let any_case = self.any_case.iter().find_map(matches);
+        match (exact, any_case) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The CSP at an index of [`Registry::locate`] and the state key of its root in `scope`.
+    pub(crate) fn csp_and_base(&self, i: usize, scope: Scope) -> (&dyn Csp, &str) {
+        let base = self.bases[i].iter().find(|(s, _)| *s == scope).map_or("", |(_, b)| b.as_str());
+        (self.csps[i].as_ref(), base)
     }
 
     /// Names below a path that is an ancestor of CSP roots (`Vendor` -> `MSFT`), for Gets on
     /// `./Vendor/MSFT` and the like.
-    pub fn children_above_roots(&self, scope: Scope, segments: &[String]) -> Vec<&'static str> {
+    pub fn children_above_roots<S: AsRef<str>>(&self, scope: Scope, segments: &[S]) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
         for c in self.csps.iter().filter(|c| c.scopes().contains(&scope)) {
             let root: Vec<&'static str> = c.root().split('/').collect();
-            if root.len() > segments.len() && segments.iter().zip(&root).all(|(a, b)| a == b) {
+            if root.len() > segments.len() && segments.iter().zip(&root).all(|(a, b)| a.as_ref() == *b) {
                 let n = root[segments.len()];
                 if !names.contains(&n) {
                     names.push(n);
@@ -396,7 +436,7 @@ impl Registry {
         let mut best: Option<DateTime<Utc>> = None;
         for (c, bases) in self.csps.iter().zip(&self.bases) {
             for (_, base) in bases {
-                let cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let cx = CspCx { base, state, env, effects: &mut effects };
                 if let Some(d) = c.next_deadline(&cx) {
                     best = Some(best.map_or(d, |b| b.min(d)));
                 }
@@ -410,7 +450,7 @@ impl Registry {
         let mut effects = Vec::new();
         for (c, bases) in self.csps.iter().zip(&self.bases) {
             for (_, base) in bases {
-                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let mut cx = CspCx { base, state, env, effects: &mut effects };
                 if c.next_deadline(&cx).is_some_and(|d| d <= env.now) {
                     c.on_deadline(&mut cx);
                 }
@@ -432,7 +472,7 @@ impl Registry {
         if let Some((c, bases)) = self.csps.iter().zip(&self.bases).find(|(c, _)| c.name() == csp) {
             let scope = if node.starts_with("User/") { Scope::User } else { Scope::Device };
             if let Some((_, base)) = bases.iter().find(|(s, _)| *s == scope) {
-                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let mut cx = CspCx { base, state, env, effects: &mut effects };
                 c.on_fetch(&mut cx, node, outcome);
             }
         }

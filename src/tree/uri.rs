@@ -4,6 +4,8 @@
 //! user scope. Segments are compared percent-decoded (`%7B..%7D`, `%20`), while Results echo the
 //! LocURI exactly as the server sent it: [`NodeUri::raw`] keeps it.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// The scope a node lives in.
@@ -58,6 +60,38 @@ pub fn encode_segment(name: &str) -> String {
 impl NodeUri {
     /// Parses a LocURI as a server sends it.
     pub fn parse(raw: &str) -> Result<NodeUri, UriError> {
+        let uri = UriRef::parse(raw)?;
+        Ok(NodeUri {
+            raw: uri.raw.to_string(),
+            scope: uri.scope,
+            segments: uri.segments.into_iter().map(Cow::into_owned).collect(),
+            query: uri.query,
+        })
+    }
+
+    /// The key of this node in a device's [`super::TreeState`]: decoded segments joined by `/`,
+    /// prefixed with `User/` in user scope.
+    pub fn key(&self) -> String {
+        key_of(self.scope, &self.segments)
+    }
+}
+
+/// A parsed LocURI that borrows from the text it was parsed from: what the engine uses for every
+/// item it executes (a segment is copied only when it has percent escapes to decode).
+/// [`NodeUri`] is its owned form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UriRef<'a> {
+    /// As received (trimmed): what Results echo back.
+    pub raw: &'a str,
+    pub scope: Scope,
+    /// Decoded segments below the scope; empty for the root.
+    pub segments: Vec<Cow<'a, str>>,
+    pub query: Option<Query>,
+}
+
+impl<'a> UriRef<'a> {
+    /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]).
+    pub fn parse(raw: &'a str) -> Result<UriRef<'a>, UriError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(UriError::Empty);
@@ -76,20 +110,24 @@ impl NodeUri {
             ("Device", rest) => (Scope::Device, rest),
             _ => (Scope::Device, path),
         };
-        let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+        let mut segments = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
         if !path.is_empty() {
             for seg in path.split('/') {
                 if seg.is_empty() {
                     return Err(UriError::EmptySegment(raw.to_string()));
                 }
-                segments.push(percent_decode_str(seg).decode_utf8_lossy().into_owned());
+                // Most segments have no escape: keep them as slices of the LocURI.
+                segments.push(if seg.contains('%') {
+                    percent_decode_str(seg).decode_utf8_lossy()
+                } else {
+                    Cow::Borrowed(seg)
+                });
             }
         }
-        Ok(NodeUri { raw: raw.to_string(), scope, segments, query })
+        Ok(UriRef { raw, scope, segments, query })
     }
 
-    /// The key of this node in a device's [`super::TreeState`]: decoded segments joined by `/`,
-    /// prefixed with `User/` in user scope.
+    /// The state key of the node (as [`NodeUri::key`]).
     pub fn key(&self) -> String {
         key_of(self.scope, &self.segments)
     }
@@ -97,7 +135,7 @@ impl NodeUri {
 
 /// The state key for decoded segments in a scope.
 pub fn key_of<S: AsRef<str>>(scope: Scope, segments: &[S]) -> String {
-    let mut k = String::new();
+    let mut k = String::with_capacity(5 + segments.iter().map(|s| s.as_ref().len() + 1).sum::<usize>());
     if scope == Scope::User {
         k.push_str("User");
     }
