@@ -514,6 +514,13 @@ fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
     }
 }
 
+/// An empty vector with room for exactly the `Item` children of `el`. An Item is a few hundred
+/// bytes: a vector grown by push starts at four of them, over a kilobyte for the usual one item,
+/// and an allocation that size costs the allocator far more than a small one.
+fn items_of(el: Node<'_, '_>) -> Vec<Item> {
+    Vec::with_capacity(el.children().filter(|c| c.name == "Item").count())
+}
+
 fn item(el: Node<'_, '_>, src: &str) -> Result<Item, DecodeError> {
     let mut it = Item::default();
     for child in el.children() {
@@ -598,7 +605,7 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
 }
 
 fn alert(el: Node<'_, '_>, src: &str) -> Result<Alert, DecodeError> {
-    let mut a = Alert::default();
+    let mut a = Alert { items: items_of(el), ..Alert::default() };
     let (mut id, mut data) = (None, None);
     for child in el.children() {
         match child.name {
@@ -616,7 +623,7 @@ fn alert(el: Node<'_, '_>, src: &str) -> Result<Alert, DecodeError> {
 }
 
 fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
-    let mut c = ItemCmd::default();
+    let mut c = ItemCmd { items: items_of(el), ..ItemCmd::default() };
     let mut id = None;
     for child in el.children() {
         match child.name {
@@ -633,7 +640,8 @@ fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
 }
 
 fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
-    let mut c = Container { commands: Vec::with_capacity(el.children().count()), ..Container::default() };
+    let commands = el.children().filter(|c| !matches!(c.name, "CmdID" | "NoResp" | "Meta")).count();
+    let mut c = Container { commands: Vec::with_capacity(commands), ..Container::default() };
     let mut id = None;
     for child in el.children() {
         match child.name {
@@ -648,7 +656,7 @@ fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
 }
 
 fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
-    let mut s = Status::default();
+    let mut s = Status { items: items_of(el), ..Status::default() };
     let (mut id, mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None, None);
     for child in el.children() {
         match child.name {
@@ -683,7 +691,7 @@ fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
 }
 
 fn results(el: Node<'_, '_>, src: &str) -> Result<Results, DecodeError> {
-    let mut r = Results::default();
+    let mut r = Results { items: items_of(el), ..Results::default() };
     let (mut id, mut msg_ref, mut cmd_ref) = (None, None, None);
     for child in el.children() {
         match child.name {

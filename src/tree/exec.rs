@@ -209,7 +209,9 @@ impl<'a> Tree<'a> {
             o.results = if per_item.len() == 1 {
                 per_item.pop().map(|(_, _, r)| r).unwrap_or_default()
             } else {
-                per_item.into_iter().flat_map(|(_, _, r)| r).collect()
+                let mut all = Vec::with_capacity(per_item.iter().map(|(_, _, r)| r.len()).sum());
+                per_item.into_iter().for_each(|(_, _, r)| all.extend(r));
+                all
             };
             out.push(o);
         } else {
