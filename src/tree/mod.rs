@@ -323,18 +323,19 @@ pub trait Csp: Send + Sync + 'static {
     fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
 }
 
-/// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it (in any ASCII case
-/// when `ignore_case`).
-fn strip_root<'p, S: AsRef<str>>(root: &str, segments: &'p [S], ignore_case: bool) -> Option<&'p [S]> {
-    let mut n = 0;
-    for part in root.split('/') {
-        let seg = segments.get(n)?.as_ref();
-        if seg != part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
+/// The segments below `root` (`["Vendor", "MSFT", "X"]`) when `segments` start with it (in any
+/// ASCII case when `ignore_case`).
+fn strip_root<'p, S: AsRef<str>>(root: &[&str], segments: &'p [S], ignore_case: bool) -> Option<&'p [S]> {
+    if segments.len() < root.len() {
+        return None;
+    }
+    for (part, seg) in root.iter().zip(segments) {
+        let seg = seg.as_ref();
+        if seg != *part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
             return None;
         }
-        n += 1;
     }
-    Some(&segments[n..])
+    Some(&segments[root.len()..])
 }
 
 /// The CSPs a device has, shared by all devices of a fleet.
@@ -344,10 +345,15 @@ pub struct Registry {
     /// For each CSP (same index), the state key of its root in each of its scopes: computed once
     /// here, not at every timer query of every device.
     bases: Vec<Vec<(Scope, String)>>,
-    /// The CSPs (indices, in registration order) by the first segment of their root, for the
-    /// CSPs that match names exactly: a LocURI is looked up among the few CSPs that can own it
-    /// instead of all of them, for every item of every command.
-    by_first: HashMap<&'static str, Vec<usize>>,
+    /// For each CSP (same index), the segments of its root.
+    roots: Vec<Vec<&'static str>>,
+    /// The CSPs that match names exactly (indices, in registration order) by the number of
+    /// segments of their root and its last segment (`(3, "DMClient")`): a LocURI is looked up
+    /// among the one or two CSPs that can own it instead of all of them, for every item of every
+    /// command.
+    by_root: HashMap<(usize, &'static str), Vec<usize>>,
+    /// The root lengths (in segments) of the CSPs in `by_root`.
+    root_lens: Vec<usize>,
     /// The CSPs that match names in any ASCII case ([`Csp::ignore_case`]), in registration order.
     any_case: Vec<usize>,
 }
@@ -368,12 +374,17 @@ impl Registry {
         let root: Vec<&str> = csp.root().split('/').collect();
         self.bases.push(csp.scopes().iter().map(|&scope| (scope, key_of(scope, &root))).collect());
         let i = self.csps.len();
+        let root: Vec<&'static str> = csp.root().split('/').collect();
         if csp.ignore_case() {
             self.any_case.push(i);
         } else {
-            let first = csp.root().split('/').next().unwrap_or_default();
-            self.by_first.entry(first).or_default().push(i);
+            let last = root.last().copied().unwrap_or_default();
+            self.by_root.entry((root.len(), last)).or_default().push(i);
+            if !self.root_lens.contains(&root.len()) {
+                self.root_lens.push(root.len());
+            }
         }
+        self.roots.push(root);
         self.csps.push(csp);
         self
     }
@@ -392,20 +403,24 @@ impl Registry {
     /// path. Runs for every node a command addresses: only the CSPs whose root starts with the
     /// path's first segment (and the case-insensitive ones) are compared, in place.
     pub(crate) fn locate<'p, S: AsRef<str>>(&self, scope: Scope, segments: &'p [S]) -> Option<(usize, &'p [S])> {
-        let first = segments.first()?.as_ref();
         let matches = |&i: &usize| {
             let c = self.csps[i].as_ref();
             if !c.scopes().contains(&scope) {
                 return None;
             }
-            strip_root(c.root(), segments, c.ignore_case()).map(|rel| (i, rel))
+            strip_root(&self.roots[i], segments, c.ignore_case()).map(|rel| (i, rel))
         };
-        let exact = self.by_first.get(first).and_then(|list| list.iter().find_map(matches));
-        let any_case = self.any_case.iter().find_map(matches);
-        match (exact, any_case) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
+        let mut best: Option<(usize, &'p [S])> = self.any_case.iter().find_map(matches);
+        for &n in &self.root_lens {
+            let Some(last) = n.checked_sub(1).and_then(|l| segments.get(l)) else { continue };
+            let found = self.by_root.get(&(n, last.as_ref())).and_then(|list| list.iter().find_map(matches));
+            if let Some(f) = found
+                && best.is_none_or(|b| f.0 < b.0)
+            {
+                best = Some(f);
+            }
         }
+        best
     }
 
     /// The CSP at an index of [`Registry::locate`] and the state key of its root in `scope`.
@@ -477,5 +492,66 @@ impl Registry {
             }
         }
         effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LEAF: NodeSpec = NodeSpec::interior("X", Ops::GET, &[]);
+
+    /// A CSP with a given name, root, scopes and case rule.
+    struct Named(&'static str, &'static str, &'static [Scope], bool);
+
+    impl Csp for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn root(&self) -> &'static str {
+            self.1
+        }
+        fn schema(&self) -> &'static NodeSpec {
+            &LEAF
+        }
+        fn scopes(&self) -> &'static [Scope] {
+            self.2
+        }
+        fn ignore_case(&self) -> bool {
+            self.3
+        }
+    }
+
+    fn owner(r: &Registry, scope: Scope, uri: &str) -> Option<(&'static str, usize)> {
+        let segs: Vec<&str> = uri.split('/').collect();
+        r.find(scope, &segs).map(|(c, rel)| (c.name(), rel.len()))
+    }
+
+    #[test]
+    fn the_first_registered_csp_owning_a_path_wins_whatever_its_root_length_or_case_rule() {
+        const D: &[Scope] = &[Scope::Device];
+        const U: &[Scope] = &[Scope::User];
+        let mut r = Registry::new();
+        r.register(Named("any-case", "vendor/msft/a", D, true));
+        r.register(Named("exact-a", "Vendor/MSFT/A", D, false));
+        r.register(Named("user-b", "Vendor/MSFT/B", U, false));
+        r.register(Named("short", "Vendor", D, false));
+        r.register(Named("exact-b", "Vendor/MSFT/B", D, false));
+        r.register(Named("later-b", "Vendor/MSFT/B", D, false));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/A/x"), Some(("any-case", 1)));
+        assert_eq!(owner(&r, Scope::Device, "VENDOR/msft/A"), Some(("any-case", 0)));
+        // `short` (root `Vendor`) was registered before `exact-b`: it owns all of `Vendor`.
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/B/y/z"), Some(("short", 4)));
+        assert_eq!(owner(&r, Scope::User, "Vendor/MSFT/B/y"), Some(("user-b", 1)));
+        assert_eq!(owner(&r, Scope::User, "Vendor/MSFT/A"), None);
+        assert_eq!(owner(&r, Scope::Device, "DevInfo"), None);
+        assert_eq!(owner(&r, Scope::Device, ""), None);
+        let mut r = Registry::new();
+        r.register(Named("exact-b", "Vendor/MSFT/B", D, false));
+        r.register(Named("short", "Vendor", D, false));
+        r.register(Named("later-b", "Vendor/MSFT/B", D, false));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/B/y"), Some(("exact-b", 1)));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/C"), Some(("short", 2)));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/b"), Some(("short", 2)));
     }
 }
