@@ -326,7 +326,8 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         }
         // Every element's attributes are checked (well-formedness), but only the root's
         // namespace is kept.
-        if !start.attributes_raw().is_empty() {
+        if !start.attributes_raw().is_empty() && !attributes_ok(&start, els.is_empty(), &mut xmlns) {
+            // Something is wrong (or unusual): the checked reading says what, as quick-xml words it.
             for attr in start.attributes() {
                 let attr = attr.map_err(|e| DecodeError::Xml {
                     offset: before,
@@ -366,6 +367,34 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         return Err(DecodeError::Xml { offset: text.len(), message: "no root element".into() });
     }
     Ok(Doc { src: text, els, owned, xmlns })
+}
+
+/// Reads the attributes of a start tag on the fast path: true when they are well-formed, no name
+/// repeats and there are few (the root's `xmlns` is kept in `xmlns`); false sends the caller to
+/// quick-xml's checked reading, which reports the problem. quick-xml's own duplicate check
+/// allocates for every element with an attribute (every `Meta` child carries `xmlns`).
+fn attributes_ok(start: &quick_xml::events::BytesStart<'_>, root: bool, xmlns: &mut Option<String>) -> bool {
+    const FEW: usize = 8;
+    let mut seen: [&str; FEW] = [""; FEW];
+    let mut n = 0;
+    let mut attrs = start.attributes();
+    attrs.with_checks(false);
+    for attr in attrs {
+        let Ok(attr) = attr else { return false };
+        let key = attr.key.into_inner();
+        if n == FEW || seen[..n].contains(&key) {
+            return false;
+        }
+        seen[n] = key;
+        n += 1;
+        if root && key == "xmlns" {
+            match quick_xml::escape::unescape(&attr.value) {
+                Ok(value) => *xmlns = Some(value.into_owned()),
+                Err(_) => return false,
+            }
+        }
+    }
+    true
 }
 
 /// The text of a leaf that just closed, from its raw content: `None` when it is plain text (the

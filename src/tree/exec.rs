@@ -129,7 +129,10 @@ impl<'a> Tree<'a> {
     /// Atomic or Sequence first, then one per child). Alerts, Status and Results are not tree
     /// commands: the session handles them and they give no outcome here.
     pub fn execute(&mut self, cmd: &Command) -> Vec<CmdOutcome> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(match cmd {
+            Command::Atomic(c) | Command::Sequence(c) => 1 + c.commands.len(),
+            _ => 1,
+        });
         self.run(cmd, false, &mut out);
         out
     }
@@ -188,31 +191,37 @@ impl<'a> Tree<'a> {
             out.push(CmdOutcome::new(&c.cmd_id, name, StatusCode::IncompleteCommand));
             return;
         }
-        let mut per_item: Vec<(&Item, StatusCode, Vec<Item>)> = Vec::with_capacity(c.items.len());
-        for item in &c.items {
-            let mark = self.state.mark();
-            let effects = self.effects.len();
-            let result = f(self, item);
-            let (code, results) = match result {
+        let mut run_one = |t: &mut Self, item: &Item| {
+            let mark = t.state.mark();
+            let effects = t.effects.len();
+            match f(t, item) {
                 Ok(ok) => ok,
                 Err(code) => {
-                    self.state.rollback(mark);
-                    self.effects.truncate(effects);
+                    t.state.rollback(mark);
+                    t.effects.truncate(effects);
                     (code, Vec::new())
                 }
-            };
+            }
+        };
+        if let [item] = c.items.as_slice() {
+            // The usual case: one item, one outcome.
+            let (code, results) = run_one(self, item);
+            let mut o = CmdOutcome::new(&c.cmd_id, name, code);
+            o.results = results;
+            out.push(o);
+            return;
+        }
+        let mut per_item: Vec<(&Item, StatusCode, Vec<Item>)> = Vec::with_capacity(c.items.len());
+        for item in &c.items {
+            let (code, results) = run_one(self, item);
             per_item.push((item, code, results));
         }
         let all_same = per_item.windows(2).all(|w| w[0].1 == w[1].1);
         if all_same {
             let mut o = CmdOutcome::new(&c.cmd_id, name, per_item[0].1);
-            o.results = if per_item.len() == 1 {
-                per_item.pop().map(|(_, _, r)| r).unwrap_or_default()
-            } else {
-                let mut all = Vec::with_capacity(per_item.iter().map(|(_, _, r)| r.len()).sum());
-                per_item.into_iter().for_each(|(_, _, r)| all.extend(r));
-                all
-            };
+            let mut all = Vec::with_capacity(per_item.iter().map(|(_, _, r)| r.len()).sum());
+            per_item.into_iter().for_each(|(_, _, r)| all.extend(r));
+            o.results = all;
             out.push(o);
         } else {
             for (item, code, results) in per_item {
