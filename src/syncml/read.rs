@@ -376,17 +376,15 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
 fn attributes_ok(start: &quick_xml::events::BytesStart<'_>, root: bool, xmlns: &mut Option<String>) -> bool {
     const FEW: usize = 8;
     let mut seen: [&str; FEW] = [""; FEW];
-    let mut n = 0;
     let mut attrs = start.attributes();
     attrs.with_checks(false);
-    for attr in attrs {
+    for (n, attr) in attrs.enumerate() {
         let Ok(attr) = attr else { return false };
         let key = attr.key.into_inner();
         if n == FEW || seen[..n].contains(&key) {
             return false;
         }
         seen[n] = key;
-        n += 1;
         if root && key == "xmlns" {
             match quick_xml::escape::unescape(&attr.value) {
                 Ok(value) => *xmlns = Some(value.into_owned()),
@@ -624,11 +622,7 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
-            cmd_id: el
-                .children()
-                .find(|c| c.name == "CmdID")
-                .map(|c| c.text().trim().to_string())
-                .unwrap_or_default(),
+            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| c.text().trim().to_string()).unwrap_or_default(),
         },
     })
 }
