@@ -90,7 +90,8 @@ pub(crate) struct UriRef<'a> {
 }
 
 impl<'a> UriRef<'a> {
-    /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]).
+    /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]). Runs for every
+    /// item of every command: one pass over the bytes, no allocation but the segment list.
     pub fn parse(raw: &'a str) -> Result<UriRef<'a>, UriError> {
         let raw = raw.trim();
         if raw.is_empty() {
@@ -99,29 +100,43 @@ impl<'a> UriRef<'a> {
         if raw.starts_with('/') {
             return Err(UriError::Absolute(raw.to_string()));
         }
-        let (path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p, Some(parse_query(q))),
+        let (path, query) = match raw.bytes().position(|b| b == b'?') {
+            Some(q) => (&raw[..q], Some(parse_query(&raw[q + 1..]))),
             None => (raw, None),
         };
-        let path = path.strip_prefix("./").unwrap_or(if path == "." { "" } else { path });
-        let path = path.trim_end_matches('/');
-        let (scope, path) = match path.split_once('/').map_or((path, ""), |(first, rest)| (first, rest)) {
-            ("User", rest) => (Scope::User, rest),
-            ("Device", rest) => (Scope::Device, rest),
-            _ => (Scope::Device, path),
+        let path = match path.strip_prefix("./") {
+            Some(p) => p,
+            None if path == "." => "",
+            None => path,
         };
-        let mut segments = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+        let path = path.trim_end_matches('/');
+        // Only the first segment names a scope.
+        let (scope, path) = match scope_prefix(path, "User") {
+            Some(rest) => (Scope::User, rest),
+            None => (Scope::Device, scope_prefix(path, "Device").unwrap_or(path)),
+        };
+        let bytes = path.as_bytes();
+        let mut segments = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'/').count() + 1);
         if !path.is_empty() {
-            for seg in path.split('/') {
-                if seg.is_empty() {
-                    return Err(UriError::EmptySegment(raw.to_string()));
+            let (mut start, mut escaped) = (0, false);
+            for i in 0..=bytes.len() {
+                match bytes.get(i) {
+                    Some(b'%') => escaped = true,
+                    Some(b'/') | None => {
+                        let seg = &path[start..i];
+                        if seg.is_empty() {
+                            return Err(UriError::EmptySegment(raw.to_string()));
+                        }
+                        // Most segments have no escape: they stay slices of the LocURI.
+                        segments.push(if escaped {
+                            percent_decode_str(seg).decode_utf8_lossy()
+                        } else {
+                            Cow::Borrowed(seg)
+                        });
+                        (start, escaped) = (i + 1, false);
+                    }
+                    Some(_) => {}
                 }
-                // Most segments have no escape: keep them as slices of the LocURI.
-                segments.push(if seg.contains('%') {
-                    percent_decode_str(seg).decode_utf8_lossy()
-                } else {
-                    Cow::Borrowed(seg)
-                });
             }
         }
         Ok(UriRef { raw, scope, segments, query })
@@ -146,6 +161,12 @@ pub fn key_of<S: AsRef<str>>(scope: Scope, segments: &[S]) -> String {
         k.push_str(s.as_ref());
     }
     k
+}
+
+/// What follows `first` when it is the whole first segment of `path` (`User/X` -> `X`).
+fn scope_prefix<'p>(path: &'p str, first: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(first)?;
+    if rest.is_empty() { Some(rest) } else { rest.strip_prefix('/') }
 }
 
 fn parse_query(q: &str) -> Query {
