@@ -1,8 +1,10 @@
-//! Peak memory of one large server message: `cargo bench --bench big_message [-- MIB]`.
+//! Peak memory of one large server message: `cargo bench --bench big_message [-- MIB] [values]`.
 //!
-//! Builds a server message of `MIB` MiB (default 5) of a realistic shape (a NodeCache
-//! provisioning burst: many Add commands of NodeCache `NodeURI`/`ExpectedValue` nodes, a few
-//! Replaces of Policy settings and Gets of DevDetail between them), then handles it as the runner
+//! Builds a server message of `MIB` MiB (default 5) of a realistic shape: a NodeCache
+//! provisioning burst (many Add commands of NodeCache `NodeURI`/`ExpectedValue` nodes, a few
+//! Replaces of Policy settings and Gets of DevDetail between them), or with `values` a few
+//! Replaces of one escaped ADMX policy value each, just under the 1 MiB a node may hold
+//! (the worst case for copies of one value). Then it handles the message as the runner
 //! does without a transcript: `session::start` for package 1, `AwaitingServer::receive` (one
 //! decode, the command loop on a device made from the built-in Windows 10 template), and the
 //! reply encoded. Prints the process peak RSS (Linux `/proc/self/status` VmHWM) before and
@@ -32,8 +34,9 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-/// A server message of at least `bytes` bytes answering package 1 (MsgID 1) of session `sid`.
-fn server_message(sid: &str, device_id: &str, bytes: usize) -> (String, usize) {
+/// A server message of at least `bytes` bytes answering package 1 (MsgID 1) of session `sid`:
+/// many small commands, or (`values`) a few commands with a value of almost 1 MiB each.
+fn server_message(sid: &str, device_id: &str, bytes: usize, values: bool) -> (String, usize) {
     let mut m = String::with_capacity(bytes + 4096);
     m.push_str(r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>"#);
     m.push_str(&format!(
@@ -43,6 +46,22 @@ fn server_message(sid: &str, device_id: &str, bytes: usize) -> (String, usize) {
     ));
     let mut id = 2;
     let mut commands = 0;
+    while values && m.len() < bytes {
+        // An ADMX-backed policy value, escaped as servers send it: 1 MiB less a little once
+        // unescaped (the device's default `max_value_bytes`).
+        let mut value = String::from("&lt;enabled/&gt;");
+        let entry = "&lt;data id=\"Entry\" value=\"https://intranet.contoso.com/sites/a-rather-long-path\"/&gt;";
+        let entry_len = r#"<data id="Entry" value="https://intranet.contoso.com/sites/a-rather-long-path"/>"#.len();
+        for _ in 0..((1 << 20) - 64) / entry_len {
+            value.push_str(entry);
+        }
+        m.push_str(&format!(
+            "<Replace><CmdID>{id}</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Browser/HomePages</LocURI></Target>\
+             <Meta><Format xmlns=\"syncml:metinf\">chr</Format></Meta><Data>{value}</Data></Item></Replace>\n"
+        ));
+        id += 1;
+        commands += 1;
+    }
     while m.len() < bytes {
         let node = format!("./Vendor/MSFT/NodeCache/MS%20DM%20Server/Nodes/{id}");
         let uri = format!("./Vendor/MSFT/Policy/Config/Setting{id:06}/Value");
@@ -73,6 +92,7 @@ fn server_message(sid: &str, device_id: &str, bytes: usize) -> (String, usize) {
 
 fn main() {
     let size_mib: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
+    let values = std::env::args().any(|a| a == "values");
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().expect("valid date");
     let registry = mdmsim::csp::registry();
     let template = Template::builtin(Profile::Win10);
@@ -80,7 +100,7 @@ fn main() {
         Device::new(DeviceId::from_seed(1), Profile::Win10, "https://mdm.example/MDM.svc", "P", &template, now);
     let env = device.env(now);
     let device_id = device.id.to_string();
-    let (text, commands) = server_message("1", &device_id, size_mib << 20);
+    let (text, commands) = server_message("1", &device_id, size_mib << 20, values);
     let before = status_bytes("VmRSS");
     // Peak from here on (Linux: writing 5 to clear_refs resets VmHWM to the current RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
