@@ -70,4 +70,23 @@ mod tests {
         assert!(matches!(e, DecodeError::Xml { .. }), "{e}");
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
     }
+
+    #[test]
+    fn repeated_or_broken_attributes_are_refused_and_many_distinct_ones_accepted() {
+        let with_meta =
+            |attrs: &str| PKG.replacen(r#"<Format xmlns="syncml:metinf">"#, &format!("<Format {attrs}>"), 1);
+        for bad in [r#"a="1" a="2""#, r#"a="1" b="2" c="3" d="4" e="5" f="6" g="7" h="8" i="9" a="0""#, r#"a=1"#] {
+            let e = decode(&with_meta(bad)).unwrap_err();
+            assert!(
+                matches!(&e, DecodeError::Xml { message, .. } if message.contains("attributes of <Format>")),
+                "{bad}: {e}"
+            );
+        }
+        let many = (0..12).map(|i| format!(r#"a{i}="{i}""#)).collect::<Vec<_>>().join(" ");
+        assert!(decode(&with_meta(&many)).is_ok());
+        let e = decode(&PKG.replacen(r#"xmlns="syncml:SYNCML1.1""#, r#"xmlns="syncml:SYNCML1.1" xmlns="x""#, 1));
+        assert!(matches!(e, Err(DecodeError::Xml { .. })), "{e:?}");
+        let e = decode(&PKG.replacen(r#"xmlns="syncml:SYNCML1.1""#, r#"xmlns="syncml:other""#, 1));
+        assert!(matches!(e, Err(DecodeError::NotSyncMl { .. })), "{e:?}");
+    }
 }

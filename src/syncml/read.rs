@@ -126,9 +126,9 @@ struct El<'a> {
     offset: usize,
     /// Index one past the element's last descendant.
     end: usize,
-    /// The text of a leaf, set when it closes (text of elements with children is never used:
-    /// `Data` with embedded XML takes the raw `inner` range instead).
-    text: Text<'a>,
+    /// For a leaf whose text is not its raw content (references, CDATA or carriage returns),
+    /// 1 + the index of its text in [`Doc::owned`]; 0 when the text is the raw content.
+    owned: u32,
     /// Byte range of everything between the start and end tags.
     inner: (usize, usize),
     /// Entity or character references seen while the element had no child.
@@ -137,25 +137,12 @@ struct El<'a> {
     mixed: bool,
 }
 
-/// The text of a leaf. Most leaves are one run of plain text, which stays a slice of the input;
-/// only text with references, CDATA or carriage returns is copied.
-enum Text<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl Text<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Text::Borrowed(t) => t,
-            Text::Owned(t) => t,
-        }
-    }
-}
-
 /// The parsed element tree of one message.
 struct Doc<'a> {
+    src: &'a str,
     els: Vec<El<'a>>,
+    /// The leaf texts that are not slices of the input (see [`El::owned`]).
+    owned: Vec<String>,
     /// The root's `xmlns` (the only namespace that decides anything; `syncml:metinf` on Meta
     /// children is not checked).
     xmlns: Option<String>,
@@ -163,14 +150,14 @@ struct Doc<'a> {
 
 impl<'a> Doc<'a> {
     fn root(&self) -> Node<'_, 'a> {
-        Node { els: &self.els, i: 0 }
+        Node { doc: self, i: 0 }
     }
 }
 
 /// A handle on one element of a [`Doc`].
 #[derive(Clone, Copy)]
 struct Node<'d, 'a> {
-    els: &'d [El<'a>],
+    doc: &'d Doc<'a>,
     i: usize,
 }
 
@@ -178,27 +165,40 @@ impl<'d, 'a> std::ops::Deref for Node<'d, 'a> {
     type Target = El<'a>;
 
     fn deref(&self) -> &El<'a> {
-        &self.els[self.i]
+        &self.doc.els[self.i]
     }
 }
 
 impl<'d, 'a> Node<'d, 'a> {
     /// The element children, in order.
     fn children(self) -> impl Iterator<Item = Node<'d, 'a>> {
-        let els = self.els;
-        let end = els[self.i].end;
+        let doc = self.doc;
+        let end = doc.els[self.i].end;
         let mut next = self.i + 1;
         std::iter::from_fn(move || {
             (next < end).then(|| {
-                let node = Node { els, i: next };
-                next = els[next].end;
+                let node = Node { doc, i: next };
+                next = doc.els[next].end;
                 node
             })
         })
     }
 
     fn has_children(self) -> bool {
-        self.els[self.i].end > self.i + 1
+        self.doc.els[self.i].end > self.i + 1
+    }
+
+    /// The text of a leaf (empty for an element with children: `Data` with embedded XML takes
+    /// the raw `inner` range instead).
+    fn text(self) -> &'d str {
+        let el = &self.doc.els[self.i];
+        if self.has_children() {
+            ""
+        } else if el.owned > 0 {
+            &self.doc.owned[el.owned as usize - 1]
+        } else {
+            self.doc.src.get(el.inner.0..el.inner.1).unwrap_or_default()
+        }
     }
 }
 
@@ -232,8 +232,9 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let cfg = reader.config_mut();
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
-    // About one element per 16 to 20 bytes in typical messages; a guess, not a limit.
-    let mut els: Vec<El<'_>> = Vec::with_capacity((text.len() / 16 + 4).min(1 << 14));
+    // About one element per 30 to 40 bytes in typical messages (indented); a guess, not a limit.
+    let mut els: Vec<El<'_>> = Vec::with_capacity((text.len() / 32 + 8).min(1 << 14));
+    let mut owned: Vec<String> = Vec::new();
     let mut stack: Vec<usize> = Vec::with_capacity(16);
     let mut xmlns = None;
     let mut closed_root = false;
@@ -262,9 +263,12 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 let end = els.len();
                 els[i].end = end;
                 els[i].inner.1 = before;
-                if end == i + 1 {
-                    let leaf = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?;
-                    els[i].text = leaf;
+                if end == i + 1
+                    && let Some(leaf) = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?
+                {
+                    owned.push(leaf);
+                    els[i].owned = u32::try_from(owned.len())
+                        .map_err(|_| xml_err(&els, &[i], at, "too many escaped texts in one message"))?;
                 }
                 closed_root |= stack.is_empty();
                 continue;
@@ -322,7 +326,8 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         }
         // Every element's attributes are checked (well-formedness), but only the root's
         // namespace is kept.
-        if !start.attributes_raw().is_empty() {
+        if !start.attributes_raw().is_empty() && !attributes_ok(&start, els.is_empty(), &mut xmlns) {
+            // Something is wrong (or unusual): the checked reading says what, as quick-xml words it.
             for attr in start.attributes() {
                 let attr = attr.map_err(|e| DecodeError::Xml {
                     offset: before,
@@ -340,7 +345,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             name: local(name),
             offset: before,
             end: i + 1,
-            text: Text::Borrowed(""),
+            owned: 0,
             inner: (inner, inner),
             refs: false,
             mixed: false,
@@ -361,13 +366,39 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     if els.is_empty() {
         return Err(DecodeError::Xml { offset: text.len(), message: "no root element".into() });
     }
-    Ok(Doc { els, xmlns })
+    Ok(Doc { src: text, els, owned, xmlns })
 }
 
-/// The text of a leaf that just closed, from its raw content: a slice of the input when it is
-/// plain text; references resolved, CDATA unwrapped, comments dropped and line ends normalised
-/// (XML 1.0 §2.11) otherwise.
-fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
+/// Reads the attributes of a start tag on the fast path: true when they are well-formed, no name
+/// repeats and there are few (the root's `xmlns` is kept in `xmlns`); false sends the caller to
+/// quick-xml's checked reading, which reports the problem. quick-xml's own duplicate check
+/// allocates for every element with an attribute (every `Meta` child carries `xmlns`).
+fn attributes_ok(start: &quick_xml::events::BytesStart<'_>, root: bool, xmlns: &mut Option<String>) -> bool {
+    const FEW: usize = 8;
+    let mut seen: [&str; FEW] = [""; FEW];
+    let mut attrs = start.attributes();
+    attrs.with_checks(false);
+    for (n, attr) in attrs.enumerate() {
+        let Ok(attr) = attr else { return false };
+        let key = attr.key.into_inner();
+        if n == FEW || seen[..n].contains(&key) {
+            return false;
+        }
+        seen[n] = key;
+        if root && key == "xmlns" {
+            match quick_xml::escape::unescape(&attr.value) {
+                Ok(value) => *xmlns = Some(value.into_owned()),
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The text of a leaf that just closed, from its raw content: `None` when it is plain text (the
+/// raw content is the text, a slice of the input: most leaves); references resolved, CDATA
+/// unwrapped, comments dropped and line ends normalised (XML 1.0 §2.11) otherwise.
+fn leaf_text_of(el: &El<'_>, src: &str) -> Result<Option<String>, String> {
     let raw = src.get(el.inner.0..el.inner.1).ok_or("element content out of range")?;
     let text = if el.mixed {
         let mut out = String::with_capacity(raw.len());
@@ -384,22 +415,22 @@ fn leaf_text_of<'a>(el: &El<'a>, src: &'a str) -> Result<Text<'a>, String> {
                 _ => {}
             }
         }
-        return Ok(Text::Owned(out));
+        Some(out)
     } else if raw.contains('\r') {
         // Literal line ends are normalised before references are resolved: `&#13;` is a real
         // carriage return and stays one.
         let normalised = raw.replace("\r\n", "\n").replace('\r', "\n");
         match quick_xml::escape::unescape(&normalised).map_err(|e| e.to_string())? {
-            Cow::Borrowed(_) => Text::Owned(normalised),
-            Cow::Owned(t) => Text::Owned(t),
+            Cow::Borrowed(_) => Some(normalised),
+            Cow::Owned(t) => Some(t),
         }
     } else if el.refs {
         match quick_xml::escape::unescape(raw).map_err(|e| e.to_string())? {
-            Cow::Borrowed(t) => Text::Borrowed(t),
-            Cow::Owned(t) => Text::Owned(t),
+            Cow::Borrowed(_) => None,
+            Cow::Owned(t) => Some(t),
         }
     } else {
-        Text::Borrowed(raw)
+        None
     };
     Ok(text)
 }
@@ -429,7 +460,7 @@ fn leaf_text<'d>(el: Node<'d, '_>) -> Result<&'d str, DecodeError> {
     if let Some(child) = el.children().next() {
         return Err(unexpected(child, el));
     }
-    Ok(el.els[el.i].text.as_str())
+    Ok(el.text())
 }
 
 fn trimmed(el: Node<'_, '_>) -> Result<String, DecodeError> {
@@ -502,12 +533,19 @@ fn cred(el: Node<'_, '_>) -> Result<Cred, DecodeError> {
 /// (an MsiInstallJob sent unescaped is kept intact, character for character).
 fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
     if !el.has_children() {
-        el.text.as_str().to_string()
+        el.text().to_string()
     } else {
         // Line ends normalised as in any other text (XML 1.0 §2.11).
         let raw = src.get(el.inner.0..el.inner.1).unwrap_or_default().trim();
         if raw.contains('\r') { raw.replace("\r\n", "\n").replace('\r', "\n") } else { raw.to_string() }
     }
+}
+
+/// An empty vector with room for exactly the `Item` children of `el`. An Item is a few hundred
+/// bytes: a vector grown by push starts at four of them, over a kilobyte for the usual one item,
+/// and an allocation that size costs the allocator far more than a small one.
+fn items_of(el: Node<'_, '_>) -> Vec<Item> {
+    Vec::with_capacity(el.children().filter(|c| c.name == "Item").count())
 }
 
 fn item(el: Node<'_, '_>, src: &str) -> Result<Item, DecodeError> {
@@ -584,17 +622,13 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
-            cmd_id: el
-                .children()
-                .find(|c| c.name == "CmdID")
-                .map(|c| c.text.as_str().trim().to_string())
-                .unwrap_or_default(),
+            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| c.text().trim().to_string()).unwrap_or_default(),
         },
     })
 }
 
 fn alert(el: Node<'_, '_>, src: &str) -> Result<Alert, DecodeError> {
-    let mut a = Alert::default();
+    let mut a = Alert { items: items_of(el), ..Alert::default() };
     let (mut id, mut data) = (None, None);
     for child in el.children() {
         match child.name {
@@ -612,7 +646,7 @@ fn alert(el: Node<'_, '_>, src: &str) -> Result<Alert, DecodeError> {
 }
 
 fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
-    let mut c = ItemCmd::default();
+    let mut c = ItemCmd { items: items_of(el), ..ItemCmd::default() };
     let mut id = None;
     for child in el.children() {
         match child.name {
@@ -629,7 +663,8 @@ fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
 }
 
 fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
-    let mut c = Container { commands: Vec::with_capacity(el.children().count()), ..Container::default() };
+    let commands = el.children().filter(|c| !matches!(c.name, "CmdID" | "NoResp" | "Meta")).count();
+    let mut c = Container { commands: Vec::with_capacity(commands), ..Container::default() };
     let mut id = None;
     for child in el.children() {
         match child.name {
@@ -644,7 +679,7 @@ fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
 }
 
 fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
-    let mut s = Status::default();
+    let mut s = Status { items: items_of(el), ..Status::default() };
     let (mut id, mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None, None);
     for child in el.children() {
         match child.name {
@@ -679,7 +714,7 @@ fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
 }
 
 fn results(el: Node<'_, '_>, src: &str) -> Result<Results, DecodeError> {
-    let mut r = Results::default();
+    let mut r = Results { items: items_of(el), ..Results::default() };
     let (mut id, mut msg_ref, mut cmd_ref) = (None, None, None);
     for child in el.children() {
         match child.name {

@@ -12,7 +12,9 @@ use super::model::*;
 
 /// Encodes a message as compact canonical SyncML.
 pub fn encode(msg: &SyncMl) -> String {
-    let mut w = W { out: String::with_capacity(4096) };
+    // Sized for a typical reply (a Status of about 150 bytes per command) so that the buffer
+    // grows once at most.
+    let mut w = W { out: String::with_capacity(1024 + 192 * msg.body.commands.len()) };
     w.out.push_str(r#"<SyncML xmlns="SYNCML:SYNCML1.2">"#);
     w.hdr(&msg.hdr);
     w.out.push_str("<SyncBody>");
@@ -51,15 +53,26 @@ impl W {
         self.close(name);
     }
 
-    /// Escaped text. A carriage return is written as `&#13;`: written raw, the reader would turn
-    /// it into a line feed (XML 1.0 §2.11) and the value would not survive the round trip.
+    /// Escaped text, written straight into the output (the five XML special characters). A
+    /// carriage return is written as `&#13;`: written raw, the reader would turn it into a line
+    /// feed (XML 1.0 §2.11) and the value would not survive the round trip.
     fn escaped(&mut self, value: &str) {
-        let escaped = escape(value);
-        if escaped.contains('\r') {
-            self.out.push_str(&escaped.replace('\r', "&#13;"));
-        } else {
-            self.out.push_str(&escaped);
+        let mut run = 0;
+        for (i, b) in value.bytes().enumerate() {
+            let entity = match b {
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'&' => "&amp;",
+                b'\'' => "&apos;",
+                b'"' => "&quot;",
+                b'\r' => "&#13;",
+                _ => continue,
+            };
+            self.out.push_str(&value[run..i]);
+            self.out.push_str(entity);
+            run = i + 1;
         }
+        self.out.push_str(&value[run..]);
     }
 
     fn opt(&mut self, name: &str, value: &Option<String>) {

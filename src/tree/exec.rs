@@ -3,7 +3,7 @@
 use crate::syncml::{Command, Container, Item, ItemCmd, Meta, StatusCode};
 
 use super::schema::{Format, Lifetime, NodeSpec, Ops};
-use super::uri::{NodeUri, Query, Scope, encode_segment, key_of};
+use super::uri::{Query, Scope, UriRef, encode_segment};
 use super::{Csp, CspCx, Effect, Env, NodeRef, Registry, TreeState, WriteOp};
 
 /// What one received command (or one item of it) came to: the Status to send and, for a Get,
@@ -41,37 +41,75 @@ pub struct Tree<'a> {
     pub effects: Vec<Effect>,
 }
 
-/// A LocURI resolved against the registry.
+/// A LocURI resolved against the registry. Built once per item: the keys and relative paths of
+/// the node and of each of its ancestors are slices of one string.
 struct Resolved<'r> {
     csp: &'r dyn Csp,
-    /// Specs from the CSP root down to the node.
-    chain: Vec<&'static NodeSpec>,
-    /// Decoded segments relative to the CSP root.
-    rel: Vec<String>,
+    /// For each depth from the CSP root (0) down to the node: its spec and where its state key
+    /// ends in `key`.
+    chain: Vec<(&'static NodeSpec, usize)>,
+    /// The node's state key: the key of the CSP root in this scope (in the root's own spelling,
+    /// so that a case-insensitive CSP has one set of keys), then each decoded segment below it.
+    key: String,
     scope: Scope,
-    base: String,
 }
 
 impl Resolved<'_> {
+    /// Depth of the node below the CSP root (0 for the root itself).
+    fn depth(&self) -> usize {
+        self.chain.len() - 1
+    }
+
     fn spec(&self) -> &'static NodeSpec {
-        self.chain[self.chain.len() - 1]
+        self.chain[self.chain.len() - 1].0
     }
 
-    fn rel_path(&self) -> String {
-        self.rel.join("/")
+    fn spec_at(&self, depth: usize) -> &'static NodeSpec {
+        self.chain[depth].0
     }
 
-    fn key_at(&self, depth: usize) -> String {
-        let mut k = self.base.clone();
-        for s in &self.rel[..depth] {
-            k.push('/');
-            k.push_str(s);
-        }
-        k
+    /// Key of the CSP root in this scope.
+    fn base(&self) -> &str {
+        &self.key[..self.chain[0].1]
     }
 
-    fn key(&self) -> String {
-        self.key_at(self.rel.len())
+    fn key_at(&self, depth: usize) -> &str {
+        &self.key[..self.chain[depth].1]
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The decoded path of the ancestor at `depth` relative to the CSP root.
+    fn rel_at(&self, depth: usize) -> &str {
+        if depth == 0 { "" } else { &self.key[self.chain[0].1 + 1..self.chain[depth].1] }
+    }
+
+    fn rel_path(&self) -> &str {
+        self.rel_at(self.depth())
+    }
+
+    fn node(&self) -> NodeRef<'_> {
+        NodeRef { rel: self.rel_path(), spec: self.spec(), scope: self.scope }
+    }
+
+    /// The decoded name of the node (`None` for the CSP root).
+    fn name(&self) -> Option<&str> {
+        let d = self.depth();
+        (d > 0).then(|| &self.key[self.chain[d - 1].1 + 1..])
+    }
+
+    /// The child `name` of this node, of spec `spec`.
+    fn child(&self, spec: &'static NodeSpec, name: &str) -> Self {
+        let mut key = String::with_capacity(self.key.len() + 1 + name.len());
+        key.push_str(&self.key);
+        key.push('/');
+        key.push_str(name);
+        let mut chain = Vec::with_capacity(self.chain.len() + 1);
+        chain.extend_from_slice(&self.chain);
+        chain.push((spec, key.len()));
+        Resolved { csp: self.csp, chain, key, scope: self.scope }
     }
 }
 
@@ -91,7 +129,10 @@ impl<'a> Tree<'a> {
     /// Atomic or Sequence first, then one per child). Alerts, Status and Results are not tree
     /// commands: the session handles them and they give no outcome here.
     pub fn execute(&mut self, cmd: &Command) -> Vec<CmdOutcome> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(match cmd {
+            Command::Atomic(c) | Command::Sequence(c) => 1 + c.commands.len(),
+            _ => 1,
+        });
         self.run(cmd, false, &mut out);
         out
     }
@@ -150,31 +191,42 @@ impl<'a> Tree<'a> {
             out.push(CmdOutcome::new(&c.cmd_id, name, StatusCode::IncompleteCommand));
             return;
         }
-        let mut per_item: Vec<(String, StatusCode, Vec<Item>)> = Vec::with_capacity(c.items.len());
-        for item in &c.items {
-            let target = item.target.clone().unwrap_or_default();
-            let mark = self.state.mark();
-            let effects = self.effects.len();
-            let result = f(self, item);
-            let (code, results) = match result {
+        let mut run_one = |t: &mut Self, item: &Item| {
+            let mark = t.state.mark();
+            let effects = t.effects.len();
+            match f(t, item) {
                 Ok(ok) => ok,
                 Err(code) => {
-                    self.state.rollback(mark);
-                    self.effects.truncate(effects);
+                    t.state.rollback(mark);
+                    t.effects.truncate(effects);
                     (code, Vec::new())
                 }
-            };
-            per_item.push((target, code, results));
+            }
+        };
+        if let [item] = c.items.as_slice() {
+            // The usual case: one item, one outcome.
+            let (code, results) = run_one(self, item);
+            let mut o = CmdOutcome::new(&c.cmd_id, name, code);
+            o.results = results;
+            out.push(o);
+            return;
+        }
+        let mut per_item: Vec<(&Item, StatusCode, Vec<Item>)> = Vec::with_capacity(c.items.len());
+        for item in &c.items {
+            let (code, results) = run_one(self, item);
+            per_item.push((item, code, results));
         }
         let all_same = per_item.windows(2).all(|w| w[0].1 == w[1].1);
         if all_same {
             let mut o = CmdOutcome::new(&c.cmd_id, name, per_item[0].1);
-            o.results = per_item.into_iter().flat_map(|(_, _, r)| r).collect();
+            let mut all = Vec::with_capacity(per_item.iter().map(|(_, _, r)| r.len()).sum());
+            per_item.into_iter().for_each(|(_, _, r)| all.extend(r));
+            o.results = all;
             out.push(o);
         } else {
-            for (target, code, results) in per_item {
+            for (item, code, results) in per_item {
                 let mut o = CmdOutcome::new(&c.cmd_id, name, code);
-                o.target_refs.push(target);
+                o.target_refs.push(item.target.clone().unwrap_or_default());
                 o.results = results;
                 out.push(o);
             }
@@ -235,68 +287,63 @@ impl<'a> Tree<'a> {
         }
     }
 
-    fn resolve(&self, uri: &NodeUri) -> Result<Target<'a>, StatusCode> {
+    fn resolve(&self, uri: &UriRef<'_>) -> Result<Target<'a>, StatusCode> {
         let registry: &'a Registry = self.registry;
-        let found = registry.find(uri.scope, &uri.segments).filter(|(csp, _)| csp.present(self.env));
-        let Some((csp, rel)) = found else {
+        let found = registry
+            .locate(uri.scope, &uri.segments)
+            .map(|(i, rel)| (registry.csp_and_base(i, uri.scope), rel))
+            .filter(|((csp, _), _)| csp.present(self.env));
+        let Some(((csp, base), rel)) = found else {
             let above = registry.children_above_roots(uri.scope, &uri.segments);
             return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
         };
+        let mut key = String::with_capacity(base.len() + rel.iter().map(|s| s.len() + 1).sum::<usize>());
+        key.push_str(base);
         let mut chain = Vec::with_capacity(rel.len() + 1);
-        chain.push(csp.schema());
+        let mut spec = csp.schema();
+        chain.push((spec, key.len()));
         let ignore_case = csp.ignore_case();
         for seg in rel {
-            let parent = chain[chain.len() - 1];
-            let next = if ignore_case { parent.child_ignore_case(seg) } else { parent.child(seg) };
-            chain.push(next.ok_or(StatusCode::NotFound)?);
+            let next = if ignore_case { spec.child_ignore_case(seg) } else { spec.child(seg) };
+            spec = next.ok_or(StatusCode::NotFound)?;
+            key.push('/');
+            key.push_str(seg);
+            chain.push((spec, key.len()));
         }
-        // The segments before `rel` are the CSP root; keyed in the root's own spelling, so
-        // that a case-insensitive CSP has one set of keys.
-        let root: Vec<&str> = csp.root().split('/').collect();
-        let base = key_of(uri.scope, &root);
-        Ok(Target::Node(Resolved { csp, chain, rel: rel.to_vec(), scope: uri.scope, base }))
+        Ok(Target::Node(Resolved { csp, chain, key, scope: uri.scope }))
     }
 
-    fn cx(&mut self, base: &str) -> CspCx<'_> {
-        CspCx { state: self.state, env: self.env, base: base.to_string(), effects: &mut self.effects }
+    fn cx<'c>(&'c mut self, base: &'c str) -> CspCx<'c> {
+        CspCx { state: self.state, env: self.env, base, effects: &mut self.effects }
     }
 
     /// True when every dynamic node on the path down to `depth` (inclusive) is stored and the
     /// CSP says every node on it is there ([`Csp::exists`]).
     fn path_exists(&mut self, r: &Resolved<'_>, depth: usize) -> bool {
         let csp = r.csp;
-        let cx = self.cx(&r.base);
-        let mut rel = String::new();
+        let cx = self.cx(r.base());
         (1..=depth).all(|d| {
-            if d > 1 {
-                rel.push('/');
-            }
-            rel.push_str(&r.rel[d - 1]);
-            (r.chain[d].lifetime == Lifetime::Permanent || cx.state.entry(&r.key_at(d)).is_some())
-                && csp.exists(&cx, NodeRef { rel: &rel, spec: r.chain[d], scope: r.scope })
+            let spec = r.spec_at(d);
+            (spec.lifetime == Lifetime::Permanent || cx.state.entry(r.key_at(d)).is_some())
+                && csp.exists(&cx, NodeRef { rel: r.rel_at(d), spec, scope: r.scope })
         })
     }
 
     /// The child list a CSP computes for an interior node ([`Csp::children`]).
     fn computed_children(&mut self, r: &Resolved<'_>) -> Option<Vec<String>> {
-        let rel = r.rel_path();
-        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
         let csp = r.csp;
-        let cx = self.cx(&r.base);
-        csp.children(&cx, node)
+        let cx = self.cx(r.base());
+        csp.children(&cx, r.node())
     }
 
     /// The value a Get reads for a leaf: computed, stored, or default.
     fn leaf_value(&mut self, r: &Resolved<'_>) -> Option<String> {
-        let rel = r.rel_path();
-        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
         let csp = r.csp;
-        let key = r.key();
-        let cx = self.cx(&r.base);
-        if let Some(v) = csp.read(&cx, node) {
+        let cx = self.cx(r.base());
+        if let Some(v) = csp.read(&cx, r.node()) {
             return Some(v);
         }
-        cx.state.value(&key).map(str::to_string).or_else(|| r.spec().default.map(str::to_string))
+        cx.state.value(r.key()).map(str::to_string).or_else(|| r.spec().default.map(str::to_string))
     }
 
     /// Child names of an interior node: computed by the CSP, or fixed children, then stored
@@ -306,7 +353,7 @@ impl<'a> Tree<'a> {
             return names;
         }
         let mut names: Vec<String> = Vec::new();
-        let stored = self.state.child_names(&r.key());
+        let stored = self.state.child_names(r.key());
         for c in r.spec().children {
             if c.is_placeholder() {
                 continue;
@@ -325,23 +372,23 @@ impl<'a> Tree<'a> {
 
     fn get(&mut self, item: &Item) -> Result<Vec<Item>, StatusCode> {
         let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
-        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        let uri = UriRef::parse(raw).map_err(|_| StatusCode::BadRequest)?;
         let r = match self.resolve(&uri)? {
             Target::AboveRoots(names) => {
                 if uri.query.is_some() {
                     return Err(StatusCode::OptionalFeatureNotSupported);
                 }
                 let data = names.iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/");
-                return Ok(vec![result_item(&uri.raw, Format::Node, None, data)]);
+                return Ok(vec![result_item(uri.raw, Format::Node, None, data)]);
             }
             Target::Node(r) => r,
         };
-        if !self.path_exists(&r, r.chain.len() - 1) {
+        if !self.path_exists(&r, r.depth()) {
             return Err(StatusCode::NotFound);
         }
         let spec = r.spec();
         match &uri.query {
-            Some(Query::Prop(p)) => return self.prop(&r, &uri.raw, p),
+            Some(Query::Prop(p)) => return self.prop(&r, uri.raw, p),
             Some(Query::Other(_)) => return Err(StatusCode::OptionalFeatureNotSupported),
             Some(Query::ListStructData) | None => {}
         }
@@ -349,9 +396,9 @@ impl<'a> Tree<'a> {
             return Err(StatusCode::CommandNotAllowed);
         }
         if uri.query == Some(Query::ListStructData) {
-            let base_uri = uri.raw.split('?').next().unwrap_or(&uri.raw).to_string();
+            let base_uri = uri.raw.split('?').next().unwrap_or(uri.raw);
             let mut items = Vec::new();
-            self.struct_data(&r, &base_uri, &mut items);
+            self.struct_data(r, base_uri, &mut items);
             return Ok(items);
         }
         if spec.is_interior() {
@@ -359,10 +406,10 @@ impl<'a> Tree<'a> {
                 Some(names) => names.join("/"),
                 None => self.child_names(&r).iter().map(|n| encode_segment(n)).collect::<Vec<_>>().join("/"),
             };
-            return Ok(vec![result_item(&uri.raw, Format::Node, None, data)]);
+            return Ok(vec![result_item(uri.raw, Format::Node, None, data)]);
         }
         let value = self.leaf_value(&r).ok_or(StatusCode::NotFound)?;
-        Ok(vec![result_item(&uri.raw, spec.format, Some("text/plain"), value)])
+        Ok(vec![result_item(uri.raw, spec.format, Some("text/plain"), value)])
     }
 
     /// `?list=StructData`: the node and every node below it that has something to show, each
@@ -370,12 +417,9 @@ impl<'a> Tree<'a> {
     /// `Format node` and an empty `Type` and no Data, leaves carry only their Data. This is the
     /// shape of the Windows reply in the EnterpriseAppManagement seed (its Inventory example:
     /// the Inventory node, then each product node, then the products' leaves).
-    fn struct_data(&mut self, r: &Resolved<'_>, uri: &str, items: &mut Vec<Item>) {
+    fn struct_data(&mut self, r: Resolved<'_>, uri: &str, items: &mut Vec<Item>) {
         let mut queue = std::collections::VecDeque::new();
-        queue.push_back((
-            Resolved { csp: r.csp, chain: r.chain.clone(), rel: r.rel.clone(), scope: r.scope, base: r.base.clone() },
-            uri.to_string(),
-        ));
+        queue.push_back((r, uri.to_string()));
         while let Some((node, uri)) = queue.pop_front() {
             let spec = node.spec();
             if !spec.ops.contains(Ops::GET) {
@@ -392,12 +436,8 @@ impl<'a> Tree<'a> {
             items.push(Item { source: Some(uri.clone()), meta: Some(meta), ..Item::default() });
             for name in self.child_names(&node) {
                 let Some(child) = spec.child(&name) else { continue };
-                let mut chain = node.chain.clone();
-                chain.push(child);
-                let mut rel = node.rel.clone();
-                rel.push(name.clone());
-                let sub = Resolved { csp: node.csp, chain, rel, scope: node.scope, base: node.base.clone() };
-                if self.path_exists(&sub, sub.chain.len() - 1) {
+                let sub = node.child(child, &name);
+                if self.path_exists(&sub, sub.depth()) {
                     queue.push_back((sub, format!("{uri}/{}", encode_segment(&name))));
                 }
             }
@@ -409,7 +449,7 @@ impl<'a> Tree<'a> {
         let value = match prop {
             "Type" => spec.mime_type().to_string(),
             "Format" => spec.format.as_str().to_string(),
-            "Name" => r.rel.last().cloned().unwrap_or_else(|| spec.name.to_string()),
+            "Name" => r.name().unwrap_or(spec.name).to_string(),
             "Size" if !spec.is_interior() => {
                 self.leaf_value(r).map(|v| v.len().to_string()).ok_or(StatusCode::NotFound)?
             }
@@ -426,7 +466,7 @@ impl<'a> Tree<'a> {
         cmd_meta: Option<&Meta>,
     ) -> Result<(StatusCode, Vec<Item>), StatusCode> {
         let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
-        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        let uri = UriRef::parse(raw).map_err(|_| StatusCode::BadRequest)?;
         if uri.query.is_some() {
             return Err(StatusCode::BadRequest);
         }
@@ -438,7 +478,7 @@ impl<'a> Tree<'a> {
             return Err(StatusCode::RequestEntityTooLarge);
         }
         let r = match self.resolve(&uri)? {
-            Target::Node(r) if !r.rel.is_empty() || op == WriteOp::Add => r,
+            Target::Node(r) if r.depth() > 0 || op == WriteOp::Add => r,
             // The roots of the tree and of each CSP are not the server's to write.
             _ => return Err(StatusCode::CommandNotAllowed),
         };
@@ -448,9 +488,9 @@ impl<'a> Tree<'a> {
             WriteOp::Replace => Ops::REPLACE,
             WriteOp::Delete => Ops::DELETE,
         };
-        let depth = r.chain.len() - 1;
+        let depth = r.depth();
         let key = r.key();
-        let stored = self.state.entry(&key).is_some();
+        let stored = self.state.entry(key).is_some();
         // Existence first: a write to a node that is not there is 404 whatever the table says,
         // an Add of a node that is there is 418.
         match op {
@@ -466,9 +506,9 @@ impl<'a> Tree<'a> {
                 // Missing dynamic ancestors are created implicitly when the table lets the
                 // server add them (the seeds' Atomic examples rely on this).
                 for d in 1..depth {
-                    let anc = r.chain[d];
+                    let anc = r.spec_at(d);
                     if anc.lifetime == Lifetime::Dynamic
-                        && self.state.entry(&r.key_at(d)).is_none()
+                        && self.state.entry(r.key_at(d)).is_none()
                         && !anc.ops.contains(Ops::ADD)
                     {
                         return Err(StatusCode::NotFound);
@@ -490,42 +530,40 @@ impl<'a> Tree<'a> {
             WriteOp::Delete => None,
             _ => Some(check_value(spec, item, cmd_meta)?),
         };
-        let rel = r.rel_path();
-        let node = NodeRef { rel: &rel, spec, scope: r.scope };
+        let node = r.node();
         let csp = r.csp;
         {
-            let cx = self.cx(&r.base);
+            let cx = self.cx(r.base());
             csp.validate(&cx, op, node, value.as_deref())?;
         }
         match op {
             WriteOp::Add => {
                 for d in 1..depth {
                     let k = r.key_at(d);
-                    if r.chain[d].lifetime == Lifetime::Dynamic && self.state.entry(&k).is_none() {
-                        self.state.set(&k, super::Entry::Interior);
+                    if r.spec_at(d).lifetime == Lifetime::Dynamic && self.state.entry(k).is_none() {
+                        self.state.set(k, super::Entry::Interior);
                     }
                 }
                 if spec.is_interior() {
-                    self.state.set(&key, super::Entry::Interior);
+                    self.state.set(key, super::Entry::Interior);
                 } else {
-                    self.state.set_value(&key, value.unwrap_or_default());
+                    self.state.set_value(key, value.unwrap_or_default());
                 }
             }
-            WriteOp::Replace => self.state.set_value(&key, value.unwrap_or_default()),
-            WriteOp::Delete => self.state.remove_subtree(&key),
+            WriteOp::Replace => self.state.set_value(key, value.unwrap_or_default()),
+            WriteOp::Delete => self.state.remove_subtree(key),
         }
-        let mut cx = self.cx(&r.base);
+        let mut cx = self.cx(r.base());
         csp.after_write(&mut cx, op, node)?;
         Ok((StatusCode::Ok, Vec::new()))
     }
 
     fn exec(&mut self, item: &Item) -> Result<(StatusCode, Vec<Item>), StatusCode> {
         let raw = item.target.as_deref().ok_or(StatusCode::BadRequest)?;
-        let uri = NodeUri::parse(raw).map_err(|_| StatusCode::BadRequest)?;
+        let uri = UriRef::parse(raw).map_err(|_| StatusCode::BadRequest)?;
         let Target::Node(r) = self.resolve(&uri)? else { return Err(StatusCode::CommandNotAllowed) };
-        let depth = r.chain.len() - 1;
-        let rel = r.rel_path();
-        let node = NodeRef { rel: &rel, spec: r.spec(), scope: r.scope };
+        let depth = r.depth();
+        let node = r.node();
         let csp = r.csp;
         if !self.path_exists(&r, depth) {
             // Some Exec nodes create their missing dynamic ancestors, as an Add would (see
@@ -539,7 +577,7 @@ impl<'a> Tree<'a> {
         }
         let mark = self.state.mark();
         let effects = self.effects.len();
-        let mut cx = self.cx(&r.base);
+        let mut cx = self.cx(r.base());
         let code = csp.exec(&mut cx, node, item.data.as_deref());
         if code.is_success() {
             return Ok((code, Vec::new()));
@@ -548,7 +586,7 @@ impl<'a> Tree<'a> {
         // (`Csp::exec_refused`), and what it records stays (outside a failed Atomic).
         self.state.rollback(mark);
         self.effects.truncate(effects);
-        let mut cx = self.cx(&r.base);
+        let mut cx = self.cx(r.base());
         if csp.exec_refused(&mut cx, node, item.data.as_deref(), code) { Ok((code, Vec::new())) } else { Err(code) }
     }
 
@@ -556,12 +594,12 @@ impl<'a> Tree<'a> {
     /// server add each of them; true when the whole path exists afterwards.
     fn create_ancestors(&mut self, r: &Resolved<'_>, depth: usize) -> bool {
         for d in 1..depth {
-            let k = r.key_at(d);
-            if r.chain[d].lifetime == Lifetime::Dynamic && self.state.entry(&k).is_none() {
-                if !r.chain[d].ops.contains(Ops::ADD) {
+            let (spec, k) = (r.spec_at(d), r.key_at(d));
+            if spec.lifetime == Lifetime::Dynamic && self.state.entry(k).is_none() {
+                if !spec.ops.contains(Ops::ADD) {
                     return false;
                 }
-                self.state.set(&k, super::Entry::Interior);
+                self.state.set(k, super::Entry::Interior);
             }
         }
         self.path_exists(r, depth)
@@ -570,7 +608,7 @@ impl<'a> Tree<'a> {
 
 /// The state key an item targets (empty when it has no usable target).
 fn item_key(item: &Item) -> String {
-    item.target.as_deref().and_then(|t| NodeUri::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
+    item.target.as_deref().and_then(|t| UriRef::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
 }
 
 /// Checks the data of an Add/Replace against the node's format and returns the value to store.
@@ -582,10 +620,10 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
             return Err(StatusCode::UnsupportedMediaType);
         }
     }
-    let data = item.data.clone().unwrap_or_default();
     if spec.is_interior() {
         return Ok(String::new());
     }
+    let data = item.data.as_deref().unwrap_or_default();
     let text = data.trim();
     let ok = match spec.format {
         Format::Int => text.parse::<i64>().is_ok(),
@@ -603,7 +641,7 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
     Ok(match spec.format {
         Format::Int | Format::Float => text.to_string(),
         Format::Bool => text.to_ascii_lowercase(),
-        _ => data,
+        _ => data.to_string(),
     })
 }
 

@@ -14,7 +14,7 @@ mod schema;
 mod state;
 mod uri;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -151,14 +151,20 @@ pub struct CspCx<'a> {
     pub state: &'a mut TreeState,
     pub env: &'a Env,
     /// Key of the CSP root in this scope (`Vendor/MSFT/DMClient`, `User/Vendor/MSFT/...`).
-    pub base: String,
+    pub base: &'a str,
     pub effects: &'a mut Vec<Effect>,
 }
 
 impl CspCx<'_> {
     /// The full key of a path relative to the CSP root (`""` is the root itself).
     pub fn key(&self, rel: &str) -> String {
-        if rel.is_empty() { self.base.clone() } else { format!("{}/{rel}", self.base) }
+        let mut k = String::with_capacity(self.base.len() + 1 + rel.len());
+        k.push_str(self.base);
+        if !rel.is_empty() {
+            k.push('/');
+            k.push_str(rel);
+        }
+        k
     }
 
     /// The stored value at a relative path.
@@ -325,18 +331,19 @@ pub trait Csp: Send + Sync + 'static {
     fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
 }
 
-/// The segments below `root` (`Vendor/MSFT/X`) when `segments` start with it (in any ASCII case
-/// when `ignore_case`).
-fn strip_root<'p>(root: &str, segments: &'p [String], ignore_case: bool) -> Option<&'p [String]> {
-    let mut n = 0;
-    for part in root.split('/') {
-        let seg = segments.get(n)?;
-        if seg != part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
+/// The segments below `root` (`["Vendor", "MSFT", "X"]`) when `segments` start with it (in any
+/// ASCII case when `ignore_case`).
+fn strip_root<'p, S: AsRef<str>>(root: &[&str], segments: &'p [S], ignore_case: bool) -> Option<&'p [S]> {
+    if segments.len() < root.len() {
+        return None;
+    }
+    for (part, seg) in root.iter().zip(segments) {
+        let seg = seg.as_ref();
+        if seg != *part && !(ignore_case && seg.eq_ignore_ascii_case(part)) {
             return None;
         }
-        n += 1;
     }
-    Some(&segments[n..])
+    Some(&segments[root.len()..])
 }
 
 /// The CSPs a device has, shared by all devices of a fleet.
@@ -346,6 +353,17 @@ pub struct Registry {
     /// For each CSP (same index), the state key of its root in each of its scopes: computed once
     /// here, not at every timer query of every device.
     bases: Vec<Vec<(Scope, String)>>,
+    /// For each CSP (same index), the segments of its root.
+    roots: Vec<Vec<&'static str>>,
+    /// The CSPs that match names exactly (indices, in registration order) by the number of
+    /// segments of their root and its last segment (`(3, "DMClient")`): a LocURI is looked up
+    /// among the one or two CSPs that can own it instead of all of them, for every item of every
+    /// command.
+    by_root: HashMap<(usize, &'static str), Vec<usize>>,
+    /// The root lengths (in segments) of the CSPs in `by_root`.
+    root_lens: Vec<usize>,
+    /// The CSPs that match names in any ASCII case ([`Csp::ignore_case`]), in registration order.
+    any_case: Vec<usize>,
 }
 
 impl Registry {
@@ -363,6 +381,18 @@ impl Registry {
     pub fn register_shared(&mut self, csp: Arc<dyn Csp>) -> &mut Self {
         let root: Vec<&str> = csp.root().split('/').collect();
         self.bases.push(csp.scopes().iter().map(|&scope| (scope, key_of(scope, &root))).collect());
+        let i = self.csps.len();
+        let root: Vec<&'static str> = csp.root().split('/').collect();
+        if csp.ignore_case() {
+            self.any_case.push(i);
+        } else {
+            let last = root.last().copied().unwrap_or_default();
+            self.by_root.entry((root.len(), last)).or_default().push(i);
+            if !self.root_lens.contains(&root.len()) {
+                self.root_lens.push(root.len());
+            }
+        }
+        self.roots.push(root);
         self.csps.push(csp);
         self
     }
@@ -373,22 +403,47 @@ impl Registry {
     }
 
     /// The CSP owning a path in a scope, and the path relative to its root.
-    pub fn find<'p>(&self, scope: Scope, segments: &'p [String]) -> Option<(&dyn Csp, &'p [String])> {
-        // Runs for every node a command addresses: compare in place, allocate nothing.
-        self.csps
-            .iter()
-            .map(|c| c.as_ref())
-            .filter(|c| c.scopes().contains(&scope))
-            .find_map(|c| strip_root(c.root(), segments, c.ignore_case()).map(|rel| (c, rel)))
+    pub fn find<'p, S: AsRef<str>>(&self, scope: Scope, segments: &'p [S]) -> Option<(&dyn Csp, &'p [S])> {
+        self.locate(scope, segments).map(|(i, rel)| (self.csps[i].as_ref(), rel))
+    }
+
+    /// [`Registry::find`] by index: the first CSP in registration order whose root starts the
+    /// path. Runs for every node a command addresses: only the CSPs whose root starts with the
+    /// path's first segment (and the case-insensitive ones) are compared, in place.
+    pub(crate) fn locate<'p, S: AsRef<str>>(&self, scope: Scope, segments: &'p [S]) -> Option<(usize, &'p [S])> {
+        let matches = |&i: &usize| {
+            let c = self.csps[i].as_ref();
+            if !c.scopes().contains(&scope) {
+                return None;
+            }
+            strip_root(&self.roots[i], segments, c.ignore_case()).map(|rel| (i, rel))
+        };
+        let mut best: Option<(usize, &'p [S])> = self.any_case.iter().find_map(matches);
+        for &n in &self.root_lens {
+            let Some(last) = n.checked_sub(1).and_then(|l| segments.get(l)) else { continue };
+            let found = self.by_root.get(&(n, last.as_ref())).and_then(|list| list.iter().find_map(matches));
+            if let Some(f) = found
+                && best.is_none_or(|b| f.0 < b.0)
+            {
+                best = Some(f);
+            }
+        }
+        best
+    }
+
+    /// The CSP at an index of [`Registry::locate`] and the state key of its root in `scope`.
+    pub(crate) fn csp_and_base(&self, i: usize, scope: Scope) -> (&dyn Csp, &str) {
+        let base = self.bases[i].iter().find(|(s, _)| *s == scope).map_or("", |(_, b)| b.as_str());
+        (self.csps[i].as_ref(), base)
     }
 
     /// Names below a path that is an ancestor of CSP roots (`Vendor` -> `MSFT`), for Gets on
     /// `./Vendor/MSFT` and the like.
-    pub fn children_above_roots(&self, scope: Scope, segments: &[String]) -> Vec<&'static str> {
+    pub fn children_above_roots<S: AsRef<str>>(&self, scope: Scope, segments: &[S]) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
         for c in self.csps.iter().filter(|c| c.scopes().contains(&scope)) {
             let root: Vec<&'static str> = c.root().split('/').collect();
-            if root.len() > segments.len() && segments.iter().zip(&root).all(|(a, b)| a == b) {
+            if root.len() > segments.len() && segments.iter().zip(&root).all(|(a, b)| a.as_ref() == *b) {
                 let n = root[segments.len()];
                 if !names.contains(&n) {
                     names.push(n);
@@ -404,7 +459,7 @@ impl Registry {
         let mut best: Option<DateTime<Utc>> = None;
         for (c, bases) in self.csps.iter().zip(&self.bases) {
             for (_, base) in bases {
-                let cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let cx = CspCx { base, state, env, effects: &mut effects };
                 if let Some(d) = c.next_deadline(&cx) {
                     best = Some(best.map_or(d, |b| b.min(d)));
                 }
@@ -418,7 +473,7 @@ impl Registry {
         let mut effects = Vec::new();
         for (c, bases) in self.csps.iter().zip(&self.bases) {
             for (_, base) in bases {
-                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let mut cx = CspCx { base, state, env, effects: &mut effects };
                 if c.next_deadline(&cx).is_some_and(|d| d <= env.now) {
                     c.on_deadline(&mut cx);
                 }
@@ -440,10 +495,71 @@ impl Registry {
         if let Some((c, bases)) = self.csps.iter().zip(&self.bases).find(|(c, _)| c.name() == csp) {
             let scope = if node.starts_with("User/") { Scope::User } else { Scope::Device };
             if let Some((_, base)) = bases.iter().find(|(s, _)| *s == scope) {
-                let mut cx = CspCx { base: base.clone(), state, env, effects: &mut effects };
+                let mut cx = CspCx { base, state, env, effects: &mut effects };
                 c.on_fetch(&mut cx, node, outcome);
             }
         }
         effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LEAF: NodeSpec = NodeSpec::interior("X", Ops::GET, &[]);
+
+    /// A CSP with a given name, root, scopes and case rule.
+    struct Named(&'static str, &'static str, &'static [Scope], bool);
+
+    impl Csp for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn root(&self) -> &'static str {
+            self.1
+        }
+        fn schema(&self) -> &'static NodeSpec {
+            &LEAF
+        }
+        fn scopes(&self) -> &'static [Scope] {
+            self.2
+        }
+        fn ignore_case(&self) -> bool {
+            self.3
+        }
+    }
+
+    fn owner(r: &Registry, scope: Scope, uri: &str) -> Option<(&'static str, usize)> {
+        let segs: Vec<&str> = uri.split('/').collect();
+        r.find(scope, &segs).map(|(c, rel)| (c.name(), rel.len()))
+    }
+
+    #[test]
+    fn the_first_registered_csp_owning_a_path_wins_whatever_its_root_length_or_case_rule() {
+        const D: &[Scope] = &[Scope::Device];
+        const U: &[Scope] = &[Scope::User];
+        let mut r = Registry::new();
+        r.register(Named("any-case", "vendor/msft/a", D, true));
+        r.register(Named("exact-a", "Vendor/MSFT/A", D, false));
+        r.register(Named("user-b", "Vendor/MSFT/B", U, false));
+        r.register(Named("short", "Vendor", D, false));
+        r.register(Named("exact-b", "Vendor/MSFT/B", D, false));
+        r.register(Named("later-b", "Vendor/MSFT/B", D, false));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/A/x"), Some(("any-case", 1)));
+        assert_eq!(owner(&r, Scope::Device, "VENDOR/msft/A"), Some(("any-case", 0)));
+        // `short` (root `Vendor`) was registered before `exact-b`: it owns all of `Vendor`.
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/B/y/z"), Some(("short", 4)));
+        assert_eq!(owner(&r, Scope::User, "Vendor/MSFT/B/y"), Some(("user-b", 1)));
+        assert_eq!(owner(&r, Scope::User, "Vendor/MSFT/A"), None);
+        assert_eq!(owner(&r, Scope::Device, "DevInfo"), None);
+        assert_eq!(owner(&r, Scope::Device, ""), None);
+        let mut r = Registry::new();
+        r.register(Named("exact-b", "Vendor/MSFT/B", D, false));
+        r.register(Named("short", "Vendor", D, false));
+        r.register(Named("later-b", "Vendor/MSFT/B", D, false));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/B/y"), Some(("exact-b", 1)));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/C"), Some(("short", 2)));
+        assert_eq!(owner(&r, Scope::Device, "Vendor/MSFT/b"), Some(("short", 2)));
     }
 }

@@ -4,6 +4,8 @@
 //! user scope. Segments are compared percent-decoded (`%7B..%7D`, `%20`), while Results echo the
 //! LocURI exactly as the server sent it: [`NodeUri::raw`] keeps it.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// The scope a node lives in.
@@ -58,34 +60,13 @@ pub fn encode_segment(name: &str) -> String {
 impl NodeUri {
     /// Parses a LocURI as a server sends it.
     pub fn parse(raw: &str) -> Result<NodeUri, UriError> {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return Err(UriError::Empty);
-        }
-        if raw.starts_with('/') {
-            return Err(UriError::Absolute(raw.to_string()));
-        }
-        let (path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p, Some(parse_query(q))),
-            None => (raw, None),
-        };
-        let path = path.strip_prefix("./").unwrap_or(if path == "." { "" } else { path });
-        let path = path.trim_end_matches('/');
-        let (scope, path) = match path.split_once('/').map_or((path, ""), |(first, rest)| (first, rest)) {
-            ("User", rest) => (Scope::User, rest),
-            ("Device", rest) => (Scope::Device, rest),
-            _ => (Scope::Device, path),
-        };
-        let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
-        if !path.is_empty() {
-            for seg in path.split('/') {
-                if seg.is_empty() {
-                    return Err(UriError::EmptySegment(raw.to_string()));
-                }
-                segments.push(percent_decode_str(seg).decode_utf8_lossy().into_owned());
-            }
-        }
-        Ok(NodeUri { raw: raw.to_string(), scope, segments, query })
+        let uri = UriRef::parse(raw)?;
+        Ok(NodeUri {
+            raw: uri.raw.to_string(),
+            scope: uri.scope,
+            segments: uri.segments.into_iter().map(Cow::into_owned).collect(),
+            query: uri.query,
+        })
     }
 
     /// The key of this node in a device's [`super::TreeState`]: decoded segments joined by `/`,
@@ -95,9 +76,81 @@ impl NodeUri {
     }
 }
 
+/// A parsed LocURI that borrows from the text it was parsed from: what the engine uses for every
+/// item it executes (a segment is copied only when it has percent escapes to decode).
+/// [`NodeUri`] is its owned form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UriRef<'a> {
+    /// As received (trimmed): what Results echo back.
+    pub raw: &'a str,
+    pub scope: Scope,
+    /// Decoded segments below the scope; empty for the root.
+    pub segments: Vec<Cow<'a, str>>,
+    pub query: Option<Query>,
+}
+
+impl<'a> UriRef<'a> {
+    /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]). Runs for every
+    /// item of every command: one pass over the bytes, no allocation but the segment list.
+    pub fn parse(raw: &'a str) -> Result<UriRef<'a>, UriError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(UriError::Empty);
+        }
+        if raw.starts_with('/') {
+            return Err(UriError::Absolute(raw.to_string()));
+        }
+        let (path, query) = match raw.bytes().position(|b| b == b'?') {
+            Some(q) => (&raw[..q], Some(parse_query(&raw[q + 1..]))),
+            None => (raw, None),
+        };
+        let path = match path.strip_prefix("./") {
+            Some(p) => p,
+            None if path == "." => "",
+            None => path,
+        };
+        let path = path.trim_end_matches('/');
+        // Only the first segment names a scope.
+        let (scope, path) = match scope_prefix(path, "User") {
+            Some(rest) => (Scope::User, rest),
+            None => (Scope::Device, scope_prefix(path, "Device").unwrap_or(path)),
+        };
+        let bytes = path.as_bytes();
+        let mut segments = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'/').count() + 1);
+        if !path.is_empty() {
+            let (mut start, mut escaped) = (0, false);
+            for i in 0..=bytes.len() {
+                match bytes.get(i) {
+                    Some(b'%') => escaped = true,
+                    Some(b'/') | None => {
+                        let seg = &path[start..i];
+                        if seg.is_empty() {
+                            return Err(UriError::EmptySegment(raw.to_string()));
+                        }
+                        // Most segments have no escape: they stay slices of the LocURI.
+                        segments.push(if escaped {
+                            percent_decode_str(seg).decode_utf8_lossy()
+                        } else {
+                            Cow::Borrowed(seg)
+                        });
+                        (start, escaped) = (i + 1, false);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(UriRef { raw, scope, segments, query })
+    }
+
+    /// The state key of the node (as [`NodeUri::key`]).
+    pub fn key(&self) -> String {
+        key_of(self.scope, &self.segments)
+    }
+}
+
 /// The state key for decoded segments in a scope.
 pub fn key_of<S: AsRef<str>>(scope: Scope, segments: &[S]) -> String {
-    let mut k = String::new();
+    let mut k = String::with_capacity(5 + segments.iter().map(|s| s.as_ref().len() + 1).sum::<usize>());
     if scope == Scope::User {
         k.push_str("User");
     }
@@ -108,6 +161,12 @@ pub fn key_of<S: AsRef<str>>(scope: Scope, segments: &[S]) -> String {
         k.push_str(s.as_ref());
     }
     k
+}
+
+/// What follows `first` when it is the whole first segment of `path` (`User/X` -> `X`).
+fn scope_prefix<'p>(path: &'p str, first: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(first)?;
+    if rest.is_empty() { Some(rest) } else { rest.strip_prefix('/') }
 }
 
 fn parse_query(q: &str) -> Query {
