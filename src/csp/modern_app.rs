@@ -343,8 +343,6 @@ impl DdfBehaviour for ModernApps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::csp::test_rig::codes;
-    use crate::tree::{Env, Profile, Registry, TreeState};
 
     #[test]
     fn queries_are_read_and_refused() {
@@ -360,12 +358,5 @@ mod tests {
         );
         assert!(refusal("NoPublisher", Some(r#"<Application PackageUri="https://x/a.msix"/>"#)).is_some());
         assert!(refusal("A_b", Some("<Application/>")).unwrap().contains("PackageUri"));
-    }
-
-    fn _unused(_: &Registry, _: &TreeState, _: &Env, _: Profile) {}
-
-    #[test]
-    fn codes_helper_is_shared() {
-        assert!(codes(&[]).is_empty());
     }
 }
