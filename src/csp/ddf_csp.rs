@@ -469,10 +469,12 @@ impl Csp for DdfCsp {
     }
 
     fn validate(&self, cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        if let (Some(fact), Some(value)) = (self.fact(node.spec), value) {
-            if op != WriteOp::Delete && !node.spec.is_interior() && !allowed(&fact.allowed, fact.format, value) {
-                return Err(StatusCode::BadRequest);
-            }
+        if let (Some(fact), Some(value)) = (self.fact(node.spec), value)
+            && op != WriteOp::Delete
+            && !node.spec.is_interior()
+            && !allowed(&fact.allowed, fact.format, value)
+        {
+            return Err(StatusCode::BadRequest);
         }
         self.behaviour.map_or(Ok(()), |b| b.validate(cx, op, node, value))
     }

@@ -119,6 +119,9 @@ fn unprefixed(r: &str) -> String {
     r.rsplit(':').next().unwrap_or(r).to_string()
 }
 
+/// A policy being read: name, class, parent category, element ids, position.
+type Partial = (String, Class, Option<String>, Vec<String>, u64);
+
 /// Reads an ADMX file: its policies with their category paths and element ids.
 pub fn parse(text: &str) -> Result<Vec<AdmxPolicy>, AdmxError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -127,8 +130,7 @@ pub fn parse(text: &str) -> Result<Vec<AdmxPolicy>, AdmxError> {
     let not_admx = |pos: u64, problem: &str| AdmxError::NotAdmx { line: line_of(text, pos), problem: problem.into() };
     // Category name -> parent name.
     let mut parents: Vec<(String, Option<String>)> = Vec::new();
-    // name, class, parent ref, elements, line.
-    let mut policies: Vec<(String, Class, Option<String>, Vec<String>, u64)> = Vec::new();
+    let mut policies: Vec<Partial> = Vec::new();
     let mut stack: Vec<String> = Vec::new();
     let mut root_seen = false;
     loop {
@@ -379,10 +381,10 @@ impl DdfBehaviour for AdmxPolicies {
             }
             return Ok(());
         }
-        if let (Some(rest), Some(v), WriteOp::Add | WriteOp::Replace) = (file_rel(node.rel), value, op) {
-            if rest.split('/').count() == 3 {
-                parse(v).map_err(|e| e.status())?;
-            }
+        if let (Some(rest), Some(v), WriteOp::Add | WriteOp::Replace) = (file_rel(node.rel), value, op)
+            && rest.split('/').count() == 3
+        {
+            parse(v).map_err(|e| e.status())?;
         }
         Ok(())
     }

@@ -213,7 +213,7 @@ mod tests {
         s.commit();
         let guid = "6b4a3f6c-1c3a-4f8e-9d3b-2a6f5e4c3b21";
         let base = "./Vendor/MSFT/Update";
-        let mut run = |s: &mut TreeState, env: &Env, c: Command| {
+        let run = |s: &mut TreeState, env: &Env, c: Command| {
             let out = Tree::new(&registry, s, env).execute(&c);
             s.commit();
             (out[0].code, out[0].results.first().and_then(|i| i.data.clone()))
