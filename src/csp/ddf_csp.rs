@@ -42,12 +42,55 @@ pub struct DdfCsp {
     behaviour: Option<&'static dyn DdfBehaviour>,
 }
 
-/// Behaviour a CSP known by its DDF facts adds to the generic semantics: Execs and timers.
-/// Each lives in a file of its own (`reboot.rs`, `remote_wipe.rs`), like the hand-written CSPs.
+/// Behaviour a CSP known by its DDF facts adds to the generic semantics: computed nodes,
+/// checks and side effects of writes, Execs and timers. Each lives in a file of its own
+/// (`reboot.rs`, `remote_wipe.rs`, `nodecache.rs`, ...), like the hand-written CSPs. Every hook
+/// runs before (or instead of) the generic semantics; its default leaves them alone.
 pub trait DdfBehaviour: Send + Sync {
+    /// As [`Csp::exists`]; `None` leaves the decision to the DDF facts.
+    fn exists(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<bool> {
+        None
+    }
+
+    /// As [`Csp::children`].
+    fn children(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<Vec<String>> {
+        None
+    }
+
+    /// As [`Csp::read`].
+    fn read(&self, _cx: &CspCx<'_>, _node: NodeRef<'_>) -> Option<String> {
+        None
+    }
+
+    /// Checked after the DDF's own checks passed (AllowedValues); as [`Csp::validate`].
+    fn validate(
+        &self,
+        _cx: &CspCx<'_>,
+        _op: WriteOp,
+        _node: NodeRef<'_>,
+        _value: Option<&str>,
+    ) -> Result<(), StatusCode> {
+        Ok(())
+    }
+
+    /// As [`Csp::after_write`].
+    fn after_write(&self, _cx: &mut CspCx<'_>, _op: WriteOp, _node: NodeRef<'_>) -> Result<(), StatusCode> {
+        Ok(())
+    }
+
     /// Exec on the node at `rel` (below the CSP root); the status answered.
     fn exec(&self, _cx: &mut CspCx<'_>, _rel: &str, _data: Option<&str>) -> StatusCode {
         StatusCode::Ok
+    }
+
+    /// As [`Csp::exec_creates`].
+    fn exec_creates(&self, _rel: &str) -> bool {
+        false
+    }
+
+    /// As [`Csp::exec_refused`].
+    fn exec_refused(&self, _cx: &mut CspCx<'_>, _rel: &str, _data: Option<&str>, _code: StatusCode) -> bool {
+        false
     }
 
     /// As [`Csp::next_deadline`].
@@ -64,8 +107,40 @@ fn behaviour_of(scope: Scope, root: &str) -> Option<&'static dyn DdfBehaviour> {
     match (scope, root) {
         (Scope::Device, "Vendor/MSFT/Reboot") => Some(&super::reboot::Reboot),
         (Scope::Device, "Vendor/MSFT/RemoteWipe") => Some(&super::remote_wipe::RemoteWipe),
+        (_, "Vendor/MSFT/Policy") => Some(&super::policy_admx::AdmxPolicies),
+        (_, "Vendor/MSFT/NodeCache") => Some(&super::nodecache::NodeCache),
+        (Scope::Device, "Vendor/MSFT/DeviceManageability") => Some(&super::device_manageability::DeviceManageability),
+        (Scope::Device, "Vendor/MSFT/Update") => Some(&super::update::Update),
+        (_, "Vendor/MSFT/EnterpriseModernAppManagement") => Some(&super::modern_app::ModernApps),
         _ => None,
     }
+}
+
+/// Nodes that Microsoft's CSP pages document and the DDF files of the table lack, from the
+/// behaviour files that need them (the Update CSP has no DDF file at all; the
+/// EnterpriseModernAppManagement DDF has no `AppInventoryQuery`). A DDF folder that describes a
+/// path wins over these.
+fn page_facts() -> Vec<NodeFact> {
+    [super::update::FACTS, super::modern_app::FACTS]
+        .iter()
+        .flat_map(|t| {
+            crate::ddf::table::decode(t).expect("the page facts of the behaviour files are well-formed (tested)")
+        })
+        .collect()
+}
+
+/// Every node fact of this process: the built-in table (or `--ddf DIR`), then the page facts of
+/// the behaviour files for paths the table lacks.
+pub fn facts() -> &'static [NodeFact] {
+    static ALL: OnceLock<Vec<NodeFact>> = OnceLock::new();
+    ALL.get_or_init(|| with_page_facts(FACTS.get_or_init(crate::ddf::builtin).clone()))
+}
+
+/// `facts` and the page facts of the behaviour files whose paths `facts` lacks.
+pub fn with_page_facts(mut facts: Vec<NodeFact>) -> Vec<NodeFact> {
+    let known: std::collections::HashSet<String> = facts.iter().map(|f| f.path.clone()).collect();
+    facts.extend(page_facts().into_iter().filter(|f| !known.contains(&f.path)));
+    facts
 }
 
 fn addr(spec: &NodeSpec) -> usize {
@@ -196,13 +271,16 @@ fn spec_of(
     // Policy/Result nodes are computed: always there (the CSP's `exists` decides), never
     // stored; their value is the effective value of the Config policy, in text.
     let computed = policy && (rel == "Result" || rel.starts_with("Result/"));
+    // `Config/<AreaName>/<PolicyName>` holds the policies of ingested ADMX files: there when
+    // the device knows them (`policy_admx` decides), never created by an Add, text values.
+    let admx_slot = policy && (rel == "Config/<AreaName>" || rel == "Config/<AreaName>/<PolicyName>");
     let lifetime = match fact {
-        Some(f) if f.dynamic && !computed => Lifetime::Dynamic,
+        Some(f) if f.dynamic && !computed && !admx_slot => Lifetime::Dynamic,
         _ => Lifetime::Permanent,
     };
     NodeSpec {
         name: leak(name),
-        format: if computed && format == Format::Null { Format::Chr } else { format },
+        format: if (computed || admx_slot) && format == Format::Null { Format::Chr } else { format },
         ops: fact.map_or(Ops::GET, |f| f.access),
         lifetime,
         default: fact.filter(|f| f.permanent).and_then(|f| f.default.as_deref()).map(leak),
@@ -233,10 +311,7 @@ pub fn use_facts(facts: Vec<NodeFact>) {
 /// The DDF-backed CSPs of this process's table, built once.
 fn builtin(taken: impl Fn(Scope, &str) -> bool) -> &'static [Arc<DdfCsp>] {
     static CSPS: OnceLock<Vec<Arc<DdfCsp>>> = OnceLock::new();
-    CSPS.get_or_init(|| {
-        let facts = FACTS.get_or_init(crate::ddf::builtin);
-        from_facts(facts, taken).into_iter().map(Arc::new).collect()
-    })
+    CSPS.get_or_init(|| from_facts(facts(), taken).into_iter().map(Arc::new).collect())
 }
 
 /// Adds the DDF-backed CSPs to a registry that holds the hand-written ones: every CSP root of
@@ -297,6 +372,9 @@ impl Csp for DdfCsp {
     }
 
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
+        if let Some(there) = self.behaviour.and_then(|b| b.exists(cx, node)) {
+            return there;
+        }
         if self.policies.is_some() && node.rel.starts_with("Result/") {
             return self.policy_of(node.rel).is_some();
         }
@@ -322,6 +400,9 @@ impl Csp for DdfCsp {
     }
 
     fn children(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<Vec<String>> {
+        if let Some(list) = self.behaviour.and_then(|b| b.children(cx, node)) {
+            return Some(list);
+        }
         let policies = self.policies.as_ref()?;
         let set = |k: &String| cx.state.value(&cx.key(&format!("Config/{k}"))).is_some();
         match node.rel {
@@ -333,6 +414,7 @@ impl Csp for DdfCsp {
                         areas.push(area);
                     }
                 }
+                areas.extend(super::policy_admx::set_areas(cx));
                 Some(areas)
             }
             rel => {
@@ -350,6 +432,9 @@ impl Csp for DdfCsp {
     }
 
     fn read(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<String> {
+        if let Some(v) = self.behaviour.and_then(|b| b.read(cx, node)) {
+            return Some(v);
+        }
         let Ok(fact) = self.policy_of(node.rel)? else { return None };
         let key = node.rel.strip_prefix("Result/")?;
         cx.state.value(&cx.key(&format!("Config/{key}"))).map(str::to_string).or_else(|| fact.default.clone())
@@ -359,6 +444,18 @@ impl Csp for DdfCsp {
     /// (Reboot, RemoteWipe) act on it.
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>) -> StatusCode {
         self.behaviour.map_or(StatusCode::Ok, |b| b.exec(cx, node.rel, data))
+    }
+
+    fn exec_creates(&self, node: NodeRef<'_>) -> bool {
+        self.behaviour.is_some_and(|b| b.exec_creates(node.rel))
+    }
+
+    fn exec_refused(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>, code: StatusCode) -> bool {
+        self.behaviour.is_some_and(|b| b.exec_refused(cx, node.rel, data, code))
+    }
+
+    fn after_write(&self, cx: &mut CspCx<'_>, op: WriteOp, node: NodeRef<'_>) -> Result<(), StatusCode> {
+        self.behaviour.map_or(Ok(()), |b| b.after_write(cx, op, node))
     }
 
     fn next_deadline(&self, cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
@@ -371,12 +468,15 @@ impl Csp for DdfCsp {
         }
     }
 
-    fn validate(&self, _cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        let (Some(fact), Some(value)) = (self.fact(node.spec), value) else { return Ok(()) };
-        if op == WriteOp::Delete || node.spec.is_interior() {
-            return Ok(());
+    fn validate(&self, cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
+        if let (Some(fact), Some(value)) = (self.fact(node.spec), value)
+            && op != WriteOp::Delete
+            && !node.spec.is_interior()
+            && !allowed(&fact.allowed, fact.format, value)
+        {
+            return Err(StatusCode::BadRequest);
         }
-        if allowed(&fact.allowed, fact.format, value) { Ok(()) } else { Err(StatusCode::BadRequest) }
+        self.behaviour.map_or(Ok(()), |b| b.validate(cx, op, node, value))
     }
 }
 

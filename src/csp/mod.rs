@@ -7,14 +7,19 @@
 
 pub mod ddf_csp;
 pub mod desktop_app;
+pub mod device_manageability;
 pub mod devinfo;
 pub mod dmacc;
 pub mod dmclient;
 pub mod enterprise_app;
+pub mod modern_app;
+pub mod nodecache;
+pub mod policy_admx;
 pub mod reboot;
 pub mod remote_wipe;
 #[cfg(test)]
 mod test_rig;
+pub mod update;
 pub mod wmi_bridge;
 
 use crate::tree::Registry;

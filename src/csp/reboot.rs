@@ -14,6 +14,9 @@ use crate::tree::{CspCx, Effect};
 
 /// Where the schedules remember the reboots they caused (outside every CSP root).
 const META: &str = "@Reboot";
+/// When the Reboot CSP last restarted the device (RFC 3339): CSPs whose work completes at a
+/// restart (the Update CSP's pending updates) read it.
+pub const LAST: &str = "@Reboot/last";
 
 /// The Reboot CSP's Exec and timers.
 pub struct Reboot;
@@ -21,6 +24,7 @@ pub struct Reboot;
 impl DdfBehaviour for Reboot {
     fn exec(&self, cx: &mut CspCx<'_>, rel: &str, _data: Option<&str>) -> StatusCode {
         if rel == "RebootNow" {
+            cx.state.set_value(LAST, cx.env.now.to_rfc3339());
             cx.emit(Effect::Reboot { reason: "Reboot/RebootNow".into() });
         }
         StatusCode::Ok
@@ -43,6 +47,7 @@ impl DdfBehaviour for Reboot {
         let now = cx.env.now;
         if let Some(t) = single(cx).filter(|t| *t <= now && !done(cx, "single", *t)) {
             cx.state.set_value(&format!("{META}/single"), t.to_rfc3339());
+            cx.state.set_value(LAST, now.to_rfc3339());
             cx.emit(Effect::Reboot { reason: "Reboot/Schedule/Single".into() });
         }
         let due_daily = self.next_deadline(cx).is_some_and(|t| t <= now);
@@ -50,6 +55,7 @@ impl DdfBehaviour for Reboot {
             // The occurrence due now.
             let due = first + Duration::days((now - first).num_days());
             cx.state.set_value(&format!("{META}/daily"), due.to_rfc3339());
+            cx.state.set_value(LAST, now.to_rfc3339());
             cx.emit(Effect::Reboot { reason: "Reboot/Schedule/DailyRecurrent".into() });
         }
     }

@@ -110,6 +110,9 @@ pub struct NodeFact {
     pub os_build: Option<String>,
     /// `MSFT:Applicability/EditionAllowList` (hex PRODUCT_* values, `;`-separated), when not empty.
     pub editions: Option<String>,
+    /// `MSFT:Applicability/CspVersion`: the CSP version that introduced the node (the highest
+    /// one of a CSP's nodes is the CSP's version, as DeviceManageability reports it).
+    pub csp_version: Option<String>,
 }
 
 /// A DDF document that cannot be read: the file, the line and what is wrong.
@@ -161,6 +164,7 @@ struct Partial {
     values: Vec<String>,
     os_build: Option<String>,
     editions: Option<String>,
+    csp_version: Option<String>,
     /// The full path, once known (at the first child or at the end).
     full: Option<String>,
     /// Index of this node's fact in the output, once pushed.
@@ -298,6 +302,7 @@ fn emit(n: &mut Partial, ancestors: &[String], out: &mut Vec<NodeFact>) -> Resul
         allowed,
         os_build: n.os_build.take().filter(|v| !v.is_empty()),
         editions: n.editions.take().filter(|v| !v.is_empty()),
+        csp_version: n.csp_version.take().filter(|v| !v.is_empty()),
     });
     Ok(())
 }
@@ -343,6 +348,7 @@ fn on_text(n: &mut Partial, stack: &[String], name: &str, value: String) {
         ("DFProperties", "DefaultValue") => n.default = Some(value),
         ("DFType", "MIME") | ("DFType", "DDFName") if !value.is_empty() => n.mime = Some(value),
         ("Applicability", "OsBuildVersion") => n.os_build = Some(value),
+        ("Applicability", "CspVersion") => n.csp_version = Some(value),
         ("Applicability", "EditionAllowList") => n.editions = Some(value.trim_end_matches(';').to_string()),
         ("Enum", "Value") | ("AllowedValues", "Value") => n.values.push(value),
         ("Occurrence", "ZeroOrN") | ("Occurrence", "OneOrN") => n.occurrence = occurrence(name, value.parse().ok()),

@@ -5,7 +5,8 @@
 //! occurrence (`1`, `0-1`, `0-*`, `1-*`, `0-N`, `1-N`), marks (`P` permanent scope, `N` dynamic
 //! name), dynamic naming, MIME type, first OS build, editions, default (`=value`, empty for
 //! none), allowed values (`enum:a|b`, `flag:1|2`, `range:[0-9]`, `regex:...`,
-//! `admx:area|name|file`, `xsd`, `json`, `sddl`, empty for any). Text is escaped with `\\`,
+//! `admx:area|name|file`, `xsd`, `json`, `sddl`, empty for any), CSP version (`MSFT:CspVersion`;
+//! a table without this last column reads as one without versions). Text is escaped with `\\`,
 //! `\t`, `\n`, `\r` and `\p` (a `|` inside a value). Lines starting with `#` are comments.
 //! Edition lists repeat across thousands of policies: each distinct list is written once, on an
 //! `@editions<TAB>E<n><TAB><list>` line before the nodes, and a node names it `E<n>`.
@@ -14,8 +15,7 @@ use super::{Allowed, NodeFact, Occurrence};
 use crate::tree::{Format, Ops};
 
 /// The first line of a table written by [`encode`].
-pub const HEADER: &str =
-    "# mdmsim DDF node table v1: path format access occurrence marks naming mime os_build editions default allowed";
+pub const HEADER: &str = "# mdmsim DDF node table v1: path format access occurrence marks naming mime os_build editions default allowed csp_version";
 
 /// Why a table line could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +62,7 @@ pub fn encode(facts: &[NodeFact]) -> String {
                 .unwrap_or_default(),
             default,
             allowed(&f.allowed),
+            opt(&f.csp_version),
         ];
         out.push_str(&cols.join("\t"));
         out.push('\n');
@@ -84,10 +85,14 @@ pub fn decode(text: &str) -> Result<Vec<NodeFact>, TableError> {
             continue;
         }
         let cols: Vec<&str> = line.split('\t').collect();
+        let (cols, csp_version) = match cols.len() {
+            12 => (&cols[..11], unopt(cols[11])),
+            _ => (&cols[..], None),
+        };
         let [path, format, access, occurrence, marks, naming, mime, os_build, editions_col, default, allowed_col] =
             cols[..]
         else {
-            return Err(err(format!("{} columns, expected 11", cols.len())));
+            return Err(err(format!("{} columns, expected 11 or 12", cols.len())));
         };
         let format = Format::parse(format).ok_or_else(|| err(format!("unknown format {format:?}")))?;
         let mut ops = Ops::NONE;
@@ -123,6 +128,7 @@ pub fn decode(text: &str) -> Result<Vec<NodeFact>, TableError> {
             },
             default,
             allowed: read_allowed(allowed_col).map_err(err)?,
+            csp_version,
         });
     }
     Ok(out)
@@ -236,6 +242,7 @@ mod tests {
             allowed,
             os_build: Some("10.0.22000".into()),
             editions: Some("0x4;0x30".into()),
+            csp_version: Some("1.2".into()),
         }
     }
 
@@ -250,7 +257,14 @@ mod tests {
             ),
             fact("./Z", Allowed::Range("[(-1)-100]".into())),
             fact("./Z/F", Allowed::Flag(vec!["1".into(), "2".into()])),
-            NodeFact { default: None, mime: None, naming: None, editions: None, ..fact("./Z/Q", Allowed::Any) },
+            NodeFact {
+                default: None,
+                mime: None,
+                naming: None,
+                editions: None,
+                csp_version: None,
+                ..fact("./Z/Q", Allowed::Any)
+            },
             NodeFact { editions: Some("0x1".into()), ..fact("./Z/R", Allowed::Json) },
             NodeFact { default: Some(String::new()), ..fact("./Z/E", Allowed::Xsd) },
         ];

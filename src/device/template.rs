@@ -607,7 +607,8 @@ fn found(value: &toml::Value) -> String {
 fn known_node_paths() -> &'static [(crate::tree::Scope, Vec<String>)] {
     static PATHS: std::sync::OnceLock<Vec<(crate::tree::Scope, Vec<String>)>> = std::sync::OnceLock::new();
     PATHS.get_or_init(|| {
-        crate::ddf::builtin()
+        // The DDF facts and the page facts of the CSP behaviour files (the Update CSP has no DDF).
+        crate::csp::ddf_csp::facts()
             .iter()
             .filter(|f| f.format != crate::tree::Format::Node)
             .filter_map(|f| crate::tree::NodeUri::parse(&f.path).ok())
@@ -1053,6 +1054,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/templates");
         for (file, profile) in [
             ("win11-laptop.toml", Profile::Win10),
+            ("win11-23h2.toml", Profile::Win10),
             ("win10-desktop.toml", Profile::Win10),
             ("win81-tablet.toml", Profile::Win81),
         ] {

@@ -14,6 +14,9 @@ mod cli_hardening;
 mod compat_server;
 /// `mdmsim run` killed with SIGKILL at a seeded moment: whole devices, SessionIDs never reused.
 mod crash;
+/// CSP behaviour files over real sessions: ADMX ingestion, NodeCache, DeviceManageability,
+/// the Update CSP and EnterpriseModernAppManagement hosted installs on the device's timers.
+mod csp_behaviours;
 /// `mdmsim ddf`: Microsoft's CSP definition files compiled into the node table.
 mod ddf;
 /// CSPs known by their DDF facts over real sessions: a Fleet-style Policy profile, BitLocker, Reboot.
