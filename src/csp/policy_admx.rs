@@ -428,7 +428,7 @@ fn forget(cx: &mut CspCx<'_>, meta: &str) {
         }
     }
     cx.state.remove_subtree(meta);
-    let device = cx.base.strip_prefix("User/").unwrap_or(&cx.base).to_string();
+    let device = cx.base.strip_prefix("User/").unwrap_or(cx.base).to_string();
     for base in [device.clone(), format!("User/{device}")] {
         for (area, policy) in &settings {
             cx.state.remove_subtree(&format!("{base}/Config/{area}/{policy}"));
