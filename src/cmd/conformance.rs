@@ -95,7 +95,9 @@ pub fn run(a: ConformanceArgs) -> anyhow::Result<ExitCode> {
             Some(AuthToken::OnPremise { username: email, password: Secret::new(p) })
         }
         (Some(_), Some(Credential::Token(t))) => Some(AuthToken::from_user_token(&t)),
-        (Some(_), None) => return Err(fail(USAGE, "--discovery needs a password (--password...) or a token (--token...)")),
+        (Some(_), None) => {
+            return Err(fail(USAGE, "--discovery needs a password (--password...) or a token (--token...)"));
+        }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,7 +127,11 @@ pub fn run(a: ConformanceArgs) -> anyhow::Result<ExitCode> {
                         let opts = enrollment::http_options(&device, &material, http.clone())
                             .map_err(|e| fail(STATE, e.to_string()))?;
                         let transport = Transport::new(opts).map_err(|e| fail(USAGE, e.to_string()))?;
-                        Target { device, exchange: Arc::new(HttpExchange::new(Arc::new(transport))), enrollment: Some(run) }
+                        Target {
+                            device,
+                            exchange: Arc::new(HttpExchange::new(Arc::new(transport))),
+                            enrollment: Some(run),
+                        }
                     }
                     None => {
                         // Nothing to hold a session with: only the enrollment is graded.
@@ -142,7 +148,9 @@ pub fn run(a: ConformanceArgs) -> anyhow::Result<ExitCode> {
                 let transport = Transport::new(http.clone()).map_err(|e| fail(USAGE, e.to_string()))?;
                 Target { device, exchange: Arc::new(HttpExchange::new(Arc::new(transport))), enrollment: None }
             }
-            (None, None) => return Err(fail(USAGE, "give --discovery URL (with --email and a credential) or --server URL")),
+            (None, None) => {
+                return Err(fail(USAGE, "give --discovery URL (with --email and a credential) or --server URL"));
+            }
         };
         let checks = rt.block_on(conformance::run_profile(&mut target, &a.only, now));
         report.checks.extend(checks);

@@ -209,7 +209,12 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
             };
             for s in specs {
                 out.push(if failed_at(s) {
-                    s.result(profile, Verdict::Fail, format!("the enrollment failed: {err}"), step_ev(&s.id.replace("xcep-policy", "policy")))
+                    s.result(
+                        profile,
+                        Verdict::Fail,
+                        format!("the enrollment failed: {err}"),
+                        step_ev(&s.id.replace("xcep-policy", "policy")),
+                    )
                 } else {
                     s.na(profile, format!("the enrollment failed before this could be judged: {err}"))
                 });
@@ -227,7 +232,11 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
         DISCOVERY.result(
             profile,
             Verdict::Pass,
-            format!("AuthPolicy {policy}, EnrollmentServiceUrl {}, version {}", d.enrollment_url, d.enrollment_version.clone().unwrap_or_else(|| "(none)".into())),
+            format!(
+                "AuthPolicy {policy}, EnrollmentServiceUrl {}, version {}",
+                d.enrollment_url,
+                d.enrollment_version.clone().unwrap_or_else(|| "(none)".into())
+            ),
             ev,
         )
     } else {
@@ -253,11 +262,8 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
     let mut ev = step_ev("enroll");
     match &client {
         Ok(cert) => {
-            let cn: Vec<String> = cert
-                .subject_name()
-                .entries_by_nid(Nid::COMMONNAME)
-                .filter_map(|e| e.data().to_string().ok())
-                .collect();
+            let cn: Vec<String> =
+                cert.subject_name().entries_by_nid(Nid::COMMONNAME).filter_map(|e| e.data().to_string().ok()).collect();
             ev.push(Evidence {
                 from: "enroll".into(),
                 session_id: String::new(),
@@ -270,7 +276,11 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
                 Ok(()) => WSTEP_CHAIN.result(
                     profile,
                     Verdict::Pass,
-                    format!("verified against {} provisioned root(s) and {} intermediate(s)", prov.roots.len(), prov.intermediates.len()),
+                    format!(
+                        "verified against {} provisioned root(s) and {} intermediate(s)",
+                        prov.roots.len(),
+                        prov.intermediates.len()
+                    ),
                     ev.clone(),
                 ),
                 Err(why) => WSTEP_CHAIN.result(profile, Verdict::Fail, why, ev.clone()),
@@ -283,8 +293,18 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
             });
         }
         Err(e) => {
-            out.push(WSTEP_CHAIN.result(profile, Verdict::Fail, format!("the client certificate is not DER X.509: {e}"), ev.clone()));
-            out.push(WSTEP_DEVICE_ID.result(profile, Verdict::Fail, format!("the client certificate is unreadable: {e}"), ev));
+            out.push(WSTEP_CHAIN.result(
+                profile,
+                Verdict::Fail,
+                format!("the client certificate is not DER X.509: {e}"),
+                ev.clone(),
+            ));
+            out.push(WSTEP_DEVICE_ID.result(
+                profile,
+                Verdict::Fail,
+                format!("the client certificate is unreadable: {e}"),
+                ev,
+            ));
         }
     }
     // Provisioning document.
@@ -318,7 +338,12 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
     out.push(if missing.is_empty() {
         PROVISIONING_COMPLETE.result(profile, Verdict::Pass, found, step_ev("enroll"))
     } else {
-        PROVISIONING_COMPLETE.result(profile, Verdict::Fail, format!("missing: {}; found {found}", missing.join(", ")), step_ev("enroll"))
+        PROVISIONING_COMPLETE.result(
+            profile,
+            Verdict::Fail,
+            format!("missing: {}; found {found}", missing.join(", ")),
+            step_ev("enroll"),
+        )
     });
     // APPAUTH nonce.
     let nonce: Vec<_> = enrolled.findings.iter().filter(|f| f.what == "nonce-not-base64").collect();
@@ -333,9 +358,15 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
         )
     });
     // SOAP fault status.
-    let fault = run.refused.iter().rev().find(|x| x.response.as_deref().is_some_and(|r| r.contains("Fault") || r.contains("fault")));
+    let fault = run
+        .refused
+        .iter()
+        .rev()
+        .find(|x| x.response.as_deref().is_some_and(|r| r.contains("Fault") || r.contains("fault")));
     out.push(match fault {
-        None if run.refused.is_empty() => SOAP_FAULT_STATUS.na(profile, "no refused enrollment was tried (a token, not a password, was given)"),
+        None if run.refused.is_empty() => {
+            SOAP_FAULT_STATUS.na(profile, "no refused enrollment was tried (a token, not a password, was given)")
+        }
         None => SOAP_FAULT_STATUS.na(
             profile,
             format!(
@@ -358,12 +389,21 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
                 ),
             }];
             if x.status == Some(500) {
-                SOAP_FAULT_STATUS.result(profile, Verdict::Pass, format!("the {} step answered its fault with HTTP 500", x.step), ev)
+                SOAP_FAULT_STATUS.result(
+                    profile,
+                    Verdict::Pass,
+                    format!("the {} step answered its fault with HTTP 500", x.step),
+                    ev,
+                )
             } else {
                 SOAP_FAULT_STATUS.result(
                     profile,
                     Verdict::Fail,
-                    format!("the {} step answered its fault with HTTP {}", x.step, x.status.map_or("none".into(), |s| s.to_string())),
+                    format!(
+                        "the {} step answered its fault with HTTP {}",
+                        x.step,
+                        x.status.map_or("none".into(), |s| s.to_string())
+                    ),
                     ev,
                 )
             }
@@ -373,7 +413,13 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
 }
 
 fn enroll_ev(step: &str, f: &crate::enroll::EnrollFinding) -> Evidence {
-    Evidence { from: step.into(), session_id: String::new(), msg_id: String::new(), cmd_id: String::new(), what: f.to_string() }
+    Evidence {
+        from: step.into(),
+        session_id: String::new(),
+        msg_id: String::new(),
+        cmd_id: String::new(),
+        what: f.to_string(),
+    }
 }
 
 /// The fault's code and reason, in a line.
@@ -411,7 +457,11 @@ fn verify_chain(
             Ok((ok, c.error().error_string().to_string()))
         })
         .map_err(|e| e.to_string())?;
-    if ok { Ok(()) } else { Err(format!("the client certificate does not verify against the provisioned roots: {why}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("the client certificate does not verify against the provisioned roots: {why}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,7 +578,13 @@ fn by_findings(spec: &Spec, traces: &[Trace], names: &[&str], profile: Profile) 
         for f in t.report.summary.findings.iter().filter(|f| names.contains(&f.what.as_str())) {
             ev.push(finding_ev(t, f));
         }
-        if let Some(e) = t.report.summary.error.as_ref().filter(|e| names.contains(&"unknown-msgref") && e.contains("refers to no message")) {
+        if let Some(e) = t
+            .report
+            .summary
+            .error
+            .as_ref()
+            .filter(|e| names.contains(&"unknown-msgref") && e.contains("refers to no message"))
+        {
             ev.push(Evidence {
                 from: "server".into(),
                 session_id: t.report.summary.session_id.clone(),
@@ -539,7 +595,12 @@ fn by_findings(spec: &Spec, traces: &[Trace], names: &[&str], profile: Profile) 
         }
     }
     if ev.is_empty() {
-        spec.result(profile, Verdict::Pass, format!("{messages} server message(s) in {} session(s), none broke the rule", traces.len()), Vec::new())
+        spec.result(
+            profile,
+            Verdict::Pass,
+            format!("{messages} server message(s) in {} session(s), none broke the rule", traces.len()),
+            Vec::new(),
+        )
     } else {
         let n = ev.len();
         spec.result(profile, Verdict::Fail, format!("{n} place(s) broke the rule"), ev)
@@ -567,12 +628,27 @@ pub fn session_basics(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     out.push(if seen == 0 {
         SYNCHDR_STATUS_FIRST.na(profile, "the server sent no SyncML message in the ordinary sessions")
     } else if ev.is_empty() {
-        SYNCHDR_STATUS_FIRST.result(profile, Verdict::Pass, format!("all {seen} server message(s) start with it"), Vec::new())
+        SYNCHDR_STATUS_FIRST.result(
+            profile,
+            Verdict::Pass,
+            format!("all {seen} server message(s) start with it"),
+            Vec::new(),
+        )
     } else {
-        SYNCHDR_STATUS_FIRST.result(profile, Verdict::Fail, format!("{} of {seen} server message(s) do not", ev.len()), ev)
+        SYNCHDR_STATUS_FIRST.result(
+            profile,
+            Verdict::Fail,
+            format!("{} of {seen} server message(s) do not", ev.len()),
+            ev,
+        )
     });
     out.push(by_findings(&STATUS_PER_COMMAND, traces, &["command-not-statused"], profile));
-    out.push(by_findings(&MSGREF_CMDREF, traces, &["status-unknown-cmdref", "repeated-msgid", "unknown-msgref"], profile));
+    out.push(by_findings(
+        &MSGREF_CMDREF,
+        traces,
+        &["status-unknown-cmdref", "repeated-msgid", "unknown-msgref"],
+        profile,
+    ));
     out.push(by_findings(&FINAL, traces, &["missing-final"], profile));
     // The end of each session.
     let mut ev = Vec::new();
@@ -591,12 +667,19 @@ pub fn session_basics(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     out.push(if ev.is_empty() {
         let ends: Vec<String> = traces
             .iter()
-            .map(|t| t.log.last().map_or("no message".into(), |x| match &x.answer {
-                Answer::Empty => "empty 200".to_string(),
-                a => a.message().map_or("?".into(), |m| format!("MsgID {} without commands", m.hdr.msg_id)),
-            }))
+            .map(|t| {
+                t.log.last().map_or("no message".into(), |x| match &x.answer {
+                    Answer::Empty => "empty 200".to_string(),
+                    a => a.message().map_or("?".into(), |m| format!("MsgID {} without commands", m.hdr.msg_id)),
+                })
+            })
             .collect();
-        SESSION_END.result(profile, Verdict::Pass, format!("{} session(s) completed: {}", traces.len(), ends.join("; ")), Vec::new())
+        SESSION_END.result(
+            profile,
+            Verdict::Pass,
+            format!("{} session(s) completed: {}", traces.len(), ends.join("; ")),
+            Vec::new(),
+        )
     } else {
         SESSION_END.result(profile, Verdict::Fail, format!("{} of {} session(s) failed", ev.len(), traces.len()), ev)
     });
@@ -615,14 +698,20 @@ pub async fn large_cmd_ids(target: &mut Target, now: DateTime<Utc>) -> CheckResu
         let id = if n == 1 { "4294967297".to_string() } else { format!("6f1c2a3b-{n:04}-4c5d-8e9f-0a1b2c3d4e5f") };
         set_cmd_id(c, &id);
     }
-    let ids: Vec<(String, String)> = pkg.body.commands.iter().map(|c| (c.name().to_string(), c.cmd_id().to_string())).collect();
+    let ids: Vec<(String, String)> =
+        pkg.body.commands.iter().map(|c| (c.name().to_string(), c.cmd_id().to_string())).collect();
     let answer = p.send(pkg.clone(), false).await;
     let sid = p.session_id().to_string();
     let log = p.end(&mut target.device);
     let mut ev = vec![sent_ev(&sid, &pkg)];
     ev.extend(log.iter().map(|x| answer_ev(&sid, x)));
     let Some(m) = answer.message() else {
-        return LARGE_CMD_IDS.result(profile, Verdict::Fail, format!("package 1 with such CmdIDs got {}", answer.describe()), ev);
+        return LARGE_CMD_IDS.result(
+            profile,
+            Verdict::Fail,
+            format!("package 1 with such CmdIDs got {}", answer.describe()),
+            ev,
+        );
     };
     // The Replace (DevInfo) is judged: Alerts are judged by their own checks.
     let judged: Vec<&(String, String)> = ids.iter().filter(|(name, _)| name != "Alert").collect();
@@ -632,7 +721,12 @@ pub async fn large_cmd_ids(target: &mut Target, now: DateTime<Utc>) -> CheckResu
     let missing: Vec<String> =
         judged.iter().filter(|(_, id)| status_for(m, "1", id).is_none()).map(|(n, id)| format!("{n} {id}")).collect();
     if missing.is_empty() {
-        LARGE_CMD_IDS.result(profile, Verdict::Pass, format!("Statuses name {}", judged.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>().join(", ")), ev)
+        LARGE_CMD_IDS.result(
+            profile,
+            Verdict::Pass,
+            format!("Statuses name {}", judged.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>().join(", ")),
+            ev,
+        )
     } else {
         LARGE_CMD_IDS.result(profile, Verdict::Fail, format!("no Status names {}", missing.join(", ")), ev)
     }
@@ -677,7 +771,13 @@ pub fn modes(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     let machine: Vec<&Trace> = traces.iter().filter(|t| t.report.summary.mode == Mode::Machine).collect();
     let mut out = Vec::new();
     let rule = |t: &&Trace, names: &[&str]| -> Vec<Evidence> {
-        t.report.summary.findings.iter().filter(|f| names.contains(&f.what.as_str())).map(|f| finding_ev(t, f)).collect()
+        t.report
+            .summary
+            .findings
+            .iter()
+            .filter(|f| names.contains(&f.what.as_str()))
+            .map(|f| finding_ev(t, f))
+            .collect()
     };
     if machine.is_empty() {
         out.push(MACHINE_MODE.na(profile, "no Machine-mode session ran"));
@@ -686,19 +786,42 @@ pub fn modes(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
             traces.iter().flat_map(|t| rule(&t, &["machine-mode-command", "machine-mode-user-scope"])).collect();
         let cmds: u32 = machine.iter().map(|t| t.report.summary.commands.len() as u32).sum();
         out.push(if ev.is_empty() {
-            MACHINE_MODE.result(profile, Verdict::Pass, format!("{} Machine-mode session(s), {cmds} command(s), none forbidden", machine.len()), Vec::new())
+            MACHINE_MODE.result(
+                profile,
+                Verdict::Pass,
+                format!("{} Machine-mode session(s), {cmds} command(s), none forbidden", machine.len()),
+                Vec::new(),
+            )
         } else {
-            MACHINE_MODE.result(profile, Verdict::Fail, format!("{} forbidden command(s) in Machine mode", ev.len()), ev)
+            MACHINE_MODE.result(
+                profile,
+                Verdict::Fail,
+                format!("{} forbidden command(s) in Machine mode", ev.len()),
+                ev,
+            )
         });
     }
     let ev: Vec<Evidence> = traces.iter().flat_map(|t| rule(&t, &["machine-mode-wns-configuration"])).collect();
-    let pfn_in_maintenance = traces.iter().filter(|t| t.report.summary.mode == Mode::Maintenance).any(|t| {
-        t.report.summary.commands.iter().any(|c| matches!(c.cmd.as_str(), "Add" | "Replace") && c.targets.iter().any(|u| u.ends_with("/Push/PFN")))
-    });
+    let pfn_in_maintenance =
+        traces.iter().filter(|t| t.report.summary.mode == Mode::Maintenance).any(|t| {
+            t.report.summary.commands.iter().any(|c| {
+                matches!(c.cmd.as_str(), "Add" | "Replace") && c.targets.iter().any(|u| u.ends_with("/Push/PFN"))
+            })
+        });
     out.push(if !ev.is_empty() {
-        WNS_MAINTENANCE_ONLY.result(profile, Verdict::Fail, format!("{} WNS write(s) outside Maintenance mode", ev.len()), ev)
+        WNS_MAINTENANCE_ONLY.result(
+            profile,
+            Verdict::Fail,
+            format!("{} WNS write(s) outside Maintenance mode", ev.len()),
+            ev,
+        )
     } else if pfn_in_maintenance {
-        WNS_MAINTENANCE_ONLY.result(profile, Verdict::Pass, "Push/PFN written in Maintenance mode only".into(), Vec::new())
+        WNS_MAINTENANCE_ONLY.result(
+            profile,
+            Verdict::Pass,
+            "Push/PFN written in Maintenance mode only".into(),
+            Vec::new(),
+        )
     } else {
         WNS_MAINTENANCE_ONLY.na(profile, "the server configured no WNS channel (no Push/PFN write)")
     });
@@ -729,19 +852,44 @@ const POLL_NODES: [&str; 6] = [
 /// The poll schedule the device holds after the run's sessions.
 pub fn poll_schedule(device: &Device, profile: Profile) -> CheckResult {
     let base = format!("Vendor/MSFT/DMClient/Provider/{}/Poll", device.provider_id);
-    let values: Vec<Option<u32>> =
-        POLL_NODES.iter().map(|n| device.tree.value(&format!("{base}/{n}")).and_then(|v| v.trim().parse().ok())).collect();
+    let values: Vec<Option<u32>> = POLL_NODES
+        .iter()
+        .map(|n| device.tree.value(&format!("{base}/{n}")).and_then(|v| v.trim().parse().ok()))
+        .collect();
     if values.iter().all(Option::is_none) {
         return POLL_SCHEDULE.na(profile, "the server set no poll schedule (no DMClient Poll value)");
     }
-    let v: Vec<u32> = values.iter().map(|x| x.unwrap_or(0)).collect();
-    let shown = POLL_NODES.iter().zip(&values).map(|(n, x)| format!("{n}={}", x.map_or("-".into(), |x| x.to_string()))).collect::<Vec<_>>().join(", ");
-    let ev = vec![Evidence { from: "device".into(), session_id: String::new(), msg_id: String::new(), cmd_id: String::new(), what: format!("{base}: {shown}") }];
+    // A value the server left alone keeps the CSP page's default (10 polls every 15 minutes).
+    const DEFAULTS: [u32; 6] = [15, 10, 0, 0, 0, 0];
+    let v: Vec<u32> = values.iter().zip(DEFAULTS).map(|(x, d)| x.unwrap_or(d)).collect();
+    let shown = POLL_NODES
+        .iter()
+        .zip(&values)
+        .map(|(n, x)| format!("{n}={}", x.map_or("-".into(), |x| x.to_string())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ev = vec![Evidence {
+        from: "device".into(),
+        session_id: String::new(),
+        msg_id: String::new(),
+        cmd_id: String::new(),
+        what: format!("{base}: {shown}"),
+    }];
     if v.iter().all(|x| *x == 0) {
-        return POLL_SCHEDULE.result(profile, Verdict::Fail, "all six poll values are 0: the device reports a configuration failure".into(), ev);
+        return POLL_SCHEDULE.result(
+            profile,
+            Verdict::Fail,
+            "all six poll values are 0: the device reports a configuration failure".into(),
+            ev,
+        );
     }
     if v[2] > 0 && v[3] == 0 && (v[4] > 0 || v[5] > 0) {
-        return POLL_SCHEDULE.result(profile, Verdict::Fail, "the second set repeats forever and a third set is set too: the device disables the third".into(), ev);
+        return POLL_SCHEDULE.result(
+            profile,
+            Verdict::Fail,
+            "the second set repeats forever and a third set is set too: the device disables the third".into(),
+            ev,
+        );
     }
     POLL_SCHEDULE.result(profile, Verdict::Pass, shown, ev)
 }
@@ -808,7 +956,11 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
                 }
                 judged += 1;
                 let read = traces[i + 1..].iter().any(|l| {
-                    l.report.summary.commands.iter().any(|g| g.cmd == "Get" && g.targets.iter().any(|x| norm(x) == norm(u)))
+                    l.report
+                        .summary
+                        .commands
+                        .iter()
+                        .any(|g| g.cmd == "Get" && g.targets.iter().any(|x| norm(x) == norm(u)))
                 });
                 if !read {
                     ev.push(Evidence {
@@ -816,7 +968,11 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
                         session_id: t.report.summary.session_id.clone(),
                         msg_id: c.msg_id.clone(),
                         cmd_id: c.cmd_id.clone(),
-                        what: format!("{} {u} (200), never read with Get in the {} later session(s)", c.cmd, traces.len() - i - 1),
+                        what: format!(
+                            "{} {u} (200), never read with Get in the {} later session(s)",
+                            c.cmd,
+                            traces.len() - i - 1
+                        ),
                     });
                 }
             }
@@ -825,7 +981,12 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     out.push(if judged == 0 {
         READ_BACK.na(profile, "the server wrote no Policy CSP setting before the last session")
     } else if ev.is_empty() {
-        READ_BACK.result(profile, Verdict::Pass, format!("{judged} setting(s) written, each read back later"), Vec::new())
+        READ_BACK.result(
+            profile,
+            Verdict::Pass,
+            format!("{judged} setting(s) written, each read back later"),
+            Vec::new(),
+        )
     } else {
         READ_BACK.result(profile, Verdict::Fail, format!("{} of {judged} setting(s) never read back", ev.len()), ev)
     });
@@ -839,7 +1000,10 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
                 .body
                 .commands
                 .iter()
-                .filter(|c| matches!(c, Command::Add(_) | Command::Replace(_)) && probe::first_target(c).is_some_and(|u| is_policy(&u)))
+                .filter(|c| {
+                    matches!(c, Command::Add(_) | Command::Replace(_))
+                        && probe::first_target(c).is_some_and(|u| is_policy(&u))
+                })
                 .collect();
             in_atomic += m
                 .body
@@ -859,7 +1023,12 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
         }
     }
     out.push(if !ev.is_empty() {
-        ATOMIC_PROFILES.result(profile, Verdict::Fail, format!("{} message(s) with several Policy writes outside an Atomic", ev.len()), ev)
+        ATOMIC_PROFILES.result(
+            profile,
+            Verdict::Fail,
+            format!("{} message(s) with several Policy writes outside an Atomic", ev.len()),
+            ev,
+        )
     } else if in_atomic > 0 {
         ATOMIC_PROFILES.result(profile, Verdict::Pass, format!("{in_atomic} Atomic(s) of Policy writes"), Vec::new())
     } else {
@@ -883,7 +1052,12 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     out.push(if !ev.is_empty() {
         ADD_BEFORE_REPLACE.result(profile, Verdict::Fail, format!("{} Replace(s) of missing nodes", ev.len()), ev)
     } else if replaces > 0 {
-        ADD_BEFORE_REPLACE.result(profile, Verdict::Pass, format!("{replaces} Replace(s), each of an existing node"), Vec::new())
+        ADD_BEFORE_REPLACE.result(
+            profile,
+            Verdict::Pass,
+            format!("{replaces} Replace(s), each of an existing node"),
+            Vec::new(),
+        )
     } else {
         ADD_BEFORE_REPLACE.na(profile, "the server sent no Replace")
     });
@@ -910,9 +1084,19 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     out.push(if judged == 0 {
         REPLACE_AFTER_418.na(profile, "no Add was answered 418")
     } else if ev.is_empty() {
-        REPLACE_AFTER_418.result(profile, Verdict::Pass, format!("{judged} Add(s) answered 418, each followed by a Replace"), Vec::new())
+        REPLACE_AFTER_418.result(
+            profile,
+            Verdict::Pass,
+            format!("{judged} Add(s) answered 418, each followed by a Replace"),
+            Vec::new(),
+        )
     } else {
-        REPLACE_AFTER_418.result(profile, Verdict::Fail, format!("{} of {judged} 418(s) not followed by a Replace", ev.len()), ev)
+        REPLACE_AFTER_418.result(
+            profile,
+            Verdict::Fail,
+            format!("{} of {judged} 418(s) not followed by a Replace", ev.len()),
+            ev,
+        )
     });
     out
 }
@@ -983,16 +1167,22 @@ pub async fn robustness(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckRes
     let profile = target.device.profile;
     let registry = crate::csp::registry();
     let mut out = Vec::new();
-    for (spec, code) in
-        [(&CSP_500, StatusCode::CommandFailed), (&CSP_405, StatusCode::CommandNotAllowed), (&CSP_404, StatusCode::NotFound)]
-    {
-        let mut p = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    for (spec, code) in [
+        (&CSP_500, StatusCode::CommandFailed),
+        (&CSP_405, StatusCode::CommandNotAllowed),
+        (&CSP_404, StatusCode::NotFound),
+    ] {
+        let mut p =
+            Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
         let pkg = p.package1.clone();
         let first = p.send(pkg, false).await;
         let sid = p.session_id().to_string();
         let Some(m) = first.message().cloned().filter(|m| !work(m).is_empty()) else {
             p.end(&mut target.device);
-            out.push(spec.na(profile, format!("the server sent no command to answer (answer to package 1: {})", first.describe())));
+            out.push(spec.na(
+                profile,
+                format!("the server sent no command to answer (answer to package 1: {})", first.describe()),
+            ));
             continue;
         };
         let mut changed = None;
@@ -1018,28 +1208,43 @@ pub async fn robustness(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckRes
         }
         let bad = log.iter().skip(1).find_map(|x| sane(x).err());
         out.push(match (bad, bounded) {
-            (Some(why), _) => spec.result(profile, Verdict::Fail, format!("after Status {} for CmdID {cmd_ref}: {why}", code.code()), ev),
+            (Some(why), _) => spec.result(
+                profile,
+                Verdict::Fail,
+                format!("after Status {} for CmdID {cmd_ref}: {why}", code.code()),
+                ev,
+            ),
             (None, false) => spec.result(
                 profile,
                 Verdict::Fail,
-                format!("after Status {} for CmdID {cmd_ref} the session went past {} messages", code.code(), probe::MAX_PROBE_MESSAGES),
+                format!(
+                    "after Status {} for CmdID {cmd_ref} the session went past {} messages",
+                    code.code(),
+                    probe::MAX_PROBE_MESSAGES
+                ),
                 ev,
             ),
             (None, true) => spec.result(
                 profile,
                 Verdict::Pass,
-                format!("Status {} for CmdID {cmd_ref} taken; the session ended after {} message(s)", code.code(), log.len()),
+                format!(
+                    "Status {} for CmdID {cmd_ref} taken; the session ended after {} message(s)",
+                    code.code(),
+                    log.len()
+                ),
                 ev,
             ),
         });
     }
     // The device disappears, then comes back.
-    let mut gone = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    let mut gone =
+        Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
     let pkg = gone.package1.clone();
     gone.send(pkg, false).await;
     let gone_sid = gone.session_id().to_string();
     let gone_log = gone.end(&mut target.device);
-    let mut back = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    let mut back =
+        Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
     let pkg = back.package1.clone();
     let answer = back.send(pkg, false).await;
     let back_sid = back.session_id().to_string();
@@ -1058,11 +1263,24 @@ pub async fn robustness(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckRes
         Some(s) if s.data.trim() == "200" || s.data.trim() == "212" => DEVICE_DISAPPEARS.result(
             profile,
             Verdict::Pass,
-            format!("session {back_sid} answered with SyncHdr status {} after session {gone_sid} was abandoned", s.data.trim()),
+            format!(
+                "session {back_sid} answered with SyncHdr status {} after session {gone_sid} was abandoned",
+                s.data.trim()
+            ),
             ev,
         ),
-        Some(s) => DEVICE_DISAPPEARS.result(profile, Verdict::Fail, format!("SyncHdr status {} for the next session", s.data.trim()), ev),
-        None => DEVICE_DISAPPEARS.result(profile, Verdict::Fail, format!("the next session's package 1 got {}", answer.describe()), ev),
+        Some(s) => DEVICE_DISAPPEARS.result(
+            profile,
+            Verdict::Fail,
+            format!("SyncHdr status {} for the next session", s.data.trim()),
+            ev,
+        ),
+        None => DEVICE_DISAPPEARS.result(
+            profile,
+            Verdict::Fail,
+            format!("the next session's package 1 got {}", answer.describe()),
+            ev,
+        ),
     });
     // Package 1 twice.
     let mut p = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
@@ -1080,7 +1298,12 @@ pub async fn robustness(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckRes
             format!("the repeated package 1 was answered with SyncHdr status {}", s.data.trim()),
             ev,
         ),
-        None => REPEATED_PACKAGE_1.result(profile, Verdict::Fail, format!("the repeated package 1 got {}", again.describe()), ev),
+        None => REPEATED_PACKAGE_1.result(
+            profile,
+            Verdict::Fail,
+            format!("the repeated package 1 got {}", again.describe()),
+            ev,
+        ),
     });
     out
 }
@@ -1152,11 +1375,18 @@ pub const USER_UNENROLL: Spec = Spec {
 };
 
 /// The Status for the alert of package 1 whose code is `code` (and, when given, item type).
-fn alert_status<'a>(pkg: &SyncMl, answer: &'a Answer, code: &str, ty: Option<&str>) -> (Option<String>, Option<&'a Status>) {
+fn alert_status<'a>(
+    pkg: &SyncMl,
+    answer: &'a Answer,
+    code: &str,
+    ty: Option<&str>,
+) -> (Option<String>, Option<&'a Status>) {
     let alert = pkg.body.commands.iter().find_map(|c| match c {
         Command::Alert(a)
             if a.data.trim() == code
-                && ty.is_none_or(|t| a.items.iter().any(|i| i.meta.as_ref().and_then(|m| m.type_.as_deref()) == Some(t))) =>
+                && ty.is_none_or(|t| {
+                    a.items.iter().any(|i| i.meta.as_ref().and_then(|m| m.type_.as_deref()) == Some(t))
+                }) =>
         {
             Some(a.cmd_id.clone())
         }
@@ -1167,7 +1397,15 @@ fn alert_status<'a>(pkg: &SyncMl, answer: &'a Answer, code: &str, ty: Option<&st
 }
 
 /// Judges the Status of one alert of `pkg` in `answer`.
-fn judge_alert(spec: &Spec, profile: Profile, sid: &str, pkg: &SyncMl, answer: &Answer, code: &str, ty: Option<&str>) -> CheckResult {
+fn judge_alert(
+    spec: &Spec,
+    profile: Profile,
+    sid: &str,
+    pkg: &SyncMl,
+    answer: &Answer,
+    code: &str,
+    ty: Option<&str>,
+) -> CheckResult {
     let (alert, status) = alert_status(pkg, answer, code, ty);
     let Some(cmd_id) = alert else { return spec.na(profile, format!("package 1 holds no Alert {code}")) };
     let mut ev = vec![sent_ev(sid, pkg)];
@@ -1182,7 +1420,12 @@ fn judge_alert(spec: &Spec, profile: Profile, sid: &str, pkg: &SyncMl, answer: &
         Some(s) if s.data.trim() == "200" => {
             spec.result(profile, Verdict::Pass, format!("Alert {code} (CmdID {cmd_id}) got Status 200"), ev)
         }
-        Some(s) => spec.result(profile, Verdict::Fail, format!("Alert {code} (CmdID {cmd_id}) got Status {}", s.data.trim()), ev),
+        Some(s) => spec.result(
+            profile,
+            Verdict::Fail,
+            format!("Alert {code} (CmdID {cmd_id}) got Status {}", s.data.trim()),
+            ev,
+        ),
         None => spec.result(profile, Verdict::Fail, format!("no Status for Alert {code} (CmdID {cmd_id})"), ev),
     }
 }
@@ -1223,9 +1466,16 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     let first = p.message(1, alerts, false);
     let a1 = p.send(first.clone(), false).await;
     let mut ev = vec![sent_ev(&sid, &first), answer_ev(&sid, p.log.last().expect("just sent"))];
-    let asks = a1.message().is_some_and(|m| m.body.commands.iter().any(|c| matches!(c, Command::Alert(a) if a.data.trim() == "1222")));
+    let asks = a1
+        .message()
+        .is_some_and(|m| m.body.commands.iter().any(|c| matches!(c, Command::Alert(a) if a.data.trim() == "1222")));
     let result = if !asks {
-        MULTI_MESSAGE.result(profile, Verdict::Fail, format!("the first message (no Final) got no Alert 1222: {}", a1.describe()), ev)
+        MULTI_MESSAGE.result(
+            profile,
+            Verdict::Fail,
+            format!("the first message (no Final) got no Alert 1222: {}", a1.describe()),
+            ev,
+        )
     } else if rest.is_empty() {
         MULTI_MESSAGE.na(profile, "package 1 had nothing to put in a second message")
     } else {
@@ -1257,12 +1507,21 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
             })
             .collect();
         if missing.is_empty() {
-            MULTI_MESSAGE.result(profile, Verdict::Pass, "Alert 1222 after the first message; Statuses for the second".into(), ev)
+            MULTI_MESSAGE.result(
+                profile,
+                Verdict::Pass,
+                "Alert 1222 after the first message; Statuses for the second".into(),
+                ev,
+            )
         } else {
             MULTI_MESSAGE.result(
                 profile,
                 Verdict::Fail,
-                format!("the second message's {} got no Status ({})", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "), a2.describe()),
+                format!(
+                    "the second message's {} got no Status ({})",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    a2.describe()
+                ),
                 ev,
             )
         }
@@ -1276,7 +1535,8 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     let pkg = p.package1.clone();
     let a1 = p.send(pkg, false).await;
     let result = match a1.message().filter(|m| !work(m).is_empty()) {
-        None => KEEP_ALIVE.na(profile, format!("the server sent no command the device could be busy with ({})", a1.describe())),
+        None => KEEP_ALIVE
+            .na(profile, format!("the server sent no command the device could be busy with ({})", a1.describe())),
         Some(m1) => {
             let cmds = vec![
                 Command::Status(Status {
@@ -1297,11 +1557,21 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
                     let st = status_for(m2, "2", "2");
                     let new_work = work(m2);
                     match (st, new_work.is_empty()) {
-                        (Some(s), true) if s.data.trim() == "200" => {
-                            KEEP_ALIVE.result(profile, Verdict::Pass, "the keep-alive got Status 200 and no new command".into(), ev)
+                        (Some(s), true) if s.data.trim() == "200" => KEEP_ALIVE.result(
+                            profile,
+                            Verdict::Pass,
+                            "the keep-alive got Status 200 and no new command".into(),
+                            ev,
+                        ),
+                        (Some(s), true) => KEEP_ALIVE.result(
+                            profile,
+                            Verdict::Fail,
+                            format!("the keep-alive alert got Status {}", s.data.trim()),
+                            ev,
+                        ),
+                        (None, _) => {
+                            KEEP_ALIVE.result(profile, Verdict::Fail, "no Status for the keep-alive alert".into(), ev)
                         }
-                        (Some(s), true) => KEEP_ALIVE.result(profile, Verdict::Fail, format!("the keep-alive alert got Status {}", s.data.trim()), ev),
-                        (None, _) => KEEP_ALIVE.result(profile, Verdict::Fail, "no Status for the keep-alive alert".into(), ev),
                         (Some(_), false) => KEEP_ALIVE.result(
                             profile,
                             Verdict::Fail,
@@ -1310,7 +1580,9 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
                         ),
                     }
                 }
-                other => KEEP_ALIVE.result(profile, Verdict::Fail, format!("the keep-alive got {}", other.describe()), ev),
+                other => {
+                    KEEP_ALIVE.result(profile, Verdict::Fail, format!("the keep-alive got {}", other.describe()), ev)
+                }
             }
         }
     };
@@ -1341,8 +1613,14 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     out.push(if failed.is_empty() {
         SESSION_ALERTS.result(profile, Verdict::Pass, "Alert 1201 and Alert 1200 each got Status 200".into(), ev)
     } else {
-        let verdict = if failed.iter().any(|r| r.verdict == Verdict::Fail) { Verdict::Fail } else { Verdict::NotApplicable };
-        SESSION_ALERTS.result(profile, verdict, failed.iter().map(|r| r.observed.clone()).collect::<Vec<_>>().join("; "), ev)
+        let verdict =
+            if failed.iter().any(|r| r.verdict == Verdict::Fail) { Verdict::Fail } else { Verdict::NotApplicable };
+        SESSION_ALERTS.result(
+            profile,
+            verdict,
+            failed.iter().map(|r| r.observed.clone()).collect::<Vec<_>>().join("; "),
+            ev,
+        )
     });
     let (sid, pkg, answer) = results_1201.expect("the 1201 probe ran");
     out.push(if profile == Profile::Win10 {
@@ -1350,7 +1628,15 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     } else {
         LOGIN_STATUS.na(profile, "Windows 8.1 sends no LoginStatus")
     });
-    out.push(judge_alert(&GENERIC_ALERT, profile, &sid, &pkg, &answer, "1224", Some(crate::csp::desktop_app::ALERT_TYPE)));
+    out.push(judge_alert(
+        &GENERIC_ALERT,
+        profile,
+        &sid,
+        &pkg,
+        &answer,
+        "1224",
+        Some(crate::csp::desktop_app::ALERT_TYPE),
+    ));
 
     // A signed package 1.
     let mut p = Probe::begin(ex.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
@@ -1363,15 +1649,32 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     let ev: Vec<Evidence> = log.iter().take(1).map(|x| answer_ev(&sid, x)).collect();
     out.push(match (unsigned, answer.message().and_then(|m| status_for(m, "1", "0"))) {
         (Some(why), _) => SIGNED_MESSAGE.na(profile, format!("the device holds no key to sign with ({why})")),
-        (None, Some(s)) if s.data.trim() == "200" || s.data.trim() == "212" => {
-            SIGNED_MESSAGE.result(profile, Verdict::Pass, format!("the signed package 1 got SyncHdr status {}", s.data.trim()), ev)
+        (None, Some(s)) if s.data.trim() == "200" || s.data.trim() == "212" => SIGNED_MESSAGE.result(
+            profile,
+            Verdict::Pass,
+            format!("the signed package 1 got SyncHdr status {}", s.data.trim()),
+            ev,
+        ),
+        (None, Some(s)) => SIGNED_MESSAGE.result(
+            profile,
+            Verdict::Fail,
+            format!("the signed package 1 got SyncHdr status {}", s.data.trim()),
+            ev,
+        ),
+        (None, None) => {
+            SIGNED_MESSAGE.result(profile, Verdict::Fail, format!("the signed package 1 got {}", answer.describe()), ev)
         }
-        (None, Some(s)) => SIGNED_MESSAGE.result(profile, Verdict::Fail, format!("the signed package 1 got SyncHdr status {}", s.data.trim()), ev),
-        (None, None) => SIGNED_MESSAGE.result(profile, Verdict::Fail, format!("the signed package 1 got {}", answer.describe()), ev),
     });
 
     // The user leaves: last, since the server may stop managing the device.
-    let mut p = Probe::begin(ex.as_ref(), &registry, &mut target.device, Trigger::Manual, vec![crate::enroll::unenroll_alert("0")], now);
+    let mut p = Probe::begin(
+        ex.as_ref(),
+        &registry,
+        &mut target.device,
+        Trigger::Manual,
+        vec![crate::enroll::unenroll_alert("0")],
+        now,
+    );
     let sid = p.session_id().to_string();
     let pkg = p.package1.clone();
     let answer = p.send(pkg.clone(), false).await;

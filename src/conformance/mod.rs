@@ -163,12 +163,8 @@ impl Report {
     pub fn summary(&self) -> Vec<GroupSummary> {
         let mut rows: BTreeMap<Group, GroupSummary> = BTreeMap::new();
         for c in &self.checks {
-            let row = rows.entry(c.group).or_insert(GroupSummary {
-                group: c.group,
-                passed: 0,
-                failed: 0,
-                not_applicable: 0,
-            });
+            let row =
+                rows.entry(c.group).or_insert(GroupSummary { group: c.group, passed: 0, failed: 0, not_applicable: 0 });
             match c.verdict {
                 Verdict::Pass => row.passed += 1,
                 Verdict::Fail => row.failed += 1,

@@ -232,7 +232,13 @@ impl<'a> Probe<'a> {
     /// The device's own reply to server message `m` (the session machine executes its commands
     /// on the tree), or `None` when the device has nothing more to send (the session is over,
     /// or failed: the probe's log says how).
-    pub fn device_reply(&mut self, registry: &Registry, device: &mut Device, m: &SyncMl, now: DateTime<Utc>) -> Option<SyncMl> {
+    pub fn device_reply(
+        &mut self,
+        registry: &Registry,
+        device: &mut Device,
+        m: &SyncMl,
+        now: DateTime<Utc>,
+    ) -> Option<SyncMl> {
         let machine = self.machine.take()?;
         let env = device.env(now);
         let mut cx = DeviceCx { registry, state: &mut device.tree, env: &env };

@@ -54,7 +54,9 @@ pub fn text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "{}",
-        if report.all_passed() { "conformance: every check passed".to_string() } else {
+        if report.all_passed() {
+            "conformance: every check passed".to_string()
+        } else {
             format!("conformance: {} check(s) failed", report.failures().count())
         }
     );
@@ -84,7 +86,8 @@ pub fn json(report: &Report) -> String {
         summary: Vec<GroupSummary>,
         checks: &'a [CheckResult],
     }
-    let j = Json { target: &report.target, passed: report.all_passed(), summary: report.summary(), checks: &report.checks };
+    let j =
+        Json { target: &report.target, passed: report.all_passed(), summary: report.summary(), checks: &report.checks };
     serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
@@ -145,7 +148,9 @@ pub fn html(report: &Report) -> String {
     let _ = write!(
         h,
         "{}</p>",
-        if report.all_passed() { "Every check passed.".to_string() } else {
+        if report.all_passed() {
+            "Every check passed.".to_string()
+        } else {
             format!("<span class=\"fail\">{} check(s) failed.</span>", report.failures().count())
         }
     );
