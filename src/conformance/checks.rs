@@ -201,22 +201,17 @@ pub fn enrollment(run: Option<&EnrollmentRun>, device: &Device, profile: Profile
                 E::Config(_) | E::Local(_) => None,
             };
             use crate::runner::enroll::Step;
+            // The check whose step failed, and the enrollment step its evidence comes from.
             let failed_at = |s: &Spec| match (s.id, step) {
-                ("discovery", Some(Step::Probe | Step::Discover | Step::SignIn)) => true,
-                ("xcep-policy", Some(Step::Policy)) => true,
-                ("wstep-certificate-chain", Some(Step::Enroll | Step::Provisioning)) => true,
-                _ => false,
+                ("discovery", Some(Step::Probe | Step::Discover | Step::SignIn)) => Some("discover"),
+                ("xcep-policy", Some(Step::Policy)) => Some("policy"),
+                ("wstep-certificate-chain", Some(Step::Enroll | Step::Provisioning)) => Some("enroll"),
+                _ => None,
             };
             for s in specs {
-                out.push(if failed_at(s) {
-                    s.result(
-                        profile,
-                        Verdict::Fail,
-                        format!("the enrollment failed: {err}"),
-                        step_ev(&s.id.replace("xcep-policy", "policy")),
-                    )
-                } else {
-                    s.na(profile, format!("the enrollment failed before this could be judged: {err}"))
+                out.push(match failed_at(s) {
+                    Some(at) => s.result(profile, Verdict::Fail, format!("the enrollment failed: {err}"), step_ev(at)),
+                    None => s.na(profile, format!("the enrollment failed before this could be judged: {err}")),
                 });
             }
             return out;

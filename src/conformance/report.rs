@@ -112,7 +112,7 @@ pub fn junit(report: &Report) -> String {
                     failure: (c.verdict == Verdict::Fail).then(|| {
                         let mut f = format!("{}; expected: {}; source: {}", c.observed, c.expected, c.source);
                         for e in &c.evidence {
-                            f.push_str("\n");
+                            f.push('\n');
                             f.push_str(&evidence_line(e));
                         }
                         f
