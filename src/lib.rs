@@ -8,6 +8,7 @@
 //! the device side. `ddf` holds the node facts of every Windows CSP (from Microsoft's DDF
 //! files); `fuzz_entry` is the entry points of the fuzz targets.
 
+pub mod conformance;
 pub mod csp;
 pub mod ddf;
 pub mod device;

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a scenario expectation failed
+  1  a scenario expectation failed; a conformance check failed
   2  usage or input error (bad arguments, a file that does not parse, an output path that is a file)
   3  the server could not be reached (connection refused, TLS, timeout)
   4  the server broke the protocol (an HTTP error such as 500, malformed or out-of-order SyncML)
@@ -76,6 +76,8 @@ enum Command {
     /// Scripted runs with expectations: check scenario files, run them against a server.
     #[command(subcommand)]
     Scenario(cmd::scenario::Scenario),
+    /// Grade an MDM server against what Windows devices do: every check, its verdict and evidence.
+    Conformance(cmd::conformance::ConformanceArgs),
     /// Show a transcript folder: each server command with the device's status (text, or --html).
     Transcript(cmd::transcript::TranscriptArgs),
 }
@@ -131,5 +133,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
         Command::Scenario(c) => cmd::scenario::run(c),
         Command::Transcript(c) => cmd::transcript::run(c),
+        Command::Conformance(c) => cmd::conformance::run(c),
     }
 }

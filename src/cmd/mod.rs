@@ -12,6 +12,7 @@ use std::path::Path;
 use mdmsim::runner::store::{Store, StoreError};
 
 pub mod bench;
+pub mod conformance;
 pub mod ddf;
 pub mod demo;
 pub mod device;

@@ -12,6 +12,9 @@ mod cli_hardening;
 /// The reference server's compatibility mode: the fleet and minimal presets, single switches,
 /// the Federated sign-in page and its tokens.
 mod compat_server;
+/// `mdmsim conformance` against the reference server: strict mode passes every check, the
+/// fleet and minimal presets fail exactly the checks of their deviations.
+mod conformance;
 /// `mdmsim run` killed with SIGKILL at a seeded moment: whole devices, SessionIDs never reused.
 mod crash;
 /// CSP behaviour files over real sessions: ADMX ingestion, NodeCache, DeviceManageability,
