@@ -331,8 +331,12 @@ pub fn register_all(r: &mut Registry) {
 }
 
 /// `major.minor.build` as numbers, for comparing OS builds (`10.0.22631.4460` -> [10, 0, 22631]).
-fn build_of(version: &str) -> Vec<u64> {
-    version.trim().split('.').take(3).map(|p| p.trim().parse().unwrap_or(0)).collect()
+fn build_of(version: &str) -> [u64; 3] {
+    let mut out = [0; 3];
+    for (slot, p) in out.iter_mut().zip(version.trim().split('.')) {
+        *slot = p.trim().parse().unwrap_or(0);
+    }
+    out
 }
 
 impl DdfCsp {
@@ -345,7 +349,8 @@ impl DdfCsp {
         let policies = self.policies.as_ref()?;
         let rest = rel.strip_prefix("Result/")?;
         match rest.split_once('/') {
-            Some((area, name)) => policies.get(&format!("{area}/{name}")).map(Ok),
+            // `rest` is `<Area>/<Policy>` itself: the key the policies are stored under.
+            Some(_) => policies.get(rest).map(Ok),
             None => policies.keys().any(|k| k.split('/').next() == Some(rest)).then_some(Err(rest)),
         }
     }
@@ -380,7 +385,7 @@ impl Csp for DdfCsp {
         }
         let Some(fact) = self.fact(node.spec) else { return true };
         if let Some(min) = fact.os_build.as_deref() {
-            let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or_else(|| vec![10, 0, 19045]);
+            let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or([10, 0, 19045]);
             if build_of(min) > device {
                 return false;
             }
