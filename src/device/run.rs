@@ -27,8 +27,8 @@ use crate::session::{self, AwaitingServer, DeviceCx, Fault, Finding, Gate, Next,
 use crate::syncml::{self, Alert, Chal, SyncMl};
 use crate::tree::{Effect, Profile, Registry};
 
-/// The default name of the signature header (Microsoft's DMClient CSP page,
-/// RequireMessageSigning).
+/// The default name of the signature header: MS-MDE2 §2.2.9.3 and Microsoft's DMClient CSP page
+/// (RequireMessageSigning) say `MDM-Signature`; MS-MDM §2.1 says `MS-Signature`.
 pub const DEFAULT_SIGNATURE_HEADER: &str = "MDM-Signature";
 
 /// Connection attempts per server address when neither the template (`conn_retry_freq`) nor

@@ -5,11 +5,12 @@
 //! Owns the signature bytes: a base64 CMS (PKCS#7 `SignedData`) *detached* signature over the
 //! complete SyncML message, SHA-256 digest, made with the private key of the management session
 //! certificate, with the signer certificate and a PKCS#9 signing time among the authenticated
-//! attributes, and the name of the header it travels in ([`header_name`]: `MDM-Signature` by
-//! default, configurable because MS-MDM §2.1 says `MS-Signature`), and the [`Signer`] a transport
-//! carries (the enrollment certificate and key). It does not own the decision to sign:
-//! [`crate::runner::run_session`] reads [`crate::csp::dmclient::message_signing_required`] at the
-//! session start and hands the signature to [`crate::runner::http::Transport::post_signed`].
+//! attributes, and the [`Signer`] a transport carries (the enrollment certificate and key). It
+//! does not own the decision to sign nor the header's name: the device's session run
+//! ([`crate::device::run`]) reads [`crate::csp::dmclient::message_signing_required`] at the
+//! session start and names the header ([`crate::device::run::signature_header`]: `MDM-Signature`
+//! by default, configurable because MS-MDM §2.1 says `MS-Signature`); the HTTP exchange signs
+//! and hands the signature to [`crate::runner::http::Transport::post_signed`].
 
 use base64::Engine as _;
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -17,17 +18,6 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 
 use crate::enroll::Secret;
-use crate::tree::Settings;
-
-/// The HTTP header carrying the signature by default: MS-MDE2 §2.2.9.3 and the DMClient CSP page (RequireMessageSigning) say
-/// `MDM-Signature`; MS-MDM §2.1 says `MS-Signature`.
-pub const DEFAULT_HEADER: &str = "MDM-Signature";
-
-/// The header name for a device: the template's `signature_header` setting, or
-/// [`DEFAULT_HEADER`].
-pub fn header_name(settings: &Settings) -> &str {
-    settings.str("signature_header").map(str::trim).filter(|h| !h.is_empty()).unwrap_or(DEFAULT_HEADER)
-}
 
 /// Why a message could not be signed: the certificate or key given is unusable (our
 /// configuration), or OpenSSL refused the operation.
@@ -154,14 +144,6 @@ mod tests {
         assert!(contains(&der, &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x05]));
         // Detached: the message itself is not inside the signature.
         assert!(!contains(&der, b"<SyncBody>"));
-    }
-
-    #[test]
-    fn header_name_defaults_to_mdm_signature_and_follows_the_template() {
-        let mut s = Settings::default();
-        assert_eq!(header_name(&s), "MDM-Signature");
-        s.0.insert("signature_header".into(), "MS-Signature".into());
-        assert_eq!(header_name(&s), "MS-Signature");
     }
 
     #[test]
