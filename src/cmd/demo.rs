@@ -388,8 +388,9 @@ fn check_server(
         disagreements.push(format!("the server enrolled {} devices, the fleet has {enrolled}", s.enrolled));
     }
     // Every session the devices ran checked in, plus nothing else.
-    if s.sessions != sessions {
-        disagreements.push(format!("the server counted {} check-ins, the devices ran {sessions} sessions", s.sessions));
+    if s.totals.sessions != sessions {
+        disagreements
+            .push(format!("the server counted {} check-ins, the devices ran {sessions} sessions", s.totals.sessions));
     }
     let installed_on_devices = apps.get("5 INSTALLED").copied().unwrap_or(0);
     // The server counts an app installed once it has read Status 5; a device that installed
@@ -423,11 +424,11 @@ fn check_server(
     ServerCheck {
         devices: s.devices,
         enrolled: s.enrolled,
-        check_ins: s.sessions,
+        check_ins: s.totals.sessions,
         apps_installed: s.apps_installed,
         apps_failed: s.apps_failed,
         apps_in_progress: s.apps_in_progress,
-        findings: s.findings,
+        findings: s.totals.findings,
         agrees: disagreements.is_empty(),
         disagreements,
     }

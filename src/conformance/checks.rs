@@ -50,6 +50,23 @@ impl Spec {
     fn na(&self, profile: Profile, why: impl Into<String>) -> CheckResult {
         self.result(profile, Verdict::NotApplicable, why.into(), Vec::new())
     }
+
+    /// Passes when no place broke the rule (`ev` is empty), saying `pass`; fails with the places
+    /// otherwise, saying `fail(how many)`.
+    fn judged(
+        &self,
+        profile: Profile,
+        ev: Vec<Evidence>,
+        pass: impl FnOnce() -> String,
+        fail: impl FnOnce(usize) -> String,
+    ) -> CheckResult {
+        if ev.is_empty() {
+            self.result(profile, Verdict::Pass, pass(), ev)
+        } else {
+            let observed = fail(ev.len());
+            self.result(profile, Verdict::Fail, observed, ev)
+        }
+    }
 }
 
 /// Every check, in report order.
@@ -589,17 +606,12 @@ fn by_findings(spec: &Spec, traces: &[Trace], names: &[&str], profile: Profile) 
             });
         }
     }
-    if ev.is_empty() {
-        spec.result(
-            profile,
-            Verdict::Pass,
-            format!("{messages} server message(s) in {} session(s), none broke the rule", traces.len()),
-            Vec::new(),
-        )
-    } else {
-        let n = ev.len();
-        spec.result(profile, Verdict::Fail, format!("{n} place(s) broke the rule"), ev)
-    }
+    spec.judged(
+        profile,
+        ev,
+        || format!("{messages} server message(s) in {} session(s), none broke the rule", traces.len()),
+        |n| format!("{n} place(s) broke the rule"),
+    )
 }
 
 /// The session-basics checks judged from the ordinary sessions.
@@ -622,19 +634,12 @@ pub fn session_basics(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     }
     out.push(if seen == 0 {
         SYNCHDR_STATUS_FIRST.na(profile, "the server sent no SyncML message in the ordinary sessions")
-    } else if ev.is_empty() {
-        SYNCHDR_STATUS_FIRST.result(
-            profile,
-            Verdict::Pass,
-            format!("all {seen} server message(s) start with it"),
-            Vec::new(),
-        )
     } else {
-        SYNCHDR_STATUS_FIRST.result(
+        SYNCHDR_STATUS_FIRST.judged(
             profile,
-            Verdict::Fail,
-            format!("{} of {seen} server message(s) do not", ev.len()),
             ev,
+            || format!("all {seen} server message(s) start with it"),
+            |n| format!("{n} of {seen} server message(s) do not"),
         )
     });
     out.push(by_findings(&STATUS_PER_COMMAND, traces, &["command-not-statused"], profile));
@@ -659,25 +664,23 @@ pub fn session_basics(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
             });
         }
     }
-    out.push(if ev.is_empty() {
-        let ends: Vec<String> = traces
-            .iter()
-            .map(|t| {
-                t.log.last().map_or("no message".into(), |x| match &x.answer {
-                    Answer::Empty => "empty 200".to_string(),
-                    a => a.message().map_or("?".into(), |m| format!("MsgID {} without commands", m.hdr.msg_id)),
+    out.push(SESSION_END.judged(
+        profile,
+        ev,
+        || {
+            let ends: Vec<String> = traces
+                .iter()
+                .map(|t| {
+                    t.log.last().map_or("no message".into(), |x| match &x.answer {
+                        Answer::Empty => "empty 200".to_string(),
+                        a => a.message().map_or("?".into(), |m| format!("MsgID {} without commands", m.hdr.msg_id)),
+                    })
                 })
-            })
-            .collect();
-        SESSION_END.result(
-            profile,
-            Verdict::Pass,
-            format!("{} session(s) completed: {}", traces.len(), ends.join("; ")),
-            Vec::new(),
-        )
-    } else {
-        SESSION_END.result(profile, Verdict::Fail, format!("{} of {} session(s) failed", ev.len(), traces.len()), ev)
-    });
+                .collect();
+            format!("{} session(s) completed: {}", traces.len(), ends.join("; "))
+        },
+        |n| format!("{n} of {} session(s) failed", traces.len()),
+    ));
     out
 }
 
@@ -780,21 +783,12 @@ pub fn modes(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
         let ev: Vec<Evidence> =
             traces.iter().flat_map(|t| rule(&t, &["machine-mode-command", "machine-mode-user-scope"])).collect();
         let cmds: u32 = machine.iter().map(|t| t.report.summary.commands.len() as u32).sum();
-        out.push(if ev.is_empty() {
-            MACHINE_MODE.result(
-                profile,
-                Verdict::Pass,
-                format!("{} Machine-mode session(s), {cmds} command(s), none forbidden", machine.len()),
-                Vec::new(),
-            )
-        } else {
-            MACHINE_MODE.result(
-                profile,
-                Verdict::Fail,
-                format!("{} forbidden command(s) in Machine mode", ev.len()),
-                ev,
-            )
-        });
+        out.push(MACHINE_MODE.judged(
+            profile,
+            ev,
+            || format!("{} Machine-mode session(s), {cmds} command(s), none forbidden", machine.len()),
+            |n| format!("{n} forbidden command(s) in Machine mode"),
+        ));
     }
     let ev: Vec<Evidence> = traces.iter().flat_map(|t| rule(&t, &["machine-mode-wns-configuration"])).collect();
     let pfn_in_maintenance =
@@ -975,15 +969,13 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     }
     out.push(if judged == 0 {
         READ_BACK.na(profile, "the server wrote no Policy CSP setting before the last session")
-    } else if ev.is_empty() {
-        READ_BACK.result(
-            profile,
-            Verdict::Pass,
-            format!("{judged} setting(s) written, each read back later"),
-            Vec::new(),
-        )
     } else {
-        READ_BACK.result(profile, Verdict::Fail, format!("{} of {judged} setting(s) never read back", ev.len()), ev)
+        READ_BACK.judged(
+            profile,
+            ev,
+            || format!("{judged} setting(s) written, each read back later"),
+            |n| format!("{n} of {judged} setting(s) never read back"),
+        )
     });
     // Atomic for several settings.
     let mut in_atomic = 0;
@@ -1078,19 +1070,12 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
     }
     out.push(if judged == 0 {
         REPLACE_AFTER_418.na(profile, "no Add was answered 418")
-    } else if ev.is_empty() {
-        REPLACE_AFTER_418.result(
-            profile,
-            Verdict::Pass,
-            format!("{judged} Add(s) answered 418, each followed by a Replace"),
-            Vec::new(),
-        )
     } else {
-        REPLACE_AFTER_418.result(
+        REPLACE_AFTER_418.judged(
             profile,
-            Verdict::Fail,
-            format!("{} of {judged} 418(s) not followed by a Replace", ev.len()),
             ev,
+            || format!("{judged} Add(s) answered 418, each followed by a Replace"),
+            |n| format!("{n} of {judged} 418(s) not followed by a Replace"),
         )
     });
     out

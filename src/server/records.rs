@@ -58,6 +58,26 @@ pub struct Totals {
     pub findings: usize,
 }
 
+impl Totals {
+    /// Adds another device's counts.
+    pub fn add(&mut self, other: &Totals) {
+        self.sessions += other.sessions;
+        self.completed_sessions += other.completed_sessions;
+        for (map, from) in [
+            (&mut self.sessions_by_mode, &other.sessions_by_mode),
+            (&mut self.sessions_by_alert, &other.sessions_by_alert),
+            (&mut self.sessions_by_login, &other.sessions_by_login),
+        ] {
+            for (k, n) in from {
+                *map.entry(k.clone()).or_default() += n;
+            }
+        }
+        self.command_statuses += other.command_statuses;
+        self.command_failures += other.command_failures;
+        self.findings += other.findings;
+    }
+}
+
 impl DeviceRecord {
     /// The most recent check-ins kept.
     pub const MAX_CHECKINS: usize = 256;
@@ -351,16 +371,10 @@ pub struct Summary {
     pub devices: usize,
     pub enrolled: usize,
     pub unenrolled: usize,
-    /// Check-ins (sessions started).
-    pub sessions: usize,
-    /// Sessions the server saw to their end.
-    pub completed_sessions: usize,
-    /// Sessions by the mode acted on (`Machine`, `Maintenance`, `Apps`).
-    pub sessions_by_mode: BTreeMap<String, usize>,
-    /// Sessions by session alert (`1201`, `1200`, or `none`).
-    pub sessions_by_alert: BTreeMap<String, usize>,
-    /// Sessions by LoginStatus (`user`, `others`, `none`, or `-` when not sent).
-    pub sessions_by_login: BTreeMap<String, usize>,
+    /// Sessions (by mode acted on, session alert and LoginStatus), statuses received for our
+    /// commands and findings, over every device (in the JSON, these fields stand beside the others).
+    #[serde(flatten)]
+    pub totals: Totals,
     pub apps_installed: usize,
     pub apps_failed: usize,
     /// App installs not settled yet (pending, sent or installing).
@@ -377,10 +391,6 @@ pub struct Summary {
     pub msi_failed: usize,
     pub msi_in_progress: usize,
     pub msi_not_applicable: usize,
-    /// Statuses received for our commands, and how many were failures (>= 300).
-    pub command_statuses: usize,
-    pub command_failures: usize,
-    pub findings: usize,
     /// Injected faults by name (`500`, `reset`, `slow`, `truncate`, `malformed`, `no-final`);
     /// a fault that never happened is absent.
     pub faults: BTreeMap<String, usize>,
@@ -393,19 +403,7 @@ impl Summary {
         for d in records {
             s.enrolled += usize::from(d.enrollment.is_some());
             s.unenrolled += usize::from(d.unenrolled);
-            let t = &d.totals;
-            s.findings += t.findings;
-            s.sessions += t.sessions;
-            s.completed_sessions += t.completed_sessions;
-            for (map, from) in [
-                (&mut s.sessions_by_mode, &t.sessions_by_mode),
-                (&mut s.sessions_by_alert, &t.sessions_by_alert),
-                (&mut s.sessions_by_login, &t.sessions_by_login),
-            ] {
-                for (k, n) in from {
-                    *map.entry(k.clone()).or_default() += n;
-                }
-            }
+            s.totals.add(&d.totals);
             for a in d.apps.values() {
                 match a.state {
                     AppState::Installed => s.apps_installed += 1,
@@ -434,8 +432,6 @@ impl Summary {
             for f in &d.faults {
                 *s.faults.entry(f.kind.clone()).or_default() += 1;
             }
-            s.command_statuses += t.command_statuses;
-            s.command_failures += t.command_failures;
         }
         s
     }
@@ -549,12 +545,12 @@ mod tests {
         assert_eq!((s.profiles_verified, s.profiles_pending, s.profiles_failed_verification), (1, 1, 1));
         assert_eq!((s.msi_installed, s.msi_failed, s.msi_in_progress), (0, 1, 1));
         assert_eq!(s.faults, [("500".to_string(), 2), ("reset".to_string(), 1)].into());
-        assert_eq!((s.devices, s.sessions, s.completed_sessions, s.unenrolled), (2, 3, 2, 1));
-        assert_eq!(s.sessions_by_mode["Maintenance"], 2);
-        assert_eq!(s.sessions_by_alert["1200"], 1);
-        assert_eq!(s.sessions_by_login["-"], 1);
+        assert_eq!((s.devices, s.totals.sessions, s.totals.completed_sessions, s.unenrolled), (2, 3, 2, 1));
+        assert_eq!(s.totals.sessions_by_mode["Maintenance"], 2);
+        assert_eq!(s.totals.sessions_by_alert["1200"], 1);
+        assert_eq!(s.totals.sessions_by_login["-"], 1);
         assert_eq!((s.apps_installed, s.apps_failed, s.apps_in_progress), (1, 1, 0));
-        assert_eq!((s.command_statuses, s.command_failures), (2, 1));
+        assert_eq!((s.totals.command_statuses, s.totals.command_failures), (2, 1));
     }
 
     #[test]
@@ -571,6 +567,6 @@ mod tests {
         assert_eq!(d.findings.last().map(String::as_str), Some("finding 299"));
         assert!(d.checkins.iter().all(|c| c.completed));
         let s = Summary::of(&[d]);
-        assert_eq!((s.sessions, s.completed_sessions, s.findings), (300, 300, 300));
+        assert_eq!((s.totals.sessions, s.totals.completed_sessions, s.totals.findings), (300, 300, 300));
     }
 }

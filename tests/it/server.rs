@@ -291,8 +291,8 @@ async fn first_session_gets_policies_then_418_turns_into_replace_and_the_install
     let one: serde_json::Value = admin(&format!("/admin/devices/{DEV}")).await.unwrap().json().await.unwrap();
     assert_eq!(one["inventory"]["./DevDetail/SwV"], "10.0.19045.2006");
     let summary = h.summary();
-    assert_eq!((summary.sessions, summary.completed_sessions, summary.apps_installed), (3, 3, 1));
-    assert_eq!(summary.sessions_by_mode["Maintenance"], 3);
+    assert_eq!((summary.totals.sessions, summary.totals.completed_sessions, summary.apps_installed), (3, 3, 1));
+    assert_eq!(summary.totals.sessions_by_mode["Maintenance"], 3);
     let json: serde_json::Value = admin("/admin/summary").await.unwrap().json().await.unwrap();
     assert_eq!(json["sessions_by_alert"]["1201"], 3);
 
@@ -763,7 +763,7 @@ async fn protocol_slips_of_the_client_are_recorded_as_findings() {
     assert!(has("MsgID 3 does not follow 1"), "{f:#?}");
     assert!(has("no Status for our SyncHdr (message 1)"), "{f:#?}");
     assert!(has("has MsgRef \"7\", but that command came in our message 1"), "{f:#?}");
-    assert_eq!(h.summary().findings, f.len());
+    assert_eq!(h.summary().totals.findings, f.len());
 }
 
 #[tokio::test]

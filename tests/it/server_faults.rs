@@ -121,7 +121,7 @@ async fn admin_endpoints_answer_401_without_the_token_and_200_with_it() {
     let summary: Value = with("/admin/summary").await.unwrap().json().await.unwrap();
     assert_eq!((summary["sessions"].as_u64(), summary["faults"].as_object().map(|f| f.len())), (Some(1), Some(0)));
     // In process, the records need no token.
-    assert_eq!(h.summary().sessions, 1);
+    assert_eq!(h.summary().totals.sessions, 1);
     h.shutdown().await;
 }
 
@@ -420,7 +420,7 @@ fn a_fleet_lives_through_a_faulty_server_and_agrees_with_what_it_injected() {
     assert_eq!(http_500, injected("500"), "{ctx}: every 500 failed one session");
     assert_eq!(
         run["summary"]["completed"].as_u64().unwrap(),
-        server.completed_sessions as u64,
+        server.totals.completed_sessions as u64,
         "{ctx}: the device side and the server agree on the sessions that completed"
     );
 
