@@ -9,7 +9,7 @@
 //! [`Effect::Fetch`] in `runner/fetch.rs`, hashes the body and hands the [`FetchOutcome`] back
 //! through `Registry::on_fetch`), the clock (steps run on timers: `Registry::next_deadline` /
 //! `Registry::on_deadline` with `env.now`), nor the delivery of the alert (the runner keeps it
-//! with the device and sends it in package 1 of the next session, see `runner::carry_out`).
+//! with the device and sends it in package 1 of the next session, see `Device::keep_alert`).
 //!
 //! # The flow
 //!

@@ -393,12 +393,7 @@ impl Engine {
     fn run_timers(&mut self, registry: &Registry) -> Vec<Effect> {
         let mut rest = Vec::new();
         for _ in 0..MAX_FETCHES_PER_INSTANT {
-            let env = self.device.env(self.now);
-            let due = registry.next_deadline(&mut self.device.tree, &env).is_some_and(|d| d <= self.now);
-            if !due {
-                break;
-            }
-            let effects = registry.on_deadline(&mut self.device.tree, &env);
+            let Some(effects) = self.device.due_timers(registry, self.now) else { break };
             rest.extend(self.local_effects(effects));
         }
         rest
@@ -502,14 +497,7 @@ impl Engine {
                     fetches.push(Work::Fetch { csp, node, url });
                 }
                 Effect::Alert { code, item } => {
-                    if let Some(dropped) = self.device.keep_alert(code, &item, self.now) {
-                        tracing::warn!(
-                            device = %self.device.id,
-                            alert = %dropped,
-                            "more than {} alerts wait for the next session; the oldest is dropped",
-                            super::MAX_PENDING_ALERTS
-                        );
-                    }
+                    self.device.keep_alert(code, &item, self.now);
                 }
                 other => rest.push(other),
             }

@@ -349,11 +349,32 @@ impl Device {
     }
 
     /// Keeps an alert a CSP raised outside a session for package 1 of the next one. At most
-    /// [`MAX_PENDING_ALERTS`] are kept: past it the oldest is dropped and returned, for the
-    /// caller to warn about.
+    /// [`MAX_PENDING_ALERTS`] are kept: past it the oldest is dropped (with a warning in the log)
+    /// and returned.
     pub fn keep_alert(&mut self, code: u16, item: &Item, at: DateTime<Utc>) -> Option<PendingAlert> {
         self.pending_alerts.push(PendingAlert::new(code, item, at));
-        (self.pending_alerts.len() > MAX_PENDING_ALERTS).then(|| self.pending_alerts.remove(0))
+        let dropped = (self.pending_alerts.len() > MAX_PENDING_ALERTS).then(|| self.pending_alerts.remove(0));
+        if let Some(d) = &dropped {
+            tracing::warn!(
+                device = %self.id,
+                alert = %d,
+                "more than {MAX_PENDING_ALERTS} alerts wait for the next session; the oldest is dropped"
+            );
+        }
+        dropped
+    }
+
+    /// One round of the device's CSP timers at `now`: the effects of those that were due, or
+    /// `None` when none was. Callers repeat it (bounded) until `None`, carrying out the effects
+    /// in between, since a download's outcome can make another step due at once.
+    pub fn due_timers(
+        &mut self,
+        registry: &crate::tree::Registry,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<crate::tree::Effect>> {
+        let env = self.env(now);
+        let due = registry.next_deadline(&mut self.tree, &env).is_some_and(|d| d <= now);
+        due.then(|| registry.on_deadline(&mut self.tree, &env))
     }
 
     /// The alerts waiting for the next session, oldest first, as package 1 carries them.

@@ -137,12 +137,7 @@ pub async fn run_timers(
 ) -> Vec<Effect> {
     let mut rest = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let env = device.env(now);
-        let due = registry.next_deadline(&mut device.tree, &env).is_some_and(|d| d <= now);
-        if !due {
-            break;
-        }
-        let effects = registry.on_deadline(&mut device.tree, &env);
+        let Some(effects) = device.due_timers(registry, now) else { break };
         rest.extend(carry_out(registry, device, transport, effects, now).await);
     }
     rest
@@ -174,14 +169,7 @@ pub async fn carry_out(
             }
             Effect::Fetch { url, .. } => tracing::warn!(url, "too many downloads in one round; left for later"),
             Effect::Alert { code, item } => {
-                if let Some(dropped) = device.keep_alert(code, &item, now) {
-                    tracing::warn!(
-                        device = %device.id,
-                        alert = %dropped,
-                        "more than {} alerts wait for the next session; the oldest is dropped",
-                        crate::device::MAX_PENDING_ALERTS
-                    );
-                }
+                device.keep_alert(code, &item, now);
             }
             other => rest.push(other),
         }
