@@ -102,9 +102,11 @@ fn execute(registry: &Registry, state: &mut TreeState, env: &Env, msg: &SyncMl) 
     msg.body.commands.iter().flat_map(|c| tree.execute(c)).collect()
 }
 
-/// The device's reply: SyncHdr status, one Status per outcome, Results for Gets.
-fn reply(msg: &SyncMl, outcomes: &[CmdOutcome]) -> SyncMl {
-    let mut commands = Vec::new();
+/// The device's reply: SyncHdr status, one Status per outcome, Results for Gets (the outcomes'
+/// items move into the Results, as the session does).
+fn reply(msg: &SyncMl, outcomes: Vec<CmdOutcome>) -> SyncMl {
+    let gets = outcomes.iter().filter(|o| !o.results.is_empty()).count();
+    let mut commands = Vec::with_capacity(1 + outcomes.len() + gets);
     let mut id = 0;
     let mut next = || {
         id += 1;
@@ -123,8 +125,8 @@ fn reply(msg: &SyncMl, outcomes: &[CmdOutcome]) -> SyncMl {
             cmd_id: next(),
             msg_ref: msg.hdr.msg_id.clone(),
             cmd_ref: o.cmd_id.clone(),
-            cmd: o.cmd.clone(),
-            target_refs: o.target_refs.clone(),
+            cmd: o.cmd,
+            target_refs: o.target_refs,
             data: o.code.code().to_string(),
             ..Status::default()
         }));
@@ -132,8 +134,8 @@ fn reply(msg: &SyncMl, outcomes: &[CmdOutcome]) -> SyncMl {
             commands.push(Command::Results(Results {
                 cmd_id: next(),
                 msg_ref: msg.hdr.msg_id.clone(),
-                cmd_ref: o.cmd_id.clone(),
-                items: o.results.clone(),
+                cmd_ref: o.cmd_id,
+                items: o.results,
                 ..Results::default()
             }));
         }
@@ -160,14 +162,15 @@ fn benches(c: &mut Criterion) {
     };
     let template = fresh_state();
     let outcomes = execute(&registry, &mut template.clone(), &env, &msg);
-    let answer = reply(&msg, &outcomes);
     let results: usize = outcomes.iter().map(|o| o.results.len()).sum::<usize>();
+    let statuses = outcomes.len();
+    let answer = reply(&msg, outcomes);
     let wire = syncml::encode(&answer);
     eprintln!(
         "message: {} bytes, {} commands -> {} statuses, {} result items, reply {} bytes",
         MESSAGE.len(),
         msg.body.commands.len(),
-        outcomes.len(),
+        statuses,
         results,
         wire.len()
     );
@@ -203,7 +206,7 @@ fn benches(c: &mut Criterion) {
             |state| {
                 let m = syncml::decode(black_box(MESSAGE)).expect("decodes");
                 let o = execute(&registry, state, &env, &m);
-                syncml::encode(&reply(&m, &o))
+                syncml::encode(&reply(&m, o))
             },
             criterion::BatchSize::SmallInput,
         )

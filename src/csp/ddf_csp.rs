@@ -17,7 +17,10 @@
 //! Microsoft's CSP pages where a page and the DDF disagree.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -34,12 +37,37 @@ pub struct DdfCsp {
     root: &'static str,
     scope: Scope,
     schema: &'static NodeSpec,
-    /// The DDF fact of each node of `schema`, by the node's address.
-    facts: HashMap<usize, NodeFact>,
+    /// The DDF fact of each node of `schema`, by the node's address (looked up for every node
+    /// of every path a command addresses: a fast hash of an address, not SipHash).
+    facts: FxHashMap<usize, Fact>,
     /// Policy CSP only: the `Config/<Area>/<Policy>` facts, by `Area/Policy`.
     policies: Option<BTreeMap<String, NodeFact>>,
     /// What the CSP does beyond the generic semantics, when a file of its own says.
     behaviour: Option<&'static dyn DdfBehaviour>,
+}
+
+/// A node's fact with its applicability rules read once, at build time, rather than for every
+/// command that passes through the node.
+struct Fact {
+    fact: NodeFact,
+    /// `os_build` as numbers.
+    min_build: Option<[u64; 3]>,
+    /// `editions` as numbers (the EditionAllowList's hex PRODUCT_* values).
+    editions: Option<Box<[u32]>>,
+}
+
+impl Fact {
+    fn new(fact: NodeFact) -> Self {
+        let min_build = fact.os_build.as_deref().map(build_of);
+        let editions = fact.editions.as_deref().map(|list| {
+            list.split(';')
+                .filter_map(|x| {
+                    u32::from_str_radix(x.trim().trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+                })
+                .collect()
+        });
+        Fact { fact, min_build, editions }
+    }
 }
 
 /// Behaviour a CSP known by its DDF facts adds to the generic semantics: computed nodes,
@@ -225,7 +253,7 @@ fn build(scope: Scope, root: &str, nodes: Vec<(String, NodeFact)>) -> DdfCsp {
     let root_name = root.rsplit('/').next().unwrap_or(root);
     let spec = spec_of("", root_name, &by_rel, &children, policy);
     let schema: &'static NodeSpec = Box::leak(Box::new(spec));
-    let mut facts = HashMap::new();
+    let mut facts = FxHashMap::default();
     index(schema, "", &by_rel, &mut facts);
     let policies = policy.then(|| {
         nodes
@@ -289,9 +317,9 @@ fn spec_of(
     }
 }
 
-fn index(spec: &'static NodeSpec, rel: &str, by_rel: &HashMap<&str, &NodeFact>, out: &mut HashMap<usize, NodeFact>) {
+fn index(spec: &'static NodeSpec, rel: &str, by_rel: &HashMap<&str, &NodeFact>, out: &mut FxHashMap<usize, Fact>) {
     if let Some(f) = by_rel.get(rel) {
-        out.insert(addr(spec), (*f).clone());
+        out.insert(addr(spec), Fact::new((*f).clone()));
     }
     for c in spec.children {
         let child_rel = if rel.is_empty() { c.name.to_string() } else { format!("{rel}/{}", c.name) };
@@ -341,7 +369,7 @@ fn build_of(version: &str) -> [u64; 3] {
 
 impl DdfCsp {
     fn fact(&self, spec: &NodeSpec) -> Option<&NodeFact> {
-        self.facts.get(&addr(spec))
+        self.facts.get(&addr(spec)).map(|f| &f.fact)
     }
 
     /// The Config fact behind `Result/<Area>/<Policy>` (or `Result/<Area>` for `None` policy).
@@ -351,7 +379,14 @@ impl DdfCsp {
         match rest.split_once('/') {
             // `rest` is `<Area>/<Policy>` itself: the key the policies are stored under.
             Some(_) => policies.get(rest).map(Ok),
-            None => policies.keys().any(|k| k.split('/').next() == Some(rest)).then_some(Err(rest)),
+            // An area is there when a policy key `<Area>/...` is: the keys after `rest` in order,
+            // up to the first that does not start with it (`Area-X/..` sorts before `Area/..`).
+            None => policies
+                .range::<str, _>((Bound::Excluded(rest), Bound::Unbounded))
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(rest))
+                .any(|k| k.as_bytes().get(rest.len()) == Some(&b'/'))
+                .then_some(Err(rest)),
         }
     }
 }
@@ -383,24 +418,22 @@ impl Csp for DdfCsp {
         if self.policies.is_some() && node.rel.starts_with("Result/") {
             return self.policy_of(node.rel).is_some();
         }
-        let Some(fact) = self.fact(node.spec) else { return true };
-        if let Some(min) = fact.os_build.as_deref() {
+        let Some(fact) = self.facts.get(&addr(node.spec)) else { return true };
+        if let Some(min) = fact.min_build {
             let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or([10, 0, 19045]);
-            if build_of(min) > device {
+            if min > device {
                 return false;
             }
         }
         // The DDF's EditionAllowList (hex PRODUCT_* values) against the device's DevDetail
         // OSEdition (decimal): a node of another edition is not there.
-        let edition = cx.state.value("DevDetail/Ext/Microsoft/OSEdition").and_then(|v| v.trim().parse::<u32>().ok());
-        match (fact.editions.as_deref(), edition) {
-            (Some(list), Some(e)) => list
-                .split(';')
-                .filter_map(|x| {
-                    u32::from_str_radix(x.trim().trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
-                })
-                .any(|x| x == e),
-            _ => true,
+        match &fact.editions {
+            Some(list) => {
+                let edition =
+                    cx.state.value("DevDetail/Ext/Microsoft/OSEdition").and_then(|v| v.trim().parse::<u32>().ok());
+                edition.is_none_or(|e| list.contains(&e))
+            }
+            None => true,
         }
     }
 

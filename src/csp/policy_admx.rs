@@ -343,11 +343,11 @@ impl AdmxPolicies {
 
 impl DdfBehaviour for AdmxPolicies {
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<bool> {
-        let (area, policy) = Self::slot(&node)?;
         // A DDF area of the same name is not an ADMX area (its own facts decide).
         if node.spec.name != "<AreaName>" && node.spec.name != "<PolicyName>" {
             return None;
         }
+        let (area, policy) = Self::slot(&node)?;
         let found = find(cx, node.scope, area, policy).is_some();
         // `Result/<Area>/<Policy>` of the DDF's own policies is the Policy CSP's to decide.
         match node.rel.starts_with("Config/") {

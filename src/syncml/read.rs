@@ -202,8 +202,7 @@ impl<'d, 'a> Node<'d, 'a> {
     }
 }
 
-/// The name without a namespace prefix (`msft:Data` -> `Data`). Runs once per element, so it
-/// scans bytes instead of using a `str` pattern search.
+/// The name without a namespace prefix (`msft:Data` -> `Data`).
 fn local(name: &str) -> &str {
     match name.bytes().rposition(|b| b == b':') {
         Some(colon) => &name[colon + 1..],
@@ -211,11 +210,26 @@ fn local(name: &str) -> &str {
     }
 }
 
-/// True for an XML `Name` (XML 1.0 §2.3, with every non-ASCII character allowed).
-fn is_xml_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
+/// The local part of an element name (after its namespace prefix) when the name and that part
+/// are both XML `Name`s (XML 1.0 §2.3, with every non-ASCII character allowed); `None`
+/// otherwise. One pass over the bytes: it runs for every element.
+fn checked_name(name: &str) -> Option<&str> {
     let start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80;
-    bytes.next().is_some_and(start) && bytes.all(|b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
+    let bytes = name.as_bytes();
+    if !bytes.first().is_some_and(|&b| start(b)) {
+        return None;
+    }
+    let mut local = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b':' {
+            local = i + 1;
+        } else if !(start(b) || b.is_ascii_digit() || b == b'-' || b == b'.') {
+            return None;
+        }
+    }
+    // The local part (after the last colon, so colon-free) must itself start a Name: `a:1b` and
+    // `a:` are not element names.
+    bytes.get(local).is_some_and(|&b| start(b)).then(|| &name[local..])
 }
 
 /// A not-well-formed error at `offset`, naming the element it happened in.
@@ -314,16 +328,18 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         if stack.len() >= MAX_DEPTH {
             return Err(xml_err(&els, &stack, at, format!("elements nested deeper than {MAX_DEPTH}")));
         }
-        // Borrow the name from the input so the tree holds no copies of names.
-        let name_start = before + 1;
+        // Borrow the name from the input so the tree holds no copies of names: the reader's name
+        // is a slice of `text` (a slice reader), so its place in `text` is where it points.
+        let raw_name = start.name().into_inner();
+        let name_start = (raw_name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
         let name = text
-            .get(name_start..name_start + start.name().as_ref().len())
-            .filter(|n| *n == start.name().as_ref())
+            .get(name_start..name_start.wrapping_add(raw_name.len()))
+            .filter(|n| std::ptr::eq(n.as_ptr(), raw_name.as_ptr()))
             .ok_or_else(|| xml_err(&els, &stack, at, "start tag not where the XML reader says it is"))?;
         // quick-xml does not check names; `<Final//>` would otherwise be an element `Final/`.
-        if !is_xml_name(name) || !is_xml_name(local(name)) {
+        let Some(local_name) = checked_name(name) else {
             return Err(xml_err(&els, &stack, at, format!("<{name}> is not a valid element name")));
-        }
+        };
         // Every element's attributes are checked (well-formedness), but only the root's
         // namespace is kept.
         if !start.attributes_raw().is_empty() && !attributes_ok(&start, els.is_empty(), &mut xmlns) {
@@ -342,7 +358,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         let i = els.len();
         let inner = reader.buffer_position() as usize;
         els.push(El {
-            name: local(name),
+            name: local_name,
             offset: before,
             end: i + 1,
             owned: 0,
@@ -732,4 +748,21 @@ fn results(el: Node<'_, '_>, src: &str) -> Result<Results, DecodeError> {
     r.msg_ref = msg_ref.unwrap_or_default();
     r.cmd_ref = cmd_ref.unwrap_or_default();
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_name;
+
+    #[test]
+    fn element_names_and_their_local_part() {
+        assert_eq!(checked_name("Data"), Some("Data"));
+        assert_eq!(checked_name("msft:Data"), Some("Data"));
+        assert_eq!(checked_name("a::b"), Some("b"));
+        assert_eq!(checked_name(":Final"), Some("Final"));
+        assert_eq!(checked_name("Ünïcode"), Some("Ünïcode"));
+        for bad in ["", "Final/", "1Data", "-x", "a:", "a:1b", "a:-b", "Da ta"] {
+            assert_eq!(checked_name(bad), None, "{bad:?}");
+        }
+    }
 }

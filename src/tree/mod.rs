@@ -14,7 +14,7 @@ mod schema;
 mod state;
 mod uri;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -359,7 +359,7 @@ pub struct Registry {
     /// segments of their root and its last segment (`(3, "DMClient")`): a LocURI is looked up
     /// among the one or two CSPs that can own it instead of all of them, for every item of every
     /// command.
-    by_root: HashMap<(usize, &'static str), Vec<usize>>,
+    by_root: rustc_hash::FxHashMap<(usize, &'static str), Vec<usize>>,
     /// The root lengths (in segments) of the CSPs in `by_root`.
     root_lens: Vec<usize>,
     /// The CSPs that match names in any ASCII case ([`Csp::ignore_case`]), in registration order.

@@ -44,20 +44,23 @@ impl Format {
 
     /// Parses a `Meta/Format` value (case-insensitive).
     pub fn parse(s: &str) -> Option<Format> {
-        Some(match s.trim().to_ascii_lowercase().as_str() {
-            "chr" => Format::Chr,
-            "int" => Format::Int,
-            "bool" => Format::Bool,
-            "b64" => Format::B64,
-            "xml" => Format::Xml,
-            "node" => Format::Node,
-            "null" => Format::Null,
-            "bin" => Format::Bin,
-            "time" => Format::Time,
-            "float" => Format::Float,
-            "date" => Format::Date,
-            _ => return None,
-        })
+        // Case-insensitive without lowercasing a copy: it runs for every item a server sends.
+        let s = s.trim();
+        [
+            Format::Chr,
+            Format::Int,
+            Format::Bool,
+            Format::B64,
+            Format::Xml,
+            Format::Node,
+            Format::Null,
+            Format::Bin,
+            Format::Time,
+            Format::Float,
+            Format::Date,
+        ]
+        .into_iter()
+        .find(|f| f.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Whether data sent with format `sent` may be stored in a node of this format. Text forms
@@ -189,9 +192,11 @@ impl NodeSpec {
 
     /// The child spec matching a segment: a fixed name first, else the placeholder.
     pub fn child(&self, segment: &str) -> Option<&'static NodeSpec> {
+        // The name comparison first: it compares lengths before it reads a name's bytes, and a
+        // node can have a hundred children (`Policy/Config`) whose names live elsewhere in memory.
         self.children
             .iter()
-            .find(|c| !c.is_placeholder() && c.name == segment)
+            .find(|c| c.name == segment && !c.is_placeholder())
             .or_else(|| self.children.iter().find(|c| c.is_placeholder()))
     }
 
@@ -199,7 +204,7 @@ impl NodeSpec {
     pub fn child_ignore_case(&self, segment: &str) -> Option<&'static NodeSpec> {
         self.children
             .iter()
-            .find(|c| !c.is_placeholder() && c.name.eq_ignore_ascii_case(segment))
+            .find(|c| c.name.eq_ignore_ascii_case(segment) && !c.is_placeholder())
             .or_else(|| self.children.iter().find(|c| c.is_placeholder()))
     }
 

@@ -115,28 +115,23 @@ impl<'a> UriRef<'a> {
             Some(rest) => (Scope::User, rest),
             None => (Scope::Device, scope_prefix(path, "Device").unwrap_or(path)),
         };
-        let bytes = path.as_bytes();
-        let mut segments = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'/').count() + 1);
+        // One SIMD search for escapes over the whole path, one for the separators: most LocURIs
+        // have no escape, and then every segment stays a slice of the LocURI.
+        let escaped = memchr::memchr(b'%', path.as_bytes()).is_some();
+        let mut segments = Vec::with_capacity(8);
         if !path.is_empty() {
-            let (mut start, mut escaped) = (0, false);
-            for i in 0..=bytes.len() {
-                match bytes.get(i) {
-                    Some(b'%') => escaped = true,
-                    Some(b'/') | None => {
-                        let seg = &path[start..i];
-                        if seg.is_empty() {
-                            return Err(UriError::EmptySegment(raw.to_string()));
-                        }
-                        // Most segments have no escape: they stay slices of the LocURI.
-                        segments.push(if escaped {
-                            percent_decode_str(seg).decode_utf8_lossy()
-                        } else {
-                            Cow::Borrowed(seg)
-                        });
-                        (start, escaped) = (i + 1, false);
-                    }
-                    Some(_) => {}
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'/', path.as_bytes()).chain(std::iter::once(path.len())) {
+                let seg = &path[start..end];
+                if seg.is_empty() {
+                    return Err(UriError::EmptySegment(raw.to_string()));
                 }
+                segments.push(if escaped && seg.as_bytes().contains(&b'%') {
+                    percent_decode_str(seg).decode_utf8_lossy()
+                } else {
+                    Cow::Borrowed(seg)
+                });
+                start = end + 1;
             }
         }
         Ok(UriRef { raw, scope, segments, query })
