@@ -1418,12 +1418,12 @@ fn msi_alert() -> Alert {
             source: Some(
                 "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B5B7A7F3C-0A2B-4C8D-9E1F-2A3B4C5D6E7F%7D/DownloadInstall".into(),
             ),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 type_: Some(crate::csp::desktop_app::ALERT_TYPE.into()),
                 format: Some("int".into()),
                 mark: Some("informational".into()),
                 ..Meta::default()
-            }),
+            })),
             data: Some("0".into()),
             ..Item::default()
         }],

@@ -576,7 +576,8 @@ mod tests {
     }
 
     fn write(kind: &str, uri: &str, format: &str, data: &str) -> Command {
-        let item = Item { meta: Some(Meta::format(format)), data: Some(data.to_string()), ..Item::target(uri) };
+        let item =
+            Item { meta: Some(Box::new(Meta::format(format))), data: Some(data.to_string()), ..Item::target(uri) };
         let c = ItemCmd { cmd_id: "1".into(), items: vec![item], ..ItemCmd::default() };
         match kind {
             "Add" => Command::Add(c),

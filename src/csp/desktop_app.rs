@@ -707,12 +707,12 @@ impl Product {
         let source = format!("./{}/{ROOT}/MSI/{}/DownloadInstall", scope_name(self.scope), self.id);
         let item = Item {
             source: Some(source),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 type_: Some(ALERT_TYPE.to_string()),
                 format: Some("int".to_string()),
                 mark: Some("informational".to_string()),
                 ..Meta::default()
-            }),
+            })),
             data: Some(code.to_string()),
             ..Item::default()
         };
@@ -1195,12 +1195,12 @@ mod tests {
         // The page's alert example, with this product.
         let want = Item {
             source: Some(format!("./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{PID}/DownloadInstall")),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 type_: Some("Reversed-Domain-Name:com.microsoft.mdm.win32csp_install".into()),
                 format: Some("int".into()),
                 mark: Some("informational".into()),
                 ..Meta::default()
-            }),
+            })),
             data: Some("0".into()),
             ..Item::default()
         };

@@ -223,7 +223,7 @@ mod tests {
             items: vec![Item {
                 target: Some(uri.into()),
                 data: data.map(str::to_string),
-                meta: data.map(|_| Meta::format("chr")),
+                meta: data.map(|_| Box::new(Meta::format("chr"))),
                 ..Item::default()
             }],
             ..ItemCmd::default()

@@ -603,7 +603,7 @@ pub fn request_pending_alert(cmd_id: &str) -> Alert {
         cmd_id: cmd_id.to_string(),
         data: AlertCode::ClientEvent.code().to_string(),
         items: vec![Item {
-            meta: Some(Meta::typed(REQUEST_PENDING_TYPE, None)),
+            meta: Some(Box::new(Meta::typed(REQUEST_PENDING_TYPE, None))),
             data: Some("1".into()),
             ..Item::default()
         }],

@@ -101,7 +101,8 @@ mod tests {
     use crate::tree::{Env, Profile, Tree, TreeState};
 
     fn write(uri: &str, data: &str) -> Command {
-        let item = Item { meta: Some(Meta::format("chr")), data: Some(data.to_string()), ..Item::target(uri) };
+        let item =
+            Item { meta: Some(Box::new(Meta::format("chr"))), data: Some(data.to_string()), ..Item::target(uri) };
         Command::Replace(ItemCmd { cmd_id: "1".into(), items: vec![item], ..ItemCmd::default() })
     }
 

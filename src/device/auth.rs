@@ -22,7 +22,7 @@ impl Authenticator for ChallengeAnswer {
             cmd_ref: "0".into(),
             cmd: "SyncHdr".into(),
             data: "407".into(),
-            chal: Some(chal.clone()),
+            chal: Some(Box::new(chal.clone())),
             ..Status::default()
         };
         match auth.on_header_status(&status) {
@@ -54,7 +54,7 @@ pub fn keep_next_nonce(tree: &mut TreeState, chal: Option<&Chal>) {
         cmd_ref: "0".into(),
         cmd: "SyncHdr".into(),
         data: "200".into(),
-        chal: Some(chal.clone()),
+        chal: Some(Box::new(chal.clone())),
         ..Status::default()
     };
     auth.on_header_status(&status);

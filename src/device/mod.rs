@@ -135,7 +135,7 @@ impl PendingAlert {
         let item = Item {
             source: self.source.clone(),
             target: self.target.clone(),
-            meta: (!meta.is_empty()).then_some(meta),
+            meta: (!meta.is_empty()).then_some(Box::new(meta)),
             data: self.data.clone(),
             ..Item::default()
         };
@@ -504,12 +504,12 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
         let item = |n: usize| Item {
             source: Some(format!("./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{{{n}}}/DownloadInstall")),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 type_: Some("Reversed-Domain-Name:com.microsoft.mdm.win32csp_install".into()),
                 format: Some("int".into()),
                 mark: Some("informational".into()),
                 ..Meta::default()
-            }),
+            })),
             data: Some("0".into()),
             ..Item::default()
         };

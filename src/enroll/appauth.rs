@@ -223,7 +223,7 @@ pub fn unenroll_alert(cmd_id: &str) -> Alert {
         cmd_id: cmd_id.to_string(),
         data: "1226".into(),
         items: vec![Item {
-            meta: Some(Meta::typed("com.microsoft:mdm.unenrollment.userrequest", Some("int"))),
+            meta: Some(Box::new(Meta::typed("com.microsoft:mdm.unenrollment.userrequest", Some("int")))),
             data: Some("1".into()),
             ..Item::default()
         }],
@@ -284,8 +284,10 @@ mod tests {
             cmd_ref: "0".into(),
             cmd: "SyncHdr".into(),
             data: code.into(),
-            chal: nonce.map(|n| Chal {
-                meta: Meta { next_nonce: Some(n.into()), ..Meta::typed("syncml:auth-md5", Some("b64")) },
+            chal: nonce.map(|n| {
+                Box::new(Chal {
+                    meta: Meta { next_nonce: Some(n.into()), ..Meta::typed("syncml:auth-md5", Some("b64")) },
+                })
             }),
             ..Status::default()
         }

@@ -348,7 +348,7 @@ fn add(loc_uri: String, format: &str, value: &str) -> Command {
         cmd_id: String::new(),
         items: vec![Item {
             target: Some(loc_uri),
-            meta: Some(Meta::format(format)),
+            meta: Some(Box::new(Meta::format(format))),
             data: Some(value.to_string()),
             ..Item::default()
         }],

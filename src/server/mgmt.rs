@@ -369,14 +369,14 @@ impl Mgmt {
             Ok(method) => method,
             Err((code, nonce)) => {
                 let mut st = out.hdr_status(code);
-                st.chal = Some(Chal {
+                st.chal = Some(Box::new(Chal {
                     meta: Meta {
                         type_: Some("syncml:auth-md5".into()),
                         format: Some("b64".into()),
                         next_nonce: Some(B64.encode(nonce)),
                         ..Meta::default()
                     },
-                });
+                }));
                 out.commands.push(Command::Status(st));
                 return Reply::Message(Box::new(out.finish()));
             }
@@ -1145,7 +1145,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
             s.state = SetState::InFlight;
             let item = Item {
                 target: Some(uri.clone()),
-                meta: Some(Meta::format(s.format)),
+                meta: Some(Box::new(Meta::format(s.format))),
                 data: Some(s.value.clone()),
                 ..Default::default()
             };
@@ -1171,7 +1171,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
                     let exec_id = ids.next();
                     let chr = |uri: String, data: &str| Item {
                         target: Some(uri),
-                        meta: Some(Meta::format("chr")),
+                        meta: Some(Box::new(Meta::format("chr"))),
                         data: Some(data.to_string()),
                         ..Default::default()
                     };
@@ -1194,7 +1194,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
                         cmd_id: exec_id.clone(),
                         items: vec![Item {
                             target: Some(exec_uri.clone()),
-                            meta: Some(Meta::format("int")),
+                            meta: Some(Box::new(Meta::format("int"))),
                             data: Some("0".into()),
                             ..Default::default()
                         }],
@@ -1269,7 +1269,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
             dev.sent.insert(id.clone(), Sent::Rekey { uri: uri.clone(), name: is_name });
             let item = Item {
                 target: Some(uri),
-                meta: Some(Meta::format("chr")),
+                meta: Some(Box::new(Meta::format("chr"))),
                 data: Some(value.clone()),
                 ..Default::default()
             };
@@ -1301,7 +1301,7 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
         dev.sent.insert(id.clone(), Sent::Unenroll { uri: uri.clone() });
         let item = Item {
             target: Some(uri),
-            meta: Some(Meta::format("chr")),
+            meta: Some(Box::new(Meta::format("chr"))),
             data: Some(config.provider_id.clone()),
             ..Default::default()
         };

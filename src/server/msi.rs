@@ -192,7 +192,7 @@ pub fn plan(
             let add = ItemCmd { cmd_id: add_id, items: vec![Item::target(&uri)], ..ItemCmd::default() };
             let job = Item {
                 target: Some(uri),
-                meta: Some(Meta::typed("text/plain", Some("xml"))),
+                meta: Some(Box::new(Meta::typed("text/plain", Some("xml")))),
                 data: Some(plan.job_xml()),
                 ..Item::default()
             };

@@ -282,7 +282,7 @@ pub fn plan(
                 let meta = Meta { format: s.format.clone(), type_: s.type_.clone(), ..Meta::default() };
                 let item = Item {
                     target: Some(s.loc_uri.clone()),
-                    meta: (!meta.is_empty()).then_some(meta),
+                    meta: (!meta.is_empty()).then_some(Box::new(meta)),
                     data: Some(s.data.clone()),
                     ..Item::default()
                 };

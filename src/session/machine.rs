@@ -312,7 +312,7 @@ impl Core {
             msg_id: msg_id.to_string(),
             target: self.cfg.server_url.clone(),
             source: self.cfg.device_id.clone(),
-            cred: self.cfg.cred.clone(),
+            cred: self.cfg.cred.clone().map(Box::new),
             ..SyncHdr::default()
         }
     }
@@ -510,7 +510,7 @@ pub fn start(cfg: SessionConfig, gate: Box<dyn Gate>, cx: &mut DeviceCx<'_>) -> 
         body.push(Command::Alert(Alert {
             data: AlertCode::ClientEvent.code().to_string(),
             items: vec![Item {
-                meta: Some(Meta::typed(LOGIN_STATUS_TYPE, None)),
+                meta: Some(Box::new(Meta::typed(LOGIN_STATUS_TYPE, None))),
                 data: Some(login.as_str().to_string()),
                 ..Item::default()
             }],
@@ -1210,7 +1210,7 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
             continue;
         }
         if let Some(c) = &s.chal {
-            core.last_chal = Some(c.clone());
+            core.last_chal = Some((**c).clone());
         }
         if matches!(code, 401 | 407) {
             let answer = match (&core.cfg.auth, &s.chal) {
@@ -1220,11 +1220,7 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
             core.auth_tries += 1;
             return match answer {
                 Some(cred) => Ok(Some(cred)),
-                None => Err(SessionError::Unauthenticated {
-                    msg_id: hdr.msg_id.clone(),
-                    code,
-                    chal: s.chal.clone().map(Box::new),
-                }),
+                None => Err(SessionError::Unauthenticated { msg_id: hdr.msg_id.clone(), code, chal: s.chal.clone() }),
             };
         }
     }
@@ -1663,7 +1659,7 @@ mod tests {
         let mut c = item_cmd(id, uri, Some(data));
         c.items[0].more_data = more;
         if let Some(n) = size {
-            c.items[0].meta = Some(Meta { size: Some(n.into()), ..Meta::default() });
+            c.items[0].meta = Some(Box::new(Meta { size: Some(n.into()), ..Meta::default() }));
         }
         Command::Replace(c)
     }
@@ -1768,9 +1764,9 @@ mod tests {
         if let Command::Status(h) = &mut m.body.commands[0] {
             h.msg_ref = msg_ref.into();
             h.data = code.into();
-            h.chal = Some(Chal {
+            h.chal = Some(Box::new(Chal {
                 meta: Meta { next_nonce: Some(nonce.into()), ..Meta::typed("syncml:auth-md5", Some("b64")) },
-            });
+            }));
         }
         m
     }

@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn credentials_and_secret_nodes_are_masked_and_the_rest_kept() {
         let mut m = SyncMl::default();
-        m.hdr.cred = Some(Cred { data: "c2VjcmV0".into(), ..Cred::default() });
+        m.hdr.cred = Some(Box::new(Cred { data: "c2VjcmV0".into(), ..Cred::default() }));
         m.body.commands.push(Command::Replace(ItemCmd {
             cmd_id: "1".into(),
             items: vec![

@@ -570,7 +570,7 @@ fn item(el: Node<'_, '_>, src: &str) -> Result<Item, DecodeError> {
         match child.name {
             "Target" if it.target.is_none() => it.target = Some(loc_uri(child)?),
             "Source" if it.source.is_none() => it.source = Some(loc_uri(child)?),
-            "Meta" if it.meta.is_none() => it.meta = Some(meta(child)?),
+            "Meta" if it.meta.is_none() => it.meta = Some(Box::new(meta(child)?)),
             "Data" if it.data.is_none() => it.data = Some(data(child, src)),
             "MoreData" => it.more_data = true,
             _ => return Err(unexpected(child, el)),
@@ -592,8 +592,8 @@ fn sync_hdr(el: Node<'_, '_>) -> Result<SyncHdr, DecodeError> {
             "Source" => set_once(&mut source, child, el, loc_uri(child)?)?,
             "RespURI" => set_once(&mut h.resp_uri, child, el, trimmed(child)?)?,
             "NoResp" => h.no_resp = true,
-            "Cred" if h.cred.is_none() => h.cred = Some(cred(child)?),
-            "Meta" if h.meta.is_none() => h.meta = Some(meta(child)?),
+            "Cred" if h.cred.is_none() => h.cred = Some(Box::new(cred(child)?)),
+            "Meta" if h.meta.is_none() => h.meta = Some(Box::new(meta(child)?)),
             _ => return Err(unexpected(child, el)),
         }
     }
@@ -669,7 +669,7 @@ fn item_cmd(el: Node<'_, '_>, src: &str) -> Result<ItemCmd, DecodeError> {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => c.no_resp = true,
             "Correlator" => set_once(&mut c.correlator, child, el, trimmed(child)?)?,
-            "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
+            "Meta" if c.meta.is_none() => c.meta = Some(Box::new(meta(child)?)),
             "Item" => c.items.push(item(child, src)?),
             _ => return Err(unexpected(child, el)),
         }
@@ -686,7 +686,7 @@ fn container(el: Node<'_, '_>, src: &str) -> Result<Container, DecodeError> {
         match child.name {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "NoResp" => c.no_resp = true,
-            "Meta" if c.meta.is_none() => c.meta = Some(meta(child)?),
+            "Meta" if c.meta.is_none() => c.meta = Some(Box::new(meta(child)?)),
             _ => c.commands.push(command(child, src)?),
         }
     }
@@ -705,7 +705,7 @@ fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
             "Cmd" => set_once(&mut cmd, child, el, trimmed(child)?)?,
             "TargetRef" => s.target_refs.push(trimmed(child)?),
             "SourceRef" => s.source_refs.push(trimmed(child)?),
-            "Cred" if s.cred.is_none() => s.cred = Some(cred(child)?),
+            "Cred" if s.cred.is_none() => s.cred = Some(Box::new(cred(child)?)),
             "Chal" if s.chal.is_none() => {
                 let mut chal = Chal::default();
                 for c in child.children() {
@@ -714,7 +714,7 @@ fn status(el: Node<'_, '_>, src: &str) -> Result<Status, DecodeError> {
                         _ => return Err(unexpected(c, child)),
                     }
                 }
-                s.chal = Some(chal);
+                s.chal = Some(Box::new(chal));
             }
             "Data" => set_once(&mut data, child, el, trimmed(child)?)?,
             "Item" => s.items.push(item(child, src)?),
@@ -737,7 +737,7 @@ fn results(el: Node<'_, '_>, src: &str) -> Result<Results, DecodeError> {
             "CmdID" => set_once(&mut id, child, el, trimmed(child)?)?,
             "MsgRef" => set_once(&mut msg_ref, child, el, trimmed(child)?)?,
             "CmdRef" => set_once(&mut cmd_ref, child, el, trimmed(child)?)?,
-            "Meta" if r.meta.is_none() => r.meta = Some(meta(child)?),
+            "Meta" if r.meta.is_none() => r.meta = Some(Box::new(meta(child)?)),
             "TargetRef" => r.target_refs.push(trimmed(child)?),
             "SourceRef" => r.source_refs.push(trimmed(child)?),
             "Item" => r.items.push(item(child, src)?),

@@ -41,13 +41,18 @@ pub struct Tree<'a> {
     pub effects: Vec<Effect>,
 }
 
+/// The specs of a node and its ancestors with the ends of their keys; inline up to a depth that
+/// covers nearly every LocURI (`Policy/Config/<Area>/<Policy>` is 4), so resolving allocates
+/// only the key.
+type Chain = smallvec::SmallVec<[(&'static NodeSpec, usize); 8]>;
+
 /// A LocURI resolved against the registry. Built once per item: the keys and relative paths of
 /// the node and of each of its ancestors are slices of one string.
 struct Resolved<'r> {
     csp: &'r dyn Csp,
     /// For each depth from the CSP root (0) down to the node: its spec and where its state key
     /// ends in `key`.
-    chain: Vec<(&'static NodeSpec, usize)>,
+    chain: Chain,
     /// The node's state key: the key of the CSP root in this scope (in the root's own spelling,
     /// so that a case-insensitive CSP has one set of keys), then each decoded segment below it.
     key: String,
@@ -106,8 +111,7 @@ impl Resolved<'_> {
         key.push_str(&self.key);
         key.push('/');
         key.push_str(name);
-        let mut chain = Vec::with_capacity(self.chain.len() + 1);
-        chain.extend_from_slice(&self.chain);
+        let mut chain = self.chain.clone();
         chain.push((spec, key.len()));
         Resolved { csp: self.csp, chain, key, scope: self.scope }
     }
@@ -141,9 +145,9 @@ impl<'a> Tree<'a> {
         match cmd {
             Command::Get(c) if in_atomic => out.push(CmdOutcome::new(&c.cmd_id, "Get", StatusCode::CommandFailed)),
             Command::Get(c) => self.items(c, "Get", out, |t, item| Ok((StatusCode::Ok, t.get(item)?))),
-            Command::Add(c) => self.items(c, "Add", out, |t, item| t.write(WriteOp::Add, item, c.meta.as_ref())),
+            Command::Add(c) => self.items(c, "Add", out, |t, item| t.write(WriteOp::Add, item, c.meta.as_deref())),
             Command::Replace(c) => {
-                self.items(c, "Replace", out, |t, item| t.write(WriteOp::Replace, item, c.meta.as_ref()))
+                self.items(c, "Replace", out, |t, item| t.write(WriteOp::Replace, item, c.meta.as_deref()))
             }
             Command::Delete(c) => self.items(c, "Delete", out, |t, item| t.write(WriteOp::Delete, item, None)),
             Command::Exec(c) => self.items(c, "Exec", out, |t, item| t.exec(item)),
@@ -299,7 +303,7 @@ impl<'a> Tree<'a> {
         };
         let mut key = String::with_capacity(base.len() + rel.iter().map(|s| s.len() + 1).sum::<usize>());
         key.push_str(base);
-        let mut chain = Vec::with_capacity(rel.len() + 1);
+        let mut chain = Chain::new();
         let mut spec = csp.schema();
         chain.push((spec, key.len()));
         let ignore_case = csp.ignore_case();
@@ -433,7 +437,7 @@ impl<'a> Tree<'a> {
             }
             let mut meta = Meta::format(Format::Node.as_str());
             meta.type_ = Some(String::new());
-            items.push(Item { source: Some(uri.clone()), meta: Some(meta), ..Item::default() });
+            items.push(Item { source: Some(uri.clone()), meta: Some(Box::new(meta)), ..Item::default() });
             for name in self.child_names(&node) {
                 let Some(child) = spec.child(&name) else { continue };
                 let sub = node.child(child, &name);
@@ -648,7 +652,7 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
 fn result_item(uri: &str, format: Format, type_: Option<&str>, data: String) -> Item {
     let mut meta = Meta::format(format.as_str());
     meta.type_ = type_.map(str::to_string);
-    Item { source: Some(uri.to_string()), meta: Some(meta), data: Some(data), ..Item::default() }
+    Item { source: Some(uri.to_string()), meta: Some(Box::new(meta)), data: Some(data), ..Item::default() }
 }
 
 #[cfg(test)]

@@ -84,8 +84,9 @@ pub(crate) struct UriRef<'a> {
     /// As received (trimmed): what Results echo back.
     pub raw: &'a str,
     pub scope: Scope,
-    /// Decoded segments below the scope; empty for the root.
-    pub segments: Vec<Cow<'a, str>>,
+    /// Decoded segments below the scope; empty for the root. Inline up to the depth of nearly
+    /// every LocURI, so that parsing one allocates nothing.
+    pub segments: smallvec::SmallVec<[Cow<'a, str>; 8]>,
     pub query: Option<Query>,
 }
 
@@ -118,7 +119,7 @@ impl<'a> UriRef<'a> {
         // One SIMD search for escapes over the whole path, one for the separators: most LocURIs
         // have no escape, and then every segment stays a slice of the LocURI.
         let escaped = memchr::memchr(b'%', path.as_bytes()).is_some();
-        let mut segments = Vec::with_capacity(8);
+        let mut segments = smallvec::SmallVec::new();
         if !path.is_empty() {
             let mut start = 0;
             for end in memchr::memchr_iter(b'/', path.as_bytes()).chain(std::iter::once(path.len())) {

@@ -34,7 +34,7 @@ const PAYLOAD: &str = r#"<enabled/><data id="L_ConfigurationModeDrop" value="1"/
 fn item_cmd(id: &str, uri: &str, data: Option<&str>, format: Option<&str>) -> ItemCmd {
     let mut item = Item::target(uri);
     item.data = data.map(str::to_string);
-    item.meta = format.map(Meta::format);
+    item.meta = format.map(|f| Box::new(Meta::format(f)));
     ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() }
 }
 

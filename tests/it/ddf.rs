@@ -106,7 +106,7 @@ fn ddf_dir_adds_the_csps_it_describes_at_run_time() {
     let replace = |id: &str, v: &str| {
         let mut item = Item::target("./Device/Vendor/MSFT/Gadget/Volume");
         item.data = Some(v.into());
-        item.meta = Some(Meta::format("int"));
+        item.meta = Some(Box::new(Meta::format("int")));
         Command::Replace(ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() })
     };
     let server = Server::start(vec![

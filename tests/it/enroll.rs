@@ -546,9 +546,9 @@ async fn provisioned_credentials_answer_a_challenge_and_follow_a_rekey() {
         cmd_ref: "0".into(),
         cmd: "SyncHdr".into(),
         data: "407".into(),
-        chal: Some(Chal {
+        chal: Some(Box::new(Chal {
             meta: Meta { next_nonce: Some(B64.encode(b"fresh")), ..Meta::typed("syncml:auth-md5", Some("b64")) },
-        }),
+        })),
         ..Status::default()
     };
     assert_eq!(auth.on_header_status(&chal), AuthReaction::Resend);

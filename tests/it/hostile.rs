@@ -266,7 +266,7 @@ fn a_large_object_growing_past_max_object_bytes_is_refused_and_dropped() {
     let chunk = |id: &str, data: String, more: bool, size: Option<&str>| {
         let mut c = item_cmd(id, DEVICE_NAME, Some(data));
         c.items[0].more_data = more;
-        c.items[0].meta = size.map(|s| Meta { size: Some(s.into()), ..Meta::default() });
+        c.items[0].meta = size.map(|s| Box::new(Meta { size: Some(s.into()), ..Meta::default() }));
         Command::Replace(c)
     };
     let server = Server::start(vec![

@@ -261,7 +261,7 @@ async fn a_large_object_split_over_two_messages_arrives_whole() {
     let mode = format!("{LAB}/Mode");
     let mut first = item_cmd("c1", &mode, Some("turbo-"));
     first.items[0].more_data = true;
-    first.items[0].meta = Some(mdmsim::syncml::Meta { size: Some("11".into()), ..Default::default() });
+    first.items[0].meta = Some(Box::new(mdmsim::syncml::Meta { size: Some("11".into()), ..Default::default() }));
     let last = item_cmd("c2", &mode, Some("boost"));
     let server = Server::start(vec![
         Reply::Syncml(msg(vec![Command::Replace(first)]).not_final()),

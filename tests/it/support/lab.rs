@@ -56,7 +56,7 @@ impl Csp for Lab {
             "Report" => {
                 // A client alert for the next message and a request for another session.
                 let mut item = Item::source_data("./Vendor/MSFT/Lab/Report", "0");
-                item.meta = Some(Meta::typed("com.example.lab.report", Some("int")));
+                item.meta = Some(Box::new(Meta::typed("com.example.lab.report", Some("int"))));
                 cx.emit(Effect::Alert { code: 1226, item });
                 cx.emit(Effect::RequestSession { reason: "lab report".into() });
                 StatusCode::Ok
