@@ -42,7 +42,8 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn of(result: Result<Option<String>, crate::device::run::ExchangeError>) -> Answer {
+    /// The answer of an exchange's result.
+    pub fn of(result: Result<Option<String>, crate::device::run::ExchangeError>) -> Answer {
         match result {
             Ok(None) => Answer::Empty,
             Ok(Some(text)) => match syncml::decode(&text) {

@@ -80,9 +80,11 @@ pub async fn post(transport: &Transport, req: &Request) -> Reply {
         _ => None,
     };
     let sig = signature.as_ref().map(|(h, v)| (*h, v.as_str()));
-    let answer = transport.post_signed(&req.url, &req.body, &req.client_request_id, sig, req.max_body).await;
+    let mut throttled = Vec::new();
+    let answer =
+        transport.post_observed(&req.url, &req.body, &req.client_request_id, sig, req.max_body, &mut throttled).await;
     let result = answer.map_err(|e| exchange_error(&e));
-    Reply { result, elapsed: started.elapsed(), unsigned }
+    Reply { result, elapsed: started.elapsed(), unsigned, throttled }
 }
 
 /// The engine's form of a transport failure.
@@ -118,7 +120,12 @@ impl Exchange for InProcess {
                     let (status, body) =
                         self.server.post(&req.url, &req.body, self.cert_cn.as_deref(), req.max_body).await;
                     let result = in_process_answer(&req.url, req.max_body, status, body);
-                    Response::Session(Reply { result, elapsed: started.elapsed(), unsigned: None })
+                    Response::Session(Reply {
+                        result,
+                        elapsed: started.elapsed(),
+                        unsigned: None,
+                        throttled: Vec::new(),
+                    })
                 }
                 Transmit::Fetch { url } => Response::Fetch(match self.server.fetch(url) {
                     Some((size, sha256)) => FetchOutcome::Done { size, sha256 },

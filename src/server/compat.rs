@@ -53,6 +53,7 @@ impl Preset {
             empty_reply_to_package1: false,
             separate_tls_ca: false,
             client_final: true,
+            throttle_without_retry_after: false,
         };
         match self {
             Preset::Standard => standard,
@@ -168,6 +169,9 @@ pub struct CompatConfig {
     /// answered with Alert 1222 (OMA DM); off, the server ignores the device's Final, as
     /// Fleet's service does.
     pub client_final: Option<bool>,
+    /// The throttling faults (`429`, `503`) answer without a `Retry-After` header, as a
+    /// server behind an overloaded proxy or load balancer may.
+    pub throttle_without_retry_after: Option<bool>,
 }
 
 impl CompatConfig {
@@ -187,6 +191,7 @@ impl CompatConfig {
             empty_reply_to_package1: self.empty_reply_to_package1.unwrap_or(p.empty_reply_to_package1),
             separate_tls_ca: self.separate_tls_ca.unwrap_or(p.separate_tls_ca),
             client_final: self.client_final.unwrap_or(p.client_final),
+            throttle_without_retry_after: self.throttle_without_retry_after.unwrap_or(p.throttle_without_retry_after),
         }
     }
 }
@@ -206,6 +211,7 @@ pub struct Compat {
     pub empty_reply_to_package1: bool,
     pub separate_tls_ca: bool,
     pub client_final: bool,
+    pub throttle_without_retry_after: bool,
 }
 
 impl Default for Compat {

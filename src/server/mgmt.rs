@@ -419,7 +419,14 @@ impl Mgmt {
         for cmd in &msg.body.commands {
             match cmd {
                 Command::Status(st) => on_status(dev, &config, st, &session_id, now),
-                Command::Results(r) => on_results(dev, r, &session_id),
+                Command::Results(r) => {
+                    on_results(dev, r, &session_id);
+                    // A chunk of a large object (OMA DM 1.2 large object handling): buffered,
+                    // and said so with 213; the rest comes in the device's next message.
+                    if r.items.iter().any(|i| i.more_data) {
+                        out.status_for(&msg.hdr.msg_id, cmd, StatusCode::ChunkedItemAccepted.code());
+                    }
+                }
                 Command::Alert(a) => {
                     match AlertCode::parse(&a.data) {
                         Some(AlertCode::SessionAbort) => abort = true,

@@ -482,6 +482,7 @@ fn shared(
             // repeated with it.
             seed: fault_config.seed.unwrap_or_else(|| u64::from_be_bytes(random_bytes())),
             slow_delay: fault_config.slow_delay.unwrap_or(faults::DEFAULT_SLOW_DELAY),
+            retry_after: fault_config.retry_after.unwrap_or(faults::DEFAULT_RETRY_AFTER),
         }))
     });
     let packages = build_packages(&config, &base_url)?;
@@ -905,6 +906,12 @@ async fn manage(
         Some(kind @ FaultKind::Malformed) => {
             record_fault(kind);
             return faults::malformed(&msg.hdr);
+        }
+        Some(kind @ (FaultKind::Http429 | FaultKind::Http503)) => {
+            record_fault(kind);
+            // Compat `throttle_without_retry_after`: the answer says to come back, not when.
+            let after = s.fault_plan().map_or(faults::DEFAULT_RETRY_AFTER, |p| p.retry_after);
+            return faults::throttled(kind, (!s.compat.throttle_without_retry_after).then_some(after));
         }
         Some(kind @ FaultKind::Slow) => {
             record_fault(kind);

@@ -36,9 +36,20 @@ data = "0"
 "#;
 
 async fn start(compat: &str) -> (ServerHandle, tempfile::TempDir) {
+    start_with(compat, "", "").await
+}
+
+/// The strict server's extras: MD5 application-layer authentication of every message, and one
+/// management request in ten throttled with HTTP 503 and `Retry-After: 1`.
+const MD5: &str = "auth = \"md5\"\n";
+const THROTTLED: &str = "[faults]\n\"503\" = \"10%\"\nseed = 7\nretry_after = 1\n";
+
+/// [`start`] with lines added to `[management]` and tables after the config.
+async fn start_with(compat: &str, management: &str, tables: &str) -> (ServerHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ServerOptions::local(dir.path().join("server"));
-    let text = format!("{BASE}\n[compat]\n{compat}\n");
+    let base = BASE.replace("[management]\n", &format!("[management]\n{management}"));
+    let text = format!("{base}\n[compat]\n{compat}\n{tables}");
     opts.config = Config::parse(&text, "conformance.toml").unwrap_or_else(|e| panic!("{e}"));
     (server::start(opts).await.unwrap(), dir)
 }
@@ -88,7 +99,7 @@ fn check<'a>(v: &'a Value, id: &str) -> &'a Value {
 /// every check something to judge. JUnit and HTML files are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_server_passes_every_check() {
-    let (h, dir) = start(r#"preset = "standard""#).await;
+    let (h, dir) = start_with(r#"preset = "standard""#, MD5, THROTTLED).await;
     let junit = dir.path().join("report.xml").display().to_string();
     let html = dir.path().join("report.html").display().to_string();
     let (code, v, err) = conformance(&h, &["--junit", &junit, "--html", &html]).await;
@@ -103,6 +114,32 @@ async fn the_reference_server_passes_every_check() {
     assert!(page.contains("Every check passed.") && !page.contains("<script"), "{page}");
     // The server saw the device's probes: its records hold the user unenrollment.
     assert!(!h.devices().is_empty());
+    // The large value sent in chunks was put together whole: the server recorded it as the
+    // Results of its Get.
+    let filler = "0123456789abcdefghijklmnopqrstuvwxyz";
+    let whole = h
+        .devices()
+        .iter()
+        .flat_map(|d| d.results.clone())
+        .filter_map(|r| r.data)
+        .any(|v| v.len() == 6000 && v.contains(&filler.repeat(100)) && !v.contains('\n'));
+    assert!(
+        whole,
+        "no 6000-byte Results value recorded: {:?}\n{:#}",
+        h.devices()
+            .iter()
+            .flat_map(|d| d.results.clone())
+            .map(|r| (r.cmd, r.loc_uri, r.data.map(|d| d.len())))
+            .collect::<Vec<_>>(),
+        check(&v, "large-object-from-device")
+    );
+    let large = check(&v, "large-object-from-device");
+    assert!(large["observed"].as_str().unwrap().contains("each chunk before the last got Status 213"), "{large:#}");
+    let md5 = check(&v, "md5-challenge");
+    assert!(md5["observed"].as_str().unwrap().contains("fresh NextNonce"), "{md5:#}");
+    let throttling = check(&v, "throttling-retry-after");
+    let ev = throttling["evidence"].as_array().unwrap();
+    assert!(ev.iter().any(|e| e["what"].as_str().unwrap().contains("HTTP 503 with Retry-After 1")), "{throttling:#}");
 }
 
 /// Fleet's behaviour: each deviation of the preset fails its checks, with evidence, and
@@ -119,8 +156,9 @@ async fn the_fleet_preset_fails_the_checks_of_its_deviations() {
         "soap-fault-http-500",
         // final = false
         "final",
-        // client_final = false
+        // client_final = false: a message without Final ends the exchange, chunks included
         "multi-message-package",
+        "large-object-from-device",
         // alert_statuses = false
         "status-per-command",
         "keep-alive-1224",
@@ -141,6 +179,8 @@ async fn the_fleet_preset_fails_the_checks_of_its_deviations() {
     assert_eq!(ev[0]["msg_id"], "1");
     assert!(ev[0]["what"].as_str().unwrap().contains("no Final"), "{multi:#}");
     assert!(multi["source"].as_str().unwrap().contains("Alert 1222"), "{multi:#}");
+    let large = check(&v, "large-object-from-device");
+    assert!(large["observed"].as_str().unwrap().contains("chunk 2 got an empty HTTP 200"), "{large:#}");
     let fin = check(&v, "final");
     assert!(fin["evidence"][0]["what"].as_str().unwrap().contains("missing-final"), "{fin:#}");
 }

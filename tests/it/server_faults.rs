@@ -46,7 +46,7 @@ fn msg2(session: &str) -> String {
 fn config(faults: &str, seed: u64, slow_delay: Option<Duration>) -> Config {
     let mut config = Config::default();
     config.management.auth = AuthMode::None;
-    config.faults = FaultConfig { spec: faults.parse().unwrap(), seed: Some(seed), slow_delay };
+    config.faults = FaultConfig { spec: faults.parse().unwrap(), seed: Some(seed), slow_delay, retry_after: None };
     config
 }
 
@@ -211,7 +211,7 @@ fn listening_beyond_loopback_needs_allow_remote() {
 fn bad_fault_specs_exit_2_naming_the_term_and_the_fault_names() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("srv").to_string_lossy().into_owned();
-    let names = "the faults are 500, reset, slow, truncate, malformed, no-final";
+    let names = "the faults are 500, reset, slow, truncate, malformed, no-final, 429, 503";
     let cases = [
         ("500=5%,rst=2%", "fault term \"rst=2%\": unknown fault \"rst\""),
         ("reset=150%", "fault term \"reset=150%\": \"150%\" is not a probability"),
