@@ -77,7 +77,11 @@ pub async fn post(transport: &Transport, req: &Request) -> Reply {
                 None
             }
         },
-        _ => None,
+        (Some(_), None) => {
+            unsigned = Some("the device holds no enrollment certificate and key to sign with".into());
+            None
+        }
+        (None, _) => None,
     };
     let sig = signature.as_ref().map(|(h, v)| (*h, v.as_str()));
     let mut throttled = Vec::new();

@@ -213,3 +213,66 @@ async fn the_minimal_preset_fails_the_policy_check_only() {
     assert!(!out.contains("robustness"), "{out}");
     assert!(out.contains("FAIL xcep-policy [enrollment, win10]") && out.contains("evidence: [policy]"), "{out}");
 }
+
+/// A server that throttles without saying when to come back fails the throttling check only;
+/// the device still gets through on its own schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_without_retry_after_fails_that_check_only() {
+    let (h, _dir) = start_with("preset = \"standard\"\nthrottle_without_retry_after = true", MD5, THROTTLED).await;
+    let (code, v, err) = conformance(&h, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(with_verdict(&v, "fail"), BTreeSet::from(["throttling-retry-after".to_string()]), "{v:#}");
+    let t = check(&v, "throttling-retry-after");
+    assert!(t["observed"].as_str().unwrap().contains("throttled message(s) broke the rule"), "{t:#}");
+    let ev = t["evidence"].as_array().unwrap();
+    assert!(ev.iter().any(|e| e["what"].as_str().unwrap().contains("HTTP 503 without Retry-After")), "{t:#}");
+    assert!(t["windows"].as_str().unwrap().contains("its own retry schedule"), "{t:#}");
+}
+
+/// Without throttling the check has nothing to judge, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_throttles_leaves_the_throttling_check_not_applicable() {
+    let (h, _dir) = start(r#"preset = "standard""#).await;
+    let (code, v, err) = conformance(&h, &["--only", "copes"]).await;
+    assert_eq!(code, 0, "{err}");
+    let t = check(&v, "throttling-retry-after");
+    assert_eq!(t["verdict"], "not-applicable", "{t:#}");
+    assert_eq!(t["observed"], "the server never answered HTTP 429 or 503 during the run");
+    // The default server trusts the TLS client certificate and does not check the MD5 Cred.
+    let md5 = check(&v, "md5-challenge");
+    assert_eq!(md5["verdict"], "not-applicable", "{md5:#}");
+    assert!(md5["observed"].as_str().unwrap().contains("does not authenticate by the MD5 Cred"), "{md5:#}");
+}
+
+/// `--server`: a device that never enrolled talks to the management URL directly. The
+/// enrollment checks and those that need the enrollment's credentials are not applicable,
+/// each with its reason; the rest pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_mode_grades_a_pre_provisioned_device() {
+    let (h, _dir) = start_with(r#"preset = "standard""#, "auth = \"none\"\n", THROTTLED).await;
+    let (url, ca) = (h.management_url(), tls_ca(&h));
+    let (code, out, err) = mdmsim_async(&["conformance", "--server", &url, "--ca-cert", &ca, "--json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    assert_eq!(with_verdict(&v, "fail"), BTreeSet::new(), "{v:#}\n{err}");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["target"], url.as_str());
+    let enrollment: Vec<&Value> =
+        v["checks"].as_array().unwrap().iter().filter(|c| c["group"] == "enrollment").collect();
+    assert_eq!(enrollment.len(), 7, "{v:#}");
+    for c in enrollment {
+        assert_eq!(c["verdict"], "not-applicable", "{c:#}");
+        assert_eq!(c["observed"], "no enrollment in this run (--server): give --discovery", "{c:#}");
+    }
+    let mut na = with_verdict(&v, "not-applicable");
+    na.retain(|id| !check(&v, id)["group"].eq("enrollment"));
+    let want = ["md5-challenge", "md5-rekey", "signed-message"];
+    assert_eq!(na, want.into_iter().map(String::from).collect(), "{v:#}");
+    let signed = check(&v, "signed-message");
+    assert!(signed["observed"].as_str().unwrap().contains("no key to sign with"), "{signed:#}");
+    for id in ["md5-challenge", "md5-rekey"] {
+        let c = check(&v, id);
+        assert!(c["observed"].as_str().unwrap().contains("the device holds no MD5 credentials"), "{c:#}");
+    }
+    assert_eq!(check(&v, "throttling-retry-after")["verdict"], "pass", "{v:#}");
+    assert_eq!(check(&v, "large-object-from-device")["verdict"], "pass", "{v:#}");
+}
