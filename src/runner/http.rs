@@ -488,9 +488,30 @@ mod tests {
     #[tokio::test]
     async fn an_error_page_is_quoted_from_its_start_only() {
         let t = transport(Duration::from_secs(10));
-        let url = answering("HTTP/1.1 503 Busy\r\nContent-Length: 3000000\r\n\r\n", 3_000_000).await;
+        let url = answering("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3000000\r\n\r\n", 3_000_000).await;
         let e = t.post_signed(&url, "<SyncML/>", "0", None, 100).await.unwrap_err();
-        assert!(matches!(e, HttpError::Status { status: 503, ref body, .. } if body.len() == 200), "{e}");
+        assert!(matches!(e, HttpError::Status { status: 502, ref body, .. } if body.len() == 200), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_503_is_sent_again_after_its_retry_after_a_bounded_number_of_times() {
+        let t = transport(Duration::from_secs(10));
+        let url = answering("HTTP/1.1 503 Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n", 0).await;
+        let mut seen = Vec::new();
+        let e = t.post_observed(&url, "<SyncML/>", "0", None, 100, &mut seen).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("{url} answered HTTP 503 (service unavailable) 4 times; giving up"));
+        assert_eq!(e.fault(), Fault::Unreachable);
+        // Three retries, each noted with the header as sent, and the answer that ended it.
+        assert_eq!(seen.len(), 4);
+        assert!(seen.iter().all(|s| s.status == 503 && s.retry_after.as_deref() == Some("0")), "{seen:?}");
+        // Without the header the device waits its own second.
+        let url = answering("HTTP/1.1 429 Busy\r\nContent-Length: 0\r\n\r\n", 0).await;
+        let mut seen = Vec::new();
+        let t = Transport::new(HttpOptions { max_429_retries: 1, ..HttpOptions::default() }).expect("transport");
+        let started = Instant::now();
+        t.post_observed(&url, "<SyncML/>", "0", None, 100, &mut seen).await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!((seen[0].retry_after.as_deref(), seen[0].waited), (None, Duration::from_secs(1)));
     }
 
     #[tokio::test]
