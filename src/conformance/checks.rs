@@ -2182,3 +2182,80 @@ pub fn throttling(
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::device::run::Throttle;
+
+    fn throttled(retry_after: Option<&str>, answer: Answer) -> super::super::Throttled {
+        super::super::Throttled {
+            session_id: "7".into(),
+            msg_id: "2".into(),
+            throttles: vec![Throttle {
+                status: 503,
+                retry_after: retry_after.map(String::from),
+                waited: Duration::from_secs(1),
+            }],
+            answer,
+        }
+    }
+
+    #[test]
+    fn throttling_is_judged_by_its_retry_after_and_what_the_retry_got() {
+        let none = BTreeMap::new();
+        let na = throttling(&[], &none, Profile::Win10);
+        assert_eq!(na.verdict, Verdict::NotApplicable);
+        assert_eq!(na.observed, "the server never answered HTTP 429 or 503 during the run");
+
+        let ok = throttling(&[throttled(Some("1"), Answer::Empty)], &none, Profile::Win10);
+        assert_eq!(ok.verdict, Verdict::Pass, "{ok:?}");
+        assert!(ok.evidence[0].what.contains("HTTP 503 with Retry-After 1 to device MsgID 2"), "{ok:?}");
+
+        let bare = throttling(&[throttled(None, Answer::Empty)], &none, Profile::Win10);
+        assert_eq!(bare.verdict, Verdict::Fail);
+        assert!(bare.evidence.iter().any(|e| e.what == "HTTP 503 without Retry-After"), "{bare:?}");
+
+        let lost = throttling(&[throttled(Some("1"), Answer::Failed("reset".into()))], &none, Profile::Win10);
+        assert_eq!(lost.verdict, Verdict::Fail);
+        assert!(lost.evidence.iter().any(|e| e.what.contains("the retry got no SyncML answer: reset")), "{lost:?}");
+
+        let ended = BTreeMap::from([("7".to_string(), Some("timeout".to_string()))]);
+        let failed = throttling(&[throttled(Some("1"), Answer::Empty)], &ended, Profile::Win10);
+        assert_eq!(failed.verdict, Verdict::Fail);
+        assert!(failed.evidence.iter().any(|e| e.what.contains("session 7 failed after the retry: timeout")));
+    }
+
+    #[test]
+    fn a_challenge_needs_an_md5_chal_with_a_fresh_base64_nonce() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let status = |ty: Option<&str>, nonce: Option<String>| Status {
+            data: "401".into(),
+            chal: Some(crate::syncml::Chal {
+                meta: Meta {
+                    type_: ty.map(String::from),
+                    format: Some("b64".into()),
+                    next_nonce: nonce,
+                    ..Meta::default()
+                },
+            }),
+            ..Status::default()
+        };
+        assert_eq!(bad_chal(&status(Some("syncml:auth-md5"), Some(b64(b"fresh")))), None);
+        assert_eq!(
+            bad_chal(&Status { data: "401".into(), ..Status::default() }).unwrap(),
+            "SyncHdr Status 401 without a Chal"
+        );
+        assert_eq!(bad_chal(&status(Some("syncml:auth-md5"), None)).unwrap(), "a Chal without a NextNonce");
+        assert!(bad_chal(&status(Some("syncml:auth-basic"), Some(b64(b"x")))).unwrap().contains("not syncml:auth-md5"));
+        assert!(bad_chal(&status(None, Some("not base64!".into()))).unwrap().contains("is not base64"));
+        assert_eq!(
+            bad_chal(&status(None, Some(b64(STALE_NONCE)))).unwrap(),
+            "the NextNonce is the stale nonce the device used"
+        );
+    }
+}

@@ -1544,6 +1544,53 @@ mod tests {
     }
 
     #[test]
+    fn a_large_object_from_the_device_is_answered_213_per_chunk_and_recorded_whole() {
+        let text = "[management]\nauth = 'none'\ninventory = ['./DevDetail/SwV']\n[dmclient]\npush_pfn = 'P'\n";
+        let mut m = Mgmt::new(Arc::new(Config::parse(text, "t").unwrap()), Vec::new());
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let cmds = send(&mut m, msg("1", "1", pkg1));
+        let get = cmds.iter().find(|c| c.name() == "Get").unwrap().cmd_id().to_string();
+        let chunk = |msg_id: &str, cmd_id: &str, data: &str, more: bool| {
+            let more_data = if more { "<MoreData/>" } else { "" };
+            let size = if cmd_id == "2" { "<Meta><Size xmlns=\"syncml:metinf\">9</Size></Meta>" } else { "" };
+            let mut message = msg(
+                "1",
+                msg_id,
+                &format!(
+                    "<Results><CmdID>{cmd_id}</CmdID><MsgRef>1</MsgRef><CmdRef>{get}</CmdRef><Item>{size}\
+                     <Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>{data}</Data>{more_data}</Item></Results>"
+                ),
+            );
+            message.body.final_ = !more;
+            message
+        };
+        let answer = |m: &mut Mgmt, message: SyncMl| match m.handle(Incoming {
+            msg: message,
+            mode: Some("Maintenance"),
+            cert_cn: None,
+            user_agent_origin: None,
+            now: Utc::now(),
+        }) {
+            Reply::Message(r) => r.body.commands,
+            Reply::End => Vec::new(),
+        };
+        for (msg_id, cmd_id, data) in [("2", "2", "10.0"), ("3", "3", ".226")] {
+            let cmds = answer(&mut m, chunk(msg_id, cmd_id, data, true));
+            let st = cmds.iter().find_map(|c| match c {
+                Command::Status(s) if s.cmd_ref == cmd_id => Some(s.clone()),
+                _ => None,
+            });
+            let st = st.unwrap_or_else(|| panic!("no Status for chunk {cmd_id}: {cmds:?}"));
+            assert_eq!((st.cmd.as_str(), st.data.as_str(), st.msg_ref.as_str()), ("Results", "213", msg_id));
+            assert!(cmds.iter().any(|c| matches!(c, Command::Alert(a) if a.data == "1222")), "{cmds:?}");
+        }
+        answer(&mut m, chunk("4", "4", "31", false));
+        let rec = m.record("DEV1").unwrap();
+        assert_eq!(rec.inventory["./DevDetail/SwV"], "10.0.22631");
+        assert!(!rec.findings.iter().any(|f| f.contains("chunk")), "{:?}", rec.findings);
+    }
+
+    #[test]
     fn lost_install_atomics_do_not_count_against_max_attempts() {
         let config = Config::parse("[management]\nauth = 'none'\nmax_attempts = 2\n", "t").unwrap();
         let app = AppPlan {
