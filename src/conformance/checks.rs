@@ -1951,6 +1951,8 @@ pub async fn md5(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> {
 /// The size of the value a large-object probe sends, and of its chunks.
 const LARGE_VALUE_BYTES: usize = 6000;
 const CHUNK_BYTES: usize = 2500;
+/// What a message holds besides its chunk (SyncHdr, Statuses), at least.
+const MESSAGE_OVERHEAD: usize = 1000;
 
 /// The device answers a Get of the server with a value in chunks.
 pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResult {
@@ -1993,6 +1995,15 @@ pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResul
         );
     };
     let Command::Results(results) = reply.body.commands[at].clone() else { unreachable!("found above") };
+    // Chunks that fit the server's MaxMsgSize when it gives one (OMA DM 1.2 Representation
+    // Protocol, MaxMsgSize in the SyncHdr Meta), with room for the rest of the message.
+    let max_msg =
+        m1.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()).and_then(|v| v.trim().parse::<usize>().ok());
+    let chunk_bytes = match max_msg {
+        Some(n) if n > 2 * MESSAGE_OVERHEAD => CHUNK_BYTES.min(n - MESSAGE_OVERHEAD),
+        Some(_) => MESSAGE_OVERHEAD,
+        None => CHUNK_BYTES,
+    };
     // The device's value, made large: it goes on past the item as a long run of text.
     let own = results.items[0].data.clone().unwrap_or_default();
     let mut value = own.clone();
@@ -2001,8 +2012,8 @@ pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResul
         value.push_str(filler);
     }
     value.truncate(LARGE_VALUE_BYTES.max(own.len()));
-    let chunks: Vec<String> =
-        value.as_bytes().chunks(CHUNK_BYTES).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let chars: Vec<char> = value.chars().collect();
+    let chunks: Vec<String> = chars.chunks(chunk_bytes).map(|c| c.iter().collect()).collect();
     let item = |i: usize| {
         let mut it = results.items[0].clone();
         it.data = Some(chunks[i].clone());
@@ -2063,7 +2074,7 @@ pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResul
         }
         // The next chunk, in the next message: the Status for the server's header, then the item.
         let next_id = msg.hdr.msg_id.trim().parse::<u64>().unwrap_or(1) + 1;
-        cmd_id = format!("{}", 900 + i);
+        cmd_id = (900 + i).to_string();
         let hdr = Command::Status(Status {
             cmd_id: "1".into(),
             msg_ref: m.hdr.msg_id.clone(),
@@ -2083,7 +2094,7 @@ pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResul
     }
     p.end(&mut target.device);
     let what = format!(
-        "a {}-byte value for Get {} (CmdID {}) in {} chunks of at most {CHUNK_BYTES} bytes",
+        "a {}-byte value for Get {} (CmdID {}) in {} chunks of at most {chunk_bytes} bytes",
         value.len(),
         probe::first_target(&get).unwrap_or_default(),
         get.cmd_id(),
