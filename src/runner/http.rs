@@ -371,7 +371,12 @@ fn throttle_name(status: u16) -> String {
 
 /// `Retry-After` as seconds or an HTTP date; 1 s when absent or unreadable.
 fn retry_after(value: Option<&HeaderValue>) -> Duration {
-    let Some(text) = value.and_then(|v| v.to_str().ok()).map(str::trim) else { return Duration::from_secs(1) };
+    retry_after_text(value.map(|v| v.to_str().unwrap_or("")))
+}
+
+/// `Retry-After` text as seconds or an HTTP date; 1 s when absent or unreadable.
+pub fn retry_after_text(value: Option<&str>) -> Duration {
+    let Some(text) = value.map(str::trim) else { return Duration::from_secs(1) };
     if let Ok(secs) = text.parse::<u64>() {
         return Duration::from_secs(secs);
     }

@@ -409,6 +409,16 @@ pub struct InProcessServer {
     shared: Arc<Shared>,
 }
 
+/// The answer of the in-process management endpoint.
+#[derive(Debug, Clone)]
+pub struct InProcessReply {
+    pub status: u16,
+    /// The `Retry-After` header, when the answer has one.
+    pub retry_after: Option<String>,
+    /// The body, `None` when it is longer than the caller reads.
+    pub body: Option<Bytes>,
+}
+
 /// Builds an in-process server (CA and admin token in `state_dir`, as [`start`] does).
 pub fn start_in_process(
     state_dir: impl Into<PathBuf>,
@@ -426,14 +436,17 @@ impl InProcessServer {
         format!("{}{MANAGEMENT_PATH}", self.shared.base_url)
     }
 
-    /// One management POST to `url` (its query gives the mode): the HTTP status and at most
-    /// `max_body` bytes of the body (`None` when the body is longer).
-    pub async fn post(&self, url: &str, body: &str, cert_cn: Option<&str>, max_body: u64) -> (u16, Option<Bytes>) {
+    /// One management POST to `url` (its query gives the mode): the HTTP status, the
+    /// `Retry-After` header (of a throttling fault) and at most `max_body` bytes of the body
+    /// (`None` when the body is longer).
+    pub async fn post(&self, url: &str, body: &str, cert_cn: Option<&str>, max_body: u64) -> InProcessReply {
         let query = url.split_once('?').map(|(_, q)| q);
         let resp = manage(&self.shared, cert_cn, query, None, body.as_bytes()).await;
         let status = resp.status().as_u16();
+        let retry_after =
+            resp.headers().get(header::RETRY_AFTER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        (status, axum::body::to_bytes(resp.into_body(), limit).await.ok())
+        InProcessReply { status, retry_after, body: axum::body::to_bytes(resp.into_body(), limit).await.ok() }
     }
 
     /// A package download: its size and hex SHA-256, or `None` when no package has that URL.
