@@ -5,8 +5,9 @@
 //! evidence. The enrollment checks judge the run's MS-MDE2 exchange; the session, mode, poll
 //! and profile checks judge ordinary sessions of the device ([`ordinary_sessions`]); the
 //! robustness and "copes" checks run probe sessions shaped for their rule
-//! ([`super::probe::Probe`]). A check that the run gives nothing to judge is not applicable,
-//! and says why.
+//! ([`super::probe::Probe`]); the throttling check judges every message of the run that the
+//! server answered with HTTP 429 or 503 ([`super::Watch`]). A check that the run gives nothing
+//! to judge is not applicable, and says why.
 
 use chrono::{DateTime, Utc};
 use openssl::nid::Nid;
