@@ -84,6 +84,8 @@ pub enum Reply {
     Message(Box<SyncMl>),
     /// HTTP 200 with an empty body: the session is over.
     End,
+    /// HTTP 401 with no SyncML at all (compat `auth_http_401`): the credentials failed.
+    HttpUnauthorized,
 }
 
 /// Op to use for a setting or an app's Name/URL/Version.
@@ -365,8 +367,10 @@ impl Mgmt {
         let dev = self.device(&device_id);
 
         // Authentication first (OMA DM 1.2 security): nothing else is processed without it.
-        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn, &mut rng) {
+        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn, &mut rng, !compat.auth_http_401) {
             Ok(method) => method,
+            // Compat: a bare HTTP 401, no Status and no Chal (so no new nonce either).
+            Err(_) if compat.auth_http_401 => return Reply::HttpUnauthorized,
             Err((code, nonce)) => {
                 let mut st = out.hdr_status(code);
                 st.chal = Some(Chal {
@@ -595,13 +599,15 @@ fn new_device(id: &str, config: &Config, plans: &Plans) -> Device {
     d
 }
 
-/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal.
+/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal. A Cred that does not
+/// match gets a fresh nonce when `rotate` (a server that sends no Chal keeps the old one).
 fn authenticate(
     config: &Config,
     dev: &mut Device,
     hdr: &SyncHdr,
     cert_cn: Option<&str>,
     rng: &mut ServerRng,
+    rotate: bool,
 ) -> Result<AuthMethod, (u16, Vec<u8>)> {
     match config.management.auth {
         AuthMode::None => return Ok(AuthMethod::Unauthenticated),
@@ -642,7 +648,9 @@ fn authenticate(
         dev.rekey_wanted = false;
         return Ok(AuthMethod::Md5);
     }
-    creds.nonce = rng.bytes16();
+    if rotate {
+        creds.nonce = rng.bytes16();
+    }
     let nonce = creds.nonce.clone();
     dev.record.finding(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
     Err((StatusCode::InvalidCredentials.code(), nonce))
@@ -1451,7 +1459,7 @@ mod tests {
         };
         match m.handle(inc) {
             Reply::Message(r) => r.body.commands.into_iter().filter(|c| !matches!(c, Command::Status(_))).collect(),
-            Reply::End => Vec::new(),
+            Reply::End | Reply::HttpUnauthorized => Vec::new(),
         }
     }
 
@@ -1492,7 +1500,7 @@ mod tests {
             let inc = Incoming { msg: message, mode: None, cert_cn: None, user_agent_origin: None, now: Utc::now() };
             match m.handle(inc) {
                 Reply::Message(r) => Some(*r),
-                Reply::End => None,
+                Reply::End | Reply::HttpUnauthorized => None,
             }
         };
         let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
@@ -1572,7 +1580,7 @@ mod tests {
             now: Utc::now(),
         }) {
             Reply::Message(r) => r.body.commands,
-            Reply::End => Vec::new(),
+            Reply::End | Reply::HttpUnauthorized => Vec::new(),
         };
         for (msg_id, cmd_id, data) in [("2", "2", "10.0"), ("3", "3", ".226")] {
             let cmds = answer(&mut m, chunk(msg_id, cmd_id, data, true));

@@ -941,6 +941,9 @@ async fn manage(
     let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn, user_agent_origin, now });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
+        Reply::HttpUnauthorized => {
+            (HttpStatus::UNAUTHORIZED, "the credentials of this message were not accepted\n").into_response()
+        }
         Reply::Message(mut m) => {
             // An empty answer has no Final to drop, nor has an answer that already goes
             // without one (compat `final`): then nothing is injected or counted.

@@ -276,3 +276,24 @@ async fn server_mode_grades_a_pre_provisioned_device() {
     assert_eq!(check(&v, "throttling-retry-after")["verdict"], "pass", "{v:#}");
     assert_eq!(check(&v, "large-object-from-device")["verdict"], "pass", "{v:#}");
 }
+
+/// A server that refuses a bad Cred with a bare HTTP 401 (no SyncML Chal, so no NextNonce)
+/// fails the challenge check only; with no challenge to carry over, the rekey check is not
+/// applicable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_http_401_fails_the_md5_challenge_check_only() {
+    let (h, _dir) = start_with("preset = \"standard\"\nauth_http_401 = true", MD5, "").await;
+    let (code, v, err) = conformance(&h, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(with_verdict(&v, "fail"), BTreeSet::from(["md5-challenge".to_string()]), "{v:#}");
+    let c = check(&v, "md5-challenge");
+    let observed = c["observed"].as_str().unwrap();
+    assert!(observed.starts_with("the stale Cred got a bare HTTP error, no SyncML Chal to answer"), "{c:#}");
+    assert!(observed.contains("HTTP 401"), "{c:#}");
+    let ev = c["evidence"].as_array().unwrap();
+    assert_eq!((ev[0]["from"].as_str(), ev[0]["msg_id"].as_str()), (Some("device"), Some("1")));
+    assert!(ev[0]["what"].as_str().unwrap().contains("a nonce the server never gave"), "{c:#}");
+    let rekey = check(&v, "md5-rekey");
+    assert_eq!(rekey["verdict"], "not-applicable");
+    assert_eq!(rekey["observed"], "no usable challenge came, so no NextNonce to carry over");
+}
