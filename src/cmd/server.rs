@@ -54,8 +54,8 @@ pub struct ServerArgs {
     /// Inject faults into management answers, replacing the config's [faults] probabilities:
     /// NAME=PROBABILITY terms, comma-separated, probabilities as 5% or 0.05, names 500 (HTTP
     /// 500), reset (close without an answer), slow (answer late), truncate (a body shorter than
-    /// its Content-Length), malformed (SyncML that does not parse), no-final (no <Final/>);
-    /// `none` turns them off. Example: 500=5%,reset=2%,slow=1%. See docs/server-faults.md.
+    /// its Content-Length), malformed (SyncML that does not parse), no-final (no <Final/>),
+    /// 429 and 503 (throttling, with Retry-After); `none` turns them off. Example: 500=5%,reset=2%,slow=1%. See docs/server-faults.md.
     #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
     faults: Option<FaultSpec>,
     /// Seed of the fault draw (default: the config's [faults] seed, else a random one, printed
@@ -65,6 +65,9 @@ pub struct ServerArgs {
     /// How long a `slow` fault delays the answer (2s, 500ms; at most 30s). Default 2s.
     #[arg(long, value_name = "DURATION", value_parser = parse_slow_delay)]
     fault_slow_delay: Option<Duration>,
+    /// The Retry-After of a `429` or `503` fault, whole seconds (1s, 5; at most 30s). Default 1s.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_retry_after)]
+    fault_retry_after: Option<Duration>,
 }
 
 fn parse_preset(text: &str) -> Result<Preset, String> {
@@ -73,6 +76,10 @@ fn parse_preset(text: &str) -> Result<Preset, String> {
 
 fn parse_faults(text: &str) -> Result<FaultSpec, String> {
     text.parse().map_err(|e: server::FaultSpecError| e.to_string())
+}
+
+fn parse_retry_after(text: &str) -> Result<Duration, String> {
+    server::faults::parse_retry_after(text).map_err(|e| e.to_string())
 }
 
 fn parse_slow_delay(text: &str) -> Result<Duration, String> {
@@ -106,6 +113,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(delay) = args.fault_slow_delay {
         config.faults.slow_delay = Some(delay);
+    }
+    if let Some(after) = args.fault_retry_after {
+        config.faults.retry_after = Some(after);
     }
     let compat = config.compat.preset;
     let federated = config.compat().federated;

@@ -5,8 +5,9 @@
 //! evidence. The enrollment checks judge the run's MS-MDE2 exchange; the session, mode, poll
 //! and profile checks judge ordinary sessions of the device ([`ordinary_sessions`]); the
 //! robustness and "copes" checks run probe sessions shaped for their rule
-//! ([`super::probe::Probe`]). A check that the run gives nothing to judge is not applicable,
-//! and says why.
+//! ([`super::probe::Probe`]); the throttling check judges every message of the run that the
+//! server answered with HTTP 429 or 503 ([`super::Watch`]). A check that the run gives nothing
+//! to judge is not applicable, and says why.
 
 use chrono::{DateTime, Utc};
 use openssl::nid::Nid;
@@ -102,7 +103,11 @@ pub const ALL: &[&Spec] = &[
     &LOGIN_STATUS,
     &GENERIC_ALERT,
     &SIGNED_MESSAGE,
+    &MD5_CHALLENGE,
+    &MD5_REKEY,
+    &LARGE_OBJECT,
     &USER_UNENROLL,
+    &THROTTLING,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1646,6 +1651,12 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
         }
     });
 
+    // MD5 authentication: a challenge, then the nonce it gave in the next session.
+    out.extend(md5(target, now).await);
+
+    // A large Results value in chunks.
+    out.push(large_object(target, now).await);
+
     // The user leaves: last, since the server may stop managing the device.
     let mut p = Probe::begin(
         ex.as_ref(),
@@ -1662,4 +1673,601 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     p.end(&mut target.device);
     out.push(judge_alert(&USER_UNENROLL, profile, &sid, &pkg, &answer, "1226", None));
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// MD5 authentication, large objects, throttling
+
+pub const MD5_CHALLENGE: Spec = Spec {
+    id: "md5-challenge",
+    group: Group::Copes,
+    title: "a Cred over a stale nonce is challenged (401 and a Chal with a fresh NextNonce), and the retry is accepted",
+    expected: "package 1 whose syncml:auth-md5 digest uses a nonce the server never gave is answered with SyncHdr Status 401 (or 407) carrying a Chal (Meta Type syncml:auth-md5, Format b64, a NextNonce), not accepted and not a bare HTTP 401; package 1 sent again with the digest over that NextNonce gets SyncHdr Status 200 or 212",
+    windows: "Windows answers a challenge once, with b64(md5(b64(md5(name:secret)):nonce)) over the NextNonce; a bare HTTP 401, or a Chal without a NextNonce, ends the session unauthenticated",
+    source: "OMA DM 1.2 Security (MD5 digest authentication, Chal, NextNonce); Microsoft OMA DM protocol support page (authentication); w7 APPLICATION CSP (APPAUTH)",
+};
+
+pub const MD5_REKEY: Spec = Spec {
+    id: "md5-rekey",
+    group: Group::Copes,
+    title: "the NextNonce the server gave is the nonce of the next session",
+    expected: "a new session whose Cred is the digest over the last NextNonce the server sent gets SyncHdr Status 200 or 212, not another challenge",
+    windows: "Windows keeps each NextNonce (DMAcc AppAuth CLCRED AAuthData) and digests the next session's Cred with it",
+    source: "OMA DM 1.2 Security (NextNonce, the nonce of the next session); DMAcc CSP (AppAuth, AAuthData)",
+};
+
+pub const LARGE_OBJECT: Spec = Spec {
+    id: "large-object-from-device",
+    group: Group::Copes,
+    title: "a Results value the device sends in chunks (MoreData)",
+    expected: "each chunk of a Results item sent with <MoreData/> (the first with Meta Size, the whole size) in a message without Final gets Status 213 (chunked item accepted and buffered); the last chunk, without MoreData, is taken and the session goes on",
+    windows: "Windows splits an item larger than the server's MaxObjSize or MaxMsgSize into chunks, one per message, and sends the next after the 213",
+    source: "OMA DM 1.2 Protocol (Large Object Handling: MoreData, Status 213, Meta Size); OMA DM 1.2 Representation Protocol (MoreData, MaxObjSize)",
+};
+
+pub const THROTTLING: Spec = Spec {
+    id: "throttling-retry-after",
+    group: Group::Copes,
+    title: "a throttled message (HTTP 429 or 503) says when to come back, and the retry is taken",
+    expected: "an HTTP 429 or 503 answer carries a Retry-After header; the same message sent again after that wait is answered (SyncML or an empty 200) and its session completes",
+    windows: "Windows waits as Retry-After asks and sends the same message again; without the header it falls back to its own retry schedule (CONNRETRYFREQ, INITIALBACKOFFTIME, MAXBACKOFFTIME)",
+    source: "RFC 9110 (Retry-After; 503 Service Unavailable); RFC 6585 (429 Too Many Requests); w7 APPLICATION CSP (CONNRETRYFREQ, INITIALBACKOFFTIME, MAXBACKOFFTIME)",
+};
+
+/// The nonce a stale Cred is digested over: one no server gave.
+const STALE_NONCE: &[u8] = b"mdmsim-stale-nonce";
+
+/// The code of the SyncHdr Status for device message `msg_id` in `answer`, and that Status.
+fn hdr_status<'a>(answer: &'a Answer, msg_id: &str) -> Option<&'a Status> {
+    answer.message().and_then(|m| status_for(m, msg_id.trim(), "0"))
+}
+
+fn accepted(s: &Status) -> bool {
+    matches!(s.data.trim(), "200" | "212")
+}
+
+/// What is wrong with a challenge (`None` when it is a usable MD5 challenge with a fresh nonce).
+fn bad_chal(s: &Status) -> Option<String> {
+    use base64::Engine as _;
+    let Some(chal) = &s.chal else {
+        return Some(format!("SyncHdr Status {} without a Chal", s.data.trim()));
+    };
+    let ty = chal.meta.type_.as_deref().map(str::trim);
+    if ty.is_some_and(|t| t != "syncml:auth-md5") {
+        return Some(format!("a Chal of type {:?}, not syncml:auth-md5", ty.unwrap_or_default()));
+    }
+    let Some(n) = chal.meta.next_nonce.as_deref().map(str::trim) else {
+        return Some("a Chal without a NextNonce".into());
+    };
+    match base64::engine::general_purpose::STANDARD.decode(n.as_bytes()) {
+        Err(e) => Some(format!("NextNonce {n:?} is not base64: {e}")),
+        Ok(b) if b.is_empty() => Some("an empty NextNonce".into()),
+        Ok(b) if b == STALE_NONCE => Some("the NextNonce is the stale nonce the device used".into()),
+        Ok(_) => None,
+    }
+}
+
+/// A probe's package 1 with its Cred replaced by an MD5 digest of `name`/`secret` over `nonce`.
+fn with_cred(pkg: &SyncMl, name: &str, secret: &str, nonce: &[u8]) -> SyncMl {
+    let mut m = pkg.clone();
+    m.hdr.cred = Some(crate::syncml::Cred {
+        meta: Meta::typed("syncml:auth-md5", Some("b64")),
+        data: crate::enroll::digest_md5(name, secret, nonce),
+    });
+    m
+}
+
+/// The MD5 challenge and rekey checks. Every challenge the server sends is kept as the device
+/// keeps it (its NextNonce is the next session's nonce), so later probes start in step.
+pub async fn md5(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> {
+    use crate::enroll::{AppAuth, AuthType};
+    let profile = target.device.profile;
+    let registry = crate::csp::registry();
+    let client = AppAuth::load(&target.device.tree)
+        .and_then(|a| a.client)
+        .filter(|c| c.auth_type == AuthType::Digest && !c.name.is_empty());
+    let Some(client) = client else {
+        let why = "the device holds no MD5 credentials: the provisioning document gave no APPAUTH (DMAcc AppAuth CLCRED, AAuthPref DIGEST), so the server does not use application-layer authentication";
+        return vec![MD5_CHALLENGE.na(profile, why), MD5_REKEY.na(profile, why)];
+    };
+    let (name, secret) = (client.name.clone(), client.secret.expose().to_string());
+    let keep = |device: &mut Device, log: &[Exchanged]| {
+        for x in log {
+            if let Some(chal) = x
+                .answer
+                .message()
+                .and_then(|m| status_for(m, x.sent.hdr.msg_id.trim(), "0"))
+                .and_then(|s| s.chal.as_ref())
+            {
+                crate::device::auth::keep_next_nonce(&mut device.tree, Some(chal));
+            }
+        }
+    };
+
+    // A digest over a nonce the server never gave.
+    let mut p = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    let sid = p.session_id().to_string();
+    let stale = with_cred(&p.package1, &name, &secret, STALE_NONCE);
+    let a1 = p.send(stale.clone(), false).await;
+    let mut ev = vec![sent_ev(&sid, &stale), answer_ev(&sid, p.log.last().expect("just sent"))];
+    ev[0].what = format!("{} (Cred: MD5 digest over a nonce the server never gave)", ev[0].what);
+    let first = hdr_status(&a1, &stale.hdr.msg_id).cloned();
+    let challenge = match (&a1, &first) {
+        (_, Some(s)) if matches!(s.data.trim(), "401" | "407") => match bad_chal(s) {
+            Some(why) => {
+                Err(MD5_CHALLENGE.result(profile, Verdict::Fail, format!("the stale Cred got {why}"), ev.clone()))
+            }
+            None => Ok(s.clone()),
+        },
+        (_, Some(s)) if accepted(s) => {
+            // Accepted: does the server check the Cred at all? A wrong secret tells.
+            let answer = a1.clone();
+            p.drive(&registry, &mut target.device, answer, now, &mut |_, r| r).await;
+            let log = p.end(&mut target.device);
+            keep(&mut target.device, &log);
+            let mut q =
+                Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+            let qsid = q.session_id().to_string();
+            let wrong = with_cred(&q.package1, &name, &format!("{secret}-not-the-secret"), &client.nonce);
+            let a2 = q.send(wrong.clone(), false).await;
+            ev.push(sent_ev(&qsid, &wrong));
+            ev.push(answer_ev(&qsid, q.log.last().expect("just sent")));
+            let refused = hdr_status(&a2, &wrong.hdr.msg_id).is_some_and(|s| !accepted(s));
+            q.drive(&registry, &mut target.device, a2, now, &mut |_, r| r).await;
+            let log = q.end(&mut target.device);
+            keep(&mut target.device, &log);
+            return if refused {
+                vec![
+                    MD5_CHALLENGE.result(
+                        profile,
+                        Verdict::Fail,
+                        format!(
+                            "a Cred over a nonce the server never gave got SyncHdr Status {} (accepted), though a wrong secret is refused",
+                            s.data.trim()
+                        ),
+                        ev,
+                    ),
+                    MD5_REKEY.na(profile, "the server sent no NextNonce to carry over"),
+                ]
+            } else {
+                let why = format!(
+                    "the server accepted a Cred over a stale nonce (SyncHdr Status {}) and one with a wrong secret: it does not authenticate by the MD5 Cred (the TLS client certificate, presumably)",
+                    s.data.trim()
+                );
+                vec![MD5_CHALLENGE.result(profile, Verdict::NotApplicable, why.clone(), ev), MD5_REKEY.na(profile, why)]
+            };
+        }
+        (_, Some(s)) => Err(MD5_CHALLENGE.result(
+            profile,
+            Verdict::Fail,
+            format!("the stale Cred got SyncHdr Status {}, neither a challenge (401/407) nor accepted", s.data.trim()),
+            ev.clone(),
+        )),
+        (Answer::Failed(e), None) if e.contains("HTTP 401") || e.contains("HTTP 407") => Err(MD5_CHALLENGE.result(
+            profile,
+            Verdict::Fail,
+            format!("the stale Cred got a bare HTTP error, no SyncML Chal to answer: {e}"),
+            ev.clone(),
+        )),
+        (other, None) => Err(MD5_CHALLENGE.result(
+            profile,
+            Verdict::Fail,
+            format!("the stale Cred got {}", other.describe()),
+            ev.clone(),
+        )),
+    };
+    let chal_status = match challenge {
+        Ok(s) => s,
+        Err(result) => {
+            let log = p.end(&mut target.device);
+            keep(&mut target.device, &log);
+            return vec![result, MD5_REKEY.na(profile, "no usable challenge came, so no NextNonce to carry over")];
+        }
+    };
+    // The device answers the challenge as it does in every session.
+    let m1 = a1.message().cloned().expect("a SyncHdr status came in a message");
+    let retry = p.device_reply(&registry, &mut target.device, &m1, now);
+    let challenge_result = match retry {
+        None => MD5_CHALLENGE.result(
+            profile,
+            Verdict::Fail,
+            "the device could not answer the challenge (no credentials for it)".into(),
+            ev.clone(),
+        ),
+        Some(retry) => {
+            let a2 = p.send(retry.clone(), false).await;
+            ev.push(sent_ev(&sid, &retry));
+            ev.push(answer_ev(&sid, p.log.last().expect("just sent")));
+            let got = hdr_status(&a2, &retry.hdr.msg_id).cloned();
+            p.drive(&registry, &mut target.device, a2.clone(), now, &mut |_, r| r).await;
+            match got {
+                Some(s) if accepted(&s) => MD5_CHALLENGE.result(
+                    profile,
+                    Verdict::Pass,
+                    format!(
+                        "the stale Cred got SyncHdr Status {} with a syncml:auth-md5 Chal and a fresh NextNonce; the digest over it got Status {}",
+                        chal_status.data.trim(),
+                        s.data.trim()
+                    ),
+                    ev.clone(),
+                ),
+                Some(s) => MD5_CHALLENGE.result(
+                    profile,
+                    Verdict::Fail,
+                    format!("the Cred over the server's own NextNonce got SyncHdr Status {}", s.data.trim()),
+                    ev.clone(),
+                ),
+                None => MD5_CHALLENGE.result(
+                    profile,
+                    Verdict::Fail,
+                    format!("the Cred over the server's own NextNonce got {}", a2.describe()),
+                    ev.clone(),
+                ),
+            }
+        }
+    };
+    let log = p.end(&mut target.device);
+    keep(&mut target.device, &log);
+    if challenge_result.verdict != Verdict::Pass {
+        return vec![challenge_result, MD5_REKEY.na(profile, "the challenge was not completed")];
+    }
+
+    // The next session digests its Cred over the NextNonce the device kept.
+    let mut p = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    let sid = p.session_id().to_string();
+    let pkg = p.package1.clone();
+    let answer = p.send(pkg.clone(), false).await;
+    let ev = vec![sent_ev(&sid, &pkg), answer_ev(&sid, p.log.last().expect("just sent"))];
+    let got = hdr_status(&answer, &pkg.hdr.msg_id).cloned();
+    p.drive(&registry, &mut target.device, answer.clone(), now, &mut |_, r| r).await;
+    let log = p.end(&mut target.device);
+    keep(&mut target.device, &log);
+    let rekey = match (pkg.hdr.cred.is_some(), got) {
+        (false, _) => MD5_REKEY.na(profile, "the device sent no Cred in the next session"),
+        (true, Some(s)) if accepted(&s) => MD5_REKEY.result(
+            profile,
+            Verdict::Pass,
+            format!("the next session's Cred, over the kept NextNonce, got SyncHdr Status {}", s.data.trim()),
+            ev,
+        ),
+        (true, Some(s)) => MD5_REKEY.result(
+            profile,
+            Verdict::Fail,
+            format!(
+                "the next session's Cred, over the NextNonce the server gave, got SyncHdr Status {}",
+                s.data.trim()
+            ),
+            ev,
+        ),
+        (true, None) => MD5_REKEY.result(
+            profile,
+            Verdict::Fail,
+            format!("the next session's package 1 got {}", answer.describe()),
+            ev,
+        ),
+    };
+    vec![challenge_result, rekey]
+}
+
+/// The size of the value a large-object probe sends, and of its chunks.
+const LARGE_VALUE_BYTES: usize = 6000;
+const CHUNK_BYTES: usize = 2500;
+/// What a message holds besides its chunk (SyncHdr, Statuses), at least.
+const MESSAGE_OVERHEAD: usize = 1000;
+
+/// The device answers a Get of the server with a value in chunks.
+pub async fn large_object(target: &mut Target, now: DateTime<Utc>) -> CheckResult {
+    let profile = target.device.profile;
+    let registry = crate::csp::registry();
+    let mut p = Probe::begin(target.exchange.as_ref(), &registry, &mut target.device, Trigger::Manual, Vec::new(), now);
+    let sid = p.session_id().to_string();
+    let pkg = p.package1.clone();
+    let a1 = p.send(pkg, false).await;
+    let get = a1.message().and_then(|m| {
+        let gets: Vec<&Command> = work(m).into_iter().filter(|c| matches!(c, Command::Get(_))).collect();
+        // A Get that is not a profile's read-back, when there is one.
+        gets.iter()
+            .find(|c| !probe::first_target(c).is_some_and(|u| u.contains("/Policy/")))
+            .or(gets.first())
+            .map(|c| (*c).clone())
+    });
+    let Some(get) = get else {
+        p.end(&mut target.device);
+        return LARGE_OBJECT
+            .na(profile, format!("the server sent no Get for the device to answer ({})", a1.describe()));
+    };
+    let m1 = a1.message().cloned().expect("a Get came in a message");
+    let reply = p.device_reply(&registry, &mut target.device, &m1, now);
+    let found = reply.as_ref().and_then(|r| {
+        r.body
+            .commands
+            .iter()
+            .position(|c| matches!(c, Command::Results(x) if x.cmd_ref == get.cmd_id() && !x.items.is_empty()))
+    });
+    let (Some(mut reply), Some(at)) = (reply, found) else {
+        p.end(&mut target.device);
+        return LARGE_OBJECT.na(
+            profile,
+            format!(
+                "the device had no value to return for Get {} (CmdID {})",
+                probe::first_target(&get).unwrap_or_default(),
+                get.cmd_id()
+            ),
+        );
+    };
+    let Command::Results(results) = reply.body.commands[at].clone() else { unreachable!("found above") };
+    // Chunks that fit the server's MaxMsgSize when it gives one (OMA DM 1.2 Representation
+    // Protocol, MaxMsgSize in the SyncHdr Meta), with room for the rest of the message.
+    let max_msg =
+        m1.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()).and_then(|v| v.trim().parse::<usize>().ok());
+    let chunk_bytes = match max_msg {
+        Some(n) if n > 2 * MESSAGE_OVERHEAD => CHUNK_BYTES.min(n - MESSAGE_OVERHEAD),
+        Some(_) => MESSAGE_OVERHEAD,
+        None => CHUNK_BYTES,
+    };
+    // The device's value, made large: it goes on past the item as a long run of text.
+    let own = results.items[0].data.clone().unwrap_or_default();
+    let mut value = own.clone();
+    let filler = "0123456789abcdefghijklmnopqrstuvwxyz";
+    while value.len() < LARGE_VALUE_BYTES {
+        value.push_str(filler);
+    }
+    value.truncate(LARGE_VALUE_BYTES.max(own.len()));
+    let chars: Vec<char> = value.chars().collect();
+    let chunks: Vec<String> = chars.chunks(chunk_bytes).map(|c| c.iter().collect()).collect();
+    let item = |i: usize| {
+        let mut it = results.items[0].clone();
+        it.data = Some(chunks[i].clone());
+        it.more_data = i + 1 < chunks.len();
+        if i == 0 {
+            let mut meta = it.meta.clone().unwrap_or_default();
+            meta.size = Some(value.len().to_string());
+            it.meta = Some(meta);
+        }
+        it
+    };
+    let mut first = results.clone();
+    first.items = vec![item(0)];
+    // The chunked item is the last of its message: the next message goes on with it.
+    reply.body.commands.remove(at);
+    reply.body.commands.push(Command::Results(first));
+    reply.body.final_ = false;
+    let mut ev = Vec::new();
+    let mut msg = reply;
+    let mut cmd_id = results.cmd_id.clone();
+    let mut bad = None;
+    let mut last_answer = String::new();
+    for i in 0..chunks.len() {
+        let answer = p.send(msg.clone(), false).await;
+        let mut sent = sent_ev(&sid, &msg);
+        sent.cmd_id = cmd_id.clone();
+        sent.what = format!(
+            "{} (Results chunk {} of {}, {} bytes{})",
+            sent.what,
+            i + 1,
+            chunks.len(),
+            chunks[i].len(),
+            if i + 1 < chunks.len() { ", MoreData" } else { "" }
+        );
+        ev.push(sent);
+        ev.push(answer_ev(&sid, p.log.last().expect("just sent")));
+        last_answer = answer.describe();
+        if i + 1 == chunks.len() {
+            if let Err(why) = sane(p.log.last().expect("just sent")) {
+                bad = Some(format!("the last chunk got {why}"));
+            }
+            break;
+        }
+        let Some(m) = answer.message() else {
+            bad = Some(format!("chunk {} got {}", i + 1, answer.describe()));
+            break;
+        };
+        match status_for(m, msg.hdr.msg_id.trim(), cmd_id.trim()) {
+            Some(s) if s.data.trim() == "213" => {}
+            Some(s) => {
+                bad = Some(format!("chunk {} (Results CmdID {cmd_id}) got Status {}, not 213", i + 1, s.data.trim()));
+                break;
+            }
+            None => {
+                bad = Some(format!("chunk {} (Results CmdID {cmd_id}) got no Status (213 expected)", i + 1));
+                break;
+            }
+        }
+        // The next chunk, in the next message: the Status for the server's header, then the item.
+        let next_id = msg.hdr.msg_id.trim().parse::<u64>().unwrap_or(1) + 1;
+        cmd_id = (900 + i).to_string();
+        let hdr = Command::Status(Status {
+            cmd_id: "1".into(),
+            msg_ref: m.hdr.msg_id.clone(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: "200".into(),
+            ..Status::default()
+        });
+        let mut next = results.clone();
+        next.cmd_id = cmd_id.clone();
+        next.items = vec![item(i + 1)];
+        let mut n = msg.clone();
+        n.hdr.msg_id = next_id.to_string();
+        n.body.commands = vec![hdr, Command::Results(next)];
+        n.body.final_ = i + 2 == chunks.len();
+        msg = n;
+    }
+    p.end(&mut target.device);
+    let what = format!(
+        "a {}-byte value for Get {} (CmdID {}) in {} chunks of at most {chunk_bytes} bytes",
+        value.len(),
+        probe::first_target(&get).unwrap_or_default(),
+        get.cmd_id(),
+        chunks.len()
+    );
+    match bad {
+        Some(why) => LARGE_OBJECT.result(profile, Verdict::Fail, format!("{what}: {why}"), ev),
+        None => LARGE_OBJECT.result(
+            profile,
+            Verdict::Pass,
+            format!("{what}: each chunk before the last got Status 213; the last got {last_answer}"),
+            ev,
+        ),
+    }
+}
+
+/// Judges every message of the run the server throttled: each 429/503 must carry Retry-After,
+/// and the retry must be answered and its session complete (`ended`: the ordinary sessions,
+/// by SessionID, with the error of those that failed).
+pub fn throttling(
+    seen: &[super::Throttled],
+    ended: &std::collections::BTreeMap<String, Option<String>>,
+    profile: Profile,
+) -> CheckResult {
+    if seen.is_empty() {
+        return THROTTLING.na(profile, "the server never answered HTTP 429 or 503 during the run");
+    }
+    let mut ev = Vec::new();
+    let mut broke = 0;
+    let mut count = 0;
+    for t in seen {
+        let mut wrong = Vec::new();
+        for th in &t.throttles {
+            count += 1;
+            let header = match &th.retry_after {
+                Some(v) => format!("Retry-After {v}"),
+                None => {
+                    wrong.push(format!("HTTP {} without Retry-After", th.status));
+                    "no Retry-After".into()
+                }
+            };
+            ev.push(Evidence {
+                from: "server".into(),
+                session_id: t.session_id.clone(),
+                msg_id: t.msg_id.clone(),
+                cmd_id: String::new(),
+                what: format!(
+                    "HTTP {} with {header} to device MsgID {}; the device waited {} s and sent it again",
+                    th.status,
+                    t.msg_id,
+                    th.waited.as_secs_f32()
+                ),
+            });
+        }
+        match &t.answer {
+            Answer::Message(_) | Answer::Empty => {}
+            other => wrong.push(format!("the retry got {}", other.describe())),
+        }
+        if let Some(Some(error)) = ended.get(&t.session_id) {
+            wrong.push(format!("session {} failed after the retry: {error}", t.session_id));
+        }
+        ev.push(Evidence {
+            from: "server".into(),
+            session_id: t.session_id.clone(),
+            msg_id: t.answer.message().map(|m| m.hdr.msg_id.clone()).unwrap_or_default(),
+            cmd_id: String::new(),
+            what: format!("answer to the retry of device MsgID {}: {}", t.msg_id, t.answer.describe()),
+        });
+        if !wrong.is_empty() {
+            broke += 1;
+            ev.push(Evidence {
+                from: "server".into(),
+                session_id: t.session_id.clone(),
+                msg_id: t.msg_id.clone(),
+                cmd_id: String::new(),
+                what: wrong.join("; "),
+            });
+        }
+    }
+    if broke == 0 {
+        THROTTLING.result(
+            profile,
+            Verdict::Pass,
+            format!(
+                "{count} throttling answer(s) to {} message(s), each with Retry-After; every retry was taken",
+                seen.len()
+            ),
+            ev,
+        )
+    } else {
+        THROTTLING.result(
+            profile,
+            Verdict::Fail,
+            format!("{broke} of {} throttled message(s) broke the rule", seen.len()),
+            ev,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::device::run::Throttle;
+
+    fn throttled(retry_after: Option<&str>, answer: Answer) -> super::super::Throttled {
+        super::super::Throttled {
+            session_id: "7".into(),
+            msg_id: "2".into(),
+            throttles: vec![Throttle {
+                status: 503,
+                retry_after: retry_after.map(String::from),
+                waited: Duration::from_secs(1),
+            }],
+            answer,
+        }
+    }
+
+    #[test]
+    fn throttling_is_judged_by_its_retry_after_and_what_the_retry_got() {
+        let none = BTreeMap::new();
+        let na = throttling(&[], &none, Profile::Win10);
+        assert_eq!(na.verdict, Verdict::NotApplicable);
+        assert_eq!(na.observed, "the server never answered HTTP 429 or 503 during the run");
+
+        let ok = throttling(&[throttled(Some("1"), Answer::Empty)], &none, Profile::Win10);
+        assert_eq!(ok.verdict, Verdict::Pass, "{ok:?}");
+        assert!(ok.evidence[0].what.contains("HTTP 503 with Retry-After 1 to device MsgID 2"), "{ok:?}");
+
+        let bare = throttling(&[throttled(None, Answer::Empty)], &none, Profile::Win10);
+        assert_eq!(bare.verdict, Verdict::Fail);
+        assert!(bare.evidence.iter().any(|e| e.what == "HTTP 503 without Retry-After"), "{bare:?}");
+
+        let lost = throttling(&[throttled(Some("1"), Answer::Failed("reset".into()))], &none, Profile::Win10);
+        assert_eq!(lost.verdict, Verdict::Fail);
+        assert!(lost.evidence.iter().any(|e| e.what.contains("the retry got no SyncML answer: reset")), "{lost:?}");
+
+        let ended = BTreeMap::from([("7".to_string(), Some("timeout".to_string()))]);
+        let failed = throttling(&[throttled(Some("1"), Answer::Empty)], &ended, Profile::Win10);
+        assert_eq!(failed.verdict, Verdict::Fail);
+        assert!(failed.evidence.iter().any(|e| e.what.contains("session 7 failed after the retry: timeout")));
+    }
+
+    #[test]
+    fn a_challenge_needs_an_md5_chal_with_a_fresh_base64_nonce() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let status = |ty: Option<&str>, nonce: Option<String>| Status {
+            data: "401".into(),
+            chal: Some(crate::syncml::Chal {
+                meta: Meta {
+                    type_: ty.map(String::from),
+                    format: Some("b64".into()),
+                    next_nonce: nonce,
+                    ..Meta::default()
+                },
+            }),
+            ..Status::default()
+        };
+        assert_eq!(bad_chal(&status(Some("syncml:auth-md5"), Some(b64(b"fresh")))), None);
+        assert_eq!(
+            bad_chal(&Status { data: "401".into(), ..Status::default() }).unwrap(),
+            "SyncHdr Status 401 without a Chal"
+        );
+        assert_eq!(bad_chal(&status(Some("syncml:auth-md5"), None)).unwrap(), "a Chal without a NextNonce");
+        assert!(bad_chal(&status(Some("syncml:auth-basic"), Some(b64(b"x")))).unwrap().contains("not syncml:auth-md5"));
+        assert!(bad_chal(&status(None, Some("not base64!".into()))).unwrap().contains("is not base64"));
+        assert_eq!(
+            bad_chal(&status(None, Some(b64(STALE_NONCE)))).unwrap(),
+            "the NextNonce is the stale nonce the device used"
+        );
+    }
 }

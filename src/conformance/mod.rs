@@ -22,15 +22,17 @@ pub mod probe;
 pub mod report;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
+use crate::device::engine::{Response, Transmit};
+use crate::device::run::Throttle;
 use crate::enroll::AuthToken;
 use crate::runner::enroll::{EnrollError, Enrolled, Exchange as EnrollExchange};
-use crate::runner::exchange::Exchange;
+use crate::runner::exchange::{Exchange, Exchanging};
 use crate::tree::Profile;
 
 /// The groups of checks, in the order the report lists them.
@@ -207,10 +209,71 @@ pub struct Target {
     pub enrollment: Option<EnrollmentRun>,
 }
 
+/// One message of the run that the server answered with HTTP 429 or 503 before it took it,
+/// and what came of the device's retries.
+#[derive(Debug, Clone)]
+pub struct Throttled {
+    pub session_id: String,
+    pub msg_id: String,
+    /// Each 429/503 answer, in order, with the wait the device made before sending again.
+    pub throttles: Vec<Throttle>,
+    /// The answer that came in the end (or why none did).
+    pub answer: probe::Answer,
+}
+
+/// An exchange that passes every message on and notes those the server throttled, for the
+/// throttling check: the retries happen in the transport, below the probes and sessions.
+pub struct Watch {
+    inner: Arc<dyn Exchange>,
+    seen: Mutex<Vec<Throttled>>,
+}
+
+impl Watch {
+    pub fn new(inner: Arc<dyn Exchange>) -> Watch {
+        Watch { inner, seen: Mutex::new(Vec::new()) }
+    }
+
+    /// The throttled messages seen so far.
+    pub fn seen(&self) -> Vec<Throttled> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Exchange for Watch {
+    fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a> {
+        Box::pin(async move {
+            let response = self.inner.exchange(transmit).await;
+            if let (Transmit::Session(req), Response::Session(reply)) = (transmit, &response)
+                && !reply.throttled.is_empty()
+            {
+                let (session_id, msg_id) =
+                    crate::syncml::decode(&req.body).map(|m| (m.hdr.session_id, m.hdr.msg_id)).unwrap_or_default();
+                let seen = Throttled {
+                    session_id,
+                    msg_id,
+                    throttles: reply.throttled.clone(),
+                    answer: probe::Answer::of(reply.result.clone()),
+                };
+                self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(seen);
+            }
+            response
+        })
+    }
+}
+
 /// Runs every check of `only` (all groups when empty) for one target; `now` stamps the
 /// sessions. Checks run in an order that keeps the server's view of the device usable: the
-/// enrollment first, then ordinary sessions, then probes, and the user unenrollment last.
+/// enrollment first, then ordinary sessions, then probes, and the user unenrollment last; the
+/// throttling check judges every message of the run.
 pub async fn run_profile(target: &mut Target, only: &[Group], now: DateTime<Utc>) -> Vec<CheckResult> {
+    let watch = Arc::new(Watch::new(target.exchange.clone()));
+    let original = std::mem::replace(&mut target.exchange, watch.clone());
+    let out = run_checks(target, only, now, &watch).await;
+    target.exchange = original;
+    out
+}
+
+async fn run_checks(target: &mut Target, only: &[Group], now: DateTime<Utc>, watch: &Watch) -> Vec<CheckResult> {
     let wanted = |g: Group| only.is_empty() || only.contains(&g);
     let mut out = Vec::new();
     let profile = target.device.profile;
@@ -218,8 +281,16 @@ pub async fn run_profile(target: &mut Target, only: &[Group], now: DateTime<Utc>
         out.extend(checks::enrollment(target.enrollment.as_ref(), &target.device, profile));
     }
     let needs_sessions = [Group::Session, Group::Modes, Group::Poll, Group::Profiles].into_iter().any(wanted);
+    // How each ordinary session ended, by SessionID (a throttled session must still complete).
+    let mut ended: BTreeMap<String, Option<String>> = BTreeMap::new();
     if needs_sessions {
         let traces = checks::ordinary_sessions(target, now).await;
+        for t in &traces {
+            let s = &t.report.summary;
+            let failed = (s.outcome != crate::session::Outcome::Completed)
+                .then(|| s.error.clone().unwrap_or_else(|| "failed".into()));
+            ended.insert(s.session_id.clone(), failed);
+        }
         if wanted(Group::Session) {
             out.extend(checks::session_basics(&traces, profile));
         }
@@ -241,6 +312,7 @@ pub async fn run_profile(target: &mut Target, only: &[Group], now: DateTime<Utc>
     }
     if wanted(Group::Copes) {
         out.extend(checks::copes(target, now).await);
+        out.push(checks::throttling(&watch.seen(), &ended, profile));
     }
     out
 }

@@ -1,7 +1,7 @@
 //! Probe sessions: a management session of the run's device whose messages a check shapes on
 //! purpose (a package 1 split over two messages, UUID CmdIDs, a keep-alive, a Status 500 in
-//! place of the device's real answer, a repeated package 1), and ordinary sessions whose every
-//! message is kept for the judges.
+//! place of the device's real answer, a repeated package 1, a Cred over a stale nonce, a
+//! Results value in chunks), and ordinary sessions whose every message is kept for the judges.
 //!
 //! Owns only the moving of messages and the record of what was sent and answered
 //! ([`Exchanged`]). The messages themselves start from the device's own: package 1 and the
@@ -42,7 +42,8 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn of(result: Result<Option<String>, crate::device::run::ExchangeError>) -> Answer {
+    /// The answer of an exchange's result.
+    pub fn of(result: Result<Option<String>, crate::device::run::ExchangeError>) -> Answer {
         match result {
             Ok(None) => Answer::Empty,
             Ok(Some(text)) => match syncml::decode(&text) {

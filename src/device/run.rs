@@ -78,17 +78,32 @@ pub struct Reply {
     /// Set when the request asked for a signature that could not be made: why (the message
     /// went out unsigned).
     pub unsigned: Option<String>,
+    /// The answers that asked the device to wait and send the message again (HTTP 429 or 503)
+    /// before this one came, in order.
+    pub throttled: Vec<Throttle>,
+}
+
+/// An HTTP 429 (too many requests) or 503 (service unavailable) answer to a message: the
+/// device waited and sent the same message again (RFC 9110 `Retry-After`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    /// 429 or 503.
+    pub status: u16,
+    /// The `Retry-After` header as the server sent it; `None` when it sent none.
+    pub retry_after: Option<String>,
+    /// How long the device waited before sending the message again.
+    pub waited: Duration,
 }
 
 impl Reply {
     /// An answer that took `elapsed`.
     pub fn answer(body: Option<String>, elapsed: Duration) -> Reply {
-        Reply { result: Ok(body), elapsed, unsigned: None }
+        Reply { result: Ok(body), elapsed, unsigned: None, throttled: Vec::new() }
     }
 
     /// No answer.
     pub fn error(e: ExchangeError, elapsed: Duration) -> Reply {
-        Reply { result: Err(e), elapsed, unsigned: None }
+        Reply { result: Err(e), elapsed, unsigned: None, throttled: Vec::new() }
     }
 }
 
@@ -172,6 +187,8 @@ pub struct SessionRun {
     /// How many of the device's waiting alerts went in package 1.
     delivered: usize,
     elapsed: Duration,
+    /// Messages sent again after an HTTP 429 or 503 ([`Reply::throttled`]).
+    throttled: u32,
     transcript: Option<Vec<TranscriptFile>>,
     started: DateTime<Utc>,
 }
@@ -231,6 +248,7 @@ impl SessionRun {
             notes,
             delivered,
             elapsed: Duration::ZERO,
+            throttled: 0,
             transcript: (opts.transcript || tracing::enabled!(tracing::Level::TRACE)).then(Vec::new),
             started: now,
         };
@@ -287,6 +305,7 @@ impl SessionRun {
         }
         self.sent = false;
         self.elapsed += reply.elapsed;
+        self.throttled += reply.throttled.len() as u32;
         let n = match &self.state {
             State::Awaiting(a) => a.awaiting_reply_to(),
             _ => return,
@@ -402,6 +421,7 @@ impl SessionRun {
     fn close(&mut self, summary: &mut Summary) {
         summary.findings.append(&mut self.notes);
         summary.wall_us = self.elapsed.as_micros() as u64;
+        summary.throttled = self.throttled;
         if self.transcript.is_some()
             && let Ok(text) = serde_json::to_string_pretty(summary)
         {

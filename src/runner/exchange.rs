@@ -21,11 +21,15 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use super::fetch;
-use super::http::{HttpError, Transport};
+use super::http::{HttpError, Transport, retry_after_text};
 use crate::device::engine::{Response, Transmit};
 use crate::device::run::{ExchangeError, Reply, Request};
 use crate::session::Fault;
 use crate::tree::FetchOutcome;
+
+/// How many times the in-process exchange sends a throttled message again (the HTTP
+/// transport's default, [`super::http::HttpOptions::max_429_retries`]).
+const MAX_THROTTLE_RETRIES: u32 = 3;
 
 /// How long a package download may take before it counts as timed out.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,12 +81,18 @@ pub async fn post(transport: &Transport, req: &Request) -> Reply {
                 None
             }
         },
-        _ => None,
+        (Some(_), None) => {
+            unsigned = Some("the device holds no enrollment certificate and key to sign with".into());
+            None
+        }
+        (None, _) => None,
     };
     let sig = signature.as_ref().map(|(h, v)| (*h, v.as_str()));
-    let answer = transport.post_signed(&req.url, &req.body, &req.client_request_id, sig, req.max_body).await;
+    let mut throttled = Vec::new();
+    let answer =
+        transport.post_observed(&req.url, &req.body, &req.client_request_id, sig, req.max_body, &mut throttled).await;
     let result = answer.map_err(|e| exchange_error(&e));
-    Reply { result, elapsed: started.elapsed(), unsigned }
+    Reply { result, elapsed: started.elapsed(), unsigned, throttled }
 }
 
 /// The engine's form of a transport failure.
@@ -115,10 +125,28 @@ impl Exchange for InProcess {
             let started = Instant::now();
             match transmit {
                 Transmit::Session(req) => {
-                    let (status, body) =
-                        self.server.post(&req.url, &req.body, self.cert_cn.as_deref(), req.max_body).await;
-                    let result = in_process_answer(&req.url, req.max_body, status, body);
-                    Response::Session(Reply { result, elapsed: started.elapsed(), unsigned: None })
+                    // A throttling answer (429/503) is sent again as the HTTP transport does,
+                    // as many times; the in-process exchange takes no time of its own, so the
+                    // wait its Retry-After asks for is noted and not slept.
+                    let mut throttled = Vec::new();
+                    let result = loop {
+                        let reply = self.server.post(&req.url, &req.body, self.cert_cn.as_deref(), req.max_body).await;
+                        if !matches!(reply.status, 429 | 503) {
+                            break in_process_answer(&req.url, req.max_body, reply.status, reply.body);
+                        }
+                        let tries = throttled.len() as u32 + 1;
+                        let retry = tries <= MAX_THROTTLE_RETRIES;
+                        throttled.push(crate::device::run::Throttle {
+                            status: reply.status,
+                            waited: if retry { retry_after_text(reply.retry_after.as_deref()) } else { Duration::ZERO },
+                            retry_after: reply.retry_after,
+                        });
+                        if !retry {
+                            let e = HttpError::Throttled { url: req.url.clone(), status: reply.status, tries };
+                            break Err(exchange_error(&e));
+                        }
+                    };
+                    Response::Session(Reply { result, elapsed: started.elapsed(), unsigned: None, throttled })
                 }
                 Transmit::Fetch { url } => Response::Fetch(match self.server.fetch(url) {
                     Some((size, sha256)) => FetchOutcome::Done { size, sha256 },

@@ -5,10 +5,10 @@
 //! `mode=`/`Platform=WoA` query, User-Agent, Accept, Accept-Charset, Client-Request-Id, the
 //! message signature header when the caller gives one ([`Transport::post_signed`])), TLS
 //! settings (verification on by default, an extra trusted CA, an optional client identity for
-//! mTLS), timeouts and HTTP 429 `Retry-After`, and the bounds a server cannot push it past: an
+//! mTLS), timeouts and the `Retry-After` of HTTP 429 and 503 answers, and the bounds a server cannot push it past: an
 //! answer body is read as it streams in and refused once it passes the caller's byte limit
 //! (`max_message_bytes`; a longer `Content-Length` is refused before any of it is read), and
-//! one answer, every 429 wait included, takes at most the timeout (a `Retry-After` that does
+//! one answer, every 429/503 wait included, takes at most the timeout (a `Retry-After` that does
 //! not fit gives up at once). Errors say whose fault they are: the server could not be reached
 //! ([`Fault::Unreachable`]) or it answered against the protocol ([`Fault::Protocol`]). Does not
 //! know SyncML beyond the content type.
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, ACCEPT_CHARSET, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Identity, StatusCode, Url};
 
+use crate::device::run::Throttle;
 use crate::session::{Fault, Limits, Mode};
 use crate::syncml;
 use crate::tree::Profile;
@@ -41,7 +42,7 @@ pub struct HttpOptions {
     pub insecure: bool,
     /// A client certificate and key for mTLS (the enrollment certificate).
     pub identity: Option<Identity>,
-    /// How many times an HTTP 429 is retried before giving up.
+    /// How many times an HTTP 429 or 503 is retried before giving up.
     pub max_429_retries: u32,
     /// The longest `Retry-After` waited for; a longer one (or one past what is left of
     /// `timeout`) gives up at once.
@@ -84,15 +85,16 @@ pub enum HttpError {
     /// No complete answer in time.
     #[error("no answer from {url} within {} s", after.as_secs_f32())]
     Timeout { url: String, after: Duration },
-    /// The server kept answering 429.
-    #[error("{url} answered HTTP 429 (too many requests) {tries} times; giving up")]
-    Throttled { url: String, tries: u32 },
-    /// The server answered 429 with a `Retry-After` longer than the device waits for an answer.
+    /// The server kept answering 429 or 503.
+    #[error("{url} answered HTTP {} {tries} times; giving up", throttle_name(*status))]
+    Throttled { url: String, status: u16, tries: u32 },
+    /// The server answered 429 or 503 with a `Retry-After` longer than the device waits for an
+    /// answer.
     #[error(
-        "{url} answered HTTP 429 (too many requests) with Retry-After {} s, more than the {} s the device still waits for this answer (--timeout {} s); giving up",
-        retry_after.as_secs_f32(), left.as_secs_f32(), timeout.as_secs_f32()
+        "{url} answered HTTP {} with Retry-After {} s, more than the {} s the device still waits for this answer (--timeout {} s); giving up",
+        throttle_name(*status), retry_after.as_secs_f32(), left.as_secs_f32(), timeout.as_secs_f32()
     )]
-    RetryTooLate { url: String, retry_after: Duration, left: Duration, timeout: Duration },
+    RetryTooLate { url: String, status: u16, retry_after: Duration, left: Duration, timeout: Duration },
     /// The answer's body is larger than the device reads (`max_message_bytes`).
     #[error("the answer of {url} is larger than max_message_bytes = {limit} bytes ({seen}); refused")]
     TooLarge { url: String, limit: u64, seen: String },
@@ -181,7 +183,7 @@ impl Transport {
     }
 
     /// POSTs one SyncML message. `Ok(None)` is an answer with an empty body (the end of the
-    /// session, as MDM servers end it). A 429 is retried after its `Retry-After` while that fits
+    /// session, as MDM servers end it). A 429 or 503 is retried after its `Retry-After` while that fits
     /// in the timeout. The body may have up to the default `max_message_bytes`
     /// ([`Limits::DEFAULT`]).
     pub async fn post(&self, url: &str, body: &str, client_request_id: &str) -> Result<Option<String>, HttpError> {
@@ -193,7 +195,7 @@ impl Transport {
     /// on the answer's body: more than `max_body` bytes is [`HttpError::TooLarge`], found out
     /// from `Content-Length` or while the body streams in, never after buffering it.
     ///
-    /// The whole call, every 429 wait included, ends within the transport's timeout: a
+    /// The whole call, every 429/503 wait included, ends within the transport's timeout: a
     /// `Retry-After` longer than what is left of it (or than `max_retry_after`) gives up at once
     /// ([`HttpError::RetryTooLate`]) instead of waiting for nothing.
     pub async fn post_signed(
@@ -203,6 +205,20 @@ impl Transport {
         client_request_id: &str,
         signature: Option<(&str, &str)>,
         max_body: u64,
+    ) -> Result<Option<String>, HttpError> {
+        self.post_observed(url, body, client_request_id, signature, max_body, &mut Vec::new()).await
+    }
+
+    /// [`Transport::post_signed`], noting in `throttled` each HTTP 429 or 503 answer (RFC 9110
+    /// `Retry-After`) after which the same message was sent again, or that ended the call.
+    pub async fn post_observed(
+        &self,
+        url: &str,
+        body: &str,
+        client_request_id: &str,
+        signature: Option<(&str, &str)>,
+        max_body: u64,
+        throttled: &mut Vec<Throttle>,
     ) -> Result<Option<String>, HttpError> {
         let deadline = Instant::now() + self.opts.timeout;
         let mut tries = 0;
@@ -229,22 +245,38 @@ impl Transport {
             let resp = req.send().await.map_err(|e| self.send_error(url, &e))?;
             let status = resp.status();
             tracing::debug!(url, status = status.as_u16(), "answer");
-            if status == StatusCode::TOO_MANY_REQUESTS {
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                let header = resp.headers().get(RETRY_AFTER);
+                let mut note = Throttle {
+                    status: status.as_u16(),
+                    retry_after: header.map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(64).collect()),
+                    waited: Duration::ZERO,
+                };
                 if tries > self.opts.max_429_retries {
-                    return Err(HttpError::Throttled { url: url.to_string(), tries });
+                    throttled.push(note);
+                    return Err(HttpError::Throttled { url: url.to_string(), status: status.as_u16(), tries });
                 }
-                let asked = retry_after(resp.headers().get(RETRY_AFTER));
+                let asked = retry_after(header);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if asked > left.min(self.opts.max_retry_after) {
+                    throttled.push(note);
                     return Err(HttpError::RetryTooLate {
                         url: url.to_string(),
+                        status: status.as_u16(),
                         retry_after: asked,
                         left: left.min(self.opts.max_retry_after),
                         timeout: self.opts.timeout,
                     });
                 }
-                tracing::info!(url, wait_s = asked.as_secs_f32(), "HTTP 429: waiting as Retry-After asks");
+                tracing::info!(
+                    url,
+                    status = status.as_u16(),
+                    wait_s = asked.as_secs_f32(),
+                    "throttled: waiting as Retry-After asks"
+                );
                 tokio::time::sleep(asked).await;
+                note.waited = asked;
+                throttled.push(note);
                 continue;
             }
             if !status.is_success() {
@@ -328,9 +360,23 @@ fn header(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("0"))
 }
 
+/// The status of a throttling answer in words.
+fn throttle_name(status: u16) -> String {
+    match status {
+        429 => "429 (too many requests)".into(),
+        503 => "503 (service unavailable)".into(),
+        other => other.to_string(),
+    }
+}
+
 /// `Retry-After` as seconds or an HTTP date; 1 s when absent or unreadable.
 fn retry_after(value: Option<&HeaderValue>) -> Duration {
-    let Some(text) = value.and_then(|v| v.to_str().ok()).map(str::trim) else { return Duration::from_secs(1) };
+    retry_after_text(value.map(|v| v.to_str().unwrap_or("")))
+}
+
+/// `Retry-After` text as seconds or an HTTP date; 1 s when absent or unreadable.
+pub fn retry_after_text(value: Option<&str>) -> Duration {
+    let Some(text) = value.map(str::trim) else { return Duration::from_secs(1) };
     if let Ok(secs) = text.parse::<u64>() {
         return Duration::from_secs(secs);
     }
@@ -447,9 +493,30 @@ mod tests {
     #[tokio::test]
     async fn an_error_page_is_quoted_from_its_start_only() {
         let t = transport(Duration::from_secs(10));
-        let url = answering("HTTP/1.1 503 Busy\r\nContent-Length: 3000000\r\n\r\n", 3_000_000).await;
+        let url = answering("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3000000\r\n\r\n", 3_000_000).await;
         let e = t.post_signed(&url, "<SyncML/>", "0", None, 100).await.unwrap_err();
-        assert!(matches!(e, HttpError::Status { status: 503, ref body, .. } if body.len() == 200), "{e}");
+        assert!(matches!(e, HttpError::Status { status: 502, ref body, .. } if body.len() == 200), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_503_is_sent_again_after_its_retry_after_a_bounded_number_of_times() {
+        let t = transport(Duration::from_secs(10));
+        let url = answering("HTTP/1.1 503 Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n", 0).await;
+        let mut seen = Vec::new();
+        let e = t.post_observed(&url, "<SyncML/>", "0", None, 100, &mut seen).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("{url} answered HTTP 503 (service unavailable) 4 times; giving up"));
+        assert_eq!(e.fault(), Fault::Unreachable);
+        // Three retries, each noted with the header as sent, and the answer that ended it.
+        assert_eq!(seen.len(), 4);
+        assert!(seen.iter().all(|s| s.status == 503 && s.retry_after.as_deref() == Some("0")), "{seen:?}");
+        // Without the header the device waits its own second.
+        let url = answering("HTTP/1.1 429 Busy\r\nContent-Length: 0\r\n\r\n", 0).await;
+        let mut seen = Vec::new();
+        let t = Transport::new(HttpOptions { max_429_retries: 1, ..HttpOptions::default() }).expect("transport");
+        let started = Instant::now();
+        t.post_observed(&url, "<SyncML/>", "0", None, 100, &mut seen).await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!((seen[0].retry_after.as_deref(), seen[0].waited), (None, Duration::from_secs(1)));
     }
 
     #[tokio::test]

@@ -53,6 +53,8 @@ impl Preset {
             empty_reply_to_package1: false,
             separate_tls_ca: false,
             client_final: true,
+            throttle_without_retry_after: false,
+            auth_http_401: false,
         };
         match self {
             Preset::Standard => standard,
@@ -168,6 +170,12 @@ pub struct CompatConfig {
     /// answered with Alert 1222 (OMA DM); off, the server ignores the device's Final, as
     /// Fleet's service does.
     pub client_final: Option<bool>,
+    /// The throttling faults (`429`, `503`) answer without a `Retry-After` header, as a
+    /// server behind an overloaded proxy or load balancer may.
+    pub throttle_without_retry_after: Option<bool>,
+    /// A message whose credentials fail is answered with a bare HTTP 401: no SyncML, so no
+    /// SyncHdr Status and no Chal with a NextNonce (the nonce stays as it was).
+    pub auth_http_401: Option<bool>,
 }
 
 impl CompatConfig {
@@ -187,6 +195,8 @@ impl CompatConfig {
             empty_reply_to_package1: self.empty_reply_to_package1.unwrap_or(p.empty_reply_to_package1),
             separate_tls_ca: self.separate_tls_ca.unwrap_or(p.separate_tls_ca),
             client_final: self.client_final.unwrap_or(p.client_final),
+            throttle_without_retry_after: self.throttle_without_retry_after.unwrap_or(p.throttle_without_retry_after),
+            auth_http_401: self.auth_http_401.unwrap_or(p.auth_http_401),
         }
     }
 }
@@ -206,6 +216,8 @@ pub struct Compat {
     pub empty_reply_to_package1: bool,
     pub separate_tls_ca: bool,
     pub client_final: bool,
+    pub throttle_without_retry_after: bool,
+    pub auth_http_401: bool,
 }
 
 impl Default for Compat {

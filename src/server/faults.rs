@@ -1,13 +1,13 @@
 //! Fault injection: with the probabilities a user gives (`mdmsim server --faults
 //! 500=5%,reset=2%`, or the `[faults]` table of the config), a management request gets an HTTP
 //! 500, a connection closed without an answer, a late answer, a truncated body, malformed
-//! SyncML, or an answer without `<Final/>`, so that a device side can be watched surviving a
-//! faulty server.
+//! SyncML, an answer without `<Final/>`, or a throttling answer (HTTP 429 or 503 with a
+//! `Retry-After`), so that a device side can be watched surviving a faulty or busy server.
 //!
 //! Owns the fault names, the spec grammar, the `[faults]` table, the seeded draw, and what each
 //! fault puts on the wire. It does not touch the per-device state: `mod.rs` draws a fault for
 //! each management request before handing the message to `mgmt.rs`. The faults that replace the
-//! answer (`500`, `reset`, `truncate`, `malformed`) are injected *instead of* handling the
+//! answer (`500`, `reset`, `truncate`, `malformed`, `429`, `503`) are injected *instead of* handling the
 //! message, so the server never acts on a message whose answer the device did not get: the
 //! device rolls its session back, and the server's commands of that session, which got no
 //! Status, go again in the device's next session, as a real server's queue resends what was
@@ -40,6 +40,10 @@ use crate::syncml::{self, Command, Status, SyncBody, SyncHdr, SyncMl};
 pub const DEFAULT_SLOW_DELAY: Duration = Duration::from_secs(2);
 /// The longest `slow` delay accepted: a fault must not hold a connection for long.
 pub const MAX_SLOW_DELAY: Duration = Duration::from_secs(30);
+/// The `Retry-After` of a `429` or `503` answer when none is configured.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` accepted (whole seconds, as the header carries them).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Probabilities are kept in parts per million, so that sums are exact.
 const MILLION: u32 = 1_000_000;
@@ -59,17 +63,23 @@ pub enum FaultKind {
     Malformed,
     /// The answer without its `<Final/>`.
     NoFinal,
+    /// HTTP 429 (too many requests) with `Retry-After`.
+    Http429,
+    /// HTTP 503 (service unavailable) with `Retry-After`.
+    Http503,
 }
 
 impl FaultKind {
     /// Every kind, in the order the spec and the summary list them.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Http500,
         FaultKind::Reset,
         FaultKind::Slow,
         FaultKind::Truncate,
         FaultKind::Malformed,
         FaultKind::NoFinal,
+        FaultKind::Http429,
+        FaultKind::Http503,
     ];
 
     /// The name in specs, in the `[faults]` table and in the summary's `faults` map.
@@ -81,13 +91,23 @@ impl FaultKind {
             FaultKind::Truncate => "truncate",
             FaultKind::Malformed => "malformed",
             FaultKind::NoFinal => "no-final",
+            FaultKind::Http429 => "429",
+            FaultKind::Http503 => "503",
         }
     }
 
     /// True for the faults that take the place of the answer: the device never gets one, so
     /// the server does not act on the message (and a device fails that session).
     pub fn replaces_answer(self) -> bool {
-        matches!(self, FaultKind::Http500 | FaultKind::Reset | FaultKind::Truncate | FaultKind::Malformed)
+        matches!(
+            self,
+            FaultKind::Http500
+                | FaultKind::Reset
+                | FaultKind::Truncate
+                | FaultKind::Malformed
+                | FaultKind::Http429
+                | FaultKind::Http503
+        )
     }
 
     fn index(self) -> usize {
@@ -138,12 +158,14 @@ pub enum FaultSpecError {
     BadDelay(String),
     #[error("slow delay {0:?}: at most 30s")]
     DelayTooLong(String),
+    #[error("Retry-After {0:?}: expected whole seconds such as 1s or 5 (at most 30s)")]
+    BadRetryAfter(String),
 }
 
 /// How likely each fault is on one management request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultSpec {
-    ppm: [u32; 6],
+    ppm: [u32; 8],
 }
 
 impl FaultSpec {
@@ -281,13 +303,29 @@ pub fn parse_delay(text: &str) -> Result<Duration, FaultSpecError> {
     Ok(Duration::from_millis(ms.round() as u64))
 }
 
+/// The `Retry-After` of a throttling fault: whole seconds (`1s`, `5`), from 0 to 30 s.
+pub fn parse_retry_after(text: &str) -> Result<Duration, FaultSpecError> {
+    let t = text.trim();
+    let number = t.strip_suffix('s').unwrap_or(t).trim();
+    let secs: u64 = number
+        .parse()
+        .ok()
+        .filter(|_| number.chars().all(|c| c.is_ascii_digit()))
+        .ok_or_else(|| FaultSpecError::BadRetryAfter(text.to_string()))?;
+    let d = Duration::from_secs(secs);
+    if d > MAX_RETRY_AFTER {
+        return Err(FaultSpecError::BadRetryAfter(text.to_string()));
+    }
+    Ok(d)
+}
+
 /// A delay as `2s` or `500ms`.
 pub fn format_delay(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 /// The `[faults]` table: one key per fault name with its probability (`"5%"` or a fraction
-/// such as `0.05`), plus `seed` and `slow_delay`.
+/// such as `0.05`), plus `seed`, `slow_delay` and `retry_after`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "BTreeMap<String, toml::Value>")]
 pub struct FaultConfig {
@@ -297,6 +335,8 @@ pub struct FaultConfig {
     pub seed: Option<u64>,
     /// The delay of a `slow` answer; `None` is [`DEFAULT_SLOW_DELAY`].
     pub slow_delay: Option<Duration>,
+    /// The `Retry-After` of a `429` or `503` answer; `None` is [`DEFAULT_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
 }
 
 impl TryFrom<BTreeMap<String, toml::Value>> for FaultConfig {
@@ -318,9 +358,19 @@ impl TryFrom<BTreeMap<String, toml::Value>> for FaultConfig {
                     out.slow_delay = Some(parse_delay(&n.to_string()).map_err(|e| format!("{at}: {e}"))?);
                 }
                 ("slow_delay", _) => return Err(format!("{at}: expected a duration such as \"2s\" or \"500ms\"")),
+                ("retry_after", toml::Value::String(s)) => {
+                    out.retry_after = Some(parse_retry_after(s).map_err(|e| format!("{at}: {e}"))?);
+                }
+                ("retry_after", toml::Value::Integer(n)) => {
+                    out.retry_after = Some(parse_retry_after(&n.to_string()).map_err(|e| format!("{at}: {e}"))?);
+                }
+                ("retry_after", _) => return Err(format!("{at}: expected whole seconds such as \"1s\"")),
                 (name, value) => {
                     let kind: FaultKind = name.parse().map_err(|()| {
-                        format!("{at}: unknown key {name:?}; the keys are {}, seed and slow_delay", names())
+                        format!(
+                            "{at}: unknown key {name:?}; the keys are {}, seed, slow_delay and retry_after",
+                            names()
+                        )
                     })?;
                     let ppm = match value {
                         toml::Value::String(s) => parse_probability(s.trim()),
@@ -346,6 +396,8 @@ pub struct FaultPlan {
     /// The seed in use (given, or picked at start).
     pub seed: u64,
     pub slow_delay: Duration,
+    /// The `Retry-After` of a `429` or `503` answer.
+    pub retry_after: Duration,
 }
 
 impl fmt::Display for FaultPlan {
@@ -353,6 +405,9 @@ impl fmt::Display for FaultPlan {
         write!(f, "{} (seed {}", self.spec, self.seed)?;
         if self.spec.probability(FaultKind::Slow) > 0.0 {
             write!(f, ", slow delay {}", format_delay(self.slow_delay))?;
+        }
+        if self.spec.probability(FaultKind::Http429) > 0.0 || self.spec.probability(FaultKind::Http503) > 0.0 {
+            write!(f, ", Retry-After {}", format_delay(self.retry_after))?;
         }
         f.write_str(")")
     }
@@ -405,6 +460,22 @@ fn uniform(seed: u64, n: u64, device_id: &str) -> u32 {
 /// `500`: the status and a body that says where it comes from.
 pub fn http_500() -> Response {
     (HttpStatus::INTERNAL_SERVER_ERROR, "mdmsim fault injection: HTTP 500 Internal Server Error\n").into_response()
+}
+
+/// `429` or `503`: the status with `Retry-After` (whole seconds), or without the header when
+/// `retry_after` is `None` (compat `throttle_without_retry_after`), and a body that says where it
+/// comes from.
+pub fn throttled(kind: FaultKind, retry_after: Option<Duration>) -> Response {
+    let status = match kind {
+        FaultKind::Http429 => HttpStatus::TOO_MANY_REQUESTS,
+        _ => HttpStatus::SERVICE_UNAVAILABLE,
+    };
+    let body = format!("mdmsim fault injection: HTTP {status}\n");
+    let mut resp = (status, body).into_response();
+    if let Some(d) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(d.as_secs()));
+    }
+    resp
 }
 
 /// `reset`: a response whose body fails before anything is sent. The HTTP layer buffers the
@@ -515,7 +586,7 @@ mod tests {
         let err = |s: &str| s.parse::<FaultSpec>().unwrap_err().to_string();
         assert_eq!(
             err("500=5%,rst=2%"),
-            "fault term \"rst=2%\": unknown fault \"rst\"; the faults are 500, reset, slow, truncate, malformed, no-final"
+            "fault term \"rst=2%\": unknown fault \"rst\"; the faults are 500, reset, slow, truncate, malformed, no-final, 429, 503"
         );
         assert!(err("reset").starts_with("fault term \"reset\": expected NAME=PROBABILITY"), "{}", err("reset"));
         assert!(err("reset=5").contains("\"5\" is not a probability"), "{}", err("reset=5"));
@@ -559,7 +630,12 @@ mod tests {
 
     #[test]
     fn the_draw_follows_the_probabilities_and_the_seed() {
-        let plan = |spec: &str, seed| FaultPlan { spec: spec.parse().unwrap(), seed, slow_delay: DEFAULT_SLOW_DELAY };
+        let plan = |spec: &str, seed| FaultPlan {
+            spec: spec.parse().unwrap(),
+            seed,
+            slow_delay: DEFAULT_SLOW_DELAY,
+            retry_after: DEFAULT_RETRY_AFTER,
+        };
         let mut inj = Injector::new(plan("500=10%,reset=5%,no-final=5%", 42));
         let draws: Vec<Option<FaultKind>> = (0..20_000).map(|i| inj.draw(&format!("DEV{}", i % 10))).collect();
         let count = |k| draws.iter().filter(|d| **d == Some(k)).count();
@@ -596,5 +672,23 @@ mod tests {
         let full = syncml::encode(&status_only(&client)).len();
         assert_eq!(resp.headers()[header::CONTENT_LENGTH], full.to_string().as_str());
         assert_eq!(http_500().status(), 500);
+        let t = throttled(FaultKind::Http503, Some(Duration::from_secs(2)));
+        assert_eq!((t.status().as_u16(), &t.headers()[header::RETRY_AFTER]), (503, &header::HeaderValue::from(2u64)));
+        let t = throttled(FaultKind::Http429, None);
+        assert_eq!(t.status(), 429);
+        assert!(t.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_bounded() {
+        assert_eq!(parse_retry_after("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("0"), Ok(Duration::ZERO));
+        for bad in ["31s", "1.5s", "soon", "", "-1"] {
+            assert_eq!(parse_retry_after(bad), Err(FaultSpecError::BadRetryAfter(bad.into())), "{bad}");
+        }
+        let table: BTreeMap<String, toml::Value> = toml::from_str("\"503\" = \"10%\"\nretry_after = 2\n").unwrap();
+        let c = FaultConfig::try_from(table).unwrap();
+        assert_eq!((c.spec.to_string(), c.retry_after), ("503=10%".into(), Some(Duration::from_secs(2))));
     }
 }

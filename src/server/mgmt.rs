@@ -84,6 +84,8 @@ pub enum Reply {
     Message(Box<SyncMl>),
     /// HTTP 200 with an empty body: the session is over.
     End,
+    /// HTTP 401 with no SyncML at all (compat `auth_http_401`): the credentials failed.
+    HttpUnauthorized,
 }
 
 /// Op to use for a setting or an app's Name/URL/Version.
@@ -365,8 +367,10 @@ impl Mgmt {
         let dev = self.device(&device_id);
 
         // Authentication first (OMA DM 1.2 security): nothing else is processed without it.
-        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn, &mut rng) {
+        let auth = match authenticate(&config, dev, &msg.hdr, cert_cn, &mut rng, !compat.auth_http_401) {
             Ok(method) => method,
+            // Compat: a bare HTTP 401, no Status and no Chal (so no new nonce either).
+            Err(_) if compat.auth_http_401 => return Reply::HttpUnauthorized,
             Err((code, nonce)) => {
                 let mut st = out.hdr_status(code);
                 st.chal = Some(Box::new(Chal {
@@ -419,7 +423,14 @@ impl Mgmt {
         for cmd in &msg.body.commands {
             match cmd {
                 Command::Status(st) => on_status(dev, &config, st, &session_id, now),
-                Command::Results(r) => on_results(dev, r, &session_id),
+                Command::Results(r) => {
+                    on_results(dev, r, &session_id);
+                    // A chunk of a large object (OMA DM 1.2 large object handling): buffered,
+                    // and said so with 213; the rest comes in the device's next message.
+                    if r.items.iter().any(|i| i.more_data) {
+                        out.status_for(&msg.hdr.msg_id, cmd, StatusCode::ChunkedItemAccepted.code());
+                    }
+                }
                 Command::Alert(a) => {
                     match AlertCode::parse(&a.data) {
                         Some(AlertCode::SessionAbort) => abort = true,
@@ -588,13 +599,15 @@ fn new_device(id: &str, config: &Config, plans: &Plans) -> Device {
     d
 }
 
-/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal.
+/// `Err((status, nonce))` answers the SyncHdr with 401/407 and a Chal. A Cred that does not
+/// match gets a fresh nonce when `rotate` (a server that sends no Chal keeps the old one).
 fn authenticate(
     config: &Config,
     dev: &mut Device,
     hdr: &SyncHdr,
     cert_cn: Option<&str>,
     rng: &mut ServerRng,
+    rotate: bool,
 ) -> Result<AuthMethod, (u16, Vec<u8>)> {
     match config.management.auth {
         AuthMode::None => return Ok(AuthMethod::Unauthenticated),
@@ -635,7 +648,9 @@ fn authenticate(
         dev.rekey_wanted = false;
         return Ok(AuthMethod::Md5);
     }
-    creds.nonce = rng.bytes16();
+    if rotate {
+        creds.nonce = rng.bytes16();
+    }
     let nonce = creds.nonce.clone();
     dev.record.finding(format!("session {}: the Cred does not match the device's credentials", hdr.session_id));
     Err((StatusCode::InvalidCredentials.code(), nonce))
@@ -1444,7 +1459,7 @@ mod tests {
         };
         match m.handle(inc) {
             Reply::Message(r) => r.body.commands.into_iter().filter(|c| !matches!(c, Command::Status(_))).collect(),
-            Reply::End => Vec::new(),
+            Reply::End | Reply::HttpUnauthorized => Vec::new(),
         }
     }
 
@@ -1485,7 +1500,7 @@ mod tests {
             let inc = Incoming { msg: message, mode: None, cert_cn: None, user_agent_origin: None, now: Utc::now() };
             match m.handle(inc) {
                 Reply::Message(r) => Some(*r),
-                Reply::End => None,
+                Reply::End | Reply::HttpUnauthorized => None,
             }
         };
         let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
@@ -1534,6 +1549,53 @@ mod tests {
         let exec = send(&mut m, msg("4", "1", pkg1));
         assert!(names(&exec).contains(&"Exec".to_string()), "{:?}", names(&exec));
         assert!(!m.record("DEV1").unwrap().unenrolled);
+    }
+
+    #[test]
+    fn a_large_object_from_the_device_is_answered_213_per_chunk_and_recorded_whole() {
+        let text = "[management]\nauth = 'none'\ninventory = ['./DevDetail/SwV']\n[dmclient]\npush_pfn = 'P'\n";
+        let mut m = Mgmt::new(Arc::new(Config::parse(text, "t").unwrap()), Vec::new());
+        let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+        let cmds = send(&mut m, msg("1", "1", pkg1));
+        let get = cmds.iter().find(|c| c.name() == "Get").unwrap().cmd_id().to_string();
+        let chunk = |msg_id: &str, cmd_id: &str, data: &str, more: bool| {
+            let more_data = if more { "<MoreData/>" } else { "" };
+            let size = if cmd_id == "2" { "<Meta><Size xmlns=\"syncml:metinf\">9</Size></Meta>" } else { "" };
+            let mut message = msg(
+                "1",
+                msg_id,
+                &format!(
+                    "<Results><CmdID>{cmd_id}</CmdID><MsgRef>1</MsgRef><CmdRef>{get}</CmdRef><Item>{size}\
+                     <Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>{data}</Data>{more_data}</Item></Results>"
+                ),
+            );
+            message.body.final_ = !more;
+            message
+        };
+        let answer = |m: &mut Mgmt, message: SyncMl| match m.handle(Incoming {
+            msg: message,
+            mode: Some("Maintenance"),
+            cert_cn: None,
+            user_agent_origin: None,
+            now: Utc::now(),
+        }) {
+            Reply::Message(r) => r.body.commands,
+            Reply::End | Reply::HttpUnauthorized => Vec::new(),
+        };
+        for (msg_id, cmd_id, data) in [("2", "2", "10.0"), ("3", "3", ".226")] {
+            let cmds = answer(&mut m, chunk(msg_id, cmd_id, data, true));
+            let st = cmds.iter().find_map(|c| match c {
+                Command::Status(s) if s.cmd_ref == cmd_id => Some(s.clone()),
+                _ => None,
+            });
+            let st = st.unwrap_or_else(|| panic!("no Status for chunk {cmd_id}: {cmds:?}"));
+            assert_eq!((st.cmd.as_str(), st.data.as_str(), st.msg_ref.as_str()), ("Results", "213", msg_id));
+            assert!(cmds.iter().any(|c| matches!(c, Command::Alert(a) if a.data == "1222")), "{cmds:?}");
+        }
+        answer(&mut m, chunk("4", "4", "31", false));
+        let rec = m.record("DEV1").unwrap();
+        assert_eq!(rec.inventory["./DevDetail/SwV"], "10.0.22631");
+        assert!(!rec.findings.iter().any(|f| f.contains("chunk")), "{:?}", rec.findings);
     }
 
     #[test]

@@ -409,6 +409,16 @@ pub struct InProcessServer {
     shared: Arc<Shared>,
 }
 
+/// The answer of the in-process management endpoint.
+#[derive(Debug, Clone)]
+pub struct InProcessReply {
+    pub status: u16,
+    /// The `Retry-After` header, when the answer has one.
+    pub retry_after: Option<String>,
+    /// The body, `None` when it is longer than the caller reads.
+    pub body: Option<Bytes>,
+}
+
 /// Builds an in-process server (CA and admin token in `state_dir`, as [`start`] does).
 pub fn start_in_process(
     state_dir: impl Into<PathBuf>,
@@ -426,14 +436,17 @@ impl InProcessServer {
         format!("{}{MANAGEMENT_PATH}", self.shared.base_url)
     }
 
-    /// One management POST to `url` (its query gives the mode): the HTTP status and at most
-    /// `max_body` bytes of the body (`None` when the body is longer).
-    pub async fn post(&self, url: &str, body: &str, cert_cn: Option<&str>, max_body: u64) -> (u16, Option<Bytes>) {
+    /// One management POST to `url` (its query gives the mode): the HTTP status, the
+    /// `Retry-After` header (of a throttling fault) and at most `max_body` bytes of the body
+    /// (`None` when the body is longer).
+    pub async fn post(&self, url: &str, body: &str, cert_cn: Option<&str>, max_body: u64) -> InProcessReply {
         let query = url.split_once('?').map(|(_, q)| q);
         let resp = manage(&self.shared, cert_cn, query, None, body.as_bytes()).await;
         let status = resp.status().as_u16();
+        let retry_after =
+            resp.headers().get(header::RETRY_AFTER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        (status, axum::body::to_bytes(resp.into_body(), limit).await.ok())
+        InProcessReply { status, retry_after, body: axum::body::to_bytes(resp.into_body(), limit).await.ok() }
     }
 
     /// A package download: its size and hex SHA-256, or `None` when no package has that URL.
@@ -482,6 +495,7 @@ fn shared(
             // repeated with it.
             seed: fault_config.seed.unwrap_or_else(|| u64::from_be_bytes(random_bytes())),
             slow_delay: fault_config.slow_delay.unwrap_or(faults::DEFAULT_SLOW_DELAY),
+            retry_after: fault_config.retry_after.unwrap_or(faults::DEFAULT_RETRY_AFTER),
         }))
     });
     let packages = build_packages(&config, &base_url)?;
@@ -906,6 +920,12 @@ async fn manage(
             record_fault(kind);
             return faults::malformed(&msg.hdr);
         }
+        Some(kind @ (FaultKind::Http429 | FaultKind::Http503)) => {
+            record_fault(kind);
+            // Compat `throttle_without_retry_after`: the answer says to come back, not when.
+            let after = s.fault_plan().map_or(faults::DEFAULT_RETRY_AFTER, |p| p.retry_after);
+            return faults::throttled(kind, (!s.compat.throttle_without_retry_after).then_some(after));
+        }
         Some(kind @ FaultKind::Slow) => {
             record_fault(kind);
             // Before handling: a device that gives up first closes the connection, this
@@ -921,6 +941,9 @@ async fn manage(
     let reply = s.mgmt().handle(Incoming { msg, mode: mode.as_deref(), cert_cn, user_agent_origin, now });
     match reply {
         Reply::End => (HttpStatus::OK, Bytes::new()).into_response(),
+        Reply::HttpUnauthorized => {
+            (HttpStatus::UNAUTHORIZED, "the credentials of this message were not accepted\n").into_response()
+        }
         Reply::Message(mut m) => {
             // An empty answer has no Final to drop, nor has an answer that already goes
             // without one (compat `final`): then nothing is injected or counted.

@@ -103,6 +103,14 @@ pub struct Summary {
     /// EnableOmaDmKeepAliveMessage) while slow commands ran.
     #[serde(default)]
     pub keep_alives: u32,
+    /// Messages sent again because the server answered HTTP 429 or 503 (it was busy), each
+    /// after the wait its `Retry-After` asked for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttled: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One server command as the device answered it.
@@ -150,6 +158,7 @@ impl Summary {
             started_at: now,
             duration_ms: 0,
             keep_alives: 0,
+            throttled: 0,
         }
     }
 
@@ -175,6 +184,12 @@ impl Summary {
         ));
         if self.keep_alives > 0 {
             out.push_str(&format!("  keep-alive: {} request-pending alert(s) sent\n", self.keep_alives));
+        }
+        if self.throttled > 0 {
+            out.push_str(&format!(
+                "  throttled: {} message(s) sent again after HTTP 429/503 and its Retry-After\n",
+                self.throttled
+            ));
         }
         out.push_str(&format!("  commands:  {}\n", counts(&self.commands_received)));
         out.push_str(&format!("  statuses:  {}\n", counts(&self.statuses_sent)));

@@ -158,3 +158,46 @@ fn bench_sessions_reports_what_it_measured_as_json() {
     let (code, _, err) = mdmsim(&["bench", "sessions", "--exchange", "http"]);
     assert_eq!(code, 2, "--exchange http needs --server: {err}");
 }
+
+/// The in-process exchange sends a throttled message (HTTP 429/503) again as the HTTP
+/// transport does, noting the wait its Retry-After asks for: the sessions' `throttled` add up
+/// to what the server injected.
+#[test]
+fn throttled_messages_are_sent_again_in_process_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::demo();
+    config.management.auth = AuthMode::None;
+    config.management.seed = Some(5);
+    config.faults = mdmsim::server::FaultConfig {
+        spec: "429=10%,503=10%".parse().unwrap(),
+        seed: Some(4),
+        slow_delay: None,
+        retry_after: Some(std::time::Duration::from_secs(3)),
+    };
+    let at = start();
+    let srv = Arc::new(mdmsim::server::start_in_process(dir.path(), config, Some(Arc::new(move || at))).unwrap());
+    let url = srv.management_url();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let registry = Arc::new(mdmsim::csp::registry());
+    let exchange: Arc<dyn Exchange> = Arc::new(InProcess::new(Arc::clone(&srv)));
+    let mut fleet = Fleet::with_exchange(registry, exchange, members(4, &url), FleetOptions::default());
+    let mut clock = VirtualClock::new(start());
+    let (mut throttled, mut completed_after_throttle, mut errors) = (0u64, 0, Vec::new());
+    rt.block_on(fleet.run(&mut clock, start() + chrono::Duration::hours(12), |r, _| {
+        if let Record::Session { summary, .. } = r {
+            throttled += u64::from(summary.throttled);
+            if summary.throttled > 0 && summary.outcome == mdmsim::session::Outcome::Completed {
+                completed_after_throttle += 1;
+            }
+            if let Some(e) = &summary.error {
+                errors.push(e.clone());
+            }
+        }
+    }));
+    let faults = srv.summary().faults;
+    let injected: u64 = ["429", "503"].iter().map(|k| faults.get(*k).copied().unwrap_or(0) as u64).sum();
+    assert!(injected > 0, "{faults:?}");
+    assert_eq!(throttled, injected);
+    assert!(completed_after_throttle > 0);
+    assert!(errors.iter().all(|e| e.contains("4 times; giving up")), "{errors:?}");
+}

@@ -46,7 +46,7 @@ fn msg2(session: &str) -> String {
 fn config(faults: &str, seed: u64, slow_delay: Option<Duration>) -> Config {
     let mut config = Config::default();
     config.management.auth = AuthMode::None;
-    config.faults = FaultConfig { spec: faults.parse().unwrap(), seed: Some(seed), slow_delay };
+    config.faults = FaultConfig { spec: faults.parse().unwrap(), seed: Some(seed), slow_delay, retry_after: None };
     config
 }
 
@@ -211,7 +211,7 @@ fn listening_beyond_loopback_needs_allow_remote() {
 fn bad_fault_specs_exit_2_naming_the_term_and_the_fault_names() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("srv").to_string_lossy().into_owned();
-    let names = "the faults are 500, reset, slow, truncate, malformed, no-final";
+    let names = "the faults are 500, reset, slow, truncate, malformed, no-final, 429, 503";
     let cases = [
         ("500=5%,rst=2%", "fault term \"rst=2%\": unknown fault \"rst\""),
         ("reset=150%", "fault term \"reset=150%\": \"150%\" is not a probability"),
@@ -312,6 +312,28 @@ async fn each_fault_looks_as_documented_on_the_wire_and_is_counted() {
     let end = post(&c, &h, &msg2("1")).await;
     assert_eq!(end.text().await.unwrap(), "", "the session's end");
     assert_eq!(h.summary().faults["no-final"], 1, "the empty answer is not counted");
+    h.shutdown().await;
+
+    // 429 and 503: the status with Retry-After (the configured seconds), not acted on.
+    for (kind, status) in [("429", 429), ("503", 503)] {
+        let mut cfg = config(&format!("{kind}=100%"), 1, None);
+        cfg.faults.retry_after = Some(Duration::from_secs(2));
+        let h = start(dir.path(), cfg).await;
+        let resp = post(&c, &h, &pkg1("1")).await;
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["retry-after"], "2");
+        assert!(resp.text().await.unwrap().starts_with(&format!("mdmsim fault injection: HTTP {status}")));
+        assert!(h.device(DEV).unwrap().checkins.is_empty(), "{kind}: not acted on");
+        assert_eq!(h.summary().faults[kind], 1);
+        h.shutdown().await;
+    }
+    // Compat `throttle_without_retry_after`: the same answer without the header.
+    let mut cfg = config("503=100%", 1, None);
+    cfg.compat.throttle_without_retry_after = Some(true);
+    let h = start(dir.path(), cfg).await;
+    let resp = post(&c, &h, &pkg1("1")).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_none());
     h.shutdown().await;
 
     // slow: the real answer, after the delay.
@@ -447,4 +469,36 @@ fn a_fleet_lives_through_a_faulty_server_and_agrees_with_what_it_injected() {
         ids.iter().filter(|id| sessions(&run, id).iter().any(|s| !s.2)).count() >= 3,
         "{ctx}: most devices met a fault"
     );
+}
+
+/// Throttling answers are waited out and the same message sent again: the device counts
+/// exactly the throttling answers the server injected, the sessions that met one complete, and
+/// only a message throttled more times than the device retries fails its session (bounded).
+#[test]
+fn a_device_waits_out_429_and_503_and_counts_them() {
+    const SPEC: &str = "429=10%,503=10%";
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(SPEC, 3, None);
+    cfg.faults.retry_after = Some(Duration::ZERO);
+    let busy = start_blocking(&dir.path().join("srv"), cfg);
+    let state = dir.path().join("state");
+    let ids: Vec<String> = (1..=2).map(|seed| new_device(&state, &busy.handle.management_url(), seed)).collect();
+    let (code, run, err) = run_day(&state);
+    assert!(code == 0 || code == 3, "{err}");
+    let server = busy.handle.summary();
+    let injected: u64 = ["429", "503"].iter().map(|k| server.faults.get(*k).copied().unwrap_or(0) as u64).sum();
+    assert!(injected > 0, "{:?}", server.faults);
+    let summaries: Vec<&Value> =
+        run["records"].as_array().unwrap().iter().filter(|r| r["kind"] == "session").map(|r| &r["summary"]).collect();
+    let counted: u64 = summaries.iter().map(|s| s["throttled"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(counted, injected, "every throttling answer was waited out and counted");
+    assert!(
+        summaries.iter().any(|s| s["throttled"].as_u64().unwrap_or(0) > 0 && s["outcome"] == "completed"),
+        "a throttled session completed"
+    );
+    for id in &ids {
+        for s in sessions(&run, id).iter().filter(|s| !s.2) {
+            assert!(s.3.contains("4 times; giving up"), "device {id}: {s:?}");
+        }
+    }
 }

@@ -244,13 +244,13 @@ async fn full_session_answers_every_command_kind_with_exact_statuses_and_results
 #[tokio::test]
 async fn a_failed_session_leaves_the_tree_as_it_was_and_counts_the_session() {
     let server =
-        Server::start(vec![Reply::Syncml(msg(vec![add("a1", &format!("{LAB}/Items/x/Name"), "x")])), Reply::Http(503)]);
+        Server::start(vec![Reply::Syncml(msg(vec![add("a1", &format!("{LAB}/Items/x/Name"), "x")])), Reply::Http(502)]);
     let registry = lab::registry();
     let mut device = lab_device(&server);
     let before = device.tree.clone();
     let report = run_session(&registry, &mut device, &transport(), SessionOptions::new(Trigger::Manual)).await;
     let err = report.error.expect("the session fails");
-    assert!(err.to_string().contains("HTTP 503"), "{err}");
+    assert!(err.to_string().contains("HTTP 502"), "{err}");
     assert_eq!(report.summary.outcome, Outcome::Failed);
     assert_eq!(device.tree, before);
     assert_eq!(device.sessions, 1);
