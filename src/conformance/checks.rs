@@ -1750,10 +1750,10 @@ fn bad_chal(s: &Status) -> Option<String> {
 /// A probe's package 1 with its Cred replaced by an MD5 digest of `name`/`secret` over `nonce`.
 fn with_cred(pkg: &SyncMl, name: &str, secret: &str, nonce: &[u8]) -> SyncMl {
     let mut m = pkg.clone();
-    m.hdr.cred = Some(crate::syncml::Cred {
+    m.hdr.cred = Some(Box::new(crate::syncml::Cred {
         meta: Meta::typed("syncml:auth-md5", Some("b64")),
         data: crate::enroll::digest_md5(name, secret, nonce),
-    });
+    }));
     m
 }
 
@@ -2247,14 +2247,14 @@ mod tests {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let status = |ty: Option<&str>, nonce: Option<String>| Status {
             data: "401".into(),
-            chal: Some(crate::syncml::Chal {
+            chal: Some(Box::new(crate::syncml::Chal {
                 meta: Meta {
                     type_: ty.map(String::from),
                     format: Some("b64".into()),
                     next_nonce: nonce,
                     ..Meta::default()
                 },
-            }),
+            })),
             ..Status::default()
         };
         assert_eq!(bad_chal(&status(Some("syncml:auth-md5"), Some(b64(b"fresh")))), None);
