@@ -125,7 +125,7 @@ fn reply(msg: &SyncMl, outcomes: Vec<CmdOutcome>) -> SyncMl {
             cmd_id: next(),
             msg_ref: msg.hdr.msg_id.clone(),
             cmd_ref: o.cmd_id.clone(),
-            cmd: o.cmd,
+            cmd: o.cmd.into_owned(),
             target_refs: o.target_refs,
             data: o.code.code().to_string(),
             ..Status::default()

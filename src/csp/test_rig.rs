@@ -142,5 +142,5 @@ impl Rig {
 
 /// (command name, status code) of each outcome.
 pub fn codes(out: &[CmdOutcome]) -> Vec<(String, u16)> {
-    out.iter().map(|o| (o.cmd.clone(), o.code.code())).collect()
+    out.iter().map(|o| (o.cmd.to_string(), o.code.code())).collect()
 }

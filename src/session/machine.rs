@@ -436,7 +436,7 @@ impl Core {
             what: "reply-too-large".into(),
             msg_id: server_msg.to_string(),
             cmd_id: o.cmd_id.clone(),
-            cmd: o.cmd.clone(),
+            cmd: o.cmd.to_string(),
             uri: None,
             why: format!(
                 "its Results ({size} bytes) would take the device's reply past max_message_bytes = {} ({} bytes of Results already in it); answered 413 (request entity too large) without them",
@@ -785,7 +785,7 @@ impl AwaitingServer {
             let assembled;
             let outcomes = match core.chunk(cmd, &mut body, server_msg) {
                 Chunk::Whole => core.run(cmd, server_msg, cx),
-                Chunk::Status(code) => vec![outcome(cmd.cmd_id(), cmd.name(), code)],
+                Chunk::Status(code) => vec![CmdOutcome::new(cmd.cmd_id(), cmd.name(), code)],
                 Chunk::Complete(full) => {
                     assembled = *full;
                     core.run(&assembled, server_msg, cx)
@@ -801,7 +801,7 @@ impl AwaitingServer {
                 core.summary.commands.push(CommandRecord {
                     msg_id: server_msg.to_string(),
                     cmd_id: o.cmd_id.clone(),
-                    cmd: o.cmd.clone(),
+                    cmd: o.cmd.to_string(),
                     targets: if o.target_refs.is_empty() {
                         targets.iter().filter(|(id, _)| *id == o.cmd_id).flat_map(|(_, t)| t.clone()).collect()
                     } else {
@@ -991,7 +991,7 @@ impl Core {
             (Some(code), _) => refused(cmd, code),
             (None, Command::Alert(a)) => {
                 let code = if a.cmd_id.is_empty() { StatusCode::BadRequest } else { StatusCode::Ok };
-                vec![outcome(&a.cmd_id, "Alert", code)]
+                vec![CmdOutcome::new(&a.cmd_id, "Alert", code)]
             }
             (None, _) => {
                 self.note_oversized_values(cmd, server_msg);
@@ -1227,21 +1227,17 @@ fn check(core: &mut Core, msg: &SyncMl) -> Result<Option<Cred>, SessionError> {
     Ok(None)
 }
 
-fn outcome(cmd_id: &str, cmd: &str, code: StatusCode) -> CmdOutcome {
-    CmdOutcome { cmd_id: cmd_id.to_string(), cmd: cmd.to_string(), code, target_refs: Vec::new(), results: Vec::new() }
-}
-
 /// The statuses of a command the gate refused: the code for it, 215 for each child.
 fn refused(cmd: &Command, code: StatusCode) -> Vec<CmdOutcome> {
     fn children(cmd: &Command, out: &mut Vec<CmdOutcome>) {
         if let Command::Atomic(c) | Command::Sequence(c) = cmd {
             for child in &c.commands {
-                out.push(outcome(child.cmd_id(), child.name(), StatusCode::NotExecuted));
+                out.push(CmdOutcome::new(child.cmd_id(), child.name(), StatusCode::NotExecuted));
                 children(child, out);
             }
         }
     }
-    let mut out = vec![outcome(cmd.cmd_id(), cmd.name(), code)];
+    let mut out = vec![CmdOutcome::new(cmd.cmd_id(), cmd.name(), code)];
     children(cmd, &mut out);
     out
 }

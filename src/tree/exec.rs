@@ -1,5 +1,7 @@
 //! Command execution: SyncML commands in, [`CmdOutcome`]s out (OMA DM Protocol §8, MS-MDM §3.1.5).
 
+use std::borrow::Cow;
+
 use crate::syncml::{Command, Container, Item, ItemCmd, Meta, StatusCode};
 
 use super::schema::{Format, Lifetime, NodeSpec, Ops};
@@ -11,8 +13,9 @@ use super::{Csp, CspCx, Effect, Env, NodeRef, Registry, TreeState, WriteOp};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CmdOutcome {
     pub cmd_id: String,
-    /// The command name for the Status `Cmd` element.
-    pub cmd: String,
+    /// The command name for the Status `Cmd` element (a static string for every SyncML
+    /// command: one outcome per command, and no allocation for its name).
+    pub cmd: Cow<'static, str>,
     pub code: StatusCode,
     /// Set when a multi-item command's items got different codes: one outcome per item.
     pub target_refs: Vec<String>,
@@ -21,14 +24,27 @@ pub struct CmdOutcome {
 }
 
 impl CmdOutcome {
-    fn new(cmd_id: &str, cmd: &str, code: StatusCode) -> Self {
+    /// An outcome with no Results and no TargetRefs.
+    pub fn new(cmd_id: &str, cmd: &str, code: StatusCode) -> Self {
         CmdOutcome {
             cmd_id: cmd_id.to_string(),
-            cmd: cmd.to_string(),
+            cmd: command_name(cmd),
             code,
             target_refs: Vec::new(),
             results: Vec::new(),
         }
+    }
+}
+
+/// `name` as a static string when it is a SyncML command's (`Add`, `Status`...), else a copy.
+pub fn command_name(name: &str) -> Cow<'static, str> {
+    const NAMES: [&str; 16] = [
+        "Add", "Replace", "Get", "Delete", "Exec", "Atomic", "Sequence", "Alert", "Status", "Results", "SyncHdr",
+        "Copy", "Map", "Sync", "Put", "Search",
+    ];
+    match NAMES.iter().find(|n| **n == name) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(name.to_string()),
     }
 }
 

@@ -101,7 +101,7 @@ impl<'a> UriRef<'a> {
         if raw.starts_with('/') {
             return Err(UriError::Absolute(raw.to_string()));
         }
-        let (path, query) = match raw.bytes().position(|b| b == b'?') {
+        let (path, query) = match memchr::memchr(b'?', raw.as_bytes()) {
             Some(q) => (&raw[..q], Some(parse_query(&raw[q + 1..]))),
             None => (raw, None),
         };

@@ -58,7 +58,7 @@ impl Device {
         let mut codes = Vec::new();
         for cmd in &msg.body.commands {
             let mut tree = Tree::new(&self.reg, &mut self.state, &self.env);
-            codes.extend(tree.execute(cmd).into_iter().map(|o| (o.cmd, o.code.code())));
+            codes.extend(tree.execute(cmd).into_iter().map(|o| (o.cmd.into_owned(), o.code.code())));
             self.pending.append(&mut tree.effects);
         }
         self.state.commit();

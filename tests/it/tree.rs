@@ -156,7 +156,7 @@ impl Device {
 
     /// Runs commands and returns `(CmdID, Cmd, code)` for each outcome.
     fn codes(&mut self, commands: &str) -> Vec<(String, String, u16)> {
-        self.run(commands).into_iter().map(|o| (o.cmd_id, o.cmd, o.code.code())).collect()
+        self.run(commands).into_iter().map(|o| (o.cmd_id, o.cmd.into_owned(), o.code.code())).collect()
     }
 
     /// Runs one command and returns its single code.
