@@ -101,6 +101,29 @@ pub fn warn_insecure(what: Insecure) {
     });
 }
 
+/// Starts the embedded push notification service (WNS emulation) on `listen` in `rt`, and says
+/// where on stderr (exit 2 when the address cannot be used).
+pub fn start_wns(rt: &tokio::runtime::Runtime, listen: std::net::SocketAddr) -> anyhow::Result<mdmsim::wns::WnsHandle> {
+    let opts = mdmsim::wns::WnsOptions { listen, ..Default::default() };
+    let handle =
+        rt.block_on(mdmsim::wns::start(opts)).map_err(|e| exit::fail(exit::USAGE, format!("--wns-listen: {e}")))?;
+    out::warn(format_args!("mdmsim: push notification service (WNS emulation) at {}", handle.base_url()));
+    Ok(handle)
+}
+
+/// Makes the service's accepted raw notifications wake the fleet's devices.
+pub fn wake_on_push(wns: &mdmsim::wns::Wns, fleet: &mdmsim::runner::fleet::Fleet) {
+    let inbox = fleet.inbox();
+    let ids: std::collections::HashSet<String> = fleet.members().map(|m| m.device.id.to_string()).collect();
+    wns.set_deliver(std::sync::Arc::new(move |id: &str| {
+        let known = ids.contains(id);
+        if known {
+            inbox.send(id, mdmsim::schedule::Event::Notification);
+        }
+        known && !inbox.closed()
+    }));
+}
+
 /// Opens an existing state directory for a command (exit 5 when it is missing, a file, locked
 /// by another process or unusable), warning once when other users can read it.
 pub fn open_store(dir: &Path) -> anyhow::Result<Store> {

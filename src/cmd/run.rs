@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mdmsim::runner::enrollment;
-use mdmsim::runner::fleet::{Fleet, FleetOptions, LeaseKeeper, Member, Record};
+use mdmsim::runner::fleet::{ChannelService, Fleet, FleetOptions, LeaseKeeper, Member, Record};
 use mdmsim::runner::http::Transport;
 use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
 
@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// Stop after this many sessions in all.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_sessions: u64,
+    /// Where the embedded push notification service (WNS emulation) listens; the devices'
+    /// ChannelURIs point there, and a server's pushes to them wake the devices. Default: a free
+    /// loopback port (printed on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wns_listen: std::net::SocketAddr,
     /// Exit 0 even when sessions failed (by default a failed session makes the run exit 3 when
     /// the server was unreachable, 4 when it broke the protocol or answered an HTTP error).
     #[arg(long)]
@@ -147,22 +152,25 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let leases = LeaseKeeper(Arc::new(move |d: &mut mdmsim::device::Device| {
         keeper_store.reserve_session_ids(&mut [d], LEASE_AHEAD).map_err(|e| e.to_string())
     }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let wns = super::start_wns(&rt, a.wns_listen)?;
     let opts = FleetOptions {
         strict: a.strict,
         transcript: a.transcript.clone(),
         max_sessions: a.max_sessions,
         state_dir: Some(a.state.clone()),
         leases: Some(leases),
+        channels: Some(ChannelService::of(wns.wns.clone())),
         ..FleetOptions::default()
     };
     // Finished sessions are written in batches by the store's writer thread, off the run loop.
     let writer = store.writer();
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::new(registry, transport, members, opts);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    super::wake_on_push(&wns.wns, &fleet);
     // Only `--json` keeps every record (it prints them all at the end); otherwise each is
     // printed, streamed to --records, counted, and dropped.
     let mut records: Vec<Record> = Vec::new();

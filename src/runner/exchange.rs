@@ -27,6 +27,9 @@ use crate::device::run::{ExchangeError, Reply, Request};
 use crate::session::Fault;
 use crate::tree::FetchOutcome;
 
+/// Why a channel request got no channel when the run hosts no push notification service.
+pub const NO_WNS: &str = "no push notification service in this run";
+
 /// How long a package download may take before it counts as timed out.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -59,6 +62,7 @@ impl Exchange for HttpExchange {
                 Transmit::Fetch { url } => {
                     Response::Fetch(fetch::fetch(self.transport.client(), url, FETCH_TIMEOUT).await)
                 }
+                Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed(NO_WNS.into())),
             }
         })
     }
@@ -124,6 +128,7 @@ impl Exchange for InProcess {
                     Some((size, sha256)) => FetchOutcome::Done { size, sha256 },
                     None => FetchOutcome::HttpStatus(404),
                 }),
+                Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed(NO_WNS.into())),
             }
         })
     }
@@ -246,6 +251,8 @@ impl<E: Exchange> Exchange for Simulated<E> {
             let url = match transmit {
                 Transmit::Session(r) => r.url.as_str(),
                 Transmit::Fetch { url } => url.as_str(),
+                // The push notification service is not behind the simulated network.
+                Transmit::Channel(_) => return self.inner.exchange(transmit).await,
             };
             let (latency, fault) = self.draw(url);
             let failed = |kind: &str, no_connection: bool| ExchangeError {
@@ -259,6 +266,7 @@ impl<E: Exchange> Exchange for Simulated<E> {
                     Transmit::Fetch { .. } => {
                         Response::Fetch(FetchOutcome::Failed(format!("{url}: simulated network loss")))
                     }
+                    Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed("simulated network loss".into())),
                 };
             }
             let answer = self.inner.exchange(transmit).await;

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::device::Device;
 pub use crate::device::engine::Record;
-use crate::device::engine::{Engine, Output};
+use crate::device::engine::{ChannelCall, ChannelReport, Engine, Output, Transmit};
 use crate::schedule::{Clock, ClockKind, Event, NightlyError};
 use crate::session::Outcome;
 use crate::tree::Registry;
@@ -81,6 +81,29 @@ pub struct FleetOptions {
     /// Reserves SessionIDs in the store before a device uses them (devices held in memory
     /// only need none).
     pub leases: Option<LeaseKeeper>,
+    /// The push notification service the devices' WNS clients talk to (channel requests);
+    /// `None`: no channel is ever given.
+    pub channels: Option<ChannelService>,
+}
+
+/// Answers the devices' channel calls (the embedded WNS emulation, [`crate::wns::Wns::call`]).
+#[derive(Clone)]
+pub struct ChannelService(pub Arc<AnswerChannelCall>);
+
+/// Answers one channel call of a device.
+pub type AnswerChannelCall = dyn Fn(&ChannelCall) -> Vec<ChannelReport> + Send + Sync;
+
+impl ChannelService {
+    /// The calls of the devices go to `wns`.
+    pub fn of(wns: crate::wns::Wns) -> ChannelService {
+        ChannelService(Arc::new(move |call| wns.call(call)))
+    }
+}
+
+impl std::fmt::Debug for ChannelService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelService")
+    }
 }
 
 impl Default for FleetOptions {
@@ -92,6 +115,7 @@ impl Default for FleetOptions {
             concurrency: 32,
             state_dir: None,
             leases: None,
+            channels: None,
         }
     }
 }
@@ -185,6 +209,11 @@ impl Inbox {
     /// has ended).
     pub fn send(&self, device_id: &str, event: Event) {
         let _ = self.tx.send((device_id.to_string(), event));
+    }
+
+    /// True once the fleet has ended (nothing sent is received any more).
+    pub fn closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -336,9 +365,14 @@ impl Fleet {
                             None => Arc::clone(&self.exchange),
                         });
                         let leases = self.opts.leases.clone();
+                        let channels = self.opts.channels.clone();
                         tasks.spawn(async move {
-                            let (member, outputs) =
-                                step(member, now, events, &registry, exchange.as_ref(), leases.as_ref()).await;
+                            let ways = Ways {
+                                exchange: exchange.as_ref(),
+                                leases: leases.as_ref(),
+                                channels: channels.as_ref(),
+                            };
+                            let (member, outputs) = step(member, now, events, &registry, ways).await;
                             (i, member, outputs)
                         });
                     }
@@ -445,15 +479,14 @@ async fn step(
     now: DateTime<Utc>,
     events: Vec<Event>,
     registry: &Registry,
-    exchange: &dyn Exchange,
-    leases: Option<&LeaseKeeper>,
+    ways: Ways<'_>,
 ) -> (Member, Vec<Output>) {
     let engine = &mut m.engine;
     for event in events {
         engine.handle_event(now, event);
     }
     engine.handle_timeout(registry, now);
-    drive(engine, registry, exchange, leases).await;
+    drive_with(engine, registry, ways).await;
     let mut outputs = Vec::new();
     while let Some(o) = engine.poll_event() {
         outputs.push(o);
@@ -464,10 +497,30 @@ async fn step(
 /// Moves a device's requests through `exchange` until it has nothing more to send, reserving
 /// SessionIDs with `leases` when the engine waits for them.
 pub async fn drive(engine: &mut Engine, registry: &Registry, exchange: &dyn Exchange, leases: Option<&LeaseKeeper>) {
+    drive_with(engine, registry, Ways { exchange, leases, channels: None }).await
+}
+
+/// Where a device's requests go: the server (sessions, downloads), the store (SessionID
+/// leases) and the push notification service (channel calls).
+#[derive(Clone, Copy)]
+pub struct Ways<'a> {
+    pub exchange: &'a dyn Exchange,
+    pub leases: Option<&'a LeaseKeeper>,
+    pub channels: Option<&'a ChannelService>,
+}
+
+/// [`drive`], with channel calls answered by `ways.channels`.
+pub async fn drive_with(engine: &mut Engine, registry: &Registry, ways: Ways<'_>) {
+    let Ways { exchange, leases, channels } = ways;
     loop {
         while let Some(transmit) = engine.poll_transmit(registry) {
-            let response = exchange.exchange(&transmit).await;
-            engine.handle_response(registry, response);
+            match (&transmit, channels) {
+                (Transmit::Channel(call), Some(service)) => engine.handle_channel(registry, (service.0)(call)),
+                _ => {
+                    let response = exchange.exchange(&transmit).await;
+                    engine.handle_response(registry, response);
+                }
+            }
         }
         if !engine.lease_wanted() {
             return;

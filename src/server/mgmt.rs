@@ -127,15 +127,42 @@ struct AppTrack {
 /// What a CmdID we sent was for.
 #[derive(Debug, Clone)]
 enum Sent {
-    Inventory { uri: String },
-    Setting { uri: String },
-    AppAtomic { app: String },
-    AppChild { app: String, uri: String },
-    AppPoll { app: String, uri: String },
-    Unenroll { uri: String },
-    Rekey { uri: String, name: bool },
-    Profile { profile: String, cmd: ProfileCmd },
-    Msi { msi: String, cmd: MsiCmd },
+    Inventory {
+        uri: String,
+    },
+    Setting {
+        uri: String,
+    },
+    AppAtomic {
+        app: String,
+    },
+    AppChild {
+        app: String,
+        uri: String,
+    },
+    AppPoll {
+        app: String,
+        uri: String,
+    },
+    Unenroll {
+        uri: String,
+    },
+    /// The Windows 8.1 WNS configuration (`MDM_WNSConfiguration` UpdateConfiguration).
+    WnsUpdate {
+        uri: String,
+    },
+    Rekey {
+        uri: String,
+        name: bool,
+    },
+    Profile {
+        profile: String,
+        cmd: ProfileCmd,
+    },
+    Msi {
+        msi: String,
+        cmd: MsiCmd,
+    },
 }
 
 impl Sent {
@@ -146,6 +173,7 @@ impl Sent {
             | Sent::AppChild { uri, .. }
             | Sent::AppPoll { uri, .. }
             | Sent::Unenroll { uri }
+            | Sent::WnsUpdate { uri }
             | Sent::Rekey { uri, .. } => Some(uri),
             Sent::AppAtomic { .. } => None,
             Sent::Profile { cmd, .. } => cmd.uri(),
@@ -185,6 +213,9 @@ pub struct Device {
     chunk: Option<(String, Option<String>, String)>,
     /// A session we ended with a Status-only message: the device must not answer it.
     ended_session: Option<String>,
+    /// The AppId to send a Windows 8.1 `UpdateConfiguration` for in the next Maintenance
+    /// session (its channel answered 404/410).
+    wns_update: Option<String>,
 }
 
 /// All devices' management state.
@@ -329,13 +360,23 @@ impl Mgmt {
         let dead = matches!(record.http_status, 404 | 410);
         let dev = self.device(device_id);
         dev.record.pushes.push(record);
+        if dev.record.pushes.len() > DeviceRecord::MAX_PUSHES {
+            let extra = dev.record.pushes.len() - DeviceRecord::MAX_PUSHES;
+            dev.record.pushes.drain(..extra);
+        }
         if dead {
             dev.record.inventory.retain(|uri, _| !uri.ends_with("/Push/ChannelURI"));
+            // A Windows 8.1 agent is configured with MDM_WNSConfiguration's UpdateConfiguration
+            // (the operation modes post); Windows 10/11 with the PFN.
+            let win81 = os_version(dev).is_some_and(|v| v.starts_with("6."));
             for (uri, s) in dev.settings.iter_mut().filter(|(u, _)| u.ends_with("/Push/PFN")) {
                 s.state = SetState::Pending;
                 s.op = Op::Replace;
                 s.attempts = 0;
                 dev.record.settings.remove(uri);
+                if win81 {
+                    dev.wns_update = Some(s.value.clone());
+                }
             }
         }
     }
@@ -904,7 +945,7 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
     let ok = StatusCode::from_code(code).is_success();
     let max = config.management.max_attempts.max(1);
     match sent {
-        Sent::Inventory { .. } => {}
+        Sent::Inventory { .. } | Sent::WnsUpdate { .. } => {}
         Sent::Setting { uri } => {
             let Some(s) = dev.settings.get_mut(&uri) else { return };
             if ok {
@@ -1136,6 +1177,16 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
             dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
             cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
         }
+    }
+
+    if config_ok && let Some(app) = dev.wns_update.take() {
+        let uri = format!(
+            "./cimv2/MDM_WNSConfiguration/MDM_WNSConfiguration.AppId=%22{}%22/Exec=UpdateConfiguration",
+            enc(&app)
+        );
+        let id = ids.next();
+        dev.sent.insert(id.clone(), Sent::WnsUpdate { uri: uri.clone() });
+        cmds.push(Command::Exec(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
     }
 
     if config_ok {
