@@ -387,12 +387,24 @@ impl Fleet {
                     stats.hit_session_limit = self.next_due().is_some_and(|(t, _)| t <= until);
                     break;
                 }
-                // Nothing under way: move the clock to the next deadline.
-                let Some((t, _)) = self.next_due() else { break };
-                if t > until {
+                // Nothing under way: move the clock to the next deadline. A real or scaled
+                // clock with nothing due waits for the end of the run instead, so that a push
+                // (the inbox) can still wake a device.
+                let next = self.next_due().map(|(t, _)| t).filter(|t| *t <= until);
+                let wait = match next {
+                    Some(t) => clock.sleep_until(t),
+                    None if real_time && clock.now() < until => {
+                        if until == DateTime::<Utc>::MAX_UTC {
+                            std::time::Duration::from_secs(3600)
+                        } else {
+                            clock.sleep_until(until)
+                        }
+                    }
+                    None => break,
+                };
+                if next.is_none() && wait.is_zero() {
                     break;
                 }
-                let wait = clock.sleep_until(t);
                 if !wait.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
