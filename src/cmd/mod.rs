@@ -26,6 +26,7 @@ pub mod sync;
 pub mod syncml;
 pub mod transcript;
 pub mod tree;
+pub mod wns;
 
 /// `--ca-cert`, `--insecure` and `--timeout`: how a device's HTTP client talks to the server.
 #[derive(clap::Args, Clone)]
@@ -111,17 +112,81 @@ pub fn start_wns(rt: &tokio::runtime::Runtime, listen: std::net::SocketAddr) -> 
     Ok(handle)
 }
 
-/// Makes the service's accepted raw notifications wake the fleet's devices.
-pub fn wake_on_push(wns: &mdmsim::wns::Wns, fleet: &mdmsim::runner::fleet::Fleet) {
-    let inbox = fleet.inbox();
-    let ids: std::collections::HashSet<String> = fleet.members().map(|m| m.device.id.to_string()).collect();
-    wns.set_deliver(std::sync::Arc::new(move |id: &str| {
-        let known = ids.contains(id);
-        if known {
-            inbox.send(id, mdmsim::schedule::Event::Notification);
+/// Where a run's devices get their push channels: the embedded service on `--wns-listen`, or a
+/// standalone `mdmsim wns` at `--wns-url`.
+pub enum PushService {
+    Embedded(mdmsim::wns::WnsHandle),
+    Remote { client: reqwest::Client, base_url: String },
+}
+
+impl PushService {
+    /// Starts the embedded service, or checks the standalone one's URL.
+    pub fn open(
+        rt: &tokio::runtime::Runtime,
+        listen: std::net::SocketAddr,
+        url: Option<&str>,
+    ) -> anyhow::Result<PushService> {
+        let Some(url) = url else { return Ok(PushService::Embedded(start_wns(rt, listen)?)) };
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| exit::fail(exit::USAGE, format!("--wns-url {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(exit::fail(exit::USAGE, format!("--wns-url {url:?}: expected an http(s) URL")));
         }
-        known && !inbox.closed()
-    }));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| exit::fail(exit::STATE, format!("HTTP client: {e}")))?;
+        Ok(PushService::Remote { client, base_url: url.trim_end_matches('/').to_string() })
+    }
+
+    /// The channel calls of the devices.
+    pub fn channels(&self) -> mdmsim::runner::fleet::ChannelService {
+        match self {
+            PushService::Embedded(h) => mdmsim::runner::fleet::ChannelService::of(h.wns.clone()),
+            PushService::Remote { client, base_url } => {
+                mdmsim::runner::fleet::ChannelService::remote(client.clone(), base_url.clone())
+            }
+        }
+    }
+
+    /// Makes the service's notifications wake the fleet's devices; for a standalone service a
+    /// task on `rt` fetches them (abort it when the run ends).
+    pub fn wake(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        fleet: &mdmsim::runner::fleet::Fleet,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let deliver = fleet.push_receiver();
+        match self {
+            PushService::Embedded(h) => {
+                h.wns.set_deliver(deliver);
+                None
+            }
+            PushService::Remote { client, base_url } => {
+                let (client, base) = (client.clone(), base_url.clone());
+                Some(rt.spawn(async move {
+                    let mut warned = false;
+                    loop {
+                        match mdmsim::wns::remote_wake(&client, &base).await {
+                            Ok(ids) => {
+                                warned = false;
+                                for id in ids {
+                                    deliver(&id);
+                                }
+                            }
+                            Err(e) => {
+                                if !warned {
+                                    out::warn(format_args!("mdmsim: push notification service: {e}"));
+                                    warned = true;
+                                }
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                }))
+            }
+        }
+    }
 }
 
 /// Opens an existing state directory for a command (exit 5 when it is missing, a file, locked

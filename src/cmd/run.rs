@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mdmsim::runner::enrollment;
-use mdmsim::runner::fleet::{ChannelService, Fleet, FleetOptions, LeaseKeeper, Member, Record};
+use mdmsim::runner::fleet::{Fleet, FleetOptions, LeaseKeeper, Member, Record};
 use mdmsim::runner::http::Transport;
 use mdmsim::schedule::{At, ClockKind, device_seed, parse_time, parse_timeline};
 
@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// loopback port (printed on stderr).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     wns_listen: std::net::SocketAddr,
+    /// Use a standalone `mdmsim wns` at URL (e.g. http://127.0.0.1:8181) instead of the embedded
+    /// one: the devices ask it for their channels, and a server's pushes to it wake them.
+    #[arg(long, value_name = "URL")]
+    wns_url: Option<String>,
     /// Exit 0 even when sessions failed (by default a failed session makes the run exit 3 when
     /// the server was unreachable, 4 when it broke the protocol or answered an HTTP error).
     #[arg(long)]
@@ -156,21 +160,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
-    let wns = super::start_wns(&rt, a.wns_listen)?;
+    let push = super::PushService::open(&rt, a.wns_listen, a.wns_url.as_deref())?;
     let opts = FleetOptions {
         strict: a.strict,
         transcript: a.transcript.clone(),
         max_sessions: a.max_sessions,
         state_dir: Some(a.state.clone()),
         leases: Some(leases),
-        channels: Some(ChannelService::of(wns.wns.clone())),
+        channels: Some(push.channels()),
         ..FleetOptions::default()
     };
     // Finished sessions are written in batches by the store's writer thread, off the run loop.
     let writer = store.writer();
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::new(registry, transport, members, opts);
-    super::wake_on_push(&wns.wns, &fleet);
+    let waker = push.wake(&rt, &fleet);
     // Only `--json` keeps every record (it prints them all at the end); otherwise each is
     // printed, streamed to --records, counted, and dropped.
     let mut records: Vec<Record> = Vec::new();
@@ -227,6 +231,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .await
     });
+    if let Some(w) = waker {
+        w.abort();
+    }
     // Whatever happened, the devices' last state is kept (schedules restart from it).
     for mut m in fleet.into_members() {
         writer.save(&mut m.engine.device);

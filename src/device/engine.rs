@@ -132,7 +132,7 @@ pub enum Transmit {
 }
 
 /// One call of a device to the push notification service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChannelCall {
     /// The DeviceID (the service wakes this device when a notification comes).
     pub device: String,
@@ -140,7 +140,8 @@ pub struct ChannelCall {
 }
 
 /// What a [`ChannelCall`] asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
 pub enum ChannelOp {
     /// A channel for `app` (PFN or AppId); the answer goes to `csp` at `node`.
     Request { csp: String, node: String, app: String },
@@ -151,7 +152,7 @@ pub enum ChannelOp {
 }
 
 /// What the service did with one channel, for the CSP that asked for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChannelReport {
     pub csp: String,
     pub node: String,

@@ -86,17 +86,33 @@ pub struct FleetOptions {
     pub channels: Option<ChannelService>,
 }
 
-/// Answers the devices' channel calls (the embedded WNS emulation, [`crate::wns::Wns::call`]).
+/// Answers the devices' channel calls (the embedded WNS emulation, [`crate::wns::Wns::call`],
+/// or a standalone one over HTTP).
 #[derive(Clone)]
 pub struct ChannelService(pub Arc<AnswerChannelCall>);
 
+/// The answer to one channel call, to wait for.
+pub type ChannelAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ChannelReport>> + Send>>;
+
 /// Answers one channel call of a device.
-pub type AnswerChannelCall = dyn Fn(&ChannelCall) -> Vec<ChannelReport> + Send + Sync;
+pub type AnswerChannelCall = dyn Fn(ChannelCall) -> ChannelAnswer + Send + Sync;
 
 impl ChannelService {
-    /// The calls of the devices go to `wns`.
+    /// The calls of the devices go to `wns`, in this process.
     pub fn of(wns: crate::wns::Wns) -> ChannelService {
-        ChannelService(Arc::new(move |call| wns.call(call)))
+        ChannelService(Arc::new(move |call| {
+            let reports = wns.call(&call);
+            Box::pin(async move { reports })
+        }))
+    }
+
+    /// The calls of the devices go to a standalone `mdmsim wns` at `base_url`
+    /// ([`crate::wns::remote_call`]).
+    pub fn remote(client: reqwest::Client, base_url: String) -> ChannelService {
+        ChannelService(Arc::new(move |call| {
+            let (client, base) = (client.clone(), base_url.clone());
+            Box::pin(async move { crate::wns::remote_call(&client, &base, &call).await })
+        }))
     }
 }
 
@@ -275,6 +291,21 @@ impl Fleet {
     /// Where to send events to the fleet's devices while it runs.
     pub fn inbox(&self) -> Inbox {
         Inbox { tx: self.inbox_tx.clone() }
+    }
+
+    /// What the push notification service calls to wake a device of this fleet
+    /// ([`crate::wns::Wns::set_deliver`]): the notification goes to its inbox; false for a
+    /// device not in the fleet, or once the fleet has ended.
+    pub fn push_receiver(&self) -> crate::wns::Deliver {
+        let inbox = self.inbox();
+        let ids: std::collections::HashSet<String> = self.members().map(|m| m.device.id.to_string()).collect();
+        Arc::new(move |id: &str| {
+            if !ids.contains(id) || inbox.closed() {
+                return false;
+            }
+            inbox.send(id, Event::Notification);
+            true
+        })
     }
 
     fn plan(&mut self, i: usize) {
@@ -527,7 +558,10 @@ pub async fn drive_with(engine: &mut Engine, registry: &Registry, ways: Ways<'_>
     loop {
         while let Some(transmit) = engine.poll_transmit(registry) {
             match (&transmit, channels) {
-                (Transmit::Channel(call), Some(service)) => engine.handle_channel(registry, (service.0)(call)),
+                (Transmit::Channel(call), Some(service)) => {
+                    let reports = (service.0)(call.clone()).await;
+                    engine.handle_channel(registry, reports);
+                }
                 _ => {
                     let response = exchange.exchange(&transmit).await;
                     engine.handle_response(registry, response);

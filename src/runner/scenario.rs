@@ -17,7 +17,7 @@ use crate::schedule::{ClockKind, device_seed};
 use crate::session::{Fault, Outcome};
 
 use super::enrollment::{EnrollOptions, enroll_device, http_options};
-use super::fleet::{Fleet, FleetOptions, Member, Record};
+use super::fleet::{ChannelService, Fleet, FleetOptions, Member, Record};
 use super::http::{HttpOptions, Transport};
 
 /// The management endpoint when `--server` is a bare base URL: the path of the reference
@@ -88,8 +88,15 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
         std::fs::create_dir_all(dir).map_err(|e| RunError::State(format!("--transcript {}: {e}", dir.display())))?;
     }
     let index: HashMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-    let fleet_opts = FleetOptions { transcript: opts.transcript.clone(), ..FleetOptions::default() };
+    let fleet_opts = FleetOptions {
+        transcript: opts.transcript.clone(),
+        channels: opts.wns.clone().map(ChannelService::of),
+        ..FleetOptions::default()
+    };
     let mut fleet = Fleet::new(Arc::new(crate::csp::registry()), transport, members, fleet_opts);
+    if let Some(wns) = &opts.wns {
+        wns.set_deliver(fleet.push_receiver());
+    }
     let mut clock = crate::schedule::clock::build(
         built.clock.kind,
         (built.clock.kind == ClockKind::Scaled).then_some(built.clock.speed),

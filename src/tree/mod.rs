@@ -151,7 +151,8 @@ pub enum Effect {
 
 /// What the push notification service did with a device's channel ([`Effect::RequestChannel`],
 /// or the service revoking or expiring it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "kebab-case")]
 pub enum ChannelOutcome {
     /// A channel: its URI and when it expires (30 days after it was made, Microsoft's "Windows
     /// Push Notification Services (WNS) overview").

@@ -80,6 +80,10 @@ pub struct WnsOptions {
     /// Notifications per channel per minute before 406 (0: no throttling).
     pub per_minute: u32,
     pub clock: Clock,
+    /// Serve the device side over HTTP too (`mdmsim wns` standalone): `POST
+    /// /mdmsim/channels` for the devices' channel calls and `GET /mdmsim/wake` for the runs that
+    /// host them to learn which devices were pushed ([`remote_call`], [`remote_wake`]).
+    pub device_api: bool,
 }
 
 impl Default for WnsOptions {
@@ -93,6 +97,7 @@ impl Default for WnsOptions {
             max_channels: DEFAULT_MAX_CHANNELS,
             per_minute: DEFAULT_PER_MINUTE,
             clock: Arc::new(Utc::now),
+            device_api: false,
         }
     }
 }
@@ -155,7 +160,27 @@ struct Inner {
     base_url: String,
     tables: Mutex<Tables>,
     deliver: Mutex<Option<Deliver>>,
+    /// Devices pushed, for the runs that poll `GET /mdmsim/wake` (device API only).
+    wake: Mutex<WakeQueue>,
+    woken: tokio::sync::Notify,
 }
+
+/// The devices pushed and not yet fetched by a run (bounded: the oldest go first), and when a
+/// run last asked.
+#[derive(Default)]
+struct WakeQueue {
+    ids: VecDeque<String>,
+    last_poll: Option<std::time::Instant>,
+}
+
+/// The most pushed devices kept for the runs to fetch.
+pub const MAX_WAKE_QUEUE: usize = 10_000;
+
+/// How long a run may go without polling before the service counts its devices disconnected.
+const RUN_GONE_AFTER: Duration = Duration::from_secs(60);
+
+/// The longest `GET /mdmsim/wake` waits.
+pub const MAX_WAKE_WAIT: Duration = Duration::from_secs(30);
 
 /// The service's state; clones share it.
 #[derive(Clone)]
@@ -190,6 +215,8 @@ impl Wns {
                 base_url: base_url.into().trim_end_matches('/').to_string(),
                 tables: Mutex::new(Tables::default()),
                 deliver: Mutex::new(None),
+                wake: Mutex::new(WakeQueue::default()),
+                woken: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -303,12 +330,47 @@ impl Wns {
 
     /// The HTTP endpoints: `POST /accesstoken.srf`, `POST /?token=<channel>`, `GET /stats`.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut r = Router::new()
             .route(TOKEN_PATH, post(token_post))
             .route("/", post(notify_post))
-            .route("/stats", axum::routing::get(stats_get))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
-            .with_state(self.clone())
+            .route("/stats", axum::routing::get(stats_get));
+        if self.inner.opts.device_api {
+            r = r.route("/mdmsim/channels", post(channels_post)).route("/mdmsim/wake", axum::routing::get(wake_get));
+        }
+        r.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(self.clone())
+    }
+
+    /// Queues a pushed device for the runs (device API); true when a run polled lately.
+    fn enqueue(&self, device: &str) -> bool {
+        let mut q = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let connected = q.last_poll.is_some_and(|t| t.elapsed() < RUN_GONE_AFTER);
+        if connected {
+            if q.ids.len() >= MAX_WAKE_QUEUE {
+                q.ids.pop_front();
+            }
+            q.ids.push_back(device.to_string());
+            self.inner.woken.notify_waiters();
+        }
+        connected
+    }
+
+    /// The devices pushed since the last call, waiting up to `wait` for one.
+    async fn take_woken(&self, wait: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAKE_WAIT);
+        loop {
+            let notified = self.inner.woken.notified();
+            {
+                let mut q = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+                q.last_poll = Some(std::time::Instant::now());
+                if !q.ids.is_empty() {
+                    let n = q.ids.len().min(1000);
+                    return q.ids.drain(..n).collect();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Vec::new();
+            }
+        }
     }
 
     fn issue_token(&self) -> (String, u64) {
@@ -450,6 +512,66 @@ async fn stats_get(State(wns): State<Wns>) -> Response {
     axum::Json(wns.stats()).into_response()
 }
 
+/// `POST /mdmsim/channels`: a device's channel call, answered as [`Wns::call`] does.
+async fn channels_post(
+    State(wns): State<Wns>,
+    call: Result<axum::Json<ChannelCall>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match call {
+        Ok(axum::Json(call)) => axum::Json(wns.call(&call)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct WakeQuery {
+    wait: Option<u64>,
+}
+
+/// `GET /mdmsim/wake?wait=SECS`: the DeviceIDs pushed since the last call (JSON list), waiting
+/// up to `wait` seconds (at most 30) for one.
+async fn wake_get(State(wns): State<Wns>, Query(q): Query<WakeQuery>) -> Response {
+    let ids = wns.take_woken(Duration::from_secs(q.wait.unwrap_or(0))).await;
+    axum::Json(ids).into_response()
+}
+
+/// A device's channel call to a standalone service at `base_url` (`POST /mdmsim/channels`);
+/// any failure is a request that got no channel.
+pub async fn remote_call(client: &reqwest::Client, base_url: &str, call: &ChannelCall) -> Vec<ChannelReport> {
+    let url = format!("{}/mdmsim/channels", base_url.trim_end_matches('/'));
+    let answer = async {
+        let resp =
+            client.post(&url).json(call).timeout(Duration::from_secs(10)).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status().as_u16()));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_BODY {
+            return Err(format!("the answer is over {MAX_BODY} bytes"));
+        }
+        serde_json::from_slice::<Vec<ChannelReport>>(&body).map_err(|e| e.to_string())
+    };
+    match answer.await {
+        Ok(reports) => reports.into_iter().take(64).collect(),
+        Err(e) => call.unanswered(&format!("{url}: {e}")),
+    }
+}
+
+/// The devices a standalone service at `base_url` was asked to wake since the last call
+/// (`GET /mdmsim/wake`, waiting up to 25 s); an error when it cannot be reached.
+pub async fn remote_wake(client: &reqwest::Client, base_url: &str) -> Result<Vec<String>, String> {
+    let url = format!("{}/mdmsim/wake?wait=25", base_url.trim_end_matches('/'));
+    let resp = client.get(&url).timeout(Duration::from_secs(40)).send().await.map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status().as_u16()));
+    }
+    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    if body.len() > 16 * MAX_BODY {
+        return Err(format!("{url}: the answer is too long"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+}
+
 #[derive(Deserialize)]
 struct ChannelQuery {
     token: Option<String>,
@@ -545,7 +667,11 @@ async fn notify_post(
     };
     let deliver = wns.inner.deliver.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // Only a raw notification reaches the MDM client; the others are shown by the shell.
-    let woken = kind != "wns/raw" || deliver.is_some_and(|d| d(&device));
+    let woken = kind != "wns/raw"
+        || match deliver {
+            Some(d) => d(&device),
+            None => wns.inner.opts.device_api && wns.enqueue(&device),
+        };
     let msg_id = random_hex(8).to_ascii_uppercase();
     {
         let mut t = wns.tables();

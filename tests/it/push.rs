@@ -36,12 +36,17 @@ async fn server(dir: &Path) -> ServerHandle {
 /// `mdmsim run --clock real` of the device in `state` for `secs` seconds with these events,
 /// started in the background (its JSON comes at the end).
 fn run_real(state: &Path, secs: u64, events: &str) -> Child {
+    run_real_with(state, secs, events, &["--wns-listen", "127.0.0.1:0"])
+}
+
+fn run_real_with(state: &Path, secs: u64, events: &str, wns: &[&str]) -> Child {
     let file = state.with_extension("events.toml");
     std::fs::write(&file, events).unwrap();
     Command::new(env!("CARGO_BIN_EXE_mdmsim"))
         .args(["run", "--state", &state.to_string_lossy(), "--clock", "real", "--json", "--until"])
         .arg(format!("{secs}s"))
-        .args(["--events", &file.to_string_lossy(), "--wns-listen", "127.0.0.1:0"])
+        .args(["--events", &file.to_string_lossy()])
+        .args(wns)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,6 +204,62 @@ async fn a_revoked_channel_answers_410_and_the_server_configures_push_again_in_t
     assert_eq!(modes, ["Maintenance"], "one push session, after the channel was configured again");
     let pushes: Vec<u16> = h.device(&id).unwrap().pushes.iter().map(|p| p.http_status).collect();
     assert_eq!(pushes, [410, 200]);
+}
+
+/// `mdmsim wns` on its own, killed when dropped.
+struct Standalone(Child);
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_wns_lets_a_server_push_to_the_devices_of_a_run() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdmsim"))
+        .args(["wns", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let wns = Standalone(child);
+    let first = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout).lines().next().and_then(Result::ok).unwrap_or_default()
+    });
+    let first = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
+    let addr = first.rsplit(' ').next().unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{first}");
+    let url = format!("http://{addr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(dir.path()).await;
+    let state = dir.path().join("dev");
+    let id = {
+        let (state, mgmt) = (state.clone(), h.management_url());
+        tokio::task::spawn_blocking(move || {
+            new_device_with(&state, &mgmt, 154, &["--profile", "win81", "--provider-id", "mdmsim"])
+        })
+        .await
+        .unwrap()
+    };
+    let run = run_real_with(&state, 14, "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n", &["--wns-url", &url]);
+    let channel = channel_known(&h, &id, None, Duration::from_secs(10)).await;
+    assert!(channel.starts_with(&format!("{url}/?token=")), "the channel is the standalone service's: {channel}");
+    // Give the run a moment to start listening for its devices' notifications.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at = Utc::now();
+    let (_, record) = admin_push(&h, &id).await;
+    assert_eq!((record["http_status"].as_u64(), record["wns_status"].as_str()), (Some(200), Some("received")));
+    let v = finish(run).await;
+    let sessions = push_sessions(&v);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].1, "Apps");
+    assert!(sessions[0].0 - at < chrono::TimeDelta::seconds(5));
+    drop(wns);
 }
 
 /// The WNS emulation on a free loopback port, with a clock the test moves and the devices it
