@@ -185,6 +185,33 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// Adds the counts of a later run of the same fleet.
+    pub fn merge(&mut self, later: RunStats) {
+        self.sessions += later.sessions;
+        self.completed += later.completed;
+        self.failed += later.failed;
+        self.missed += later.missed;
+        self.unenrolled += later.unenrolled;
+        self.findings += later.findings;
+        self.messages += later.messages;
+        for (k, n) in later.by_trigger_mode {
+            *self.by_trigger_mode.entry(k).or_default() += n;
+        }
+        match (&mut self.histogram, later.histogram) {
+            (Some(h), Some(l)) => {
+                let _ = h.add(&l);
+            }
+            (mine @ None, l) => *mine = l,
+            (Some(_), None) => {}
+        }
+        if let Some(h) = &self.histogram {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
+        }
+        self.hit_session_limit |= later.hit_session_limit;
+        self.ended_at = self.ended_at.max(later.ended_at);
+    }
+
     /// Counts one record.
     pub fn add(&mut self, r: &Record) {
         match r {
