@@ -267,6 +267,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         for (k, n) in &stats.by_trigger_mode {
             out::line(format_args!("  {k:<24} {n}"));
         }
+        if stats.push_sessions + stats.pushes_lost > 0 {
+            out::line(format_args!(
+                "  pushes: {} started a session, {} lost (network off)",
+                stats.push_sessions, stats.pushes_lost
+            ));
+        }
         if stats.hit_session_limit {
             out::line(format_args!("  stopped at the session limit (--max-sessions {})", a.max_sessions));
         }

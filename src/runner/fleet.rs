@@ -174,6 +174,10 @@ pub struct RunStats {
     pub messages: u64,
     /// Sessions by `trigger/mode`.
     pub by_trigger_mode: BTreeMap<String, u64>,
+    /// Push-started sessions (a notification woke the device).
+    pub push_sessions: u64,
+    /// Notifications lost because the device's network was off (no session followed).
+    pub pushes_lost: u64,
     /// Session latency percentiles.
     pub latency_ms: Latency,
     /// True when the run stopped at the session limit rather than at `until`.
@@ -194,6 +198,8 @@ impl RunStats {
         self.unenrolled += later.unenrolled;
         self.findings += later.findings;
         self.messages += later.messages;
+        self.push_sessions += later.push_sessions;
+        self.pushes_lost += later.pushes_lost;
         for (k, n) in later.by_trigger_mode {
             *self.by_trigger_mode.entry(k).or_default() += n;
         }
@@ -225,6 +231,9 @@ impl RunStats {
                 self.findings += summary.findings.len() as u64;
                 self.messages += u64::from(summary.messages_sent);
                 *self.by_trigger_mode.entry(format!("{}/{}", summary.trigger, summary.mode)).or_default() += 1;
+                if summary.trigger == crate::schedule::Trigger::Push {
+                    self.push_sessions += 1;
+                }
                 // Microseconds, 3 significant digits, up to an hour.
                 let h = self.histogram.get_or_insert_with(|| {
                     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
@@ -233,7 +242,12 @@ impl RunStats {
                 let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
                 self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
             }
-            Record::Missed { .. } => self.missed += 1,
+            Record::Missed { trigger, .. } => {
+                self.missed += 1;
+                if *trigger == crate::schedule::Trigger::Push {
+                    self.pushes_lost += 1;
+                }
+            }
             Record::Unenrolled { .. } => self.unenrolled += 1,
             Record::Changed { .. } => {}
         }

@@ -174,19 +174,19 @@ async fn a_revoked_channel_answers_410_and_the_server_configures_push_again_in_t
         .unwrap()
     };
     let t0 = Instant::now();
-    let events = "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+5s\"\nkind = \"revoke-channel\"\n\n\
-                  [[event]]\nat = \"+9s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+12s\"\nkind = \"sync\"\n";
-    let child = run_real(&state, 18, events);
-    let old = channel_known(&h, &id, None, Duration::from_secs(5)).await;
-    // After the revocation (+5s), before the next session (+9s).
-    tokio::time::sleep(Duration::from_secs(7).saturating_sub(t0.elapsed())).await;
+    let events = "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+6s\"\nkind = \"revoke-channel\"\n\n\
+                  [[event]]\nat = \"+10s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+13s\"\nkind = \"sync\"\n";
+    let child = run_real(&state, 19, events);
+    let old = channel_known(&h, &id, None, Duration::from_secs(6)).await;
+    // After the revocation (+6s), before the next session (+10s).
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(t0.elapsed())).await;
     let (status, record) = admin_push(&h, &id).await;
     assert_eq!(status, 200, "{record}");
     assert_eq!(record["http_status"], 410, "the revoked channel is gone: {record}");
     let revoked_at = Utc::now();
-    // The next Maintenance session (+9s) replaces the PFN; the device gets a new channel, read
-    // back in the session after (+12s); a push to it is received.
-    let new = channel_known(&h, &id, Some(&old), Duration::from_secs(9)).await;
+    // The next Maintenance session (+10s) replaces the PFN; the device gets a new channel, read
+    // back in the session after (+13s); a push to it is received.
+    let new = channel_known(&h, &id, Some(&old), Duration::from_secs(10)).await;
     assert_ne!(new, old);
     let rec = h.device(&id).unwrap();
     let again = rec
@@ -204,6 +204,78 @@ async fn a_revoked_channel_answers_410_and_the_server_configures_push_again_in_t
     assert_eq!(modes, ["Maintenance"], "one push session, after the channel was configured again");
     let pushes: Vec<u16> = h.device(&id).unwrap().pushes.iter().map(|p| p.http_status).collect();
     assert_eq!(pushes, [410, 200]);
+}
+
+/// A device in `state` of the reference server `h`, made with `mdmsim device new`.
+async fn device(h: &ServerHandle, state: &Path, profile: &'static str, seed: u64) -> String {
+    let (state, url) = (state.to_path_buf(), h.management_url());
+    tokio::task::spawn_blocking(move || {
+        new_device_with(&state, &url, seed, &["--profile", profile, "--provider-id", "mdmsim"])
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_while_the_network_is_off_is_lost_and_push_status_reads_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(dir.path()).await;
+    let state = dir.path().join("dev");
+    let id = device(&h, &state, "win10", 155).await;
+    let t0 = Instant::now();
+    let events = "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+6s\"\nkind = \"network-off\"\n";
+    let child = run_real(&state, 13, events);
+    channel_known(&h, &id, None, Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(t0.elapsed())).await;
+    // WNS takes it (the device's WNS connection is not the MDM client's network)...
+    let (_, record) = admin_push(&h, &id).await;
+    assert_eq!(record["http_status"], 200, "{record}");
+    let v = finish(child).await;
+    // ...but no session follows, and the push channel says why.
+    assert!(push_sessions(&v).is_empty(), "{v}");
+    let missed = v["records"].as_array().unwrap().iter().any(|r| r["kind"] == "missed" && r["trigger"] == "push");
+    assert!(missed, "the lost push is reported: {v}");
+    let status = crate::support::tree_value(&state, "./Vendor/MSFT/DMClient/Provider/mdmsim/Push/Status");
+    assert_eq!(status, "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_channel_answers_410_and_the_renewed_one_is_read_in_the_next_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(dir.path()).await;
+    let state = dir.path().join("dev");
+    let id = device(&h, &state, "win81", 156).await;
+    let t0 = Instant::now();
+    let events = "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+6s\"\nkind = \"expire-channel\"\n\n\
+                  [[event]]\nat = \"+9s\"\nkind = \"sync\"\n";
+    let child = run_real(&state, 15, events);
+    let old = channel_known(&h, &id, None, Duration::from_secs(6)).await;
+    // The device renewed its channel at once; the server reads the new one in the next session.
+    let new = channel_known(&h, &id, Some(&old), Duration::from_secs(14)).await;
+    assert!(t0.elapsed() >= Duration::from_secs(6));
+    assert_ne!(old, new);
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(format!("{}/accesstoken.srf", old.split("/?").next().unwrap()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ms-app://s-1-15-2-1"),
+            ("client_secret", "s"),
+            ("scope", "notify.windows.com"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let gone = notify(&client, &old, Some(token), b"x".to_vec()).await;
+    assert_eq!(gone.status().as_u16(), 410, "the expired channel is gone");
+    let v = finish(child).await;
+    assert!(v["summary"]["failed"] == 0, "{v}");
+    let status = crate::support::tree_value(&state, "./Vendor/MSFT/DMClient/Provider/mdmsim/Push/Status");
+    assert_eq!(status, "0", "renewed");
 }
 
 /// `mdmsim wns` on its own, killed when dropped.
