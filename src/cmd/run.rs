@@ -173,6 +173,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // Finished sessions are written in batches by the store's writer thread, off the run loop.
     let writer = store.writer();
     let registry = Arc::new(mdmsim::csp::registry());
+    if let super::PushService::Embedded(_) = &push {
+        // The embedded service is new: the channels of an earlier run point at one that is gone.
+        for m in &mut members {
+            m.engine.renew_push_channels();
+        }
+    }
     let mut fleet = Fleet::new(registry, transport, members, opts);
     let waker = push.wake(&rt, &fleet);
     // Only `--json` keeps every record (it prints them all at the end); otherwise each is

@@ -357,7 +357,11 @@ impl Csp for DmClient {
         let key = |leaf: &str| format!("{push}/{leaf}");
         cx.state.remove_subtree(&key(CHANNEL_RENEWING));
         let (status, uri) = match outcome {
-            ChannelOutcome::Granted { uri, expires } => {
+            ChannelOutcome::Granted { uri, .. } => {
+                // Counted in the device's own time (a virtual run's is not the service's): a
+                // channel lasts 30 days from when the device got it, so its renewal is always
+                // ahead of the device.
+                let expires = cx.env.now + CHANNEL_LIFETIME;
                 cx.state.set_value(&key(CHANNEL_EXPIRY), expires.to_rfc3339());
                 (PushStatus::Success, uri.clone())
             }
@@ -777,6 +781,9 @@ pub fn is_valid_pfn(pfn: &str) -> bool {
 /// Push Notification Services (WNS) overview").
 pub const CHANNEL_RENEW_BEFORE_EXPIRY: TimeDelta = TimeDelta::days(15);
 
+/// How long a channel lasts ("Windows Push Notification Services (WNS) overview": 30 days).
+pub const CHANNEL_LIFETIME: TimeDelta = TimeDelta::days(30);
+
 /// Device-internal values kept below `Provider/<ID>/Push` next to the nodes (not in the node
 /// table, so no command reaches them): when the channel expires, the app it was asked for, and
 /// when a renewal was asked (until its answer).
@@ -796,6 +803,20 @@ pub fn request_channel(state: &mut TreeState, push_key: &str, app: &str, effects
 fn forget_channel(state: &mut TreeState, push_key: &str) {
     for leaf in ["ChannelURI", "Status", CHANNEL_EXPIRY, CHANNEL_APP, CHANNEL_RENEWING] {
         state.remove_subtree(&format!("{push_key}/{leaf}"));
+    }
+}
+
+/// Makes every channel the device holds due for renewal at `now`: a run that hosts a new push
+/// notification service (the embedded one listens on a new port each time) gets the device a
+/// channel there, as the Windows WNS client reconnects when the machine starts.
+pub fn renew_channels(state: &mut TreeState, now: DateTime<Utc>) {
+    for id in provider_ids(state) {
+        if provider_value(state, &id, "Push/Status") != Some("0") {
+            continue;
+        }
+        let push = format!("{}/Push", provider_key(&id));
+        state.remove_subtree(&format!("{push}/{CHANNEL_RENEWING}"));
+        state.set_value(&format!("{push}/{CHANNEL_EXPIRY}"), (now + CHANNEL_RENEW_BEFORE_EXPIRY).to_rfc3339());
     }
 }
 

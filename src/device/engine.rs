@@ -393,6 +393,12 @@ impl Engine {
         }
     }
 
+    /// The push notification service is a new one (a run hosting its own): every channel the
+    /// device holds is renewed at its next timeout ([`dmclient::renew_channels`]).
+    pub fn renew_push_channels(&mut self) {
+        dmclient::renew_channels(&mut self.device.tree, self.now);
+    }
+
     /// The push notification service's answer to the last [`Transmit::Channel`].
     pub fn handle_channel(&mut self, registry: &Registry, reports: Vec<ChannelReport>) {
         if !matches!(self.active, Some(Active::Channel { .. })) {

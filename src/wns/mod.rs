@@ -44,10 +44,13 @@ pub const MAX_PAYLOAD: usize = 5 * 1024;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// How long a channel lives ("Windows Push Notification Services (WNS) overview": 30 days).
-pub const CHANNEL_LIFETIME: TimeDelta = TimeDelta::days(30);
+pub const CHANNEL_LIFETIME: TimeDelta = crate::csp::dmclient::CHANNEL_LIFETIME;
 
 /// How long an access token is good for (`expires_in` of the token answer).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The longest DeviceID, node or app name a channel is made for (a channel's memory is bounded).
+pub const MAX_NAME: usize = 256;
 
 /// The most access tokens kept; the oldest go first.
 pub const MAX_TOKENS: usize = 10_000;
@@ -265,8 +268,15 @@ impl Wns {
         match &call.op {
             ChannelOp::Request { csp, node, app } => {
                 let report = |outcome| vec![ChannelReport { csp: csp.clone(), node: node.clone(), outcome }];
-                if app.trim().is_empty() || app.len() > 256 {
+                if app.trim().is_empty() || app.len() > MAX_NAME {
                     return report(ChannelOutcome::Refused(format!("not an app the service knows: {app:?}")));
+                }
+                if call.device.is_empty()
+                    || call.device.len() > MAX_NAME
+                    || node.len() > MAX_NAME
+                    || csp.len() > MAX_NAME
+                {
+                    return report(ChannelOutcome::Refused("a DeviceID or node name over 256 bytes".into()));
                 }
                 let key = (call.device.clone(), node.clone());
                 if let Some(old) = t.current.remove(&key)

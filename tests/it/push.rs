@@ -278,6 +278,51 @@ async fn an_expired_channel_answers_410_and_the_renewed_one_is_read_in_the_next_
     assert_eq!(status, "0", "renewed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_is_renewed_before_30_days_and_the_server_reads_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(dir.path()).await;
+    let state = dir.path().join("dev");
+    let id = device(&h, &state, "win10", 157).await;
+    let st = state.to_string_lossy().to_string();
+    let start = "2026-03-02T08:00:00Z";
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        crate::support::mdmsim(&[
+            "run", "--state", &st, "--clock", "virtual", "--start", start, "--until", "20d", "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    // The distinct ChannelURIs the server read, with the SessionID it first read each in.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for r in h.device(&id).unwrap().results {
+        if r.loc_uri.as_deref().is_some_and(|u| u.ends_with("/Push/ChannelURI"))
+            && let Some(uri) = r.data.filter(|v| !v.is_empty())
+            && !seen.iter().any(|(u, _)| *u == uri)
+        {
+            seen.push((uri, r.session_id));
+        }
+    }
+    assert_eq!(seen.len(), 2, "one channel, then the renewed one: {seen:?}");
+    // The session that read the renewed channel ran on day 15 (renewal 15 days before the
+    // 30-day expiry) or just after.
+    let at: DateTime<Utc> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "session" && r["summary"]["session_id"] == seen[1].1.as_str())
+        .and_then(|r| r["at"].as_str())
+        .unwrap_or_else(|| panic!("session {} in {v}", seen[1].1))
+        .parse()
+        .unwrap();
+    let day = (at - start.parse::<DateTime<Utc>>().unwrap()).num_hours() as f64 / 24.0;
+    assert!((15.0..16.5).contains(&day), "renewed channel first read on day {day}");
+    let now = crate::support::tree_value(&state, "./Vendor/MSFT/DMClient/Provider/mdmsim/Push/ChannelURI");
+    assert_eq!(now, seen[1].0);
+}
+
 /// `mdmsim wns` on its own, killed when dropped.
 struct Standalone(Child);
 
