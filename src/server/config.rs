@@ -223,6 +223,10 @@ pub struct App {
     /// Size of the generated package when there is no file.
     #[serde(default = "default_size")]
     pub size: usize,
+    /// Installed only when assigned to a device (`POST /admin/devices/<DeviceID>/apps/<name>`,
+    /// which also pushes to the device), not on every device's first Maintenance session.
+    #[serde(default)]
+    pub on_request: bool,
 }
 
 /// A configuration profile: settings the server delivers together, as one `<Atomic>` of

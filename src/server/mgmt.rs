@@ -46,6 +46,47 @@ pub struct AppPlan {
     pub url: String,
     pub size: usize,
     pub sha256: String,
+    /// Installed only once assigned to a device ([`Mgmt::assign_app`]).
+    pub on_request: bool,
+}
+
+/// Why an app could not be assigned to a device.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("no device {0:?}")]
+    UnknownDevice(String),
+    #[error("no app {0:?} in the server's configuration")]
+    UnknownApp(String),
+    #[error("the device already has this app")]
+    AlreadyAssigned,
+}
+
+/// Gives the device an app install to carry out.
+fn assign(d: &mut Device, app: &AppPlan, config: &Config) {
+    d.apps.insert(
+        app.name.clone(),
+        AppTrack {
+            op: Op::Add,
+            atomic_status: None,
+            children: Vec::new(),
+            add_download_install: config.management.add_download_install_node,
+            lost: 0,
+        },
+    );
+    d.record.apps.insert(
+        app.name.clone(),
+        AppRecord {
+            product_id: app.product_id.clone(),
+            version: app.version.clone(),
+            url: app.url.clone(),
+            size: app.size,
+            sha256: app.sha256.clone(),
+            state: AppState::Pending,
+            attempts: 0,
+            polls: 0,
+            last_status: None,
+        },
+    );
 }
 
 /// Everything the server delivers, planned once at start and shared by every device.
@@ -298,6 +339,19 @@ impl Mgmt {
     /// The records of every device.
     pub fn records(&self) -> Vec<DeviceRecord> {
         self.devices.values().map(|d| d.record.clone()).collect()
+    }
+
+    /// Assigns the configured app `name` to a known device: it goes in the device's next
+    /// session that may install apps (Maintenance, or Apps on Windows 8.1).
+    pub fn assign_app(&mut self, device_id: &str, name: &str) -> Result<(), AssignError> {
+        let app =
+            self.plans.apps.iter().find(|a| a.name == name).ok_or_else(|| AssignError::UnknownApp(name.into()))?;
+        let d = self.devices.get_mut(device_id).ok_or_else(|| AssignError::UnknownDevice(device_id.into()))?;
+        if d.apps.contains_key(name) {
+            return Err(AssignError::AlreadyAssigned);
+        }
+        assign(d, app, &self.config);
+        Ok(())
     }
 
     /// The record of one device.
@@ -600,31 +654,8 @@ fn new_device(id: &str, config: &Config, plans: &Plans) -> Device {
         d.msis.insert(m.name.clone(), MsiTrack::default());
         d.record.msi.insert(m.name.clone(), msi::new_record(m));
     }
-    for app in &plans.apps {
-        d.apps.insert(
-            app.name.clone(),
-            AppTrack {
-                op: Op::Add,
-                atomic_status: None,
-                children: Vec::new(),
-                add_download_install: config.management.add_download_install_node,
-                lost: 0,
-            },
-        );
-        d.record.apps.insert(
-            app.name.clone(),
-            AppRecord {
-                product_id: app.product_id.clone(),
-                version: app.version.clone(),
-                url: app.url.clone(),
-                size: app.size,
-                sha256: app.sha256.clone(),
-                state: AppState::Pending,
-                attempts: 0,
-                polls: 0,
-                last_status: None,
-            },
-        );
+    for app in plans.apps.iter().filter(|a| !a.on_request) {
+        assign(&mut d, app, config);
     }
     d
 }
@@ -1597,6 +1628,7 @@ mod tests {
             url: "http://127.0.0.1/packages/App".into(),
             size: 1,
             sha256: String::new(),
+            on_request: false,
         };
         let mut m = Mgmt::new(Arc::new(config), vec![app]);
         let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";

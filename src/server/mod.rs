@@ -8,8 +8,9 @@
 //! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `GET`/`POST
 //! /EnrollmentServer/Auth` (the Federated sign-in page, `sts.rs`), `POST /ManagementServer/MDM.svc`
 //! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app and MSI packages), and the admin endpoints: the JSON views
-//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, and `POST
-//! /admin/devices/<DeviceID>/push` (a WNS push, `docs/push.md`), which answer 401 without
+//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, `POST
+//! /admin/devices/<DeviceID>/push` (a WNS push, `docs/push.md`) and `POST
+//! /admin/devices/<DeviceID>/apps/<name>` (assign an app, and push), which answer 401 without
 //! the admin token (`admin.rs`; `Authorization: Bearer <token>`, the token in
 //! `<state>/admin-token`).
 //!
@@ -594,6 +595,7 @@ fn shared(
                 url: p.url.clone(),
                 size: p.size,
                 sha256: p.sha256.clone(),
+                on_request: a.on_request,
             })
         })
         .collect();
@@ -727,6 +729,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/devices", get(admin_devices))
         .route("/admin/devices/{id}", get(admin_device))
         .route("/admin/devices/{id}/push", post(admin_push))
+        .route("/admin/devices/{id}/apps/{name}", post(admin_assign_app))
         .route("/admin/summary", get(admin_summary))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_admin_token));
     Router::new()
@@ -1078,6 +1081,28 @@ async fn admin_push(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         }
         Err(e) => (HttpStatus::BAD_GATEWAY, format!("{e}\n")).into_response(),
     }
+}
+
+/// `POST /admin/devices/<DeviceID>/apps/<name>`: assigns an app of the config (one marked
+/// `on_request`, or any not yet on the device) and pushes to the device so that it comes for it
+/// at once (a `mode=Apps` session on Windows 8.1, as the operation modes post describes the app
+/// install flow). The answer: `{"assigned": name, "push": <push record> | null, "push_error":
+/// why | null}`; 404 for an unknown device or app, 409 when the device already has the app.
+async fn admin_assign_app(State(s): State<Arc<Shared>>, Path((id, name)): Path<(String, String)>) -> Response {
+    if let Err(e) = s.mgmt().assign_app(&id, &name) {
+        let status = match e {
+            mgmt::AssignError::AlreadyAssigned => HttpStatus::CONFLICT,
+            _ => HttpStatus::NOT_FOUND,
+        };
+        return (status, format!("{e}\n")).into_response();
+    }
+    tracing::info!(device = %id, app = %name, "app assigned");
+    let client = s.push_client.clone();
+    let (push, push_error) = match push_device(&s, &client, &id).await {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    axum::Json(serde_json::json!({ "assigned": name, "push": push, "push_error": push_error })).into_response()
 }
 
 async fn admin_summary(State(s): State<Arc<Shared>>) -> Response {

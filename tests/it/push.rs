@@ -323,6 +323,48 @@ async fn the_channel_is_renewed_before_30_days_and_the_server_reads_the_new_one(
     assert_eq!(now, seen[1].0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigning_an_app_pushes_and_the_win81_device_comes_for_it_in_an_apps_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(
+        &format!(
+            "[management]\nauth = \"none\"\n[dmclient]\npush_pfn = \"{PFN}\"\n\n[[apps]]\nname = \"Portal\"\n\
+             product_id = \"{{B316008A-141D-4A79-810F-8B764C4CFDFB}}\"\nversion = \"1.0.0.0\"\nsize = 2048\non_request = true\n"
+        ),
+        "apps.toml",
+    )
+    .unwrap();
+    let mut opts = ServerOptions::local(dir.path().join("server"));
+    opts.http = true;
+    opts.config = config;
+    let h = mdmsim::server::start(opts).await.unwrap();
+    let state = dir.path().join("dev");
+    let id = device(&h, &state, "win81", 158).await;
+    let child = run_real(&state, 14, "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n");
+    channel_known(&h, &id, None, Duration::from_secs(10)).await;
+    assert!(h.device(&id).unwrap().apps.is_empty(), "an on-request app waits for its assignment");
+    let c = reqwest::Client::new();
+    let assign =
+        |app: &str| c.post(format!("{}/admin/devices/{id}/apps/{app}", h.base_url)).bearer_auth(h.admin_token()).send();
+    assert_eq!(assign("Nope").await.unwrap().status().as_u16(), 404);
+    let at = Utc::now();
+    let resp = assign("Portal").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["push"]["wns_status"], "received", "{body}");
+    assert_eq!(assign("Portal").await.unwrap().status().as_u16(), 409);
+    let v = finish(child).await;
+    let sessions = push_sessions(&v);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].1, "Apps");
+    assert!(sessions[0].0 - at < chrono::TimeDelta::seconds(5));
+    // The install went in that Apps session.
+    let rec = h.device(&id).unwrap();
+    assert_ne!(rec.apps["Portal"].state, mdmsim::server::AppState::Pending, "{:?}", rec.apps);
+    let apps_checkin = rec.checkins.iter().find(|c| c.mode.as_deref() == Some("Apps")).expect("an Apps check-in");
+    assert!(apps_checkin.commands_sent > 0, "{apps_checkin:?}");
+}
+
 /// `mdmsim wns` on its own, killed when dropped.
 struct Standalone(Child);
 
