@@ -273,10 +273,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         for (k, n) in &stats.by_trigger_mode {
             out::line(format_args!("  {k:<24} {n}"));
         }
-        if stats.push_sessions + stats.pushes_lost > 0 {
+        if stats.push_sessions + stats.pushes_lost + stats.pushes_delivered > 0 {
             out::line(format_args!(
-                "  pushes: {} started a session, {} lost (network off)",
-                stats.push_sessions, stats.pushes_lost
+                "  pushes: {} delivered by WNS, {} push sessions, {} lost (network off)",
+                stats.pushes_delivered, stats.push_sessions, stats.pushes_lost
+            ));
+        }
+        if let Some(l) = &stats.push_to_session_ms {
+            out::line(format_args!(
+                "  push to end of session: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p90, l.p99, l.max
             ));
         }
         if stats.hit_session_limit {

@@ -30,6 +30,9 @@ use crate::tree::Registry;
 use super::exchange::{Exchange, HttpExchange};
 use super::http::Transport;
 
+/// The most devices whose notification arrival is timed at once (push-to-session latency).
+const PUSHES_TIMED: usize = 100_000;
+
 /// One device of a run: its engine and, for an enrolled device, its own HTTP client.
 pub struct Member {
     pub engine: Engine,
@@ -178,6 +181,11 @@ pub struct RunStats {
     pub push_sessions: u64,
     /// Notifications lost because the device's network was off (no session followed).
     pub pushes_lost: u64,
+    /// Notifications the push notification service delivered to the fleet's devices.
+    pub pushes_delivered: u64,
+    /// Real time from a notification's arrival to the end of the session it started, in
+    /// milliseconds (`None` without push-started sessions).
+    pub push_to_session_ms: Option<Latency>,
     /// Session latency percentiles.
     pub latency_ms: Latency,
     /// True when the run stopped at the session limit rather than at `until`.
@@ -186,6 +194,8 @@ pub struct RunStats {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     histogram: Option<hdrhistogram::Histogram<u64>>,
+    #[serde(skip)]
+    push_histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl RunStats {
@@ -200,6 +210,15 @@ impl RunStats {
         self.messages += later.messages;
         self.push_sessions += later.push_sessions;
         self.pushes_lost += later.pushes_lost;
+        self.pushes_delivered += later.pushes_delivered;
+        match (&mut self.push_histogram, later.push_histogram) {
+            (Some(h), Some(l)) => {
+                let _ = h.add(&l);
+            }
+            (mine @ None, l) => *mine = l,
+            (Some(_), None) => {}
+        }
+        self.push_to_session_ms = self.push_histogram.as_ref().map(latency_of);
         for (k, n) in later.by_trigger_mode {
             *self.by_trigger_mode.entry(k).or_default() += n;
         }
@@ -216,6 +235,15 @@ impl RunStats {
         }
         self.hit_session_limit |= later.hit_session_limit;
         self.ended_at = self.ended_at.max(later.ended_at);
+    }
+
+    /// Counts the real time from a notification's arrival to the end of its session.
+    pub fn push_latency(&mut self, elapsed: std::time::Duration) {
+        let h = self.push_histogram.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+        });
+        h.saturating_record((elapsed.as_micros() as u64).max(1));
+        self.push_to_session_ms = Some(latency_of(h));
     }
 
     /// Counts one record.
@@ -252,6 +280,12 @@ impl RunStats {
             Record::Changed { .. } => {}
         }
     }
+}
+
+/// Percentiles of a histogram of microseconds, in milliseconds.
+fn latency_of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
 }
 
 /// Sends events to the devices of a running fleet (a push, a logon): the device is woken at
@@ -409,10 +443,18 @@ impl Fleet {
         let index: std::collections::HashMap<String, usize> =
             self.members.iter().enumerate().filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i))).collect();
         let real_time = clock.kind() != ClockKind::Virtual;
+        // When a notification reached each device that has not had its session yet.
+        let mut push_at: std::collections::HashMap<usize, std::time::Instant> = std::collections::HashMap::new();
         loop {
             // Events from the inbox: a device at rest is woken now; one at work gets it after.
             while let Ok((id, event)) = self.inbox_rx.try_recv() {
                 if let Some(&i) = index.get(&id) {
+                    if matches!(event, Event::Notification) {
+                        stats.pushes_delivered += 1;
+                        if push_at.len() < PUSHES_TIMED {
+                            push_at.entry(i).or_insert_with(std::time::Instant::now);
+                        }
+                    }
                     self.held[i].push(event);
                     if self.members[i].is_some() {
                         let now = clock.now();
@@ -522,6 +564,17 @@ impl Fleet {
                 match out {
                     Output::Record(r) => {
                         stats.add(&r);
+                        match &r {
+                            Record::Session { summary, .. } if summary.trigger == crate::schedule::Trigger::Push => {
+                                if let Some(t) = push_at.remove(&i) {
+                                    stats.push_latency(t.elapsed());
+                                }
+                            }
+                            Record::Missed { trigger: crate::schedule::Trigger::Push, .. } => {
+                                push_at.remove(&i);
+                            }
+                            _ => {}
+                        }
                         on_record(&r, &mut member.engine.device);
                     }
                     Output::Transcript { session_id, files } => {

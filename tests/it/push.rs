@@ -138,6 +138,15 @@ async fn pushed_once(profile: &'static str, seed: u64) -> (Vec<(DateTime<Utc>, S
     assert!(record["msg_id"].as_str().is_some_and(|m| !m.is_empty()), "{record}");
     let v = finish(child).await;
     assert_eq!(h.device(&id).unwrap().pushes.len(), 1);
+    // The run's summary counts the push and times it to the end of its session.
+    let summary = &v["summary"];
+    assert_eq!(
+        (summary["pushes_delivered"].as_u64(), summary["push_sessions"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+    let p50 = summary["push_to_session_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 5000.0, "{summary}");
     (push_sessions(&v), at)
 }
 
