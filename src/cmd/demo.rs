@@ -66,6 +66,10 @@ pub struct DemoArgs {
     /// Keep the server's state (CA, certificates) here instead of a temporary folder.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Where the push notification service (WNS emulation) the devices get their channels
+    /// from listens. Default: a free loopback port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wns_listen: std::net::SocketAddr,
 }
 
 /// The report of a demo run.
@@ -313,9 +317,10 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     let registry = Arc::new(mdmsim::csp::registry());
     // The devices' push channels come from a WNS emulation on loopback; the server pushes to
     // them at midday.
-    let wns = mdmsim::wns::start(mdmsim::wns::WnsOptions::default())
+    let wns = mdmsim::wns::start(mdmsim::wns::WnsOptions { listen: a.wns_listen, ..Default::default() })
         .await
-        .map_err(|e| fail(STATE, format!("starting the push notification service: {e}")))?;
+        .map_err(|e| fail(USAGE, format!("--wns-listen: {e}")))?;
+    milestone(format_args!("push notification service (WNS emulation) at {}", wns.base_url()));
     let fleet_opts = FleetOptions { channels: Some(ChannelService::of(wns.wns.clone())), ..FleetOptions::default() };
     let mut fleet = Fleet::new(Arc::clone(&registry), fallback, fleet_members, fleet_opts);
     wns.wns.set_deliver(fleet.push_receiver());

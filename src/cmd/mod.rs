@@ -163,27 +163,17 @@ impl PushService {
                 None
             }
             PushService::Remote { client, base_url } => {
-                let (client, base) = (client.clone(), base_url.clone());
-                Some(rt.spawn(async move {
-                    let mut warned = false;
-                    loop {
-                        match mdmsim::wns::remote_wake(&client, &base).await {
-                            Ok(ids) => {
-                                warned = false;
-                                for id in ids {
-                                    deliver(&id);
-                                }
-                            }
-                            Err(e) => {
-                                if !warned {
-                                    out::warn(format_args!("mdmsim: push notification service: {e}"));
-                                    warned = true;
-                                }
-                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
-                }))
+                Some(rt.spawn(mdmsim::wns::remote_wake_loop(client.clone(), base_url.clone(), deliver)))
+            }
+        }
+    }
+
+    /// The same, for the scenario runner.
+    pub fn endpoint(&self) -> mdmsim::wns::PushEndpoint {
+        match self {
+            PushService::Embedded(h) => mdmsim::wns::PushEndpoint::Embedded(h.wns.clone()),
+            PushService::Remote { client, base_url } => {
+                mdmsim::wns::PushEndpoint::Remote { client: client.clone(), base_url: base_url.clone() }
             }
         }
     }

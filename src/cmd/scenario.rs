@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// ChannelURIs point there. Default: a free loopback port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     wns_listen: std::net::SocketAddr,
+    /// Use a standalone `mdmsim wns` at URL instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    wns_url: Option<String>,
     /// Write JUnit XML (one testsuite per file, one testcase per expectation) to FILE.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -247,14 +250,14 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
-    let wns = super::start_wns(&rt, a.wns_listen)?;
+    let push = super::PushService::open(&rt, a.wns_listen, a.wns_url.as_deref())?;
     let opts = RunOptions {
         server: a.server,
         ca_cert: a.ca_cert,
         insecure: a.insecure,
         transcript: a.transcript,
         enroll,
-        wns: Some(wns.wns.clone()),
+        wns: Some(push.endpoint()),
     };
     let mut outcomes: Vec<FileOutcome<'_>> = Vec::new();
     let mut failures: Vec<(&str, Failures)> = Vec::new();

@@ -21,7 +21,7 @@ pub struct RunOptions {
     pub enroll: Option<EnrollAs>,
     /// The push notification service (WNS emulation) the devices' channels are on, whose
     /// notifications wake them; `None`: the devices get no channel.
-    pub wns: Option<crate::wns::Wns>,
+    pub wns: Option<crate::wns::PushEndpoint>,
 }
 
 /// How the devices of a scenario enroll.

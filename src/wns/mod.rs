@@ -582,6 +582,38 @@ pub async fn remote_wake(client: &reqwest::Client, base_url: &str) -> Result<Vec
     serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }
 
+/// Wakes the devices a standalone service at `base_url` was pushed for, with `deliver`, until
+/// the task is aborted; an unreachable service is said once on the log and asked again each
+/// second.
+pub async fn remote_wake_loop(client: reqwest::Client, base_url: String, deliver: Deliver) {
+    let mut warned = false;
+    loop {
+        match remote_wake(&client, &base_url).await {
+            Ok(ids) => {
+                warned = false;
+                for id in ids {
+                    deliver(&id);
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("push notification service: {e}");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Where the devices of a run get their channels: this process's service, or a standalone
+/// `mdmsim wns` at a URL.
+#[derive(Debug, Clone)]
+pub enum PushEndpoint {
+    Embedded(Wns),
+    Remote { client: reqwest::Client, base_url: String },
+}
+
 #[derive(Deserialize)]
 struct ChannelQuery {
     token: Option<String>,
