@@ -30,6 +30,9 @@ use crate::tree::Registry;
 use super::exchange::{Exchange, HttpExchange};
 use super::http::Transport;
 
+/// The most events a device at work holds for later (more are dropped).
+const HELD_EVENTS: usize = 64;
+
 /// The most devices whose notification arrival is timed at once (push-to-session latency).
 const PUSHES_TIMED: usize = 100_000;
 
@@ -454,6 +457,14 @@ impl Fleet {
                         if push_at.len() < PUSHES_TIMED {
                             push_at.entry(i).or_insert_with(std::time::Instant::now);
                         }
+                    }
+                    // Notifications waiting for the same device make one session (WNS
+                    // delivers them as one wake-up), and no device holds more than
+                    // HELD_EVENTS events: a flood of pushes cannot grow the run's memory.
+                    let duplicate = matches!(event, Event::Notification)
+                        && self.held[i].iter().any(|e| matches!(e, Event::Notification));
+                    if duplicate || self.held[i].len() >= HELD_EVENTS {
+                        continue;
                     }
                     self.held[i].push(event);
                     if self.members[i].is_some() {
