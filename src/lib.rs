@@ -31,3 +31,4 @@ pub mod syncml;
 pub mod toml_pos;
 pub mod transcript;
 pub mod tree;
+pub mod wns;

@@ -66,6 +66,9 @@ enum Command {
     Tree(cmd::tree::TreeArgs),
     /// Run the embedded reference MDM server (enrollment + management) until Ctrl-C.
     Server(cmd::server::ServerArgs),
+    /// Run the push notification service emulation (WNS) on its own until Ctrl-C, for a server
+    /// under test to push to the devices of `mdmsim run --wns-url`.
+    Wns(cmd::wns::WnsArgs),
     /// Benchmarks of the device engine (sessions per CPU second, memory, latency).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(c) => cmd::run::run(c),
         Command::Tree(c) => cmd::tree::run(c),
         Command::Server(c) => cmd::server::run(c),
+        Command::Wns(c) => cmd::wns::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),

@@ -25,9 +25,9 @@ use serde::Serialize;
 use mdmsim::device::{DeviceId, Template};
 use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::runner::enrollment::{EnrollOptions, enroll_device, http_options};
-use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
+use mdmsim::runner::fleet::{ChannelService, Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::{HttpOptions, Transport};
-use mdmsim::schedule::{At, Clock, ClockKind, ENROLLED, Event, VirtualClock, device_seed, parse_time};
+use mdmsim::schedule::{At, Clock, ClockKind, ENROLLED, Event, Trigger, VirtualClock, device_seed, parse_time};
 use mdmsim::server::profiles::ProfilePlan;
 use mdmsim::server::{Config, DeviceRecord, MsiState, ProfileState, ServerHandle, ServerOptions};
 use mdmsim::session::Outcome;
@@ -66,6 +66,10 @@ pub struct DemoArgs {
     /// Keep the server's state (CA, certificates) here instead of a temporary folder.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Where the push notification service (WNS emulation) the devices get their channels
+    /// from listens. Default: a free loopback port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wns_listen: std::net::SocketAddr,
 }
 
 /// The report of a demo run.
@@ -90,9 +94,27 @@ struct Report {
     msi: Vec<MsiLine>,
     errors: Vec<String>,
     findings: u64,
+    /// The server's pushes through the WNS emulation at midday.
+    pushes: PushLine,
     latency_ms: Latency,
     server: ServerCheck,
     wall_s: f64,
+}
+
+/// The midday push round: the server pushes to every device whose ChannelURI it read.
+#[derive(Debug, Default, Serialize)]
+struct PushLine {
+    /// Pushes the server sent (`POST <ChannelURI>`).
+    sent: usize,
+    /// Answered 200 `X-WNS-Status: received` (the device was woken).
+    received: usize,
+    /// Answered otherwise (410, 404, 406...) or not at all.
+    refused: usize,
+    /// Push-started sessions of the day, the round's and the timeline's (`mode=Apps` on win81,
+    /// Alert 1200 on win10).
+    sessions: u64,
+    /// Notifications lost because the device's network was off.
+    lost: u64,
 }
 
 /// One configuration profile at the end of the run.
@@ -293,7 +315,15 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     }
     let fallback = Arc::new(Transport::new(HttpOptions::default()).map_err(|e| fail(STATE, e.to_string()))?);
     let registry = Arc::new(mdmsim::csp::registry());
-    let mut fleet = Fleet::new(Arc::clone(&registry), fallback, fleet_members, FleetOptions::default());
+    // The devices' push channels come from a WNS emulation on loopback; the server pushes to
+    // them at midday.
+    let wns = mdmsim::wns::start(mdmsim::wns::WnsOptions { listen: a.wns_listen, ..Default::default() })
+        .await
+        .map_err(|e| fail(USAGE, format!("--wns-listen: {e}")))?;
+    milestone(format_args!("push notification service (WNS emulation) at {}", wns.base_url()));
+    let fleet_opts = FleetOptions { channels: Some(ChannelService::of(wns.wns.clone())), ..FleetOptions::default() };
+    let mut fleet = Fleet::new(Arc::clone(&registry), fallback, fleet_members, fleet_opts);
+    wns.wns.set_deliver(fleet.push_receiver());
     let mut clock = SharedClock { inner: VirtualClock::new(start), now: Arc::clone(&shared) };
     let span = (end - start).num_seconds().max(1) as u64;
     let progress = progress_bar(span, "simulating");
@@ -304,8 +334,17 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     let mut next_note = start + quarter;
     let mut sessions_so_far = 0u64;
     let bar_hidden = progress.is_hidden();
-    let stats = fleet
-        .run(&mut clock, end, |record, _| {
+    let mut pushes = PushLine::default();
+    let mut on_record = |record: &Record, _: &mut mdmsim::device::Device| {
+        if let Record::Missed { trigger: Trigger::Push, .. } = record {
+            pushes.lost += 1;
+        }
+        if let Record::Session { summary, .. } = record
+            && summary.trigger == Trigger::Push
+        {
+            pushes.sessions += 1;
+        }
+        {
             if let Record::Session { at, summary, device } = record {
                 sessions_so_far += 1;
                 if bar_hidden && *at >= next_note && next_note < end {
@@ -321,8 +360,43 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
                 }
                 progress.set_position((*at - start).num_seconds().max(0) as u64);
             }
-        })
-        .await;
+        }
+    };
+    // Morning, the midday push round, afternoon and night.
+    let midday = start + (end - start) / 2;
+    let mut stats = fleet.run(&mut clock, midday, &mut on_record).await;
+    let client = reqwest::Client::builder()
+        .timeout(StdDuration::from_secs(10))
+        .build()
+        .map_err(|e| fail(STATE, format!("HTTP client: {e}")))?;
+    let mut round = PushLine::default();
+    let mut push_errors = Vec::new();
+    for m in fleet.members() {
+        let id = m.device.id.to_string();
+        match server.push(&client, &id).await {
+            Ok(r) if r.http_status == 200 && r.wns_status.as_deref() == Some("received") => {
+                round.sent += 1;
+                round.received += 1;
+            }
+            Ok(_) => {
+                round.sent += 1;
+                round.refused += 1;
+            }
+            // No ChannelURI read yet: nothing to push to.
+            Err(mdmsim::server::PushError::NoChannel(_)) => {}
+            Err(e) => {
+                round.sent += 1;
+                round.refused += 1;
+                push_errors.push(format!("push to {id}: {e}"));
+            }
+        }
+    }
+    let rest = fleet.run(&mut clock, end, &mut on_record).await;
+    errors.extend(push_errors);
+    stats.merge(rest);
+    pushes.sent = round.sent;
+    pushes.received = round.received;
+    pushes.refused = round.refused;
     progress.finish_and_clear();
 
     let mut app_installs = BTreeMap::new();
@@ -367,6 +441,7 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
         msi,
         errors,
         findings: stats.findings,
+        pushes,
         latency_ms: Latency { p50: q(0.50), p95: q(0.95), p99: q(0.99), max: latencies.max() as f64 / 1000.0 },
         server: server_check,
         wall_s: 0.0,
@@ -668,6 +743,13 @@ fn human(r: &Report) -> String {
         let (trigger, mode) = k.split_once('/').unwrap_or((k, ""));
         line(&mut out, format!("    {trigger:<11} {mode:<12} {n:>6}"));
     }
+    line(
+        &mut out,
+        format!(
+            "  pushes:       {} sent through the WNS emulation at midday, {} received, {} refused; {} push sessions, {} lost (network off)",
+            r.pushes.sent, r.pushes.received, r.pushes.refused, r.pushes.sessions, r.pushes.lost
+        ),
+    );
     line(&mut out, format!("  app installs: {}", app_line(&r.app_installs)));
     for p in &r.profiles {
         line(

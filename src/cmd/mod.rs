@@ -26,6 +26,7 @@ pub mod sync;
 pub mod syncml;
 pub mod transcript;
 pub mod tree;
+pub mod wns;
 
 /// `--ca-cert`, `--insecure` and `--timeout`: how a device's HTTP client talks to the server.
 #[derive(clap::Args, Clone)]
@@ -99,6 +100,83 @@ pub fn warn_insecure(what: Insecure) {
              network path can pose as the server{credentials}"
         ));
     });
+}
+
+/// Starts the embedded push notification service (WNS emulation) on `listen` in `rt`, and says
+/// where on stderr (exit 2 when the address cannot be used).
+pub fn start_wns(rt: &tokio::runtime::Runtime, listen: std::net::SocketAddr) -> anyhow::Result<mdmsim::wns::WnsHandle> {
+    let opts = mdmsim::wns::WnsOptions { listen, ..Default::default() };
+    let handle =
+        rt.block_on(mdmsim::wns::start(opts)).map_err(|e| exit::fail(exit::USAGE, format!("--wns-listen: {e}")))?;
+    out::warn(format_args!("mdmsim: push notification service (WNS emulation) at {}", handle.base_url()));
+    Ok(handle)
+}
+
+/// Where a run's devices get their push channels: the embedded service on `--wns-listen`, or a
+/// standalone `mdmsim wns` at `--wns-url`.
+pub enum PushService {
+    Embedded(mdmsim::wns::WnsHandle),
+    Remote { client: reqwest::Client, base_url: String },
+}
+
+impl PushService {
+    /// Starts the embedded service, or checks the standalone one's URL.
+    pub fn open(
+        rt: &tokio::runtime::Runtime,
+        listen: std::net::SocketAddr,
+        url: Option<&str>,
+    ) -> anyhow::Result<PushService> {
+        let Some(url) = url else { return Ok(PushService::Embedded(start_wns(rt, listen)?)) };
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| exit::fail(exit::USAGE, format!("--wns-url {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(exit::fail(exit::USAGE, format!("--wns-url {url:?}: expected an http(s) URL")));
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| exit::fail(exit::STATE, format!("HTTP client: {e}")))?;
+        Ok(PushService::Remote { client, base_url: url.trim_end_matches('/').to_string() })
+    }
+
+    /// The channel calls of the devices.
+    pub fn channels(&self) -> mdmsim::runner::fleet::ChannelService {
+        match self {
+            PushService::Embedded(h) => mdmsim::runner::fleet::ChannelService::of(h.wns.clone()),
+            PushService::Remote { client, base_url } => {
+                mdmsim::runner::fleet::ChannelService::remote(client.clone(), base_url.clone())
+            }
+        }
+    }
+
+    /// Makes the service's notifications wake the fleet's devices; for a standalone service a
+    /// task on `rt` fetches them (abort it when the run ends).
+    pub fn wake(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        fleet: &mdmsim::runner::fleet::Fleet,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let deliver = fleet.push_receiver();
+        match self {
+            PushService::Embedded(h) => {
+                h.wns.set_deliver(deliver);
+                None
+            }
+            PushService::Remote { client, base_url } => {
+                Some(rt.spawn(mdmsim::wns::remote_wake_loop(client.clone(), base_url.clone(), deliver)))
+            }
+        }
+    }
+
+    /// The same, for the scenario runner.
+    pub fn endpoint(&self) -> mdmsim::wns::PushEndpoint {
+        match self {
+            PushService::Embedded(h) => mdmsim::wns::PushEndpoint::Embedded(h.wns.clone()),
+            PushService::Remote { client, base_url } => {
+                mdmsim::wns::PushEndpoint::Remote { client: client.clone(), base_url: base_url.clone() }
+            }
+        }
+    }
 }
 
 /// Opens an existing state directory for a command (exit 5 when it is missing, a file, locked

@@ -78,6 +78,15 @@ pub struct RunArgs {
     /// Stop after this many sessions in all.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_sessions: u64,
+    /// Where the embedded push notification service (WNS emulation) listens; the devices'
+    /// ChannelURIs point there, and a server's pushes to them wake the devices. Default: a free
+    /// loopback port (printed on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wns_listen: std::net::SocketAddr,
+    /// Use a standalone `mdmsim wns` at URL (e.g. http://127.0.0.1:8181) instead of the embedded
+    /// one: the devices ask it for their channels, and a server's pushes to it wake them.
+    #[arg(long, value_name = "URL")]
+    wns_url: Option<String>,
     /// Exit 0 even when sessions failed (by default a failed session makes the run exit 3 when
     /// the server was unreachable, 4 when it broke the protocol or answered an HTTP error).
     #[arg(long)]
@@ -147,22 +156,31 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let leases = LeaseKeeper(Arc::new(move |d: &mut mdmsim::device::Device| {
         keeper_store.reserve_session_ids(&mut [d], LEASE_AHEAD).map_err(|e| e.to_string())
     }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let push = super::PushService::open(&rt, a.wns_listen, a.wns_url.as_deref())?;
     let opts = FleetOptions {
         strict: a.strict,
         transcript: a.transcript.clone(),
         max_sessions: a.max_sessions,
         state_dir: Some(a.state.clone()),
         leases: Some(leases),
+        channels: Some(push.channels()),
         ..FleetOptions::default()
     };
     // Finished sessions are written in batches by the store's writer thread, off the run loop.
     let writer = store.writer();
     let registry = Arc::new(mdmsim::csp::registry());
+    if let super::PushService::Embedded(_) = &push {
+        // The embedded service is new: the channels of an earlier run point at one that is gone.
+        for m in &mut members {
+            m.engine.renew_push_channels();
+        }
+    }
     let mut fleet = Fleet::new(registry, transport, members, opts);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let waker = push.wake(&rt, &fleet);
     // Only `--json` keeps every record (it prints them all at the end); otherwise each is
     // printed, streamed to --records, counted, and dropped.
     let mut records: Vec<Record> = Vec::new();
@@ -219,6 +237,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .await
     });
+    if let Some(w) = waker {
+        w.abort();
+    }
     // Whatever happened, the devices' last state is kept (schedules restart from it).
     for mut m in fleet.into_members() {
         writer.save(&mut m.engine.device);
@@ -251,6 +272,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ));
         for (k, n) in &stats.by_trigger_mode {
             out::line(format_args!("  {k:<24} {n}"));
+        }
+        if stats.push_sessions + stats.pushes_lost + stats.pushes_delivered > 0 {
+            out::line(format_args!(
+                "  pushes: {} delivered by WNS, {} push sessions, {} lost (network off)",
+                stats.pushes_delivered, stats.push_sessions, stats.pushes_lost
+            ));
+        }
+        if let Some(l) = &stats.push_to_session_ms {
+            out::line(format_args!(
+                "  push to end of session: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p90, l.p99, l.max
+            ));
         }
         if stats.hit_session_limit {
             out::line(format_args!("  stopped at the session limit (--max-sessions {})", a.max_sessions));

@@ -47,6 +47,13 @@ pub struct RunArgs {
     /// The MDM server's management URL.
     #[arg(long, value_name = "URL")]
     server: String,
+    /// Where the embedded push notification service (WNS emulation) listens: the devices'
+    /// ChannelURIs point there. Default: a free loopback port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wns_listen: std::net::SocketAddr,
+    /// Use a standalone `mdmsim wns` at URL instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    wns_url: Option<String>,
     /// Write JUnit XML (one testsuite per file, one testcase per expectation) to FILE.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -239,12 +246,19 @@ fn run_files(a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.insecure {
         super::warn_insecure(if enroll.is_some() { super::Insecure::Enrollment } else { super::Insecure::Sessions });
     }
-    let opts =
-        RunOptions { server: a.server, ca_cert: a.ca_cert, insecure: a.insecure, transcript: a.transcript, enroll };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let push = super::PushService::open(&rt, a.wns_listen, a.wns_url.as_deref())?;
+    let opts = RunOptions {
+        server: a.server,
+        ca_cert: a.ca_cert,
+        insecure: a.insecure,
+        transcript: a.transcript,
+        enroll,
+        wns: Some(push.endpoint()),
+    };
     let mut outcomes: Vec<FileOutcome<'_>> = Vec::new();
     let mut failures: Vec<(&str, Failures)> = Vec::new();
     for b in &built {

@@ -146,6 +146,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         out::line(format_args!("  discovery URL: {}", handle.discovery_url()));
         out::line(format_args!("  management:    {}", handle.management_url()));
         out::line(format_args!("  records:       {}/admin/devices and /admin/summary", handle.base_url));
+        out::line(format_args!("  push:          POST {}/admin/devices/<DeviceID>/push", handle.base_url));
         out::line(format_args!(
             "  admin token:   {} (send it as Authorization: Bearer)",
             handle.admin_token_file().display()

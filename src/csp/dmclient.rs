@@ -44,8 +44,8 @@ use sha2::{Digest, Sha256};
 
 use crate::syncml::{Alert, AlertCode, Item, Meta, StatusCode};
 use crate::tree::{
-    Csp, CspCx, Effect, Entry, Format, NodeRef, NodeSpec, Ops, Profile, Scope, Settings, TreeState, WriteOp,
-    encode_segment,
+    ChannelOutcome, Csp, CspCx, Effect, Entry, Format, NodeRef, NodeSpec, Ops, Profile, Scope, Settings, TreeState,
+    WriteOp, encode_segment,
 };
 
 pub use address::{AddressError, AddressList, LastGood};
@@ -326,6 +326,15 @@ impl Csp for DmClient {
         match segs.as_slice() {
             ["UpdateManagementServiceAddress"] => apply_address_update(cx),
             ["Provider", id, "Poll", name] if POLL_VALUES.iter().any(|(n, _)| n == name) => check_poll(cx, id)?,
+            ["Provider", id, "Push", "PFN"] if op != WriteOp::Delete => {
+                let pfn = cx.value(node.rel).unwrap_or_default().trim().to_string();
+                if is_valid_pfn(&pfn) {
+                    let node = format!("Provider/{id}/Push");
+                    request_channel(cx.state, &cx.key(&node), &pfn, cx.effects);
+                } else {
+                    forget_channel(cx.state, &cx.key(&format!("Provider/{id}/Push")));
+                }
+            }
             _ => {}
         }
         if let (WriteOp::Add, ["Provider", id, ..]) = (op, segs.as_slice()) {
@@ -336,6 +345,65 @@ impl Csp for DmClient {
             }
         }
         Ok(())
+    }
+
+    fn on_channel(&self, cx: &mut CspCx<'_>, node: &str, outcome: &ChannelOutcome) {
+        let push = cx.key(node);
+        if !matches!(node.split('/').collect::<Vec<_>>()[..], ["Provider", _, "Push"])
+            || cx.state.entry(&push).is_none()
+        {
+            return;
+        }
+        let key = |leaf: &str| format!("{push}/{leaf}");
+        cx.state.remove_subtree(&key(CHANNEL_RENEWING));
+        let (status, uri) = match outcome {
+            ChannelOutcome::Granted { uri, .. } => {
+                // Counted in the device's own time (a virtual run's is not the service's): a
+                // channel lasts 30 days from when the device got it, so its renewal is always
+                // ahead of the device.
+                let expires = cx.env.now + CHANNEL_LIFETIME;
+                cx.state.set_value(&key(CHANNEL_EXPIRY), expires.to_rfc3339());
+                (PushStatus::Success, uri.clone())
+            }
+            ChannelOutcome::Refused(_) | ChannelOutcome::Revoked => (PushStatus::WnsRegistrationFailed, String::new()),
+            ChannelOutcome::Unavailable(_) => (PushStatus::NoChannelUri, String::new()),
+            ChannelOutcome::Expired => (PushStatus::ChannelUriExpired, String::new()),
+            ChannelOutcome::SessionBlocked => {
+                if cx.state.value(&key("Status")) == Some("0") {
+                    cx.state.set_value(&key("Status"), PushStatus::SessionBlocked.code().to_string());
+                }
+                return;
+            }
+        };
+        if status != PushStatus::Success {
+            cx.state.remove_subtree(&key(CHANNEL_EXPIRY));
+        }
+        cx.state.set_value(&key("Status"), status.code().to_string());
+        cx.state.set_value(&key("ChannelURI"), uri);
+        if status == PushStatus::ChannelUriExpired
+            && let Some(app) = cx.state.value(&key(CHANNEL_APP)).map(str::to_string)
+        {
+            // The WNS client asks for a new channel as soon as it learns the old one expired.
+            cx.state.set_value(&key(CHANNEL_RENEWING), cx.env.now.to_rfc3339());
+            cx.emit(Effect::RequestChannel { csp: "DMClient", node: node.to_string(), app });
+        }
+    }
+
+    fn next_deadline(&self, cx: &CspCx<'_>) -> Option<DateTime<Utc>> {
+        provider_ids(cx.state).iter().filter_map(|id| renewal_due(cx.state, id)).min()
+    }
+
+    fn on_deadline(&self, cx: &mut CspCx<'_>) {
+        for id in provider_ids(cx.state) {
+            if renewal_due(cx.state, &id).is_none_or(|t| t > cx.env.now) {
+                continue;
+            }
+            let push = format!("{}/Push", provider_key(&id));
+            let Some(app) = cx.state.value(&format!("{push}/{CHANNEL_APP}")).map(str::to_string) else { continue };
+            // Renewed before it expires: the new ChannelURI is what the server reads next.
+            cx.state.set_value(&format!("{push}/{CHANNEL_RENEWING}"), cx.env.now.to_rfc3339());
+            cx.emit(Effect::RequestChannel { csp: "DMClient", node: format!("Provider/{id}/Push"), app });
+        }
     }
 
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>) -> StatusCode {
@@ -708,19 +776,89 @@ pub fn is_valid_pfn(pfn: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
-/// The fake WNS channel of a provider (Microsoft's WNS pages), from the stored PFN and
-/// the template's `push_endpoint` / `push_channel_uri` / `push_status` settings.
+/// How long before its expiry a channel is renewed: at half of its 30 days (Microsoft's push
+/// notification support for device management page; the channel itself lasts 30 days, "Windows
+/// Push Notification Services (WNS) overview").
+pub const CHANNEL_RENEW_BEFORE_EXPIRY: TimeDelta = TimeDelta::days(15);
+
+/// How long a channel lasts ("Windows Push Notification Services (WNS) overview": 30 days).
+pub const CHANNEL_LIFETIME: TimeDelta = TimeDelta::days(30);
+
+/// Device-internal values kept below `Provider/<ID>/Push` next to the nodes (not in the node
+/// table, so no command reaches them): when the channel expires, the app it was asked for, and
+/// when a renewal was asked (until its answer).
+const CHANNEL_EXPIRY: &str = "ChannelExpiry";
+const CHANNEL_APP: &str = "ChannelApp";
+const CHANNEL_RENEWING: &str = "ChannelRenewing";
+
+/// Asks the push notification service for a channel for `app` below `push_key` (the full key
+/// of `Provider/<ID>/Push`): what the channel was is forgotten until the answer comes.
+pub fn request_channel(state: &mut TreeState, push_key: &str, app: &str, effects: &mut Vec<Effect>) {
+    forget_channel(state, push_key);
+    state.set_value(&format!("{push_key}/{CHANNEL_APP}"), app.to_string());
+    let Some(node) = push_key.strip_prefix(ROOT_KEY).and_then(|r| r.strip_prefix('/')) else { return };
+    effects.push(Effect::RequestChannel { csp: "DMClient", node: node.to_string(), app: app.to_string() });
+}
+
+fn forget_channel(state: &mut TreeState, push_key: &str) {
+    for leaf in ["ChannelURI", "Status", CHANNEL_EXPIRY, CHANNEL_APP, CHANNEL_RENEWING] {
+        state.remove_subtree(&format!("{push_key}/{leaf}"));
+    }
+}
+
+/// Makes every channel the device holds due for renewal at `now`: a run that hosts a new push
+/// notification service (the embedded one listens on a new port each time) gets the device a
+/// channel there, as the Windows WNS client reconnects when the machine starts.
+pub fn renew_channels(state: &mut TreeState, now: DateTime<Utc>) {
+    for id in provider_ids(state) {
+        if provider_value(state, &id, "Push/Status") != Some("0") {
+            continue;
+        }
+        let push = format!("{}/Push", provider_key(&id));
+        state.remove_subtree(&format!("{push}/{CHANNEL_RENEWING}"));
+        state.set_value(&format!("{push}/{CHANNEL_EXPIRY}"), (now + CHANNEL_RENEW_BEFORE_EXPIRY).to_rfc3339());
+    }
+}
+
+/// When the provider's channel is to be renewed: 15 days before it expires, or a day after a
+/// renewal asked for got no answer (a run stopped meanwhile).
+fn renewal_due(state: &TreeState, provider_id: &str) -> Option<DateTime<Utc>> {
+    if provider_value(state, provider_id, "Push/Status") != Some("0") {
+        return None;
+    }
+    let time = |rel: &str| {
+        provider_value(state, provider_id, rel)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    if let Some(asked) = time(&format!("Push/{CHANNEL_RENEWING}")) {
+        return Some(asked + TimeDelta::days(1));
+    }
+    Some(time(&format!("Push/{CHANNEL_EXPIRY}"))? - CHANNEL_RENEW_BEFORE_EXPIRY)
+}
+
+/// The WNS channel of a provider: the one the push notification service gave the device (see
+/// [`request_channel`]), else the template's `push_endpoint` / `push_channel_uri` settings;
+/// `push_status` forces a failure status (Microsoft's WNS pages).
 pub fn push_channel(state: &TreeState, settings: &Settings, provider_id: &str) -> PushChannel {
     let none = |status| PushChannel { status, channel_uri: None };
+    let forced = settings.str("push_status").and_then(|s| s.trim().parse::<u8>().ok()).and_then(PushStatus::from_code);
+    if let Some(status) = forced.filter(|s| *s != PushStatus::Success) {
+        return none(status);
+    }
+    // An answer of the service (to a PFN, or to a Windows 8.1 UpdateConfiguration).
+    if let Some(status) = provider_value(state, provider_id, "Push/Status")
+        .and_then(|s| s.parse::<u8>().ok())
+        .and_then(PushStatus::from_code)
+    {
+        let uri = provider_value(state, provider_id, "Push/ChannelURI").filter(|u| !u.is_empty());
+        return PushChannel { status, channel_uri: uri.map(str::to_string) };
+    }
     let Some(pfn) = provider_value(state, provider_id, "Push/PFN").filter(|p| !p.trim().is_empty()) else {
         return none(PushStatus::NoChannelUri);
     };
     if !is_valid_pfn(pfn) {
         return none(PushStatus::InvalidPfn);
-    }
-    let forced = settings.str("push_status").and_then(|s| s.trim().parse::<u8>().ok()).and_then(PushStatus::from_code);
-    if let Some(status) = forced.filter(|s| *s != PushStatus::Success) {
-        return none(status);
     }
     if let Some(uri) = settings.str("push_channel_uri").filter(|u| !u.trim().is_empty()) {
         return PushChannel { status: PushStatus::Success, channel_uri: Some(uri.trim().to_string()) };
@@ -1302,6 +1440,52 @@ mod tests {
         assert_eq!(w.delete(&format!("{P}/Push")), StatusCode::Ok);
         assert_eq!(w.get(&uri).0, StatusCode::NotFound);
         assert_eq!(push_channel(&w.state, &w.env.settings, "Fleet").status, PushStatus::NoChannelUri);
+    }
+
+    #[test]
+    fn a_pfn_asks_the_service_for_a_channel_and_its_answers_show_in_channel_uri_and_status() {
+        let pfn = "Contoso.MDM_8wekyb3d8bbwe";
+        let (uri, status) = (format!("{P}/Push/ChannelURI"), format!("{P}/Push/Status"));
+        let mut d = Dev::new();
+        assert_eq!(d.add(&format!("{P}/Push/PFN"), Some(pfn)), StatusCode::Ok);
+        assert_eq!(
+            d.effects,
+            [Effect::RequestChannel { csp: "DMClient", node: "Provider/Fleet/Push".into(), app: pfn.into() }]
+        );
+        d.effects.clear();
+        let answer = |d: &mut Dev, outcome: ChannelOutcome| {
+            let e = d.reg.on_channel(&mut d.state, &d.env, "DMClient", "Provider/Fleet/Push", &outcome);
+            d.effects.extend(e);
+        };
+        let expires = d.env.now + TimeDelta::days(30);
+        answer(&mut d, ChannelOutcome::Granted { uri: "http://127.0.0.1:9/?token=a".into(), expires });
+        assert_eq!((d.value(&uri), d.value(&status)), ("http://127.0.0.1:9/?token=a".into(), "0".into()));
+        // Renewed 15 days before it expires, for the same app.
+        let reg = d.reg.clone();
+        assert_eq!(reg.next_deadline(&mut d.state, &d.env), Some(expires - TimeDelta::days(15)));
+        d.env.now = expires - TimeDelta::days(15);
+        let renew = reg.on_deadline(&mut d.state, &d.env);
+        assert!(matches!(&renew[..], [Effect::RequestChannel { app, .. }] if app == pfn), "{renew:?}");
+        assert_eq!(reg.next_deadline(&mut d.state, &d.env), Some(d.env.now + TimeDelta::days(1)), "asked once");
+        // A notification lost with the network off: 7, the channel stays.
+        answer(&mut d, ChannelOutcome::SessionBlocked);
+        assert_eq!((d.value(&uri), d.value(&status)), ("http://127.0.0.1:9/?token=a".into(), "7".into()));
+        // Revoked: 3 and no channel until the server configures push again.
+        answer(&mut d, ChannelOutcome::Revoked);
+        assert_eq!((d.value(&uri), d.value(&status)), (String::new(), "3".into()));
+        assert!(d.effects.is_empty());
+        // Expired: 5, and the device asks for a new channel at once.
+        answer(&mut d, ChannelOutcome::Expired);
+        assert_eq!(d.value(&status), "5");
+        assert!(matches!(&d.effects[..], [Effect::RequestChannel { app, .. }] if app == pfn), "{:?}", d.effects);
+        // No service: 4.
+        answer(&mut d, ChannelOutcome::Unavailable("none".into()));
+        assert_eq!((d.value(&uri), d.value(&status)), (String::new(), "4".into()));
+        // An invalid PFN asks nothing and reads 1.
+        d.effects.clear();
+        assert_eq!(d.replace(&format!("{P}/Push/PFN"), "nope"), StatusCode::Ok);
+        assert!(d.effects.is_empty());
+        assert_eq!(d.value(&status), "1");
     }
 
     #[test]

@@ -41,8 +41,10 @@
 //!   and emits [`Effect::Unenroll`], which the runner carries out (allowed in Machine mode).
 //! - `MDM_Client/.../Exec=ResetUserPassword`: answers 200; there is no user password to model.
 //! - `MDM_WNSConfiguration/MDM_WNSConfiguration.AppId=%22{AppId}%22/Exec=UpdateConfiguration`:
-//!   answers 200 (the WNS channel itself is the DMClient Push emulation's). It needs the enrolled
-//!   user's impersonation: the Machine-mode and interactive rules are the session gate's
+//!   answers 200 and asks the push notification service for a channel for the AppId
+//!   ([`Effect::RequestChannel`]), as a DMClient `Push/PFN` write does; the channel and its status
+//!   are read at the enrollment's DMClient `Provider/<ID>/Push/ChannelURI` and `Push/Status`
+//!   (the `MDM_WNSChannel` class is not modelled). It needs the enrolled user's impersonation: the Machine-mode and interactive rules are the session gate's
 //!   (`session::mode_gate`), not this CSP's.
 //!
 //! Not modelled: other classes (Win32_Processor, Win32_NetworkAdapter, MDM_Policy_*...), other
@@ -698,10 +700,33 @@ impl Csp for WmiBridge {
                 StatusCode::Ok
             }
             Class::MdmClient if is("ResetUserPassword") => StatusCode::Ok,
-            Class::MdmWnsConfiguration if is("UpdateConfiguration") => StatusCode::Ok,
+            Class::MdmWnsConfiguration if is("UpdateConfiguration") => {
+                // The agent registers the app with WNS for the enrolled user; the channel the
+                // service gives is kept with the enrollment's DMClient provider, where
+                // Push/ChannelURI and Push/Status read it.
+                let app = wns_app_id(instance);
+                if let Some(id) = crate::csp::dmclient::provider_ids(cx.state).into_iter().next()
+                    && !app.is_empty()
+                {
+                    let push = format!("{}/Push", crate::csp::dmclient::provider_key(&id));
+                    if cx.state.entry(&push).is_none() {
+                        cx.state.set(&push, crate::tree::Entry::Interior);
+                    }
+                    crate::csp::dmclient::request_channel(cx.state, &push, &app, cx.effects);
+                }
+                StatusCode::Ok
+            }
             _ => StatusCode::NotFound,
         }
     }
+}
+
+/// The AppId of an `MDM_WNSConfiguration.AppId="{AppId}"` instance path (quotes and
+/// percent-escapes taken off), or the whole segment when it has another form.
+fn wns_app_id(instance: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(instance).decode_utf8_lossy();
+    let value = decoded.split_once('=').map_or(decoded.as_ref(), |(_, v)| v);
+    value.trim().trim_matches(|c| c == '"' || c == '\'').trim().to_string()
 }
 
 /// Reads a template's `[wmi]` table into the `wmi.*` settings the bridge reads (checked here,
@@ -917,11 +942,18 @@ mod tests {
     }
 
     #[test]
-    fn the_other_methods_answer_and_change_nothing() {
+    fn the_other_methods_answer_and_update_configuration_asks_for_a_channel() {
         let reset = "./cimv2/MDM_Client/MDM_Client.DeviceClientID=%22ABC%22/Exec=ResetUserPassword";
         assert_eq!(run(Profile::Win81, "Exec", reset), (StatusCode::Ok, vec![]));
         let wns = "./cimv2/MDM_WNSConfiguration/MDM_WNSConfiguration.AppId=%22%7B1%7D%22/Exec=UpdateConfiguration";
-        assert_eq!(run(Profile::Win81, "Exec", wns), (StatusCode::Ok, vec![]));
+        let (code, effects) = run(Profile::Win81, "Exec", wns);
+        assert_eq!(code, StatusCode::Ok);
+        // The channel is kept with the enrollment's DMClient provider, asked for the AppId.
+        assert!(
+            matches!(&effects[..], [Effect::RequestChannel { csp: "DMClient", node, app }]
+                if node.starts_with("Provider/") && node.ends_with("/Push") && app == "{1}"),
+            "{effects:?}"
+        );
         let unknown = "./cimv2/MDM_Client/MDM_Client.DeviceClientID=%22ABC%22/Exec=Reboot";
         assert_eq!(run(Profile::Win81, "Exec", unknown).0, StatusCode::NotFound);
         let wrong_class = "./cimv2/MDM_Client/Other.Key=1/Exec=SendUnenrollRequest";

@@ -26,7 +26,7 @@ use crate::schedule::{
     Action, Event, LoginPolling, NightlyError, PollSource, Scheduler, SchedulerConfig, SessionRequest, Trigger,
 };
 use crate::session::{ModeGate, Outcome, Summary};
-use crate::tree::{Effect, FetchOutcome, Registry};
+use crate::tree::{ChannelOutcome, Effect, FetchOutcome, Registry};
 
 /// How many sessions one device may start at one instant (events that ask for a session, one
 /// after the other); more are dropped with a warning, so that a CSP or a server that keeps
@@ -126,9 +126,58 @@ pub enum Transmit {
     Session(Request),
     /// A package download (an app or MSI install), checked by size and SHA-256.
     Fetch { url: String },
+    /// A call to the push notification service (WNS): a channel request, or the service
+    /// revoking or expiring the device's channels (scenario events).
+    Channel(ChannelCall),
 }
 
-/// The answer to a [`Transmit`], in the same kind.
+/// One call of a device to the push notification service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChannelCall {
+    /// The DeviceID (the service wakes this device when a notification comes).
+    pub device: String,
+    pub op: ChannelOp,
+}
+
+/// What a [`ChannelCall`] asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ChannelOp {
+    /// A channel for `app` (PFN or AppId); the answer goes to `csp` at `node`.
+    Request { csp: String, node: String, app: String },
+    /// The service revokes every channel of the device.
+    Revoke,
+    /// Every channel of the device expires.
+    Expire,
+}
+
+/// What the service did with one channel, for the CSP that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChannelReport {
+    pub csp: String,
+    pub node: String,
+    pub outcome: ChannelOutcome,
+}
+
+impl ChannelCall {
+    /// The answer when no push notification service is there: a request gets no channel;
+    /// revoking or expiring changes nothing.
+    pub fn unanswered(&self, why: &str) -> Vec<ChannelReport> {
+        match &self.op {
+            ChannelOp::Request { csp, node, .. } => vec![ChannelReport {
+                csp: csp.clone(),
+                node: node.clone(),
+                outcome: ChannelOutcome::Unavailable(why.to_string()),
+            }],
+            ChannelOp::Revoke | ChannelOp::Expire => Vec::new(),
+        }
+    }
+}
+
+/// The answer to a [`Transmit`], in the same kind. A [`Transmit::Channel`] is answered with
+/// [`Engine::handle_channel`] by the driver that reaches the push notification service; an
+/// exchange that cannot carry it answers with a failed [`Response::Fetch`], and the request gets
+/// no channel.
 #[derive(Debug, Clone)]
 pub enum Response {
     Session(Reply),
@@ -152,12 +201,14 @@ pub struct EngineOptions {
 
 enum Work {
     Fetch { csp: &'static str, node: String, url: String },
+    Channel(ChannelOp),
     Session(SessionRequest),
 }
 
 enum Active {
     Session(Box<SessionRun>),
     Fetch { csp: &'static str, node: String, sent: bool, url: String },
+    Channel { sent: bool, op: ChannelOp },
 }
 
 /// One device and everything it does.
@@ -177,6 +228,8 @@ pub struct Engine {
     sessions_now: usize,
     fetches_now: usize,
     lease_wanted: bool,
+    /// Channel changes the scheduler reported, for the CSPs (applied with the registry).
+    pending_channel_reports: Vec<ChannelReport>,
 }
 
 impl Engine {
@@ -205,6 +258,7 @@ impl Engine {
             sessions_now: 0,
             fetches_now: 0,
             lease_wanted: false,
+            pending_channel_reports: Vec::new(),
         };
         // The lost-contact countdown goes on from the last session that completed.
         if let Some(t) = last_success {
@@ -238,6 +292,7 @@ impl Engine {
     /// scheduler's due actions are queued.
     pub fn handle_timeout(&mut self, registry: &Registry, now: DateTime<Utc>) {
         self.set_now(now);
+        self.flush_channel_reports(registry);
         let later = self.run_timers(registry);
         if self.device.tree.is_dirty() {
             self.device.tree.commit();
@@ -273,6 +328,7 @@ impl Engine {
     /// The next request to move, if the device has one now. Call until `None`; then wait for
     /// the answer of what is out ([`Engine::handle_response`]) or for [`Engine::poll_timeout`].
     pub fn poll_transmit(&mut self, registry: &Registry) -> Option<Transmit> {
+        self.flush_channel_reports(registry);
         for _ in 0..MAX_SESSIONS_PER_INSTANT + MAX_FETCHES_PER_INSTANT + 2 {
             match &mut self.active {
                 Some(Active::Session(run)) => {
@@ -290,6 +346,13 @@ impl Engine {
                     }
                     *sent = true;
                     return Some(Transmit::Fetch { url: url.clone() });
+                }
+                Some(Active::Channel { sent, op }) => {
+                    if *sent {
+                        return None;
+                    }
+                    *sent = true;
+                    return Some(Transmit::Channel(ChannelCall { device: self.device.id.to_string(), op: op.clone() }));
                 }
                 None => {
                     if self.lease_wanted {
@@ -321,8 +384,29 @@ impl Engine {
                 let effects = registry.on_fetch(&mut self.device.tree, &env, csp, &node, &outcome);
                 self.effects(effects);
             }
+            (Some(Active::Channel { .. }), Response::Fetch(outcome)) => {
+                let Some(Active::Channel { op, .. }) = self.active.take() else { return };
+                let call = ChannelCall { device: self.device.id.to_string(), op };
+                self.channel_reports(registry, call.unanswered(&format!("{outcome:?}")));
+            }
             _ => tracing::warn!(device = %self.device.id, "an answer came for nothing the device asked; ignored"),
         }
+    }
+
+    /// The push notification service is a new one (a run hosting its own): every channel the
+    /// device holds is renewed at its next timeout ([`dmclient::renew_channels`]).
+    pub fn renew_push_channels(&mut self) {
+        dmclient::renew_channels(&mut self.device.tree, self.now);
+    }
+
+    /// The push notification service's answer to the last [`Transmit::Channel`].
+    pub fn handle_channel(&mut self, registry: &Registry, reports: Vec<ChannelReport>) {
+        if !matches!(self.active, Some(Active::Channel { .. })) {
+            tracing::warn!(device = %self.device.id, "a channel answer came for nothing the device asked; ignored");
+            return;
+        }
+        self.active = None;
+        self.channel_reports(registry, reports);
     }
 
     /// True when the next session waits for its SessionID to be reserved in the store (see
@@ -413,6 +497,16 @@ impl Engine {
                 tracing::info!(device = %self.device.id, url, "downloading package");
                 self.active = Some(Active::Fetch { csp, node, sent: false, url });
             }
+            Work::Channel(op) => {
+                if let (ChannelOp::Request { csp, node, .. }, false) = (&op, self.scheduler.online()) {
+                    // The WNS client cannot reach the service either.
+                    let outcome = ChannelOutcome::Unavailable("the network is off".into());
+                    let report = ChannelReport { csp: csp.clone(), node: node.clone(), outcome };
+                    self.channel_reports(registry, vec![report]);
+                    return true;
+                }
+                self.active = Some(Active::Channel { sent: false, op });
+            }
             Work::Session(req) => {
                 if self.scheduler.unenrolled() {
                     return true;
@@ -477,6 +571,19 @@ impl Engine {
                     self.unenroll(UnenrolledBy::LostContact, at);
                     self.record(Record::Unenrolled { device: self.device.id.to_string(), at, reason });
                 }
+                Action::Channel { event, .. } => match event {
+                    Event::RevokeChannel => self.queue.push_back(Work::Channel(ChannelOp::Revoke)),
+                    Event::ExpireChannel => self.queue.push_back(Work::Channel(ChannelOp::Expire)),
+                    // A notification came while the network was off: the push channel reports it
+                    // (Push/Status 7, the DMClient CSP page).
+                    _ => self.pending_channel_reports.extend(
+                        dmclient::provider_ids(&self.device.tree).into_iter().map(|id| ChannelReport {
+                            csp: "DMClient".into(),
+                            node: format!("Provider/{id}/Push"),
+                            outcome: ChannelOutcome::SessionBlocked,
+                        }),
+                    ),
+                },
             }
         }
     }
@@ -498,6 +605,14 @@ impl Engine {
                 }
                 Effect::Alert { code, item } => {
                     self.device.keep_alert(code, &item, self.now);
+                }
+                Effect::RequestChannel { csp, node, app } => {
+                    if self.fetches_now >= MAX_FETCHES_PER_INSTANT {
+                        tracing::warn!(device = %self.device.id, app, "too many channel requests in one round; dropped");
+                        continue;
+                    }
+                    self.fetches_now += 1;
+                    self.queue.push_back(Work::Channel(ChannelOp::Request { csp: csp.to_string(), node, app }));
                 }
                 other => rest.push(other),
             }
@@ -532,7 +647,7 @@ impl Engine {
                     self.unenroll(UnenrolledBy::Server, now);
                     self.record(Record::Unenrolled { device: self.device.id.to_string(), at: now, reason });
                 }
-                Effect::Fetch { .. } | Effect::Alert { .. } => {}
+                Effect::Fetch { .. } | Effect::Alert { .. } | Effect::RequestChannel { .. } => {}
             }
         }
     }
@@ -562,6 +677,23 @@ impl Engine {
 
     fn record(&mut self, r: Record) {
         self.out.push_back(Output::Record(r));
+    }
+
+    fn flush_channel_reports(&mut self, registry: &Registry) {
+        if !self.pending_channel_reports.is_empty() {
+            let reports = std::mem::take(&mut self.pending_channel_reports);
+            self.channel_reports(registry, reports);
+        }
+    }
+
+    /// Hands what the push notification service did to the CSPs that asked for the channels.
+    fn channel_reports(&mut self, registry: &Registry, reports: Vec<ChannelReport>) {
+        let env = self.device.env(self.now);
+        let mut effects = Vec::new();
+        for r in reports.into_iter().take(MAX_FETCHES_PER_INSTANT) {
+            effects.extend(registry.on_channel(&mut self.device.tree, &env, &r.csp, &r.node, &r.outcome));
+        }
+        self.effects(effects);
     }
 }
 

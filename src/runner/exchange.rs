@@ -31,6 +31,9 @@ use crate::tree::FetchOutcome;
 /// transport's default, [`super::http::HttpOptions::max_429_retries`]).
 const MAX_THROTTLE_RETRIES: u32 = 3;
 
+/// Why a channel request got no channel when the run hosts no push notification service.
+pub const NO_WNS: &str = "no push notification service in this run";
+
 /// How long a package download may take before it counts as timed out.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -63,6 +66,7 @@ impl Exchange for HttpExchange {
                 Transmit::Fetch { url } => {
                     Response::Fetch(fetch::fetch(self.transport.client(), url, FETCH_TIMEOUT).await)
                 }
+                Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed(NO_WNS.into())),
             }
         })
     }
@@ -152,6 +156,7 @@ impl Exchange for InProcess {
                     Some((size, sha256)) => FetchOutcome::Done { size, sha256 },
                     None => FetchOutcome::HttpStatus(404),
                 }),
+                Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed(NO_WNS.into())),
             }
         })
     }
@@ -274,6 +279,8 @@ impl<E: Exchange> Exchange for Simulated<E> {
             let url = match transmit {
                 Transmit::Session(r) => r.url.as_str(),
                 Transmit::Fetch { url } => url.as_str(),
+                // The push notification service is not behind the simulated network.
+                Transmit::Channel(_) => return self.inner.exchange(transmit).await,
             };
             let (latency, fault) = self.draw(url);
             let failed = |kind: &str, no_connection: bool| ExchangeError {
@@ -287,6 +294,7 @@ impl<E: Exchange> Exchange for Simulated<E> {
                     Transmit::Fetch { .. } => {
                         Response::Fetch(FetchOutcome::Failed(format!("{url}: simulated network loss")))
                     }
+                    Transmit::Channel(_) => Response::Fetch(FetchOutcome::Failed("simulated network loss".into())),
                 };
             }
             let answer = self.inner.exchange(transmit).await;

@@ -22,13 +22,19 @@ use serde::Serialize;
 
 use crate::device::Device;
 pub use crate::device::engine::Record;
-use crate::device::engine::{Engine, Output};
+use crate::device::engine::{ChannelCall, ChannelReport, Engine, Output, Transmit};
 use crate::schedule::{Clock, ClockKind, Event, NightlyError};
 use crate::session::Outcome;
 use crate::tree::Registry;
 
 use super::exchange::{Exchange, HttpExchange};
 use super::http::Transport;
+
+/// The most events a device at work holds for later (more are dropped).
+const HELD_EVENTS: usize = 64;
+
+/// The most devices whose notification arrival is timed at once (push-to-session latency).
+const PUSHES_TIMED: usize = 100_000;
 
 /// One device of a run: its engine and, for an enrolled device, its own HTTP client.
 pub struct Member {
@@ -81,6 +87,45 @@ pub struct FleetOptions {
     /// Reserves SessionIDs in the store before a device uses them (devices held in memory
     /// only need none).
     pub leases: Option<LeaseKeeper>,
+    /// The push notification service the devices' WNS clients talk to (channel requests);
+    /// `None`: no channel is ever given.
+    pub channels: Option<ChannelService>,
+}
+
+/// Answers the devices' channel calls (the embedded WNS emulation, [`crate::wns::Wns::call`],
+/// or a standalone one over HTTP).
+#[derive(Clone)]
+pub struct ChannelService(pub Arc<AnswerChannelCall>);
+
+/// The answer to one channel call, to wait for.
+pub type ChannelAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ChannelReport>> + Send>>;
+
+/// Answers one channel call of a device.
+pub type AnswerChannelCall = dyn Fn(ChannelCall) -> ChannelAnswer + Send + Sync;
+
+impl ChannelService {
+    /// The calls of the devices go to `wns`, in this process.
+    pub fn of(wns: crate::wns::Wns) -> ChannelService {
+        ChannelService(Arc::new(move |call| {
+            let reports = wns.call(&call);
+            Box::pin(async move { reports })
+        }))
+    }
+
+    /// The calls of the devices go to a standalone `mdmsim wns` at `base_url`
+    /// ([`crate::wns::remote_call`]).
+    pub fn remote(client: reqwest::Client, base_url: String) -> ChannelService {
+        ChannelService(Arc::new(move |call| {
+            let (client, base) = (client.clone(), base_url.clone());
+            Box::pin(async move { crate::wns::remote_call(&client, &base, &call).await })
+        }))
+    }
+}
+
+impl std::fmt::Debug for ChannelService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelService")
+    }
 }
 
 impl Default for FleetOptions {
@@ -92,6 +137,7 @@ impl Default for FleetOptions {
             concurrency: 32,
             state_dir: None,
             leases: None,
+            channels: None,
         }
     }
 }
@@ -134,6 +180,15 @@ pub struct RunStats {
     pub messages: u64,
     /// Sessions by `trigger/mode`.
     pub by_trigger_mode: BTreeMap<String, u64>,
+    /// Push-started sessions (a notification woke the device).
+    pub push_sessions: u64,
+    /// Notifications lost because the device's network was off (no session followed).
+    pub pushes_lost: u64,
+    /// Notifications the push notification service delivered to the fleet's devices.
+    pub pushes_delivered: u64,
+    /// Real time from a notification's arrival to the end of the session it started, in
+    /// milliseconds (`None` without push-started sessions).
+    pub push_to_session_ms: Option<Latency>,
     /// Session latency percentiles.
     pub latency_ms: Latency,
     /// True when the run stopped at the session limit rather than at `until`.
@@ -142,9 +197,58 @@ pub struct RunStats {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     histogram: Option<hdrhistogram::Histogram<u64>>,
+    #[serde(skip)]
+    push_histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl RunStats {
+    /// Adds the counts of a later run of the same fleet.
+    pub fn merge(&mut self, later: RunStats) {
+        self.sessions += later.sessions;
+        self.completed += later.completed;
+        self.failed += later.failed;
+        self.missed += later.missed;
+        self.unenrolled += later.unenrolled;
+        self.findings += later.findings;
+        self.messages += later.messages;
+        self.push_sessions += later.push_sessions;
+        self.pushes_lost += later.pushes_lost;
+        self.pushes_delivered += later.pushes_delivered;
+        match (&mut self.push_histogram, later.push_histogram) {
+            (Some(h), Some(l)) => {
+                let _ = h.add(&l);
+            }
+            (mine @ None, l) => *mine = l,
+            (Some(_), None) => {}
+        }
+        self.push_to_session_ms = self.push_histogram.as_ref().map(latency_of);
+        for (k, n) in later.by_trigger_mode {
+            *self.by_trigger_mode.entry(k).or_default() += n;
+        }
+        match (&mut self.histogram, later.histogram) {
+            (Some(h), Some(l)) => {
+                let _ = h.add(&l);
+            }
+            (mine @ None, l) => *mine = l,
+            (Some(_), None) => {}
+        }
+        if let Some(h) = &self.histogram {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
+        }
+        self.hit_session_limit |= later.hit_session_limit;
+        self.ended_at = self.ended_at.max(later.ended_at);
+    }
+
+    /// Counts the real time from a notification's arrival to the end of its session.
+    pub fn push_latency(&mut self, elapsed: std::time::Duration) {
+        let h = self.push_histogram.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+        });
+        h.saturating_record((elapsed.as_micros() as u64).max(1));
+        self.push_to_session_ms = Some(latency_of(h));
+    }
+
     /// Counts one record.
     pub fn add(&mut self, r: &Record) {
         match r {
@@ -158,6 +262,9 @@ impl RunStats {
                 self.findings += summary.findings.len() as u64;
                 self.messages += u64::from(summary.messages_sent);
                 *self.by_trigger_mode.entry(format!("{}/{}", summary.trigger, summary.mode)).or_default() += 1;
+                if summary.trigger == crate::schedule::Trigger::Push {
+                    self.push_sessions += 1;
+                }
                 // Microseconds, 3 significant digits, up to an hour.
                 let h = self.histogram.get_or_insert_with(|| {
                     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
@@ -166,11 +273,22 @@ impl RunStats {
                 let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
                 self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
             }
-            Record::Missed { .. } => self.missed += 1,
+            Record::Missed { trigger, .. } => {
+                self.missed += 1;
+                if *trigger == crate::schedule::Trigger::Push {
+                    self.pushes_lost += 1;
+                }
+            }
             Record::Unenrolled { .. } => self.unenrolled += 1,
             Record::Changed { .. } => {}
         }
     }
+}
+
+/// Percentiles of a histogram of microseconds, in milliseconds.
+fn latency_of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
 }
 
 /// Sends events to the devices of a running fleet (a push, a logon): the device is woken at
@@ -185,6 +303,11 @@ impl Inbox {
     /// has ended).
     pub fn send(&self, device_id: &str, event: Event) {
         let _ = self.tx.send((device_id.to_string(), event));
+    }
+
+    /// True once the fleet has ended (nothing sent is received any more).
+    pub fn closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -248,6 +371,21 @@ impl Fleet {
         Inbox { tx: self.inbox_tx.clone() }
     }
 
+    /// What the push notification service calls to wake a device of this fleet
+    /// ([`crate::wns::Wns::set_deliver`]): the notification goes to its inbox; false for a
+    /// device not in the fleet, or once the fleet has ended.
+    pub fn push_receiver(&self) -> crate::wns::Deliver {
+        let inbox = self.inbox();
+        let ids: std::collections::HashSet<String> = self.members().map(|m| m.device.id.to_string()).collect();
+        Arc::new(move |id: &str| {
+            if !ids.contains(id) || inbox.closed() {
+                return false;
+            }
+            inbox.send(id, Event::Notification);
+            true
+        })
+    }
+
     fn plan(&mut self, i: usize) {
         let registry = &self.registry;
         let next = self.members[i].as_mut().and_then(|m| m.engine.poll_timeout(registry));
@@ -308,10 +446,26 @@ impl Fleet {
         let index: std::collections::HashMap<String, usize> =
             self.members.iter().enumerate().filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i))).collect();
         let real_time = clock.kind() != ClockKind::Virtual;
+        // When a notification reached each device that has not had its session yet.
+        let mut push_at: std::collections::HashMap<usize, std::time::Instant> = std::collections::HashMap::new();
         loop {
             // Events from the inbox: a device at rest is woken now; one at work gets it after.
             while let Ok((id, event)) = self.inbox_rx.try_recv() {
                 if let Some(&i) = index.get(&id) {
+                    if matches!(event, Event::Notification) {
+                        stats.pushes_delivered += 1;
+                        if push_at.len() < PUSHES_TIMED {
+                            push_at.entry(i).or_insert_with(std::time::Instant::now);
+                        }
+                    }
+                    // Notifications waiting for the same device make one session (WNS
+                    // delivers them as one wake-up), and no device holds more than
+                    // HELD_EVENTS events: a flood of pushes cannot grow the run's memory.
+                    let duplicate = matches!(event, Event::Notification)
+                        && self.held[i].iter().any(|e| matches!(e, Event::Notification));
+                    if duplicate || self.held[i].len() >= HELD_EVENTS {
+                        continue;
+                    }
                     self.held[i].push(event);
                     if self.members[i].is_some() {
                         let now = clock.now();
@@ -336,9 +490,14 @@ impl Fleet {
                             None => Arc::clone(&self.exchange),
                         });
                         let leases = self.opts.leases.clone();
+                        let channels = self.opts.channels.clone();
                         tasks.spawn(async move {
-                            let (member, outputs) =
-                                step(member, now, events, &registry, exchange.as_ref(), leases.as_ref()).await;
+                            let ways = Ways {
+                                exchange: exchange.as_ref(),
+                                leases: leases.as_ref(),
+                                channels: channels.as_ref(),
+                            };
+                            let (member, outputs) = step(member, now, events, &registry, ways).await;
                             (i, member, outputs)
                         });
                     }
@@ -353,12 +512,24 @@ impl Fleet {
                     stats.hit_session_limit = self.next_due().is_some_and(|(t, _)| t <= until);
                     break;
                 }
-                // Nothing under way: move the clock to the next deadline.
-                let Some((t, _)) = self.next_due() else { break };
-                if t > until {
+                // Nothing under way: move the clock to the next deadline. A real or scaled
+                // clock with nothing due waits for the end of the run instead, so that a push
+                // (the inbox) can still wake a device.
+                let next = self.next_due().map(|(t, _)| t).filter(|t| *t <= until);
+                let wait = match next {
+                    Some(t) => clock.sleep_until(t),
+                    None if real_time && clock.now() < until => {
+                        if until == DateTime::<Utc>::MAX_UTC {
+                            std::time::Duration::from_secs(3600)
+                        } else {
+                            clock.sleep_until(until)
+                        }
+                    }
+                    None => break,
+                };
+                if next.is_none() && wait.is_zero() {
                     break;
                 }
-                let wait = clock.sleep_until(t);
                 if !wait.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -404,6 +575,17 @@ impl Fleet {
                 match out {
                     Output::Record(r) => {
                         stats.add(&r);
+                        match &r {
+                            Record::Session { summary, .. } if summary.trigger == crate::schedule::Trigger::Push => {
+                                if let Some(t) = push_at.remove(&i) {
+                                    stats.push_latency(t.elapsed());
+                                }
+                            }
+                            Record::Missed { trigger: crate::schedule::Trigger::Push, .. } => {
+                                push_at.remove(&i);
+                            }
+                            _ => {}
+                        }
                         on_record(&r, &mut member.engine.device);
                     }
                     Output::Transcript { session_id, files } => {
@@ -445,15 +627,14 @@ async fn step(
     now: DateTime<Utc>,
     events: Vec<Event>,
     registry: &Registry,
-    exchange: &dyn Exchange,
-    leases: Option<&LeaseKeeper>,
+    ways: Ways<'_>,
 ) -> (Member, Vec<Output>) {
     let engine = &mut m.engine;
     for event in events {
         engine.handle_event(now, event);
     }
     engine.handle_timeout(registry, now);
-    drive(engine, registry, exchange, leases).await;
+    drive_with(engine, registry, ways).await;
     let mut outputs = Vec::new();
     while let Some(o) = engine.poll_event() {
         outputs.push(o);
@@ -464,10 +645,33 @@ async fn step(
 /// Moves a device's requests through `exchange` until it has nothing more to send, reserving
 /// SessionIDs with `leases` when the engine waits for them.
 pub async fn drive(engine: &mut Engine, registry: &Registry, exchange: &dyn Exchange, leases: Option<&LeaseKeeper>) {
+    drive_with(engine, registry, Ways { exchange, leases, channels: None }).await
+}
+
+/// Where a device's requests go: the server (sessions, downloads), the store (SessionID
+/// leases) and the push notification service (channel calls).
+#[derive(Clone, Copy)]
+pub struct Ways<'a> {
+    pub exchange: &'a dyn Exchange,
+    pub leases: Option<&'a LeaseKeeper>,
+    pub channels: Option<&'a ChannelService>,
+}
+
+/// [`drive`], with channel calls answered by `ways.channels`.
+pub async fn drive_with(engine: &mut Engine, registry: &Registry, ways: Ways<'_>) {
+    let Ways { exchange, leases, channels } = ways;
     loop {
         while let Some(transmit) = engine.poll_transmit(registry) {
-            let response = exchange.exchange(&transmit).await;
-            engine.handle_response(registry, response);
+            match (&transmit, channels) {
+                (Transmit::Channel(call), Some(service)) => {
+                    let reports = (service.0)(call.clone()).await;
+                    engine.handle_channel(registry, reports);
+                }
+                _ => {
+                    let response = exchange.exchange(&transmit).await;
+                    engine.handle_response(registry, response);
+                }
+            }
         }
         if !engine.lease_wanted() {
             return;

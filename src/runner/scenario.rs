@@ -17,7 +17,17 @@ use crate::schedule::{ClockKind, device_seed};
 use crate::session::{Fault, Outcome};
 
 use super::enrollment::{EnrollOptions, enroll_device, http_options};
-use super::fleet::{Fleet, FleetOptions, Member, Record};
+use super::fleet::{ChannelService, Fleet, FleetOptions, Member, Record};
+use crate::wns::PushEndpoint;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 use super::http::{HttpOptions, Transport};
 
 /// The management endpoint when `--server` is a bare base URL: the path of the reference
@@ -88,8 +98,23 @@ pub async fn execute(built: &Built, opts: &RunOptions) -> Result<Observed, RunEr
         std::fs::create_dir_all(dir).map_err(|e| RunError::State(format!("--transcript {}: {e}", dir.display())))?;
     }
     let index: HashMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-    let fleet_opts = FleetOptions { transcript: opts.transcript.clone(), ..FleetOptions::default() };
+    let channels = opts.wns.as_ref().map(|w| match w {
+        PushEndpoint::Embedded(wns) => ChannelService::of(wns.clone()),
+        PushEndpoint::Remote { client, base_url } => ChannelService::remote(client.clone(), base_url.clone()),
+    });
+    let fleet_opts = FleetOptions { transcript: opts.transcript.clone(), channels, ..FleetOptions::default() };
     let mut fleet = Fleet::new(Arc::new(crate::csp::registry()), transport, members, fleet_opts);
+    // Aborted when the run ends (dropped with this guard).
+    let _waker = match &opts.wns {
+        Some(PushEndpoint::Embedded(wns)) => {
+            wns.set_deliver(fleet.push_receiver());
+            None
+        }
+        Some(PushEndpoint::Remote { client, base_url }) => Some(AbortOnDrop(tokio::spawn(
+            crate::wns::remote_wake_loop(client.clone(), base_url.clone(), fleet.push_receiver()),
+        ))),
+        None => None,
+    };
     let mut clock = crate::schedule::clock::build(
         built.clock.kind,
         (built.clock.kind == ClockKind::Scaled).then_some(built.clock.speed),

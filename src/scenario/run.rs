@@ -19,6 +19,9 @@ pub struct RunOptions {
     pub transcript: Option<PathBuf>,
     /// Enroll every device (MS-MDE2) before the run instead of creating it pre-provisioned.
     pub enroll: Option<EnrollAs>,
+    /// The push notification service (WNS emulation) the devices' channels are on, whose
+    /// notifications wake them; `None`: the devices get no channel.
+    pub wns: Option<crate::wns::PushEndpoint>,
 }
 
 /// How the devices of a scenario enroll.

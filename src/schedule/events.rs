@@ -137,6 +137,17 @@ pub enum Event {
     NetworkOff,
     /// The network is back.
     NetworkOn,
+    /// The push notification service revokes the device's channels: notifications to them are
+    /// answered 410 until the server configures push again (Microsoft's Windows 8.1 blog post
+    /// on MDM operation modes).
+    RevokeChannel,
+    /// The device's channels expire (as after 30 days without renewal): notifications to them
+    /// are answered 410 and the device asks for a new channel.
+    ExpireChannel,
+    /// A notification the push notification service emulation delivered to the device (not a
+    /// timeline kind: it comes from a server's `POST <ChannelURI>`). Unlike the timeline's
+    /// `push`, it is lost when the network is off (Push/Status then reads 7).
+    Notification,
 }
 
 impl Event {
@@ -153,13 +164,28 @@ impl Event {
             Event::Sync { .. } => "sync",
             Event::NetworkOff => "network-off",
             Event::NetworkOn => "network-on",
+            Event::RevokeChannel => "revoke-channel",
+            Event::ExpireChannel => "expire-channel",
+            Event::Notification => "notification",
         }
     }
 }
 
 /// The event kinds, as the file names them.
-pub const KINDS: &[&str] =
-    &["reboot", "logon", "logoff", "lock", "unlock", "push", "nightly", "sync", "network-off", "network-on"];
+pub const KINDS: &[&str] = &[
+    "reboot",
+    "logon",
+    "logoff",
+    "lock",
+    "unlock",
+    "push",
+    "nightly",
+    "sync",
+    "network-off",
+    "network-on",
+    "revoke-channel",
+    "expire-channel",
+];
 
 /// One line of a timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +304,8 @@ pub fn parse_timeline(text: &str, file: &str) -> Result<Timeline, TimelineError>
             "sync" => Event::Sync { interactive: ev.interactive.is_some_and(|i| *i.get_ref()) },
             "network-off" => Event::NetworkOff,
             "network-on" => Event::NetworkOn,
+            "revoke-channel" => Event::RevokeChannel,
+            "expire-channel" => Event::ExpireChannel,
             other => {
                 return Err(err(
                     kind_span.start,

@@ -131,6 +131,10 @@ pub enum Action {
     Missed { at: DateTime<Utc>, trigger: Trigger, reason: String },
     /// The device unenrolls itself (wipe the enrollment, stop syncing); the scheduler stops.
     Unenroll { at: DateTime<Utc>, reason: String },
+    /// Something happened to the device's push channels at the notification service
+    /// ([`Event::RevokeChannel`], [`Event::ExpireChannel`]), or a notification was lost because
+    /// the network is off ([`Event::Notification`]): the engine carries it out.
+    Channel { at: DateTime<Utc>, event: Event },
 }
 
 impl fmt::Display for Action {
@@ -139,6 +143,7 @@ impl fmt::Display for Action {
             Action::Session(r) => r.fmt(f),
             Action::Missed { at, trigger, reason } => write!(f, "{} {trigger} missed: {reason}", at.to_rfc3339()),
             Action::Unenroll { at, reason } => write!(f, "{} unenroll: {reason}", at.to_rfc3339()),
+            Action::Channel { at, event } => write!(f, "{} {}", at.to_rfc3339(), event.kind()),
         }
     }
 }
@@ -331,6 +336,11 @@ impl Scheduler {
         self.st.unenrolled
     }
 
+    /// False while the device's network is off.
+    pub fn online(&self) -> bool {
+        self.st.online
+    }
+
     /// Adds scripted events (e.g. a resolved `--events` timeline); they are delivered when
     /// their instant comes, before any timer due at the same instant.
     pub fn script(&mut self, events: impl IntoIterator<Item = (DateTime<Utc>, Event)>) {
@@ -512,6 +522,27 @@ impl Scheduler {
             }
             Event::NetworkOn => {
                 self.network_back(now);
+                return;
+            }
+            Event::RevokeChannel | Event::ExpireChannel => {
+                out.push(Action::Channel { at: now, event });
+                return;
+            }
+            Event::Notification => {
+                if !self.st.online {
+                    // Received by nobody: no session follows (module docs).
+                    out.push(Action::Channel { at: now, event });
+                    out.push(Action::Missed {
+                        at: now,
+                        trigger: Trigger::Push,
+                        reason: "network off: the push notification is lost".into(),
+                    });
+                    return;
+                }
+                // The delivery took the real time of the service's HTTP path: no added jitter.
+                if let Some(req) = self.request(Trigger::Push, now, now, None, false) {
+                    self.st.pending.push(req);
+                }
                 return;
             }
         };

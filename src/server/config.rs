@@ -159,8 +159,17 @@ impl Default for Management {
 pub struct DmClient {
     /// `Push/PFN`.
     pub push_pfn: Option<String>,
-    /// Bearer token for WNS pushes; the fake WNS of a test accepts any.
+    /// A fixed bearer token for WNS pushes (no token request is made); without it the server
+    /// asks the token endpoint for one with the client credentials below.
     pub wns_token: Option<String>,
+    /// The WNS OAuth token endpoint (`https://login.live.com/accesstoken.srf` for Microsoft's
+    /// WNS); default: `/accesstoken.srf` on the host of the device's ChannelURI, where mdmsim's
+    /// WNS emulation serves it.
+    pub wns_token_url: Option<String>,
+    /// The client credentials of the token request (the package SID `ms-app://...` and its
+    /// secret); mdmsim's WNS emulation takes any non-empty pair unless it was given one.
+    pub wns_client_id: Option<String>,
+    pub wns_client_secret: Option<String>,
     /// `Poll/<Name>` = value, node names as in the DMClient CSP.
     #[serde(default)]
     pub poll: BTreeMap<String, PollValue>,
@@ -214,6 +223,10 @@ pub struct App {
     /// Size of the generated package when there is no file.
     #[serde(default = "default_size")]
     pub size: usize,
+    /// Installed only when assigned to a device (`POST /admin/devices/<DeviceID>/apps/<name>`,
+    /// which also pushes to the device), not on every device's first Maintenance session.
+    #[serde(default)]
+    pub on_request: bool,
 }
 
 /// A configuration profile: settings the server delivers together, as one `<Atomic>` of

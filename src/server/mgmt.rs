@@ -46,6 +46,47 @@ pub struct AppPlan {
     pub url: String,
     pub size: usize,
     pub sha256: String,
+    /// Installed only once assigned to a device ([`Mgmt::assign_app`]).
+    pub on_request: bool,
+}
+
+/// Why an app could not be assigned to a device.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("no device {0:?}")]
+    UnknownDevice(String),
+    #[error("no app {0:?} in the server's configuration")]
+    UnknownApp(String),
+    #[error("the device already has this app")]
+    AlreadyAssigned,
+}
+
+/// Gives the device an app install to carry out.
+fn assign(d: &mut Device, app: &AppPlan, config: &Config) {
+    d.apps.insert(
+        app.name.clone(),
+        AppTrack {
+            op: Op::Add,
+            atomic_status: None,
+            children: Vec::new(),
+            add_download_install: config.management.add_download_install_node,
+            lost: 0,
+        },
+    );
+    d.record.apps.insert(
+        app.name.clone(),
+        AppRecord {
+            product_id: app.product_id.clone(),
+            version: app.version.clone(),
+            url: app.url.clone(),
+            size: app.size,
+            sha256: app.sha256.clone(),
+            state: AppState::Pending,
+            attempts: 0,
+            polls: 0,
+            last_status: None,
+        },
+    );
 }
 
 /// Everything the server delivers, planned once at start and shared by every device.
@@ -129,15 +170,42 @@ struct AppTrack {
 /// What a CmdID we sent was for.
 #[derive(Debug, Clone)]
 enum Sent {
-    Inventory { uri: String },
-    Setting { uri: String },
-    AppAtomic { app: String },
-    AppChild { app: String, uri: String },
-    AppPoll { app: String, uri: String },
-    Unenroll { uri: String },
-    Rekey { uri: String, name: bool },
-    Profile { profile: String, cmd: ProfileCmd },
-    Msi { msi: String, cmd: MsiCmd },
+    Inventory {
+        uri: String,
+    },
+    Setting {
+        uri: String,
+    },
+    AppAtomic {
+        app: String,
+    },
+    AppChild {
+        app: String,
+        uri: String,
+    },
+    AppPoll {
+        app: String,
+        uri: String,
+    },
+    Unenroll {
+        uri: String,
+    },
+    /// The Windows 8.1 WNS configuration (`MDM_WNSConfiguration` UpdateConfiguration).
+    WnsUpdate {
+        uri: String,
+    },
+    Rekey {
+        uri: String,
+        name: bool,
+    },
+    Profile {
+        profile: String,
+        cmd: ProfileCmd,
+    },
+    Msi {
+        msi: String,
+        cmd: MsiCmd,
+    },
 }
 
 impl Sent {
@@ -148,6 +216,7 @@ impl Sent {
             | Sent::AppChild { uri, .. }
             | Sent::AppPoll { uri, .. }
             | Sent::Unenroll { uri }
+            | Sent::WnsUpdate { uri }
             | Sent::Rekey { uri, .. } => Some(uri),
             Sent::AppAtomic { .. } => None,
             Sent::Profile { cmd, .. } => cmd.uri(),
@@ -187,6 +256,9 @@ pub struct Device {
     chunk: Option<(String, Option<String>, String)>,
     /// A session we ended with a Status-only message: the device must not answer it.
     ended_session: Option<String>,
+    /// The AppId to send a Windows 8.1 `UpdateConfiguration` for in the next Maintenance
+    /// session (its channel answered 404/410).
+    wns_update: Option<String>,
 }
 
 /// All devices' management state.
@@ -271,6 +343,19 @@ impl Mgmt {
         self.devices.values().map(|d| d.record.clone()).collect()
     }
 
+    /// Assigns the configured app `name` to a known device: it goes in the device's next
+    /// session that may install apps (Maintenance, or Apps on Windows 8.1).
+    pub fn assign_app(&mut self, device_id: &str, name: &str) -> Result<(), AssignError> {
+        let app =
+            self.plans.apps.iter().find(|a| a.name == name).ok_or_else(|| AssignError::UnknownApp(name.into()))?;
+        let d = self.devices.get_mut(device_id).ok_or_else(|| AssignError::UnknownDevice(device_id.into()))?;
+        if d.apps.contains_key(name) {
+            return Err(AssignError::AlreadyAssigned);
+        }
+        assign(d, app, &self.config);
+        Ok(())
+    }
+
     /// The record of one device.
     pub fn record(&self, device_id: &str) -> Option<DeviceRecord> {
         self.devices.get(device_id).map(|d| d.record.clone())
@@ -331,13 +416,23 @@ impl Mgmt {
         let dead = matches!(record.http_status, 404 | 410);
         let dev = self.device(device_id);
         dev.record.pushes.push(record);
+        if dev.record.pushes.len() > DeviceRecord::MAX_PUSHES {
+            let extra = dev.record.pushes.len() - DeviceRecord::MAX_PUSHES;
+            dev.record.pushes.drain(..extra);
+        }
         if dead {
             dev.record.inventory.retain(|uri, _| !uri.ends_with("/Push/ChannelURI"));
+            // A Windows 8.1 agent is configured with MDM_WNSConfiguration's UpdateConfiguration
+            // (the operation modes post); Windows 10/11 with the PFN.
+            let win81 = os_version(dev).is_some_and(|v| v.starts_with("6."));
             for (uri, s) in dev.settings.iter_mut().filter(|(u, _)| u.ends_with("/Push/PFN")) {
                 s.state = SetState::Pending;
                 s.op = Op::Replace;
                 s.attempts = 0;
                 dev.record.settings.remove(uri);
+                if win81 {
+                    dev.wns_update = Some(s.value.clone());
+                }
             }
         }
     }
@@ -570,31 +665,8 @@ fn new_device(id: &str, config: &Config, plans: &Plans) -> Device {
         d.msis.insert(m.name.clone(), MsiTrack::default());
         d.record.msi.insert(m.name.clone(), msi::new_record(m));
     }
-    for app in &plans.apps {
-        d.apps.insert(
-            app.name.clone(),
-            AppTrack {
-                op: Op::Add,
-                atomic_status: None,
-                children: Vec::new(),
-                add_download_install: config.management.add_download_install_node,
-                lost: 0,
-            },
-        );
-        d.record.apps.insert(
-            app.name.clone(),
-            AppRecord {
-                product_id: app.product_id.clone(),
-                version: app.version.clone(),
-                url: app.url.clone(),
-                size: app.size,
-                sha256: app.sha256.clone(),
-                state: AppState::Pending,
-                attempts: 0,
-                polls: 0,
-                last_status: None,
-            },
-        );
+    for app in plans.apps.iter().filter(|a| !a.on_request) {
+        assign(&mut d, app, config);
     }
     d
 }
@@ -919,7 +991,7 @@ fn on_status(dev: &mut Device, config: &Config, st: &Status, session_id: &str, n
     let ok = StatusCode::from_code(code).is_success();
     let max = config.management.max_attempts.max(1);
     match sent {
-        Sent::Inventory { .. } => {}
+        Sent::Inventory { .. } | Sent::WnsUpdate { .. } => {}
         Sent::Setting { uri } => {
             let Some(s) = dev.settings.get_mut(&uri) else { return };
             if ok {
@@ -1151,6 +1223,16 @@ fn plan(dev: &mut Device, config: &Config, plans: &Plans, mode: Mode, ids: &mut 
             dev.sent.insert(id.clone(), Sent::Inventory { uri: uri.clone() });
             cmds.push(Command::Get(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
         }
+    }
+
+    if config_ok && let Some(app) = dev.wns_update.take() {
+        let uri = format!(
+            "./cimv2/MDM_WNSConfiguration/MDM_WNSConfiguration.AppId=%22{}%22/Exec=UpdateConfiguration",
+            enc(&app)
+        );
+        let id = ids.next();
+        dev.sent.insert(id.clone(), Sent::WnsUpdate { uri: uri.clone() });
+        cmds.push(Command::Exec(ItemCmd { cmd_id: id, items: vec![Item::target(&uri)], ..Default::default() }));
     }
 
     if config_ok {
@@ -1608,6 +1690,7 @@ mod tests {
             url: "http://127.0.0.1/packages/App".into(),
             size: 1,
             sha256: String::new(),
+            on_request: false,
         };
         let mut m = Mgmt::new(Arc::new(config), vec![app]);
         let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";

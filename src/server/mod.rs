@@ -7,8 +7,10 @@
 //! Routes: `GET`/`POST /EnrollmentServer/Discovery.svc`, `POST /EnrollmentServer/Policy.svc`
 //! (MS-XCEP), `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP), `GET`/`POST
 //! /EnrollmentServer/Auth` (the Federated sign-in page, `sts.rs`), `POST /ManagementServer/MDM.svc`
-//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app and MSI packages), and the read-only JSON views
-//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, which answer 401 without
+//! (OMA-DM; `?mode=` is read), `GET /packages/<name>` (app and MSI packages), and the admin endpoints: the JSON views
+//! `GET /admin/devices`, `/admin/devices/<DeviceID>`, `/admin/summary`, `POST
+//! /admin/devices/<DeviceID>/push` (a WNS push, `docs/push.md`) and `POST
+//! /admin/devices/<DeviceID>/apps/<name>` (assign an app, and push), which answer 401 without
 //! the admin token (`admin.rs`; `Authorization: Bearer <token>`, the token in
 //! `<state>/admin-token`).
 //!
@@ -171,6 +173,121 @@ pub enum PushError {
     BadChannel(String),
     #[error("push to {channel}: {source}")]
     Http { channel: String, source: reqwest::Error },
+    #[error("WNS access token from {url}: {why}")]
+    Token { url: String, why: String },
+}
+
+/// An access token of the push notification service, and when to stop using it.
+#[derive(Clone)]
+struct WnsToken {
+    value: String,
+    url: String,
+    until: std::time::Instant,
+}
+
+/// The WNS token endpoint for a channel: the configured one, else `/accesstoken.srf` at the
+/// channel's origin (where mdmsim's WNS emulation serves it).
+fn token_url(config: &Config, channel: &str) -> String {
+    if let Some(u) = config.dmclient.wns_token_url.as_ref().filter(|u| !u.trim().is_empty()) {
+        return u.trim().to_string();
+    }
+    let origin = channel.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{origin}/accesstoken.srf")
+}
+
+/// A token for pushing to `channel`: the configured fixed one, the one kept from before, or a
+/// new one from the token endpoint (OAuth 2.0 client credentials, "Push notification service
+/// request and response headers").
+async fn wns_token(s: &Shared, client: &reqwest::Client, channel: &str, fresh: bool) -> Result<String, PushError> {
+    if let Some(t) = &s.config.dmclient.wns_token {
+        return Ok(t.clone());
+    }
+    let url = token_url(&s.config, channel);
+    if !fresh
+        && let Some(t) = s.wns_token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        && t.url == url
+        && t.until > std::time::Instant::now()
+    {
+        return Ok(t.value);
+    }
+    let d = &s.config.dmclient;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", d.wns_client_id.as_deref().unwrap_or("ms-app://s-1-15-2-mdmsim-reference-server")),
+        ("client_secret", d.wns_client_secret.as_deref().unwrap_or("mdmsim-reference-server")),
+        ("scope", "notify.windows.com"),
+    ];
+    let err = |why: String| PushError::Token { url: url.clone(), why };
+    let resp =
+        client.post(&url).form(&form).timeout(Duration::from_secs(10)).send().await.map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    // A token answer is a few hundred bytes; read at most 64 KiB of whatever comes.
+    let body = read_limited(resp, 64 * 1024).await.map_err(err)?;
+    if !status.is_success() {
+        return Err(err(format!("HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body).trim())));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON: {e}")))?;
+    let value = v["access_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| err("no access_token".into()))?;
+    // Renewed a minute before it expires.
+    let secs = v["expires_in"].as_u64().unwrap_or(86_400).saturating_sub(60).max(1);
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    *s.wns_token.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(WnsToken { value: value.to_string(), url: url.clone(), until });
+    Ok(value.to_string())
+}
+
+/// At most `limit` bytes of a response body.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > limit {
+            return Err(format!("the answer is over {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Sends a WNS raw push to the device's last reported ChannelURI and records the answer; a
+/// 401 (expired token) gets one retry with a new token.
+async fn push_device(s: &Shared, client: &reqwest::Client, device_id: &str) -> Result<PushRecord, PushError> {
+    let channel = s.mgmt().channel_uri(device_id).ok_or_else(|| PushError::NoChannel(device_id.to_string()))?;
+    if !(channel.starts_with("https://") || channel.starts_with("http://")) {
+        return Err(PushError::BadChannel(channel));
+    }
+    let mut fresh = false;
+    loop {
+        let token = wns_token(s, client, &channel, fresh).await?;
+        let resp = client
+            .post(&channel)
+            .bearer_auth(token)
+            .header("X-WNS-Type", "wns/raw")
+            .header("X-WNS-Cache-Policy", "cache")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(Duration::from_secs(10))
+            // The device ignores the payload, but WNS refuses an empty body.
+            .body(format!("mdmsim push for {device_id}"))
+            .send()
+            .await
+            .map_err(|source| PushError::Http { channel: channel.clone(), source })?;
+        if resp.status().as_u16() == 401 && !fresh && s.config.dmclient.wns_token.is_none() {
+            fresh = true;
+            continue;
+        }
+        let h = resp.headers();
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let record = PushRecord {
+            at: (s.clock)(),
+            channel_uri: channel,
+            http_status: resp.status().as_u16(),
+            wns_status: text("X-WNS-Status"),
+            msg_id: text("X-WNS-Msg-ID"),
+            retry_after: text("Retry-After").and_then(|v| v.trim().parse().ok()),
+        };
+        tracing::info!(device = %device_id, status = record.http_status, wns = ?record.wns_status, "WNS push");
+        s.mgmt().pushed(device_id, record.clone());
+        return Ok(record);
+    }
 }
 
 /// A package served at `/packages/<name>`.
@@ -199,6 +316,10 @@ struct Shared {
     admin: AdminToken,
     /// The fault injector, when faults are configured.
     faults: Option<Mutex<Injector>>,
+    /// The WNS access token in use.
+    wns_token: Mutex<Option<WnsToken>>,
+    /// The HTTP client of pushes from the admin endpoint and the policies.
+    push_client: reqwest::Client,
 }
 
 impl Shared {
@@ -288,36 +409,12 @@ impl ServerHandle {
         self.shared.mgmt().request_rekey(device_id)
     }
 
-    /// Sends a WNS raw push (Microsoft's push notification support page) to the device's last reported `Push/ChannelURI`
-    /// with `client` (the caller decides which certificates it trusts), and records the answer.
-    /// A device that gets it starts a session (Alert 1200 on `win10`, `mode=Apps` on `win81`).
+    /// Sends a WNS raw push (Microsoft's push notification support page) to the device's last
+    /// reported `Push/ChannelURI` with `client` (the caller decides which certificates it
+    /// trusts), and records the answer. A device that gets it starts a session (Alert 1200 on
+    /// `win10`, `mode=Apps` on `win81`).
     pub async fn push(&self, client: &reqwest::Client, device_id: &str) -> Result<PushRecord, PushError> {
-        let channel =
-            self.shared.mgmt().channel_uri(device_id).ok_or_else(|| PushError::NoChannel(device_id.to_string()))?;
-        if !(channel.starts_with("https://") || channel.starts_with("http://")) {
-            return Err(PushError::BadChannel(channel));
-        }
-        let token = self.shared.config.dmclient.wns_token.clone().unwrap_or_else(|| "mdmsim".into());
-        let resp = client
-            .post(&channel)
-            .bearer_auth(token)
-            .header("X-WNS-Type", "wns/raw")
-            .header("X-WNS-Cache-Policy", "cache")
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .timeout(Duration::from_secs(10))
-            // The device ignores the payload, but WNS refuses an empty body.
-            .body(format!("mdmsim push for {device_id}"))
-            .send()
-            .await
-            .map_err(|source| PushError::Http { channel: channel.clone(), source })?;
-        let record = PushRecord {
-            at: (self.shared.clock)(),
-            channel_uri: channel,
-            http_status: resp.status().as_u16(),
-            wns_status: resp.headers().get("X-WNS-Status").and_then(|v| v.to_str().ok()).map(str::to_string),
-        };
-        self.shared.mgmt().pushed(device_id, record.clone());
-        Ok(record)
+        push_device(&self.shared, client, device_id).await
     }
 
     /// Waits until the server stops by itself (an I/O error).
@@ -512,6 +609,7 @@ fn shared(
                 url: p.url.clone(),
                 size: p.size,
                 sha256: p.sha256.clone(),
+                on_request: a.on_request,
             })
         })
         .collect();
@@ -548,6 +646,12 @@ fn shared(
         clock: clock.unwrap_or_else(|| Arc::new(Utc::now)),
         admin,
         faults,
+        wns_token: Mutex::new(None),
+        push_client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default(),
     });
     Ok(shared)
 }
@@ -638,6 +742,8 @@ fn router(shared: Arc<Shared>) -> Router {
     let admin = Router::new()
         .route("/admin/devices", get(admin_devices))
         .route("/admin/devices/{id}", get(admin_device))
+        .route("/admin/devices/{id}/push", post(admin_push))
+        .route("/admin/devices/{id}/apps/{name}", post(admin_assign_app))
         .route("/admin/summary", get(admin_summary))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_admin_token));
     Router::new()
@@ -980,6 +1086,46 @@ async fn admin_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
         Some(r) => axum::Json(r).into_response(),
         None => (HttpStatus::NOT_FOUND, format!("no device {id:?}\n")).into_response(),
     }
+}
+
+/// `POST /admin/devices/<DeviceID>/push`: a WNS raw push to the device's channel; the answer is
+/// the push's record (the channel's HTTP status, `X-WNS-Status`, `X-WNS-Msg-ID`). 404 for a
+/// device the server does not know, 409 when it reported no ChannelURI yet, 502 when the push
+/// notification service could not be reached or gave no token.
+async fn admin_push(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if s.mgmt().record(&id).is_none() {
+        return (HttpStatus::NOT_FOUND, format!("no device {id:?}\n")).into_response();
+    }
+    let client = s.push_client.clone();
+    match push_device(&s, &client, &id).await {
+        Ok(record) => axum::Json(record).into_response(),
+        Err(e @ (PushError::NoChannel(_) | PushError::BadChannel(_))) => {
+            (HttpStatus::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e) => (HttpStatus::BAD_GATEWAY, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `POST /admin/devices/<DeviceID>/apps/<name>`: assigns an app of the config (one marked
+/// `on_request`, or any not yet on the device) and pushes to the device so that it comes for it
+/// at once (a `mode=Apps` session on Windows 8.1, as the operation modes post describes the app
+/// install flow). The answer: `{"assigned": name, "push": <push record> | null, "push_error":
+/// why | null}`; 404 for an unknown device or app, 409 when the device already has the app.
+async fn admin_assign_app(State(s): State<Arc<Shared>>, Path((id, name)): Path<(String, String)>) -> Response {
+    if let Err(e) = s.mgmt().assign_app(&id, &name) {
+        let status = match e {
+            mgmt::AssignError::AlreadyAssigned => HttpStatus::CONFLICT,
+            _ => HttpStatus::NOT_FOUND,
+        };
+        return (status, format!("{e}\n")).into_response();
+    }
+    tracing::info!(device = %id, app = %name, "app assigned");
+    let client = s.push_client.clone();
+    let (push, push_error) = match push_device(&s, &client, &id).await {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    axum::Json(serde_json::json!({ "assigned": name, "push": push, "push_error": push_error })).into_response()
 }
 
 async fn admin_summary(State(s): State<Arc<Shared>>) -> Response {

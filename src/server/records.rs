@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything recorded about one device, keyed by its DeviceID.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,6 +85,8 @@ impl DeviceRecord {
     pub const MAX_RESULTS: usize = 2048;
     /// The most recent findings kept.
     pub const MAX_FINDINGS: usize = 1024;
+    /// The most pushes kept per device (the oldest go first).
+    pub const MAX_PUSHES: usize = 256;
 
     /// Records a new session and returns its index in `checkins`.
     pub fn check_in(&mut self, c: CheckIn) -> usize {
@@ -143,7 +145,7 @@ pub struct FaultRecord {
 }
 
 /// One WNS raw push (Microsoft's push notification support page) and what the channel answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushRecord {
     pub at: DateTime<Utc>,
     pub channel_uri: String,
@@ -151,6 +153,12 @@ pub struct PushRecord {
     pub http_status: u16,
     /// `X-WNS-Status` (`received`, `dropped`, `channelthrottled`).
     pub wns_status: Option<String>,
+    /// `X-WNS-Msg-ID`, the service's id of the notification.
+    #[serde(default)]
+    pub msg_id: Option<String>,
+    /// `Retry-After` of a 406 (throttled), in seconds.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
 }
 
 /// An enrollment (MS-WSTEP RequestSecurityToken answered).

@@ -35,7 +35,7 @@ pub enum Outcome {
 /// [`Effect`] values, see `Finished::effects`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectRecord {
-    /// `fetch`, `unenroll`, `request_session` or `alert`.
+    /// `fetch`, `unenroll`, `reboot`, `request_session`, `request_channel` or `alert`.
     pub kind: String,
     /// What it is about (URL, reason, alert type).
     pub detail: String,
@@ -48,6 +48,7 @@ impl From<&Effect> for EffectRecord {
             Effect::Unenroll { reason } => ("unenroll", reason.clone()),
             Effect::Reboot { reason } => ("reboot", reason.clone()),
             Effect::RequestSession { reason } => ("request_session", reason.clone()),
+            Effect::RequestChannel { csp, node, app } => ("request_channel", format!("{csp} {node} <- {app}")),
             Effect::Alert { code, item } => {
                 let ty = item.meta.as_ref().and_then(|m| m.type_.clone()).unwrap_or_default();
                 ("alert", format!("{code} {ty}").trim_end().to_string())

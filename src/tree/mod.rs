@@ -143,6 +143,30 @@ pub enum Effect {
     RequestSession { reason: String },
     /// A client alert to send in the next package (e.g. a 1224 or 1226 generic alert item).
     Alert { code: u16, item: Item },
+    /// Ask the push notification service (WNS) for a channel for the app `app` (a package family
+    /// name, or a Windows 8.1 AppId), as the Windows WNS client does when the DMClient `Push/PFN`
+    /// is written; the answer comes back through [`Csp::on_channel`] with `node`.
+    RequestChannel { csp: &'static str, node: String, app: String },
+}
+
+/// What the push notification service did with a device's channel ([`Effect::RequestChannel`],
+/// or the service revoking or expiring it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "kebab-case")]
+pub enum ChannelOutcome {
+    /// A channel: its URI and when it expires (30 days after it was made, Microsoft's "Windows
+    /// Push Notification Services (WNS) overview").
+    Granted { uri: String, expires: DateTime<Utc> },
+    /// The service refused the app (unknown or revoked package family name, or it is full).
+    Refused(String),
+    /// No service answered: none in this run, or the device's network is off.
+    Unavailable(String),
+    /// The service revoked the channel: notifications to it are answered 410.
+    Revoked,
+    /// The channel expired: notifications to it are answered 410; the device asks for a new one.
+    Expired,
+    /// A notification came but no session could start (the network is off).
+    SessionBlocked,
 }
 
 /// The view a CSP gets of the device's tree: values relative to the CSP root, plus the
@@ -329,6 +353,10 @@ pub trait Csp: Send + Sync + 'static {
 
     /// The result of a fetch the CSP asked for with [`Effect::Fetch`].
     fn on_fetch(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &FetchOutcome) {}
+
+    /// What the push notification service did with a channel the CSP asked for with
+    /// [`Effect::RequestChannel`].
+    fn on_channel(&self, _cx: &mut CspCx<'_>, _node: &str, _outcome: &ChannelOutcome) {}
 }
 
 /// The segments below `root` (`["Vendor", "MSFT", "X"]`) when `segments` start with it (in any
@@ -498,6 +526,26 @@ impl Registry {
                 let mut cx = CspCx { base, state, env, effects: &mut effects };
                 c.on_fetch(&mut cx, node, outcome);
             }
+        }
+        effects
+    }
+
+    /// Delivers what the push notification service did with a channel to the CSP that asked
+    /// for it.
+    pub fn on_channel(
+        &self,
+        state: &mut TreeState,
+        env: &Env,
+        csp: &str,
+        node: &str,
+        outcome: &ChannelOutcome,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some((c, bases)) = self.csps.iter().zip(&self.bases).find(|(c, _)| c.name() == csp)
+            && let Some((_, base)) = bases.iter().find(|(s, _)| *s == Scope::Device)
+        {
+            let mut cx = CspCx { base, state, env, effects: &mut effects };
+            c.on_channel(&mut cx, node, outcome);
         }
         effects
     }

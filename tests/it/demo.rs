@@ -1,7 +1,7 @@
 //! `mdmsim demo` with a small fleet: every device enrolls against the embedded reference server
 //! (HTTPS, client certificates), syncs through its day, installs the configured app, gets the
 //! configuration profile (verified) and the MSI install, and the report's numbers agree with the
-//! server's records.
+//! server's records; the server's midday pushes through the WNS emulation start sessions.
 
 use serde_json::Value;
 
@@ -26,6 +26,11 @@ fn a_small_demo_fleet_enrolls_syncs_installs_and_agrees_with_the_server() {
     assert_eq!(server["check_ins"].as_u64(), Some(sessions));
     assert_eq!(server["apps_installed"], 4);
     assert_eq!(r["findings"], 0, "the reference server sends nothing forbidden");
+    // The midday pushes go through the WNS emulation to every device, and each opens a
+    // push-started session.
+    let pushes = &r["pushes"];
+    assert_eq!((pushes["sent"].as_u64(), pushes["received"].as_u64()), (Some(4), Some(4)), "{pushes}");
+    assert!(pushes["sessions"].as_u64().unwrap() >= 4, "{pushes}");
     // The configuration profile: verified (read back in a later session) on every Windows
     // 10/11 device, not applicable on the Windows 8.1 tablets; the verified devices hold it.
     let p = &r["profiles"][0];

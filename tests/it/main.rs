@@ -50,6 +50,9 @@ mod msi_install;
 /// Output a person can read: `sync` names each non-200 status's LocURI, `mdmsim transcript`
 /// (text, HTML checked in headless Chromium), the enrollment exchange masked, `device list`.
 mod output;
+/// Push end to end: the WNS emulation of `mdmsim run`, the reference server's pushes, Apps and
+/// Alert 1200 sessions, a revoked channel configured again; the emulation's status codes.
+mod push;
 /// The README's marked command blocks, run as written against the reference server.
 mod readme;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's

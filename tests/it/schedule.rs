@@ -392,6 +392,7 @@ fn the_week_fixture_gives_the_modes_the_seed_predicts() {
         Action::Session(r) => format!("{} {} {}", r.nominal.format("%a %H:%M"), r.trigger, r.mode),
         Action::Missed { at, trigger, .. } => format!("{} {trigger} missed", at.format("%a %H:%M")),
         Action::Unenroll { at, .. } => format!("{} unenroll", at.format("%a %H:%M")),
+        Action::Channel { at, event } => format!("{} {}", at.format("%a %H:%M"), event.kind()),
     };
     let got: Vec<String> = actions.iter().map(line).collect();
     let expected = [
