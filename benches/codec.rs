@@ -110,7 +110,7 @@ fn reply(msg: &SyncMl, outcomes: Vec<CmdOutcome>) -> SyncMl {
     let mut id = 0;
     let mut next = || {
         id += 1;
-        id.to_string()
+        itoa::Buffer::new().format(id).to_string()
     };
     commands.push(Command::Status(Status {
         cmd_id: next(),
@@ -127,7 +127,7 @@ fn reply(msg: &SyncMl, outcomes: Vec<CmdOutcome>) -> SyncMl {
             cmd_ref: o.cmd_id.clone(),
             cmd: o.cmd.into_owned(),
             target_refs: o.target_refs,
-            data: o.code.code().to_string(),
+            data: o.code.text(),
             ..Status::default()
         }));
         if !o.results.is_empty() {

@@ -565,7 +565,8 @@ struct Body {
 
 impl Body {
     fn next_id(&self) -> String {
-        (self.commands.len() + 1).to_string()
+        // Formatted without `fmt`: one per command of every reply.
+        itoa::Buffer::new().format(self.commands.len() + 1).to_string()
     }
 
     fn push(&mut self, mut cmd: Command) {
@@ -589,7 +590,7 @@ impl Body {
             cmd_ref: cmd_ref.to_string(),
             cmd: cmd.to_string(),
             target_refs,
-            data: code.code().to_string(),
+            data: code.text(),
             ..Status::default()
         }));
     }

@@ -24,6 +24,15 @@ macro_rules! code_enum {
                 }
             }
 
+            /// The numeric code as the decimal text a `Data` element carries. Runs for every
+            /// Status a device sends: the text of a named code is a constant, not formatted.
+            pub fn text(self) -> String {
+                match self {
+                    $(Self::$variant => stringify!($num).to_string(),)*
+                    Self::Other(n) => itoa::Buffer::new().format(n).to_string(),
+                }
+            }
+
             /// The typed code for a number; unknown numbers become `Other`.
             pub fn from_code(n: u16) -> Self {
                 match n {
