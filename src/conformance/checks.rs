@@ -68,6 +68,20 @@ impl Spec {
             self.result(profile, Verdict::Fail, observed, ev)
         }
     }
+
+    /// [`Spec::judged`] over `count` places the run gave to judge; not applicable, saying
+    /// `none`, when it gave none.
+    fn judged_over(
+        &self,
+        profile: Profile,
+        count: usize,
+        none: &str,
+        ev: Vec<Evidence>,
+        pass: impl FnOnce() -> String,
+        fail: impl FnOnce(usize) -> String,
+    ) -> CheckResult {
+        if count == 0 { self.na(profile, none) } else { self.judged(profile, ev, pass, fail) }
+    }
 }
 
 /// Every check, in report order.
@@ -637,16 +651,14 @@ pub fn session_basics(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
             }
         }
     }
-    out.push(if seen == 0 {
-        SYNCHDR_STATUS_FIRST.na(profile, "the server sent no SyncML message in the ordinary sessions")
-    } else {
-        SYNCHDR_STATUS_FIRST.judged(
-            profile,
-            ev,
-            || format!("all {seen} server message(s) start with it"),
-            |n| format!("{n} of {seen} server message(s) do not"),
-        )
-    });
+    out.push(SYNCHDR_STATUS_FIRST.judged_over(
+        profile,
+        seen,
+        "the server sent no SyncML message in the ordinary sessions",
+        ev,
+        || format!("all {seen} server message(s) start with it"),
+        |n| format!("{n} of {seen} server message(s) do not"),
+    ));
     out.push(by_findings(&STATUS_PER_COMMAND, traces, &["command-not-statused"], profile));
     out.push(by_findings(
         &MSGREF_CMDREF,
@@ -972,16 +984,14 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
             }
         }
     }
-    out.push(if judged == 0 {
-        READ_BACK.na(profile, "the server wrote no Policy CSP setting before the last session")
-    } else {
-        READ_BACK.judged(
-            profile,
-            ev,
-            || format!("{judged} setting(s) written, each read back later"),
-            |n| format!("{n} of {judged} setting(s) never read back"),
-        )
-    });
+    out.push(READ_BACK.judged_over(
+        profile,
+        judged,
+        "the server wrote no Policy CSP setting before the last session",
+        ev,
+        || format!("{judged} setting(s) written, each read back later"),
+        |n| format!("{n} of {judged} setting(s) never read back"),
+    ));
     // Atomic for several settings.
     let mut in_atomic = 0;
     let mut ev = Vec::new();
@@ -1073,16 +1083,14 @@ pub fn profiles(traces: &[Trace], profile: Profile) -> Vec<CheckResult> {
             });
         }
     }
-    out.push(if judged == 0 {
-        REPLACE_AFTER_418.na(profile, "no Add was answered 418")
-    } else {
-        REPLACE_AFTER_418.judged(
-            profile,
-            ev,
-            || format!("{judged} Add(s) answered 418, each followed by a Replace"),
-            |n| format!("{n} of {judged} 418(s) not followed by a Replace"),
-        )
-    });
+    out.push(REPLACE_AFTER_418.judged_over(
+        profile,
+        judged,
+        "no Add was answered 418",
+        ev,
+        || format!("{judged} Add(s) answered 418, each followed by a Replace"),
+        |n| format!("{n} of {judged} 418(s) not followed by a Replace"),
+    ));
     out
 }
 

@@ -415,10 +415,7 @@ fn installer_succeeded(code: u32) -> bool {
 
 /// True for an MSI product code: a GUID in braces, hex digits in any case.
 pub fn is_product_code(s: &str) -> bool {
-    let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) else { return false };
-    let groups: Vec<&str> = inner.split('-').collect();
-    groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).is_some_and(super::is_hyphenated_guid)
 }
 
 /// The settings that shape the state machine (documented in the module docs).

@@ -24,6 +24,14 @@ pub mod wmi_bridge;
 
 use crate::tree::Registry;
 
+/// True for a GUID written `8-4-4-4-12` hex digits, without braces (MSI product codes and
+/// update IDs put braces around it; callers strip them as their CSP page says).
+pub fn is_hyphenated_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The registry with every CSP mdmsim emulates, shared by all devices.
 pub fn registry() -> Registry {
     let mut r = Registry::new();

@@ -66,9 +66,7 @@ const META: &str = "@Update";
 pub struct Update;
 
 fn is_guid(s: &str) -> bool {
-    let g = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s);
-    g.len() == 36
-        && g.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
+    super::is_hyphenated_guid(s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s))
 }
 
 fn time(v: &str) -> Option<DateTime<Utc>> {

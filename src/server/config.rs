@@ -456,13 +456,9 @@ impl Config {
 /// The Meta Formats of OMA DM 1.2 (Meta Information, Format) a setting may have.
 pub const FORMATS: [&str; 11] = ["b64", "bin", "bool", "chr", "int", "node", "null", "xml", "date", "time", "float"];
 
-/// A `{GUID}` in braces.
+/// A `{GUID}` in braces (the form the device's CSPs accept as a product ID).
 fn is_guid(text: &str) -> bool {
-    let guid = text.trim_start_matches('{').trim_end_matches('}');
-    text.starts_with('{')
-        && text.ends_with('}')
-        && guid.len() == 36
-        && guid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    crate::csp::desktop_app::is_product_code(text)
 }
 
 /// A dotted version such as `10.0.10586`.

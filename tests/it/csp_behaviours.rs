@@ -4,10 +4,10 @@
 //! CSPVersions and Provider nodes, the Update CSP's approvals ending installed after a reboot,
 //! and an EnterpriseModernAppManagement hosted install ending in the inventory.
 
-use mdmsim::syncml::{Command, Item, ItemCmd, Meta, SyncMl};
+use mdmsim::syncml::Command;
 
 use crate::support::mdmsim;
-use crate::support::server::{Reply, Server, msg};
+use crate::support::server::{Reply, Server, item_cmd, msg, results_of as data, status_of as status};
 
 const ADMX: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <policyDefinitions revision="1.0" schemaVersion="1.0">
@@ -31,13 +31,6 @@ const ADMX_POLICY: &str = "./Device/Vendor/MSFT/Policy/Config/ContosoCompanyApp~
 const ADMX_RESULT: &str = "./Device/Vendor/MSFT/Policy/Result/ContosoCompanyApp~Policy~ParentCategoryArea~Category1/L_PolicyConfigurationMode";
 const PAYLOAD: &str = r#"<enabled/><data id="L_ConfigurationModeDrop" value="1"/>"#;
 
-fn item_cmd(id: &str, uri: &str, data: Option<&str>, format: Option<&str>) -> ItemCmd {
-    let mut item = Item::target(uri);
-    item.data = data.map(str::to_string);
-    item.meta = format.map(|f| Box::new(Meta::format(f)));
-    ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() }
-}
-
 fn add(id: &str, uri: &str, data: Option<&str>) -> Command {
     Command::Add(item_cmd(id, uri, data, Some(if data.is_some() { "chr" } else { "node" })))
 }
@@ -56,22 +49,6 @@ fn exec(id: &str, uri: &str, data: Option<&str>) -> Command {
 
 fn delete(id: &str, uri: &str) -> Command {
     Command::Delete(item_cmd(id, uri, None, None))
-}
-
-/// The Status code the device sent for command `id` in `m`.
-fn status(m: &SyncMl, id: &str) -> Option<String> {
-    m.body.commands.iter().find_map(|c| match c {
-        Command::Status(s) if s.cmd_ref == id => Some(s.data.clone()),
-        _ => None,
-    })
-}
-
-/// The Results data for command `id` in `m`.
-fn data(m: &SyncMl, id: &str) -> Option<String> {
-    m.body.commands.iter().find_map(|c| match c {
-        Command::Results(r) if r.cmd_ref == id => r.items.first().and_then(|i| i.data.clone()),
-        _ => None,
-    })
 }
 
 fn session(commands: Vec<Command>) -> [Reply; 2] {

@@ -3,18 +3,11 @@
 //! session with `Policy/Result` agreeing, refused values, a CSP only its DDF describes
 //! (BitLocker), and RebootNow leading to a Machine-mode session.
 
-use mdmsim::syncml::{Command, Container, Item, ItemCmd, Meta, SyncMl};
+use mdmsim::syncml::{Command, Container};
 use serde_json::Value;
 
 use crate::support::mdmsim;
-use crate::support::server::{Reply, Server, msg};
-
-fn item_cmd(id: &str, uri: &str, data: Option<&str>, format: Option<&str>) -> ItemCmd {
-    let mut item = Item::target(uri);
-    item.data = data.map(str::to_string);
-    item.meta = format.map(|f| Box::new(Meta::format(f)));
-    ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() }
-}
+use crate::support::server::{Reply, Server, item_cmd, msg, results_of as data, status_of as status};
 
 fn replace(id: &str, uri: &str, data: &str) -> Command {
     Command::Replace(item_cmd(id, uri, Some(data), Some("int")))
@@ -22,22 +15,6 @@ fn replace(id: &str, uri: &str, data: &str) -> Command {
 
 fn get(id: &str, uri: &str) -> Command {
     Command::Get(item_cmd(id, uri, None, None))
-}
-
-/// The Status code the device sent for command `id` in `m`.
-fn status(m: &SyncMl, id: &str) -> Option<String> {
-    m.body.commands.iter().find_map(|c| match c {
-        Command::Status(s) if s.cmd_ref == id => Some(s.data.clone()),
-        _ => None,
-    })
-}
-
-/// The Results data for command `id` in `m`.
-fn data(m: &SyncMl, id: &str) -> Option<String> {
-    m.body.commands.iter().find_map(|c| match c {
-        Command::Results(r) if r.cmd_ref == id => r.items.first().and_then(|i| i.data.clone()),
-        _ => None,
-    })
 }
 
 fn new_device(state: &str, server: &Server) {

@@ -114,14 +114,7 @@ async fn pushed_once(profile: &'static str, seed: u64) -> (Vec<(DateTime<Utc>, S
     let dir = tempfile::tempdir().unwrap();
     let h = server(dir.path()).await;
     let state = dir.path().join("dev");
-    let id = {
-        let (state, url) = (state.clone(), h.management_url());
-        tokio::task::spawn_blocking(move || {
-            new_device_with(&state, &url, seed, &["--profile", profile, "--provider-id", "mdmsim"])
-        })
-        .await
-        .unwrap()
-    };
+    let id = device(&h, &state, profile, seed).await;
     // The post-enrollment session sets the PFN; the sync at +2s reads the ChannelURI back.
     let child = run_real(&state, 14, "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n");
     let channel = channel_known(&h, &id, None, Duration::from_secs(10)).await;
@@ -174,14 +167,7 @@ async fn a_revoked_channel_answers_410_and_the_server_configures_push_again_in_t
     let dir = tempfile::tempdir().unwrap();
     let h = server(dir.path()).await;
     let state = dir.path().join("dev");
-    let id = {
-        let (state, url) = (state.clone(), h.management_url());
-        tokio::task::spawn_blocking(move || {
-            new_device_with(&state, &url, 153, &["--profile", "win10", "--provider-id", "mdmsim"])
-        })
-        .await
-        .unwrap()
-    };
+    let id = device(&h, &state, "win10", 153).await;
     let t0 = Instant::now();
     let events = "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+6s\"\nkind = \"revoke-channel\"\n\n\
                   [[event]]\nat = \"+10s\"\nkind = \"sync\"\n\n[[event]]\nat = \"+13s\"\nkind = \"sync\"\n";
@@ -406,14 +392,7 @@ async fn a_standalone_wns_lets_a_server_push_to_the_devices_of_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let h = server(dir.path()).await;
     let state = dir.path().join("dev");
-    let id = {
-        let (state, mgmt) = (state.clone(), h.management_url());
-        tokio::task::spawn_blocking(move || {
-            new_device_with(&state, &mgmt, 154, &["--profile", "win81", "--provider-id", "mdmsim"])
-        })
-        .await
-        .unwrap()
-    };
+    let id = device(&h, &state, "win81", 154).await;
     let run = run_real_with(&state, 14, "[[event]]\nat = \"+2s\"\nkind = \"sync\"\n", &["--wns-url", &url]);
     let channel = channel_known(&h, &id, None, Duration::from_secs(10)).await;
     assert!(channel.starts_with(&format!("{url}/?token=")), "the channel is the standalone service's: {channel}");

@@ -83,6 +83,30 @@ pub fn msg(commands: Vec<Command>) -> ServerMsg {
     ServerMsg { commands, final_: true, ..ServerMsg::default() }
 }
 
+/// A command with one item addressed to `uri`, with this data and Meta Format.
+pub fn item_cmd(id: &str, uri: &str, data: Option<&str>, format: Option<&str>) -> ItemCmd {
+    let mut item = Item::target(uri);
+    item.data = data.map(str::to_string);
+    item.meta = format.map(|f| Box::new(syncml::Meta::format(f)));
+    ItemCmd { cmd_id: id.into(), items: vec![item], ..ItemCmd::default() }
+}
+
+/// The Status code the device sent for command `id` in `m`.
+pub fn status_of(m: &SyncMl, id: &str) -> Option<String> {
+    m.body.commands.iter().find_map(|c| match c {
+        Command::Status(s) if s.cmd_ref == id => Some(s.data.clone()),
+        _ => None,
+    })
+}
+
+/// The Results data for command `id` in `m`.
+pub fn results_of(m: &SyncMl, id: &str) -> Option<String> {
+    m.body.commands.iter().find_map(|c| match c {
+        Command::Results(r) if r.cmd_ref == id => r.items.first().and_then(|i| i.data.clone()),
+        _ => None,
+    })
+}
+
 /// A request the device made.
 #[derive(Debug, Clone)]
 pub struct Request {
