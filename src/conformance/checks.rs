@@ -1253,7 +1253,7 @@ pub async fn robustness(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckRes
     });
     ev.extend(back_log.iter().take(1).map(|x| answer_ev(&back_sid, x)));
     out.push(match answer.message().and_then(|m| status_for(m, "1", "0")) {
-        Some(s) if s.data.trim() == "200" || s.data.trim() == "212" => DEVICE_DISAPPEARS.result(
+        Some(s) if accepted(s) => DEVICE_DISAPPEARS.result(
             profile,
             Verdict::Pass,
             format!(
@@ -1642,18 +1642,15 @@ pub async fn copes(target: &mut Target, now: DateTime<Utc>) -> Vec<CheckResult> 
     let ev: Vec<Evidence> = log.iter().take(1).map(|x| answer_ev(&sid, x)).collect();
     out.push(match (unsigned, answer.message().and_then(|m| status_for(m, "1", "0"))) {
         (Some(why), _) => SIGNED_MESSAGE.na(profile, format!("the device holds no key to sign with ({why})")),
-        (None, Some(s)) if s.data.trim() == "200" || s.data.trim() == "212" => SIGNED_MESSAGE.result(
-            profile,
-            Verdict::Pass,
-            format!("the signed package 1 got SyncHdr status {}", s.data.trim()),
-            ev,
-        ),
-        (None, Some(s)) => SIGNED_MESSAGE.result(
-            profile,
-            Verdict::Fail,
-            format!("the signed package 1 got SyncHdr status {}", s.data.trim()),
-            ev,
-        ),
+        (None, Some(s)) => {
+            let verdict = if accepted(s) { Verdict::Pass } else { Verdict::Fail };
+            SIGNED_MESSAGE.result(
+                profile,
+                verdict,
+                format!("the signed package 1 got SyncHdr status {}", s.data.trim()),
+                ev,
+            )
+        }
         (None, None) => {
             SIGNED_MESSAGE.result(profile, Verdict::Fail, format!("the signed package 1 got {}", answer.describe()), ev)
         }
