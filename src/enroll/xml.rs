@@ -90,24 +90,26 @@ pub fn parse(text: &str) -> Result<Element, Malformed> {
     let mut root: Option<Element> = None;
     loop {
         let before = reader.buffer_position();
-        let event = reader.read_event().map_err(|e| bad(reader.error_position(), e))?;
-        let (start, empty) = match event {
-            Event::Start(s) => (s, false),
-            Event::Empty(s) => (s, true),
-            Event::End(_) => {
+        // Matched where it is returned (not moved into a variable first), as the SyncML reader
+        // does: the event is read field by field rather than copied whole.
+        let (start, empty) = match reader.read_event() {
+            Err(e) => return Err(bad(reader.error_position(), e)),
+            Ok(Event::Start(s)) => (s, false),
+            Ok(Event::Empty(s)) => (s, true),
+            Ok(Event::End(_)) => {
                 let el = stack.pop().ok_or_else(|| bad(before, "unmatched end tag"))?;
                 close(&mut stack, &mut root, el);
                 continue;
             }
-            Event::Text(t) => {
+            Ok(Event::Text(t)) => {
                 push_text(&mut stack, &t.xml10_content(), before)?;
                 continue;
             }
-            Event::CData(c) => {
+            Ok(Event::CData(c)) => {
                 push_text(&mut stack, &c.xml10_content(), before)?;
                 continue;
             }
-            Event::GeneralRef(r) => {
+            Ok(Event::GeneralRef(r)) => {
                 let piece: Cow<'_, str> = match r.resolve_char_ref().map_err(|e| bad(before, e))? {
                     Some(c) => Cow::Owned(c.to_string()),
                     None => {
@@ -122,9 +124,9 @@ pub fn parse(text: &str) -> Result<Element, Malformed> {
                 push_text(&mut stack, &piece, before)?;
                 continue;
             }
-            Event::DocType(_) => return Err(bad(before, "DOCTYPE is not accepted")),
-            Event::Eof => break,
-            _ => continue,
+            Ok(Event::DocType(_)) => return Err(bad(before, "DOCTYPE is not accepted")),
+            Ok(Event::Eof) => break,
+            Ok(_) => continue,
         };
         if root.is_some() {
             return Err(bad(before, "content after the root element"));
@@ -135,8 +137,7 @@ pub fn parse(text: &str) -> Result<Element, Malformed> {
         let mut attrs = Vec::new();
         for attr in start.attributes() {
             let attr = attr.map_err(|e| bad(before, e))?;
-            let raw = attr.value.to_string();
-            let value = quick_xml::escape::unescape(&raw).map_err(|e| bad(before, e))?.into_owned();
+            let value = quick_xml::escape::unescape(&attr.value).map_err(|e| bad(before, e))?.into_owned();
             attrs.push((local(attr.key.as_ref()), value));
         }
         let el = Element {

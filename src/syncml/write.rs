@@ -10,6 +10,42 @@ use quick_xml::escape::escape;
 
 use super::model::*;
 
+/// `<name>escaped value</name>` with the tags as constants (one copy each, no length to read).
+macro_rules! text {
+    ($w:expr, $name:literal, $value:expr) => {{
+        $w.out.push_str(concat!("<", $name, ">"));
+        $w.escaped($value);
+        $w.out.push_str(concat!("</", $name, ">"));
+    }};
+}
+
+/// [`text!`] when there is a value.
+macro_rules! opt {
+    ($w:expr, $name:literal, $value:expr) => {
+        if let Some(v) = $value {
+            text!($w, $name, v);
+        }
+    };
+}
+
+/// `<name/>` when set.
+macro_rules! flag {
+    ($w:expr, $name:literal, $on:expr) => {
+        if $on {
+            $w.out.push_str(concat!("<", $name, "/>"));
+        }
+    };
+}
+
+/// `<name><LocURI>escaped uri</LocURI></name>`.
+macro_rules! loc {
+    ($w:expr, $name:literal, $uri:expr) => {{
+        $w.out.push_str(concat!("<", $name, "><LocURI>"));
+        $w.escaped($uri);
+        $w.out.push_str(concat!("</LocURI></", $name, ">"));
+    }};
+}
+
 /// Encodes a message as compact canonical SyncML.
 pub fn encode(msg: &SyncMl) -> String {
     // Sized for a typical reply (a Status of about 150 bytes per command) so that the buffer
@@ -47,18 +83,28 @@ impl W {
         self.out.push('>');
     }
 
-    fn text(&mut self, name: &str, value: &str) {
-        self.open(name);
-        self.escaped(value);
-        self.close(name);
-    }
-
     /// Escaped text, written straight into the output (the five XML special characters). A
     /// carriage return is written as `&#13;`: written raw, the reader would turn it into a line
     /// feed (XML 1.0 §2.11) and the value would not survive the round trip.
     fn escaped(&mut self, value: &str) {
+        // Most values have nothing to escape: find the first byte that needs it with a table
+        // (one load per byte) before the per-byte match.
+        const SPECIAL: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut i = 0;
+            while i < 6 {
+                t[b"<>&'\"\r"[i] as usize] = true;
+                i += 1;
+            }
+            t
+        };
+        let bytes = value.as_bytes();
+        let Some(first) = bytes.iter().position(|&b| SPECIAL[b as usize]) else {
+            self.out.push_str(value);
+            return;
+        };
         let mut run = 0;
-        for (i, b) in value.bytes().enumerate() {
+        for (i, &b) in bytes.iter().enumerate().skip(first) {
             let entity = match b {
                 b'<' => "&lt;",
                 b'>' => "&gt;",
@@ -73,26 +119,6 @@ impl W {
             run = i + 1;
         }
         self.out.push_str(&value[run..]);
-    }
-
-    fn opt(&mut self, name: &str, value: &Option<String>) {
-        if let Some(v) = value {
-            self.text(name, v);
-        }
-    }
-
-    fn flag(&mut self, name: &str, on: bool) {
-        if on {
-            self.out.push('<');
-            self.out.push_str(name);
-            self.out.push_str("/>");
-        }
-    }
-
-    fn loc(&mut self, name: &str, uri: &str) {
-        self.open(name);
-        self.text("LocURI", uri);
-        self.close(name);
     }
 
     fn metinf(&mut self, name: &str, value: &str) {
@@ -133,20 +159,20 @@ impl W {
     fn cred(&mut self, c: &Cred) {
         self.out.push_str("<Cred>");
         self.meta(&c.meta);
-        self.text("Data", &c.data);
+        text!(self, "Data", &c.data);
         self.out.push_str("</Cred>");
     }
 
     fn hdr(&mut self, h: &SyncHdr) {
         self.out.push_str("<SyncHdr>");
-        self.text("VerDTD", &h.ver_dtd);
-        self.text("VerProto", &h.ver_proto);
-        self.text("SessionID", &h.session_id);
-        self.text("MsgID", &h.msg_id);
-        self.loc("Target", &h.target);
-        self.loc("Source", &h.source);
-        self.opt("RespURI", &h.resp_uri);
-        self.flag("NoResp", h.no_resp);
+        text!(self, "VerDTD", &h.ver_dtd);
+        text!(self, "VerProto", &h.ver_proto);
+        text!(self, "SessionID", &h.session_id);
+        text!(self, "MsgID", &h.msg_id);
+        loc!(self, "Target", &h.target);
+        loc!(self, "Source", &h.source);
+        opt!(self, "RespURI", &h.resp_uri);
+        flag!(self, "NoResp", h.no_resp);
         if let Some(c) = &h.cred {
             self.cred(c);
         }
@@ -159,16 +185,16 @@ impl W {
     fn item(&mut self, it: &Item) {
         self.out.push_str("<Item>");
         if let Some(t) = &it.target {
-            self.loc("Target", t);
+            loc!(self, "Target", t);
         }
         if let Some(s) = &it.source {
-            self.loc("Source", s);
+            loc!(self, "Source", s);
         }
         if let Some(m) = &it.meta {
             self.meta(m);
         }
-        self.opt("Data", &it.data);
-        self.flag("MoreData", it.more_data);
+        opt!(self, "Data", &it.data);
+        flag!(self, "MoreData", it.more_data);
         self.out.push_str("</Item>");
     }
 
@@ -176,30 +202,30 @@ impl W {
         match cmd {
             Command::Alert(a) => {
                 self.out.push_str("<Alert>");
-                self.text("CmdID", &a.cmd_id);
-                self.flag("NoResp", a.no_resp);
-                self.text("Data", &a.data);
-                self.opt("Correlator", &a.correlator);
+                text!(self, "CmdID", &a.cmd_id);
+                flag!(self, "NoResp", a.no_resp);
+                text!(self, "Data", &a.data);
+                opt!(self, "Correlator", &a.correlator);
                 a.items.iter().for_each(|i| self.item(i));
                 self.out.push_str("</Alert>");
             }
             Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Get(c) | Command::Exec(c) => {
                 let name = cmd.name();
                 self.open(name);
-                self.text("CmdID", &c.cmd_id);
-                self.flag("NoResp", c.no_resp);
+                text!(self, "CmdID", &c.cmd_id);
+                flag!(self, "NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
                     self.meta(m);
                 }
-                self.opt("Correlator", &c.correlator);
+                opt!(self, "Correlator", &c.correlator);
                 c.items.iter().for_each(|i| self.item(i));
                 self.close(name);
             }
             Command::Atomic(c) | Command::Sequence(c) => {
                 let name = cmd.name();
                 self.open(name);
-                self.text("CmdID", &c.cmd_id);
-                self.flag("NoResp", c.no_resp);
+                text!(self, "CmdID", &c.cmd_id);
+                flag!(self, "NoResp", c.no_resp);
                 if let Some(m) = &c.meta {
                     self.meta(m);
                 }
@@ -208,12 +234,12 @@ impl W {
             }
             Command::Status(s) => {
                 self.out.push_str("<Status>");
-                self.text("CmdID", &s.cmd_id);
-                self.text("MsgRef", &s.msg_ref);
-                self.text("CmdRef", &s.cmd_ref);
-                self.text("Cmd", &s.cmd);
-                s.target_refs.iter().for_each(|r| self.text("TargetRef", r));
-                s.source_refs.iter().for_each(|r| self.text("SourceRef", r));
+                text!(self, "CmdID", &s.cmd_id);
+                text!(self, "MsgRef", &s.msg_ref);
+                text!(self, "CmdRef", &s.cmd_ref);
+                text!(self, "Cmd", &s.cmd);
+                s.target_refs.iter().for_each(|r| text!(self, "TargetRef", r));
+                s.source_refs.iter().for_each(|r| text!(self, "SourceRef", r));
                 if let Some(c) = &s.cred {
                     self.cred(c);
                 }
@@ -222,26 +248,26 @@ impl W {
                     self.meta(&ch.meta);
                     self.out.push_str("</Chal>");
                 }
-                self.text("Data", &s.data);
+                text!(self, "Data", &s.data);
                 s.items.iter().for_each(|i| self.item(i));
                 self.out.push_str("</Status>");
             }
             Command::Results(r) => {
                 self.out.push_str("<Results>");
-                self.text("CmdID", &r.cmd_id);
-                self.text("MsgRef", &r.msg_ref);
-                self.text("CmdRef", &r.cmd_ref);
+                text!(self, "CmdID", &r.cmd_id);
+                text!(self, "MsgRef", &r.msg_ref);
+                text!(self, "CmdRef", &r.cmd_ref);
                 if let Some(m) = &r.meta {
                     self.meta(m);
                 }
-                r.target_refs.iter().for_each(|t| self.text("TargetRef", t));
-                r.source_refs.iter().for_each(|t| self.text("SourceRef", t));
+                r.target_refs.iter().for_each(|t| text!(self, "TargetRef", t));
+                r.source_refs.iter().for_each(|t| text!(self, "SourceRef", t));
                 r.items.iter().for_each(|i| self.item(i));
                 self.out.push_str("</Results>");
             }
             Command::Unsupported { name, cmd_id } => {
                 self.open(name);
-                self.text("CmdID", cmd_id);
+                text!(self, "CmdID", cmd_id);
                 self.close(name);
             }
         }
