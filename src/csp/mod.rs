@@ -32,6 +32,17 @@ pub fn is_hyphenated_guid(s: &str) -> bool {
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The settings key of the nodes a device answers 404 for whatever the command: the template's
+/// `unsupported` LocURIs as tree keys (`Vendor/MSFT/DeviceStatus/TPM`), one a line. The CSPs
+/// modelled by their DDF facts honour it (`ddf_csp`): the node and everything below it are not
+/// there.
+pub const UNSUPPORTED_KEY: &str = "unsupported";
+
+/// True when `key` is one of the tree keys of `list` (one a line) or below one.
+pub fn is_listed(list: &str, key: &str) -> bool {
+    list.lines().any(|k| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('/')))
+}
+
 /// The registry with every CSP mdmsim emulates, shared by all devices.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
