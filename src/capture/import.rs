@@ -140,29 +140,30 @@ pub fn import(cap: &Capture, opts: ImportOptions) -> Imported {
         };
         if parsed.segments == ["DevInfo", "DevId"] {
             match DeviceId::parse(&s.value) {
-                Ok(id) => {
-                    report.device_id = Some(id.to_string());
-                    report.dropped.push(entry(
-                        uri,
-                        &s.value,
-                        &format!("the DeviceID is not a template value: `device new --id {id}` gives it back"),
-                        &s.from,
-                    ));
+                // Said on its own line of the report and in the template's header.
+                Ok(id) => report.device_id = Some(id.to_string()),
+                Err(_) => {
+                    report.dropped.push(entry(uri, &s.value, "the DeviceID, and not one (32 hex digits)", &s.from))
                 }
-                Err(_) => report.dropped.push(entry(uri, &s.value, "the DeviceID, and not one (32 hex digits)", &s.from)),
             }
             continue;
         }
         if s.format.as_deref() == Some("node") {
-            report.dropped.push(entry(uri, &shorten(&s.value), "an interior node: its listing comes from the leaves below it", &s.from));
+            report.dropped.push(entry(
+                uri,
+                &shorten(&s.value),
+                "an interior node: its listing comes from the leaves below it",
+                &s.from,
+            ));
             continue;
         }
+        let (uri_text, uri_masked) = mask_uri(uri, &parsed);
         if let Some(why) = secret(&parsed.segments, &s.value) {
-            report.dropped.push(entry(uri, &shorten(&s.value), why, &s.from));
+            // Neither the value nor a thumbprint of its path is shown.
+            report.dropped.push(entry(&uri_text, "", why, &s.from));
             continue;
         }
         let (value, masked) = mask_value(&s.value);
-        let (uri_text, uri_masked) = mask_uri(uri, &parsed);
         if let Some(why) = masked.or(uri_masked) {
             report.masked.push(entry(&uri_text, &value, why, &s.from));
         }
@@ -185,8 +186,10 @@ pub fn import(cap: &Capture, opts: ImportOptions) -> Imported {
             None => {
                 let why = match table {
                     Some((name, _)) => format!("not a leaf of mdmsim's {name} table"),
-                    None => "no CSP leaf of this path in mdmsim's table (Microsoft's DDF files; `mdmsim ddf show PATH`)"
-                        .to_string(),
+                    None => {
+                        "no CSP leaf of this path in mdmsim's table (Microsoft's DDF files; `mdmsim ddf show PATH`)"
+                            .to_string()
+                    }
                 };
                 report.dropped.push(entry(&uri_text, &shorten(&value), &why, &s.from));
                 continue;
@@ -198,7 +201,9 @@ pub fn import(cap: &Capture, opts: ImportOptions) -> Imported {
             Some(Ok(())) => {}
         }
         match vary_why {
-            Some(why) => report.varied.push(entry(&uri_text, &value, &format!("{why}: captured {:?}", s.value), &s.from)),
+            Some(why) => {
+                report.varied.push(entry(&uri_text, &value, &format!("{why}: captured {:?}", s.value), &s.from))
+            }
             None if masked.is_none() && uri_masked.is_none() => report.kept.push(entry(&uri_text, &value, "", &s.from)),
             None => {}
         }
@@ -221,14 +226,7 @@ pub fn import(cap: &Capture, opts: ImportOptions) -> Imported {
     report.os_build = devdetail.get("SwV").and_then(|v| os_build(v));
 
     let unsupported: Vec<String> = report.unsupported.iter().map(|e| e.uri.clone()).collect();
-    let template = Template {
-        profile: Some(profile),
-        devinfo,
-        devdetail,
-        nodes,
-        unsupported,
-        ..Template::default()
-    };
+    let template = Template { profile: Some(profile), devinfo, devdetail, nodes, unsupported, ..Template::default() };
     check(&template, &gets, &mut report, profile);
     let text = render(cap, &template, &report);
     Imported { text, template, report }
@@ -240,7 +238,11 @@ fn entry(uri: &str, value: &str, why: &str, from: &str) -> Entry {
 
 /// At most 60 characters of a value, for reports.
 fn shorten(v: &str) -> String {
-    if v.chars().count() <= 60 { v.to_string() } else { format!("{}… ({} characters)", v.chars().take(40).collect::<String>(), v.chars().count()) }
+    if v.chars().count() <= 60 {
+        v.to_string()
+    } else {
+        format!("{}… ({} characters)", v.chars().take(40).collect::<String>(), v.chars().count())
+    }
 }
 
 /// The values the device reported, and the Gets it answered, in capture order.
@@ -313,15 +315,26 @@ fn observe_session(session: &[Message], report: &mut Report, seen: &mut Vec<Seen
                         Command::Replace(r) | Command::Add(r) => {
                             for it in &r.items {
                                 if let (Some(uri), Some(data)) = (&it.source, &it.data) {
-                                    seen.push(Seen { uri: uri.clone(), value: data.clone(), format: format_of(it, None), from: place.clone() });
+                                    seen.push(Seen {
+                                        uri: uri.clone(),
+                                        value: data.clone(),
+                                        format: format_of(it, None),
+                                        from: place.clone(),
+                                    });
                                 }
                             }
                         }
                         Command::Status(s) => {
                             if s.chal.is_some() {
-                                report.dropped.push(entry("Status Chal", "…", "authentication challenges are never kept", &place));
+                                report.dropped.push(entry(
+                                    "Status Chal",
+                                    "…",
+                                    "authentication challenges are never kept",
+                                    &place,
+                                ));
                             }
-                            let msg_ref = if s.msg_ref.is_empty() { last_server_msg.clone() } else { s.msg_ref.clone() };
+                            let msg_ref =
+                                if s.msg_ref.is_empty() { last_server_msg.clone() } else { s.msg_ref.clone() };
                             let key = (msg_ref, s.cmd_ref.clone());
                             if let Some(idx) = get_index.get(&key) {
                                 for &i in idx {
@@ -331,7 +344,8 @@ fn observe_session(session: &[Message], report: &mut Report, seen: &mut Vec<Seen
                             let Some((kind, uris)) = asked.get(&key) else { continue };
                             let code = s.data.trim();
                             if code == "404" || code == "405" {
-                                let targets = if s.target_refs.is_empty() { uris.clone() } else { s.target_refs.clone() };
+                                let targets =
+                                    if s.target_refs.is_empty() { uris.clone() } else { s.target_refs.clone() };
                                 for u in targets {
                                     let why = format!("Status {code} to a {kind}");
                                     if code == "404" {
@@ -350,32 +364,55 @@ fn observe_session(session: &[Message], report: &mut Report, seen: &mut Vec<Seen
                             }
                         }
                         Command::Results(r) => {
-                            let msg_ref = if r.msg_ref.is_empty() { last_server_msg.clone() } else { r.msg_ref.clone() };
+                            let msg_ref =
+                                if r.msg_ref.is_empty() { last_server_msg.clone() } else { r.msg_ref.clone() };
                             let key = (msg_ref, r.cmd_ref.clone());
                             let targets = asked.get(&key).map(|(_, u)| u.clone()).unwrap_or_default();
                             let idx = get_index.get(&key).cloned().unwrap_or_default();
                             for (n, it) in r.items.iter().enumerate() {
                                 let uri = it.source.clone().or_else(|| targets.get(n).cloned());
                                 let Some(uri) = uri else {
-                                    report.dropped.push(entry("Results item", it.data.as_deref().unwrap_or(""), "no LocURI and no Get to pair it with", &place));
+                                    report.dropped.push(entry(
+                                        "Results item",
+                                        it.data.as_deref().unwrap_or(""),
+                                        "no LocURI and no Get to pair it with",
+                                        &place,
+                                    ));
                                     continue;
                                 };
                                 let format = format_of(it, r.meta.as_deref());
-                                if let Some(&gi) = idx.get(n).or(idx.first()).filter(|_| idx.len() == r.items.len() || idx.len() == 1) {
+                                if let Some(&gi) =
+                                    idx.get(n).or(idx.first()).filter(|_| idx.len() == r.items.len() || idx.len() == 1)
+                                {
                                     if gets[gi].value.is_none() {
                                         gets[gi].value = Some(it.data.clone().unwrap_or_default());
                                         gets[gi].format = format.clone();
                                     }
                                 }
                                 if format.as_deref() == Some("node") {
-                                    report.dropped.push(entry(&uri, &shorten(it.data.as_deref().unwrap_or("")), "an interior node: its listing comes from the leaves below it", &place));
+                                    report.dropped.push(entry(
+                                        &uri,
+                                        &shorten(it.data.as_deref().unwrap_or("")),
+                                        "an interior node: its listing comes from the leaves below it",
+                                        &place,
+                                    ));
                                     continue;
                                 }
                                 if uri.contains('?') {
-                                    report.dropped.push(entry(&uri, "", "a query (?list=, ?prop=): its answer is computed", &place));
+                                    report.dropped.push(entry(
+                                        &uri,
+                                        "",
+                                        "a query (?list=, ?prop=): its answer is computed",
+                                        &place,
+                                    ));
                                     continue;
                                 }
-                                seen.push(Seen { uri, value: it.data.clone().unwrap_or_default(), format, from: place.clone() });
+                                seen.push(Seen {
+                                    uri,
+                                    value: it.data.clone().unwrap_or_default(),
+                                    format,
+                                    from: place.clone(),
+                                });
                             }
                         }
                         _ => {}
@@ -416,7 +453,9 @@ fn fits_format(format: Format, value: &str) -> Result<(), String> {
         Format::Int if !(shape.integer || value.trim().parse::<i64>().is_ok()) => {
             Err(format!("not a whole number, and the node's format is int: {value:?}"))
         }
-        Format::Bool if !matches!(value, "true" | "false") => Err(format!("not true or false (format bool): {value:?}")),
+        Format::Bool if !matches!(value, "true" | "false") => {
+            Err(format!("not true or false (format bool): {value:?}"))
+        }
         _ => Ok(()),
     }
 }
@@ -424,8 +463,18 @@ fn fits_format(format: Format, value: &str) -> Result<(), String> {
 /// Why a node's value is a secret never to keep, by its name or its shape.
 fn secret(segments: &[String], value: &str) -> Option<&'static str> {
     let leaf = segments.last().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
-    const NAMES: &[&str] =
-        &["secret", "password", "passwd", "token", "privatekey", "aauthdata", "credential", "pfx", "nonce", "recoverykey"];
+    const NAMES: &[&str] = &[
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "privatekey",
+        "aauthdata",
+        "credential",
+        "pfx",
+        "nonce",
+        "recoverykey",
+    ];
     if NAMES.iter().any(|n| leaf.contains(n)) || leaf == "pin" || leaf.ends_with("key") && !leaf.ends_with("keyboard") {
         return Some("a secret (by its name): never kept");
     }
@@ -504,7 +553,9 @@ fn kind_of(v: &str) -> Option<Personal> {
         return Some(Personal::Email);
     }
     // Well-known SIDs (S-1-5-18, S-1-5-32-544) name no one; domain and Entra user SIDs do.
-    if (v.starts_with("S-1-5-21-") || v.starts_with("S-1-12-1-")) && v[2..].bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+    if (v.starts_with("S-1-5-21-") || v.starts_with("S-1-12-1-"))
+        && v[2..].bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    {
         return Some(Personal::Sid);
     }
     if v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -522,7 +573,12 @@ fn placeholder(kind: Personal, original: &str) -> String {
         Personal::Email => format!("user{:04x}@contoso.example", n(0) & 0xffff),
         Personal::Sid => {
             let head = if original.starts_with("S-1-12-1-") { "S-1-12-1" } else { "S-1-5-21" };
-            format!("{head}-{}-{}-{}-1001", n(0) % 900_000_000 + 100_000_000, n(4) % 900_000_000 + 100_000_000, n(8) % 900_000_000 + 100_000_000)
+            format!(
+                "{head}-{}-{}-{}-1001",
+                n(0) % 900_000_000 + 100_000_000,
+                n(4) % 900_000_000 + 100_000_000,
+                n(8) % 900_000_000 + 100_000_000
+            )
         }
         Personal::Thumbprint => hex::encode_upper(&d[..20]),
     }
@@ -602,7 +658,9 @@ fn shape_pattern(v: &str) -> String {
 fn is_mac(v: &str) -> bool {
     let hex: String = v.chars().filter(|c| !matches!(c, '-' | ':')).collect();
     let seps = v.len() - hex.len();
-    hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && (seps == 5 || (seps == 0 && v.len() == 12 && hex.bytes().any(|b| b.is_ascii_alphabetic())))
+    hex.len() == 12
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && (seps == 5 || (seps == 0 && v.len() == 12 && hex.bytes().any(|b| b.is_ascii_alphabetic())))
         && (seps == 0 || v.chars().nth(2).is_some_and(|c| c == '-' || c == ':'))
 }
 
@@ -672,7 +730,8 @@ fn os_build(swv: &str) -> Option<String> {
 /// asks it every captured Get of a leaf and every Get answered 404; counts and notes the answers
 /// that differ.
 fn check(template: &Template, gets: &[CapturedGet], report: &mut Report, profile: Profile) {
-    let id = report.device_id.as_deref().and_then(|d| DeviceId::parse(d).ok()).unwrap_or_else(|| DeviceId::from_seed(0));
+    let id =
+        report.device_id.as_deref().and_then(|d| DeviceId::parse(d).ok()).unwrap_or_else(|| DeviceId::from_seed(0));
     let full = Template::builtin(profile).overlay(template);
     let now = chrono::Utc::now();
     let mut device = Device::new(id.clone(), profile, "https://mdm.example/MDM.svc", DEFAULT_PROVIDER_ID, &full, now);
@@ -687,7 +746,14 @@ fn check(template: &Template, gets: &[CapturedGet], report: &mut Report, profile
         if g.uri.trim().ends_with("/DevInfo/DevId") && report.device_id.is_none() {
             continue;
         }
-        let cmd = Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(g.uri.trim())], ..ItemCmd::default() });
+        // A varied, masked or dropped value is not the captured one, by design: not asked.
+        let asked = g.uri.trim();
+        let shown = NodeUri::parse(asked).map(|p| mask_uri(asked, &p).0).unwrap_or_else(|_| asked.to_string());
+        if report.varied.iter().chain(&report.masked).chain(&report.dropped).any(|e| e.uri == asked || e.uri == shown) {
+            continue;
+        }
+        let cmd =
+            Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(g.uri.trim())], ..ItemCmd::default() });
         let out = Tree::new(&registry, &mut device.tree, &env).execute(&cmd);
         let got = match out.first() {
             Some(o) if o.code == StatusCode::Ok => o.results.first().and_then(|i| i.data.clone()).unwrap_or_default(),
@@ -695,9 +761,7 @@ fn check(template: &Template, gets: &[CapturedGet], report: &mut Report, profile
             None => "no answer".to_string(),
         };
         report.checked += 1;
-        // A varied or masked value is not the captured one, by design.
-        let by_design = report.varied.iter().chain(&report.masked).any(|e| e.uri == g.uri.trim());
-        if got != want && !by_design {
+        if got != want {
             report.mismatches.push(Mismatch { uri: g.uri.trim().to_string(), captured: want, device: got });
         }
     }
@@ -707,7 +771,11 @@ fn check(template: &Template, gets: &[CapturedGet], report: &mut Report, profile
 fn render(cap: &Capture, t: &Template, r: &Report) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let key = |k: &str| {
-        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') { k.to_string() } else { q(k) }
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            k.to_string()
+        } else {
+            q(k)
+        }
     };
     let mut out = String::new();
     out.push_str("# A device template learnt from a capture by `mdmsim device import`.\n");
@@ -759,7 +827,10 @@ fn render(cap: &Capture, t: &Template, r: &Report) -> String {
         // A top-level key: it must come before the tables, so it is written as a table-less
         // array by moving it up.
         let list: Vec<String> = t.unsupported.iter().map(|u| q(u)).collect();
-        let line = format!("# Answered 404 by the device: every command on these nodes is.\nunsupported = [\n  {},\n]\n", list.join(",\n  "));
+        let line = format!(
+            "# Answered 404 by the device: every command on these nodes is.\nunsupported = [\n  {},\n]\n",
+            list.join(",\n  ")
+        );
         let at = out.find("\n[").map_or(out.len(), |i| i + 1);
         out.insert_str(at, &format!("{line}\n"));
     }

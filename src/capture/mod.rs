@@ -294,7 +294,12 @@ fn read_report(text: &str, file: &str, cap: &mut Capture) -> Result<(), CaptureE
                     return Err(bad(at, "elements nested more than 64 deep".into()));
                 }
                 let name = e.local_name().into_inner().to_string();
-                stack.push(Open { name, text: String::new(), line: syncml::line_col(text, at as usize).0, children: Vec::new() });
+                stack.push(Open {
+                    name,
+                    text: String::new(),
+                    line: syncml::line_col(text, at as usize).0,
+                    children: Vec::new(),
+                });
                 continue;
             }
             Event::End(_) => {
@@ -423,7 +428,12 @@ mod tests {
         let e = read(&[f]).unwrap_err();
         assert!(e.to_string().starts_with(&format!("{}:2:", dir.path().join("bad.txt").display())), "{e}");
         let f = write(dir.path(), "open.txt", "x\n<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr>");
-        assert!(read(&[f]).unwrap_err().to_string().ends_with(":2:1: a <SyncML> message that is never closed with </SyncML>"));
+        assert!(
+            read(&[f])
+                .unwrap_err()
+                .to_string()
+                .ends_with(":2:1: a <SyncML> message that is never closed with </SyncML>")
+        );
         let f = write(dir.path(), "none.txt", "nothing here");
         assert!(read(&[f]).unwrap_err().to_string().contains("no SyncML message"));
         assert!(read(&[dir.path().join("missing.xml")]).is_err());

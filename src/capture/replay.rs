@@ -137,7 +137,8 @@ impl Replay {
     /// The captured server message that answered captured client message `k` (0-based).
     fn captured_answer(&self, k: usize) -> Option<&Message> {
         let s = &self.sessions[self.session];
-        let clients: Vec<usize> = s.iter().enumerate().filter(|(_, m)| m.side == Side::Client).map(|(i, _)| i).collect();
+        let clients: Vec<usize> =
+            s.iter().enumerate().filter(|(_, m)| m.side == Side::Client).map(|(i, _)| i).collect();
         let at = *clients.get(k)?;
         let end = clients.get(k + 1).copied().unwrap_or(s.len());
         s[at + 1..end].iter().find(|m| m.side == Side::Server)
@@ -199,17 +200,24 @@ impl Replay {
         if reply.is_some() {
             self.outcome.server_messages += 1;
         }
-        let live_goes_on = reply.is_some_and(|r| r.body.commands.iter().any(|c| !matches!(c, Command::Status(_) | Command::Results(_))));
+        let live_goes_on = reply
+            .is_some_and(|r| r.body.commands.iter().any(|c| !matches!(c, Command::Status(_) | Command::Results(_))));
         let clients = self.clients().len();
         if live_goes_on && self.next_client < clients + MAX_EXTRA_MESSAGES {
             let reply = reply.cloned().unwrap_or_default();
             return Next::Send(Box::new(self.answer(&reply)));
         }
         if !live_goes_on && self.next_client < clients {
-            self.diff(n, "removed", "session end", "", &format!(
-                "the server ended the session; the capture goes on with {} more client message(s)",
-                clients - self.next_client
-            ));
+            self.diff(
+                n,
+                "removed",
+                "session end",
+                "",
+                &format!(
+                    "the server ended the session; the capture goes on with {} more client message(s)",
+                    clients - self.next_client
+                ),
+            );
         }
         self.session += 1;
         if self.session >= self.sessions.len() {
@@ -316,10 +324,14 @@ impl Replay {
                 for x in later {
                     for cmd in &x.msg.body.commands {
                         match cmd {
-                            Command::Status(s) if s.cmd_ref == cc.cmd_id() && (s.msg_ref.is_empty() || &s.msg_ref == msg_ref) => {
+                            Command::Status(s)
+                                if s.cmd_ref == cc.cmd_id() && (s.msg_ref.is_empty() || &s.msg_ref == msg_ref) =>
+                            {
                                 status.get_or_insert_with(|| s.clone());
                             }
-                            Command::Results(r) if r.cmd_ref == cc.cmd_id() && (r.msg_ref.is_empty() || &r.msg_ref == msg_ref) => {
+                            Command::Results(r)
+                                if r.cmd_ref == cc.cmd_id() && (r.msg_ref.is_empty() || &r.msg_ref == msg_ref) =>
+                            {
                                 results.get_or_insert_with(|| r.clone());
                             }
                             _ => {}
@@ -376,7 +388,9 @@ impl Replay {
             for (k, code) in &cs {
                 let what = if k.0 == "SyncHdr" { "SyncHdr".to_string() } else { format!("{} CmdID {}", k.0, k.1) };
                 match ls.get(k) {
-                    Some(now) if now != code => self.diff(n, "changed", "Status", &what, &format!("status {code} -> {now}")),
+                    Some(now) if now != code => {
+                        self.diff(n, "changed", "Status", &what, &format!("status {code} -> {now}"))
+                    }
                     None => self.diff(n, "removed", "Status", &what, &format!("status {code} no longer sent")),
                     _ => {}
                 }

@@ -204,7 +204,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     section("unsupported (answered 404)", &r.unsupported, true);
     section("dropped", &r.dropped, true);
     out::line(format_args!(
-        "checked: a device made from the template answers {} of {} captured Gets as captured (varied and masked values aside)",
+        "checked: a device made from the template answers {} of {} captured Gets as captured (varied, masked and dropped values aside)",
         r.checked - r.mismatches.len(),
         r.checked
     ));

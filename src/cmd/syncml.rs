@@ -99,7 +99,10 @@ fn read(file: &str) -> anyhow::Result<String> {
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    use mdmsim::capture::{self, replay::{Next, Replay}};
+    use mdmsim::capture::{
+        self,
+        replay::{Next, Replay},
+    };
     use mdmsim::device::DeviceId;
     use mdmsim::runner::http::Transport;
 

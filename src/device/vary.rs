@@ -96,7 +96,9 @@ pub fn expand<'a>(value: &'a str, device_id: &str) -> Cow<'a, str> {
     }
     let Ok(pieces) = parse(value) else { return Cow::Borrowed(value) };
     if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
-        return Cow::Owned(pieces.into_iter().map(|p| if let Piece::Text(t) = p { t } else { String::new() }).collect());
+        return Cow::Owned(
+            pieces.into_iter().map(|p| if let Piece::Text(t) = p { t } else { String::new() }).collect(),
+        );
     }
     let digest = Sha256::digest(format!("mdmsim-vary\0{device_id}\0{value}").as_bytes());
     let mut rng = ChaCha20Rng::from_seed(digest.into());
@@ -156,10 +158,8 @@ fn parse(value: &str) -> Result<Vec<Piece>, PatternError> {
         let kind: String = chars[i + 1..i + 1 + word_len].iter().collect();
         let arg: String = chars[i + 2 + word_len..close].iter().collect();
         let whole: String = chars[i..=close].iter().collect();
-        let piece = piece(&kind, arg.trim()).map_err(|why| PatternError {
-            offset: i,
-            message: format!("the pattern `{whole}` {why}"),
-        })?;
+        let piece = piece(&kind, arg.trim())
+            .map_err(|why| PatternError { offset: i, message: format!("the pattern `{whole}` {why}") })?;
         if !text.is_empty() {
             pieces.push(Piece::Text(std::mem::take(&mut text)));
         }
