@@ -424,7 +424,7 @@ mod tests {
     #[test]
     fn bad_input_is_refused_with_its_file_and_place() {
         let dir = tempfile::tempdir().unwrap();
-        let f = write(dir.path(), "bad.txt", &format!("line one\n{}", CLIENT.replace("<Final/>", "<Bogus/>")));
+        let f = write(dir.path(), "bad.txt", &format!("line one\n{}", CLIENT.replace("<VerDTD>", "<Bogus/><VerDTD>")));
         let e = read(&[f]).unwrap_err();
         assert!(e.to_string().starts_with(&format!("{}:2:", dir.path().join("bad.txt").display())), "{e}");
         let f = write(dir.path(), "open.txt", "x\n<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr>");

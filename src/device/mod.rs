@@ -576,4 +576,40 @@ mod tests {
         assert_eq!(d.tree.value(&format!("{inv}/InstallDate")), Some("2026-03-01T08:00:00Z"));
         assert!(!d.tree.is_dirty());
     }
+
+    #[test]
+    fn varied_values_are_expanded_per_device_and_unsupported_nodes_answer_404() {
+        use crate::syncml::{Command, Item, ItemCmd};
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let text = "unsupported = [\"./Vendor/MSFT/DeviceStatus/TPM\"]\n[devdetail.Ext.Microsoft]\n\
+                    DeviceName = \"PC-{alnum:6}\"\n[nodes]\n\
+                    \"./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion\" = \"2.0\"\n\
+                    \"./Vendor/MSFT/DeviceStatus/OS/Edition\" = [\"{int:1..9}\"]\n";
+        let t = Template::builtin(Profile::Win10).overlay(&Template::parse(text, "t.toml").unwrap());
+        let make =
+            |seed| Device::new(DeviceId::from_seed(seed), Profile::Win10, "https://mdm.example/MDM.svc", "F", &t, now);
+        let (mut a, b) = (make(1), make(2));
+        let name = |d: &Device| d.tree.value("DevDetail/Ext/Microsoft/DeviceName").unwrap_or_default().to_string();
+        assert!(name(&a).starts_with("PC-") && name(&a).len() == 9, "{}", name(&a));
+        assert_ne!(name(&a), name(&b));
+        assert_eq!(name(&a), name(&make(1)));
+        // The same values as the plain function of (template, DeviceID) gives.
+        let mine = t.for_device(&a.id);
+        assert_eq!(mine.devdetail["Ext/Microsoft/DeviceName"], name(&a));
+        assert_eq!(
+            mine.nodes["./Vendor/MSFT/DeviceStatus/OS/Edition"],
+            [a.tree.value("Vendor/MSFT/DeviceStatus/OS/Edition").unwrap()]
+        );
+        // The value is stored, but the node is unsupported: 404, as the real device answered.
+        let registry = crate::csp::registry();
+        let env = a.env(now);
+        let get = |uri: &str| {
+            Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(uri)], ..ItemCmd::default() })
+        };
+        let mut tree = crate::tree::Tree::new(&registry, &mut a.tree, &env);
+        let out = tree.execute(&get("./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion"));
+        assert_eq!(out[0].code.code(), 404);
+        let out = tree.execute(&get("./Vendor/MSFT/DeviceStatus/OS/Edition"));
+        assert_eq!(out[0].code.code(), 200);
+    }
 }

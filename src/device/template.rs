@@ -1172,6 +1172,8 @@ mod tests {
             ("win11-23h2.toml", Profile::Win10),
             ("win10-desktop.toml", Profile::Win10),
             ("win81-tablet.toml", Profile::Win81),
+            ("fleetdm-win10-19043.toml", Profile::Win10),
+            ("ms-mdm-example.toml", Profile::Win10),
         ] {
             let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             let t = Template::parse(&text, file).unwrap_or_else(|e| panic!("{e}"));
