@@ -381,13 +381,15 @@ fn observe_session(session: &[Message], report: &mut Report, seen: &mut Vec<Seen
                                     continue;
                                 };
                                 let format = format_of(it, r.meta.as_deref());
-                                if let Some(&gi) =
-                                    idx.get(n).or(idx.first()).filter(|_| idx.len() == r.items.len() || idx.len() == 1)
+                                // The Get item this Results item answers: the same position, or
+                                // the one item of a one-item Get.
+                                let paired =
+                                    idx.get(n).or(idx.first()).filter(|_| idx.len() == r.items.len() || idx.len() == 1);
+                                if let Some(&gi) = paired
+                                    && gets[gi].value.is_none()
                                 {
-                                    if gets[gi].value.is_none() {
-                                        gets[gi].value = Some(it.data.clone().unwrap_or_default());
-                                        gets[gi].format = format.clone();
-                                    }
+                                    gets[gi].value = Some(it.data.clone().unwrap_or_default());
+                                    gets[gi].format = format.clone();
                                 }
                                 if format.as_deref() == Some("node") {
                                     report.dropped.push(entry(

@@ -430,6 +430,12 @@ fn import_refuses_what_is_not_a_capture_with_the_file_and_place() {
     assert!(err.contains("no SyncML message"), "{err}");
     let (code, _, _) = mdmsim(&["device", "import", &s(&dir.path().join("missing.xml")), "-o", &s(&out)]);
     assert_eq!(code, 2);
+    // Bounded: a file over 64 MiB is refused before it is read whole.
+    let big = dir.path().join("huge.txt");
+    std::fs::File::create(&big).unwrap().set_len((64 << 20) + 1).unwrap();
+    let (code, _, err) = mdmsim(&["device", "import", &s(&big), "-o", &s(&out)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("huge.txt: larger than 64 MiB"), "{err}");
     assert!(!out.exists(), "no template is written for a bad capture");
 }
 
