@@ -422,9 +422,7 @@ impl Csp for DdfCsp {
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
         // A node the device's template lists as `unsupported` (what a real device answered 404
         // for) is not there, nor anything below it.
-        if let Some(list) = cx.env.settings.str(super::UNSUPPORTED_KEY)
-            && super::is_listed(list, &cx.key(node.rel))
-        {
+        if super::is_unsupported(cx, node) {
             return false;
         }
         if let Some(there) = self.behaviour.and_then(|b| b.exists(cx, node)) {

@@ -581,7 +581,8 @@ mod tests {
     fn varied_values_are_expanded_per_device_and_unsupported_nodes_answer_404() {
         use crate::syncml::{Command, Item, ItemCmd};
         let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
-        let text = "unsupported = [\"./Vendor/MSFT/DeviceStatus/TPM\"]\n[devdetail.Ext.Microsoft]\n\
+        let text = "unsupported = [\"./Vendor/MSFT/DeviceStatus/TPM\", \"./DevDetail/Ext/Microsoft/SMBIOSSerialNumber\"]\n\
+                    [devdetail.Ext.Microsoft]\n\
                     DeviceName = \"PC-{alnum:6}\"\n[nodes]\n\
                     \"./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion\" = \"2.0\"\n\
                     \"./Vendor/MSFT/DeviceStatus/OS/Edition\" = [\"{int:1..9}\"]\n";
@@ -611,5 +612,9 @@ mod tests {
         assert_eq!(out[0].code.code(), 404);
         let out = tree.execute(&get("./Vendor/MSFT/DeviceStatus/OS/Edition"));
         assert_eq!(out[0].code.code(), 200);
+        // A hand-written CSP's node too (a VM without a serial number).
+        let out = tree.execute(&get("./DevDetail/Ext/Microsoft/SMBIOSSerialNumber"));
+        assert_eq!(out[0].code.code(), 404);
+        assert_eq!(tree.execute(&get("./DevDetail/Ext/Microsoft/TotalRAM"))[0].code.code(), 200);
     }
 }
