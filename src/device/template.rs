@@ -2,8 +2,11 @@
 //! reads. `[devinfo]` and `[devdetail]` give the values written into the tree when the device is
 //! created, `[behaviour]` the per-device settings the CSPs, the session, the scheduler and the
 //! transport read ([`Settings`]; every key is in [`BEHAVIOUR_KEYS`]), `[[apps]]` the apps
-//! installed before management, `[wmi]` the WMI bridge inventory, and an optional top-level
-//! `profile` the default profile.
+//! installed before management, `[wmi]` the WMI bridge inventory, `[nodes]` values of any CSP
+//! leaf, an optional top-level `profile` the default profile and an optional top-level
+//! `unsupported` list of LocURIs the device answers 404 for. Values of `[devinfo]`,
+//! `[devdetail]` and `[nodes]` may vary across a fleet with patterns (`"DESKTOP-{alnum:7}"`,
+//! [`crate::device::vary`]), expanded per DeviceID by [`Template::for_device`].
 //!
 //! ```toml
 //! profile = "win10"
@@ -13,7 +16,7 @@
 //! [devdetail]
 //! SwV = "10.0.22631.4460"
 //! [devdetail.Ext.Microsoft]          # or "Ext/Microsoft/DeviceName" = "..."
-//! DeviceName = "LAPTOP-4F7H2K9Q"
+//! DeviceName = "LAPTOP-{alnum:8}"    # one per device, from its DeviceID
 //! [behaviour]
 //! timezone = "Europe/Paris"
 //! nightly_cron = "0 3 * * *"
