@@ -6,7 +6,8 @@
 //!
 //! - a session capture as text: every `<SyncML ...>...</SyncML>` document in the file, in order,
 //!   whatever stands between them (the XML export of SyncMLViewer, an HTTP log such as the one
-//!   in the fleetdm "Windows MDM Server Demo" README, separators, timestamps). MS-MDE2
+//!   in the fleetdm "Windows MDM Server Demo" README, separators, timestamps), or escaped as
+//!   text inside the elements of an XML export (`&lt;SyncML ...`). MS-MDE2
 //!   enrollment context items in the same text (`<ac:ContextItem Name="OSVersion">`) are read too;
 //! - a folder of SyncML messages, one per file (`*.xml`, `*.txt`, `*.log`), in file-name order
 //!   (an mdmsim `--transcript` session folder is one);
@@ -205,6 +206,12 @@ fn read_file(path: &Path, named: bool, cap: &mut Capture) -> Result<(), CaptureE
     let before = (cap.messages.len(), cap.nodes.len(), cap.context.len());
     if text.contains("<MDMEnterpriseDiagnosticsReport") || text.contains("<DeviceTree") {
         read_report(&text, &shown, cap)?;
+    } else if !text.contains("<SyncML") && text.contains("&lt;SyncML") {
+        // An export that holds the messages as escaped text inside XML elements.
+        let plain = quick_xml::escape::unescape(&text)
+            .map_err(|e| CaptureError::new(&shown, format!("escaped SyncML messages that do not unescape: {e}")))?;
+        read_messages(&plain, &shown, cap)?;
+        read_context(&plain, &shown, cap);
     } else {
         read_messages(&text, &shown, cap)?;
         read_context(&text, &shown, cap);
@@ -408,6 +415,20 @@ mod tests {
         assert_eq!(cap.context[0].0, "OSVersion");
         assert_eq!(cap.context[0].1, "10.0.19043.2364");
         assert_eq!(cap.sessions().len(), 1);
+    }
+
+    #[test]
+    fn messages_escaped_inside_an_xml_export_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let escaped = |m: &str| m.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let text = format!(
+            "<Export><Message at=\"1\">{}</Message><Message>{}</Message></Export>",
+            escaped(CLIENT),
+            escaped(SERVER)
+        );
+        let f = write(dir.path(), "export.xml", &text);
+        let cap = read(&[f]).unwrap();
+        assert_eq!(cap.messages.iter().map(|m| m.side).collect::<Vec<_>>(), [Side::Client, Side::Server]);
     }
 
     #[test]

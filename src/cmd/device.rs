@@ -163,6 +163,10 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     if a.output.is_dir() {
         return Err(fail(USAGE, format!("-o {}: is a directory, not a file", a.output.display())));
     }
+    let parent = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(fail(USAGE, format!("-o {}: the folder {} does not exist", a.output.display(), parent.display())));
+    }
     let cap = capture::read(&a.files).map_err(|e| fail(USAGE, e.to_string()))?;
     let imported = capture::import::import(&cap, ImportOptions { vary: !a.no_vary });
     std::fs::write(&a.output, &imported.text)

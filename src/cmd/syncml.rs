@@ -165,9 +165,10 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             o.sessions, a.server, o.client_messages, o.server_messages
         ));
         for u in &o.unanswered {
+            let target = if u.target.is_empty() { String::new() } else { format!(" {}", u.target) };
             super::out::line(format_args!(
-                "  session {} message {}: no captured answer to {} {}: answered {}",
-                u.session, u.message, u.command, u.target, u.status
+                "  session {} message {}: no captured answer to {}{target}: answered {}",
+                u.session, u.message, u.command, u.status
             ));
         }
         for d in &o.differences {

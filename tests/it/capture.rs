@@ -437,6 +437,10 @@ fn import_refuses_what_is_not_a_capture_with_the_file_and_place() {
     assert_eq!(code, 2);
     assert!(err.contains("huge.txt: larger than 64 MiB"), "{err}");
     assert!(!out.exists(), "no template is written for a bad capture");
+    let good = s(&root().join("fixtures/captures/fleetdm-win10-19043.txt"));
+    let (code, _, err) = mdmsim(&["device", "import", &good, "-o", &s(&dir.path().join("no/such/t.toml"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not exist"), "{err}");
 }
 
 #[test]
