@@ -601,7 +601,7 @@ fn vary(segments: &[String], value: &str) -> (String, Option<String>) {
         Some((shape_pattern(v), "a serial number"))
     } else if lower == "hwdevid" {
         Some((shape_pattern(v), "a hardware ID"))
-    } else if lower.contains("mac") && is_mac(v) || is_mac(v) {
+    } else if is_mac(v) && (v.contains('-') || v.contains(':') || lower.contains("mac")) {
         Some((mac_pattern(v), "a MAC address"))
     } else if lower == "totalstorage" || lower.contains("disksize") || lower.contains("storagesize") {
         v.parse::<i64>().ok().filter(|n| *n > 1).map(|n| (format!("{{int:{}..{}}}", n / 2, n + n / 2), "a disk size"))

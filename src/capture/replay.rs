@@ -511,3 +511,82 @@ fn set_cmd_id(c: &mut Command, id: &str) {
         Command::Unsupported { cmd_id, .. } => *cmd_id = id.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet() -> Capture {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures/fleetdm-win10-19043.txt");
+        super::super::read(&[path]).unwrap()
+    }
+
+    fn sent(n: Next) -> SyncMl {
+        match n {
+            Next::Send(m) => *m,
+            Next::Done => panic!("expected a message"),
+        }
+    }
+
+    #[test]
+    fn a_server_answering_as_captured_gets_the_captured_answers_and_no_difference() {
+        let cap = fleet();
+        let server = cap.messages.iter().find(|m| m.side == Side::Server).unwrap().msg.clone();
+        let mut r = Replay::new(&cap, "0A1B2C3D4E5F60718293A4B5C6D7E8F9", "http://127.0.0.1:1/MDM.svc").unwrap();
+        let first = sent(r.start());
+        assert_eq!(first.hdr.source, "0A1B2C3D4E5F60718293A4B5C6D7E8F9");
+        let Command::Replace(devinfo) = &first.body.commands[2] else { panic!("package 1's Replace") };
+        assert_eq!(devinfo.items[0].data.as_deref(), Some("0A1B2C3D4E5F60718293A4B5C6D7E8F9"), "DevId follows");
+        let mut live = server.clone();
+        live.hdr.msg_id = "7".into();
+        let second = sent(r.receive(Some(&live)));
+        let statuses: Vec<(String, String, String)> = second
+            .body
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Status(s) => Some((s.msg_ref.clone(), s.cmd_ref.clone(), s.data.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("7".into(), "0".into(), "200".into()),
+                ("7".into(), "5".into(), "202".into()),
+                ("7".into(), "6".into(), "202".into())
+            ]
+        );
+        assert!(matches!(r.receive(None), Next::Done));
+        assert!(r.outcome().same(), "{:?}", r.outcome().differences);
+    }
+
+    #[test]
+    fn changed_added_and_removed_commands_and_statuses_are_told() {
+        let cap = fleet();
+        let mut live = cap.messages.iter().find(|m| m.side == Side::Server).unwrap().msg.clone();
+        // The first Replace's data changes, the second goes, a Get comes, a status changes.
+        let Command::Replace(r) = &mut live.body.commands[4] else { panic!() };
+        r.items[0].data = Some("https://example.test/other.jpg".into());
+        live.body.commands.remove(5);
+        live.body.commands.push(Command::Get(ItemCmd {
+            cmd_id: "9".into(),
+            items: vec![Item::target("./DevDetail/SwV")],
+            ..ItemCmd::default()
+        }));
+        let Command::Status(s) = &mut live.body.commands[3] else { panic!() };
+        s.data = "401".into();
+        let mut r = Replay::new(&cap, "0A1B2C3D4E5F60718293A4B5C6D7E8F9", "http://127.0.0.1:1/MDM.svc").unwrap();
+        let _ = r.start();
+        let answer = sent(r.receive(Some(&live)));
+        assert!(
+            answer.body.commands.iter().any(|c| matches!(c, Command::Status(s) if s.cmd_ref == "9" && s.data == "404"))
+        );
+        let _ = r.receive(None);
+        let o = r.outcome();
+        let told: Vec<(&str, &str)> = o.differences.iter().map(|d| (d.change.as_str(), d.command.as_str())).collect();
+        assert_eq!(told, [("changed", "Status"), ("changed", "Replace"), ("removed", "Replace"), ("added", "Get")]);
+        assert_eq!(o.differences[0].detail, "status 200 -> 401");
+        assert_eq!(o.unanswered.len(), 1);
+    }
+}

@@ -138,11 +138,18 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut next = replay.start();
     let mut sent = 0usize;
-    while let Next::Send(msg) = next {
+    // Where the session's messages go: the server's RespURI once it gave one (MS-MDM), until
+    // the next session starts.
+    let mut post_to = url.clone();
+    while let Next::Send(mut msg) = next {
         sent += 1;
+        if msg.hdr.msg_id == "1" {
+            post_to = url.clone();
+        }
+        msg.hdr.target = post_to.clone();
         let body = syncml::encode(&msg);
         let answer = rt
-            .block_on(transport.post(&url, &body, &sent.to_string()))
+            .block_on(transport.post(&post_to, &body, &sent.to_string()))
             .map_err(|e| fail(super::exit::of_fault(e.fault()), e.to_string()))?;
         let reply = match answer.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -150,6 +157,9 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 fail(super::exit::PROTOCOL, format!("the server's answer to client message {sent} is not SyncML: {e}"))
             })?),
         };
+        if let Some(resp) = reply.as_ref().and_then(|r| r.hdr.resp_uri.as_deref()).filter(|r| !r.trim().is_empty()) {
+            post_to = resp.trim().to_string();
+        }
         next = replay.receive(reply.as_ref());
     }
     let o = replay.outcome();
