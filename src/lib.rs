@@ -8,6 +8,7 @@
 //! the device side. `ddf` holds the node facts of every Windows CSP (from Microsoft's DDF
 //! files); `fuzz_entry` is the entry points of the fuzz targets.
 
+pub mod capture;
 pub mod conformance;
 /// The allocator of every binary built on this library: a session allocates many small strings
 /// (LocURIs, values, CmdIDs) that live for one message, which mimalloc serves several times faster

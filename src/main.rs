@@ -1,7 +1,7 @@
 //! The `mdmsim` binary: parses the command line and hands over to one command module.
 //!
 //! Exit codes (also in `--help` and the README):
-//! 0 success; 1 a scenario expectation failed; 2 usage or input error (bad arguments, a file
+//! 0 success; 1 a scenario expectation failed, or `syncml replay` found differences; 2 usage or input error (bad arguments, a file
 //! that does not parse); 3 the server could not be reached (connection, TLS, timeout);
 //! 4 the server broke the protocol (HTTP error status, malformed or out-of-order SyncML);
 //! 5 local state error (the state directory cannot be used, unknown device).
@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a scenario expectation failed; a conformance check failed
+  1  a scenario expectation failed; a conformance check failed; `syncml replay` found differences
   2  usage or input error (bad arguments, a file that does not parse, an output path that is a file)
   3  the server could not be reached (connection refused, TLS, timeout)
   4  the server broke the protocol (an HTTP error such as 500, malformed or out-of-order SyncML)

@@ -1,5 +1,7 @@
 //! `mdmsim device new`: creates a pre-provisioned device (as bulk provisioning would) in a state
-//! directory and prints its DeviceID.
+//! directory and prints its DeviceID. `mdmsim device import`: learns a device template from a
+//! capture of a real device (`capture::import`) and says what it kept, varied, masked and
+//! dropped.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,27 @@ pub enum Device {
     /// List the devices of a state directory (the default one marked with `*`, a device that
     /// left management with `UNENROLLED`, when and by whom).
     List(ListArgs),
+    /// Learn a device template from a capture of a real device: a SyncMLViewer export or any
+    /// text holding its SyncML messages, a folder of SyncML messages (one per file, in name
+    /// order), or an MDMDiagReport.xml. Prints what it kept, varied, masked and dropped.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The capture: files and folders, read in the order given.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Where to write the template (TOML).
+    #[arg(short = 'o', long = "output", value_name = "TEMPLATE.toml")]
+    output: PathBuf,
+    /// Keep every captured value as it is: no serial, host name, MAC, disk size or install
+    /// date marked to vary across a fleet (secrets are still dropped or masked).
+    #[arg(long)]
+    no_vary: bool,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -63,6 +86,7 @@ pub fn run(cmd: Device) -> anyhow::Result<ExitCode> {
     match cmd {
         Device::New(a) => new(a),
         Device::List(a) => list(a),
+        Device::Import(a) => import(a),
     }
 }
 
@@ -131,5 +155,66 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
     let store = super::init_store(&a.state)?;
     store.create(&device).map_err(super::store_error)?;
     out::line(&device.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    use mdmsim::capture::{self, import::ImportOptions};
+    if a.output.is_dir() {
+        return Err(fail(USAGE, format!("-o {}: is a directory, not a file", a.output.display())));
+    }
+    let parent = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(fail(USAGE, format!("-o {}: the folder {} does not exist", a.output.display(), parent.display())));
+    }
+    let cap = capture::read(&a.files).map_err(|e| fail(USAGE, e.to_string()))?;
+    let imported = capture::import::import(&cap, ImportOptions { vary: !a.no_vary });
+    std::fs::write(&a.output, &imported.text)
+        .map_err(|e| fail(super::exit::STATE, format!("-o {}: cannot write it: {e}", a.output.display())))?;
+    let r = &imported.report;
+    if a.json {
+        let mut v = serde_json::to_value(r)?;
+        v["template"] = serde_json::Value::String(a.output.display().to_string());
+        out::line(serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    out::line(format_args!(
+        "read {} file(s): {} client and {} server SyncML messages, {} report node(s), {} enrollment item(s)",
+        cap.files.len(),
+        r.messages.0,
+        r.messages.1,
+        cap.nodes.len(),
+        cap.context.len()
+    ));
+    for (f, why) in &cap.skipped {
+        out::line(format_args!("  passed over {f}: {why}"));
+    }
+    let build = r.os_build.as_deref().map(|b| format!(", OS build {b}")).unwrap_or_default();
+    out::line(format_args!("profile {} ({}){build}", r.profile, r.profile_from));
+    if let Some(id) = &r.device_id {
+        out::line(format_args!("DeviceID {id} (device new --id {id} gives it back)"));
+    }
+    let section = |title: &str, entries: &[capture::import::Entry], show_why: bool| {
+        out::line(format_args!("{title} ({}):", entries.len()));
+        for e in entries {
+            let value = if e.value.is_empty() { String::new() } else { format!(" = {:?}", e.value) };
+            let why = if show_why && !e.why.is_empty() { format!("  ({})", e.why) } else { String::new() };
+            out::line(format_args!("  {}{value}{why}", e.uri));
+        }
+    };
+    section("kept", &r.kept, false);
+    section("varied across a fleet", &r.varied, true);
+    section("masked", &r.masked, true);
+    section("unsupported (answered 404)", &r.unsupported, true);
+    section("dropped", &r.dropped, true);
+    out::line(format_args!(
+        "checked: a device made from the template answers {} of {} captured Gets as captured (varied, masked and dropped values aside)",
+        r.checked - r.mismatches.len(),
+        r.checked
+    ));
+    for m in &r.mismatches {
+        out::line(format_args!("  {}: captured {:?}, the device answers {:?}", m.uri, m.captured, m.device));
+    }
+    out::line(format_args!("wrote {}", a.output.display()));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,8 @@ use mdmsim::session::{Fault, Outcome, Summary};
 
 /// A scenario expectation failed.
 pub const EXPECTATION: u8 = 1;
+/// `syncml replay`: the server answered differently from the capture (as `diff` exits 1).
+pub const DIFFERENT: u8 = 1;
 /// Usage or input error.
 pub const USAGE: u8 = 2;
 /// The server could not be reached.

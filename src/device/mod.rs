@@ -12,6 +12,7 @@ pub mod engine;
 mod id;
 pub mod run;
 mod template;
+pub mod vary;
 
 use std::sync::Arc;
 
@@ -25,7 +26,9 @@ use crate::syncml::{Alert, Item, Meta};
 use crate::tree::{Env, Profile, Settings, TreeState};
 
 pub use id::{BadDeviceId, DeviceId};
-pub use template::{BEHAVIOUR_KEYS, BehaviourKey, KeyForm, SettingKind, Template, TemplateApp, TemplateError};
+pub use template::{
+    BEHAVIOUR_KEYS, BehaviourKey, KeyForm, SettingKind, Template, TemplateApp, TemplateError, is_known_leaf,
+};
 
 /// The DMClient provider ID when none is given (the one Intune uses, Microsoft's CSP pages).
 pub const DEFAULT_PROVIDER_ID: &str = "MS DM Server";
@@ -174,13 +177,12 @@ pub struct ServerCache {
 /// (the same device always gets the same one, and a fleet varies). Interior nodes on the way are
 /// stored as existing, so values under dynamic nodes (a `NetworkIdentifiers/<MAC>`) can be Got.
 fn preset_nodes(tree: &mut TreeState, id: &DeviceId, nodes: &std::collections::BTreeMap<String, Vec<String>>) {
-    use sha2::Digest as _;
     for (uri, values) in nodes {
         let Ok(parsed) = crate::tree::NodeUri::parse(uri) else { continue };
-        let Some(first) = values.first() else { continue };
-        let digest = sha2::Sha256::digest(format!("{id}|{uri}").as_bytes());
-        let pick = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8])) as usize % values.len();
-        let value = values.get(pick).unwrap_or(first);
+        if values.is_empty() {
+            continue;
+        }
+        let value = vary::expand(template::pick(id, uri, values), id.as_str()).into_owned();
         let segs = &parsed.segments;
         // Ancestors below the CSP root (`Vendor/MSFT/<CSP>` or one segment such as `DevDetail`).
         let root_len = if segs.first().map(String::as_str) == Some("Vendor") { 3 } else { 1 };
@@ -190,8 +192,24 @@ fn preset_nodes(tree: &mut TreeState, id: &DeviceId, nodes: &std::collections::B
                 tree.set(&k, crate::tree::Entry::Interior);
             }
         }
-        tree.set_value(&crate::tree::key_of(parsed.scope, segs), value.clone());
+        tree.set_value(&crate::tree::key_of(parsed.scope, segs), value);
     }
+}
+
+/// The settings a device created from `template` reads: its `[behaviour]` (and `[wmi]`), plus
+/// its `unsupported` LocURIs as tree keys under [`crate::csp::UNSUPPORTED_KEY`], one a line.
+fn settings_of(template: &Template) -> Settings {
+    let mut settings = template.behaviour.clone();
+    let keys: Vec<String> = template
+        .unsupported
+        .iter()
+        .filter_map(|uri| crate::tree::NodeUri::parse(uri).ok())
+        .map(|u| crate::tree::key_of(u.scope, &u.segments))
+        .collect();
+    if !keys.is_empty() {
+        settings.0.insert(crate::csp::UNSUPPORTED_KEY.to_string(), keys.join("\n"));
+    }
+    settings
 }
 
 /// What a device remembers of its enrollment (MS-MDE2). No secrets: the private key lives in
@@ -273,11 +291,12 @@ impl Device {
     ) -> Device {
         let mut tree = TreeState::new();
         tree.set_value("DevInfo/DevId", id.as_str());
+        // Values marked to vary across a fleet are expanded for this DeviceID (device::vary).
         for (k, v) in &template.devinfo {
-            tree.set_value(&format!("DevInfo/{k}"), v.clone());
+            tree.set_value(&format!("DevInfo/{k}"), vary::expand(v, id.as_str()).into_owned());
         }
         for (k, v) in &template.devdetail {
-            tree.set_value(&format!("DevDetail/{k}"), v.clone());
+            tree.set_value(&format!("DevDetail/{k}"), vary::expand(v, id.as_str()).into_owned());
         }
         // Pre-provisioned as bulk provisioning (or enrollment) leaves a device: the DMClient
         // provider with its Poll and Push nodes, and the management address (w7 ADDR).
@@ -301,7 +320,7 @@ impl Device {
             profile,
             server_url: server_url.to_string(),
             provider_id: provider_id.to_string(),
-            settings: Arc::new(template.behaviour.clone()),
+            settings: Arc::new(settings_of(template)),
             tree,
             sessions: 0,
             enrolled_at: now,
@@ -556,5 +575,46 @@ mod tests {
         assert_eq!(d.tree.value(&format!("{inv}/Title")), Some("Sample1"));
         assert_eq!(d.tree.value(&format!("{inv}/InstallDate")), Some("2026-03-01T08:00:00Z"));
         assert!(!d.tree.is_dirty());
+    }
+
+    #[test]
+    fn varied_values_are_expanded_per_device_and_unsupported_nodes_answer_404() {
+        use crate::syncml::{Command, Item, ItemCmd};
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap();
+        let text = "unsupported = [\"./Vendor/MSFT/DeviceStatus/TPM\", \"./DevDetail/Ext/Microsoft/SMBIOSSerialNumber\"]\n\
+                    [devdetail.Ext.Microsoft]\n\
+                    DeviceName = \"PC-{alnum:6}\"\n[nodes]\n\
+                    \"./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion\" = \"2.0\"\n\
+                    \"./Vendor/MSFT/DeviceStatus/OS/Edition\" = [\"{int:1..9}\"]\n";
+        let t = Template::builtin(Profile::Win10).overlay(&Template::parse(text, "t.toml").unwrap());
+        let make =
+            |seed| Device::new(DeviceId::from_seed(seed), Profile::Win10, "https://mdm.example/MDM.svc", "F", &t, now);
+        let (mut a, b) = (make(1), make(2));
+        let name = |d: &Device| d.tree.value("DevDetail/Ext/Microsoft/DeviceName").unwrap_or_default().to_string();
+        assert!(name(&a).starts_with("PC-") && name(&a).len() == 9, "{}", name(&a));
+        assert_ne!(name(&a), name(&b));
+        assert_eq!(name(&a), name(&make(1)));
+        // The same values as the plain function of (template, DeviceID) gives.
+        let mine = t.for_device(&a.id);
+        assert_eq!(mine.devdetail["Ext/Microsoft/DeviceName"], name(&a));
+        assert_eq!(
+            mine.nodes["./Vendor/MSFT/DeviceStatus/OS/Edition"],
+            [a.tree.value("Vendor/MSFT/DeviceStatus/OS/Edition").unwrap()]
+        );
+        // The value is stored, but the node is unsupported: 404, as the real device answered.
+        let registry = crate::csp::registry();
+        let env = a.env(now);
+        let get = |uri: &str| {
+            Command::Get(ItemCmd { cmd_id: "1".into(), items: vec![Item::target(uri)], ..ItemCmd::default() })
+        };
+        let mut tree = crate::tree::Tree::new(&registry, &mut a.tree, &env);
+        let out = tree.execute(&get("./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion"));
+        assert_eq!(out[0].code.code(), 404);
+        let out = tree.execute(&get("./Vendor/MSFT/DeviceStatus/OS/Edition"));
+        assert_eq!(out[0].code.code(), 200);
+        // A hand-written CSP's node too (a VM without a serial number).
+        let out = tree.execute(&get("./DevDetail/Ext/Microsoft/SMBIOSSerialNumber"));
+        assert_eq!(out[0].code.code(), 404);
+        assert_eq!(tree.execute(&get("./DevDetail/Ext/Microsoft/TotalRAM"))[0].code.code(), 200);
     }
 }

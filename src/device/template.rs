@@ -2,8 +2,11 @@
 //! reads. `[devinfo]` and `[devdetail]` give the values written into the tree when the device is
 //! created, `[behaviour]` the per-device settings the CSPs, the session, the scheduler and the
 //! transport read ([`Settings`]; every key is in [`BEHAVIOUR_KEYS`]), `[[apps]]` the apps
-//! installed before management, `[wmi]` the WMI bridge inventory, and an optional top-level
-//! `profile` the default profile.
+//! installed before management, `[wmi]` the WMI bridge inventory, `[nodes]` values of any CSP
+//! leaf, an optional top-level `profile` the default profile and an optional top-level
+//! `unsupported` list of LocURIs the device answers 404 for. Values of `[devinfo]`,
+//! `[devdetail]` and `[nodes]` may vary across a fleet with patterns (`"DESKTOP-{alnum:7}"`,
+//! [`crate::device::vary`]), expanded per DeviceID by [`Template::for_device`].
 //!
 //! ```toml
 //! profile = "win10"
@@ -13,7 +16,7 @@
 //! [devdetail]
 //! SwV = "10.0.22631.4460"
 //! [devdetail.Ext.Microsoft]          # or "Ext/Microsoft/DeviceName" = "..."
-//! DeviceName = "LAPTOP-4F7H2K9Q"
+//! DeviceName = "LAPTOP-{alnum:8}"    # one per device, from its DeviceID
 //! [behaviour]
 //! timezone = "Europe/Paris"
 //! nightly_cron = "0 3 * * *"
@@ -69,6 +72,9 @@ pub struct Template {
     /// BitLocker status, licensing...), by LocURI; several values are choices, one per device
     /// picked by its DeviceID, so a fleet varies.
     pub nodes: BTreeMap<String, Vec<String>>,
+    /// The top-level `unsupported` list: LocURIs the device answers 404 for, whatever the
+    /// command (nodes a real device reported as not found, kept by `device import`).
+    pub unsupported: Vec<String>,
 }
 
 /// One `[[apps]]` entry: an app in the EnterpriseAppManagement inventory of `enterprise_id`
@@ -465,11 +471,34 @@ impl Template {
         let template = read(&doc, &mut problems);
         // The first fault in the file, as a reader going down the file meets them (the table
         // itself iterates in key order).
-        let first = problems.into_iter().map(|p| (places.find(&p.path, p.part), p.message)).min_by_key(|(at, _)| *at);
+        let first = problems
+            .into_iter()
+            .map(|p| {
+                let (line, column) = places.find(&p.path, p.part);
+                ((line, column + p.shift), p.message)
+            })
+            .min_by_key(|(at, _)| *at);
         match first {
             Some((at, message)) => Err(error(at, message)),
             None => Ok(template),
         }
+    }
+
+    /// The values device `id` has: every pattern of `[devinfo]`, `[devdetail]` and `[nodes]`
+    /// expanded ([`crate::device::vary`]) and every list of `[nodes]` choices reduced to the one
+    /// the device picks. A plain function of the template and the DeviceID: the same id always
+    /// gives the same values.
+    pub fn for_device(&self, id: &crate::device::DeviceId) -> Template {
+        use crate::device::vary::expand;
+        let mut t = self.clone();
+        for v in t.devinfo.values_mut().chain(t.devdetail.values_mut()) {
+            *v = expand(v, id.as_str()).into_owned();
+        }
+        for (uri, values) in t.nodes.iter_mut() {
+            let picked = pick(id, uri, values).to_string();
+            *values = vec![expand(&picked, id.as_str()).into_owned()];
+        }
+        t
     }
 
     /// `self` with the values of `over` laid on top.
@@ -481,6 +510,11 @@ impl Template {
         self.devdetail.extend(over.devdetail.clone());
         self.behaviour.0.extend(over.behaviour.0.clone());
         self.nodes.extend(over.nodes.clone());
+        for uri in &over.unsupported {
+            if !self.unsupported.contains(uri) {
+                self.unsupported.push(uri.clone());
+            }
+        }
         for app in &over.apps {
             self.apps.retain(|a| {
                 !(a.enterprise_id == app.enterprise_id && a.product_id.eq_ignore_ascii_case(&app.product_id))
@@ -491,20 +525,39 @@ impl Template {
     }
 }
 
+/// The `[nodes]` choice device `id` takes for `uri`: by a digest of the two, so the same device
+/// always picks the same one.
+pub fn pick<'a>(id: &crate::device::DeviceId, uri: &str, values: &'a [String]) -> &'a str {
+    use sha2::Digest as _;
+    if values.len() < 2 {
+        return values.first().map_or("", String::as_str);
+    }
+    let digest = sha2::Sha256::digest(format!("{id}|{uri}").as_bytes());
+    let at = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8])) as usize % values.len();
+    &values[at]
+}
+
 /// One fault: the path of the key or value at fault and what is wrong.
 struct Problem {
     path: Vec<Seg>,
     part: Part,
     message: String,
+    /// Characters from the value's start to the fault inside it (a pattern in a string).
+    shift: usize,
 }
 
 impl Problem {
     fn key(path: Vec<Seg>, message: String) -> Problem {
-        Problem { path, part: Part::Key, message }
+        Problem { path, part: Part::Key, message, shift: 0 }
     }
 
     fn value(path: Vec<Seg>, message: String) -> Problem {
-        Problem { path, part: Part::Value, message }
+        Problem { path, part: Part::Value, message, shift: 0 }
+    }
+
+    /// A pattern fault of a string value: the place of the pattern's `{` (after the quote).
+    fn pattern(path: Vec<Seg>, what: &str, e: crate::device::vary::PatternError) -> Problem {
+        Problem { path, part: Part::Value, message: format!("{what}: {}", e.message), shift: e.offset + 1 }
     }
 }
 
@@ -513,7 +566,7 @@ fn path(segs: &[&str]) -> Vec<Seg> {
 }
 
 /// The top-level keys, for "known keys" lists.
-const TOP_KEYS: &str = "profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes]";
+const TOP_KEYS: &str = "profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes], unsupported";
 
 /// Reads every table of the document; faults go to `problems`, good values into the template.
 fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
@@ -553,6 +606,11 @@ fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
             ("apps", toml::Value::Array(entries)) => read_apps(entries, &mut t.apps, problems),
             ("wmi", toml::Value::Table(tab)) => read_wmi(tab, &mut t.behaviour, problems),
             ("nodes", toml::Value::Table(tab)) => read_nodes(tab, &mut t.nodes, problems),
+            ("unsupported", toml::Value::Array(items)) => read_unsupported(items, &mut t.unsupported, problems),
+            ("unsupported", _) => problems.push(Problem::value(
+                here,
+                format!("`unsupported`: expected a list of LocURIs, found {}", found(value)),
+            )),
             ("devinfo" | "devdetail" | "behaviour" | "wmi" | "nodes", _) => problems
                 .push(Problem::value(here, format!("`{key}`: expected a table ([{key}]), found {}", found(value)))),
             ("apps", _) => problems.push(Problem::value(
@@ -571,7 +629,7 @@ fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
     t
 }
 
-const TOP_KEY_NAMES: &[&str] = &["profile", "devinfo", "devdetail", "behaviour", "apps", "wmi", "nodes"];
+const TOP_KEY_NAMES: &[&str] = &["profile", "devinfo", "devdetail", "behaviour", "apps", "wmi", "nodes", "unsupported"];
 
 /// ` (did you mean `x`?)` when a known key is one or two edits away.
 fn suggest<S: AsRef<str>>(key: &str, known: &[S]) -> String {
@@ -631,12 +689,7 @@ fn read_nodes(tab: &toml::Table, out: &mut BTreeMap<String, Vec<String>>, proble
             ));
             continue;
         };
-        let known = known_node_paths().iter().any(|(scope, segs)| {
-            *scope == parsed.scope
-                && segs.len() == parsed.segments.len()
-                && segs.iter().zip(&parsed.segments).all(|(k, s)| k.starts_with('<') || k == s)
-        });
-        if !known {
+        if !is_known_leaf(&parsed) {
             problems.push(Problem::key(
                 here,
                 format!(
@@ -652,7 +705,21 @@ fn read_nodes(tab: &toml::Table, out: &mut BTreeMap<String, Vec<String>>, proble
         };
         match values {
             Some(values) => {
-                out.insert(uri.clone(), values);
+                let mut bad = false;
+                for (i, text) in values.iter().enumerate() {
+                    if let Err(e) = crate::device::vary::check(text) {
+                        let mut at = here.clone();
+                        if matches!(v, toml::Value::Array(_)) {
+                            at.push(Seg::Index(i));
+                        }
+                        problems.push(Problem::pattern(at, &format!("`{uri}` in [nodes]"), e));
+                        bad = true;
+                        break;
+                    }
+                }
+                if !bad {
+                    out.insert(uri.clone(), values);
+                }
             }
             None => problems.push(Problem::value(
                 here,
@@ -661,6 +728,37 @@ fn read_nodes(tab: &toml::Table, out: &mut BTreeMap<String, Vec<String>>, proble
                     found(v)
                 ),
             )),
+        }
+    }
+}
+
+/// True when a LocURI names a leaf of a CSP of the built-in table (Microsoft's DDF files, and
+/// the page facts of the CSPs without one), a dynamic segment taking any name: what a `[nodes]`
+/// key must be.
+pub fn is_known_leaf(uri: &crate::tree::NodeUri) -> bool {
+    known_node_paths().iter().any(|(scope, segs)| {
+        *scope == uri.scope
+            && segs.len() == uri.segments.len()
+            && segs.iter().zip(&uri.segments).all(|(k, s)| k.starts_with('<') || k == s)
+    })
+}
+
+/// The top-level `unsupported` list: absolute LocURIs, each once.
+fn read_unsupported(items: &[toml::Value], out: &mut Vec<String>, problems: &mut Vec<Problem>) {
+    for (i, item) in items.iter().enumerate() {
+        let at = vec![Seg::from("unsupported"), Seg::Index(i)];
+        let uri = item.as_str().map(str::trim).unwrap_or_default();
+        if crate::tree::NodeUri::parse(uri).is_err() || !uri.starts_with("./") {
+            problems.push(Problem::value(
+                at,
+                format!(
+                    "`unsupported` #{}: expected an absolute LocURI such as \"./Vendor/MSFT/DeviceStatus/TPM\", found {}",
+                    i + 1,
+                    found(item)
+                ),
+            ));
+        } else if !out.iter().any(|u| u == uri) {
+            out.push(uri.to_string());
         }
     }
 }
@@ -755,13 +853,26 @@ fn node_value(
     value: &toml::Value,
     problems: &mut Vec<Problem>,
 ) -> Option<String> {
+    match checked_node_value(table, root, segs, value) {
+        Ok(text) => Some(text),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    }
+}
+
+/// [`node_value`]'s checks; `Err` is the fault.
+fn checked_node_value(
+    table: &str,
+    root: &'static NodeSpec,
+    segs: &[Seg],
+    value: &toml::Value,
+) -> Result<String, Problem> {
     let node: String = segs[1..].iter().map(seg_text).collect::<Vec<_>>().join("/");
-    let mut problem = |part, message| {
-        problems.push(Problem { path: segs.to_vec(), part, message });
-        None
-    };
+    let problem = |part, message| Problem { path: segs.to_vec(), part, message, shift: 0 };
     if table == "devinfo" && node == "DevId" {
-        return problem(Part::Key, "`DevId` in [devinfo] is the DeviceID: use --id or --seed instead".to_string());
+        return Err(problem(Part::Key, "`DevId` in [devinfo] is the DeviceID: use --id or --seed instead".to_string()));
     }
     let mut spec = root;
     for seg in node.split('/') {
@@ -769,7 +880,7 @@ fn node_value(
             Some(c) if !c.is_placeholder() => c,
             _ => {
                 let known = node_leaves(root, table);
-                return problem(
+                return Err(problem(
                     Part::Key,
                     format!(
                         "unknown key `{node}` in [{table}]{}; known keys ({} nodes): {}",
@@ -777,27 +888,34 @@ fn node_value(
                         root.name,
                         known.join(", ")
                     ),
-                );
+                ));
             }
         };
     }
     if spec.is_interior() {
-        return problem(Part::Key, format!("`{node}` in [{table}] is an interior node, not a value"));
+        return Err(problem(Part::Key, format!("`{node}` in [{table}] is an interior node, not a value")));
     }
     let Some(text) = scalar_text(value) else {
-        return problem(
+        return Err(problem(
             Part::Value,
             format!("`{node}` in [{table}]: expected a {} value, found {}", spec.format, found(value)),
-        );
+        ));
     };
+    let shape = crate::device::vary::check(&text)
+        .map_err(|e| Problem::pattern(segs.to_vec(), &format!("`{node}` in [{table}]"), e))?;
     let expected = match spec.format {
-        Format::Int if text.trim().parse::<i64>().is_err() => Some("a whole number (format int)"),
+        Format::Int if shape.varied && !shape.integer => {
+            Some("a whole number (format int): only {int:A..B} and {digits:N} patterns vary it")
+        }
+        Format::Int if !shape.varied && text.trim().parse::<i64>().is_err() => Some("a whole number (format int)"),
         Format::Bool if !matches!(text.as_str(), "true" | "false") => Some("true or false (format bool)"),
         _ => None,
     };
     match expected {
-        Some(want) => problem(Part::Value, format!("`{node}` in [{table}]: expected {want}, found {}", found(value))),
-        None => Some(text),
+        Some(want) => {
+            Err(problem(Part::Value, format!("`{node}` in [{table}]: expected {want}, found {}", found(value))))
+        }
+        None => Ok(text),
     }
 }
 
@@ -1057,6 +1175,8 @@ mod tests {
             ("win11-23h2.toml", Profile::Win10),
             ("win10-desktop.toml", Profile::Win10),
             ("win81-tablet.toml", Profile::Win81),
+            ("fleetdm-win10-19043.toml", Profile::Win10),
+            ("ms-mdm-example.toml", Profile::Win10),
         ] {
             let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             let t = Template::parse(&text, file).unwrap_or_else(|e| panic!("{e}"));
@@ -1113,7 +1233,7 @@ mod tests {
         assert!(refusal("a = 1\na = 2").starts_with("t.toml:2:1: "), "{}", refusal("a = 1\na = 2"));
         assert_eq!(
             refusal("colour = 1"),
-            "t.toml:1:1: unknown key `colour` at the top level; known keys: profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes]"
+            "t.toml:1:1: unknown key `colour` at the top level; known keys: profile, [devinfo], [devdetail], [behaviour], [[apps]], [wmi], [nodes], unsupported"
         );
         assert!(refusal("behavior = 1").contains("(did you mean `behaviour`?)"));
         assert_eq!(

@@ -179,6 +179,7 @@ impl DeviceEnrollError {
 /// What the device says about itself during enrollment, from its template: device name, OS
 /// version and edition, locale; the HWDevID is derived from the DeviceID (stable per device).
 pub fn device_identity(id: &DeviceId, template: &Template) -> DeviceIdentity {
+    let template = &template.for_device(id);
     let hw = hex::encode_upper(Sha256::digest(format!("mdmsim-hwdevid:{id}").as_bytes()));
     let mut d = DeviceIdentity::new(id.as_str(), &hw);
     if let Some(v) = template.devdetail.get("Ext/Microsoft/DeviceName") {

@@ -5,6 +5,9 @@ mod support;
 
 /// EnterpriseAppManagement over `mdmsim sync` sessions: installs, failures, 418, uninstall.
 mod app_install;
+/// Cloning a real device: `device import` of captures, devices answering the captured Gets,
+/// values varied by seed, and `syncml replay` against the reference and a scripted server.
+mod capture;
 /// The command line and the state directory hardened: private state (0700/0600), `--insecure`
 /// warnings, credentials from files and the environment, one exit code per failure class in
 /// every command, a closed standard output, missing / file / locked state directories.

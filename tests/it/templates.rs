@@ -149,7 +149,7 @@ fn the_shipped_templates_and_one_with_every_behaviour_key_still_load() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     files.push(root().join("fuzz/corpus/template/every-behaviour-key.toml"));
     for (i, file) in files.iter().enumerate() {
         let (code, out, err) = device_new(&state.join(i.to_string()), file);
@@ -157,11 +157,11 @@ fn the_shipped_templates_and_one_with_every_behaviour_key_still_load() {
         assert_eq!(out.trim().len(), 32, "a DeviceID: {out:?}");
     }
     // The template that sets every key made a win81 tablet with its own DeviceName.
-    let (code, out, err) = mdmsim(&["device", "list", "--state", &state.join("4").to_string_lossy(), "--json"]);
+    let (code, out, err) = mdmsim(&["device", "list", "--state", &state.join("6").to_string_lossy(), "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"win81\""), "{out}");
-    assert_eq!(super::support::tree_value(&state.join("4"), "./DevDetail/Ext/Microsoft/DeviceName"), "TABLET-7");
-    let text = std::fs::read_to_string(&files[4]).expect("read");
+    assert_eq!(super::support::tree_value(&state.join("6"), "./DevDetail/Ext/Microsoft/DeviceName"), "TABLET-7");
+    let text = std::fs::read_to_string(&files[6]).expect("read");
     for k in BEHAVIOUR_KEYS {
         assert!(text.contains(&format!("\n{} = ", k.name)) || text.contains(&format!("\n\"{}:", k.name)), "{}", k.name);
     }
