@@ -411,20 +411,7 @@ impl Csp for DdfCsp {
         }
     }
 
-    /// Not there at all when the device's template lists the CSP's root as `unsupported`.
-    fn present(&self, env: &crate::tree::Env) -> bool {
-        env.settings.str(super::UNSUPPORTED_KEY).is_none_or(|list| {
-            let base = crate::tree::key_of(self.scope, &self.root.split('/').collect::<Vec<_>>());
-            !list.lines().any(|k| k == base)
-        })
-    }
-
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        // A node the device's template lists as `unsupported` (what a real device answered 404
-        // for) is not there, nor anything below it.
-        if super::is_unsupported(cx, node) {
-            return false;
-        }
         if let Some(there) = self.behaviour.and_then(|b| b.exists(cx, node)) {
             return there;
         }

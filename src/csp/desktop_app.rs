@@ -853,11 +853,6 @@ pub fn installs(state: &TreeState) -> Vec<MsiView> {
 pub struct EnterpriseDesktopAppManagement;
 
 impl Csp for EnterpriseDesktopAppManagement {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         CSP_NAME
     }

@@ -30,11 +30,6 @@ static DEVINFO: NodeSpec = NodeSpec::interior(
 pub struct DevInfo;
 
 impl Csp for DevInfo {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         "DevInfo"
     }
@@ -113,11 +108,6 @@ static DEVDETAIL: NodeSpec = NodeSpec::interior(
 pub struct DevDetail;
 
 impl Csp for DevDetail {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         "DevDetail"
     }

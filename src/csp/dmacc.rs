@@ -136,11 +136,6 @@ fn split(rel: &str) -> (&str, &str) {
 }
 
 impl Csp for DmAcc {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         "DMAcc"
     }

@@ -228,11 +228,6 @@ pub const MAX_SYNC_APPLICATION_VERSION: &str = "2.0";
 pub struct DmClient;
 
 impl Csp for DmClient {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         "DMClient"
     }
@@ -444,11 +439,6 @@ impl Csp for DmClient {
 pub struct DmClientUser;
 
 impl Csp for DmClientUser {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         "DMClient (user)"
     }

@@ -748,11 +748,6 @@ pub const CSP_NAME: &str = "EnterpriseAppManagement";
 pub struct EnterpriseAppManagement;
 
 impl Csp for EnterpriseAppManagement {
-    /// Not there when the device's template lists it as `unsupported`.
-    fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        !super::is_unsupported(cx, node)
-    }
-
     fn name(&self) -> &'static str {
         CSP_NAME
     }

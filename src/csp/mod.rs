@@ -32,21 +32,7 @@ pub fn is_hyphenated_guid(s: &str) -> bool {
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The settings key of the nodes a device answers 404 for whatever the command: the template's
-/// `unsupported` LocURIs as tree keys (`Vendor/MSFT/DeviceStatus/TPM`), one a line. Every CSP
-/// honours it ([`is_unsupported`] in its `exists`; `ddf_csp` also in `present`, for a whole
-/// CSP): the node and everything below it are not there.
-pub const UNSUPPORTED_KEY: &str = "unsupported";
-
-/// True when `key` is one of the tree keys of `list` (one a line) or below one.
-pub fn is_listed(list: &str, key: &str) -> bool {
-    list.lines().any(|k| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('/')))
-}
-
-/// True when the device's template lists `node` (or an ancestor) as `unsupported`.
-pub fn is_unsupported(cx: &crate::tree::CspCx<'_>, node: crate::tree::NodeRef<'_>) -> bool {
-    cx.env.settings.str(UNSUPPORTED_KEY).is_some_and(|list| is_listed(list, &cx.key(node.rel)))
-}
+pub use crate::tree::UNSUPPORTED_KEY;
 
 /// The registry with every CSP mdmsim emulates, shared by all devices.
 pub fn registry() -> Registry {

@@ -655,9 +655,6 @@ impl Csp for WmiBridge {
     }
 
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        if super::is_unsupported(cx, node) {
-            return false;
-        }
         let segments: Vec<&str> = node.segments().collect();
         let Some(class) = segments.first().and_then(|c| Class::parse(c)) else { return true };
         match segments[..] {

@@ -55,6 +55,20 @@ pub struct Tree<'a> {
     pub state: &'a mut TreeState,
     pub env: &'a Env,
     pub effects: Vec<Effect>,
+    /// The device's `unsupported` tree keys, one a line ([`UNSUPPORTED_KEY`]), read once.
+    unsupported: Option<&'a str>,
+}
+
+/// The settings key of the nodes a device answers 404 for whatever the command and whatever
+/// CSP serves them: the template's `unsupported` LocURIs as tree keys
+/// (`Vendor/MSFT/DeviceStatus/TPM`), one a line (what a real device answered 404 for, learnt by
+/// `device import`). The node and everything below it are not there; resolving a LocURI checks
+/// it, once per item.
+pub const UNSUPPORTED_KEY: &str = "unsupported";
+
+/// True when `key` is one of the tree keys of `list` (one a line) or below one.
+fn is_listed(list: &str, key: &str) -> bool {
+    list.lines().any(|k| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// The specs of a node and its ancestors with the ends of their keys; inline up to a depth that
@@ -142,7 +156,7 @@ enum Target<'r> {
 impl<'a> Tree<'a> {
     /// A tree over a device's state.
     pub fn new(registry: &'a Registry, state: &'a mut TreeState, env: &'a Env) -> Self {
-        Tree { registry, state, env, effects: Vec::new() }
+        Tree { registry, state, env, effects: Vec::new(), unsupported: env.settings.str(UNSUPPORTED_KEY) }
     }
 
     /// Executes one command of a server message and returns the outcomes in status order (an
@@ -329,6 +343,9 @@ impl<'a> Tree<'a> {
             key.push('/');
             key.push_str(seg);
             chain.push((spec, key.len()));
+        }
+        if self.unsupported.is_some_and(|list| is_listed(list, &key)) {
+            return Err(StatusCode::NotFound);
         }
         Ok(Target::Node(Resolved { csp, chain, key, scope: uri.scope }))
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::syncml::{Item, StatusCode};
 
-pub use exec::{CmdOutcome, Tree};
+pub use exec::{CmdOutcome, Tree, UNSUPPORTED_KEY};
 pub use schema::{Format, Lifetime, NodeSpec, Ops};
 pub use state::{Entry, Mark, TreeState};
 pub use uri::{NodeUri, Query, Scope, UriError, encode_segment, key_of};
