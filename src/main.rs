@@ -69,6 +69,9 @@ enum Command {
     /// Run the push notification service emulation (WNS) on its own until Ctrl-C, for a server
     /// under test to push to the devices of `mdmsim run --wns-url`.
     Wns(cmd::wns::WnsArgs),
+    /// Many devices in one process against a server, each on its own days: load, latency,
+    /// reports (one shard of the fleet per process with --shard).
+    Fleet(cmd::fleet::FleetArgs),
     /// Benchmarks of the device engine (sessions per CPU second, memory, latency).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(c) => cmd::server::run(c),
         Command::Wns(c) => cmd::wns::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Fleet(c) => cmd::fleet::run(c),
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
         Command::Scenario(c) => cmd::scenario::run(c),

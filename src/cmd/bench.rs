@@ -244,14 +244,14 @@ fn fleet_of(
 }
 
 /// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     let u = rusage();
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// The process's peak resident set (Linux reports `ru_maxrss` in KiB).
-fn peak_rss_bytes() -> u64 {
+pub(super) fn peak_rss_bytes() -> u64 {
     (rusage().ru_maxrss.max(0) as u64) * 1024
 }
 
@@ -265,7 +265,7 @@ fn rusage() -> libc::rusage {
 }
 
 /// The resident set now (`/proc/self/statm`, Linux), 0 where it cannot be read.
-fn rss_bytes() -> u64 {
+pub(super) fn rss_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))

@@ -18,6 +18,8 @@ pub mod demo;
 pub mod device;
 pub mod enroll;
 pub mod exit;
+pub mod fleet;
+pub mod fleet_population;
 pub mod out;
 pub mod run;
 pub mod scenario;

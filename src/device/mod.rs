@@ -198,6 +198,10 @@ fn preset_nodes(tree: &mut TreeState, id: &DeviceId, nodes: &std::collections::B
 
 /// The settings a device created from `template` reads: its `[behaviour]` (and `[wmi]`), plus
 /// its `unsupported` LocURIs as tree keys under [`crate::csp::UNSUPPORTED_KEY`], one a line.
+pub fn template_settings(template: &Template) -> Arc<Settings> {
+    Arc::new(settings_of(template))
+}
+
 fn settings_of(template: &Template) -> Settings {
     let mut settings = template.behaviour.clone();
     let keys: Vec<String> = template
@@ -289,6 +293,20 @@ impl Device {
         template: &Template,
         now: DateTime<Utc>,
     ) -> Device {
+        Device::with_settings(id, profile, server_url, provider_id, template, template_settings(template), now)
+    }
+
+    /// [`Device::new`] with the template's settings already made ([`template_settings`]): the
+    /// devices of a fleet made from one template share one copy.
+    pub fn with_settings(
+        id: DeviceId,
+        profile: Profile,
+        server_url: &str,
+        provider_id: &str,
+        template: &Template,
+        settings: Arc<Settings>,
+        now: DateTime<Utc>,
+    ) -> Device {
         let mut tree = TreeState::new();
         tree.set_value("DevInfo/DevId", id.as_str());
         // Values marked to vary across a fleet are expanded for this DeviceID (device::vary).
@@ -320,7 +338,7 @@ impl Device {
             profile,
             server_url: server_url.to_string(),
             provider_id: provider_id.to_string(),
-            settings: Arc::new(settings_of(template)),
+            settings,
             tree,
             sessions: 0,
             enrolled_at: now,

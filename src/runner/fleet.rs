@@ -389,6 +389,10 @@ impl Fleet {
     fn plan(&mut self, i: usize) {
         let registry = &self.registry;
         let next = self.members[i].as_mut().and_then(|m| m.engine.poll_timeout(registry));
+        // A deadline already planned has its heap entry (planned and pushed together).
+        if next == self.planned[i] {
+            return;
+        }
         self.planned[i] = next;
         if let Some(t) = next {
             self.heap.push(Reverse((t, i)));
@@ -403,6 +407,18 @@ impl Fleet {
     /// Gives the devices back (to store them).
     pub fn into_members(self) -> Vec<Member> {
         self.members.into_iter().flatten().collect()
+    }
+
+    /// Changes every device while none is at work (between two [`Fleet::run`] calls): `f` gets
+    /// each device's index (its place in the list given to [`Fleet::new`]) and the device,
+    /// whose next deadline is planned again after it (a day's events scripted, for example).
+    pub fn update_each(&mut self, mut f: impl FnMut(usize, &mut Member)) {
+        for i in 0..self.members.len() {
+            if let Some(m) = self.members[i].as_mut() {
+                f(i, m);
+                self.plan(i);
+            }
+        }
     }
 
     /// The earliest valid deadline, dropping stale heap entries.
@@ -442,6 +458,8 @@ impl Fleet {
         let mut stopping = false;
         let mut stats = RunStats::default();
         let mut tasks: tokio::task::JoinSet<(usize, Member, Vec<Output>)> = tokio::task::JoinSet::new();
+        // How late each device at work started (simulated time after its deadline).
+        let mut late: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
         let concurrency = self.opts.concurrency.max(1);
         let index: std::collections::HashMap<String, usize> =
             self.members.iter().enumerate().filter_map(|(i, m)| Some((m.as_ref()?.device.id.to_string(), i))).collect();
@@ -483,6 +501,9 @@ impl Fleet {
                         self.heap.pop();
                         self.planned[i] = None;
                         let Some(member) = self.members[i].take() else { continue };
+                        if real_time && now > t {
+                            late.insert(i, (now - t).num_microseconds().map_or(u64::MAX, |us| us.max(0) as u64));
+                        }
                         let events = std::mem::take(&mut self.held[i]);
                         let registry = Arc::clone(&self.registry);
                         let exchange = member.exchange.clone().unwrap_or_else(|| match &member.transport {
@@ -571,7 +592,11 @@ impl Fleet {
                 tracing::error!("a device task panicked; the device leaves the run");
                 continue;
             };
-            for out in outputs {
+            let late_us = late.remove(&i).unwrap_or(0);
+            for mut out in outputs {
+                if let Output::Record(Record::Session { summary, .. }) = &mut out {
+                    summary.late_us = late_us;
+                }
                 match out {
                     Output::Record(r) => {
                         stats.add(&r);

@@ -100,6 +100,25 @@ pub struct Nightly {
     zone: Zone,
 }
 
+/// The most distinct cron expressions kept parsed for sharing.
+const SHARED_SCHEDULES: usize = 256;
+
+/// A parsed cron expression, shared by every device with the same expression: a parsed
+/// schedule holds a set per field (a few KiB), and a fleet of a million devices has a handful
+/// of distinct expressions.
+fn parsed(expr: &str) -> Result<Arc<cron::Schedule>, cron::error::Error> {
+    static SHARED: std::sync::Mutex<Vec<Arc<cron::Schedule>>> = std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s) = shared.iter().find(|s| s.source() == expr) {
+        return Ok(Arc::clone(s));
+    }
+    let s = Arc::new(cron::Schedule::from_str(expr)?);
+    if shared.len() < SHARED_SCHEDULES {
+        shared.push(Arc::clone(&s));
+    }
+    Ok(s)
+}
+
 impl Nightly {
     /// Parses a cron expression (6 or 7 fields, seconds first, as the `cron` crate reads them;
     /// a classic 5-field expression gets second 0) and an IANA time zone name.
@@ -111,14 +130,14 @@ impl Nightly {
     pub fn with_zone(expr: &str, zone: Zone) -> Result<Self, NightlyError> {
         let fields = expr.split_whitespace().count();
         let full = if fields == 5 { format!("0 {}", expr.trim()) } else { expr.trim().to_string() };
-        let schedule = cron::Schedule::from_str(&full)
-            .map_err(|e| NightlyError::BadCron { expr: expr.to_string(), reason: e.to_string() })?;
-        Ok(Nightly { schedule: Arc::new(schedule), zone })
+        let schedule =
+            parsed(&full).map_err(|e| NightlyError::BadCron { expr: expr.to_string(), reason: e.to_string() })?;
+        Ok(Nightly { schedule, zone })
     }
 
     /// The default window (02:00 local) in `zone`.
     pub fn default_in(zone: Zone) -> Self {
-        Nightly { schedule: Arc::new(cron::Schedule::from_str(DEFAULT_CRON).expect("the default cron parses")), zone }
+        Nightly { schedule: parsed(DEFAULT_CRON).expect("the default cron parses"), zone }
     }
 
     /// The device's time zone.

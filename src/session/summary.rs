@@ -108,6 +108,17 @@ pub struct Summary {
     /// after the wait its `Retry-After` asked for.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub throttled: u32,
+    /// How late the session started after the instant its trigger was due, in microseconds of
+    /// simulated time (set by the fleet loop; always 0 on a virtual clock, where every session
+    /// starts on time). With [`Summary::wall_us`] it is the latency a user of the device would
+    /// see, measured from the scheduled instant (an open model: a slow server makes sessions
+    /// start late, and that lateness is counted).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub late_us: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -151,6 +162,7 @@ impl Summary {
             statuses_sent: BTreeMap::new(),
             commands: Vec::new(),
             wall_us: 0,
+            late_us: 0,
             statuses_received: BTreeMap::new(),
             findings: Vec::new(),
             effects: Vec::new(),

@@ -11,9 +11,73 @@
 //! ([`TreeState::take_changes`]), so that the end of a session writes the few values it changed
 //! instead of the whole tree. A change rolled back before its commit is never seen by the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A stored key. Its text is shared by every device of the process that stores the same key:
+/// the devices of a fleet store the same few hundred paths, so an entry costs a pointer rather
+/// than a copy of its path (most of a device's memory otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(Arc<str>);
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Key::of(&String::deserialize(d)?))
+    }
+}
+
+/// The keys in use, each once.
+struct Keys {
+    set: HashSet<Arc<str>>,
+    /// The size at which keys nobody holds any more are dropped.
+    prune_at: usize,
+}
+
+impl Key {
+    /// The shared key with this text.
+    fn of(text: &str) -> Key {
+        static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
+        let mut guard = KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys = guard.get_or_insert_with(|| Keys { set: HashSet::new(), prune_at: 4096 });
+        if let Some(k) = keys.set.get(text) {
+            return Key(Arc::clone(k));
+        }
+        // Keys only this table holds (their devices removed them or are gone) are dropped when
+        // the table has doubled since the last time, so it stays within twice the keys in use.
+        if keys.set.len() >= keys.prune_at {
+            keys.set.retain(|k| Arc::strong_count(k) > 1);
+            keys.prune_at = (keys.set.len() * 2).max(4096);
+        }
+        let k: Arc<str> = Arc::from(text);
+        keys.set.insert(Arc::clone(&k));
+        Key(k)
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Entries from `from` (inclusive) on, in key order.
+fn from<'a>(entries: &'a BTreeMap<Key, Entry>, from: &str) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
+    entries.range::<str, _>((Bound::Included(from), Bound::Unbounded))
+}
 
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,12 +95,15 @@ pub struct Mark(usize);
 /// The stored values of one device.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeState {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<Key, Entry>,
     #[serde(skip)]
     journal: Vec<(String, Option<Entry>)>,
     /// Keys committed since the store last took them ([`TreeState::take_changes`]).
     #[serde(skip)]
     changed: BTreeSet<String>,
+    /// No store takes the changes ([`TreeState::untracked`]): committing forgets them.
+    #[serde(skip)]
+    untracked: bool,
 }
 
 impl PartialEq for TreeState {
@@ -58,7 +125,7 @@ impl TreeState {
     /// A state holding these entries, committed and with no change to take (as the store loads
     /// it).
     pub fn from_entries(entries: impl IntoIterator<Item = (String, Entry)>) -> Self {
-        TreeState { entries: entries.into_iter().collect(), ..Self::default() }
+        TreeState { entries: entries.into_iter().map(|(k, e)| (Key::of(&k), e)).collect(), ..Self::default() }
     }
 
     /// The entry at `key`.
@@ -76,7 +143,14 @@ impl TreeState {
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        let old = self.entries.insert(key.to_string(), entry);
+        // A key already stored keeps its shared text; a new one is looked up once.
+        let old = match self.entries.get_mut(key) {
+            Some(e) => Some(std::mem::replace(e, entry)),
+            None => {
+                self.entries.insert(Key::of(key), entry);
+                None
+            }
+        };
         self.journal.push((key.to_string(), old));
     }
 
@@ -89,7 +163,7 @@ impl TreeState {
     pub fn remove_subtree(&mut self, key: &str) {
         let doomed: Vec<String> = self.subtree_keys(key).collect();
         for k in doomed {
-            if let Some(old) = self.entries.remove(&k) {
+            if let Some(old) = self.entries.remove(k.as_str()) {
                 self.journal.push((k, Some(old)));
             }
         }
@@ -99,20 +173,19 @@ impl TreeState {
     pub fn subtree_keys<'a>(&'a self, key: &'a str) -> impl Iterator<Item = String> + 'a {
         let prefix = format!("{key}/");
         let own = self.entries.contains_key(key).then(|| key.to_string());
-        own.into_iter().chain(
-            self.entries
-                .range(prefix.clone()..)
-                .take_while(move |(k, _)| k.starts_with(&prefix))
-                .map(|(k, _)| k.clone()),
-        )
+        let below: Vec<String> = from(&self.entries, &prefix)
+            .take_while(|(k, _)| k.as_str().starts_with(&prefix))
+            .map(|(k, _)| k.as_str().to_string())
+            .collect();
+        own.into_iter().chain(below)
     }
 
     /// Names of the stored direct children of `key` (deduplicated, in order).
     pub fn child_names(&self, key: &str) -> Vec<String> {
         let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
         let mut names: Vec<String> = Vec::new();
-        for (k, _) in self.entries.range(prefix.clone()..) {
-            let Some(rest) = k.strip_prefix(&prefix) else { break };
+        for (k, _) in from(&self.entries, &prefix) {
+            let Some(rest) = k.as_str().strip_prefix(&prefix) else { break };
             let name = rest.split('/').next().unwrap_or(rest);
             if names.last().map(String::as_str) != Some(name) {
                 names.push(name.to_string());
@@ -132,10 +205,10 @@ impl TreeState {
             let Some((key, old)) = self.journal.pop() else { break };
             match old {
                 Some(e) => {
-                    self.entries.insert(key, e);
+                    self.entries.insert(Key::of(&key), e);
                 }
                 None => {
-                    self.entries.remove(&key);
+                    self.entries.remove(key.as_str());
                 }
             }
         }
@@ -144,7 +217,19 @@ impl TreeState {
     /// Forgets the journal (after the changes were committed); the keys it touched wait for the
     /// store ([`TreeState::take_changes`]).
     pub fn commit(&mut self) {
-        self.changed.extend(self.journal.drain(..).map(|(k, _)| k));
+        // Taken, not drained: a device between sessions holds no journal capacity.
+        let journal = std::mem::take(&mut self.journal);
+        if !self.untracked {
+            self.changed.extend(journal.into_iter().map(|(k, _)| k));
+        }
+    }
+
+    /// For a device no store keeps (a fleet run without a state directory): committed changes
+    /// are not remembered for [`TreeState::take_changes`], which then gives nothing, so the
+    /// state holds its entries and nothing else between sessions.
+    pub fn untracked(&mut self) {
+        self.untracked = true;
+        self.changed = BTreeSet::new();
     }
 
     /// True when committed changes wait for the store.
@@ -162,7 +247,7 @@ impl TreeState {
             return changed
                 .into_iter()
                 .map(|k| {
-                    let e = self.entries.get(&k).cloned();
+                    let e = self.entries.get(k.as_str()).cloned();
                     (k, e)
                 })
                 .collect();
@@ -177,7 +262,7 @@ impl TreeState {
             .map(|k| {
                 let e = match before.get(k.as_str()) {
                     Some(old) => (*old).clone(),
-                    None => self.entries.get(&k).cloned(),
+                    None => self.entries.get(k.as_str()).cloned(),
                 };
                 (k, e)
             })

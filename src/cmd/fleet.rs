@@ -1,0 +1,367 @@
+//! `mdmsim fleet`: many devices in one process against a server (or the reference server in the
+//! same process), each on its own days, for load: identities and days from the seed and the
+//! device's index, one shard of the fleet per process when asked (`--shard i/n`), a summary,
+//! a JSON report that merges exactly with other shards', an HTML report and live metrics.
+//!
+//! The run goes day by day in simulated time: at each UTC midnight every device of the shard
+//! is given that day's events (logons, locks, reboots, network changes...), so that a device
+//! holds one day of events at most whatever the duration; between those the fleet loop
+//! (`runner::fleet`) starts each device when its schedule says, at most `--max-in-flight` at
+//! once. A device holds its engine and its tree and nothing else: no HTTP client of its own,
+//! no record of past sessions (they are counted and forgotten), no change log when no state
+//! directory keeps it.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use mdmsim::runner::exchange::{Exchange, HttpExchange, InProcess};
+use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record, RunStats};
+use mdmsim::runner::http::Transport;
+use mdmsim::schedule::{ClockKind, parse_duration, parse_time};
+use mdmsim::server::config::{AuthMode, Config};
+
+use super::exit::{Failures, STATE, USAGE, fail};
+
+#[derive(Args)]
+pub struct FleetArgs {
+    /// How many devices the whole fleet has (all shards together).
+    #[arg(long, value_name = "N")]
+    devices: u64,
+    /// Seed of the fleet: identities, templates, days. The same seed gives the same fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run the reference server in this process and call it directly, without sockets (the
+    /// benchmark mode).
+    #[arg(long, conflicts_with = "server")]
+    in_process: bool,
+    /// The management URL of pre-provisioned devices (a server that knows them by their
+    /// DeviceID, such as `mdmsim server --auth none`).
+    #[arg(long, value_name = "URL", required_unless_present = "in_process")]
+    server: Option<String>,
+    /// The DMClient provider ID of the devices with --server (the server's PROVIDER-ID).
+    #[arg(long, value_name = "ID", default_value = "mdmsim")]
+    provider_id: String,
+    /// How simulated time runs: `virtual` jumps from one deadline to the next (as fast as the
+    /// server answers), `real` is wall time, `scaled` is wall time times --speed.
+    #[arg(long, value_enum, default_value = "virtual")]
+    clock: FleetClock,
+    /// Simulated seconds per real second with --clock scaled.
+    #[arg(long, value_name = "X")]
+    speed: Option<f64>,
+    /// The simulated start (RFC 3339); the default is now with a real or scaled clock, and the
+    /// next Monday 00:00 UTC with a virtual one.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// Simulated time to run (30m, 36h, 1d, 7d).
+    #[arg(long, default_value = "1d")]
+    duration: String,
+    /// Spread the devices' first sessions over this much simulated time (device i of N starts
+    /// at i/N of it), instead of all at the start.
+    #[arg(long, value_name = "D", default_value = "0s")]
+    ramp_up: String,
+    /// Devices at work (in a session) at the same time; the others wait for their turn and
+    /// their lateness counts in the latency.
+    #[arg(long, value_name = "C", default_value_t = 256)]
+    max_in_flight: usize,
+    /// Stop after this many sessions in all (a bound for every run).
+    #[arg(long, default_value_t = 100_000_000)]
+    max_sessions: u64,
+    /// Run shard i of n (0 ≤ i < n): the devices whose index modulo n is i. Shards of one
+    /// fleet (same --devices and --seed) are disjoint and together are the whole fleet.
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    shard: Shard,
+    /// Print one JSON object with the run's figures instead of lines.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    http: super::HttpArgs,
+}
+
+/// `--clock`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Debug)]
+#[serde(rename_all = "kebab-case")]
+enum FleetClock {
+    Virtual,
+    Real,
+    Scaled,
+}
+
+/// `--shard i/n`: device `index` belongs to the shard when `index % n == i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// The indices of the shard's devices in a fleet of `devices`, in order.
+    pub fn indices(&self, devices: u64) -> impl Iterator<Item = u64> + use<> {
+        (u64::from(self.index)..devices).step_by(self.count as usize)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected I/N, such as 0/4"))?;
+        let i: u32 = i.trim().parse().map_err(|_| format!("{s:?}: the shard index {i:?} is not a whole number"))?;
+        let n: u32 = n.trim().parse().map_err(|_| format!("{s:?}: the shard count {n:?} is not a whole number"))?;
+        if n == 0 {
+            return Err(format!("{s:?}: the shard count must be at least 1"));
+        }
+        if i >= n {
+            return Err(format!("{s:?}: the shard index must be below the count (0 to {})", n - 1));
+        }
+        Ok(Shard { index: i, count: n })
+    }
+}
+
+/// What the run measured: the `--json` object.
+#[derive(Serialize)]
+struct Measured {
+    seed: u64,
+    devices: u64,
+    shard: String,
+    devices_in_shard: u64,
+    clock: FleetClock,
+    target: String,
+    start: DateTime<Utc>,
+    simulated_s: i64,
+    sessions: u64,
+    completed: u64,
+    failed: u64,
+    missed: u64,
+    messages: u64,
+    wall_s: f64,
+    /// Process CPU (user + system), an in-process server included.
+    cpu_s: f64,
+    sessions_per_s: f64,
+    peak_rss_bytes: u64,
+    /// RSS once the devices were made, before the first session.
+    rss_devices_bytes: u64,
+    /// RSS when the run ended, the devices still held.
+    rss_after_bytes: u64,
+    latency_ms: mdmsim::runner::fleet::Latency,
+    sessions_by: std::collections::BTreeMap<String, u64>,
+}
+
+pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
+    let span = parse_duration(&a.duration).map_err(|e| fail(USAGE, format!("--duration: {e}")))?;
+    let ramp = parse_duration(&a.ramp_up).map_err(|e| fail(USAGE, format!("--ramp-up: {e}")))?;
+    if a.devices == 0 {
+        return Err(fail(USAGE, "--devices must be at least 1"));
+    }
+    if a.max_in_flight == 0 {
+        return Err(fail(USAGE, "--max-in-flight must be at least 1"));
+    }
+    if a.speed.is_some() && a.clock != FleetClock::Scaled {
+        return Err(fail(USAGE, "--speed goes with --clock scaled"));
+    }
+    let wall_now = Utc::now();
+    let start = match &a.start {
+        Some(s) => parse_time(s).map_err(|e| fail(USAGE, format!("--start: {e}")))?,
+        None if a.clock == FleetClock::Virtual => next_monday(wall_now),
+        None => wall_now,
+    };
+    let end = start + span;
+    let kind = match a.clock {
+        FleetClock::Virtual => ClockKind::Virtual,
+        FleetClock::Real => ClockKind::Real,
+        FleetClock::Scaled => ClockKind::Scaled,
+    };
+    let mut clock = mdmsim::schedule::clock::build(kind, a.speed, Some(start), wall_now)
+        .map_err(|e| fail(USAGE, format!("--clock: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
+    let scratch = tempfile::tempdir().map_err(|e| fail(STATE, format!("a scratch folder: {e}")))?;
+    let _guard = rt.enter();
+    // The in-process server's clock: the fleet's simulated day (its records' times).
+    let mut server_day: Option<Arc<std::sync::Mutex<DateTime<Utc>>>> = None;
+    let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = if a.in_process {
+        let mut config = Config::demo();
+        config.management.auth = AuthMode::None;
+        config.management.seed = Some(a.seed);
+        let (server_clock, now_cell) = shared_clock(start);
+        let server = mdmsim::server::start_in_process(scratch.path(), config, Some(server_clock))
+            .map_err(|e| fail(STATE, format!("the in-process server: {e}")))?;
+        let url = server.management_url();
+        server_day = Some(now_cell);
+        (Arc::new(InProcess::new(Arc::new(server))), url, Config::demo().provider_id, "in-process".to_string())
+    } else {
+        let url = a.server.clone().unwrap_or_default();
+        let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+        (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), a.provider_id.clone(), url)
+    };
+    let population = super::fleet_population::Population::builtin(a.seed, &server_url, &provider);
+    let indices: Vec<u64> = a.shard.indices(a.devices).collect();
+    let mut members = Vec::with_capacity(indices.len());
+    for &index in &indices {
+        let mut m: Member = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+        // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
+        // together.
+        let offset = ramp_offset(ramp, index, a.devices);
+        m.engine.first_session = Some(start + offset);
+        // Nothing keeps these devices: their trees do not log changes for a store.
+        m.engine.device.tree.untracked();
+        members.push(m);
+    }
+    let rss_devices = super::bench::rss_bytes();
+    let opts = FleetOptions { concurrency: a.max_in_flight, max_sessions: a.max_sessions, ..FleetOptions::default() };
+    let registry = Arc::new(mdmsim::csp::registry());
+    let mut fleet = Fleet::with_exchange(registry, exchange, members, opts);
+    let cpu0 = super::bench::cpu_seconds();
+    let wall = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut stats = RunStats::default();
+    let mut day = day_start(start);
+    while day < end && stats.sessions < a.max_sessions {
+        let next = (day + Duration::days(1)).min(end);
+        if let Some(cell) = &server_day
+            && let Ok(mut t) = cell.lock()
+        {
+            *t = day.max(start);
+        }
+        fleet.update_each(|i, m| {
+            let events = population.day(indices[i], day, start, end);
+            if !events.is_empty() {
+                m.engine.scheduler.script(events);
+            }
+        });
+        let part = rt.block_on(fleet.run(clock.as_mut(), next, |record, _| {
+            if let Record::Session { summary, .. } = record
+                && summary.outcome != mdmsim::session::Outcome::Completed
+                && failures.len() < 1000
+            {
+                failures.push((**summary).clone());
+            }
+        }));
+        stats.merge(part);
+        day = next;
+    }
+    let wall_s = wall.elapsed().as_secs_f64();
+    let cpu_s = super::bench::cpu_seconds() - cpu0;
+    let m = Measured {
+        seed: a.seed,
+        devices: a.devices,
+        shard: format!("{}/{}", a.shard.index, a.shard.count),
+        devices_in_shard: indices.len() as u64,
+        clock: a.clock,
+        target,
+        start,
+        simulated_s: span.num_seconds(),
+        sessions: stats.sessions,
+        completed: stats.completed,
+        failed: stats.failed,
+        missed: stats.missed,
+        messages: stats.messages,
+        wall_s,
+        cpu_s,
+        sessions_per_s: if wall_s > 0.0 { stats.sessions as f64 / wall_s } else { 0.0 },
+        peak_rss_bytes: super::bench::peak_rss_bytes(),
+        rss_devices_bytes: rss_devices,
+        rss_after_bytes: super::bench::rss_bytes(),
+        latency_ms: stats.latency_ms.clone(),
+        sessions_by: stats.by_trigger_mode.clone(),
+    };
+    drop(fleet);
+    if a.json {
+        super::out::line(serde_json::to_string(&m)?);
+    } else {
+        print_lines(&m);
+    }
+    match Failures::of(failures.iter()) {
+        Some(f) => Err(f.error()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_lines(m: &Measured) {
+    super::out::line(format_args!(
+        "{} devices (shard {}: {}), {} simulated s from {} on a {:?} clock against {}\n\
+         {} sessions ({} failed, {} missed), {} messages\n\
+         wall {:.2} s ({:.0} sessions/s), CPU {:.2} s; RSS {:.1} MiB with the devices made, {:.1} MiB after, \
+         peak {:.1} MiB\nlatency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+        m.devices,
+        m.shard,
+        m.devices_in_shard,
+        m.simulated_s,
+        m.start.to_rfc3339(),
+        m.clock,
+        m.target,
+        m.sessions,
+        m.failed,
+        m.missed,
+        m.messages,
+        m.wall_s,
+        m.sessions_per_s,
+        m.cpu_s,
+        m.rss_devices_bytes as f64 / 1048576.0,
+        m.rss_after_bytes as f64 / 1048576.0,
+        m.peak_rss_bytes as f64 / 1048576.0,
+        m.latency_ms.p50,
+        m.latency_ms.p90,
+        m.latency_ms.p99,
+        m.latency_ms.max,
+    ));
+    for (k, n) in &m.sessions_by {
+        super::out::line(format_args!("  {k:<24} {n}"));
+    }
+}
+
+/// Where device `index` of `devices` starts within a ramp-up of `ramp`.
+fn ramp_offset(ramp: Duration, index: u64, devices: u64) -> Duration {
+    let ms = ramp.num_milliseconds().max(0) as u128;
+    Duration::milliseconds((ms * u128::from(index) / u128::from(devices.max(1))) as i64)
+}
+
+/// UTC midnight at or before `t`.
+fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive().and_hms_opt(0, 0, 0).map_or(t, |d| d.and_utc())
+}
+
+/// The next Monday 00:00 UTC after `t` (a virtual run starts on a working week).
+fn next_monday(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Datelike;
+    let days = 7 - i64::from(t.weekday().num_days_from_monday());
+    day_start(t) + Duration::days(days)
+}
+
+/// A server clock that reads a shared instant.
+fn shared_clock(start: DateTime<Utc>) -> (mdmsim::server::Clock, Arc<std::sync::Mutex<DateTime<Utc>>>) {
+    let cell = Arc::new(std::sync::Mutex::new(start));
+    let read = Arc::clone(&cell);
+    (Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)), cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_fleet_and_bad_ones_are_refused() {
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        let mut seen: Vec<u64> = shards.iter().flat_map(|s| s.indices(10)).collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert_eq!(shards[1].indices(10).collect::<Vec<_>>(), [1, 4, 7]);
+        assert!("3/2".parse::<Shard>().unwrap_err().contains("below the count"));
+        assert!("1/0".parse::<Shard>().unwrap_err().contains("at least 1"));
+        assert!("x".parse::<Shard>().unwrap_err().contains("expected I/N"));
+    }
+
+    #[test]
+    fn the_ramp_spreads_first_sessions_by_fleet_index() {
+        let ramp = Duration::minutes(10);
+        assert_eq!(ramp_offset(ramp, 0, 100), Duration::zero());
+        assert_eq!(ramp_offset(ramp, 50, 100), Duration::minutes(5));
+        assert!(ramp_offset(ramp, 99, 100) < ramp);
+    }
+}
