@@ -199,6 +199,10 @@ pub struct RunStats {
     histogram: Option<hdrhistogram::Histogram<u64>>,
     #[serde(skip)]
     push_histogram: Option<hdrhistogram::Histogram<u64>>,
+    /// Where a session's `trigger/mode` key is written, so that counting allocates only for a
+    /// new key.
+    #[serde(skip)]
+    key: String,
 }
 
 impl RunStats {
@@ -221,7 +225,6 @@ impl RunStats {
             (mine @ None, l) => *mine = l,
             (Some(_), None) => {}
         }
-        self.push_to_session_ms = self.push_histogram.as_ref().map(latency_of);
         for (k, n) in later.by_trigger_mode {
             *self.by_trigger_mode.entry(k).or_default() += n;
         }
@@ -232,10 +235,7 @@ impl RunStats {
             (mine @ None, l) => *mine = l,
             (Some(_), None) => {}
         }
-        if let Some(h) = &self.histogram {
-            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
-        }
+        self.settle();
         self.hit_session_limit |= later.hit_session_limit;
         self.ended_at = self.ended_at.max(later.ended_at);
     }
@@ -246,7 +246,15 @@ impl RunStats {
             hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
         });
         h.saturating_record((elapsed.as_micros() as u64).max(1));
-        self.push_to_session_ms = Some(latency_of(h));
+    }
+
+    /// Works the percentiles out from the histograms (after the records are counted: doing it
+    /// per record cost more than counting).
+    pub fn settle(&mut self) {
+        self.push_to_session_ms = self.push_histogram.as_ref().map(latency_of);
+        if let Some(h) = &self.histogram {
+            self.latency_ms = latency_of(h);
+        }
     }
 
     /// Counts one record.
@@ -261,7 +269,15 @@ impl RunStats {
                 }
                 self.findings += summary.findings.len() as u64;
                 self.messages += u64::from(summary.messages_sent);
-                *self.by_trigger_mode.entry(format!("{}/{}", summary.trigger, summary.mode)).or_default() += 1;
+                use std::fmt::Write as _;
+                self.key.clear();
+                let _ = write!(self.key, "{}/{}", summary.trigger, summary.mode);
+                match self.by_trigger_mode.get_mut(self.key.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.by_trigger_mode.insert(self.key.clone(), 1);
+                    }
+                }
                 if summary.trigger == crate::schedule::Trigger::Push {
                     self.push_sessions += 1;
                 }
@@ -270,8 +286,6 @@ impl RunStats {
                     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
                 });
                 h.saturating_record(summary.wall_us.max(1));
-                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-                self.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 };
             }
             Record::Missed { trigger, .. } => {
                 self.missed += 1;
@@ -641,6 +655,7 @@ impl Fleet {
         // A virtual clock jumps to the end; real and scaled clocks stop where they are.
         clock.advance_to(until);
         stats.ended_at = Some(clock.now().min(until));
+        stats.settle();
         stats
     }
 }
