@@ -42,6 +42,8 @@ mod enroll_cli;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
 /// The fuzz corpus replayed through the fuzz entry points on stable, and a seeded mutation run.
+/// `mdmsim fleet`: shards add up to one run, the same seed gives the same run, flags are checked.
+mod fleet;
 mod fuzz_corpus;
 /// Hostile and buggy servers: size limits, 429 waits, pretty-printing cost, repeated MsgIDs and
 /// RespURI moves, with the binary's peak memory and wall time measured.

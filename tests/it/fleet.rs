@@ -1,0 +1,63 @@
+//! `mdmsim fleet`: shards of one fleet add up to the whole run, the same seed gives the same run,
+//! and bad flags are refused with the flag named.
+
+use serde_json::Value;
+
+use crate::support::mdmsim;
+
+fn fleet(extra: &[&str]) -> Value {
+    let mut args = vec!["fleet", "--devices", "60", "--in-process", "--duration", "1d", "--seed", "7", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = mdmsim(&args);
+    assert_eq!(code, 0, "fleet {extra:?}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("fleet --json prints one object: {e}: {out}"))
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+#[test]
+fn two_shards_add_up_to_the_whole_fleet_and_the_same_seed_gives_the_same_run() {
+    let whole = fleet(&[]);
+    let a = fleet(&["--shard", "0/2"]);
+    let b = fleet(&["--shard", "1/2"]);
+    assert_eq!(count(&a, "devices_in_shard") + count(&b, "devices_in_shard"), 60);
+    for key in ["sessions", "completed", "failed", "missed", "messages"] {
+        assert_eq!(count(&a, key) + count(&b, key), count(&whole, key), "{key}");
+    }
+    assert!(count(&whole, "sessions") > 60 * 5, "a day of check-ins per device: {whole}");
+    assert_eq!(count(&whole, "failed"), 0, "{whole}");
+    let by = |v: &Value| v["sessions_by"].as_object().cloned().unwrap_or_default();
+    let mut summed: std::collections::BTreeMap<String, u64> = Default::default();
+    for v in [&a, &b] {
+        for (k, n) in by(v) {
+            *summed.entry(k).or_default() += n.as_u64().unwrap_or(0);
+        }
+    }
+    let whole_by: std::collections::BTreeMap<String, u64> =
+        by(&whole).into_iter().map(|(k, n)| (k, n.as_u64().unwrap_or(0))).collect();
+    assert_eq!(summed, whole_by, "sessions by trigger and mode");
+    let again = fleet(&[]);
+    assert_eq!(again["sessions_by"], whole["sessions_by"], "the same seed gives the same run");
+    assert_eq!(count(&again, "messages"), count(&whole, "messages"));
+}
+
+#[test]
+fn bad_flags_are_refused_with_exit_2_naming_the_flag() {
+    for (args, says) in [
+        (vec!["--shard", "3/2"], "--shard"),
+        (vec!["--shard", "1/0"], "--shard"),
+        (vec!["--ramp-up", "soon"], "--ramp-up"),
+        (vec!["--duration", "x"], "--duration"),
+        (vec!["--max-in-flight", "0"], "--max-in-flight"),
+    ] {
+        let mut all = vec!["fleet", "--devices", "5", "--in-process"];
+        all.extend_from_slice(&args);
+        let (code, _, err) = mdmsim(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} names {says}: {err}");
+    }
+    let (code, _, err) = mdmsim(&["fleet", "--devices", "5"]);
+    assert_eq!(code, 2, "no target: {err}");
+}
