@@ -19,6 +19,7 @@ pub mod device;
 pub mod enroll;
 pub mod exit;
 pub mod out;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod server;
