@@ -579,7 +579,8 @@ impl Report {
             "whole fleet".to_string()
         } else {
             format!(
-                "{} of {}",
+                "shard{} {} of {}",
+                if self.shards.len() == 1 { "" } else { "s" },
                 self.shards.iter().map(|s| s.index.to_string()).collect::<Vec<_>>().join(", "),
                 self.run.shard_count
             )
@@ -682,7 +683,7 @@ impl Percentiles {
 pub struct Summary {
     pub seed: u64,
     pub devices: u64,
-    /// `whole fleet`, or the shard indexes and their count (`0, 1 of 4`).
+    /// `whole fleet`, or the shard indexes and their count (`shards 0, 1 of 4`).
     pub shards: String,
     pub start: DateTime<Utc>,
     pub duration_s: u64,

@@ -242,7 +242,7 @@ fn merged_shard_reports_are_the_report_of_one_run_histograms_included() {
     // The figures a person checks.
     let s = merged.summary();
     assert_eq!(s.devices, 2000);
-    assert_eq!(s.shards, "0, 1 of 2");
+    assert_eq!(s.shards, "shards 0, 1 of 2");
     assert_eq!(s.sessions, sessions);
     assert_eq!(s.completed + s.failed, sessions);
     assert!(s.failed > 0 && s.failed == s.failed_unreachable, "{s:?}");
@@ -331,7 +331,9 @@ fn report_summary_prints_the_figures_as_text_and_json() {
     assert_eq!(code, 0, "{err}");
     let s = whole.summary();
     assert!(
-        out.contains("run:        seed 42, 2,000 devices (0, 1 of 2), 1 d from 2025-03-03 00:00:00 UTC, virtual clock"),
+        out.contains(
+            "run:        seed 42, 2,000 devices (shards 0, 1 of 2), 1 d from 2025-03-03 00:00:00 UTC, virtual clock"
+        ),
         "{out}"
     );
     assert!(
