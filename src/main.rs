@@ -86,6 +86,9 @@ enum Command {
     Conformance(cmd::conformance::ConformanceArgs),
     /// Show a transcript folder: each server command with the device's status (text, or --html).
     Transcript(cmd::transcript::TranscriptArgs),
+    /// Fleet run reports: merge the shards of a run, write the HTML page, print the summary.
+    #[command(subcommand)]
+    Report(cmd::report::ReportCmd),
 }
 
 fn main() -> ExitCode {
@@ -142,5 +145,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scenario(c) => cmd::scenario::run(c),
         Command::Transcript(c) => cmd::transcript::run(c),
         Command::Conformance(c) => cmd::conformance::run(c),
+        Command::Report(c) => cmd::report::run(c),
     }
 }

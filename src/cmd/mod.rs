@@ -21,6 +21,7 @@ pub mod exit;
 pub mod fleet;
 pub mod fleet_population;
 pub mod out;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod server;

@@ -63,6 +63,9 @@ mod readme;
 /// `mdmsim enroll` / `sync` against servers as they are in the wild: the reference server's
 /// compatibility presets (Fleet's behaviour, a minimal server), Federated sign-in pages.
 mod real_servers;
+/// Fleet run reports: shard reports merged exactly, the HTML page (in headless Chromium),
+/// refusals with exit 2, the Prometheus metrics endpoint.
+mod report;
 /// `mdmsim run` against the reference server on the virtual clock: modes, polls, events, seeds.
 mod run;
 /// Scenario files: `scenario check` messages, server-facing expectations, the shipped scenarios
