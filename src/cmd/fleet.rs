@@ -19,8 +19,13 @@ use chrono::{DateTime, Duration, Utc};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use mdmsim::runner::exchange::{Exchange, HttpExchange, InProcess};
-use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record, RunStats};
+use std::sync::Mutex;
+
+use mdmsim::device::engine::{Response, Transmit};
+use mdmsim::fleet::metrics::Metrics;
+use mdmsim::fleet::report::{Progress, Report, RunMeta, Summary};
+use mdmsim::runner::exchange::{Exchange, Exchanging, HttpExchange, InProcess};
+use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::Transport;
 use mdmsim::schedule::{ClockKind, parse_duration, parse_time};
 use mdmsim::server::config::{AuthMode, Config};
@@ -75,6 +80,17 @@ pub struct FleetArgs {
     /// fleet (same --devices and --seed) are disjoint and together are the whole fleet.
     #[arg(long, value_name = "I/N", default_value = "0/1")]
     shard: Shard,
+    /// Write the run's report here: JSON whose counts and latency histograms merge exactly
+    /// with other shards' (`mdmsim report merge`).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<std::path::PathBuf>,
+    /// Write the report as one self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<std::path::PathBuf>,
+    /// Serve live metrics for Prometheus at http://ADDR/metrics while the run goes (a
+    /// loopback address, such as 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print one JSON object with the run's figures instead of lines.
     #[arg(long)]
     json: bool,
@@ -122,33 +138,17 @@ impl FromStr for Shard {
     }
 }
 
-/// What the run measured: the `--json` object.
+/// Figures of this process beside the report's: the `--json` object adds them to the report's
+/// summary.
 #[derive(Serialize)]
-struct Measured {
-    seed: u64,
-    devices: u64,
+struct Process {
+    /// Devices of the whole fleet (all shards).
+    fleet_devices: u64,
     shard: String,
-    devices_in_shard: u64,
-    clock: FleetClock,
-    target: String,
-    start: DateTime<Utc>,
-    simulated_s: i64,
-    sessions: u64,
-    completed: u64,
-    failed: u64,
-    missed: u64,
-    messages: u64,
-    wall_s: f64,
-    /// Process CPU (user + system), an in-process server included.
-    cpu_s: f64,
-    sessions_per_s: f64,
-    peak_rss_bytes: u64,
     /// RSS once the devices were made, before the first session.
     rss_devices_bytes: u64,
     /// RSS when the run ended, the devices still held.
     rss_after_bytes: u64,
-    latency_ms: mdmsim::runner::fleet::Latency,
-    sessions_by: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
@@ -214,15 +214,39 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         members.push(m);
     }
     let rss_devices = super::bench::rss_bytes();
+    let report = Arc::new(Mutex::new(Report::new(RunMeta {
+        seed: a.seed,
+        devices: indices.len() as u64,
+        shard: (a.shard.count > 1).then_some((a.shard.index, a.shard.count)),
+        start,
+        duration_s: span.num_seconds().max(0) as u64,
+        clock: format!("{:?}", a.clock).to_lowercase(),
+        target: target.clone(),
+        mdmsim_version: env!("CARGO_PKG_VERSION").to_string(),
+    })));
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_devices(indices.len() as u64);
+    let _metrics_server = match a.metrics {
+        Some(addr) => {
+            let served = rt
+                .block_on(mdmsim::fleet::metrics::serve(addr, Arc::clone(&metrics)))
+                .map_err(|e| fail(USAGE, format!("--metrics {addr}: {e}")))?;
+            super::out::warn(format_args!("metrics at {}", served.url()));
+            Some(served)
+        }
+        None => None,
+    };
+    let timed = Arc::new(Timed { inner: exchange, seen: Mutex::new(Vec::new()), metrics: Arc::clone(&metrics) });
     let opts = FleetOptions { concurrency: a.max_in_flight, max_sessions: a.max_sessions, ..FleetOptions::default() };
     let registry = Arc::new(mdmsim::csp::registry());
-    let mut fleet = Fleet::with_exchange(registry, exchange, members, opts);
+    let mut fleet = Fleet::with_exchange(registry, Arc::clone(&timed) as Arc<dyn Exchange>, members, opts);
     let cpu0 = super::bench::cpu_seconds();
     let wall = std::time::Instant::now();
     let mut failures = Vec::new();
-    let mut stats = RunStats::default();
+    let mut sessions = 0u64;
+    let mut progress = Progress::new(&lock(&report), std::time::Duration::from_secs(10));
     let mut day = day_start(start);
-    while day < end && stats.sessions < a.max_sessions {
+    while day < end && sessions < a.max_sessions {
         let next = (day + Duration::days(1)).min(end);
         if let Some(cell) = &server_day
             && let Ok(mut t) = cell.lock()
@@ -236,6 +260,22 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let part = rt.block_on(fleet.run(clock.as_mut(), next, |record, _| {
+            let latency = match record {
+                Record::Session { summary, .. } => Some(summary.late_us.saturating_add(summary.wall_us)),
+                _ => None,
+            };
+            metrics.observe(record, latency);
+            let mut r = lock(&report);
+            r.record(record, latency);
+            // The exchanges of the sessions under way, counted at this record's time.
+            let at = record_time(record);
+            for (us, class) in timed.take() {
+                r.message(at, us);
+                if let Some(class) = class {
+                    r.error(at, class);
+                }
+            }
+            progress.update(&r, at, 0);
             if let Record::Session { summary, .. } = record
                 && summary.outcome != mdmsim::session::Outcome::Completed
                 && failures.len() < 1000
@@ -243,39 +283,43 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 failures.push((**summary).clone());
             }
         }));
-        stats.merge(part);
+        sessions += part.sessions;
         day = next;
     }
     let wall_s = wall.elapsed().as_secs_f64();
     let cpu_s = super::bench::cpu_seconds() - cpu0;
-    let m = Measured {
-        seed: a.seed,
-        devices: a.devices,
-        shard: format!("{}/{}", a.shard.index, a.shard.count),
-        devices_in_shard: indices.len() as u64,
-        clock: a.clock,
-        target,
-        start,
-        simulated_s: span.num_seconds(),
-        sessions: stats.sessions,
-        completed: stats.completed,
-        failed: stats.failed,
-        missed: stats.missed,
-        messages: stats.messages,
-        wall_s,
-        cpu_s,
-        sessions_per_s: if wall_s > 0.0 { stats.sessions as f64 / wall_s } else { 0.0 },
-        peak_rss_bytes: super::bench::peak_rss_bytes(),
-        rss_devices_bytes: rss_devices,
-        rss_after_bytes: super::bench::rss_bytes(),
-        latency_ms: stats.latency_ms.clone(),
-        sessions_by: stats.by_trigger_mode.clone(),
-    };
+    let rss_after = super::bench::rss_bytes();
     drop(fleet);
+    let mut report = lock(&report).clone();
+    for (us, class) in timed.take() {
+        report.message(end, us);
+        if let Some(class) = class {
+            report.error(end, class);
+        }
+    }
+    report.set_resources(wall_s, cpu_s, super::bench::peak_rss_bytes());
+    progress.finish(&report);
+    if let Some(path) = &a.report {
+        write_file(path, "--report", report.to_json().as_bytes())?;
+    }
+    if let Some(path) = &a.html {
+        write_file(path, "--html", report.html().as_bytes())?;
+    }
+    let process = Process {
+        fleet_devices: a.devices,
+        shard: format!("{}/{}", a.shard.index, a.shard.count),
+        rss_devices_bytes: rss_devices,
+        rss_after_bytes: rss_after,
+    };
+    let summary = report.summary();
     if a.json {
-        super::out::line(serde_json::to_string(&m)?);
+        let mut v = serde_json::to_value(&summary)?;
+        if let (Some(o), serde_json::Value::Object(p)) = (v.as_object_mut(), serde_json::to_value(&process)?) {
+            o.extend(p);
+        }
+        super::out::line(serde_json::to_string(&v)?);
     } else {
-        print_lines(&m);
+        print_lines(&summary, &process);
     }
     match Failures::of(failures.iter()) {
         Some(f) => Err(f.error()),
@@ -283,36 +327,98 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_lines(m: &Measured) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The simulated instant of a record.
+fn record_time(r: &Record) -> DateTime<Utc> {
+    match r {
+        Record::Session { at, .. }
+        | Record::Missed { at, .. }
+        | Record::Unenrolled { at, .. }
+        | Record::Changed { at, .. } => *at,
+    }
+}
+
+fn write_file(path: &std::path::Path, flag: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).map_err(|e| fail(STATE, format!("{flag} {}: {e}", path.display())))
+}
+
+/// The most exchanges held between two records (more are counted in the metrics only).
+const HELD_EXCHANGES: usize = 1 << 16;
+
+/// The fleet's exchange, timed: each exchange's latency goes to the live metrics at once and,
+/// with its failure class, to the report at the next record.
+struct Timed {
+    inner: Arc<dyn Exchange>,
+    seen: Mutex<Vec<(u64, Option<&'static str>)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Timed {
+    fn take(&self) -> Vec<(u64, Option<&'static str>)> {
+        std::mem::take(&mut *lock(&self.seen))
+    }
+}
+
+impl Exchange for Timed {
+    fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let response = self.inner.exchange(transmit).await;
+            let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+            let class = match &response {
+                Response::Session(reply) => reply.result.as_ref().err().map(|e| e.class),
+                Response::Fetch(_) => None,
+            };
+            self.metrics.message(us);
+            if let Some(c) = class {
+                self.metrics.error(c);
+            }
+            let mut seen = lock(&self.seen);
+            if seen.len() < HELD_EXCHANGES {
+                seen.push((us, class));
+            }
+            response
+        })
+    }
+}
+
+fn print_lines(s: &Summary, p: &Process) {
+    let session = s.latency_ms.get("session");
+    let q = |f: fn(&mdmsim::fleet::report::Percentiles) -> f64| session.map_or(0.0, f);
     super::out::line(format_args!(
-        "{} devices (shard {}: {}), {} simulated s from {} on a {:?} clock against {}\n\
+        "{} devices (shard {} of a fleet of {}), {} simulated s from {} on a {} clock against {}\n\
          {} sessions ({} failed, {} missed), {} messages\n\
-         wall {:.2} s ({:.0} sessions/s), CPU {:.2} s; RSS {:.1} MiB with the devices made, {:.1} MiB after, \
-         peak {:.1} MiB\nlatency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
-        m.devices,
-        m.shard,
-        m.devices_in_shard,
-        m.simulated_s,
-        m.start.to_rfc3339(),
-        m.clock,
-        m.target,
-        m.sessions,
-        m.failed,
-        m.missed,
-        m.messages,
-        m.wall_s,
-        m.sessions_per_s,
-        m.cpu_s,
-        m.rss_devices_bytes as f64 / 1048576.0,
-        m.rss_after_bytes as f64 / 1048576.0,
-        m.peak_rss_bytes as f64 / 1048576.0,
-        m.latency_ms.p50,
-        m.latency_ms.p90,
-        m.latency_ms.p99,
-        m.latency_ms.max,
+         wall {:.2} s, CPU {:.2} s; RSS {:.1} MiB with the devices made, {:.1} MiB after, peak {:.1} MiB\n\
+         session latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+        s.devices,
+        p.shard,
+        p.fleet_devices,
+        s.duration_s,
+        s.start.to_rfc3339(),
+        s.clock,
+        s.target,
+        s.sessions,
+        s.failed,
+        s.missed,
+        s.messages,
+        s.wall_s,
+        s.cpu_s,
+        p.rss_devices_bytes as f64 / 1048576.0,
+        p.rss_after_bytes as f64 / 1048576.0,
+        s.peak_rss_bytes as f64 / 1048576.0,
+        q(|p| p.p50),
+        q(|p| p.p90),
+        q(|p| p.p99),
+        q(|p| p.max),
     ));
-    for (k, n) in &m.sessions_by {
+    for (k, n) in &s.sessions_by {
         super::out::line(format_args!("  {k:<24} {n}"));
+    }
+    for (k, n) in &s.errors {
+        super::out::line(format_args!("  error {k:<18} {n}"));
     }
 }
 

@@ -315,6 +315,7 @@ pub async fn ordinary(
             Response::Fetch(_) => crate::device::run::Reply::error(
                 crate::device::run::ExchangeError {
                     fault: session::Fault::Protocol,
+                    class: "protocol",
                     no_connection: false,
                     message: "the exchange answered a session message with a download".into(),
                 },

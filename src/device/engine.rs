@@ -845,6 +845,7 @@ mod tests {
             Response::Session(Reply::error(
                 crate::device::run::ExchangeError {
                     fault: crate::session::Fault::Unreachable,
+                    class: "connect",
                     no_connection: true,
                     message: "refused".into(),
                 },

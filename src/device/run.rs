@@ -56,6 +56,10 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeError {
     pub fault: Fault,
+    /// What kind of failure, for counting: `connect`, `tls`, `timeout`, `throttled`,
+    /// `http-4xx`, `http-5xx`, `too-large`, `body`, `config`, `simulated` (see
+    /// `runner::http::HttpError::class`).
+    pub class: &'static str,
     /// No connection could be made at all (refused, DNS, TLS handshake): the server never saw
     /// the request, so the next address of the list may be tried.
     pub no_connection: bool,

@@ -101,7 +101,7 @@ pub async fn post(transport: &Transport, req: &Request) -> Reply {
 
 /// The engine's form of a transport failure.
 pub fn exchange_error(e: &HttpError) -> ExchangeError {
-    ExchangeError { fault: e.fault(), no_connection: e.is_no_connection(), message: e.to_string() }
+    ExchangeError { fault: e.fault(), class: e.class(), no_connection: e.is_no_connection(), message: e.to_string() }
 }
 
 /// The reference server in the same process: its handlers called without sockets.
@@ -285,6 +285,7 @@ impl<E: Exchange> Exchange for Simulated<E> {
             let (latency, fault) = self.draw(url);
             let failed = |kind: &str, no_connection: bool| ExchangeError {
                 fault: Fault::Unreachable,
+                class: "simulated",
                 no_connection,
                 message: format!("{url}: simulated network {kind} (seed {})", self.seed),
             };
@@ -305,6 +306,7 @@ impl<E: Exchange> Exchange for Simulated<E> {
                         ("reset", _) => Err(failed("connection reset", false)),
                         ("503", _) => Err(ExchangeError {
                             fault: Fault::Protocol,
+                            class: "http-5xx",
                             no_connection: false,
                             message: format!("{url} answered HTTP 503 (simulated, seed {})", self.seed),
                         }),

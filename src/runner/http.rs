@@ -107,6 +107,21 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// The kind of failure, for counting (the error classes of fleet reports and metrics).
+    pub fn class(&self) -> &'static str {
+        match self {
+            HttpError::Config(_) => "config",
+            HttpError::Connect { .. } => "connect",
+            HttpError::Tls { .. } => "tls",
+            HttpError::Timeout { .. } => "timeout",
+            HttpError::Throttled { .. } | HttpError::RetryTooLate { .. } => "throttled",
+            HttpError::TooLarge { .. } => "too-large",
+            HttpError::Status { status, .. } if *status >= 500 => "http-5xx",
+            HttpError::Status { .. } => "http-4xx",
+            HttpError::Body { .. } => "body",
+        }
+    }
+
     /// True when no connection could be made at all (refused, DNS, TLS handshake): the server
     /// never saw the request, so another address of the DMClient list may be tried
     /// ([`crate::csp::dmclient::AddressList::attempts`]). A timeout is not one: the server may

@@ -22,7 +22,8 @@ fn two_shards_add_up_to_the_whole_fleet_and_the_same_seed_gives_the_same_run() {
     let whole = fleet(&[]);
     let a = fleet(&["--shard", "0/2"]);
     let b = fleet(&["--shard", "1/2"]);
-    assert_eq!(count(&a, "devices_in_shard") + count(&b, "devices_in_shard"), 60);
+    assert_eq!(count(&a, "devices") + count(&b, "devices"), 60);
+    assert_eq!(count(&whole, "fleet_devices"), 60);
     for key in ["sessions", "completed", "failed", "missed", "messages"] {
         assert_eq!(count(&a, key) + count(&b, key), count(&whole, key), "{key}");
     }
@@ -38,9 +39,49 @@ fn two_shards_add_up_to_the_whole_fleet_and_the_same_seed_gives_the_same_run() {
     let whole_by: std::collections::BTreeMap<String, u64> =
         by(&whole).into_iter().map(|(k, n)| (k, n.as_u64().unwrap_or(0))).collect();
     assert_eq!(summed, whole_by, "sessions by trigger and mode");
+    let latency = &whole["latency_ms"]["session"];
+    assert_eq!(latency["count"].as_u64(), Some(count(&whole, "sessions")), "every session timed: {whole}");
     let again = fleet(&[]);
     assert_eq!(again["sessions_by"], whole["sessions_by"], "the same seed gives the same run");
     assert_eq!(count(&again, "messages"), count(&whole, "messages"));
+}
+
+#[test]
+fn shard_reports_merge_into_the_report_of_the_whole_run_and_render_as_html() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (whole, a, b, merged, page) =
+        (path("whole.json"), path("a.json"), path("b.json"), path("ab.json"), path("ab.html"));
+    fleet(&["--report", &whole]);
+    fleet(&["--shard", "0/2", "--report", &a]);
+    fleet(&["--shard", "1/2", "--report", &b, "--html", &page]);
+    let (code, _, err) = mdmsim(&["report", "merge", &a, &b, "-o", &merged]);
+    assert_eq!(code, 0, "{err}");
+    let read = |p: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p).expect("report written")).expect("JSON")
+    };
+    let (w, m) = (read(&whole), read(&merged));
+    // The counts, over the run and per time bucket, are the whole run's (latencies are real
+    // time, different in every run; their exact merge has its own test in `report`).
+    assert_eq!(w["totals"], m["totals"], "totals");
+    assert_eq!(w["bucket_s"], m["bucket_s"]);
+    let per_bucket = |v: &Value, field: &str| -> Vec<u64> {
+        v["series"].as_array().expect("series").iter().map(|b| b[field].as_u64().unwrap_or(0)).collect()
+    };
+    for field in ["sessions", "completed", "failed", "missed"] {
+        assert_eq!(per_bucket(&w, field), per_bucket(&m, field), "{field} per bucket");
+    }
+    assert!(per_bucket(&w, "sessions").iter().filter(|n| **n > 0).count() > 10, "sessions spread over the day");
+    let timed = |p: &str| -> u64 {
+        let (code, out, err) = mdmsim(&["report", "summary", p, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let s: Value = serde_json::from_str(out.trim()).expect("summary JSON");
+        s["latency_ms"]["session"]["count"].as_u64().expect("a session latency count")
+    };
+    assert_eq!(timed(&merged), timed(&whole), "every session's latency is in the merged histogram");
+    assert_eq!(timed(&whole), w["totals"]["sessions"].as_u64().expect("sessions"));
+    let html = std::fs::read_to_string(&page).expect("--html written");
+    assert!(html.contains("<svg") && !html.contains("src=\"http"), "a self-contained page with charts");
 }
 
 #[test]
