@@ -12,7 +12,7 @@
 //! instead of the whole tree. A change rolled back before its commit is never seen by the store.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -44,7 +44,7 @@ impl<'de> Deserialize<'de> for Key {
 
 /// The keys in use, each once.
 struct Keys {
-    set: HashSet<Arc<str>>,
+    set: rustc_hash::FxHashSet<Arc<str>>,
     /// The size at which keys nobody holds any more are dropped.
     prune_at: usize,
 }
@@ -54,7 +54,7 @@ impl Key {
     fn of(text: &str) -> Key {
         static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
         let mut guard = KEYS.lock().unwrap_or_else(PoisonError::into_inner);
-        let keys = guard.get_or_insert_with(|| Keys { set: HashSet::new(), prune_at: 4096 });
+        let keys = guard.get_or_insert_with(|| Keys { set: rustc_hash::FxHashSet::default(), prune_at: 4096 });
         if let Some(k) = keys.set.get(text) {
             return Key(Arc::clone(k));
         }
@@ -143,14 +143,7 @@ impl TreeState {
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        // A key already stored keeps its shared text; a new one is looked up once.
-        let old = match self.entries.get_mut(key) {
-            Some(e) => Some(std::mem::replace(e, entry)),
-            None => {
-                self.entries.insert(Key::of(key), entry);
-                None
-            }
-        };
+        let old = self.entries.insert(Key::of(key), entry);
         self.journal.push((key.to_string(), old));
     }
 
