@@ -20,6 +20,7 @@ pub mod csp;
 pub mod ddf;
 pub mod device;
 pub mod enroll;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod names;
