@@ -48,6 +48,11 @@ pub struct FleetArgs {
     /// DeviceID, such as `mdmsim server --auth none`).
     #[arg(long, value_name = "URL", required_unless_present = "in_process")]
     server: Option<String>,
+    /// The template mix: templates with weights, identity and behaviour knobs (TOML; see
+    /// docs/fleet-model.md and fixtures/fleet/). Default: 60% Windows 11 laptops, 40% Windows 10
+    /// desktops, office hours in 19 time zones.
+    #[arg(long, value_name = "MIX.toml")]
+    templates: Option<std::path::PathBuf>,
     /// The DMClient provider ID of the devices with --server (the server's PROVIDER-ID).
     #[arg(long, value_name = "ID", default_value = "mdmsim")]
     provider_id: String,
@@ -163,6 +168,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if a.speed.is_some() && a.clock != FleetClock::Scaled {
         return Err(fail(USAGE, "--speed goes with --clock scaled"));
     }
+    let mix = match &a.templates {
+        Some(path) => mdmsim::fleet::mix::load(path).map_err(|e| fail(USAGE, format!("--templates: {e}")))?,
+        None => mdmsim::fleet::mix::Mix::builtin(),
+    };
     let wall_now = Utc::now();
     let start = match &a.start {
         Some(s) => parse_time(s).map_err(|e| fail(USAGE, format!("--start: {e}")))?,
@@ -200,7 +209,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
         (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), a.provider_id.clone(), url)
     };
-    let population = super::fleet_population::Population::builtin(a.seed, &server_url, &provider);
+    let population = super::fleet_population::Population::new(mix, a.seed, &server_url, &provider, start);
     let indices: Vec<u64> = a.shard.indices(a.devices).collect();
     let mut members = Vec::with_capacity(indices.len());
     for &index in &indices {

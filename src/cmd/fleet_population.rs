@@ -1,50 +1,66 @@
-//! The devices of a fleet: each one's identity and template from the seed and its index, and
-//! its days (the events of its user's working day).
+//! The devices of a fleet: each one's identity, template and days from the seed and its index,
+//! through the template mix (`mdmsim::fleet::mix`), so that a device is made again at will and
+//! nothing about it is stored beyond its engine.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, Duration, Utc};
-use rand::SeedableRng as _;
-use rand_chacha::ChaCha8Rng;
+use chrono::{DateTime, Utc};
 
-use mdmsim::device::{Device, DeviceId, Template, template_settings};
+use mdmsim::device::{Device, template_settings};
+use mdmsim::fleet::behaviour::{self, Model};
+use mdmsim::fleet::mix::Mix;
 use mdmsim::runner::fleet::Member;
 use mdmsim::schedule::{Event, NightlyError, device_seed};
-use mdmsim::tree::{Profile, Settings};
+use mdmsim::tree::Settings;
 
 /// Who the devices of a fleet are.
 pub struct Population {
     seed: u64,
     server_url: String,
     provider: String,
-    /// Each template with the settings its devices share.
-    templates: Vec<(Profile, Template, Arc<Settings>)>,
+    mix: Mix,
+    model: Model,
+    /// Settings shared by the devices of one mix template in one time zone (the only setting an
+    /// identity changes).
+    settings: Mutex<HashMap<(usize, String), Arc<Settings>>>,
 }
 
 impl Population {
-    /// Nine in ten devices on Windows 10/11, one in ten on Windows 8.1, from the built-in
-    /// templates.
-    pub fn builtin(seed: u64, server_url: &str, provider: &str) -> Population {
-        let templates = [Profile::Win10, Profile::Win81]
-            .into_iter()
-            .map(|p| {
-                let t = Template::builtin(p);
-                let s = template_settings(&t);
-                (p, t, s)
-            })
-            .collect();
-        Population { seed, server_url: server_url.to_string(), provider: provider.to_string(), templates }
+    /// The fleet of `mix` and `seed` whose run starts at `start` (devices that never come back
+    /// leave counting from it).
+    pub fn new(mix: Mix, seed: u64, server_url: &str, provider: &str, start: DateTime<Utc>) -> Population {
+        let model = mix.model.clone().starting(start);
+        Population {
+            seed,
+            server_url: server_url.to_string(),
+            provider: provider.to_string(),
+            mix,
+            model,
+            settings: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Device `index` of the fleet, made at `now` (its first session then, unless the caller
     /// moves it).
     pub fn member(&self, index: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
-        let s = device_seed(self.seed, index);
-        let (profile, template, settings) = &self.templates[usize::from(index % 10 == 9)];
-        let id = DeviceId::generate(&mut ChaCha8Rng::seed_from_u64(s));
-        let device =
-            Device::with_settings(id, *profile, &self.server_url, &self.provider, template, Arc::clone(settings), now);
-        Member::new(device, s, now)
+        let (id, template, profile) = self.mix.device(self.seed, index);
+        let (_, which) = self.mix.pick(self.seed, index);
+        let settings = {
+            let mut cache = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (which, id.timezone.name().to_string());
+            Arc::clone(cache.entry(key).or_insert_with(|| template_settings(&template)))
+        };
+        let device = Device::with_settings(
+            id.device_id.clone(),
+            profile,
+            &self.server_url,
+            &self.provider,
+            &template,
+            settings,
+            now,
+        );
+        Member::new(device, device_seed(self.seed, index), now)
     }
 
     /// Device `index`'s events of the UTC day starting at `day`, within the run's `[start, end)`.
@@ -55,8 +71,8 @@ impl Population {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Vec<(DateTime<Utc>, Event)> {
-        let n = (day - DateTime::<Utc>::UNIX_EPOCH).num_days() as u64;
-        let mut events = super::demo::day_of(device_seed(self.seed, index) ^ n, day, day + Duration::days(1));
+        let id = self.mix.identity(self.seed, index);
+        let mut events = behaviour::day(&self.model, &id, self.seed, day);
         events.retain(|(t, _)| *t > start && *t < end);
         events
     }

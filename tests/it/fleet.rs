@@ -101,4 +101,18 @@ fn bad_flags_are_refused_with_exit_2_naming_the_flag() {
     }
     let (code, _, err) = mdmsim(&["fleet", "--devices", "5"]);
     assert_eq!(code, 2, "no target: {err}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mix = dir.path().join("mix.toml");
+    std::fs::write(&mix, "[[template]]\npath = \"win10-desktop\"\nweight = 60\n").expect("mix written");
+    let (code, _, err) = mdmsim(&["fleet", "--devices", "5", "--in-process", "--templates", &mix.to_string_lossy()]);
+    assert_eq!(code, 2, "weights that do not sum to 100: {err}");
+    assert!(err.contains("--templates") && err.contains("mix.toml:"), "the flag and the file's place: {err}");
+}
+
+#[test]
+fn a_shipped_template_mix_gives_its_fleet() {
+    let mix = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/fleet/office-mix.toml");
+    let v = fleet(&["--templates", mix]);
+    assert_eq!(count(&v, "failed"), 0, "{v}");
+    assert!(count(&v, "sessions") > 60 * 5, "{v}");
 }

@@ -41,12 +41,12 @@ mod enroll;
 mod enroll_cli;
 /// EnterpriseAppManagement installs with real package downloads from a server on 127.0.0.1.
 mod enterprise_app;
-/// The fleet model: identities in the tree, the workday behaviour and its weekly shape, the
-/// template mix and its refusals with FILE:LINE:COLUMN.
-mod fleet_model;
 /// The fuzz corpus replayed through the fuzz entry points on stable, and a seeded mutation run.
 /// `mdmsim fleet`: shards add up to one run, the same seed gives the same run, flags are checked.
 mod fleet;
+/// The fleet model: identities in the tree, the workday behaviour and its weekly shape, the
+/// template mix and its refusals with FILE:LINE:COLUMN.
+mod fleet_model;
 mod fuzz_corpus;
 /// Hostile and buggy servers: size limits, 429 waits, pretty-printing cost, repeated MsgIDs and
 /// RespURI moves, with the binary's peak memory and wall time measured.
