@@ -1008,7 +1008,7 @@ fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
     match bytes.split_first() {
         Some((0, [])) => Ok(Entry::Interior),
         Some((1, rest)) => {
-            std::str::from_utf8(rest).map(|v| Entry::Leaf(v.to_string())).map_err(|e| format!("a leaf value: {e}"))
+            std::str::from_utf8(rest).map(|v| Entry::Leaf(v.into())).map_err(|e| format!("a leaf value: {e}"))
         }
         Some((tag, _)) => Err(format!("unknown entry tag {tag}")),
         None => Err("an empty entry".into()),

@@ -32,8 +32,6 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::events::Event;
@@ -266,7 +264,7 @@ pub struct SchedulerState {
     pub missed_scheduled: Option<(DateTime<Utc>, Trigger)>,
     /// A push WNS holds for the offline device.
     pub cached_push: Option<DateTime<Utc>>,
-    /// The RNG's position, so a restored device draws the same jitter it would have drawn.
+    /// Jitter draws made so far, so a restored device draws the same jitter it would have drawn.
     pub rng_word_pos: u64,
 }
 
@@ -275,7 +273,33 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     poll_source: Option<PollSource>,
     st: SchedulerState,
-    rng: ChaCha8Rng,
+    rng: Draws,
+}
+
+/// The scheduler's random draws: the draw count through a mixing function (SplitMix64) of the
+/// device's seed. The whole state is one number, so a device keeps 16 bytes for its jitter
+/// rather than a stream cipher's buffer (a fleet of a million devices holds a million).
+#[derive(Debug, Clone, Copy)]
+struct Draws {
+    seed: u64,
+    count: u64,
+}
+
+impl Draws {
+    fn next(&mut self) -> u64 {
+        self.count += 1;
+        let mut z = self.seed ^ self.count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number from `lo` to `hi`, both included (`lo <= hi`).
+    fn between(&mut self, lo: u32, hi: u32) -> u32 {
+        let span = u64::from(hi - lo) + 1;
+        // Multiply-shift: uniform enough for a jitter of at most a few hours.
+        lo + ((u128::from(self.next()) * u128::from(span)) >> 64) as u32
+    }
 }
 
 impl fmt::Debug for Scheduler {
@@ -300,7 +324,7 @@ impl Scheduler {
             cached_push: None,
             rng_word_pos: 0,
         };
-        let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let rng = Draws { seed: cfg.seed, count: 0 };
         let mut s = Scheduler { cfg, poll_source, st, rng };
         s.st.poll = s.next_poll_timer(now);
         s.st.nightly = s.next_nightly_timer(now);
@@ -309,15 +333,14 @@ impl Scheduler {
 
     /// A schedule restored from a saved [`SchedulerState`].
     pub fn restore(cfg: SchedulerConfig, poll_source: Option<PollSource>, st: SchedulerState) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        rng.set_word_pos(u128::from(st.rng_word_pos));
+        let rng = Draws { seed: cfg.seed, count: st.rng_word_pos };
         Scheduler { cfg, poll_source, st, rng }
     }
 
     /// The state to persist.
     pub fn state(&self) -> SchedulerState {
         let mut st = self.st.clone();
-        st.rng_word_pos = u64::try_from(self.rng.get_word_pos()).unwrap_or(u64::MAX);
+        st.rng_word_pos = self.rng.count;
         st
     }
 
@@ -605,7 +628,7 @@ impl Scheduler {
 
     fn jitter(&mut self, trigger: Trigger) -> Duration {
         let (lo, hi) = self.cfg.jitter.range(trigger);
-        let secs = if hi > lo { self.rng.random_range(lo..=hi) } else { lo };
+        let secs = if hi > lo { self.rng.between(lo, hi) } else { lo };
         Duration::seconds(i64::from(secs))
     }
 

@@ -11,9 +11,7 @@
 //! ([`TreeState::take_changes`]), so that the end of a session writes the few values it changed
 //! instead of the whole tree. A change rolled back before its commit is never seen by the store.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -23,12 +21,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// than a copy of its path (most of a device's memory otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key(Arc<str>);
-
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
 
 impl Serialize for Key {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -75,8 +67,96 @@ impl Key {
 }
 
 /// Entries from `from` (inclusive) on, in key order.
-fn from<'a>(entries: &'a BTreeMap<Key, Entry>, from: &str) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
-    entries.range::<str, _>((Bound::Included(from), Bound::Unbounded))
+fn from<'a>(entries: &'a Entries, from: &str) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
+    entries.from(from)
+}
+
+/// A device's entries: a vector sorted by key. A device holds tens to a few hundred entries
+/// and changes few of them per session; a sorted vector holds them in 40 bytes each with no
+/// node overhead (a B-tree's nodes cost about as much again), finds one in as many comparisons,
+/// and moves a few kilobytes when a new key comes, which is rare.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Entries(Vec<(Key, Entry)>);
+
+impl Entries {
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Stores `entry` at `key`; the previous entry, if any.
+    fn insert(&mut self, key: &str, entry: Entry) -> Option<Entry> {
+        match self.find(key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, entry)),
+            Err(i) => {
+                self.0.insert(i, (Key::of(key), entry));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Entries from `from` (inclusive) on, in key order.
+    fn from(&self, from: &str) -> impl Iterator<Item = (&Key, &Entry)> {
+        let start = self.0.partition_point(|(k, _)| k.as_str() < from);
+        self.0[start..].iter().map(|(k, e)| (k, e))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
+        self.0.iter().map(|(k, e)| (k, e))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives back the spare room of the vector (after a session added keys).
+    fn trim(&mut self) {
+        if self.0.capacity() > self.0.len() {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+impl FromIterator<(Key, Entry)> for Entries {
+    fn from_iter<I: IntoIterator<Item = (Key, Entry)>>(iter: I) -> Self {
+        let mut v: Vec<(Key, Entry)> = iter.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        // The last of equal keys wins, as in a map.
+        v.reverse();
+        v.dedup_by(|a, b| a.0 == b.0);
+        v.reverse();
+        v.shrink_to_fit();
+        Entries(v)
+    }
+}
+
+/// Written as a map from key to entry (as the state always was).
+impl Serialize for Entries {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, e)| (k, e)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, Entry>::deserialize(d)?;
+        Ok(map.into_iter().map(|(k, e)| (Key::of(&k), e)).collect())
+    }
 }
 
 /// One stored entry.
@@ -84,8 +164,9 @@ fn from<'a>(entries: &'a BTreeMap<Key, Entry>, from: &str) -> impl Iterator<Item
 pub enum Entry {
     /// A dynamic interior node that exists.
     Interior,
-    /// A leaf value.
-    Leaf(String),
+    /// A leaf value: held inline up to 24 bytes (most values: numbers, dates, names), so that a
+    /// device's values cost no allocation each.
+    Leaf(compact_str::CompactString),
 }
 
 /// A position in the journal to roll back to.
@@ -95,7 +176,7 @@ pub struct Mark(usize);
 /// The stored values of one device.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeState {
-    entries: BTreeMap<Key, Entry>,
+    entries: Entries,
     #[serde(skip)]
     journal: Vec<(String, Option<Entry>)>,
     /// Keys committed since the store last took them ([`TreeState::take_changes`]).
@@ -136,20 +217,22 @@ impl TreeState {
     /// The leaf value at `key`, if one is stored.
     pub fn value(&self, key: &str) -> Option<&str> {
         match self.entries.get(key) {
-            Some(Entry::Leaf(v)) => Some(v),
+            Some(Entry::Leaf(v)) => Some(v.as_str()),
             _ => None,
         }
     }
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        let old = self.entries.insert(Key::of(key), entry);
+        let old = self.entries.insert(key, entry);
         self.journal.push((key.to_string(), old));
     }
 
     /// Stores a leaf value.
     pub fn set_value(&mut self, key: &str, value: impl Into<String>) {
-        self.set(key, Entry::Leaf(value.into()));
+        // Copied rather than converted: a converted String would keep its heap buffer (and its
+        // spare capacity) even when the value fits inline.
+        self.set(key, Entry::Leaf(compact_str::CompactString::new(value.into())));
     }
 
     /// Removes `key` and everything below it.
@@ -198,7 +281,7 @@ impl TreeState {
             let Some((key, old)) = self.journal.pop() else { break };
             match old {
                 Some(e) => {
-                    self.entries.insert(Key::of(&key), e);
+                    self.entries.insert(&key, e);
                 }
                 None => {
                     self.entries.remove(key.as_str());
@@ -210,8 +293,12 @@ impl TreeState {
     /// Forgets the journal (after the changes were committed); the keys it touched wait for the
     /// store ([`TreeState::take_changes`]).
     pub fn commit(&mut self) {
-        // Taken, not drained: a device between sessions holds no journal capacity.
+        // Taken, not drained: a device between sessions holds no journal capacity, nor spare
+        // room for entries.
         let journal = std::mem::take(&mut self.journal);
+        if journal.iter().any(|(_, old)| old.is_none()) {
+            self.entries.trim();
+        }
         if !self.untracked {
             self.changed.extend(journal.into_iter().map(|(k, _)| k));
         }
