@@ -8,18 +8,16 @@
 //! holds one day of events at most whatever the duration; between those the fleet loop
 //! (`runner::fleet`) starts each device when its schedule says, at most `--max-in-flight` at
 //! once. A device holds its engine and its tree and nothing else: no HTTP client of its own,
-//! no record of past sessions (they are counted and forgotten), no change log when no state
-//! directory keeps it.
+//! no record of past sessions (they are counted and forgotten), no change log (no store keeps
+//! the fleet's devices).
 
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-
-use std::sync::Mutex;
 
 use mdmsim::device::engine::{Response, Transmit};
 use mdmsim::fleet::metrics::Metrics;
@@ -193,7 +191,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().map_err(|e| fail(STATE, format!("a scratch folder: {e}")))?;
     let _guard = rt.enter();
     // The in-process server's clock: the fleet's simulated day (its records' times).
-    let mut server_day: Option<Arc<std::sync::Mutex<DateTime<Utc>>>> = None;
+    let mut server_day: Option<Arc<Mutex<DateTime<Utc>>>> = None;
     let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = if a.in_process {
         let mut config = Config::demo();
         config.management.auth = AuthMode::None;
@@ -450,8 +448,8 @@ fn next_monday(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A server clock that reads a shared instant.
-fn shared_clock(start: DateTime<Utc>) -> (mdmsim::server::Clock, Arc<std::sync::Mutex<DateTime<Utc>>>) {
-    let cell = Arc::new(std::sync::Mutex::new(start));
+fn shared_clock(start: DateTime<Utc>) -> (mdmsim::server::Clock, Arc<Mutex<DateTime<Utc>>>) {
+    let cell = Arc::new(Mutex::new(start));
     let read = Arc::clone(&cell);
     (Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)), cell)
 }
