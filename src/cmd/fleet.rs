@@ -247,6 +247,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let opts = FleetOptions { concurrency: a.max_in_flight, max_sessions: a.max_sessions, ..FleetOptions::default() };
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::with_exchange(registry, Arc::clone(&timed) as Arc<dyn Exchange>, members, opts);
+    let in_flight = fleet.in_flight();
     let cpu0 = super::bench::cpu_seconds();
     let wall = std::time::Instant::now();
     let mut failures = Vec::new();
@@ -282,7 +283,9 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                     r.error(at, class);
                 }
             }
-            progress.update(&r, at, 0);
+            let busy = in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            metrics.set_in_flight(busy);
+            progress.update(&r, at, busy);
             if let Record::Session { summary, .. } = record
                 && summary.outcome != mdmsim::session::Outcome::Completed
                 && failures.len() < 1000

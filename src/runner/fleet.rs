@@ -338,6 +338,8 @@ pub struct Fleet {
     inbox_tx: tokio::sync::mpsc::UnboundedSender<(String, Event)>,
     inbox_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Event)>,
     opts: FleetOptions,
+    /// Devices at work now ([`Fleet::in_flight`]).
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Fleet {
@@ -373,11 +375,18 @@ impl Fleet {
             inbox_tx,
             inbox_rx,
             opts,
+            in_flight: Arc::default(),
         };
         for i in 0..fleet.members.len() {
             fleet.plan(i);
         }
         fleet
+    }
+
+    /// The number of devices at work (in a session, a download or a channel call), kept up to
+    /// date while the fleet runs: what a progress line or a gauge shows.
+    pub fn in_flight(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.in_flight)
     }
 
     /// Where to send events to the fleet's devices while it runs.
@@ -539,6 +548,7 @@ impl Fleet {
                     _ => break,
                 }
             }
+            self.in_flight.store(tasks.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if tasks.is_empty() {
                 if stopping {
                     break;
@@ -602,6 +612,7 @@ impl Fleet {
                 }
             };
             let Some(joined) = joined else { continue };
+            self.in_flight.store(tasks.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let Ok((i, mut member, outputs)) = joined else {
                 tracing::error!("a device task panicked; the device leaves the run");
                 continue;

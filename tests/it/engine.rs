@@ -60,7 +60,13 @@ fn run(exchange: Arc<dyn Exchange>, url: &str, n: u64, concurrency: usize) -> (R
     let mut fleet = Fleet::with_exchange(registry, exchange, members(n, url), opts);
     let mut clock = VirtualClock::new(start());
     let mut lines = Vec::new();
+    let busy = fleet.in_flight();
+    let mut most = 0;
     let stats = rt.block_on(fleet.run(&mut clock, start() + chrono::Duration::hours(12), |r, _| {
+        // Read while the fleet runs: the devices still at work, never more than the bound.
+        let now = busy.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(now < concurrency as u64, "{now} devices at work besides the one that just ended");
+        most = most.max(now);
         if let Record::Session { device, summary, .. } = r {
             lines.push(format!(
                 "{device} {} {} {:?} {:?}",
@@ -68,6 +74,10 @@ fn run(exchange: Arc<dyn Exchange>, url: &str, n: u64, concurrency: usize) -> (R
             ));
         }
     }));
+    assert_eq!(busy.load(std::sync::atomic::Ordering::Relaxed), 0, "nobody at work once the run is over");
+    if concurrency > 1 {
+        assert!(most > 0, "devices due at the same instant work side by side");
+    }
     (stats, lines, fleet.into_members())
 }
 
