@@ -19,11 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use mdmsim::device::{Device, DeviceId, Template};
-use mdmsim::runner::exchange::{Exchange, HttpExchange, InProcess};
+use mdmsim::runner::exchange::{Exchange, HttpExchange};
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, RunStats};
 use mdmsim::runner::http::Transport;
 use mdmsim::schedule::{VirtualClock, device_seed, parse_duration, parse_time};
-use mdmsim::server::config::{AuthMode, Config};
 use mdmsim::tree::Profile;
 
 use super::exit::{Failures, STATE, USAGE, fail};
@@ -123,16 +122,8 @@ fn sessions(a: SessionsArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().map_err(|e| fail(STATE, format!("a scratch folder: {e}")))?;
     let (exchange, server_url, provider): (Arc<dyn Exchange>, String, String) = match a.exchange {
         ExchangeKind::InProcess => {
-            let mut config = Config::demo();
-            config.management.auth = AuthMode::None;
-            config.management.seed = Some(a.seed);
-            let clock_now = Arc::new(std::sync::Mutex::new(start));
-            let read = Arc::clone(&clock_now);
-            let clock: mdmsim::server::Clock = Arc::new(move || read.lock().map(|t| *t).unwrap_or(start));
-            let server = mdmsim::server::start_in_process(scratch.path(), config, Some(clock))
-                .map_err(|e| fail(STATE, format!("the in-process server: {e}")))?;
-            let url = server.management_url();
-            (Arc::new(InProcess::new(Arc::new(server))), url, Config::demo().provider_id)
+            let s = super::fleet::InProcessServer::start(scratch.path(), a.seed, start)?;
+            (s.exchange, s.url, s.provider)
         }
         ExchangeKind::Http => {
             let url = a.server.clone().unwrap_or_default();

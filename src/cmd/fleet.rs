@@ -193,15 +193,9 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     // The in-process server's clock: the fleet's simulated day (its records' times).
     let mut server_day: Option<Arc<Mutex<DateTime<Utc>>>> = None;
     let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = if a.in_process {
-        let mut config = Config::demo();
-        config.management.auth = AuthMode::None;
-        config.management.seed = Some(a.seed);
-        let (server_clock, now_cell) = shared_clock(start);
-        let server = mdmsim::server::start_in_process(scratch.path(), config, Some(server_clock))
-            .map_err(|e| fail(STATE, format!("the in-process server: {e}")))?;
-        let url = server.management_url();
-        server_day = Some(now_cell);
-        (Arc::new(InProcess::new(Arc::new(server))), url, Config::demo().provider_id, "in-process".to_string())
+        let s = InProcessServer::start(scratch.path(), a.seed, start)?;
+        server_day = Some(s.clock);
+        (s.exchange, s.url, s.provider, "in-process".to_string())
     } else {
         let url = a.server.clone().unwrap_or_default();
         let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
@@ -450,11 +444,34 @@ fn next_monday(t: DateTime<Utc>) -> DateTime<Utc> {
     day_start(t) + Duration::days(days)
 }
 
-/// A server clock that reads a shared instant.
-fn shared_clock(start: DateTime<Utc>) -> (mdmsim::server::Clock, Arc<Mutex<DateTime<Utc>>>) {
-    let cell = Arc::new(Mutex::new(start));
-    let read = Arc::clone(&cell);
-    (Arc::new(move || read.lock().map(|t| *t).unwrap_or(start)), cell)
+/// The reference server in this process for pre-provisioned devices (it trusts the SyncHdr
+/// Source), as `fleet --in-process` and `bench sessions` run it.
+pub(super) struct InProcessServer {
+    /// Calls the server's handlers directly.
+    pub exchange: Arc<dyn Exchange>,
+    /// Its management URL.
+    pub url: String,
+    /// Its PROVIDER-ID.
+    pub provider: String,
+    /// The instant its records are stamped with (the start until moved).
+    pub clock: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl InProcessServer {
+    /// Starts it in `dir`, seeded with `seed`.
+    pub fn start(dir: &std::path::Path, seed: u64, start: DateTime<Utc>) -> anyhow::Result<InProcessServer> {
+        let mut config = Config::demo();
+        config.management.auth = AuthMode::None;
+        config.management.seed = Some(seed);
+        let provider = config.provider_id.clone();
+        let cell = Arc::new(Mutex::new(start));
+        let read = Arc::clone(&cell);
+        let clock: mdmsim::server::Clock = Arc::new(move || read.lock().map(|t| *t).unwrap_or(start));
+        let server = mdmsim::server::start_in_process(dir, config, Some(clock))
+            .map_err(|e| fail(STATE, format!("the in-process server: {e}")))?;
+        let url = server.management_url();
+        Ok(InProcessServer { exchange: Arc::new(InProcess::new(Arc::new(server))), url, provider, clock: cell })
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub mod auth;
 pub mod engine;
 mod id;
 pub mod run;
-mod template;
+pub(crate) mod template;
 pub mod vary;
 
 use std::sync::Arc;

@@ -632,22 +632,22 @@ fn read(doc: &toml::Table, problems: &mut Vec<Problem>) -> Template {
 const TOP_KEY_NAMES: &[&str] = &["profile", "devinfo", "devdetail", "behaviour", "apps", "wmi", "nodes", "unsupported"];
 
 /// ` (did you mean `x`?)` when a known key is one or two edits away.
-fn suggest<S: AsRef<str>>(key: &str, known: &[S]) -> String {
+pub(crate) fn suggest<S: AsRef<str>>(key: &str, known: impl IntoIterator<Item = S>) -> String {
     // The distance costs the product of the lengths; no known key is anywhere near this long.
     if key.len() > 64 {
         return String::new();
     }
     known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k.as_ref()), k.as_ref()))
-        .filter(|(d, k)| *d <= 2 && *d < k.len().max(key.len()) / 2)
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k.as_ref()), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.as_ref().len().max(key.len()) / 2)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .map(|(_, k)| format!(" (did you mean `{}`?)", k.as_ref()))
         .unwrap_or_default()
 }
 
 /// How a value reads in a message: text quoted, numbers as written, else its type.
-fn found(value: &toml::Value) -> String {
+pub(crate) fn found(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => format!("{s:?}"),
         toml::Value::Integer(i) => i.to_string(),
@@ -982,7 +982,7 @@ fn parse_app(entry: &toml::Value, i: usize) -> Result<TemplateApp, Problem> {
     if let Some(k) = tab.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(Problem::key(
             key_path(k),
-            format!("unknown key `{k}` in {at}{}; known keys: {}", suggest(k, &KEYS), KEYS.join(", ")),
+            format!("unknown key `{k}` in {at}{}; known keys: {}", suggest(k, KEYS), KEYS.join(", ")),
         ));
     }
     let text = |key: &str| -> Result<String, Problem> {

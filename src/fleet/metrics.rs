@@ -130,7 +130,7 @@ impl Metrics {
         r.register("messages", "HTTP exchanges with the server", m.messages.clone());
         r.register(
             "errors",
-            "Errors by class (connect, timeout, http-5xx, http-4xx, protocol, tls...)",
+            "Failed exchanges by class (connect, tls, timeout, throttled, http-4xx, http-5xx...)",
             m.errors.clone(),
         );
         r.register("enrollments", "Enrollments, by result (ok or the error class)", m.enrollments.clone());

@@ -47,6 +47,7 @@ use chrono_tz::Tz;
 
 use super::behaviour::Model;
 use super::identity::{Form, Identity, Population, device_key, device_template, hash};
+use crate::device::template::{found, suggest};
 use crate::device::{BEHAVIOUR_KEYS, Template};
 use crate::scenario::build::BUILTIN_TEMPLATES;
 use crate::toml_pos::{Part, Seg, parse_table};
@@ -300,33 +301,6 @@ fn value_at(path: Vec<Seg>, message: String) -> Problem {
 
 fn segs(keys: &[&str]) -> Vec<Seg> {
     keys.iter().map(|k| Seg::from(*k)).collect()
-}
-
-/// ` (did you mean `x`?)` when a known name is one or two edits away.
-fn suggest<'a>(key: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    if key.len() > 64 {
-        return String::new();
-    }
-    known
-        .into_iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k), k))
-        .filter(|(d, k)| *d <= 2 && *d < k.len().max(key.len()) / 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default()
-}
-
-/// How a value reads in a message.
-fn found(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => format!("{s:?}"),
-        toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => f.to_string(),
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Datetime(d) => d.to_string(),
-        toml::Value::Array(_) => "an array".into(),
-        toml::Value::Table(_) => "a table".into(),
-    }
 }
 
 /// A number as a person writes it (`90`, `99.5`).
