@@ -24,9 +24,11 @@ use serde::Serialize;
 
 use mdmsim::device::{DeviceId, Template};
 use mdmsim::enroll::{AuthToken, Secret};
-use mdmsim::runner::enrollment::{EnrollOptions, enroll_device, http_options};
+use mdmsim::runner::enrollment::EnrollOptions;
 use mdmsim::runner::fleet::{ChannelService, Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::{HttpOptions, Transport};
+use mdmsim::runner::keys::KeyPool;
+use mdmsim::runner::mtls::{DeviceExchange, SessionTls};
 use mdmsim::schedule::{At, Clock, ClockKind, ENROLLED, Event, Trigger, VirtualClock, device_seed, parse_time};
 use mdmsim::server::profiles::ProfilePlan;
 use mdmsim::server::{Config, DeviceRecord, MsiState, ProfileState, ServerHandle, ServerOptions};
@@ -35,6 +37,10 @@ use mdmsim::syncml::{Command, Item, ItemCmd, StatusCode};
 use mdmsim::tree::{Profile, Registry, Tree};
 
 use super::exit::{PROTOCOL, STATE, USAGE, fail};
+use super::fleet_enroll::{Plan, enroll_all};
+
+/// Enrollments under way at once.
+const ENROLLING: usize = 64;
 
 /// The templates of the demo fleet, compiled in so the demo runs from any folder.
 const TEMPLATES: [(&str, &str, Profile); 3] = [
@@ -66,6 +72,13 @@ pub struct DemoArgs {
     /// Keep the server's state (CA, certificates) here instead of a temporary folder.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// RSA keys shared by the enrolling devices (device i uses key i mod K; each certificate
+    /// is still the device's own): a key takes about 0.2 CPU seconds to generate.
+    #[arg(long, value_name = "K", default_value_t = 16)]
+    key_pool: usize,
+    /// Generate a fresh key for every device, as real devices do (slower).
+    #[arg(long, conflicts_with = "key_pool")]
+    unique_keys: bool,
     /// Where the push notification service (WNS emulation) the devices get their channels
     /// from listens. Default: a free loopback port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
@@ -214,8 +227,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if end <= start {
         return Err(fail(USAGE, format!("--duration {}: must be after the start", a.duration)));
     }
-    if a.devices == 0 || a.devices > 10_000 {
-        return Err(fail(USAGE, format!("--devices {}: between 1 and 10000", a.devices)));
+    if a.devices == 0 || a.devices > 1_000_000 {
+        return Err(fail(USAGE, format!("--devices {}: between 1 and 1000000", a.devices)));
+    }
+    if a.key_pool == 0 {
+        return Err(fail(USAGE, "--key-pool must be at least 1 (or give --unique-keys)"));
     }
     let temp = tempfile::tempdir().map_err(|e| fail(STATE, format!("temporary folder: {e}")))?;
     let server_dir = a.keep.clone().unwrap_or_else(|| temp.path().join("server"));
@@ -253,47 +269,41 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     milestone(format_args!("reference server at {}; enrolling {} devices (MS-MDE2)", server.base_url, a.devices));
     let progress = progress_bar(a.devices as u64, "enrolling");
 
-    // Enrollment: every device through discovery, policy and enrollment, a few at a time.
+    // Enrollment: every device through discovery, policy and enrollment, as `mdmsim fleet
+    // --discovery` enrolls (keys from a pool, one HTTP client for all, a bounded number at a
+    // time); each device then holds only its certificate and key.
     let client =
         mdmsim::runner::enroll::http_client(Some(&ca), false).map_err(|e| fail(STATE, format!("HTTP client: {e}")))?;
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     let plans: Vec<(usize, DeviceId)> =
         (0..a.devices).map(|_| (pick_template(&mut rng), DeviceId::generate(&mut rng))).collect();
-    let mut members = Vec::new();
-    let mut enrollment_failures = Vec::new();
-    for batch in plans.chunks(8) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (t, id) in batch.iter().cloned() {
-            let (name, text, profile) = TEMPLATES[t];
-            let template = Template::builtin(profile).overlay(
-                &Template::parse(text, name).map_err(|e| fail(USAGE, format!("built-in template {name}: {e}")))?,
-            );
-            let auth = AuthToken::OnPremise { username: USER.0.into(), password: Secret::new(USER.1) };
-            let mut eo = EnrollOptions::new(USER.0, auth, id, profile);
-            eo.template = template;
-            let client = client.clone();
-            let url = server.discovery_url();
-            tasks.spawn(async move { enroll_device(&client, &url, &eo, start).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            progress.inc(1);
-            match done {
-                Ok(Ok((device, material))) => {
-                    let http = HttpOptions { ca_cert_pem: Some(ca.clone()), ..HttpOptions::default() };
-                    let own = http_options(&device, &material, http)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|o| Transport::new(o).map_err(anyhow::Error::from));
-                    match own {
-                        Ok(t) => members.push((device, Arc::new(t))),
-                        Err(e) => enrollment_failures.push(format!("{e:#}")),
-                    }
-                }
-                Ok(Err(e)) => enrollment_failures.push(e.to_string()),
-                Err(e) => enrollment_failures.push(format!("enrollment task: {e}")),
-            }
-        }
+    let mut templates = Vec::new();
+    for (name, text, profile) in TEMPLATES {
+        let parsed = Template::parse(text, name).map_err(|e| fail(USAGE, format!("built-in template {name}: {e}")))?;
+        let template = Template::builtin(profile).overlay(&parsed);
+        let settings = mdmsim::device::template_settings(&template);
+        templates.push((template, profile, settings));
     }
+    let options = |index: u64| {
+        let (t, id) = &plans[index as usize];
+        let (template, profile, settings) = &templates[*t];
+        let auth = AuthToken::OnPremise { username: USER.0.into(), password: Secret::new(USER.1) };
+        let mut eo = EnrollOptions::new(USER.0, auth, id.clone(), *profile);
+        eo.template = template.clone();
+        eo.settings = Some(Arc::clone(settings));
+        eo
+    };
+    let pool = if a.unique_keys { KeyPool::unique() } else { KeyPool::new(a.key_pool) };
+    let plan =
+        Plan { discovery: &server.discovery_url(), client, pool: Arc::new(pool), concurrency: ENROLLING, at: start };
+    let indices: Vec<u64> = (0..a.devices as u64).collect();
+    let done = enroll_all(plan, &indices, options, |_, _, _| progress.inc(1)).await?;
     progress.finish_and_clear();
+    let enrollment_failures = done.failures;
+    let roots: Vec<&str> = done.roots.iter().map(String::as_str).collect();
+    let http = HttpOptions { ca_cert_pem: Some(ca.clone()), ..HttpOptions::default() };
+    let tls = Arc::new(SessionTls::new(http, &roots).map_err(|e| fail(STATE, e.to_string()))?);
+    let mut members: Vec<_> = done.devices.into_iter().map(|(_, device, identity)| (device, identity)).collect();
     // Devices in id order, so the same seed gives the same fleet whatever order enrollments
     // finished in.
     members.sort_by(|x, y| x.0.id.as_str().cmp(y.0.id.as_str()));
@@ -306,10 +316,11 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
         end.format("%Y-%m-%d %H:%M UTC")
     ));
     let mut fleet_members = Vec::new();
-    for (index, (device, transport)) in members.into_iter().enumerate() {
+    for (index, (device, identity)) in members.into_iter().enumerate() {
         let seed = device_seed(a.seed, index as u64);
         let mut m = Member::new(device, seed, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
-        m.transport = Some(transport);
+        m.exchange = Some(Arc::new(DeviceExchange::new(Arc::clone(&tls), identity)));
+        m.engine.options.can_sign = true;
         m.scheduler.script(day_of(seed, start, end));
         fleet_members.push(m);
     }

@@ -32,7 +32,7 @@ use super::exit::{STATE, USAGE, fail};
 use super::{Credential, out};
 
 /// The error when no option or environment variable gives a credential.
-const MISSING_CREDENTIAL: &str = "give a password (--password, --password-file or MDMSIM_PASSWORD; OnPremise) or a \
+pub(super) const MISSING_CREDENTIAL: &str = "give a password (--password, --password-file or MDMSIM_PASSWORD; OnPremise) or a \
      token (--token, --token-file or MDMSIM_TOKEN; Federated/JWT)";
 
 /// `--enrollment-type`.

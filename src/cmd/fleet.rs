@@ -25,10 +25,12 @@ use mdmsim::fleet::report::{Progress, Report, RunMeta, Summary};
 use mdmsim::runner::exchange::{Exchange, Exchanging, HttpExchange, InProcess};
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::Transport;
+use mdmsim::runner::mtls::{DeviceExchange, SessionTls};
+use mdmsim::schedule::device_seed;
 use mdmsim::schedule::{ClockKind, parse_duration, parse_time};
 use mdmsim::server::config::{AuthMode, Config};
 
-use super::exit::{Failures, STATE, USAGE, fail};
+use super::exit::{Failures, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
 
 #[derive(Args)]
 pub struct FleetArgs {
@@ -44,8 +46,10 @@ pub struct FleetArgs {
     in_process: bool,
     /// The management URL of pre-provisioned devices (a server that knows them by their
     /// DeviceID, such as `mdmsim server --auth none`).
-    #[arg(long, value_name = "URL", required_unless_present = "in_process")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["in_process", "discovery"])]
     server: Option<String>,
+    #[command(flatten)]
+    enroll: super::fleet_enroll::EnrollArgs,
     /// The template mix: templates with weights, identity and behaviour knobs (TOML; see
     /// docs/fleet-model.md and fixtures/fleet/). Default: 60% Windows 11 laptops, 40% Windows 10
     /// desktops, office hours in 19 time zones.
@@ -152,6 +156,23 @@ struct Process {
     rss_devices_bytes: u64,
     /// RSS when the run ended, the devices still held.
     rss_after_bytes: u64,
+    /// The enrollments before the run (`--discovery`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enrollment: Option<EnrollFigures>,
+}
+
+/// How the enrollments of `--discovery` went.
+#[derive(Serialize)]
+struct EnrollFigures {
+    enrolled: u64,
+    failed: u64,
+    wall_s: f64,
+    per_s: f64,
+    /// Keys generated (the pool's, or one per device with --unique-keys).
+    keys_generated: u64,
+    /// The first failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failures: Vec<String>,
 }
 
 pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
@@ -163,6 +184,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if a.max_in_flight == 0 {
         return Err(fail(USAGE, "--max-in-flight must be at least 1"));
     }
+    a.enroll.check()?;
     if a.speed.is_some() && a.clock != FleetClock::Scaled {
         return Err(fail(USAGE, "--speed goes with --clock scaled"));
     }
@@ -196,6 +218,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         let s = InProcessServer::start(scratch.path(), a.seed, start)?;
         server_day = Some(s.clock);
         (s.exchange, s.url, s.provider, "in-process".to_string())
+    } else if let Some(url) = &a.enroll.discovery {
+        // Each enrolled device has its own exchange; the fleet's is for nobody.
+        let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+        (Arc::new(HttpExchange::new(Arc::new(transport))), String::new(), String::new(), url.clone())
     } else {
         let url = a.server.clone().unwrap_or_default();
         let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
@@ -203,18 +229,6 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     };
     let population = super::fleet_population::Population::new(mix, a.seed, &server_url, &provider, start);
     let indices: Vec<u64> = a.shard.indices(a.devices).collect();
-    let mut members = Vec::with_capacity(indices.len());
-    for &index in &indices {
-        let mut m: Member = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
-        // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
-        // together.
-        let offset = ramp_offset(ramp, index, a.devices);
-        m.engine.first_session = Some(start + offset);
-        // Nothing keeps these devices: their trees do not log changes for a store.
-        m.engine.device.tree.untracked();
-        members.push(m);
-    }
-    let rss_devices = super::bench::rss_bytes();
     let report = Arc::new(Mutex::new(Report::new(RunMeta {
         seed: a.seed,
         devices: indices.len() as u64,
@@ -237,7 +251,58 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let timed = Arc::new(Timed { inner: exchange, seen: Mutex::new(Vec::new()), metrics: Arc::clone(&metrics) });
+    let log = Arc::new(TimedLog { seen: Mutex::new(Vec::new()), metrics: Arc::clone(&metrics) });
+    let timed = Arc::new(Timed { inner: exchange, log: Arc::clone(&log) });
+    // The devices, with their place in the fleet: made from the seed, or enrolled.
+    let mut enrollment = None;
+    let mut made: Vec<(u64, Member)> = Vec::with_capacity(indices.len());
+    if let Some(url) = &a.enroll.discovery {
+        let auth = a.enroll.credential()?;
+        let pool = Arc::new(a.enroll.pool()?);
+        let http = a.http.options()?;
+        let client = mdmsim::runner::enroll::http_client(http.ca_cert_pem.as_deref(), http.insecure)
+            .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+        let plan = super::fleet_enroll::Plan { discovery: url, client, pool, concurrency: a.max_in_flight, at: start };
+        let user = (a.enroll.email.as_deref(), &auth);
+        let done =
+            rt.block_on(super::fleet_enroll::enroll_population(plan, &population, &indices, user, &report, &metrics))?;
+        let roots: Vec<&str> = done.roots.iter().map(String::as_str).collect();
+        let tls = Arc::new(SessionTls::new(http, &roots).map_err(|e| fail(USAGE, e.to_string()))?);
+        let enrolled = done.devices.len() as u64;
+        for (index, device, identity) in done.devices {
+            let mut m = Member::new(device, device_seed(a.seed, index), start)
+                .map_err(|e| fail(USAGE, format!("template: {e}")))?;
+            let own = DeviceExchange::new(Arc::clone(&tls), identity);
+            m.exchange = Some(Arc::new(Timed { inner: Arc::new(own), log: Arc::clone(&log) }));
+            m.engine.options.can_sign = true;
+            made.push((index, m));
+        }
+        enrollment = Some(EnrollFigures {
+            enrolled,
+            failed: done.failed,
+            wall_s: done.wall_s,
+            per_s: enrolled as f64 / done.wall_s.max(1e-9),
+            keys_generated: done.keys_generated,
+            failures: done.failures,
+        });
+    } else {
+        for &index in &indices {
+            let m = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+            made.push((index, m));
+        }
+    }
+    let mut members = Vec::with_capacity(made.len());
+    let mut indices = Vec::with_capacity(made.len());
+    for (index, mut m) in made {
+        // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
+        // together.
+        m.engine.first_session = Some(start + ramp_offset(ramp, index, a.devices));
+        // Nothing keeps these devices: their trees do not log changes for a store.
+        m.engine.device.tree.untracked();
+        members.push(m);
+        indices.push(index);
+    }
+    let rss_devices = super::bench::rss_bytes();
     let opts = FleetOptions { concurrency: a.max_in_flight, max_sessions: a.max_sessions, ..FleetOptions::default() };
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::with_exchange(registry, Arc::clone(&timed) as Arc<dyn Exchange>, members, opts);
@@ -271,7 +336,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             r.record(record, latency);
             // The exchanges of the sessions under way, counted at this record's time.
             let at = record_time(record);
-            for (us, class) in timed.take() {
+            for (us, class) in log.take() {
                 r.message(at, us);
                 if let Some(class) = class {
                     r.error(at, class);
@@ -295,7 +360,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let rss_after = super::bench::rss_bytes();
     drop(fleet);
     let mut report = lock(&report).clone();
-    for (us, class) in timed.take() {
+    for (us, class) in log.take() {
         report.message(end, us);
         if let Some(class) = class {
             report.error(end, class);
@@ -314,6 +379,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         shard: format!("{}/{}", a.shard.index, a.shard.count),
         rss_devices_bytes: rss_devices,
         rss_after_bytes: rss_after,
+        enrollment,
     };
     let summary = report.summary();
     if a.json {
@@ -325,13 +391,23 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_lines(&summary, &process);
     }
-    match Failures::of(failures.iter()) {
-        Some(f) => Err(f.error()),
-        None => Ok(ExitCode::SUCCESS),
+    if let Some(f) = Failures::of(failures.iter()) {
+        return Err(f.error());
+    }
+    match &process.enrollment {
+        Some(e) if e.failed > 0 => {
+            let unreachable = summary.enroll_errors.keys().all(|class| class == "unreachable");
+            let first = e.failures.first().map(String::as_str).unwrap_or_default();
+            Err(fail(
+                if unreachable { UNREACHABLE } else { PROTOCOL },
+                format!("{} of {} enrollments failed; the first: {first}", e.failed, e.failed + e.enrolled),
+            ))
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -352,21 +428,30 @@ fn write_file(path: &std::path::Path, flag: &str, bytes: &[u8]) -> anyhow::Resul
 /// The most exchanges held between two records (more are counted in the metrics only).
 const HELD_EXCHANGES: usize = 1 << 16;
 
-/// The fleet's exchange, timed: each exchange's latency goes to the live metrics at once and,
-/// with its failure class, to the report at the next record.
+/// An exchange, timed: each exchange's latency goes to the live metrics at once and, with its
+/// failure class, to the report at the next record (through the fleet's one [`TimedLog`]).
 struct Timed {
     inner: Arc<dyn Exchange>,
+    log: Arc<TimedLog>,
+}
+
+/// The exchanges seen since the last record.
+struct TimedLog {
     seen: Mutex<Vec<(u64, Option<&'static str>)>>,
     metrics: Arc<Metrics>,
 }
 
-impl Timed {
+impl TimedLog {
     fn take(&self) -> Vec<(u64, Option<&'static str>)> {
         std::mem::take(&mut *lock(&self.seen))
     }
 }
 
 impl Exchange for Timed {
+    fn release(&self) {
+        self.inner.release();
+    }
+
     fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a> {
         Box::pin(async move {
             let started = std::time::Instant::now();
@@ -376,11 +461,11 @@ impl Exchange for Timed {
                 Response::Session(reply) => reply.result.as_ref().err().map(|e| e.class),
                 Response::Fetch(_) => None,
             };
-            self.metrics.message(us);
+            self.log.metrics.message(us);
             if let Some(c) = class {
-                self.metrics.error(c);
+                self.log.metrics.error(c);
             }
-            let mut seen = lock(&self.seen);
+            let mut seen = lock(&self.log.seen);
             if seen.len() < HELD_EXCHANGES {
                 seen.push((us, class));
             }
@@ -418,6 +503,15 @@ fn print_lines(s: &Summary, p: &Process) {
         q(|p| p.p99),
         q(|p| p.max),
     ));
+    if let Some(e) = &p.enrollment {
+        super::out::line(format_args!(
+            "enrolled {} devices ({} failed) in {:.2} s, {:.0} per second; {} keys generated",
+            e.enrolled, e.failed, e.wall_s, e.per_s, e.keys_generated
+        ));
+        for f in &e.failures {
+            super::out::line(format_args!("  enrollment failed: {f}"));
+        }
+    }
     for (k, n) in &s.sessions_by {
         super::out::line(format_args!("  {k:<24} {n}"));
     }

@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use mdmsim::device::{Device, template_settings};
+use mdmsim::device::{Device, Template, template_settings};
+use mdmsim::enroll::AuthToken;
 use mdmsim::fleet::behaviour::{self, Model};
+use mdmsim::fleet::identity::Identity;
 use mdmsim::fleet::mix::Mix;
+use mdmsim::runner::enrollment::EnrollOptions;
 use mdmsim::runner::fleet::Member;
 use mdmsim::schedule::{Event, NightlyError, device_seed};
 use mdmsim::tree::Settings;
@@ -41,16 +44,19 @@ impl Population {
         }
     }
 
+    /// The settings shared by the devices of `index`'s template and time zone.
+    fn settings(&self, index: u64, id: &Identity, template: &Template) -> Arc<Settings> {
+        let (_, which) = self.mix.pick(self.seed, index);
+        let mut cache = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (which, id.timezone.name().to_string());
+        Arc::clone(cache.entry(key).or_insert_with(|| template_settings(template)))
+    }
+
     /// Device `index` of the fleet, made at `now` (its first session then, unless the caller
     /// moves it).
     pub fn member(&self, index: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
         let (id, template, profile) = self.mix.device(self.seed, index);
-        let (_, which) = self.mix.pick(self.seed, index);
-        let settings = {
-            let mut cache = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = (which, id.timezone.name().to_string());
-            Arc::clone(cache.entry(key).or_insert_with(|| template_settings(&template)))
-        };
+        let settings = self.settings(index, &id, &template);
         let device = Device::with_settings(
             id.device_id.clone(),
             profile,
@@ -61,6 +67,19 @@ impl Population {
             now,
         );
         Member::new(device, device_seed(self.seed, index), now)
+    }
+
+    /// What device `index` enrolls as (MS-MDE2): its DeviceID, template and profile, the
+    /// settings it shares with its kind, and as user `email` or else its own UPN, with the
+    /// credential `auth` gives for that user.
+    pub fn enroll_options(&self, index: u64, email: Option<&str>, auth: impl Fn(&str) -> AuthToken) -> EnrollOptions {
+        let (id, template, profile) = self.mix.device(self.seed, index);
+        let settings = self.settings(index, &id, &template);
+        let email = email.unwrap_or(&id.upn);
+        let mut opts = EnrollOptions::new(email, auth(email), id.device_id.clone(), profile);
+        opts.template = template;
+        opts.settings = Some(settings);
+        opts
     }
 
     /// Device `index`'s events of the UTC day starting at `day`, within the run's `[start, end)`.

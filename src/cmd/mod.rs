@@ -19,6 +19,7 @@ pub mod device;
 pub mod enroll;
 pub mod exit;
 pub mod fleet;
+pub mod fleet_enroll;
 pub mod fleet_population;
 pub mod out;
 pub mod report;

@@ -240,6 +240,10 @@ impl Watch {
 }
 
 impl Exchange for Watch {
+    fn release(&self) {
+        self.inner.release();
+    }
+
     fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a> {
         Box::pin(async move {
             let response = self.inner.exchange(transmit).await;

@@ -77,6 +77,8 @@ pub struct EnrollRequest {
     pub not_in_oobe: bool,
     /// Further AdditionalContext items.
     pub extra_context: Vec<ContextItem>,
+    /// Where the key comes from: a pool and the device's place in it; `None` generates one.
+    pub key_pool: Option<(Arc<super::keys::KeyPool>, u64)>,
 }
 
 impl EnrollRequest {
@@ -91,6 +93,7 @@ impl EnrollRequest {
             targeted_user_logged_in: true,
             not_in_oobe: true,
             extra_context: Vec::new(),
+            key_pool: None,
         }
     }
 }
@@ -168,6 +171,21 @@ impl EnrollError {
         }
     }
 
+    /// The kind of failure, for counting (the enrollment error classes of fleet reports).
+    pub fn class(&self) -> &'static str {
+        match self {
+            EnrollError::Unreachable { .. } => "unreachable",
+            EnrollError::HttpStatus { status, .. } if *status >= 500 => "http-5xx",
+            EnrollError::HttpStatus { .. } => "http-4xx",
+            EnrollError::Fault { .. } => "soap-fault",
+            EnrollError::Malformed { .. } => "malformed",
+            EnrollError::SignIn { .. } => "sign-in",
+            EnrollError::Certificate { .. } => "certificate",
+            EnrollError::Config(_) => "config",
+            EnrollError::Local(_) => "local",
+        }
+    }
+
     /// The SOAP fault, when the server refused with one.
     pub fn fault(&self) -> Option<&SoapFault> {
         match self {
@@ -186,6 +204,8 @@ pub struct Enrolled {
     pub policy: Policy,
     /// The private key, PKCS#8 PEM. Write it with [`write_private_key`].
     pub key_pem: Secret,
+    /// The same key (shared with other devices when it comes from a pool).
+    pub key: PKey<Private>,
     pub client_cert_pem: String,
     pub root_certs_pem: Vec<String>,
     pub intermediate_certs_pem: Vec<String>,
@@ -400,7 +420,10 @@ pub async fn enroll(
         None => Policy::default(),
     };
 
-    let key = generate_key(policy.key_bits)?;
+    let key = match &request.key_pool {
+        Some((pool, index)) => pool.key(*index, policy.key_bits).await?,
+        None => generate_key(policy.key_bits)?,
+    };
     let csr_der = enroll::build_csr(&key, &request.device.device_id, policy.hash)
         .map_err(|e| EnrollError::Local(e.to_string()))?;
     let rst = RstRequest {
@@ -446,6 +469,7 @@ pub async fn enroll(
         discovery,
         policy,
         key_pem: Secret::new(String::from_utf8_lossy(&key_pem).into_owned()),
+        key,
         client_cert_pem: provisioning.client_cert.pem().map_err(cert_err)?,
         root_certs_pem: provisioning.roots.iter().map(|c| c.pem()).collect::<Result<_, _>>().map_err(cert_err)?,
         intermediate_certs_pem: provisioning

@@ -15,17 +15,19 @@
 //! session loop (`super::run_session`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::enroll::{self as wire, EnrollError, EnrollRequest, Enrolled, write_private_key};
 use super::http::HttpOptions;
+use super::keys::KeyPool;
 use super::store::{Store, StoreError};
 pub use crate::device::auth::{keep_next_nonce, session_auth};
 use crate::device::{Device, DeviceId, Enrollment, Template, UnenrolledBy};
 use crate::enroll::{ApplyError, AuthToken, DeviceIdentity, EnrollmentType, Secret};
-use crate::tree::{Effect, Profile, Tree};
+use crate::tree::{Effect, Profile, Settings, Tree};
 
 /// The file names inside a device's enrollment folder (what [`Enrolled::write_to_dir`] writes).
 const KEY_FILE: &str = "device.key";
@@ -47,6 +49,11 @@ pub struct EnrollOptions {
     /// DevInfo/DevDetail values and behaviour settings of the device.
     pub template: Template,
     pub id: DeviceId,
+    /// The template's settings, when the caller shares one copy among many devices
+    /// ([`Device::with_settings`]); `None` makes them from `template`.
+    pub settings: Option<Arc<Settings>>,
+    /// Where the key comes from: a pool and the device's place in it; `None` generates one.
+    pub key_pool: Option<(Arc<KeyPool>, u64)>,
 }
 
 impl EnrollOptions {
@@ -59,6 +66,8 @@ impl EnrollOptions {
             profile,
             template: Template::builtin(profile),
             id,
+            settings: None,
+            key_pool: None,
         }
     }
 }
@@ -210,15 +219,29 @@ pub async fn enroll_device(
     opts: &EnrollOptions,
     now: DateTime<Utc>,
 ) -> Result<(Device, EnrollmentMaterial), DeviceEnrollError> {
+    let (device, enrolled) = enroll_held(client, discovery_url, opts, now).await?;
+    Ok((device, EnrollmentMaterial::from_enrolled(&enrolled)))
+}
+
+/// [`enroll_device`] for a device held in memory only: the device and the enrollment itself,
+/// whose key object ([`Enrolled::key`], shared when it comes from a pool) and certificates make
+/// the device's TLS identity ([`super::mtls::TlsIdentity`]).
+pub async fn enroll_held(
+    client: &reqwest::Client,
+    discovery_url: &str,
+    opts: &EnrollOptions,
+    now: DateTime<Utc>,
+) -> Result<(Device, Enrolled), DeviceEnrollError> {
     let identity = device_identity(&opts.id, &opts.template);
     let mut request = EnrollRequest::new(&opts.email, opts.auth.clone(), identity);
     request.enrollment_type = opts.enrollment_type;
+    request.key_pool = opts.key_pool.clone();
     let enrolled = wire::enroll(client, discovery_url, request).await?;
     for finding in &enrolled.findings {
         tracing::info!(device = %opts.id, "enrollment: {finding}");
     }
     let device = device_of(&enrolled, discovery_url, opts, now)?;
-    Ok((device, EnrollmentMaterial::from_enrolled(&enrolled)))
+    Ok((device, enrolled))
 }
 
 /// The device record of a finished enrollment (the sans-I/O half of [`enroll_device`]).
@@ -229,7 +252,16 @@ pub fn device_of(
     now: DateTime<Utc>,
 ) -> Result<Device, ApplyError> {
     let app = &enrolled.provisioning.app;
-    let mut device = Device::new(opts.id.clone(), opts.profile, &app.addr, &app.provider_id, &opts.template, now);
+    let settings = opts.settings.clone().unwrap_or_else(|| crate::device::template_settings(&opts.template));
+    let mut device = Device::with_settings(
+        opts.id.clone(),
+        opts.profile,
+        &app.addr,
+        &app.provider_id,
+        &opts.template,
+        settings,
+        now,
+    );
     let registry = crate::csp::registry();
     let env = device.env(now);
     let mut tree = Tree::new(&registry, &mut device.tree, &env);

@@ -44,6 +44,10 @@ pub type Exchanging<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
 pub trait Exchange: Send + Sync {
     /// Sends `transmit` and waits for its answer (never longer than the exchange's timeout).
     fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a>;
+
+    /// The device has nothing more to send for now (its session ended): close what is held
+    /// open for it, such as the connection of its session.
+    fn release(&self) {}
 }
 
 /// Over HTTP with a [`Transport`].
@@ -274,6 +278,10 @@ impl<E: Exchange> Simulated<E> {
 }
 
 impl<E: Exchange> Exchange for Simulated<E> {
+    fn release(&self) {
+        self.inner.release();
+    }
+
     fn exchange<'a>(&'a self, transmit: &'a Transmit) -> Exchanging<'a> {
         Box::pin(async move {
             let url = match transmit {

@@ -725,6 +725,7 @@ pub async fn drive_with(engine: &mut Engine, registry: &Registry, ways: Ways<'_>
             }
         }
         if !engine.lease_wanted() {
+            exchange.release();
             return;
         }
         let refused = match leases {

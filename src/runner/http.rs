@@ -235,108 +235,8 @@ impl Transport {
         max_body: u64,
         throttled: &mut Vec<Throttle>,
     ) -> Result<Option<String>, HttpError> {
-        let deadline = Instant::now() + self.opts.timeout;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HttpError::Timeout { url: url.to_string(), after: self.opts.timeout });
-            }
-            tracing::debug!(url, bytes = body.len(), "POST");
-            let req = self
-                .client
-                .post(url)
-                .timeout(left)
-                .header(CONTENT_TYPE, syncml::CONTENT_TYPE)
-                .header(ACCEPT, ACCEPT_VALUE)
-                .header(ACCEPT_CHARSET, "UTF-8")
-                .header("Client-Request-Id", header(client_request_id));
-            let req = match signature {
-                Some((name, value)) => req.header(name, header(value)),
-                None => req,
-            };
-            let req = req.body(body.to_string());
-            let resp = req.send().await.map_err(|e| self.send_error(url, &e))?;
-            let status = resp.status();
-            tracing::debug!(url, status = status.as_u16(), "answer");
-            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-                let header = resp.headers().get(RETRY_AFTER);
-                let mut note = Throttle {
-                    status: status.as_u16(),
-                    retry_after: header.map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(64).collect()),
-                    waited: Duration::ZERO,
-                };
-                if tries > self.opts.max_429_retries {
-                    throttled.push(note);
-                    return Err(HttpError::Throttled { url: url.to_string(), status: status.as_u16(), tries });
-                }
-                let asked = retry_after(header);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if asked > left.min(self.opts.max_retry_after) {
-                    throttled.push(note);
-                    return Err(HttpError::RetryTooLate {
-                        url: url.to_string(),
-                        status: status.as_u16(),
-                        retry_after: asked,
-                        left: left.min(self.opts.max_retry_after),
-                        timeout: self.opts.timeout,
-                    });
-                }
-                tracing::info!(
-                    url,
-                    status = status.as_u16(),
-                    wait_s = asked.as_secs_f32(),
-                    "throttled: waiting as Retry-After asks"
-                );
-                tokio::time::sleep(asked).await;
-                note.waited = asked;
-                throttled.push(note);
-                continue;
-            }
-            if !status.is_success() {
-                let head = self.read_body(url, resp, SNIPPET_BYTES, true).await.unwrap_or_default();
-                let text = String::from_utf8_lossy(&head);
-                let snippet: String = text.trim().chars().take(200).collect();
-                return Err(HttpError::Status { url: url.to_string(), status: status.as_u16(), body: snippet });
-            }
-            let bytes = self.read_body(url, resp, max_body, false).await?;
-            let text = match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            };
-            return Ok(if text.trim().is_empty() { None } else { Some(text) });
-        }
-    }
-
-    /// Reads an answer's body as it streams in, at most `max` bytes: more is
-    /// [`HttpError::TooLarge`] (a `Content-Length` over `max` is refused before reading), or with
-    /// `truncate` the first `max` bytes (for the start of an error page).
-    async fn read_body(
-        &self,
-        url: &str,
-        mut resp: reqwest::Response,
-        max: u64,
-        truncate: bool,
-    ) -> Result<Vec<u8>, HttpError> {
-        let too_large = |seen: String| HttpError::TooLarge { url: url.to_string(), limit: max, seen };
-        let announced = resp.content_length();
-        if let Some(n) = announced.filter(|n| *n > max && !truncate) {
-            return Err(too_large(format!("it announced Content-Length {n}")));
-        }
-        let mut buf = Vec::with_capacity(announced.unwrap_or(0).min(max).min(1 << 20) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(url, &e))? {
-            let room = usize::try_from(max).unwrap_or(usize::MAX).saturating_sub(buf.len());
-            if chunk.len() > room {
-                if truncate {
-                    buf.extend_from_slice(&chunk[..room]);
-                    break;
-                }
-                return Err(too_large(format!("more than {max} bytes arrived; the rest was not read")));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf)
+        let msg = Outgoing { url, body, client_request_id, signature };
+        post_message(self, &self.opts, &msg, max_body, throttled).await
     }
 
     fn send_error(&self, url: &str, e: &reqwest::Error) -> HttpError {
@@ -358,13 +258,182 @@ impl Transport {
         }
         HttpError::Body { url, reason }
     }
+}
 
-    fn body_error(&self, url: &str, e: &reqwest::Error) -> HttpError {
-        if e.is_timeout() {
-            return HttpError::Timeout { url: url.to_string(), after: self.opts.timeout };
+/// One SyncML message to POST.
+pub(crate) struct Outgoing<'a> {
+    pub url: &'a str,
+    pub body: &'a str,
+    pub client_request_id: &'a str,
+    /// An extra `(name, value)` header: the message's signature.
+    pub signature: Option<(&'a str, &'a str)>,
+}
+
+/// Carries one POST to the server and brings back the head of its answer: a pooled client
+/// ([`Transport`]) or a connection of the device's own (`super::mtls`).
+pub(crate) trait Carrier: Sync {
+    type Answer: Answer;
+    /// Sends `msg`, taking at most `left` until the answer's head is in.
+    fn send(&self, msg: &Outgoing<'_>, left: Duration) -> impl Future<Output = Result<Self::Answer, HttpError>> + Send;
+}
+
+/// An answer whose head is in and whose body streams.
+pub(crate) trait Answer: Send {
+    fn status(&self) -> u16;
+    /// The `Retry-After` header's text.
+    fn retry_after(&self) -> Option<String>;
+    fn content_length(&self) -> Option<u64>;
+    /// The next piece of the body; `None` at its end.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<hyper::body::Bytes>, HttpError>> + Send;
+}
+
+/// The header lines of a SyncML POST as a Windows client sends them.
+pub(crate) fn syncml_headers(msg: &Outgoing<'_>) -> [(reqwest::header::HeaderName, HeaderValue); 4] {
+    [
+        (CONTENT_TYPE, HeaderValue::from_static(syncml::CONTENT_TYPE)),
+        (ACCEPT, HeaderValue::from_static(ACCEPT_VALUE)),
+        (ACCEPT_CHARSET, HeaderValue::from_static("UTF-8")),
+        (reqwest::header::HeaderName::from_static("client-request-id"), header(msg.client_request_id)),
+    ]
+}
+
+impl Carrier for Transport {
+    type Answer = PooledAnswer;
+
+    async fn send(&self, msg: &Outgoing<'_>, left: Duration) -> Result<PooledAnswer, HttpError> {
+        let mut req = self.client.post(msg.url).timeout(left);
+        for (name, value) in syncml_headers(msg) {
+            req = req.header(name, value);
         }
-        HttpError::Body { url: url.to_string(), reason: chain(e) }
+        if let Some((name, value)) = msg.signature {
+            req = req.header(name, header(value));
+        }
+        let resp = req.body(msg.body.to_string()).send().await.map_err(|e| self.send_error(msg.url, &e))?;
+        Ok(PooledAnswer { resp, url: msg.url.to_string(), timeout: self.opts.timeout })
     }
+}
+
+/// An answer read through the pooled client.
+pub(crate) struct PooledAnswer {
+    resp: reqwest::Response,
+    url: String,
+    timeout: Duration,
+}
+
+impl Answer for PooledAnswer {
+    fn status(&self) -> u16 {
+        self.resp.status().as_u16()
+    }
+
+    fn retry_after(&self) -> Option<String> {
+        self.resp.headers().get(RETRY_AFTER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.resp.content_length()
+    }
+
+    async fn chunk(&mut self) -> Result<Option<hyper::body::Bytes>, HttpError> {
+        self.resp.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                HttpError::Timeout { url: self.url.clone(), after: self.timeout }
+            } else {
+                HttpError::Body { url: self.url.clone(), reason: chain(&e) }
+            }
+        })
+    }
+}
+
+/// POSTs one SyncML message through `carrier` with the timeout and throttling rules of `opts`:
+/// a 429 or 503 is sent again after its `Retry-After` while that fits in the timeout (each
+/// noted in `throttled`), an error status is quoted, and the body is read up to `max_body`
+/// bytes. The whole call, every wait included, ends within `opts.timeout`.
+pub(crate) async fn post_message<C: Carrier>(
+    carrier: &C,
+    opts: &HttpOptions,
+    msg: &Outgoing<'_>,
+    max_body: u64,
+    throttled: &mut Vec<Throttle>,
+) -> Result<Option<String>, HttpError> {
+    let url = msg.url;
+    let deadline = Instant::now() + opts.timeout;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HttpError::Timeout { url: url.to_string(), after: opts.timeout });
+        }
+        tracing::debug!(url, bytes = msg.body.len(), "POST");
+        let resp = carrier.send(msg, left).await?;
+        let status = resp.status();
+        tracing::debug!(url, status, "answer");
+        if status == StatusCode::TOO_MANY_REQUESTS.as_u16() || status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+            let header = resp.retry_after();
+            let mut note = Throttle {
+                status,
+                retry_after: header.as_ref().map(|v| v.chars().take(64).collect()),
+                waited: Duration::ZERO,
+            };
+            if tries > opts.max_429_retries {
+                throttled.push(note);
+                return Err(HttpError::Throttled { url: url.to_string(), status, tries });
+            }
+            let asked = retry_after_text(header.as_deref());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if asked > left.min(opts.max_retry_after) {
+                throttled.push(note);
+                return Err(HttpError::RetryTooLate {
+                    url: url.to_string(),
+                    status,
+                    retry_after: asked,
+                    left: left.min(opts.max_retry_after),
+                    timeout: opts.timeout,
+                });
+            }
+            tracing::info!(url, status, wait_s = asked.as_secs_f32(), "throttled: waiting as Retry-After asks");
+            tokio::time::sleep(asked).await;
+            note.waited = asked;
+            throttled.push(note);
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            let head = read_body(url, resp, SNIPPET_BYTES, true).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&head);
+            let snippet: String = text.trim().chars().take(200).collect();
+            return Err(HttpError::Status { url: url.to_string(), status, body: snippet });
+        }
+        let bytes = read_body(url, resp, max_body, false).await?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        return Ok(if text.trim().is_empty() { None } else { Some(text) });
+    }
+}
+
+/// Reads an answer's body as it streams in, at most `max` bytes: more is
+/// [`HttpError::TooLarge`] (a `Content-Length` over `max` is refused before reading), or with
+/// `truncate` the first `max` bytes (for the start of an error page).
+async fn read_body<A: Answer>(url: &str, mut resp: A, max: u64, truncate: bool) -> Result<Vec<u8>, HttpError> {
+    let too_large = |seen: String| HttpError::TooLarge { url: url.to_string(), limit: max, seen };
+    let announced = resp.content_length();
+    if let Some(n) = announced.filter(|n| *n > max && !truncate) {
+        return Err(too_large(format!("it announced Content-Length {n}")));
+    }
+    let mut buf = Vec::with_capacity(announced.unwrap_or(0).min(max).min(1 << 20) as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        let room = usize::try_from(max).unwrap_or(usize::MAX).saturating_sub(buf.len());
+        if chunk.len() > room {
+            if truncate {
+                buf.extend_from_slice(&chunk[..room]);
+                break;
+            }
+            return Err(too_large(format!("more than {max} bytes arrived; the rest was not read")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// How much of an HTTP error page is read to quote its start.
@@ -382,11 +451,6 @@ fn throttle_name(status: u16) -> String {
         503 => "503 (service unavailable)".into(),
         other => other.to_string(),
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date; 1 s when absent or unreadable.
-fn retry_after(value: Option<&HeaderValue>) -> Duration {
-    retry_after_text(value.map(|v| v.to_str().unwrap_or("")))
 }
 
 /// `Retry-After` text as seconds or an HTTP date; 1 s when absent or unreadable.
@@ -437,11 +501,10 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_defaults() {
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("7"))), Duration::from_secs(7));
-        assert_eq!(retry_after(None), Duration::from_secs(1));
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), Duration::from_secs(1));
-        let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(retry_after(Some(&past)), Duration::ZERO);
+        assert_eq!(retry_after_text(Some("7")), Duration::from_secs(7));
+        assert_eq!(retry_after_text(None), Duration::from_secs(1));
+        assert_eq!(retry_after_text(Some("soon")), Duration::from_secs(1));
+        assert_eq!(retry_after_text(Some("Sun, 06 Nov 1994 08:49:37 GMT")), Duration::ZERO);
     }
 
     /// A server on 127.0.0.1 that reads each request and answers `head` followed by `body_bytes`

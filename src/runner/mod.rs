@@ -14,6 +14,8 @@ pub mod exchange;
 pub mod fetch;
 pub mod fleet;
 pub mod http;
+pub mod keys;
+pub mod mtls;
 pub mod scenario;
 pub mod signing;
 pub mod store;

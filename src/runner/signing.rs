@@ -66,8 +66,13 @@ impl Signer {
 pub fn sign_detached(message: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<String, SigningError> {
     let cert = X509::from_pem(cert_pem).map_err(SigningError::Certificate)?;
     let key = PKey::private_key_from_pem(key_pem).map_err(SigningError::Key)?;
+    sign_with(message, &cert, &key)
+}
+
+/// [`sign_detached`] with a parsed certificate and key.
+pub fn sign_with(message: &[u8], cert: &X509, key: &PKey<openssl::pkey::Private>) -> Result<String, SigningError> {
     let public = cert.public_key().map_err(SigningError::Certificate)?;
-    if !public.public_eq(&key) {
+    if !public.public_eq(key) {
         return Err(SigningError::KeyMismatch);
     }
     // BINARY: sign the bytes as they are (no MIME canonicalisation of line ends); DETACHED:
@@ -75,7 +80,7 @@ pub fn sign_detached(message: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<
     // default digest of OpenSSL 3 for RSA and EC keys is SHA-256, which the DMClient CSP page asks for
     // ("SHA-2"); the test below checks the digest OID is in the output.
     let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
-    let cms = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(message), flags).map_err(SigningError::Cms)?;
+    let cms = CmsContentInfo::sign(Some(cert), Some(key), None, Some(message), flags).map_err(SigningError::Cms)?;
     let der = cms.to_der().map_err(SigningError::Cms)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(der))
 }

@@ -834,6 +834,9 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Answers go out at once, not after the client's delayed ACK of the session
+                // tickets sent right after the handshake (Nagle's algorithm).
+                let _ = sock.set_nodelay(true);
                 let (tx, acceptor) = (tx.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(Duration::from_secs(10), handshake(sock, addr, &acceptor)).await {

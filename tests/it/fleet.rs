@@ -116,3 +116,89 @@ fn a_shipped_template_mix_gives_its_fleet() {
     assert_eq!(count(&v, "failed"), 0, "{v}");
     assert!(count(&v, "sessions") > 60 * 5, "{v}");
 }
+
+/// `fleet --discovery` against the reference server over HTTPS: every device enrolls through
+/// MS-MDE2 with a key of the pool, gets its own certificate, and runs its sessions over mTLS
+/// with it; a wrong password fails every enrollment with the server's reason and exit 4.
+#[test]
+fn devices_enroll_through_discovery_with_pooled_keys_and_run_their_sessions_over_mtls() {
+    let server = crate::support::refserver::RefServer::start_https();
+    let ca = server.ca_file();
+    let ca = ca.to_string_lossy();
+    let discovery = server.handle.discovery_url();
+    let run = |password: &str| {
+        mdmsim(&[
+            "fleet",
+            "--devices",
+            "12",
+            "--seed",
+            "3",
+            "--discovery",
+            &discovery,
+            "--email",
+            "demo@mdmsim.test",
+            "--password",
+            password,
+            "--ca-cert",
+            &ca,
+            "--key-pool",
+            "3",
+            "--duration",
+            "3h",
+            "--json",
+        ])
+    };
+    let (code, out, err) = run("demo");
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let enrollment = &v["enrollment"];
+    assert_eq!(enrollment["enrolled"].as_u64(), Some(12), "{v}");
+    assert_eq!(enrollment["failed"].as_u64(), Some(0), "{v}");
+    assert_eq!(enrollment["keys_generated"].as_u64(), Some(3), "twelve devices, a pool of three keys: {v}");
+    assert_eq!(v["latency_ms"]["enroll"]["count"].as_u64(), Some(12), "{v}");
+    assert_eq!(count(&v, "failed"), 0, "{v}");
+    assert!(count(&v, "sessions") >= 12 * 2, "the post-enrollment session and polls: {v}");
+
+    let records = server.handle.devices();
+    assert_eq!(records.len(), 12);
+    let mut thumbprints = std::collections::BTreeSet::new();
+    for r in &records {
+        let e = r.enrollment.as_ref().expect("enrolled through MS-MDE2");
+        assert_eq!(e.user, "demo@mdmsim.test");
+        thumbprints.insert(e.cert_thumbprint.clone());
+        assert!(!r.checkins.is_empty(), "{} never checked in", r.device_id);
+        for c in &r.checkins {
+            assert_eq!(
+                c.auth,
+                mdmsim::server::AuthMethod::Certificate,
+                "{} session {} authenticated by its certificate",
+                r.device_id,
+                c.session_id
+            );
+        }
+    }
+    assert_eq!(thumbprints.len(), 12, "one certificate per device, even with shared keys");
+    let sessions: usize = records.iter().map(|r| r.checkins.len()).sum();
+    assert_eq!(sessions as u64, count(&v, "sessions"), "the server saw every session the fleet ran");
+
+    let (code, _, err) = run("wrong");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("12 of 12 enrollments failed"), "{err}");
+}
+
+#[test]
+fn discovery_without_a_credential_is_refused_naming_what_to_give() {
+    let (code, _, err) = mdmsim(&[
+        "fleet",
+        "--devices",
+        "2",
+        "--discovery",
+        "https://127.0.0.1:9/EnrollmentServer/Discovery.svc",
+        "--duration",
+        "1h",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--password"), "{err}");
+    let (code, _, err) = mdmsim(&["fleet", "--devices", "2", "--in-process", "--key-pool", "4"]);
+    assert_eq!(code, 2, "--key-pool goes with --discovery: {err}");
+}
