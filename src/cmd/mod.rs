@@ -20,6 +20,7 @@ pub mod enroll;
 pub mod exit;
 pub mod fleet;
 pub mod fleet_population;
+pub mod fleet_state;
 pub mod out;
 pub mod report;
 pub mod run;

@@ -382,6 +382,27 @@ impl Store {
         self.flush()
     }
 
+    /// Stores many new devices in one transaction, flushed once (what [`Store::create`] does
+    /// for each, for a fleet's devices made together); the first becomes the default one when
+    /// there is none. Writes nothing when one of them exists already.
+    pub fn create_all(&self, devices: &[&Device]) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        for device in devices {
+            if self.exists(device.id.as_str())? {
+                return Err(StoreError::Exists { dir: self.dir.clone(), id: device.id.to_string() });
+            }
+            ops.extend(self.full_ops(device)?);
+        }
+        let Some(first) = devices.first() else { return Ok(()) };
+        ops.push(Op {
+            t: T::Meta,
+            key: DEFAULT_KEY.to_vec(),
+            put: Put::IfAbsent(first.id.as_str().as_bytes().to_vec()),
+        });
+        self.apply(&ops).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
     fn exists(&self, id: &str) -> Result<bool, StoreError> {
         let t = &self.trees;
         Ok(t.device.contains_key(id).map_err(|e| self.io(e))? || t.legacy.contains_key(id).map_err(|e| self.io(e))?)
@@ -1298,6 +1319,23 @@ mod tests {
             meta.insert(DEFAULT_KEY, device.id.as_str().as_bytes()).unwrap();
         }
         db.flush().unwrap();
+    }
+
+    #[test]
+    fn devices_made_together_are_stored_whole_in_one_write_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let made: Vec<Device> = (1..=3).map(device).collect();
+        store.create_all(&made.iter().collect::<Vec<_>>()).unwrap();
+        for d in &made {
+            assert_eq!(&store.load(Some(d.id.as_str())).unwrap(), d);
+        }
+        assert_eq!(store.default_id().unwrap().as_deref(), Some(made[0].id.as_str()));
+        let again = [device(4), device(2)];
+        let e = store.create_all(&again.iter().collect::<Vec<_>>()).unwrap_err();
+        assert!(matches!(e, StoreError::Exists { ref id, .. } if id == made[1].id.as_str()), "{e}");
+        assert!(matches!(store.load(Some(again[0].id.as_str())), Err(StoreError::UnknownDevice { .. })));
+        store.create_all(&[]).unwrap();
     }
 
     #[test]
