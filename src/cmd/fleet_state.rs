@@ -53,8 +53,11 @@ const DB_DIR: &str = "db";
 const LEASE_AHEAD: u64 = 256;
 /// At a day boundary, devices with fewer SessionIDs reserved than this get `LEASE_AHEAD` more.
 const LEASE_LOW: u64 = 128;
+/// The store's page cache: the devices are in memory during a run, the store is written (and
+/// read once, when the run starts), so a small cache does (sled's default is 1 GiB).
+const CACHE_BYTES: u64 = 64 << 20;
 /// New devices stored per write.
-const CREATE_BATCH: usize = 512;
+const CREATE_BATCH: usize = 64;
 
 /// What defines a kept fleet, and how far it has gone (`fleet.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,7 +410,8 @@ impl FleetState {
         let db = self.dir.join(DB_DIR);
         self.manifest.runs += 1;
         let store = if self.resumed && db.is_dir() {
-            let store = super::open_store(&self.dir)?;
+            let store = Store::open_cached(&self.dir, CACHE_BYTES).map_err(super::store_error)?;
+            super::warn_loose(&store);
             self.write_manifest()?;
             store
         } else {
@@ -433,7 +437,9 @@ impl FleetState {
             // The manifest first: a run stopped while it makes the devices leaves a fleet whose
             // missing devices the next run makes.
             self.write_manifest()?;
-            super::init_store(&self.dir)?
+            let store = Store::init_cached(&self.dir, CACHE_BYTES).map_err(super::store_error)?;
+            super::warn_loose(&store);
+            store
         };
         self.store = Some(Arc::new(store));
         self.began = Some(std::time::Instant::now());
@@ -552,7 +558,7 @@ impl FleetState {
         if let Some(w) = self.writer.take() {
             w.finish().map_err(|e| fail(STATE, format!("saving the fleet's devices: {e}")))?;
         }
-        self.manifest.reached = reached;
+        self.manifest.reached = reached.max(self.manifest.reached);
         self.write_manifest()?;
         let mut low: Vec<&mut Device> = fleet
             .members_mut()
@@ -577,7 +583,8 @@ impl FleetState {
             writer.save(&mut m.engine.device);
         }
         writer.finish().map_err(|e| fail(STATE, format!("saving the fleet's devices: {e}")))?;
-        self.manifest.reached = reached;
+        // Never back: a run of no time ends where it began.
+        self.manifest.reached = reached.max(self.manifest.reached);
         self.write_manifest()?;
         match Arc::try_unwrap(store) {
             Ok(store) => store.close().map_err(|e| fail(STATE, format!("closing {}: {e}", self.dir.display())))?,
@@ -587,7 +594,7 @@ impl FleetState {
             "mdmsim: fleet kept in {}: {count} devices saved in {:.2} s; reached {}",
             self.dir.display(),
             began.elapsed().as_secs_f64(),
-            reached.to_rfc3339()
+            self.manifest.reached.to_rfc3339()
         ));
         Ok(())
     }

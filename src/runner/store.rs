@@ -170,6 +170,9 @@ pub struct LoosePermissions {
     pub count: usize,
 }
 
+/// The page cache of [`Store::open`] and [`Store::init`] (sled's default).
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
 /// How far past the counter it writes [`Store::save`] and [`Store::save_session`] keep a
 /// device's lease: the sessions that follow (one run step may chain a few) are covered before
 /// they start, without a write of their own.
@@ -226,6 +229,13 @@ impl Store {
     /// [`StoreError::NotADirectory`], a directory without a store [`StoreError::NoStore`].
     /// A store that was not closed cleanly is recovered first (module docs).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_cached(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of about `cache_bytes` (sled keeps up to this much of
+    /// the database in memory; the default is [`DEFAULT_CACHE_BYTES`]): a process that holds
+    /// its devices in memory anyway, such as a fleet, needs little.
+    pub fn open_cached(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         if !is_directory(dir)? {
             return Err(StoreError::Missing { dir: dir.to_path_buf() });
         }
@@ -233,7 +243,7 @@ impl Store {
             return Err(StoreError::NoStore { dir: dir.to_path_buf() });
         }
         let loose = loose_permissions(dir);
-        Store::open_db(dir, loose)
+        Store::open_db(dir, loose, cache_bytes)
     }
 
     /// Opens the state directory, creating it when missing: the directory 0700, the store's
@@ -241,6 +251,11 @@ impl Store {
     /// existing directory is used as it is and its permissions are reported as by
     /// [`Store::open`].
     pub fn init(dir: &Path) -> Result<Store, StoreError> {
+        Store::init_cached(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::init`] with a page cache of about `cache_bytes` (see [`Store::open_cached`]).
+    pub fn init_cached(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
         let existed = is_directory(dir)?;
         if !existed {
@@ -248,21 +263,21 @@ impl Store {
         }
         let fresh_db = !dir.join(DB_DIR).exists();
         let loose = if existed { loose_permissions(dir) } else { None };
-        let store = Store::open_db(dir, loose)?;
+        let store = Store::open_db(dir, loose, cache_bytes)?;
         if fresh_db {
             tighten(&dir.join(DB_DIR), 0).map_err(|e| open_err(&format!("making the store private: {e}")))?;
         }
         Ok(store)
     }
 
-    fn open_db(dir: &Path, loose: Option<LoosePermissions>) -> Result<Store, StoreError> {
+    fn open_db(dir: &Path, loose: Option<LoosePermissions>, cache_bytes: u64) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
         // sled lets go of its file lock a moment after the last handle is dropped (its I/O
         // threads finish their writes first): a store just closed in this process, or by a
         // process that just ended, is given a second before it counts as in use.
         let mut tries = 0;
         let db = loop {
-            match sled::open(dir.join(DB_DIR)) {
+            match sled::Config::new().path(dir.join(DB_DIR)).cache_capacity(cache_bytes).open() {
                 Ok(db) => break db,
                 Err(e) if e.to_string().contains("could not acquire lock") => {
                     tries += 1;
