@@ -71,7 +71,7 @@ enum Command {
     Wns(cmd::wns::WnsArgs),
     /// Many devices in one process against a server, each on its own days: load, latency,
     /// reports (one shard of the fleet per process with --shard).
-    Fleet(cmd::fleet::FleetArgs),
+    Fleet(Box<cmd::fleet::FleetArgs>),
     /// Benchmarks of the device engine (sessions per CPU second, memory, latency).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -139,7 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(c) => cmd::server::run(c),
         Command::Wns(c) => cmd::wns::run(c),
         Command::Bench(c) => cmd::bench::run(c),
-        Command::Fleet(c) => cmd::fleet::run(c),
+        Command::Fleet(c) => cmd::fleet::run(*c),
         Command::Enroll(c) => cmd::enroll::enroll(c),
         Command::Unenroll(c) => cmd::enroll::unenroll(c),
         Command::Scenario(c) => cmd::scenario::run(c),

@@ -9,7 +9,8 @@
 //! (`runner::fleet`) starts each device when its schedule says, at most `--max-in-flight` at
 //! once. A device holds its engine and its tree and nothing else: no HTTP client of its own,
 //! no record of past sessions (they are counted and forgotten), no change log (no store keeps
-//! the fleet's devices).
+//! the fleet's devices) unless `--state DIR` keeps the fleet between runs
+//! ([`super::fleet_state`]).
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -31,22 +32,24 @@ use mdmsim::schedule::{ClockKind, parse_duration, parse_time};
 use mdmsim::server::config::{AuthMode, Config};
 
 use super::exit::{Failures, PROTOCOL, STATE, UNREACHABLE, USAGE, fail};
+use super::fleet_state::Target;
 
 #[derive(Args)]
 pub struct FleetArgs {
     /// How many devices the whole fleet has (all shards together).
-    #[arg(long, value_name = "N")]
-    devices: u64,
+    #[arg(long, value_name = "N", required_unless_present = "state")]
+    devices: Option<u64>,
     /// Seed of the fleet: identities, templates, days. The same seed gives the same fleet.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// [default: 1]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Run the reference server in this process and call it directly, without sockets (the
     /// benchmark mode).
     #[arg(long, conflicts_with = "server")]
     in_process: bool,
     /// The management URL of pre-provisioned devices (a server that knows them by their
     /// DeviceID, such as `mdmsim server --auth none`).
-    #[arg(long, value_name = "URL", required_unless_present_any = ["in_process", "discovery"])]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["in_process", "discovery", "state"])]
     server: Option<String>,
     #[command(flatten)]
     enroll: super::fleet_enroll::EnrollArgs,
@@ -56,8 +59,9 @@ pub struct FleetArgs {
     #[arg(long, value_name = "MIX.toml")]
     templates: Option<std::path::PathBuf>,
     /// The DMClient provider ID of the devices with --server (the server's PROVIDER-ID).
-    #[arg(long, value_name = "ID", default_value = "mdmsim")]
-    provider_id: String,
+    /// [default: mdmsim]
+    #[arg(long, value_name = "ID")]
+    provider_id: Option<String>,
     /// How simulated time runs: `virtual` jumps from one deadline to the next (as fast as the
     /// server answers), `real` is wall time, `scaled` is wall time times --speed.
     #[arg(long, value_enum, default_value = "virtual")]
@@ -85,8 +89,16 @@ pub struct FleetArgs {
     max_sessions: u64,
     /// Run shard i of n (0 ≤ i < n): the devices whose index modulo n is i. Shards of one
     /// fleet (same --devices and --seed) are disjoint and together are the whole fleet.
-    #[arg(long, value_name = "I/N", default_value = "0/1")]
-    shard: Shard,
+    /// [default: 0/1]
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Keep the fleet in DIR, so that the next run with the same DIR continues it: the same
+    /// devices (SessionID counters, trees, apps) from the simulated instant this one reached,
+    /// for --duration more. A new or empty DIR starts a fleet; later runs take --devices,
+    /// --seed, --shard, --templates and the target from it and refuse flags that say otherwise.
+    /// One DIR per shard. See docs/fleet-model.md, "Resumable fleets".
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
     /// Write the run's report here: JSON whose counts and latency histograms merge exactly
     /// with other shards' (`mdmsim report merge`).
     #[arg(long, value_name = "FILE.json")]
@@ -178,7 +190,7 @@ struct EnrollFigures {
 pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let span = parse_duration(&a.duration).map_err(|e| fail(USAGE, format!("--duration: {e}")))?;
     let ramp = parse_duration(&a.ramp_up).map_err(|e| fail(USAGE, format!("--ramp-up: {e}")))?;
-    if a.devices == 0 {
+    if a.devices == Some(0) {
         return Err(fail(USAGE, "--devices must be at least 1"));
     }
     if a.max_in_flight == 0 {
@@ -188,16 +200,27 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if a.speed.is_some() && a.clock != FleetClock::Scaled {
         return Err(fail(USAGE, "--speed goes with --clock scaled"));
     }
-    let mix = match &a.templates {
-        Some(path) => mdmsim::fleet::mix::load(path).map_err(|e| fail(USAGE, format!("--templates: {e}")))?,
-        None => mdmsim::fleet::mix::Mix::builtin(),
-    };
     let wall_now = Utc::now();
-    let start = match &a.start {
-        Some(s) => parse_time(s).map_err(|e| fail(USAGE, format!("--start: {e}")))?,
-        None if a.clock == FleetClock::Virtual => next_monday(wall_now),
-        None => wall_now,
-    };
+    let given_start =
+        a.start.as_deref().map(parse_time).transpose().map_err(|e| fail(USAGE, format!("--start: {e}")))?;
+    let default_start = if a.clock == FleetClock::Virtual { next_monday(wall_now) } else { wall_now };
+    let plan = super::fleet_state::plan(
+        super::fleet_state::Given {
+            state: a.state.as_deref(),
+            devices: a.devices,
+            seed: a.seed,
+            shard: a.shard,
+            templates: a.templates.as_deref(),
+            in_process: a.in_process,
+            server: a.server.as_deref(),
+            provider_id: a.provider_id.as_deref(),
+            discovery: a.enroll.discovery.as_deref(),
+            start: given_start,
+        },
+        default_start,
+    )?;
+    let (devices, seed, shard, mix, start) = (plan.devices, plan.seed, plan.shard, plan.mix, plan.start);
+    let mut state = plan.state;
     let end = start + span;
     let kind = match a.clock {
         FleetClock::Virtual => ClockKind::Virtual,
@@ -212,33 +235,43 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| fail(STATE, format!("starting the async runtime: {e}")))?;
     let scratch = tempfile::tempdir().map_err(|e| fail(STATE, format!("a scratch folder: {e}")))?;
     let _guard = rt.enter();
+    if let Some(s) = &mut state {
+        s.open()?;
+    }
     // The in-process server's clock: the fleet's simulated day (its records' times).
     let mut server_day: Option<Arc<Mutex<DateTime<Utc>>>> = None;
-    let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = if a.in_process {
-        let s = InProcessServer::start(scratch.path(), a.seed, start)?;
-        server_day = Some(s.clock);
-        (s.exchange, s.url, s.provider, "in-process".to_string())
-    } else if let Some(url) = &a.enroll.discovery {
-        // Each enrolled device has its own exchange; the fleet's is for nobody.
-        let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
-        (Arc::new(HttpExchange::new(Arc::new(transport))), String::new(), String::new(), url.clone())
-    } else {
-        let url = a.server.clone().unwrap_or_default();
-        let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
-        (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), a.provider_id.clone(), url)
+    let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = match &plan.target {
+        Target::InProcess => {
+            let dir = state.as_ref().map_or_else(|| scratch.path().to_path_buf(), |s| s.server_dir());
+            let s = InProcessServer::start(&dir, seed, start)?;
+            server_day = Some(s.clock);
+            (s.exchange, s.url, s.provider, "in-process".to_string())
+        }
+        Target::Server { url, provider_id } => {
+            let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+            (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), provider_id.clone(), url.clone())
+        }
+        Target::Discovery { url } => {
+            // Each enrolled device has its own exchange; the fleet's is for nobody.
+            let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+            (Arc::new(HttpExchange::new(Arc::new(transport))), String::new(), String::new(), url.clone())
+        }
     };
-    let population = super::fleet_population::Population::new(mix, a.seed, &server_url, &provider, start);
-    let indices: Vec<u64> = a.shard.indices(a.devices).collect();
+    let population = super::fleet_population::Population::new(mix, seed, &server_url, &provider, plan.fleet_start);
+    let indices: Vec<u64> = shard.indices(devices).collect();
     let report = Arc::new(Mutex::new(Report::new(RunMeta {
-        seed: a.seed,
+        seed,
         devices: indices.len() as u64,
-        shard: (a.shard.count > 1).then_some((a.shard.index, a.shard.count)),
+        shard: (shard.count > 1).then_some((shard.index, shard.count)),
         start,
         duration_s: span.num_seconds().max(0) as u64,
         clock: format!("{:?}", a.clock).to_lowercase(),
         target: target.clone(),
         mdmsim_version: env!("CARGO_PKG_VERSION").to_string(),
     })));
+    if let Some(t) = plan.resumed_from {
+        lock(&report).resumed_from(t);
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.set_devices(indices.len() as u64);
     let _metrics_server = match a.metrics {
@@ -253,10 +286,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     };
     let log = Arc::new(TimedLog { seen: Mutex::new(Vec::new()), metrics: Arc::clone(&metrics) });
     let timed = Arc::new(Timed { inner: exchange, log: Arc::clone(&log) });
-    // The devices, with their place in the fleet: made from the seed, or enrolled.
+    // The devices, with their place in the fleet: made from the seed, kept, or enrolled.
     let mut enrollment = None;
     let mut made: Vec<(u64, Member)> = Vec::with_capacity(indices.len());
-    if let Some(url) = &a.enroll.discovery {
+    if let Target::Discovery { url } = &plan.target {
         let auth = a.enroll.credential()?;
         let pool = Arc::new(a.enroll.pool()?);
         let http = a.http.options()?;
@@ -270,7 +303,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         let tls = Arc::new(SessionTls::new(http, &roots).map_err(|e| fail(USAGE, e.to_string()))?);
         let enrolled = done.devices.len() as u64;
         for (index, device, identity) in done.devices {
-            let mut m = Member::new(device, device_seed(a.seed, index), start)
+            let mut m = Member::new(device, device_seed(seed, index), start)
                 .map_err(|e| fail(USAGE, format!("template: {e}")))?;
             let own = DeviceExchange::new(Arc::clone(&tls), identity);
             m.exchange = Some(Arc::new(Timed { inner: Arc::new(own), log: Arc::clone(&log) }));
@@ -287,7 +320,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         });
     } else {
         for &index in &indices {
-            let m = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+            let m = match &mut state {
+                Some(s) => s.member(&population, index, start)?,
+                None => population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?,
+            };
             made.push((index, m));
         }
     }
@@ -295,15 +331,28 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let mut indices = Vec::with_capacity(made.len());
     for (index, mut m) in made {
         // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
-        // together.
-        m.engine.first_session = Some(start + ramp_offset(ramp, index, a.devices));
-        // Nothing keeps these devices: their trees do not log changes for a store.
-        m.engine.device.tree.untracked();
+        // together (a kept device that has had sessions goes on with its own schedule).
+        if m.engine.first_session.is_some() {
+            m.engine.first_session = Some(start + ramp_offset(ramp, index, devices));
+        }
+        if state.is_none() {
+            // Nothing keeps these devices: their trees do not log changes for a store.
+            m.engine.device.tree.untracked();
+        }
         members.push(m);
         indices.push(index);
     }
+    if let Some(s) = &mut state {
+        s.keep(&mut members)?;
+    }
     let rss_devices = super::bench::rss_bytes();
-    let opts = FleetOptions { concurrency: a.max_in_flight, max_sessions: a.max_sessions, ..FleetOptions::default() };
+    let opts = FleetOptions {
+        concurrency: a.max_in_flight,
+        max_sessions: a.max_sessions,
+        leases: state.as_ref().and_then(|s| s.lease_keeper()),
+        state_dir: state.as_ref().map(|s| s.dir().to_path_buf()),
+        ..FleetOptions::default()
+    };
     let registry = Arc::new(mdmsim::csp::registry());
     let mut fleet = Fleet::with_exchange(registry, Arc::clone(&timed) as Arc<dyn Exchange>, members, opts);
     let in_flight = fleet.in_flight();
@@ -326,7 +375,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 m.engine.scheduler.script(events);
             }
         });
-        let part = rt.block_on(fleet.run(clock.as_mut(), next, |record, _| {
+        let part = rt.block_on(fleet.run(clock.as_mut(), next, |record, device| {
+            if let Some(s) = &state {
+                s.record(record, device);
+            }
             let latency = match record {
                 Record::Session { summary, .. } => Some(summary.late_us.saturating_add(summary.wall_us)),
                 _ => None,
@@ -354,11 +406,14 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         }));
         sessions += part.sessions;
         day = next;
+        if let Some(s) = &mut state {
+            s.day_done(&mut fleet, day)?;
+        }
     }
     let wall_s = wall.elapsed().as_secs_f64();
     let cpu_s = super::bench::cpu_seconds() - cpu0;
     let rss_after = super::bench::rss_bytes();
-    drop(fleet);
+    super::fleet_state::finish(state, fleet, day)?;
     let mut report = lock(&report).clone();
     for (us, class) in log.take() {
         report.message(end, us);
@@ -375,8 +430,8 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         write_file(path, "--html", report.html().as_bytes())?;
     }
     let process = Process {
-        fleet_devices: a.devices,
-        shard: format!("{}/{}", a.shard.index, a.shard.count),
+        fleet_devices: devices,
+        shard: format!("{}/{}", shard.index, shard.count),
         rss_devices_bytes: rss_devices,
         rss_after_bytes: rss_after,
         enrollment,

@@ -1,13 +1,14 @@
 //! The devices of a fleet: each one's identity, template and days from the seed and its index,
 //! through the template mix (`mdmsim::fleet::mix`), so that a device is made again at will and
-//! nothing about it is stored beyond its engine.
+//! nothing about it is stored beyond its engine (with `--state DIR` the store keeps each device
+//! and gives it back, [`Population::resumed`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use mdmsim::device::{Device, Template, template_settings};
+use mdmsim::device::{Device, DeviceId, Template, template_settings};
 use mdmsim::enroll::AuthToken;
 use mdmsim::fleet::behaviour::{self, Model};
 use mdmsim::fleet::identity::Identity;
@@ -47,9 +48,7 @@ impl Population {
     /// The settings shared by the devices of `index`'s template and time zone.
     fn settings(&self, index: u64, id: &Identity, template: &Template) -> Arc<Settings> {
         let (_, which) = self.mix.pick(self.seed, index);
-        let mut cache = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (which, id.timezone.name().to_string());
-        Arc::clone(cache.entry(key).or_insert_with(|| template_settings(template)))
+        self.shared_settings(which, id.timezone.name(), template)
     }
 
     /// Device `index` of the fleet, made at `now` (its first session then, unless the caller
@@ -80,6 +79,37 @@ impl Population {
         opts.template = template;
         opts.settings = Some(settings);
         opts
+    }
+
+    /// The settings shared by the devices of mix template `which` in time zone `tz`.
+    fn shared_settings(&self, which: usize, tz: &str, template: &Template) -> Arc<Settings> {
+        let mut cache = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(cache.entry((which, tz.to_string())).or_insert_with(|| template_settings(template)))
+    }
+
+    /// The DeviceID of device `index`.
+    pub fn device_id(&self, index: u64) -> DeviceId {
+        self.mix.identity(self.seed, index).device_id
+    }
+
+    /// Device `index` as a store gave it back, going on at `now`: its counter, tree and users
+    /// as stored, its schedule and days from the seed and its index again. Its settings are
+    /// shared with the other devices of its template and time zone when they are the same (a
+    /// loaded device has its own copy otherwise).
+    pub fn resumed(&self, mut device: Device, index: u64, now: DateTime<Utc>) -> Result<Member, NightlyError> {
+        let (id, template, _) = self.mix.device(self.seed, index);
+        let shared = self.settings(index, &id, &template);
+        if *shared == *device.settings {
+            device.settings = shared;
+        }
+        Member::new(device, device_seed(self.seed, index), now)
+    }
+
+    /// True when device `index` left for good (its network off from then on: a device the
+    /// behaviour model says never comes back) at or before `at`.
+    pub fn gone_by(&self, index: u64, at: DateTime<Utc>) -> bool {
+        let id = self.mix.identity(self.seed, index);
+        behaviour::gone_at(&self.model, &id, self.seed).is_some_and(|g| g <= at)
     }
 
     /// Device `index`'s events of the UTC day starting at `day`, within the run's `[start, end)`.

@@ -21,6 +21,7 @@ pub mod exit;
 pub mod fleet;
 pub mod fleet_enroll;
 pub mod fleet_population;
+pub mod fleet_state;
 pub mod out;
 pub mod report;
 pub mod run;

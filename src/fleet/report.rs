@@ -68,6 +68,10 @@ pub struct Run {
     pub mdmsim_version: String,
     /// How many shards the run has (1: it was not sharded).
     pub shard_count: u32,
+    /// A run of a fleet kept in a state directory that went on from an earlier run: the
+    /// simulated instant it took the fleet up at (the run's `start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<DateTime<Utc>>,
 }
 
 /// One shard in a report: which one, how many devices it ran, what it cost.
@@ -271,6 +275,7 @@ impl Report {
                 target: meta.target,
                 mdmsim_version: meta.mdmsim_version,
                 shard_count,
+                resumed_from: None,
             },
             shards: vec![Shard { index, devices: meta.devices, wall_s: 0.0, cpu_s: 0.0, peak_rss_bytes: 0 }],
             bucket_s,
@@ -283,6 +288,11 @@ impl Report {
             },
             series: (0..bucket_count(meta.duration_s, bucket_s)).map(|_| Bucket::new()).collect(),
         }
+    }
+
+    /// Says that the run went on with a fleet kept from an earlier run, from `at` (its start).
+    pub fn resumed_from(&mut self, at: DateTime<Utc>) {
+        self.run.resumed_from = Some(at);
     }
 
     /// Devices in all the shards the report covers.
@@ -595,6 +605,7 @@ impl Report {
             devices: self.devices(),
             shards,
             start: self.run.start,
+            resumed_from: self.run.resumed_from,
             duration_s: self.run.duration_s,
             clock: self.run.clock.clone(),
             target: self.run.target.clone(),
@@ -686,6 +697,9 @@ pub struct Summary {
     /// `whole fleet`, or the shard indexes and their count (`shards 0, 1 of 4`).
     pub shards: String,
     pub start: DateTime<Utc>,
+    /// The run went on with a fleet kept from an earlier run (`--state`), from this instant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<DateTime<Utc>>,
     pub duration_s: u64,
     pub clock: String,
     pub target: String,
@@ -746,6 +760,13 @@ impl fmt::Display for Summary {
             self.clock,
             self.target
         )?;
+        if let Some(t) = self.resumed_from {
+            writeln!(
+                f,
+                "resumed:    the fleet kept in its state directory, taken up at {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )?;
+        }
         writeln!(
             f,
             "sessions:   {} ({} completed, {} failed: {} unreachable, {} protocol), {} missed",

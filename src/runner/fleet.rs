@@ -427,6 +427,13 @@ impl Fleet {
         self.members.iter().flatten()
     }
 
+    /// The devices, to change between two [`Fleet::run`] calls in ways that do not move their
+    /// deadlines (a SessionID lease reserved for many devices at once, for example; use
+    /// [`Fleet::update_each`] for anything that does).
+    pub fn members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.members.iter_mut().flatten()
+    }
+
     /// Gives the devices back (to store them).
     pub fn into_members(self) -> Vec<Member> {
         self.members.into_iter().flatten().collect()

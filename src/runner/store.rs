@@ -170,6 +170,9 @@ pub struct LoosePermissions {
     pub count: usize,
 }
 
+/// The page cache of [`Store::open`] and [`Store::init`] (sled's default).
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
 /// How far past the counter it writes [`Store::save`] and [`Store::save_session`] keep a
 /// device's lease: the sessions that follow (one run step may chain a few) are covered before
 /// they start, without a write of their own.
@@ -226,6 +229,13 @@ impl Store {
     /// [`StoreError::NotADirectory`], a directory without a store [`StoreError::NoStore`].
     /// A store that was not closed cleanly is recovered first (module docs).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_cached(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of about `cache_bytes` (sled keeps up to this much of
+    /// the database in memory; the default is [`DEFAULT_CACHE_BYTES`]): a process that holds
+    /// its devices in memory anyway, such as a fleet, needs little.
+    pub fn open_cached(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         if !is_directory(dir)? {
             return Err(StoreError::Missing { dir: dir.to_path_buf() });
         }
@@ -233,7 +243,7 @@ impl Store {
             return Err(StoreError::NoStore { dir: dir.to_path_buf() });
         }
         let loose = loose_permissions(dir);
-        Store::open_db(dir, loose)
+        Store::open_db(dir, loose, cache_bytes)
     }
 
     /// Opens the state directory, creating it when missing: the directory 0700, the store's
@@ -241,6 +251,11 @@ impl Store {
     /// existing directory is used as it is and its permissions are reported as by
     /// [`Store::open`].
     pub fn init(dir: &Path) -> Result<Store, StoreError> {
+        Store::init_cached(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::init`] with a page cache of about `cache_bytes` (see [`Store::open_cached`]).
+    pub fn init_cached(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
         let existed = is_directory(dir)?;
         if !existed {
@@ -248,21 +263,21 @@ impl Store {
         }
         let fresh_db = !dir.join(DB_DIR).exists();
         let loose = if existed { loose_permissions(dir) } else { None };
-        let store = Store::open_db(dir, loose)?;
+        let store = Store::open_db(dir, loose, cache_bytes)?;
         if fresh_db {
             tighten(&dir.join(DB_DIR), 0).map_err(|e| open_err(&format!("making the store private: {e}")))?;
         }
         Ok(store)
     }
 
-    fn open_db(dir: &Path, loose: Option<LoosePermissions>) -> Result<Store, StoreError> {
+    fn open_db(dir: &Path, loose: Option<LoosePermissions>, cache_bytes: u64) -> Result<Store, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open { dir: dir.to_path_buf(), reason: e.to_string() };
         // sled lets go of its file lock a moment after the last handle is dropped (its I/O
         // threads finish their writes first): a store just closed in this process, or by a
         // process that just ended, is given a second before it counts as in use.
         let mut tries = 0;
         let db = loop {
-            match sled::open(dir.join(DB_DIR)) {
+            match sled::Config::new().path(dir.join(DB_DIR)).cache_capacity(cache_bytes).open() {
                 Ok(db) => break db,
                 Err(e) if e.to_string().contains("could not acquire lock") => {
                     tries += 1;
@@ -378,6 +393,27 @@ impl Store {
         }
         let mut ops = self.full_ops(device)?;
         ops.push(Op { t: T::Meta, key: DEFAULT_KEY.to_vec(), put: Put::IfAbsent(id.as_bytes().to_vec()) });
+        self.apply(&ops).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    /// Stores many new devices in one transaction, flushed once (what [`Store::create`] does
+    /// for each, for a fleet's devices made together); the first becomes the default one when
+    /// there is none. Writes nothing when one of them exists already.
+    pub fn create_all(&self, devices: &[&Device]) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        for device in devices {
+            if self.exists(device.id.as_str())? {
+                return Err(StoreError::Exists { dir: self.dir.clone(), id: device.id.to_string() });
+            }
+            ops.extend(self.full_ops(device)?);
+        }
+        let Some(first) = devices.first() else { return Ok(()) };
+        ops.push(Op {
+            t: T::Meta,
+            key: DEFAULT_KEY.to_vec(),
+            put: Put::IfAbsent(first.id.as_str().as_bytes().to_vec()),
+        });
         self.apply(&ops).map_err(|e| self.io(e))?;
         self.flush()
     }
@@ -1298,6 +1334,23 @@ mod tests {
             meta.insert(DEFAULT_KEY, device.id.as_str().as_bytes()).unwrap();
         }
         db.flush().unwrap();
+    }
+
+    #[test]
+    fn devices_made_together_are_stored_whole_in_one_write_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let made: Vec<Device> = (1..=3).map(device).collect();
+        store.create_all(&made.iter().collect::<Vec<_>>()).unwrap();
+        for d in &made {
+            assert_eq!(&store.load(Some(d.id.as_str())).unwrap(), d);
+        }
+        assert_eq!(store.default_id().unwrap().as_deref(), Some(made[0].id.as_str()));
+        let again = [device(4), device(2)];
+        let e = store.create_all(&again.iter().collect::<Vec<_>>()).unwrap_err();
+        assert!(matches!(e, StoreError::Exists { ref id, .. } if id == made[1].id.as_str()), "{e}");
+        assert!(matches!(store.load(Some(again[0].id.as_str())), Err(StoreError::UnknownDevice { .. })));
+        store.create_all(&[]).unwrap();
     }
 
     #[test]

@@ -202,3 +202,212 @@ fn discovery_without_a_credential_is_refused_naming_what_to_give() {
     let (code, _, err) = mdmsim(&["fleet", "--devices", "2", "--in-process", "--key-pool", "4"]);
     assert_eq!(code, 2, "--key-pool goes with --discovery: {err}");
 }
+
+/// `mdmsim device list --json` of a state directory: DeviceID -> session counter.
+fn counters(state: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let (code, out, err) = mdmsim(&["device", "list", "--state", &state.to_string_lossy(), "--json"]);
+    assert_eq!(code, 0, "device list: {err}");
+    let list: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {out}"))
+        .iter()
+        .map(|d| (d["id"].as_str().expect("id").to_string(), d["sessions"].as_u64().expect("sessions")))
+        .collect()
+}
+
+/// The manifest of a kept fleet.
+fn manifest(state: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(state.join("fleet.json")).expect("fleet.json written");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn kept_fleet(state: &std::path::Path, extra: &[&str]) -> Value {
+    let state = state.to_string_lossy();
+    let mut args = vec!["fleet", "--state", &state, "--in-process", "--duration", "1d", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = mdmsim(&args);
+    assert_eq!(code, 0, "fleet {extra:?}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("fleet --json prints one object: {e}: {out}"))
+}
+
+#[test]
+fn a_second_run_with_the_same_state_continues_the_same_fleet_and_refuses_other_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("fleet");
+    let start = "2026-03-02T00:00:00Z";
+    let first = kept_fleet(&state, &["--devices", "24", "--seed", "5", "--start", start]);
+    assert!(first.get("resumed_from").is_none(), "a new fleet is not resumed: {first}");
+    assert_eq!(first["start"], start);
+    // Keeping the fleet does not change what it does.
+    let (code, out, err) = mdmsim(&[
+        "fleet",
+        "--devices",
+        "24",
+        "--seed",
+        "5",
+        "--start",
+        start,
+        "--in-process",
+        "--duration",
+        "1d",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let unkept: Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(unkept["sessions_by"], first["sessions_by"], "the same sessions with and without --state");
+    let m = manifest(&state);
+    assert_eq!(m["reached"], "2026-03-03T00:00:00Z", "{m}");
+    assert_eq!((m["devices"].as_u64(), m["seed"].as_u64()), (Some(24), Some(5)), "{m}");
+    let after_first = counters(&state);
+    assert_eq!(after_first.len(), 24, "every device stored");
+    assert_eq!(after_first.values().sum::<u64>(), count(&first, "sessions"), "every session counted in the store");
+
+    // The second run takes the fleet up where the first left it: --devices, --seed and the
+    // target come from the state directory.
+    let second = kept_fleet(&state, &[]);
+    assert_eq!(second["start"], "2026-03-03T00:00:00Z", "{second}");
+    assert_eq!(second["resumed_from"], "2026-03-03T00:00:00Z", "{second}");
+    assert_eq!((count(&second, "devices"), count(&second, "seed")), (24, 5));
+    assert!(count(&second, "sessions") > 24, "a second day of check-ins: {second}");
+    assert_eq!(second["sessions_by"].get("enrollment/Maintenance"), None, "no device is enrolled again: {second}");
+    assert_eq!(manifest(&state)["reached"], "2026-03-04T00:00:00Z");
+    let after_second = counters(&state);
+    assert_eq!(after_second.keys().collect::<Vec<_>>(), after_first.keys().collect::<Vec<_>>(), "the same devices");
+    for (id, n) in &after_second {
+        assert!(*n >= after_first[id], "device {id}: SessionID counter went from {} to {n}", after_first[id]);
+    }
+    assert_eq!(
+        after_second.values().sum::<u64>(),
+        count(&first, "sessions") + count(&second, "sessions"),
+        "the counters go on from the first run's"
+    );
+    let id = after_second.keys().next().expect("a device");
+    let (code, out, err) = mdmsim(&["tree", "--state", &state.to_string_lossy(), "--device", id, "./DevInfo/DevId"]);
+    assert_eq!(code, 0, "tree on a kept fleet: {err}");
+    assert!(out.contains(id.as_str()), "{out}");
+
+    // Flags that say otherwise are refused, naming the flag, the kept value and the given one.
+    let s = state.to_string_lossy().into_owned();
+    for (args, says) in [
+        (vec!["--seed", "6"], ["--seed 6", "its --seed is 5"]),
+        (vec!["--devices", "25"], ["--devices 25", "its --devices is 24"]),
+        (vec!["--shard", "1/2"], ["--shard 1/2", "its --shard is 0/1"]),
+        (vec!["--start", start], ["--start 2026-03-02T00:00:00+00:00", "has reached 2026-03-04T00:00:00+00:00"]),
+        (vec!["--server", "http://127.0.0.1:9/x"], ["--server http://127.0.0.1:9/x", "--in-process"]),
+    ] {
+        let mut all = vec!["fleet", "--state", &s, "--duration", "1h"];
+        all.extend_from_slice(&args);
+        let (code, _, err) = mdmsim(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for say in says {
+            assert!(err.contains(say), "{args:?} says {say:?}: {err}");
+        }
+    }
+    assert_eq!(manifest(&state)["reached"], "2026-03-04T00:00:00Z", "a refused run changes nothing");
+    assert_eq!(counters(&state), after_second);
+}
+
+#[test]
+fn what_is_not_a_fleet_state_directory_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |state: &std::path::Path| {
+        let (code, _, err) = mdmsim(&[
+            "fleet",
+            "--state",
+            &state.to_string_lossy(),
+            "--devices",
+            "3",
+            "--in-process",
+            "--duration",
+            "1h",
+        ]);
+        (code, err)
+    };
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").expect("file written");
+    let (code, err) = run(&file);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is a file") && err.contains("file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "x");
+
+    let devices = dir.path().join("devices");
+    crate::support::new_device(&devices, "http://127.0.0.1:9/ManagementServer/MDM.svc", 1);
+    let (code, err) = run(&devices);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("not a fleet's") && err.contains("devices"), "{err}");
+    assert!(!devices.join("fleet.json").exists(), "nothing written");
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).expect("dir");
+    std::fs::write(broken.join("fleet.json"), "{\"format\": 3").expect("written");
+    let (code, err) = run(&broken);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("fleet.json: not a usable fleet manifest"), "{err}");
+    assert_eq!(std::fs::read_to_string(broken.join("fleet.json")).expect("kept"), "{\"format\": 3");
+    assert!(!broken.join("db").exists(), "no store made");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_kept_fleet_killed_mid_run_goes_on_from_the_last_day_it_committed() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("fleet");
+    let start = "2026-03-02T00:00:00Z";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdmsim"))
+        .args(["fleet", "--state", &state.to_string_lossy(), "--devices", "30", "--in-process"])
+        .args(["--start", start, "--duration", "60d", "--json"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the mdmsim binary runs");
+    // Wait until a day is committed (the manifest moved on), then SIGKILL: no destructor, no
+    // clean close.
+    let waited = Instant::now();
+    loop {
+        let reached = std::fs::read_to_string(state.join("fleet.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|m| m["reached"].as_str().map(str::to_string));
+        if reached.is_some_and(|r| r != start) {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "no day committed within a minute");
+        assert!(child.try_wait().expect("status").is_none(), "the run ended before it was killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("the run ends");
+    assert!(status.code().is_none(), "killed, not ended: {status}");
+    let reached = manifest(&state)["reached"].as_str().expect("reached").to_string();
+    assert!(reached.as_str() > start && reached.as_str() < "2026-05-01", "a day boundary of the run: {reached}");
+    assert!(reached.ends_with("T00:00:00Z"), "a day boundary: {reached}");
+
+    // Every device is whole after the kill.
+    let after_kill = counters(&state);
+    assert_eq!(after_kill.len(), 30, "every device stored");
+    assert!(after_kill.values().all(|n| *n > 0), "every device had its first session: {after_kill:?}");
+
+    // The next run goes on from the last day committed, with the same devices.
+    let resumed = kept_fleet(&state, &[]);
+    assert_eq!(resumed["resumed_from"].as_str(), Some(reached.as_str()), "{resumed}");
+    assert_eq!(resumed["start"].as_str(), Some(reached.as_str()));
+    assert_eq!(count(&resumed, "failed"), 0, "{resumed}");
+    assert!(count(&resumed, "sessions") > 30, "{resumed}");
+    let after = counters(&state);
+    assert_eq!(after.keys().collect::<Vec<_>>(), after_kill.keys().collect::<Vec<_>>(), "the same devices");
+    for (id, n) in &after {
+        assert!(*n >= after_kill[id], "device {id}: SessionID counter went back from {} to {n}", after_kill[id]);
+    }
+    let next = chrono::DateTime::parse_from_rfc3339(&reached).expect("RFC 3339") + chrono::Duration::days(1);
+    let m = manifest(&state);
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(m["reached"].as_str().expect("reached")).expect("RFC 3339"),
+        next,
+        "{m}"
+    );
+    assert_eq!(m["runs"].as_u64(), Some(2), "{m}");
+}
