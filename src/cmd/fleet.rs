@@ -345,6 +345,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &mut state {
         s.keep(&mut members)?;
     }
+    super::bench::trim_c_heap();
     let rss_devices = super::bench::rss_bytes();
     let opts = FleetOptions {
         concurrency: a.max_in_flight,
@@ -406,6 +407,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         }));
         sessions += part.sessions;
         day = next;
+        super::bench::trim_c_heap();
         if let Some(s) = &mut state {
             s.day_done(&mut fleet, day)?;
         }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
+use mdmsim::device::Device;
 use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::fleet::metrics::Metrics;
 use mdmsim::fleet::report::Report;
@@ -71,7 +72,7 @@ impl Auth {
 /// The devices of a shard after enrollment.
 pub struct Enrolled {
     /// Fleet index, device and identity of each device that enrolled, in index order.
-    pub devices: Vec<(u64, mdmsim::device::Device, Arc<TlsIdentity>)>,
+    pub devices: Vec<(u64, Device, Arc<TlsIdentity>)>,
     /// The roots the enrollments provisioned (PEM), each once: trusted for the sessions.
     pub roots: Vec<String>,
     /// The first failures, as messages (all are counted in the report).
@@ -172,6 +173,11 @@ pub async fn enroll_all(
         keys_generated: 0,
     };
     let mut roots = BTreeSet::new();
+    // Each enrolled device waits packed in one buffer until every enrollment is done, and is
+    // unpacked then: made among the short-lived allocations of enrollments (XML texts, parsed
+    // documents), its small allocations would leave the heap's pages partly used once those are
+    // freed, and the fleet would hold several times its devices' size.
+    let mut packed = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = indices.iter();
     loop {
@@ -185,11 +191,12 @@ pub async fn enroll_all(
             tasks.spawn(async move {
                 let started = Instant::now();
                 let done = enroll_held(&client, &url, &opts, at).await;
-                (index, done, started.elapsed())
+                (index, done, started.elapsed(), opts.settings)
             });
         }
         let Some(joined) = tasks.join_next().await else { break };
-        let (index, done, took) = joined.map_err(|e| fail(super::exit::STATE, format!("an enrollment task: {e}")))?;
+        let (index, done, took, settings) =
+            joined.map_err(|e| fail(super::exit::STATE, format!("an enrollment task: {e}")))?;
         let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
         let result = done.map_err(|e| (class(&e), e.to_string())).and_then(|(device, enrolled)| {
             let mut chain = enrolled.client_cert_pem.clone();
@@ -197,12 +204,13 @@ pub async fn enroll_all(
             let identity = TlsIdentity::from_pem(&chain, enrolled.key.clone())
                 .map_err(|e| ("certificate", format!("device {}: {e}", device.id)))?;
             roots.extend(enrolled.root_certs_pem.iter().cloned());
-            Ok((device, identity))
+            let json = serde_json::to_vec(&device).map_err(|e| ("local", format!("device {}: {e}", device.id)))?;
+            Ok((json, identity))
         });
         let failed = result.as_ref().err().map(|(c, _)| *c);
         counted(plan.at, us, failed);
         match result {
-            Ok((device, identity)) => out.devices.push((index, device, Arc::new(identity))),
+            Ok((json, identity)) => packed.push((index, json, settings, identity)),
             Err((_, message)) => {
                 out.failed += 1;
                 if out.failures.len() < FAILURES_KEPT {
@@ -211,7 +219,15 @@ pub async fn enroll_all(
             }
         }
     }
-    out.devices.sort_by_key(|(i, ..)| *i);
+    packed.sort_by_key(|(i, ..)| *i);
+    for (index, json, settings, identity) in packed {
+        let mut device: Device = serde_json::from_slice(&json)
+            .map_err(|e| fail(super::exit::STATE, format!("device {index} after its enrollment: {e}")))?;
+        if let Some(shared) = settings.filter(|s| **s == *device.settings) {
+            device.settings = shared;
+        }
+        out.devices.push((index, device, Arc::new(identity)));
+    }
     out.roots = roots.into_iter().collect();
     out.wall_s = wall.elapsed().as_secs_f64();
     out.keys_generated = plan.pool.generated();
