@@ -648,8 +648,9 @@ fn item_key(item: &Item) -> String {
     item.target.as_deref().and_then(|t| UriRef::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
 }
 
-/// Checks the data of an Add/Replace against the node's format and returns the value to store.
-fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<String, StatusCode> {
+/// Checks the data of an Add/Replace against the node's format and returns the value to store
+/// (borrowed from the item unless a boolean's case changes).
+fn check_value<'i>(spec: &NodeSpec, item: &'i Item, cmd_meta: Option<&Meta>) -> Result<Cow<'i, str>, StatusCode> {
     let sent = item.meta.as_ref().and_then(|m| m.format.as_deref()).or(cmd_meta.and_then(|m| m.format.as_deref()));
     if let Some(sent) = sent {
         let sent = Format::parse(sent).ok_or(StatusCode::UnsupportedMediaType)?;
@@ -658,10 +659,10 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
         }
     }
     if spec.is_interior() {
-        return Ok(String::new());
+        return Ok(Cow::Borrowed(""));
     }
     let data = item.data.as_deref().unwrap_or_default();
-    let text = data.trim();
+    let text = crate::syncml::trim(data);
     let ok = match spec.format {
         Format::Int => text.parse::<i64>().is_ok(),
         Format::Bool => text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false"),
@@ -676,9 +677,10 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
         return Err(StatusCode::BadRequest);
     }
     Ok(match spec.format {
-        Format::Int | Format::Float => text.to_string(),
-        Format::Bool => text.to_ascii_lowercase(),
-        _ => data.to_string(),
+        Format::Int | Format::Float => Cow::Borrowed(text),
+        Format::Bool if text.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(text.to_ascii_lowercase()),
+        Format::Bool => Cow::Borrowed(text),
+        _ => Cow::Borrowed(data),
     })
 }
 

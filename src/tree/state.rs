@@ -91,19 +91,28 @@ impl Entries {
         self.find(key).is_ok()
     }
 
-    /// Stores `entry` at `key`; the previous entry, if any.
-    fn insert(&mut self, key: &str, entry: Entry) -> Option<Entry> {
+    /// Stores `entry` at `key`; the stored key and the previous entry, if any.
+    fn insert(&mut self, key: &str, entry: Entry) -> (Key, Option<Entry>) {
         match self.find(key) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, entry)),
+            Ok(i) => (self.0[i].0.clone(), Some(std::mem::replace(&mut self.0[i].1, entry))),
             Err(i) => {
-                self.0.insert(i, (Key::of(key), entry));
-                None
+                let k = Key::of(key);
+                self.0.insert(i, (k.clone(), entry));
+                (k, None)
             }
         }
     }
 
-    fn remove(&mut self, key: &str) -> Option<Entry> {
-        self.find(key).ok().map(|i| self.0.remove(i).1)
+    /// Stores `entry` at a key already shared (the journal's, on rollback).
+    fn insert_key(&mut self, key: Key, entry: Entry) {
+        match self.find(key.as_str()) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => self.0.insert(i, (key, entry)),
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<(Key, Entry)> {
+        self.find(key).ok().map(|i| self.0.remove(i))
     }
 
     /// Entries from `from` (inclusive) on, in key order.
@@ -177,8 +186,10 @@ pub struct Mark(usize);
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeState {
     entries: Entries,
+    /// Each change's key (shared with the entries: journalling a change copies no path) and
+    /// the entry it replaced.
     #[serde(skip)]
-    journal: Vec<(String, Option<Entry>)>,
+    journal: Vec<(Key, Option<Entry>)>,
     /// Keys committed since the store last took them ([`TreeState::take_changes`]).
     #[serde(skip)]
     changed: BTreeSet<String>,
@@ -224,22 +235,22 @@ impl TreeState {
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        let old = self.entries.insert(key, entry);
-        self.journal.push((key.to_string(), old));
+        let (key, old) = self.entries.insert(key, entry);
+        self.journal.push((key, old));
     }
 
     /// Stores a leaf value.
-    pub fn set_value(&mut self, key: &str, value: impl Into<String>) {
-        // Copied rather than converted: a converted String would keep its heap buffer (and its
-        // spare capacity) even when the value fits inline.
-        self.set(key, Entry::Leaf(compact_str::CompactString::new(value.into())));
+    pub fn set_value(&mut self, key: &str, value: impl AsRef<str>) {
+        // Copied from the text: a converted String would keep its heap buffer (and its spare
+        // capacity) even when the value fits inline.
+        self.set(key, Entry::Leaf(compact_str::CompactString::new(value.as_ref())));
     }
 
     /// Removes `key` and everything below it.
     pub fn remove_subtree(&mut self, key: &str) {
         let doomed: Vec<String> = self.subtree_keys(key).collect();
         for k in doomed {
-            if let Some(old) = self.entries.remove(k.as_str()) {
+            if let Some((k, old)) = self.entries.remove(k.as_str()) {
                 self.journal.push((k, Some(old)));
             }
         }
@@ -280,9 +291,7 @@ impl TreeState {
         while self.journal.len() > mark.0 {
             let Some((key, old)) = self.journal.pop() else { break };
             match old {
-                Some(e) => {
-                    self.entries.insert(&key, e);
-                }
+                Some(e) => self.entries.insert_key(key, e),
                 None => {
                     self.entries.remove(key.as_str());
                 }
@@ -300,7 +309,7 @@ impl TreeState {
             self.entries.trim();
         }
         if !self.untracked {
-            self.changed.extend(journal.into_iter().map(|(k, _)| k));
+            self.changed.extend(journal.into_iter().map(|(k, _)| k.as_str().to_string()));
         }
     }
 
