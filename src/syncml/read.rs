@@ -252,6 +252,9 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let mut stack: Vec<usize> = Vec::with_capacity(16);
     let mut xmlns = None;
     let mut closed_root = false;
+    // Most messages have no carriage return at all: then a leaf needs its own text only for
+    // references or CDATA, and the others are not searched for one.
+    let any_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     loop {
         let before = reader.buffer_position() as usize;
         let at = before as u64;
@@ -278,6 +281,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 els[i].end = end;
                 els[i].inner.1 = before;
                 if end == i + 1
+                    && (any_cr || els[i].refs || els[i].mixed)
                     && let Some(leaf) = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?
                 {
                     owned.push(leaf);
@@ -483,7 +487,7 @@ fn leaf_text<'d>(el: Node<'d, '_>) -> Result<&'d str, DecodeError> {
 }
 
 fn trimmed(el: Node<'_, '_>) -> Result<String, DecodeError> {
-    Ok(leaf_text(el)?.trim().to_string())
+    Ok(super::trim(leaf_text(el)?).to_string())
 }
 
 /// `<Target><LocURI>..</LocURI></Target>` (or Source): the trimmed LocURI.
@@ -555,7 +559,7 @@ fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
         el.text().to_string()
     } else {
         // Line ends normalised as in any other text (XML 1.0 §2.11).
-        let raw = src.get(el.inner.0..el.inner.1).unwrap_or_default().trim();
+        let raw = super::trim(src.get(el.inner.0..el.inner.1).unwrap_or_default());
         if raw.contains('\r') { raw.replace("\r\n", "\n").replace('\r', "\n") } else { raw.to_string() }
     }
 }
@@ -641,7 +645,7 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
-            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| c.text().trim().to_string()).unwrap_or_default(),
+            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| super::trim(c.text()).to_string()).unwrap_or_default(),
         },
     })
 }

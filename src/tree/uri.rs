@@ -94,7 +94,7 @@ impl<'a> UriRef<'a> {
     /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]). Runs for every
     /// item of every command: one pass over the bytes, no allocation but the segment list.
     pub fn parse(raw: &'a str) -> Result<UriRef<'a>, UriError> {
-        let raw = raw.trim();
+        let raw = crate::syncml::trim(raw);
         if raw.is_empty() {
             return Err(UriError::Empty);
         }
