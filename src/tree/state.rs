@@ -258,7 +258,7 @@ impl TreeState {
 
     /// `key` itself (when stored) and every stored key below it, in order.
     pub fn subtree_keys<'a>(&'a self, key: &'a str) -> impl Iterator<Item = String> + 'a {
-        let prefix = format!("{key}/");
+        let prefix = [key, "/"].concat();
         let own = self.entries.contains_key(key).then(|| key.to_string());
         let below: Vec<String> = from(&self.entries, &prefix)
             .take_while(|(k, _)| k.as_str().starts_with(&prefix))
