@@ -78,9 +78,32 @@ fn from<'a>(entries: &'a Entries, from: &str) -> impl Iterator<Item = (&'a Key, 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entries(Vec<(Key, Entry)>);
 
+/// `a.cmp(b)` for keys, eight bytes at a time in place: the keys of a device share long prefixes
+/// (`Vendor/MSFT/Policy/Config/`) and every lookup compares a few of them, so the library's
+/// comparison (a call per pair) was most of a lookup.
+fn cmp_keys(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    // Big-endian words compare as their bytes do, in order.
+    let word = |w: &[u8]| u64::from_be_bytes(w.try_into().unwrap_or_default());
+    for (x, y) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+        let (x, y) = (word(x), word(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    let i = n - n % 8;
+    for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 impl Entries {
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.0.binary_search_by(|(k, _)| cmp_keys(k.as_str(), key))
     }
 
     fn get(&self, key: &str) -> Option<&Entry> {
@@ -117,7 +140,7 @@ impl Entries {
 
     /// Entries from `from` (inclusive) on, in key order.
     fn from(&self, from: &str) -> impl Iterator<Item = (&Key, &Entry)> {
-        let start = self.0.partition_point(|(k, _)| k.as_str() < from);
+        let start = self.0.partition_point(|(k, _)| cmp_keys(k.as_str(), from).is_lt());
         self.0[start..].iter().map(|(k, e)| (k, e))
     }
 
@@ -442,6 +465,16 @@ mod tests {
         let loaded = TreeState::from_entries(s.iter().map(|(k, e)| (k.to_string(), e.clone())));
         assert_eq!(loaded, s);
         assert!(!loaded.has_changes() && !loaded.is_dirty());
+    }
+
+    #[test]
+    fn keys_compare_as_strings() {
+        let keys = ["", "a", "a/", "a/b", "Vendor/MSFT/Policy", "Vendor/MSFT/Policy/Config", "Vendor/MSFT/Policy-X", "Vendor/MSFT/Polic", "é", "z"];
+        for a in keys {
+            for b in keys {
+                assert_eq!(cmp_keys(a, b), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]
