@@ -80,8 +80,20 @@ mod tests {
     #[test]
     fn trim_is_str_trim() {
         for text in [
-            "", " ", "\t\r\n", "x", " x ", "\u{b}x\u{c}", "a b", "\u{a0}x", "x\u{3000}", " \u{2003} x \u{85}", "é", " é ",
-            "\u{1c}x\u{1f}", "./Vendor/MSFT/X",
+            "",
+            " ",
+            "\t\r\n",
+            "x",
+            " x ",
+            "\u{b}x\u{c}",
+            "a b",
+            "\u{a0}x",
+            "x\u{3000}",
+            " \u{2003} x \u{85}",
+            "é",
+            " é ",
+            "\u{1c}x\u{1f}",
+            "./Vendor/MSFT/X",
         ] {
             assert_eq!(trim(text), text.trim(), "{text:?}");
         }

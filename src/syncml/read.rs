@@ -668,7 +668,11 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
-            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| super::trim(c.text()).to_string()).unwrap_or_default(),
+            cmd_id: el
+                .children()
+                .find(|c| c.name == "CmdID")
+                .map(|c| super::trim(c.text()).to_string())
+                .unwrap_or_default(),
         },
     })
 }

@@ -469,7 +469,18 @@ mod tests {
 
     #[test]
     fn keys_compare_as_strings() {
-        let keys = ["", "a", "a/", "a/b", "Vendor/MSFT/Policy", "Vendor/MSFT/Policy/Config", "Vendor/MSFT/Policy-X", "Vendor/MSFT/Polic", "é", "z"];
+        let keys = [
+            "",
+            "a",
+            "a/",
+            "a/b",
+            "Vendor/MSFT/Policy",
+            "Vendor/MSFT/Policy/Config",
+            "Vendor/MSFT/Policy-X",
+            "Vendor/MSFT/Polic",
+            "é",
+            "z",
+        ];
         for a in keys {
             for b in keys {
                 assert_eq!(cmp_keys(a, b), a.cmp(b), "{a:?} {b:?}");
