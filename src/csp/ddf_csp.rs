@@ -367,6 +367,24 @@ fn build_of(version: &str) -> [u64; 3] {
     out
 }
 
+/// [`build_of`] of a device's DevDetail/SwV, remembered for the last value seen on this thread:
+/// the build is compared for every node on the path of every command, and a device's SwV
+/// rarely changes.
+fn device_build(swv: &str) -> [u64; 3] {
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, [u64; 3])> = const { std::cell::RefCell::new((String::new(), [0; 3])) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != swv {
+            last.1 = build_of(swv);
+            last.0.clear();
+            last.0.push_str(swv);
+        }
+        last.1
+    })
+}
+
 impl DdfCsp {
     fn fact(&self, spec: &NodeSpec) -> Option<&NodeFact> {
         self.facts.get(&addr(spec)).map(|f| &f.fact)
@@ -420,7 +438,7 @@ impl Csp for DdfCsp {
         }
         let Some(fact) = self.facts.get(&addr(node.spec)) else { return true };
         if let Some(min) = fact.min_build {
-            let device = cx.state.value("DevDetail/SwV").map(build_of).unwrap_or([10, 0, 19045]);
+            let device = cx.state.value("DevDetail/SwV").map(device_build).unwrap_or([10, 0, 19045]);
             if min > device {
                 return false;
             }

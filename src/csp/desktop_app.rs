@@ -477,22 +477,24 @@ impl Product {
         Product { scope: scope_of(cx), id: id.to_string() }
     }
 
+    // The paths are joined piece by piece rather than formatted: an Exec builds a dozen of them.
+
     /// Path of the product node relative to the CSP root.
     fn node(&self) -> String {
-        format!("MSI/{}", self.id)
+        ["MSI/", self.id.as_str()].concat()
     }
 
     fn leaf(&self, name: &str) -> String {
-        format!("MSI/{}/{name}", self.id)
+        ["MSI/", self.id.as_str(), "/", name].concat()
     }
 
     /// The bookkeeping folder of this product.
     fn meta_dir(&self) -> String {
-        format!("{META}/{}/{}", scope_name(self.scope), self.id)
+        [META, "/", scope_name(self.scope), "/", self.id.as_str()].concat()
     }
 
     fn meta(&self, what: &str) -> String {
-        format!("{}/{what}", self.meta_dir())
+        [META, "/", scope_name(self.scope), "/", self.id.as_str(), "/", what].concat()
     }
 
     fn status(&self, cx: &CspCx<'_>) -> Option<MsiStatus> {

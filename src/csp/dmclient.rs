@@ -795,7 +795,7 @@ const CHANNEL_RENEWING: &str = "ChannelRenewing";
 /// of `Provider/<ID>/Push`): what the channel was is forgotten until the answer comes.
 pub fn request_channel(state: &mut TreeState, push_key: &str, app: &str, effects: &mut Vec<Effect>) {
     forget_channel(state, push_key);
-    state.set_value(&format!("{push_key}/{CHANNEL_APP}"), app.to_string());
+    state.set_value(&format!("{push_key}/{CHANNEL_APP}"), app);
     let Some(node) = push_key.strip_prefix(ROOT_KEY).and_then(|r| r.strip_prefix('/')) else { return };
     effects.push(Effect::RequestChannel { csp: "DMClient", node: node.to_string(), app: app.to_string() });
 }

@@ -321,7 +321,7 @@ fn check_payload(value: &str, elements: &[String]) -> Result<(), StatusCode> {
 }
 
 /// The segments of a node below the Policy root.
-fn segs<'a>(node: &NodeRef<'a>) -> Vec<&'a str> {
+fn segs<'a>(node: &NodeRef<'a>) -> smallvec::SmallVec<[&'a str; 4]> {
     node.rel.split('/').filter(|s| !s.is_empty()).collect()
 }
 
@@ -372,8 +372,10 @@ impl DdfBehaviour for AdmxPolicies {
     }
 
     fn validate(&self, cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        if let Some((area, policy)) =
-            Self::slot(&node).filter(|_| node.spec.name.starts_with('<') && node.rel.starts_with("Config/"))
+        // The cheap checks first: most writes are to the DDF's own policies.
+        if node.spec.name.starts_with('<')
+            && node.rel.starts_with("Config/")
+            && let Some((area, policy)) = Self::slot(&node)
         {
             let elements = find(cx, node.scope, area, policy).ok_or(StatusCode::NotFound)?;
             if let (Some(_), Some(v), WriteOp::Add | WriteOp::Replace) = (policy, value, op) {

@@ -311,10 +311,10 @@ impl Device {
         tree.set_value("DevInfo/DevId", id.as_str());
         // Values marked to vary across a fleet are expanded for this DeviceID (device::vary).
         for (k, v) in &template.devinfo {
-            tree.set_value(&format!("DevInfo/{k}"), vary::expand(v, id.as_str()).into_owned());
+            tree.set_value(&format!("DevInfo/{k}"), vary::expand(v, id.as_str()));
         }
         for (k, v) in &template.devdetail {
-            tree.set_value(&format!("DevDetail/{k}"), vary::expand(v, id.as_str()).into_owned());
+            tree.set_value(&format!("DevDetail/{k}"), vary::expand(v, id.as_str()));
         }
         // Pre-provisioned as bulk provisioning (or enrollment) leaves a device: the DMClient
         // provider with its Poll and Push nodes, and the management address (w7 ADDR).

@@ -15,6 +15,24 @@ pub use model::*;
 pub use read::{DecodeError, decode, line_col};
 pub use write::{PRETTY_MAX_BYTES, encode, pretty, pretty_xml, pretty_xml_limited};
 
+/// `text` without leading and trailing whitespace, exactly as [`str::trim`] (Unicode
+/// `White_Space`), with a byte loop for the usual case: ASCII at both ends. Every leaf of every
+/// message and every LocURI goes through it.
+pub(crate) fn trim(text: &str) -> &str {
+    // The ASCII characters of `White_Space`: tab, line feed, vertical tab, form feed, carriage
+    // return and space.
+    let space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|&b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| !space(b)).map_or(start, |last| last + 1);
+    // A non-ASCII character at either end may be whitespace itself (a no-break space, an ideographic
+    // space): the full rule decides.
+    if bytes.get(start).is_some_and(|&b| b >= 0x80) || (end > start && bytes[end - 1] >= 0x80) {
+        return text.trim();
+    }
+    &text[start..end]
+}
+
 /// The MIME type of SyncML over HTTP (MS-MDM §2.1 HTTP transport).
 pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
 
@@ -57,6 +75,28 @@ mod tests {
         assert!(msg.body.final_);
         let again = decode(&encode(&msg)).unwrap();
         assert_eq!(again, msg);
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for text in [
+            "",
+            " ",
+            "\t\r\n",
+            "x",
+            " x ",
+            "\u{b}x\u{c}",
+            "a b",
+            "\u{a0}x",
+            "x\u{3000}",
+            " \u{2003} x \u{85}",
+            "é",
+            " é ",
+            "\u{1c}x\u{1f}",
+            "./Vendor/MSFT/X",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
     }
 
     #[test]

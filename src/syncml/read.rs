@@ -210,23 +210,46 @@ fn local(name: &str) -> &str {
     }
 }
 
+/// What each byte may be in an element name: [`NAME_START`] (a letter, `_`, `:` or any byte
+/// of a non-ASCII character) and [`NAME_CHAR`] (those, digits, `-` and `.`).
+const NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80 {
+            NAME_START | NAME_CHAR
+        } else if c.is_ascii_digit() || c == b'-' || c == b'.' {
+            NAME_CHAR
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+const NAME_START: u8 = 1;
+const NAME_CHAR: u8 = 2;
+
 /// The local part of an element name (after its namespace prefix) when the name and that part
 /// are both XML `Name`s (XML 1.0 §2.3, with every non-ASCII character allowed); `None`
-/// otherwise. One pass over the bytes: it runs for every element.
+/// otherwise. One table lookup per byte: it runs for every element.
 fn checked_name(name: &str) -> Option<&str> {
-    let start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80;
     let bytes = name.as_bytes();
+    let start = |b: u8| NAME_BYTES[b as usize] & NAME_START != 0;
     if !bytes.first().is_some_and(|&b| start(b)) {
         return None;
     }
-    let mut local = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b':' {
-            local = i + 1;
-        } else if !(start(b) || b.is_ascii_digit() || b == b'-' || b == b'.') {
-            return None;
-        }
+    let mut all = NAME_CHAR;
+    let mut colon = false;
+    for &b in bytes {
+        all &= NAME_BYTES[b as usize];
+        colon |= b == b':';
     }
+    if all == 0 {
+        return None;
+    }
+    let local = if colon { bytes.iter().rposition(|&b| b == b':').map_or(0, |c| c + 1) } else { 0 };
     // The local part (after the last colon, so colon-free) must itself start a Name: `a:1b` and
     // `a:` are not element names.
     bytes.get(local).is_some_and(|&b| start(b)).then(|| &name[local..])
@@ -252,6 +275,9 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let mut stack: Vec<usize> = Vec::with_capacity(16);
     let mut xmlns = None;
     let mut closed_root = false;
+    // Most messages have no carriage return at all: then a leaf needs its own text only for
+    // references or CDATA, and the others are not searched for one.
+    let any_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     loop {
         let before = reader.buffer_position() as usize;
         let at = before as u64;
@@ -278,6 +304,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 els[i].end = end;
                 els[i].inner.1 = before;
                 if end == i + 1
+                    && (any_cr || els[i].refs || els[i].mixed)
                     && let Some(leaf) = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?
                 {
                     owned.push(leaf);
@@ -483,7 +510,7 @@ fn leaf_text<'d>(el: Node<'d, '_>) -> Result<&'d str, DecodeError> {
 }
 
 fn trimmed(el: Node<'_, '_>) -> Result<String, DecodeError> {
-    Ok(leaf_text(el)?.trim().to_string())
+    Ok(super::trim(leaf_text(el)?).to_string())
 }
 
 /// `<Target><LocURI>..</LocURI></Target>` (or Source): the trimmed LocURI.
@@ -555,7 +582,7 @@ fn data<'a>(el: Node<'_, 'a>, src: &'a str) -> String {
         el.text().to_string()
     } else {
         // Line ends normalised as in any other text (XML 1.0 §2.11).
-        let raw = src.get(el.inner.0..el.inner.1).unwrap_or_default().trim();
+        let raw = super::trim(src.get(el.inner.0..el.inner.1).unwrap_or_default());
         if raw.contains('\r') { raw.replace("\r\n", "\n").replace('\r', "\n") } else { raw.to_string() }
     }
 }
@@ -641,7 +668,11 @@ fn command(el: Node<'_, '_>, src: &str) -> Result<Command, DecodeError> {
         // (406 or 400, OMA DM RepPro Atomic and Sequence) instead of refusing the whole message.
         _ => Command::Unsupported {
             name: el.name.to_string(),
-            cmd_id: el.children().find(|c| c.name == "CmdID").map(|c| c.text().trim().to_string()).unwrap_or_default(),
+            cmd_id: el
+                .children()
+                .find(|c| c.name == "CmdID")
+                .map(|c| super::trim(c.text()).to_string())
+                .unwrap_or_default(),
         },
     })
 }

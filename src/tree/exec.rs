@@ -26,13 +26,12 @@ pub struct CmdOutcome {
 impl CmdOutcome {
     /// An outcome with no Results and no TargetRefs.
     pub fn new(cmd_id: &str, cmd: &str, code: StatusCode) -> Self {
-        CmdOutcome {
-            cmd_id: cmd_id.to_string(),
-            cmd: command_name(cmd),
-            code,
-            target_refs: Vec::new(),
-            results: Vec::new(),
-        }
+        Self::of(cmd_id, command_name(cmd), code)
+    }
+
+    /// [`CmdOutcome::new`] for a command name known here (no lookup of the name).
+    fn of(cmd_id: &str, cmd: Cow<'static, str>, code: StatusCode) -> Self {
+        CmdOutcome { cmd_id: cmd_id.to_string(), cmd, code, target_refs: Vec::new(), results: Vec::new() }
     }
 }
 
@@ -213,16 +212,16 @@ impl<'a> Tree<'a> {
     fn items(
         &mut self,
         c: &ItemCmd,
-        name: &str,
+        name: &'static str,
         out: &mut Vec<CmdOutcome>,
         mut f: impl FnMut(&mut Self, &Item) -> Result<(StatusCode, Vec<Item>), StatusCode>,
     ) {
         if c.cmd_id.is_empty() {
-            out.push(CmdOutcome::new("", name, StatusCode::BadRequest));
+            out.push(CmdOutcome::of("", Cow::Borrowed(name), StatusCode::BadRequest));
             return;
         }
         if c.items.is_empty() {
-            out.push(CmdOutcome::new(&c.cmd_id, name, StatusCode::IncompleteCommand));
+            out.push(CmdOutcome::of(&c.cmd_id, Cow::Borrowed(name), StatusCode::IncompleteCommand));
             return;
         }
         let mut run_one = |t: &mut Self, item: &Item| {
@@ -240,7 +239,7 @@ impl<'a> Tree<'a> {
         if let [item] = c.items.as_slice() {
             // The usual case: one item, one outcome.
             let (code, results) = run_one(self, item);
-            let mut o = CmdOutcome::new(&c.cmd_id, name, code);
+            let mut o = CmdOutcome::of(&c.cmd_id, Cow::Borrowed(name), code);
             o.results = results;
             out.push(o);
             return;
@@ -252,14 +251,14 @@ impl<'a> Tree<'a> {
         }
         let all_same = per_item.windows(2).all(|w| w[0].1 == w[1].1);
         if all_same {
-            let mut o = CmdOutcome::new(&c.cmd_id, name, per_item[0].1);
+            let mut o = CmdOutcome::of(&c.cmd_id, Cow::Borrowed(name), per_item[0].1);
             let mut all = Vec::with_capacity(per_item.iter().map(|(_, _, r)| r.len()).sum());
             per_item.into_iter().for_each(|(_, _, r)| all.extend(r));
             o.results = all;
             out.push(o);
         } else {
             for (item, code, results) in per_item {
-                let mut o = CmdOutcome::new(&c.cmd_id, name, code);
+                let mut o = CmdOutcome::of(&c.cmd_id, Cow::Borrowed(name), code);
                 o.target_refs.push(item.target.clone().unwrap_or_default());
                 o.results = results;
                 out.push(o);
@@ -331,19 +330,33 @@ impl<'a> Tree<'a> {
             let above = registry.children_above_roots(uri.scope, &uri.segments);
             return if above.is_empty() { Err(StatusCode::NotFound) } else { Ok(Target::AboveRoots(above)) };
         };
-        let mut key = String::with_capacity(base.len() + rel.iter().map(|s| s.len() + 1).sum::<usize>());
+        let rel_len = rel.iter().map(|s| s.len() + 1).sum::<usize>();
+        let mut key = String::with_capacity(base.len() + rel_len);
         key.push_str(base);
+        // Below the root the key is the decoded segments, each after a `/`: when nothing was
+        // decoded, the segments are the end of the LocURI's path as sent, copied at once.
+        let tail = uri.plain.filter(|_| rel_len > 0).and_then(|p| p.get(p.len().checked_sub(rel_len - 1)?..));
+        if let Some(tail) = tail {
+            key.push('/');
+            key.push_str(tail);
+        }
         let mut chain = Chain::new();
         let mut spec = csp.schema();
-        chain.push((spec, key.len()));
+        let mut end = base.len();
+        chain.push((spec, end));
         let ignore_case = csp.ignore_case();
         for seg in rel {
             let next = if ignore_case { spec.child_ignore_case(seg) } else { spec.child(seg) };
             spec = next.ok_or(StatusCode::NotFound)?;
-            key.push('/');
-            key.push_str(seg);
-            chain.push((spec, key.len()));
+            if tail.is_none() {
+                key.push('/');
+                key.push_str(seg);
+            }
+            end += 1 + seg.len();
+            chain.push((spec, end));
         }
+        debug_assert_eq!(end, key.len());
+        debug_assert_eq!(key, rel.iter().fold(base.to_string(), |k, s| k + "/" + s));
         if self.unsupported.is_some_and(|list| is_listed(list, &key)) {
             return Err(StatusCode::NotFound);
         }
@@ -648,8 +661,9 @@ fn item_key(item: &Item) -> String {
     item.target.as_deref().and_then(|t| UriRef::parse(t).ok()).map(|u| u.key()).unwrap_or_default()
 }
 
-/// Checks the data of an Add/Replace against the node's format and returns the value to store.
-fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<String, StatusCode> {
+/// Checks the data of an Add/Replace against the node's format and returns the value to store
+/// (borrowed from the item unless a boolean's case changes).
+fn check_value<'i>(spec: &NodeSpec, item: &'i Item, cmd_meta: Option<&Meta>) -> Result<Cow<'i, str>, StatusCode> {
     let sent = item.meta.as_ref().and_then(|m| m.format.as_deref()).or(cmd_meta.and_then(|m| m.format.as_deref()));
     if let Some(sent) = sent {
         let sent = Format::parse(sent).ok_or(StatusCode::UnsupportedMediaType)?;
@@ -658,10 +672,10 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
         }
     }
     if spec.is_interior() {
-        return Ok(String::new());
+        return Ok(Cow::Borrowed(""));
     }
     let data = item.data.as_deref().unwrap_or_default();
-    let text = data.trim();
+    let text = crate::syncml::trim(data);
     let ok = match spec.format {
         Format::Int => text.parse::<i64>().is_ok(),
         Format::Bool => text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false"),
@@ -676,9 +690,10 @@ fn check_value(spec: &NodeSpec, item: &Item, cmd_meta: Option<&Meta>) -> Result<
         return Err(StatusCode::BadRequest);
     }
     Ok(match spec.format {
-        Format::Int | Format::Float => text.to_string(),
-        Format::Bool => text.to_ascii_lowercase(),
-        _ => data.to_string(),
+        Format::Int | Format::Float => Cow::Borrowed(text),
+        Format::Bool if text.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(text.to_ascii_lowercase()),
+        Format::Bool => Cow::Borrowed(text),
+        _ => Cow::Borrowed(data),
     })
 }
 

@@ -197,7 +197,7 @@ impl CspCx<'_> {
     }
 
     /// Stores a value at a relative path.
-    pub fn set(&mut self, rel: &str, value: impl Into<String>) {
+    pub fn set(&mut self, rel: &str, value: impl AsRef<str>) {
         let k = self.key(rel);
         self.state.set_value(&k, value);
     }

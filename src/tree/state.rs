@@ -78,9 +78,32 @@ fn from<'a>(entries: &'a Entries, from: &str) -> impl Iterator<Item = (&'a Key, 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entries(Vec<(Key, Entry)>);
 
+/// `a.cmp(b)` for keys, eight bytes at a time in place: the keys of a device share long prefixes
+/// (`Vendor/MSFT/Policy/Config/`) and every lookup compares a few of them, so the library's
+/// comparison (a call per pair) was most of a lookup.
+fn cmp_keys(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    // Big-endian words compare as their bytes do, in order.
+    let word = |w: &[u8]| u64::from_be_bytes(w.try_into().unwrap_or_default());
+    for (x, y) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+        let (x, y) = (word(x), word(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    let i = n - n % 8;
+    for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 impl Entries {
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.0.binary_search_by(|(k, _)| cmp_keys(k.as_str(), key))
     }
 
     fn get(&self, key: &str) -> Option<&Entry> {
@@ -91,24 +114,33 @@ impl Entries {
         self.find(key).is_ok()
     }
 
-    /// Stores `entry` at `key`; the previous entry, if any.
-    fn insert(&mut self, key: &str, entry: Entry) -> Option<Entry> {
+    /// Stores `entry` at `key`; the stored key and the previous entry, if any.
+    fn insert(&mut self, key: &str, entry: Entry) -> (Key, Option<Entry>) {
         match self.find(key) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, entry)),
+            Ok(i) => (self.0[i].0.clone(), Some(std::mem::replace(&mut self.0[i].1, entry))),
             Err(i) => {
-                self.0.insert(i, (Key::of(key), entry));
-                None
+                let k = Key::of(key);
+                self.0.insert(i, (k.clone(), entry));
+                (k, None)
             }
         }
     }
 
-    fn remove(&mut self, key: &str) -> Option<Entry> {
-        self.find(key).ok().map(|i| self.0.remove(i).1)
+    /// Stores `entry` at a key already shared (the journal's, on rollback).
+    fn insert_key(&mut self, key: Key, entry: Entry) {
+        match self.find(key.as_str()) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => self.0.insert(i, (key, entry)),
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<(Key, Entry)> {
+        self.find(key).ok().map(|i| self.0.remove(i))
     }
 
     /// Entries from `from` (inclusive) on, in key order.
     fn from(&self, from: &str) -> impl Iterator<Item = (&Key, &Entry)> {
-        let start = self.0.partition_point(|(k, _)| k.as_str() < from);
+        let start = self.0.partition_point(|(k, _)| cmp_keys(k.as_str(), from).is_lt());
         self.0[start..].iter().map(|(k, e)| (k, e))
     }
 
@@ -177,8 +209,10 @@ pub struct Mark(usize);
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeState {
     entries: Entries,
+    /// Each change's key (shared with the entries: journalling a change copies no path) and
+    /// the entry it replaced.
     #[serde(skip)]
-    journal: Vec<(String, Option<Entry>)>,
+    journal: Vec<(Key, Option<Entry>)>,
     /// Keys committed since the store last took them ([`TreeState::take_changes`]).
     #[serde(skip)]
     changed: BTreeSet<String>,
@@ -224,22 +258,22 @@ impl TreeState {
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        let old = self.entries.insert(key, entry);
-        self.journal.push((key.to_string(), old));
+        let (key, old) = self.entries.insert(key, entry);
+        self.journal.push((key, old));
     }
 
     /// Stores a leaf value.
-    pub fn set_value(&mut self, key: &str, value: impl Into<String>) {
-        // Copied rather than converted: a converted String would keep its heap buffer (and its
-        // spare capacity) even when the value fits inline.
-        self.set(key, Entry::Leaf(compact_str::CompactString::new(value.into())));
+    pub fn set_value(&mut self, key: &str, value: impl AsRef<str>) {
+        // Copied from the text: a converted String would keep its heap buffer (and its spare
+        // capacity) even when the value fits inline.
+        self.set(key, Entry::Leaf(compact_str::CompactString::new(value.as_ref())));
     }
 
     /// Removes `key` and everything below it.
     pub fn remove_subtree(&mut self, key: &str) {
         let doomed: Vec<String> = self.subtree_keys(key).collect();
         for k in doomed {
-            if let Some(old) = self.entries.remove(k.as_str()) {
+            if let Some((k, old)) = self.entries.remove(k.as_str()) {
                 self.journal.push((k, Some(old)));
             }
         }
@@ -247,7 +281,7 @@ impl TreeState {
 
     /// `key` itself (when stored) and every stored key below it, in order.
     pub fn subtree_keys<'a>(&'a self, key: &'a str) -> impl Iterator<Item = String> + 'a {
-        let prefix = format!("{key}/");
+        let prefix = [key, "/"].concat();
         let own = self.entries.contains_key(key).then(|| key.to_string());
         let below: Vec<String> = from(&self.entries, &prefix)
             .take_while(|(k, _)| k.as_str().starts_with(&prefix))
@@ -280,9 +314,7 @@ impl TreeState {
         while self.journal.len() > mark.0 {
             let Some((key, old)) = self.journal.pop() else { break };
             match old {
-                Some(e) => {
-                    self.entries.insert(&key, e);
-                }
+                Some(e) => self.entries.insert_key(key, e),
                 None => {
                     self.entries.remove(key.as_str());
                 }
@@ -300,7 +332,7 @@ impl TreeState {
             self.entries.trim();
         }
         if !self.untracked {
-            self.changed.extend(journal.into_iter().map(|(k, _)| k));
+            self.changed.extend(journal.into_iter().map(|(k, _)| k.as_str().to_string()));
         }
     }
 
@@ -433,6 +465,27 @@ mod tests {
         let loaded = TreeState::from_entries(s.iter().map(|(k, e)| (k.to_string(), e.clone())));
         assert_eq!(loaded, s);
         assert!(!loaded.has_changes() && !loaded.is_dirty());
+    }
+
+    #[test]
+    fn keys_compare_as_strings() {
+        let keys = [
+            "",
+            "a",
+            "a/",
+            "a/b",
+            "Vendor/MSFT/Policy",
+            "Vendor/MSFT/Policy/Config",
+            "Vendor/MSFT/Policy-X",
+            "Vendor/MSFT/Polic",
+            "é",
+            "z",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(cmp_keys(a, b), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

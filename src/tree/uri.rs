@@ -88,13 +88,16 @@ pub(crate) struct UriRef<'a> {
     /// every LocURI, so that parsing one allocates nothing.
     pub segments: smallvec::SmallVec<[Cow<'a, str>; 8]>,
     pub query: Option<Query>,
+    /// The segments as sent, `/`-separated, when none had an escape to decode: then the state
+    /// key of a node below a CSP root is that root's key and a suffix of this.
+    pub plain: Option<&'a str>,
 }
 
 impl<'a> UriRef<'a> {
     /// Parses a LocURI as a server sends it (the rules of [`NodeUri::parse`]). Runs for every
     /// item of every command: one pass over the bytes, no allocation but the segment list.
     pub fn parse(raw: &'a str) -> Result<UriRef<'a>, UriError> {
-        let raw = raw.trim();
+        let raw = crate::syncml::trim(raw);
         if raw.is_empty() {
             return Err(UriError::Empty);
         }
@@ -116,13 +119,15 @@ impl<'a> UriRef<'a> {
             Some(rest) => (Scope::User, rest),
             None => (Scope::Device, scope_prefix(path, "Device").unwrap_or(path)),
         };
-        // One SIMD search for escapes over the whole path, one for the separators: most LocURIs
-        // have no escape, and then every segment stays a slice of the LocURI.
+        // One SIMD search for escapes over the whole path: most LocURIs have none, and then every
+        // segment stays a slice of the LocURI. The separators are found with a plain byte loop:
+        // segments are a few bytes long, shorter than a SIMD search's setup.
         let escaped = memchr::memchr(b'%', path.as_bytes()).is_some();
         let mut segments = smallvec::SmallVec::new();
         if !path.is_empty() {
             let mut start = 0;
-            for end in memchr::memchr_iter(b'/', path.as_bytes()).chain(std::iter::once(path.len())) {
+            let slashes = path.bytes().enumerate().filter_map(|(i, b)| (b == b'/').then_some(i));
+            for end in slashes.chain(std::iter::once(path.len())) {
                 let seg = &path[start..end];
                 if seg.is_empty() {
                     return Err(UriError::EmptySegment(raw.to_string()));
@@ -135,7 +140,7 @@ impl<'a> UriRef<'a> {
                 start = end + 1;
             }
         }
-        Ok(UriRef { raw, scope, segments, query })
+        Ok(UriRef { raw, scope, segments, query, plain: (!escaped).then_some(path) })
     }
 
     /// The state key of the node (as [`NodeUri::key`]).
