@@ -186,6 +186,52 @@ fn devices_enroll_through_discovery_with_pooled_keys_and_run_their_sessions_over
     assert!(err.contains("12 of 12 enrollments failed"), "{err}");
 }
 
+/// Enrolled devices against a server whose management answers fail now and then (503 with
+/// Retry-After, connections reset, bodies cut short): the run goes on, every failure is counted
+/// by class, and the exit code says sessions failed.
+#[test]
+fn an_enrolled_fleet_rides_out_server_faults_and_counts_them_by_class() {
+    let mut config = mdmsim::server::Config::default();
+    config.faults = mdmsim::server::FaultConfig {
+        spec: "503=10%,reset=10%,truncate=10%".parse().expect("fault spec"),
+        seed: Some(5),
+        slow_delay: None,
+        retry_after: None,
+    };
+    let server = crate::support::refserver::RefServer::start_https_with(config);
+    let ca = server.ca_file();
+    let (code, out, err) = mdmsim(&[
+        "fleet",
+        "--devices",
+        "10",
+        "--seed",
+        "4",
+        "--discovery",
+        &server.handle.discovery_url(),
+        "--email",
+        "demo@mdmsim.test",
+        "--password",
+        "demo",
+        "--ca-cert",
+        &ca.to_string_lossy(),
+        "--key-pool",
+        "2",
+        "--duration",
+        "6h",
+        "--json",
+    ]);
+    assert!(code == 3 || code == 4, "failed sessions give the failure's exit code, not {code}: {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["enrollment"]["enrolled"].as_u64(), Some(10), "faults hit management answers only: {v}");
+    assert!(count(&v, "failed") > 0 && count(&v, "completed") > count(&v, "failed"), "{v}");
+    let errors = v["errors"].as_object().cloned().unwrap_or_default();
+    let counted: u64 = errors.values().filter_map(Value::as_u64).sum();
+    assert!(counted >= count(&v, "failed"), "every failed session has its exchange failure counted: {v}");
+    for class in errors.keys() {
+        assert!(["connect", "body", "throttled", "http-5xx", "timeout"].contains(&class.as_str()), "{class}: {v}");
+    }
+}
+
 #[test]
 fn discovery_without_a_credential_is_refused_naming_what_to_give() {
     let (code, _, err) = mdmsim(&[

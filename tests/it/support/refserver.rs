@@ -21,13 +21,23 @@ impl RefServer {
         Self::start_with(false, AuthMode::CertOrMd5)
     }
 
+    /// HTTPS with devices trusted by their certificate, as `config` says otherwise.
+    pub fn start_https_with(mut config: Config) -> RefServer {
+        config.management.auth = AuthMode::CertOrMd5;
+        Self::start_config(false, config)
+    }
+
     fn start_with(http: bool, auth: AuthMode) -> RefServer {
+        let mut config = Config::default();
+        config.management.auth = auth;
+        Self::start_config(http, config)
+    }
+
+    fn start_config(http: bool, config: Config) -> RefServer {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let mut opts = ServerOptions::local(dir.path().join("server"));
         opts.http = http;
-        let mut config = Config::default();
-        config.management.auth = auth;
         opts.config = config;
         let handle = rt.block_on(mdmsim::server::start(opts)).unwrap();
         RefServer { handle, _rt: rt, _dir: dir }
