@@ -288,7 +288,17 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let timed = Arc::new(Timed { inner: exchange, log: Arc::clone(&log) });
     // The devices, with their place in the fleet: made from the seed, kept, or enrolled.
     let mut enrollment = None;
-    let mut made: Vec<(u64, Member)> = Vec::with_capacity(indices.len());
+    let mut members: Vec<Member> = Vec::with_capacity(indices.len());
+    let mut placed: Vec<u64> = Vec::with_capacity(indices.len());
+    // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
+    // together (a kept device that has had sessions goes on with its own schedule).
+    let mut add = |index: u64, mut m: Member| {
+        if m.engine.first_session.is_some() {
+            m.engine.first_session = Some(start + ramp_offset(ramp, index, devices));
+        }
+        members.push(m);
+        placed.push(index);
+    };
     if let Target::Discovery { url } = &plan.target {
         let auth = a.enroll.credential()?;
         let pool = Arc::new(a.enroll.pool()?);
@@ -305,10 +315,12 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         for (index, device, identity) in done.devices {
             let mut m = Member::new(device, device_seed(seed, index), start)
                 .map_err(|e| fail(USAGE, format!("template: {e}")))?;
+            // Nothing keeps these devices: their trees do not log changes for a store.
+            m.engine.device.tree.untracked();
             let own = DeviceExchange::new(Arc::clone(&tls), identity);
             m.exchange = Some(Arc::new(Timed { inner: Arc::new(own), log: Arc::clone(&log) }));
             m.engine.options.can_sign = true;
-            made.push((index, m));
+            add(index, m);
         }
         enrollment = Some(EnrollFigures {
             enrolled,
@@ -322,26 +334,19 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         for &index in &indices {
             let m = match &mut state {
                 Some(s) => s.member(&population, index, start)?,
-                None => population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?,
+                None => {
+                    let mut m = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+                    // Nothing keeps these devices: their trees do not log changes for a store.
+                    // Said as each is made, so that the keys it was made with are not held (and
+                    // then freed among the other devices' values) until all are made.
+                    m.engine.device.tree.untracked();
+                    m
+                }
             };
-            made.push((index, m));
+            add(index, m);
         }
     }
-    let mut members = Vec::with_capacity(made.len());
-    let mut indices = Vec::with_capacity(made.len());
-    for (index, mut m) in made {
-        // Spread over the ramp by the device's place in the whole fleet, so that shards ramp
-        // together (a kept device that has had sessions goes on with its own schedule).
-        if m.engine.first_session.is_some() {
-            m.engine.first_session = Some(start + ramp_offset(ramp, index, devices));
-        }
-        if state.is_none() {
-            // Nothing keeps these devices: their trees do not log changes for a store.
-            m.engine.device.tree.untracked();
-        }
-        members.push(m);
-        indices.push(index);
-    }
+    let indices = placed;
     if let Some(s) = &mut state {
         s.keep(&mut members)?;
     }

@@ -191,13 +191,13 @@ fn devices_enroll_through_discovery_with_pooled_keys_and_run_their_sessions_over
 /// by class, and the exit code says sessions failed.
 #[test]
 fn an_enrolled_fleet_rides_out_server_faults_and_counts_them_by_class() {
-    let mut config = mdmsim::server::Config::default();
-    config.faults = mdmsim::server::FaultConfig {
+    let faults = mdmsim::server::FaultConfig {
         spec: "503=10%,reset=10%,truncate=10%".parse().expect("fault spec"),
         seed: Some(5),
         slow_delay: None,
         retry_after: None,
     };
+    let config = mdmsim::server::Config { faults, ..mdmsim::server::Config::default() };
     let server = crate::support::refserver::RefServer::start_https_with(config);
     let ca = server.ca_file();
     let (code, out, err) = mdmsim(&[
