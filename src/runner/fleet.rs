@@ -42,8 +42,9 @@ pub struct Member {
     /// The device's own HTTP client (an enrolled device presents its client certificate);
     /// `None` uses the fleet's shared exchange.
     pub transport: Option<Arc<Transport>>,
-    /// The device's own exchange (an in-process device with its certificate CN); wins over
-    /// `transport`.
+    /// The device's own exchange (an enrolled device's connection with its certificate,
+    /// `super::mtls::DeviceExchange`, or an in-process device with its certificate CN); wins
+    /// over `transport`.
     pub exchange: Option<Arc<dyn Exchange>>,
 }
 
