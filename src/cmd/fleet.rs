@@ -240,6 +240,12 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     }
     // The in-process server's clock: the fleet's simulated day (its records' times).
     let mut server_day: Option<Arc<Mutex<DateTime<Utc>>>> = None;
+    // Read once (the CA file, and the warning of --insecure).
+    let http = match plan.target {
+        Target::InProcess => None,
+        _ => Some(a.http.options()?),
+    };
+    let http_opts = || http.clone().unwrap_or_default();
     let (exchange, server_url, provider, target): (Arc<dyn Exchange>, String, String, String) = match &plan.target {
         Target::InProcess => {
             let dir = state.as_ref().map_or_else(|| scratch.path().to_path_buf(), |s| s.server_dir());
@@ -248,12 +254,12 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             (s.exchange, s.url, s.provider, "in-process".to_string())
         }
         Target::Server { url, provider_id } => {
-            let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+            let transport = Transport::new(http_opts()).map_err(|e| fail(USAGE, e.to_string()))?;
             (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), provider_id.clone(), url.clone())
         }
         Target::Discovery { url } => {
             // Each enrolled device has its own exchange; the fleet's is for nobody.
-            let transport = Transport::new(a.http.options()?).map_err(|e| fail(USAGE, e.to_string()))?;
+            let transport = Transport::new(http_opts()).map_err(|e| fail(USAGE, e.to_string()))?;
             (Arc::new(HttpExchange::new(Arc::new(transport))), String::new(), String::new(), url.clone())
         }
     };
@@ -302,7 +308,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if let Target::Discovery { url } = &plan.target {
         let auth = a.enroll.credential()?;
         let pool = Arc::new(a.enroll.pool()?);
-        let http = a.http.options()?;
+        let http = http_opts();
         let client = mdmsim::runner::enroll::http_client(http.ca_cert_pem.as_deref(), http.insecure)
             .map_err(|e| fail(e.exit_code(), e.to_string()))?;
         let plan = super::fleet_enroll::Plan { discovery: url, client, pool, concurrency: a.max_in_flight, at: start };

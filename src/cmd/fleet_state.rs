@@ -18,10 +18,10 @@
 //! devices at once at each day boundary). The store keeps devices, not their session history:
 //! the report has the counts.
 //!
-//! Enrolled devices (a key and certificates of their own) are not kept here yet: the
-//! pre-provisioned and in-process devices of `mdmsim fleet` have no identity beyond their
-//! record. [`FleetState::load_identity`] and [`FleetState::save_identity`] are where an enrolled
-//! device's identity would be loaded and saved.
+//! Enrolled devices (`--discovery`: a key and certificates of their own) are not kept here yet,
+//! and `--state` with `--discovery` is refused: pre-provisioned and in-process devices have no
+//! identity beyond their record. [`FleetState::load_identity`] and [`FleetState::save_identity`]
+//! are where an enrolled device's identity would be loaded and saved.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
