@@ -464,7 +464,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     }
     match &process.enrollment {
         Some(e) if e.failed > 0 => {
-            let unreachable = summary.enroll_errors.keys().all(|class| class == "unreachable");
+            let unreachable = summary.totals.enroll_errors.keys().all(|class| class == "unreachable");
             let first = e.failures.first().map(String::as_str).unwrap_or_default();
             Err(fail(
                 if unreachable { UNREACHABLE } else { PROTOCOL },
@@ -557,10 +557,10 @@ fn print_lines(s: &Summary, p: &Process) {
         s.start.to_rfc3339(),
         s.clock,
         s.target,
-        s.sessions,
-        s.failed,
-        s.missed,
-        s.messages,
+        s.totals.sessions,
+        s.totals.failed,
+        s.totals.missed,
+        s.totals.messages,
         s.wall_s,
         s.cpu_s,
         p.rss_devices_bytes as f64 / 1048576.0,
@@ -580,10 +580,10 @@ fn print_lines(s: &Summary, p: &Process) {
             super::out::line(format_args!("  enrollment failed: {f}"));
         }
     }
-    for (k, n) in &s.sessions_by {
+    for (k, n) in &s.totals.sessions_by {
         super::out::line(format_args!("  {k:<24} {n}"));
     }
-    for (k, n) in &s.errors {
+    for (k, n) in &s.totals.errors {
         super::out::line(format_args!("  error {k:<18} {n}"));
     }
 }

@@ -173,14 +173,15 @@ fn header(h: &mut String, r: &Report, s: &Summary) {
 
 fn figures(h: &mut String, s: &Summary) {
     let p99 = s.latency_ms.get("session").filter(|p| p.count > 0).map_or("-".to_string(), |p| format_ms(p.p99));
-    let failed_pct = if s.sessions > 0 { 100.0 * s.failed as f64 / s.sessions as f64 } else { 0.0 };
-    let errors: u64 = s.errors.values().sum();
+    let failed_pct =
+        if s.totals.sessions > 0 { 100.0 * s.totals.failed as f64 / s.totals.sessions as f64 } else { 0.0 };
+    let errors: u64 = s.totals.errors.values().sum();
     let cards = [
-        ("Sessions", thousands(s.sessions), false),
+        ("Sessions", thousands(s.totals.sessions), false),
         ("Sessions/s, average", format!("{:.2}", s.sessions_per_s), false),
         ("Sessions/s, peak", format!("{:.2}", s.peak_sessions_per_s), false),
         ("Session latency p99", p99, false),
-        ("Failed sessions", format!("{} ({failed_pct:.1} %)", thousands(s.failed)), s.failed > 0),
+        ("Failed sessions", format!("{} ({failed_pct:.1} %)", thousands(s.totals.failed)), s.totals.failed > 0),
         ("Errors", thousands(errors), errors > 0),
     ];
     h.push_str("<div class=\"figures\">\n");
@@ -530,30 +531,34 @@ fn tables(h: &mut String, r: &Report, s: &Summary) {
         }),
     );
     let pct = |n: u64| {
-        if s.sessions > 0 { format!(" ({:.1} %)", 100.0 * n as f64 / s.sessions as f64) } else { String::new() }
+        if s.totals.sessions > 0 {
+            format!(" ({:.1} %)", 100.0 * n as f64 / s.totals.sessions as f64)
+        } else {
+            String::new()
+        }
     };
     let rows = vec![
-        ("Sessions".to_string(), thousands(s.sessions)),
-        ("completed".to_string(), format!("{}{}", thousands(s.completed), pct(s.completed))),
+        ("Sessions".to_string(), thousands(s.totals.sessions)),
+        ("completed".to_string(), format!("{}{}", thousands(s.totals.completed), pct(s.totals.completed))),
         (
             "failed: server unreachable".to_string(),
-            format!("{}{}", thousands(s.failed_unreachable), pct(s.failed_unreachable)),
+            format!("{}{}", thousands(s.totals.failed_unreachable), pct(s.totals.failed_unreachable)),
         ),
         (
             "failed: protocol or HTTP error".to_string(),
-            format!("{}{}", thousands(s.failed_protocol), pct(s.failed_protocol)),
+            format!("{}{}", thousands(s.totals.failed_protocol), pct(s.totals.failed_protocol)),
         ),
-        ("Missed (network off)".to_string(), thousands(s.missed)),
-        ("Devices unenrolled".to_string(), thousands(s.unenrolled)),
-        ("HTTP exchanges".to_string(), thousands(s.messages)),
+        ("Missed (network off)".to_string(), thousands(s.totals.missed)),
+        ("Devices unenrolled".to_string(), thousands(s.totals.unenrolled)),
+        ("HTTP exchanges".to_string(), thousands(s.totals.messages)),
         (
             "Messages sent / received".to_string(),
-            format!("{} / {}", thousands(s.messages_sent), thousands(s.messages_received)),
+            format!("{} / {}", thousands(s.totals.messages_sent), thousands(s.totals.messages_received)),
         ),
-        ("Messages sent again (429/503)".to_string(), thousands(s.throttled)),
+        ("Messages sent again (429/503)".to_string(), thousands(s.totals.throttled)),
         (
             "Enrollments (failed)".to_string(),
-            format!("{} ({})", thousands(s.enrollments), thousands(s.enrollments_failed)),
+            format!("{} ({})", thousands(s.totals.enrollments), thousands(s.totals.enrollments_failed)),
         ),
         ("Sessions/s average / peak".to_string(), format!("{:.2} / {:.2}", s.sessions_per_s, s.peak_sessions_per_s)),
         ("Wall time (longest shard)".to_string(), format!("{:.1} s", s.wall_s)),
@@ -562,14 +567,14 @@ fn tables(h: &mut String, r: &Report, s: &Summary) {
     ];
     table(h, "Summary", &["", "value"], rows.into_iter().map(|(k, v)| vec![k, v]));
 
-    counts_table(h, "Sessions by trigger/mode", "trigger/mode", &s.sessions_by);
-    counts_table(h, "Errors by class", "class", &s.errors);
-    if !s.enroll_errors.is_empty() {
-        counts_table(h, "Failed enrollments by class", "class", &s.enroll_errors);
+    counts_table(h, "Sessions by trigger/mode", "trigger/mode", &s.totals.sessions_by);
+    counts_table(h, "Errors by class", "class", &s.totals.errors);
+    if !s.totals.enroll_errors.is_empty() {
+        counts_table(h, "Failed enrollments by class", "class", &s.totals.enroll_errors);
     }
-    counts_table(h, "Status codes sent by the devices", "code", &s.statuses_sent);
-    counts_table(h, "Status codes received from the server", "code", &s.statuses_received);
-    counts_table(h, "Findings by rule", "rule", &s.findings);
+    counts_table(h, "Status codes sent by the devices", "code", &s.totals.statuses_sent);
+    counts_table(h, "Status codes received from the server", "code", &s.totals.statuses_received);
+    counts_table(h, "Findings by rule", "rule", &s.totals.findings);
     if r.run.shard_count > 1 {
         table(
             h,
@@ -589,12 +594,17 @@ fn tables(h: &mut String, r: &Report, s: &Summary) {
     h.push_str("</section>\n");
 }
 
-fn counts_table(h: &mut String, caption: &str, key: &str, m: &std::collections::BTreeMap<String, u64>) {
+fn counts_table<K: std::fmt::Display>(
+    h: &mut String,
+    caption: &str,
+    key: &str,
+    m: &std::collections::BTreeMap<K, u64>,
+) {
     if m.is_empty() {
         let _ = writeln!(h, "<table><caption>{caption}</caption><tr><td>none</td></tr></table>");
         return;
     }
-    table(h, caption, &[key, "count"], m.iter().map(|(k, n)| vec![k.clone(), thousands(*n)]));
+    table(h, caption, &[key, "count"], m.iter().map(|(k, n)| vec![k.to_string(), thousands(*n)]));
 }
 
 /// A table whose first column is text and the others numbers; a wide one takes the whole width.

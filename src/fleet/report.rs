@@ -609,32 +609,14 @@ impl Report {
             duration_s: self.run.duration_s,
             clock: self.run.clock.clone(),
             target: self.run.target.clone(),
-            sessions: t.sessions,
-            completed: t.completed,
-            failed: t.failed,
-            failed_unreachable: t.failed_unreachable,
-            failed_protocol: t.failed_protocol,
-            missed: t.missed,
-            unenrolled: t.unenrolled,
-            messages: t.messages,
-            messages_sent: t.messages_sent,
-            messages_received: t.messages_received,
-            throttled: t.throttled,
-            enrollments: t.enrollments,
-            enrollments_failed: t.enrollments_failed,
+            totals: t.clone(),
             sessions_per_s: t.sessions as f64 / self.run.duration_s.max(1) as f64,
             peak_sessions_per_s: peak as f64 / self.bucket_s as f64,
             wall_s: self.shards.iter().map(|s| s.wall_s).fold(0.0, f64::max),
             cpu_s: self.shards.iter().map(|s| s.cpu_s).sum(),
             peak_rss_bytes: self.shards.iter().map(|s| s.peak_rss_bytes).max().unwrap_or(0),
-            sessions_by: t.sessions_by.clone(),
             latency_ms,
             latency_by_ms: self.latency.session_by.iter().map(|(k, h)| (k.clone(), Percentiles::of(&h.0))).collect(),
-            errors: t.errors.clone(),
-            enroll_errors: t.enroll_errors.clone(),
-            statuses_sent: t.statuses_sent.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
-            statuses_received: t.statuses_received.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
-            findings: t.findings.clone(),
         }
     }
 
@@ -703,20 +685,9 @@ pub struct Summary {
     pub duration_s: u64,
     pub clock: String,
     pub target: String,
-    pub sessions: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub failed_unreachable: u64,
-    pub failed_protocol: u64,
-    pub missed: u64,
-    pub unenrolled: u64,
-    /// HTTP exchanges timed by the runner.
-    pub messages: u64,
-    pub messages_sent: u64,
-    pub messages_received: u64,
-    pub throttled: u64,
-    pub enrollments: u64,
-    pub enrollments_failed: u64,
+    /// The run's counts (as the report's `totals`).
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Sessions per second of simulated time, over the whole run.
     pub sessions_per_s: f64,
     /// The same in the busiest bucket.
@@ -727,17 +698,10 @@ pub struct Summary {
     pub cpu_s: f64,
     /// The peak resident memory of the largest shard process.
     pub peak_rss_bytes: u64,
-    /// Sessions by `trigger/mode`.
-    pub sessions_by: BTreeMap<String, u64>,
     /// Percentiles of `session`, `message` and `enroll` latency.
     pub latency_ms: BTreeMap<String, Percentiles>,
     /// Session latency percentiles by `trigger/mode`.
     pub latency_by_ms: BTreeMap<String, Percentiles>,
-    pub errors: BTreeMap<String, u64>,
-    pub enroll_errors: BTreeMap<String, u64>,
-    pub statuses_sent: BTreeMap<String, u64>,
-    pub statuses_received: BTreeMap<String, u64>,
-    pub findings: BTreeMap<String, u64>,
 }
 
 impl fmt::Display for Summary {
@@ -770,34 +734,34 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "sessions:   {} ({} completed, {} failed: {} unreachable, {} protocol), {} missed",
-            thousands(self.sessions),
-            thousands(self.completed),
-            thousands(self.failed),
-            thousands(self.failed_unreachable),
-            thousands(self.failed_protocol),
-            thousands(self.missed)
+            thousands(self.totals.sessions),
+            thousands(self.totals.completed),
+            thousands(self.totals.failed),
+            thousands(self.totals.failed_unreachable),
+            thousands(self.totals.failed_protocol),
+            thousands(self.totals.missed)
         )?;
         writeln!(
             f,
             "rate:       {:.2} sessions/s on average, {:.2}/s at the peak (simulated time)",
             self.sessions_per_s, self.peak_sessions_per_s
         )?;
-        writeln!(f, "by:         {}", counts(&self.sessions_by))?;
+        writeln!(f, "by:         {}", counts(&self.totals.sessions_by))?;
         writeln!(
             f,
             "messages:   {} exchanges; {} sent, {} received, {} throttled",
-            thousands(self.messages),
-            thousands(self.messages_sent),
-            thousands(self.messages_received),
-            thousands(self.throttled)
+            thousands(self.totals.messages),
+            thousands(self.totals.messages_sent),
+            thousands(self.totals.messages_received),
+            thousands(self.totals.throttled)
         )?;
-        if self.enrollments > 0 {
+        if self.totals.enrollments > 0 {
             writeln!(
                 f,
                 "enrollment: {} ({} failed: {})",
-                thousands(self.enrollments),
-                thousands(self.enrollments_failed),
-                counts(&self.enroll_errors)
+                thousands(self.totals.enrollments),
+                thousands(self.totals.enrollments_failed),
+                counts(&self.totals.enroll_errors)
             )?;
         }
         for (phase, p) in &self.latency_ms {
@@ -809,10 +773,10 @@ impl fmt::Display for Summary {
                 )?;
             }
         }
-        writeln!(f, "errors:     {}", counts(&self.errors))?;
-        writeln!(f, "statuses:   sent {}", counts(&self.statuses_sent))?;
-        writeln!(f, "            received {}", counts(&self.statuses_received))?;
-        writeln!(f, "findings:   {}", counts(&self.findings))?;
+        writeln!(f, "errors:     {}", counts(&self.totals.errors))?;
+        writeln!(f, "statuses:   sent {}", counts(&self.totals.statuses_sent))?;
+        writeln!(f, "            received {}", counts(&self.totals.statuses_received))?;
+        writeln!(f, "findings:   {}", counts(&self.totals.findings))?;
         write!(
             f,
             "resources:  {:.1} s wall, {:.1} s CPU, peak RSS {:.1} MiB",

@@ -243,17 +243,17 @@ fn merged_shard_reports_are_the_report_of_one_run_histograms_included() {
     let s = merged.summary();
     assert_eq!(s.devices, 2000);
     assert_eq!(s.shards, "shards 0, 1 of 2");
-    assert_eq!(s.sessions, sessions);
-    assert_eq!(s.completed + s.failed, sessions);
-    assert!(s.failed > 0 && s.failed == s.failed_unreachable, "{s:?}");
-    assert_eq!(s.errors["timeout"], s.failed, "each timed-out session reported one timeout");
-    assert_eq!(s.sessions_by.values().sum::<u64>(), sessions);
-    assert!(s.sessions_by["logon/Maintenance"] > 1500, "{:?}", s.sessions_by);
-    assert!(s.sessions_by["nightly/Machine"] > 1900, "{:?}", s.sessions_by);
-    assert_eq!(s.enrollments, 100);
-    assert_eq!(s.enrollments_failed, 3, "devices 0, 37 and 74");
-    assert_eq!(s.unenrolled, 5);
-    assert!(s.findings["machine-mode-write"] > 0);
+    assert_eq!(s.totals.sessions, sessions);
+    assert_eq!(s.totals.completed + s.totals.failed, sessions);
+    assert!(s.totals.failed > 0 && s.totals.failed == s.totals.failed_unreachable, "{s:?}");
+    assert_eq!(s.totals.errors["timeout"], s.totals.failed, "each timed-out session reported one timeout");
+    assert_eq!(s.totals.sessions_by.values().sum::<u64>(), sessions);
+    assert!(s.totals.sessions_by["logon/Maintenance"] > 1500, "{:?}", s.totals.sessions_by);
+    assert!(s.totals.sessions_by["nightly/Machine"] > 1900, "{:?}", s.totals.sessions_by);
+    assert_eq!(s.totals.enrollments, 100);
+    assert_eq!(s.totals.enrollments_failed, 3, "devices 0, 37 and 74");
+    assert_eq!(s.totals.unenrolled, 5);
+    assert!(s.totals.findings["machine-mode-write"] > 0);
     let lat = &s.latency_ms["session"];
     assert!(lat.p50 < lat.p90 && lat.p90 < lat.p99 && lat.p99 <= lat.max, "{lat:?}");
     assert!(lat.max >= 30_000.0, "the timeouts are in the tail: {lat:?}");
@@ -340,9 +340,9 @@ fn report_summary_prints_the_figures_as_text_and_json() {
         out.contains(&format!(
             "sessions:   {} ({} completed, {} failed: {} unreachable, 0 protocol)",
             mdmsim::fleet::report::thousands(sessions),
-            mdmsim::fleet::report::thousands(s.completed),
-            s.failed,
-            s.failed
+            mdmsim::fleet::report::thousands(s.totals.completed),
+            s.totals.failed,
+            s.totals.failed
         )),
         "{out}"
     );
@@ -352,7 +352,7 @@ fn report_summary_prints_the_figures_as_text_and_json() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["sessions"], sessions);
     assert_eq!(json["latency_ms"]["session"]["p99"], s.latency_ms["session"].p99);
-    assert_eq!(json["statuses_sent"]["405"], s.statuses_sent["405"]);
+    assert_eq!(json["statuses_sent"]["405"], s.totals.statuses_sent[&405]);
 }
 
 #[test]
