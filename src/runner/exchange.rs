@@ -21,7 +21,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use super::fetch;
-use super::http::{HttpError, Transport, retry_after_text};
+use super::http::{Carrier, HttpError, HttpOptions, Outgoing, Transport, post_message, retry_after_text};
+use super::signing::SigningError;
 use crate::device::engine::{Response, Transmit};
 use crate::device::run::{ExchangeError, Reply, Request};
 use crate::session::Fault;
@@ -79,10 +80,22 @@ impl Exchange for HttpExchange {
 /// POSTs one session message with `transport`, signing it when the request asks and the
 /// transport holds a key.
 pub async fn post(transport: &Transport, req: &Request) -> Reply {
+    let sign = transport.signer().map(|s| move |body: &[u8]| s.sign(body));
+    post_request(transport, transport.options(), req, sign).await
+}
+
+/// POSTs one session message through `carrier` with the rules of `opts`, signed with `sign`
+/// (the device's enrollment certificate and key) when the request asks for a signature.
+pub(crate) async fn post_request<C: Carrier>(
+    carrier: &C,
+    opts: &HttpOptions,
+    req: &Request,
+    sign: Option<impl Fn(&[u8]) -> Result<String, SigningError>>,
+) -> Reply {
     let started = Instant::now();
     let mut unsigned = None;
-    let signature = match (&req.sign_with, transport.signer()) {
-        (Some(header), Some(signer)) => match signer.sign(req.body.as_bytes()) {
+    let signature = match (&req.sign_with, sign) {
+        (Some(header), Some(sign)) => match sign(req.body.as_bytes()) {
             Ok(sig) => Some((header.as_str(), sig)),
             Err(e) => {
                 unsigned = Some(e.to_string());
@@ -95,12 +108,15 @@ pub async fn post(transport: &Transport, req: &Request) -> Reply {
         }
         (None, _) => None,
     };
-    let sig = signature.as_ref().map(|(h, v)| (*h, v.as_str()));
+    let msg = Outgoing {
+        url: &req.url,
+        body: &req.body,
+        client_request_id: &req.client_request_id,
+        signature: signature.as_ref().map(|(h, v)| (*h, v.as_str())),
+    };
     let mut throttled = Vec::new();
-    let answer =
-        transport.post_observed(&req.url, &req.body, &req.client_request_id, sig, req.max_body, &mut throttled).await;
-    let result = answer.map_err(|e| exchange_error(&e));
-    Reply { result, elapsed: started.elapsed(), unsigned, throttled }
+    let answer = post_message(carrier, opts, &msg, req.max_body, &mut throttled).await;
+    Reply { result: answer.map_err(|e| exchange_error(&e)), elapsed: started.elapsed(), unsigned, throttled }
 }
 
 /// The engine's form of a transport failure.

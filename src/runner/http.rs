@@ -158,6 +158,11 @@ impl Transport {
         &self.client
     }
 
+    /// The settings it was built with.
+    pub(crate) fn options(&self) -> &HttpOptions {
+        &self.opts
+    }
+
     /// The certificate and key that sign messages, if the device has them.
     pub fn signer(&self) -> Option<&super::signing::Signer> {
         self.opts.signer.as_ref()

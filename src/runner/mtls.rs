@@ -25,9 +25,9 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::exchange::{Exchange, Exchanging, FETCH_TIMEOUT, NO_WNS, exchange_error};
+use super::exchange::{Exchange, Exchanging, FETCH_TIMEOUT, NO_WNS, post_request};
 use super::fetch;
-use super::http::{Answer, Carrier, HttpError, HttpOptions, Outgoing, Transport, post_message, syncml_headers};
+use super::http::{Answer, Carrier, HttpError, HttpOptions, Outgoing, Transport, syncml_headers};
 use super::signing::SigningError;
 use crate::device::engine::{Response, Transmit};
 use crate::device::run::{Reply, Request};
@@ -346,26 +346,6 @@ impl Exchange for DeviceExchange {
 impl DeviceExchange {
     /// One session message, signed with the device's key when the request asks.
     async fn post(&self, req: &Request) -> Reply {
-        let started = Instant::now();
-        let mut unsigned = None;
-        let signature = match &req.sign_with {
-            Some(header) => match self.identity.sign(req.body.as_bytes()) {
-                Ok(sig) => Some((header.as_str(), sig)),
-                Err(e) => {
-                    unsigned = Some(e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
-        let msg = Outgoing {
-            url: &req.url,
-            body: &req.body,
-            client_request_id: &req.client_request_id,
-            signature: signature.as_ref().map(|(h, v)| (*h, v.as_str())),
-        };
-        let mut throttled = Vec::new();
-        let answer = post_message(self, &self.tls.opts, &msg, req.max_body, &mut throttled).await;
-        Reply { result: answer.map_err(|e| exchange_error(&e)), elapsed: started.elapsed(), unsigned, throttled }
+        post_request(self, &self.tls.opts, req, Some(|body: &[u8]| self.identity.sign(body))).await
     }
 }
