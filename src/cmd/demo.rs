@@ -297,7 +297,8 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     let plan =
         Plan { discovery: &server.discovery_url(), client, pool: Arc::new(pool), concurrency: ENROLLING, at: start };
     let indices: Vec<u64> = (0..a.devices as u64).collect();
-    let done = enroll_all(plan, &indices, options, |_, _, _| progress.inc(1)).await?;
+    let kind = |index: u64| plans[index as usize].0;
+    let done = enroll_all(plan, &indices, (options, kind), |_, _, _| progress.inc(1)).await?;
     progress.finish_and_clear();
     let enrollment_failures = done.failures;
     let roots: Vec<&str> = done.roots.iter().map(String::as_str).collect();

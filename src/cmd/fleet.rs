@@ -337,8 +337,10 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             failures: done.failures,
         });
     } else {
+        // Devices of one template share the entries their trees hold alike.
+        let mut sharing = mdmsim::tree::Sharing::default();
         for &index in &indices {
-            let m = match &mut state {
+            let mut m = match &mut state {
                 Some(s) => s.member(&population, index, start)?,
                 None => {
                     let mut m = population.member(index, start).map_err(|e| fail(USAGE, format!("template: {e}")))?;
@@ -349,6 +351,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                     m
                 }
             };
+            sharing.share(population.kind(index), &mut m.engine.device.tree);
             add(index, m);
         }
     }

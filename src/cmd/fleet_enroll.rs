@@ -22,6 +22,7 @@ use mdmsim::fleet::report::Report;
 use mdmsim::runner::enrollment::{DeviceEnrollError, EnrollOptions, enroll_held};
 use mdmsim::runner::keys::{DEFAULT_POOL, KeyPool};
 use mdmsim::runner::mtls::TlsIdentity;
+use mdmsim::tree::Sharing;
 
 use super::Credential;
 use super::exit::{USAGE, fail};
@@ -147,7 +148,7 @@ pub async fn enroll_population(
     metrics: &Metrics,
 ) -> anyhow::Result<Enrolled> {
     let options = |index| population.enroll_options(index, email, |user| auth.for_user(user));
-    enroll_all(plan, indices, options, |at, us, failed| {
+    enroll_all(plan, indices, (options, |index| population.kind(index)), |at, us, failed| {
         super::fleet::lock(report).enrollment(at, us, failed);
         metrics.enrollment(us, failed);
     })
@@ -156,11 +157,12 @@ pub async fn enroll_population(
 
 /// Enrolls the devices `indices`, each as `options` says, at most `plan.concurrency` at a time,
 /// the pool's keys handed out by index; `counted` sees each enrollment's simulated instant,
-/// latency (µs) and failure class.
+/// latency (µs) and failure class. The devices of one `kind` (their template) share the
+/// entries their trees hold alike (`tree::Sharing`).
 pub async fn enroll_all(
     plan: Plan<'_>,
     indices: &[u64],
-    options: impl Fn(u64) -> EnrollOptions,
+    (options, kind): (impl Fn(u64) -> EnrollOptions, impl Fn(u64) -> usize),
     mut counted: impl FnMut(DateTime<Utc>, u64, Option<&'static str>),
 ) -> anyhow::Result<Enrolled> {
     let wall = Instant::now();
@@ -220,12 +222,14 @@ pub async fn enroll_all(
         }
     }
     packed.sort_by_key(|(i, ..)| *i);
+    let mut sharing = Sharing::default();
     for (index, json, settings, identity) in packed {
         let mut device: Device = serde_json::from_slice(&json)
             .map_err(|e| fail(super::exit::STATE, format!("device {index} after its enrollment: {e}")))?;
         if let Some(shared) = settings.filter(|s| **s == *device.settings) {
             device.settings = shared;
         }
+        sharing.share(kind(index), &mut device.tree);
         out.devices.push((index, device, Arc::new(identity)));
     }
     out.roots = roots.into_iter().collect();

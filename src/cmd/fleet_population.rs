@@ -87,6 +87,11 @@ impl Population {
         Arc::clone(cache.entry((which, tz.to_string())).or_insert_with(|| template_settings(template)))
     }
 
+    /// The kind of device `index`: which template of the mix it is made from.
+    pub fn kind(&self, index: u64) -> usize {
+        self.mix.pick(self.seed, index).1
+    }
+
     /// The DeviceID of device `index`.
     pub fn device_id(&self, index: u64) -> DeviceId {
         self.mix.identity(self.seed, index).device_id

@@ -437,7 +437,12 @@ impl Engine {
 
     /// What happened since the last call, oldest first.
     pub fn poll_event(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > 0 {
+            // An idle device holds no room for outputs (a fleet holds a million idle devices).
+            self.out = VecDeque::new();
+        }
+        next
     }
 
     /// Re-reads the DMClient values that drive the schedule (poll timetable, login polling,
@@ -492,6 +497,10 @@ impl Engine {
             self.effects(later);
         }
         let Some(work) = self.queue.pop_front() else { return false };
+        if self.queue.is_empty() {
+            // Nor room for work while none waits.
+            self.queue = VecDeque::new();
+        }
         match work {
             Work::Fetch { csp, node, url } => {
                 tracing::info!(device = %self.device.id, url, "downloading package");

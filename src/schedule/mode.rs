@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::tree::Profile;
 
@@ -207,13 +209,107 @@ pub enum UserChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
     /// Logon sessions by user name ([`ENROLLED`] for the enrolled user).
-    sessions: BTreeMap<String, SessionState>,
+    sessions: Sessions,
     /// The user at the console, if any.
-    console: Option<String>,
+    console: Option<CompactString>,
     /// Users who logged on at least once since enrollment.
-    seen: BTreeSet<String>,
+    seen: Seen,
     /// The enrolled user logged on since the last reboot.
     enrolled_since_boot: bool,
+}
+
+/// Logon sessions by user name, in name order, written as a map. A device has one user most of
+/// the time (the enrolled one), held in place: a fleet holds two of these per device (the
+/// device's and its scheduler's), and B-tree maps cost over a kilobyte for the pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Sessions(SmallVec<[(CompactString, SessionState); 1]>);
+
+impl Sessions {
+    fn find(&self, user: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(u, _)| u.as_str().cmp(user))
+    }
+
+    fn get(&self, user: &str) -> Option<&SessionState> {
+        self.find(user).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, user: &str) -> Option<&mut SessionState> {
+        self.find(user).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, user: &str) -> bool {
+        self.find(user).is_ok()
+    }
+
+    /// The user's previous state, if it had a session.
+    fn insert(&mut self, user: &str, state: SessionState) -> Option<SessionState> {
+        match self.find(user) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, state)),
+            Err(i) => {
+                self.0.insert(i, (user.into(), state));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, user: &str) -> Option<SessionState> {
+        self.find(user).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.0 = SmallVec::new();
+    }
+}
+
+impl Serialize for Sessions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(u, st)| (u, st)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Sessions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<CompactString, SessionState>::deserialize(d)?;
+        Ok(Sessions(map.into_iter().collect()))
+    }
+}
+
+/// User names in order, each once, written as a list; one held in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Seen(SmallVec<[CompactString; 1]>);
+
+impl Seen {
+    /// True when `user` is new.
+    fn insert(&mut self, user: &str) -> bool {
+        match self.0.binary_search_by(|u| u.as_str().cmp(user)) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, user.into());
+                true
+            }
+        }
+    }
+
+    fn contains(&self, user: &str) -> bool {
+        self.0.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+    }
+}
+
+impl Serialize for Seen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let set = BTreeSet::<CompactString>::deserialize(d)?;
+        Ok(Seen(set.into_iter().collect()))
+    }
 }
 
 impl UserState {
@@ -249,20 +345,22 @@ impl UserState {
             }
             UserEvent::Logon(user) => {
                 self.lock_console();
-                self.console = Some(user.clone());
+                self.console = Some(user.as_str().into());
                 let enrolled = user == ENROLLED;
                 if enrolled {
                     self.enrolled_since_boot = true;
                 }
-                if self.sessions.insert(user.clone(), SessionState::Active).is_some() {
+                if self.sessions.insert(&user, SessionState::Active).is_some() {
                     // Switching back to an existing session is an unlock, not a logon.
                     return UserChange::Other;
                 }
-                let first = self.seen.insert(user.clone());
+                let first = self.seen.insert(&user);
                 UserChange::Logon { user, enrolled, first }
             }
             UserEvent::Logoff(user) => {
-                let Some(user) = user.or_else(|| self.console.clone()) else { return UserChange::None };
+                let Some(user) = user.or_else(|| self.console.as_ref().map(|c| c.to_string())) else {
+                    return UserChange::None;
+                };
                 if self.sessions.remove(&user).is_none() {
                     return UserChange::None;
                 }
@@ -279,15 +377,17 @@ impl UserState {
                 }
             }
             UserEvent::Unlock(user) => {
-                let Some(user) = user.or_else(|| self.console.clone()) else { return UserChange::None };
+                let Some(user) = user.or_else(|| self.console.as_ref().map(|c| c.to_string())) else {
+                    return UserChange::None;
+                };
                 if !self.sessions.contains_key(&user) {
                     return UserChange::None;
                 }
                 if self.console.as_deref() != Some(user.as_str()) {
                     self.lock_console();
-                    self.console = Some(user.clone());
+                    self.console = Some(user.as_str().into());
                 }
-                self.sessions.insert(user, SessionState::Active);
+                self.sessions.insert(&user, SessionState::Active);
                 UserChange::Other
             }
         }
@@ -415,6 +515,22 @@ mod tests {
 
     fn logon(s: &mut UserState, user: &str) -> UserChange {
         s.apply(UserEvent::Logon(user.into()))
+    }
+
+    #[test]
+    fn user_state_is_stored_as_maps_and_lists_of_names() {
+        let mut s = UserState::enrolled_active();
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"sessions":{"enrolled":"active"},"console":"enrolled","seen":["enrolled"],"enrolled_since_boot":true}"#
+        );
+        logon(&mut s, "Zoe");
+        logon(&mut s, "adam");
+        let back: UserState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert!(back.has_logged_on("zoe") && back.has_logged_on("adam"));
+        assert_eq!(back.console(), Some("adam"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::syncml::{Item, StatusCode};
 
 pub use exec::{CmdOutcome, Tree, UNSUPPORTED_KEY};
 pub use schema::{Format, Lifetime, NodeSpec, Ops};
-pub use state::{Entry, Mark, TreeState};
+pub use state::{Entry, Mark, SharedEntries, Sharing, TreeState};
 pub use uri::{NodeUri, Query, Scope, UriError, encode_segment, key_of};
 
 /// Which Windows client a device emulates (the Windows 8.1 MDM operation modes post).

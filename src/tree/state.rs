@@ -66,17 +66,18 @@ impl Key {
     }
 }
 
-/// Entries from `from` (inclusive) on, in key order.
-fn from<'a>(entries: &'a Entries, from: &str) -> impl Iterator<Item = (&'a Key, &'a Entry)> {
-    entries.from(from)
-}
+/// Entries sorted by key. A device holds tens to a few hundred entries and changes few of them
+/// per session; a sorted vector holds them in 40 bytes each with no node overhead (a B-tree's
+/// nodes cost about as much again), finds one in as many comparisons, and moves a few kilobytes
+/// when a new key comes, which is rare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sorted<V>(Vec<(Key, V)>);
 
-/// A device's entries: a vector sorted by key. A device holds tens to a few hundred entries
-/// and changes few of them per session; a sorted vector holds them in 40 bytes each with no
-/// node overhead (a B-tree's nodes cost about as much again), finds one in as many comparisons,
-/// and moves a few kilobytes when a new key comes, which is rare.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Entries(Vec<(Key, Entry)>);
+impl<V> Default for Sorted<V> {
+    fn default() -> Self {
+        Sorted(Vec::new())
+    }
+}
 
 /// `a.cmp(b)` for keys, eight bytes at a time in place: the keys of a device share long prefixes
 /// (`Vendor/MSFT/Policy/Config/`) and every lookup compares a few of them, so the library's
@@ -101,59 +102,19 @@ fn cmp_keys(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
-impl Entries {
+impl<V> Sorted<V> {
     fn find(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| cmp_keys(k.as_str(), key))
     }
 
-    fn get(&self, key: &str) -> Option<&Entry> {
-        self.find(key).ok().map(|i| &self.0[i].1)
+    fn get(&self, key: &str) -> Option<&(Key, V)> {
+        self.find(key).ok().map(|i| &self.0[i])
     }
 
-    fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
-    }
-
-    /// Stores `entry` at `key`; the stored key and the previous entry, if any.
-    fn insert(&mut self, key: &str, entry: Entry) -> (Key, Option<Entry>) {
-        match self.find(key) {
-            Ok(i) => (self.0[i].0.clone(), Some(std::mem::replace(&mut self.0[i].1, entry))),
-            Err(i) => {
-                let k = Key::of(key);
-                self.0.insert(i, (k.clone(), entry));
-                (k, None)
-            }
-        }
-    }
-
-    /// Stores `entry` at a key already shared (the journal's, on rollback).
-    fn insert_key(&mut self, key: Key, entry: Entry) {
-        match self.find(key.as_str()) {
-            Ok(i) => self.0[i].1 = entry,
-            Err(i) => self.0.insert(i, (key, entry)),
-        }
-    }
-
-    fn remove(&mut self, key: &str) -> Option<(Key, Entry)> {
-        self.find(key).ok().map(|i| self.0.remove(i))
-    }
-
-    /// Entries from `from` (inclusive) on, in key order.
-    fn from(&self, from: &str) -> impl Iterator<Item = (&Key, &Entry)> {
+    /// The entries from `from` (inclusive) on.
+    fn from(&self, from: &str) -> &[(Key, V)] {
         let start = self.0.partition_point(|(k, _)| cmp_keys(k.as_str(), from).is_lt());
-        self.0[start..].iter().map(|(k, e)| (k, e))
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
-        self.0.iter().map(|(k, e)| (k, e))
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        &self.0[start..]
     }
 
     /// Gives back the spare room of the vector (after a session added keys).
@@ -164,30 +125,96 @@ impl Entries {
     }
 }
 
-impl FromIterator<(Key, Entry)> for Entries {
-    fn from_iter<I: IntoIterator<Item = (Key, Entry)>>(iter: I) -> Self {
-        let mut v: Vec<(Key, Entry)> = iter.into_iter().collect();
+impl<V> FromIterator<(Key, V)> for Sorted<V> {
+    fn from_iter<I: IntoIterator<Item = (Key, V)>>(iter: I) -> Self {
+        let mut v: Vec<(Key, V)> = iter.into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         // The last of equal keys wins, as in a map.
         v.reverse();
         v.dedup_by(|a, b| a.0 == b.0);
         v.reverse();
         v.shrink_to_fit();
-        Entries(v)
+        Sorted(v)
     }
 }
 
-/// Written as a map from key to entry (as the state always was).
-impl Serialize for Entries {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, e)| (k, e)))
+/// Entries that many devices hold alike (the devices of a fleet made from one template), kept
+/// once: a device sharing them stores only the keys where it differs ([`TreeState::share`]).
+/// Without it, a fleet's devices each held a hundred-odd entries of which four in five were the
+/// same in every device.
+#[derive(Debug, Default)]
+pub struct SharedEntries(Sorted<Entry>);
+
+impl SharedEntries {
+    /// The entries `state` holds now, to be shared.
+    pub fn of(state: &TreeState) -> Arc<SharedEntries> {
+        Arc::new(SharedEntries(Sorted(state.merged().map(|(k, e)| (k.clone(), e.clone())).collect())))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.0.is_empty()
     }
 }
 
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<String, Entry>::deserialize(d)?;
-        Ok(map.into_iter().map(|(k, e)| (Key::of(&k), e)).collect())
+/// Shares entries among states made alike (the devices of a fleet, by template): the first
+/// state of each kind gives the entries that it and the later ones of its kind share
+/// ([`TreeState::share`]).
+#[derive(Debug)]
+pub struct Sharing<K> {
+    by_kind: std::collections::HashMap<K, Arc<SharedEntries>>,
+}
+
+impl<K> Default for Sharing<K> {
+    fn default() -> Self {
+        Sharing { by_kind: std::collections::HashMap::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Sharing<K> {
+    /// Makes `state` share the entries of its `kind`.
+    pub fn share(&mut self, kind: K, state: &mut TreeState) {
+        let shared = self.by_kind.entry(kind).or_insert_with(|| SharedEntries::of(state));
+        state.share(shared);
+    }
+}
+
+/// A device's entries in key order: its own over the shared ones, without the shared ones it
+/// removed.
+struct Merged<'a> {
+    own: std::iter::Peekable<std::slice::Iter<'a, (Key, Option<Entry>)>>,
+    shared: std::iter::Peekable<std::slice::Iter<'a, (Key, Entry)>>,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a Key, &'a Entry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering::*;
+        loop {
+            let order = match (self.own.peek(), self.shared.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => Less,
+                (None, Some(_)) => Greater,
+                (Some((o, _)), Some((s, _))) => cmp_keys(o.as_str(), s.as_str()),
+            };
+            if order != Less {
+                let (k, e) = self.shared.next()?;
+                if order == Greater {
+                    return Some((k, e));
+                }
+            }
+            // The device's own entry (over the shared one of the same key, if any); a removal
+            // hides the shared entry.
+            if let (k, Some(e)) = self.own.next()? {
+                return Some((k, e));
+            }
+        }
     }
 }
 
@@ -206,30 +233,57 @@ pub enum Entry {
 pub struct Mark(usize);
 
 /// The stored values of one device.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct TreeState {
-    entries: Entries,
+    /// The device's own entries: where it differs from `shared` (`None`: a shared key it
+    /// removed), or all of them when it shares none.
+    own: Sorted<Option<Entry>>,
+    shared: Option<Arc<SharedEntries>>,
     /// Each change's key (shared with the entries: journalling a change copies no path) and
     /// the entry it replaced.
-    #[serde(skip)]
     journal: Vec<(Key, Option<Entry>)>,
     /// Keys committed since the store last took them ([`TreeState::take_changes`]).
-    #[serde(skip)]
     changed: BTreeSet<String>,
     /// No store takes the changes ([`TreeState::untracked`]): committing forgets them.
-    #[serde(skip)]
     untracked: bool,
 }
 
 impl PartialEq for TreeState {
-    /// Two states are equal when they hold the same entries (the journal and the change set are
-    /// bookkeeping).
+    /// Two states are equal when they hold the same entries (what is shared, the journal and
+    /// the change set are bookkeeping).
     fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
+        self.merged().eq(other.merged())
     }
 }
 
 impl Eq for TreeState {}
+
+/// Written as `{"entries": {key: entry, ...}}`, whatever is shared (as the state always was).
+impl Serialize for TreeState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Map<'a>(&'a TreeState);
+        impl Serialize for Map<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.merged())
+            }
+        }
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("TreeState", 1)?;
+        st.serialize_field("entries", &Map(self))?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TreeState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Stored {
+            entries: BTreeMap<String, Entry>,
+        }
+        let stored = Stored::deserialize(d)?;
+        Ok(TreeState::from_entries(stored.entries))
+    }
+}
 
 impl TreeState {
     /// An empty state.
@@ -240,17 +294,31 @@ impl TreeState {
     /// A state holding these entries, committed and with no change to take (as the store loads
     /// it).
     pub fn from_entries(entries: impl IntoIterator<Item = (String, Entry)>) -> Self {
-        TreeState { entries: entries.into_iter().map(|(k, e)| (Key::of(&k), e)).collect(), ..Self::default() }
+        TreeState { own: entries.into_iter().map(|(k, e)| (Key::of(&k), Some(e))).collect(), ..Self::default() }
+    }
+
+    /// The entries in key order.
+    fn merged(&self) -> Merged<'_> {
+        self.merged_from("")
+    }
+
+    /// The entries from `from` (inclusive) on, in key order.
+    fn merged_from(&self, from: &str) -> Merged<'_> {
+        let shared: &[(Key, Entry)] = self.shared.as_deref().map_or(&[], |s| s.0.from(from));
+        Merged { own: self.own.from(from).iter().peekable(), shared: shared.iter().peekable() }
     }
 
     /// The entry at `key`.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+        match self.own.find(key) {
+            Ok(i) => self.own.0[i].1.as_ref(),
+            Err(_) => self.shared.as_deref()?.0.get(key).map(|(_, e)| e),
+        }
     }
 
     /// The leaf value at `key`, if one is stored.
     pub fn value(&self, key: &str) -> Option<&str> {
-        match self.entries.get(key) {
+        match self.entry(key) {
             Some(Entry::Leaf(v)) => Some(v.as_str()),
             _ => None,
         }
@@ -258,8 +326,62 @@ impl TreeState {
 
     /// Stores an entry, journalling the previous one.
     pub fn set(&mut self, key: &str, entry: Entry) {
-        let (key, old) = self.entries.insert(key, entry);
+        let (key, old) = self.put(key, entry);
         self.journal.push((key, old));
+    }
+
+    /// Stores `entry` at `key`; the stored key and the entry it replaced, if any. An entry the
+    /// same as the shared one is not kept twice.
+    fn put(&mut self, key: &str, entry: Entry) -> (Key, Option<Entry>) {
+        let shared = self.shared.as_deref().and_then(|s| s.0.get(key));
+        let found = self.own.find(key);
+        let own = &mut self.own.0;
+        match found {
+            Ok(i) => {
+                let k = own[i].0.clone();
+                let old = match shared {
+                    Some((_, e)) if *e == entry => own.remove(i).1,
+                    _ => own[i].1.replace(entry),
+                };
+                (k, old)
+            }
+            Err(i) => match shared {
+                Some((k, e)) => {
+                    if *e != entry {
+                        own.insert(i, (k.clone(), Some(entry)));
+                    }
+                    (k.clone(), Some(e.clone()))
+                }
+                None => {
+                    let k = Key::of(key);
+                    own.insert(i, (k.clone(), Some(entry)));
+                    (k, None)
+                }
+            },
+        }
+    }
+
+    /// Removes the entry at `key`; its key and entry when there was one.
+    fn delete(&mut self, key: &str) -> Option<(Key, Entry)> {
+        let shared = self.shared.as_deref().and_then(|s| s.0.get(key));
+        let found = self.own.find(key);
+        let own = &mut self.own.0;
+        match (found, shared) {
+            // A shared key stays marked as removed.
+            (Ok(i), Some(_)) => {
+                let k = own[i].0.clone();
+                own[i].1.take().map(|e| (k, e))
+            }
+            (Ok(i), None) => {
+                let (k, e) = own.remove(i);
+                e.map(|e| (k, e))
+            }
+            (Err(i), Some((k, e))) => {
+                own.insert(i, (k.clone(), None));
+                Some((k.clone(), e.clone()))
+            }
+            (Err(_), None) => None,
+        }
     }
 
     /// Stores a leaf value.
@@ -273,7 +395,7 @@ impl TreeState {
     pub fn remove_subtree(&mut self, key: &str) {
         let doomed: Vec<String> = self.subtree_keys(key).collect();
         for k in doomed {
-            if let Some((k, old)) = self.entries.remove(k.as_str()) {
+            if let Some((k, old)) = self.delete(k.as_str()) {
                 self.journal.push((k, Some(old)));
             }
         }
@@ -282,8 +404,9 @@ impl TreeState {
     /// `key` itself (when stored) and every stored key below it, in order.
     pub fn subtree_keys<'a>(&'a self, key: &'a str) -> impl Iterator<Item = String> + 'a {
         let prefix = [key, "/"].concat();
-        let own = self.entries.contains_key(key).then(|| key.to_string());
-        let below: Vec<String> = from(&self.entries, &prefix)
+        let own = self.entry(key).is_some().then(|| key.to_string());
+        let below: Vec<String> = self
+            .merged_from(&prefix)
             .take_while(|(k, _)| k.as_str().starts_with(&prefix))
             .map(|(k, _)| k.as_str().to_string())
             .collect();
@@ -294,7 +417,7 @@ impl TreeState {
     pub fn child_names(&self, key: &str) -> Vec<String> {
         let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
         let mut names: Vec<String> = Vec::new();
-        for (k, _) in from(&self.entries, &prefix) {
+        for (k, _) in self.merged_from(&prefix) {
             let Some(rest) = k.as_str().strip_prefix(&prefix) else { break };
             let name = rest.split('/').next().unwrap_or(rest);
             if names.last().map(String::as_str) != Some(name) {
@@ -314,9 +437,11 @@ impl TreeState {
         while self.journal.len() > mark.0 {
             let Some((key, old)) = self.journal.pop() else { break };
             match old {
-                Some(e) => self.entries.insert_key(key, e),
+                Some(e) => {
+                    self.put(key.as_str(), e);
+                }
                 None => {
-                    self.entries.remove(key.as_str());
+                    self.delete(key.as_str());
                 }
             }
         }
@@ -328,12 +453,52 @@ impl TreeState {
         // Taken, not drained: a device between sessions holds no journal capacity, nor spare
         // room for entries.
         let journal = std::mem::take(&mut self.journal);
-        if journal.iter().any(|(_, old)| old.is_none()) {
-            self.entries.trim();
+        if !journal.is_empty() {
+            self.own.trim();
         }
         if !self.untracked {
             self.changed.extend(journal.into_iter().map(|(k, _)| k.as_str().to_string()));
         }
+    }
+
+    /// Shares `shared`: from now on this state stores only where it differs from those entries
+    /// (and holds the same entries as before). Uncommitted changes are committed first.
+    pub fn share(&mut self, shared: &Arc<SharedEntries>) {
+        self.commit();
+        let mut own = Vec::new();
+        let mut mine = self.merged().peekable();
+        let mut theirs = shared.0.0.iter().peekable();
+        loop {
+            use std::cmp::Ordering::*;
+            let order = match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Less,
+                (None, Some(_)) => Greater,
+                (Some((a, _)), Some((b, _))) => cmp_keys(a.as_str(), b.as_str()),
+            };
+            match order {
+                Less => {
+                    if let Some((k, e)) = mine.next() {
+                        own.push((k.clone(), Some(e.clone())));
+                    }
+                }
+                Greater => {
+                    if let Some((k, _)) = theirs.next() {
+                        own.push((k.clone(), None));
+                    }
+                }
+                Equal => {
+                    if let (Some((k, e)), Some((_, s))) = (mine.next(), theirs.next())
+                        && e != s
+                    {
+                        own.push((k.clone(), Some(e.clone())));
+                    }
+                }
+            }
+        }
+        own.shrink_to_fit();
+        self.own = Sorted(own);
+        self.shared = Some(Arc::clone(shared));
     }
 
     /// For a device no store keeps (a fleet run without a state directory): committed changes
@@ -359,7 +524,7 @@ impl TreeState {
             return changed
                 .into_iter()
                 .map(|k| {
-                    let e = self.entries.get(k.as_str()).cloned();
+                    let e = self.entry(k.as_str()).cloned();
                     (k, e)
                 })
                 .collect();
@@ -374,7 +539,7 @@ impl TreeState {
             .map(|k| {
                 let e = match before.get(k.as_str()) {
                     Some(old) => (*old).clone(),
-                    None => self.entries.get(k.as_str()).cloned(),
+                    None => self.entry(k.as_str()).cloned(),
                 };
                 (k, e)
             })
@@ -388,17 +553,20 @@ impl TreeState {
 
     /// All stored entries, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+        self.merged().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Number of stored entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match &self.shared {
+            None => self.own.0.len(),
+            Some(_) => self.merged().count(),
+        }
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.merged().next().is_none()
     }
 }
 
@@ -465,6 +633,60 @@ mod tests {
         let loaded = TreeState::from_entries(s.iter().map(|(k, e)| (k.to_string(), e.clone())));
         assert_eq!(loaded, s);
         assert!(!loaded.has_changes() && !loaded.is_dirty());
+    }
+
+    /// The same changes on a state that shares entries and on one that holds them all.
+    #[test]
+    fn a_state_that_shares_entries_behaves_as_one_that_holds_them_all() {
+        let mut base = TreeState::new();
+        for (k, v) in [("A/x", "1"), ("A/y", "long value that does not fit in place, 40+ bytes"), ("B/z", "3")] {
+            base.set_value(k, v);
+        }
+        base.set("C", Entry::Interior);
+        base.set_value("C/w", "4");
+        base.commit();
+        let shared = SharedEntries::of(&base);
+        assert_eq!(shared.len(), 5);
+
+        let mut whole = base.clone();
+        whole.set_value("D", "mine");
+        whole.commit();
+        let mut lean = whole.clone();
+        lean.share(&shared);
+        assert_eq!(lean, whole);
+        assert_eq!(lean.own.0.len(), 1, "only what differs is the device's own: {:?}", lean.own);
+        assert_eq!(serde_json::to_string(&lean).unwrap(), serde_json::to_string(&whole).unwrap());
+
+        let m = (whole.mark(), lean.mark());
+        for s in [&mut whole, &mut lean] {
+            s.set_value("A/x", "changed");
+            s.set_value("B/z", "3");
+            s.remove_subtree("C");
+            s.set_value("E", "new");
+        }
+        assert_eq!(lean, whole);
+        assert_eq!(lean.value("C/w"), None);
+        assert_eq!(lean.child_names(""), ["A", "B", "D", "E"]);
+        assert_eq!(lean.subtree_keys("A").collect::<Vec<_>>(), ["A/x", "A/y"]);
+        assert_eq!(lean.len(), whole.len());
+        whole.rollback(m.0);
+        lean.rollback(m.1);
+        assert_eq!(lean, whole);
+        assert_eq!(lean.value("C/w"), Some("4"));
+
+        // Setting a shared key back to the shared value drops the device's own copy.
+        lean.set_value("A/x", "other");
+        lean.set_value("A/x", "1");
+        lean.commit();
+        assert_eq!(lean.own.0.len(), 1);
+
+        let loaded: TreeState = serde_json::from_str(&serde_json::to_string(&lean).unwrap()).unwrap();
+        assert_eq!(loaded, lean);
+    }
+
+    #[test]
+    fn an_entry_costs_forty_bytes() {
+        assert_eq!(std::mem::size_of::<(Key, Option<Entry>)>(), 40);
     }
 
     #[test]
