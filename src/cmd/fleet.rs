@@ -26,7 +26,8 @@ use mdmsim::fleet::report::{Progress, Report, RunMeta, Summary};
 use mdmsim::runner::exchange::{Exchange, Exchanging, HttpExchange, InProcess};
 use mdmsim::runner::fleet::{Fleet, FleetOptions, Member, Record};
 use mdmsim::runner::http::Transport;
-use mdmsim::runner::mtls::{DeviceExchange, SessionTls};
+use mdmsim::runner::keys::KeyPool;
+use mdmsim::runner::mtls::{DeviceExchange, SessionTls, TlsIdentity};
 use mdmsim::schedule::device_seed;
 use mdmsim::schedule::{ClockKind, parse_duration, parse_time};
 use mdmsim::server::config::{AuthMode, Config};
@@ -96,7 +97,8 @@ pub struct FleetArgs {
     /// devices (SessionID counters, trees, apps) from the simulated instant this one reached,
     /// for --duration more. A new or empty DIR starts a fleet; later runs take --devices,
     /// --seed, --shard, --templates and the target from it and refuse flags that say otherwise.
-    /// One DIR per shard. See docs/fleet-model.md, "Resumable fleets".
+    /// An enrolled fleet (--discovery) keeps its enrollments and enrolls again only the devices
+    /// whose enrollment failed. One DIR per shard. See docs/fleet-model.md, "Resumable fleets".
     #[arg(long, value_name = "DIR")]
     state: Option<std::path::PathBuf>,
     /// Write the run's report here: JSON whose counts and latency histograms merge exactly
@@ -174,9 +176,11 @@ struct Process {
 }
 
 /// How the enrollments of `--discovery` went.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct EnrollFigures {
     enrolled: u64,
+    /// Devices of a kept fleet (`--state`) that went on with their enrollment.
+    kept: u64,
     failed: u64,
     wall_s: f64,
     per_s: f64,
@@ -196,7 +200,6 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
     if a.max_in_flight == 0 {
         return Err(fail(USAGE, "--max-in-flight must be at least 1"));
     }
-    a.enroll.check()?;
     if a.speed.is_some() && a.clock != FleetClock::Scaled {
         return Err(fail(USAGE, "--speed goes with --clock scaled"));
     }
@@ -215,10 +218,21 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             server: a.server.as_deref(),
             provider_id: a.provider_id.as_deref(),
             discovery: a.enroll.discovery.as_deref(),
+            email: a.enroll.email.as_deref(),
+            key_pool: a.enroll.key_pool,
+            unique_keys: a.enroll.unique_keys,
             start: given_start,
         },
         default_start,
     )?;
+    let enrolls = matches!(plan.target, Target::Discovery { .. });
+    a.enroll.check(enrolls)?;
+    // The enrolling users' credential, read once (it may come from standard input); a kept
+    // fleet whose devices are all enrolled needs none.
+    let auth = match enrolls && (a.enroll.secret.given() || plan.resumed_from.is_none()) {
+        true => Some(a.enroll.credential()?),
+        false => None,
+    };
     let (devices, seed, shard, mix, start) = (plan.devices, plan.seed, plan.shard, plan.mix, plan.start);
     let mut state = plan.state;
     let end = start + span;
@@ -257,7 +271,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             let transport = Transport::new(http_opts()).map_err(|e| fail(USAGE, e.to_string()))?;
             (Arc::new(HttpExchange::new(Arc::new(transport))), url.clone(), provider_id.clone(), url.clone())
         }
-        Target::Discovery { url } => {
+        Target::Discovery { url, .. } => {
             // Each enrolled device has its own exchange; the fleet's is for nobody.
             let transport = Transport::new(http_opts()).map_err(|e| fail(USAGE, e.to_string()))?;
             (Arc::new(HttpExchange::new(Arc::new(transport))), String::new(), String::new(), url.clone())
@@ -305,37 +319,92 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         members.push(m);
         placed.push(index);
     };
-    if let Target::Discovery { url } = &plan.target {
-        let auth = a.enroll.credential()?;
-        let pool = Arc::new(a.enroll.pool()?);
+    if let Target::Discovery { url, email, key_pool } = &plan.target {
+        let pool = Arc::new(key_pool.map_or_else(KeyPool::unique, KeyPool::new));
+        // A kept fleet's enrolled devices go on with their identities; the others enroll.
+        let mut ready: Vec<(u64, Member, Arc<TlsIdentity>)> = Vec::new();
+        let mut to_enroll = Vec::new();
+        let mut roots = Vec::new();
+        match &mut state {
+            Some(s) => {
+                s.preset_keys(&pool);
+                roots = s.roots();
+                for &index in &indices {
+                    match s.kept_enrolled(&population, index, start)? {
+                        Some((m, identity)) => ready.push((index, m, identity)),
+                        None => to_enroll.push(index),
+                    }
+                }
+            }
+            None => to_enroll.clone_from(&indices),
+        }
         let http = http_opts();
-        let client = mdmsim::runner::enroll::http_client(http.ca_cert_pem.as_deref(), http.insecure)
-            .map_err(|e| fail(e.exit_code(), e.to_string()))?;
-        let plan = super::fleet_enroll::Plan { discovery: url, client, pool, concurrency: a.max_in_flight, at: start };
-        let user = (a.enroll.email.as_deref(), &auth);
-        let done =
-            rt.block_on(super::fleet_enroll::enroll_population(plan, &population, &indices, user, &report, &metrics))?;
-        let roots: Vec<&str> = done.roots.iter().map(String::as_str).collect();
+        let kept = ready.len() as u64;
+        let mut figures = EnrollFigures { kept, ..EnrollFigures::default() };
+        if !to_enroll.is_empty() {
+            let Some(auth) = &auth else {
+                return Err(fail(
+                    USAGE,
+                    format!(
+                        "--discovery: {} of the fleet's devices are not enrolled yet; {}",
+                        to_enroll.len(),
+                        super::enroll::MISSING_CREDENTIAL
+                    ),
+                ));
+            };
+            let client = mdmsim::runner::enroll::http_client(http.ca_cert_pem.as_deref(), http.insecure)
+                .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+            let plan = super::fleet_enroll::Plan {
+                discovery: url,
+                client,
+                pool: Arc::clone(&pool),
+                concurrency: a.max_in_flight,
+                at: start,
+            };
+            let user = (email.as_deref(), auth);
+            let done = rt.block_on(super::fleet_enroll::enroll_population(
+                plan,
+                &population,
+                &to_enroll,
+                user,
+                &report,
+                &metrics,
+            ))?;
+            for (index, device, identity) in done.devices {
+                let mut m = Member::new(device, device_seed(seed, index), start)
+                    .map_err(|e| fail(USAGE, format!("template: {e}")))?;
+                match &mut state {
+                    Some(s) => s.enrolled(&m, &pool, index, &identity)?,
+                    // Nothing keeps these devices: their trees do not log changes for a store.
+                    None => m.engine.device.tree.untracked(),
+                }
+                ready.push((index, m, identity));
+            }
+            if let Some(s) = &mut state {
+                s.add_roots(&done.roots);
+            }
+            roots.extend(done.roots);
+            let enrolled = ready.len() as u64 - kept;
+            figures = EnrollFigures {
+                enrolled,
+                kept,
+                failed: done.failed,
+                wall_s: done.wall_s,
+                per_s: enrolled as f64 / done.wall_s.max(1e-9),
+                keys_generated: done.keys_generated,
+                failures: done.failures,
+            };
+        }
+        let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
         let tls = Arc::new(SessionTls::new(http, &roots).map_err(|e| fail(USAGE, e.to_string()))?);
-        let enrolled = done.devices.len() as u64;
-        for (index, device, identity) in done.devices {
-            let mut m = Member::new(device, device_seed(seed, index), start)
-                .map_err(|e| fail(USAGE, format!("template: {e}")))?;
-            // Nothing keeps these devices: their trees do not log changes for a store.
-            m.engine.device.tree.untracked();
+        ready.sort_by_key(|(index, ..)| *index);
+        for (index, mut m, identity) in ready {
             let own = DeviceExchange::new(Arc::clone(&tls), identity);
             m.exchange = Some(Arc::new(Timed { inner: Arc::new(own), log: Arc::clone(&log) }));
             m.engine.options.can_sign = true;
             add(index, m);
         }
-        enrollment = Some(EnrollFigures {
-            enrolled,
-            failed: done.failed,
-            wall_s: done.wall_s,
-            per_s: enrolled as f64 / done.wall_s.max(1e-9),
-            keys_generated: done.keys_generated,
-            failures: done.failures,
-        });
+        enrollment = Some(figures);
     } else {
         // Devices of one template share the entries their trees hold alike.
         let mut sharing = mdmsim::tree::Sharing::default();

@@ -20,7 +20,7 @@ use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::fleet::metrics::Metrics;
 use mdmsim::fleet::report::Report;
 use mdmsim::runner::enrollment::{DeviceEnrollError, EnrollOptions, enroll_held};
-use mdmsim::runner::keys::{DEFAULT_POOL, KeyPool};
+use mdmsim::runner::keys::KeyPool;
 use mdmsim::runner::mtls::TlsIdentity;
 use mdmsim::tree::Sharing;
 
@@ -87,9 +87,10 @@ pub struct Enrolled {
 const FAILURES_KEPT: usize = 20;
 
 impl EnrollArgs {
-    /// Refuses the enrollment options without `--discovery`.
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.discovery.is_some() {
+    /// Refuses the enrollment options for a fleet whose devices do not enroll (`enrolls`:
+    /// `--discovery`, given or kept).
+    pub fn check(&self, enrolls: bool) -> anyhow::Result<()> {
+        if enrolls {
             return Ok(());
         }
         let given = [
@@ -110,17 +111,6 @@ impl EnrollArgs {
             Some(Credential::Password(p)) => Ok(Auth::Password(Secret::new(p))),
             Some(Credential::Token(t)) => Ok(Auth::Token(AuthToken::from_user_token(&t))),
             None => Err(fail(USAGE, format!("--discovery: {}", super::enroll::MISSING_CREDENTIAL))),
-        }
-    }
-
-    /// The key pool the options ask for.
-    pub fn pool(&self) -> anyhow::Result<KeyPool> {
-        if self.unique_keys {
-            return Ok(KeyPool::unique());
-        }
-        match self.key_pool.unwrap_or(DEFAULT_POOL) {
-            0 => Err(fail(USAGE, "--key-pool must be at least 1 (or give --unique-keys)")),
-            k => Ok(KeyPool::new(k)),
         }
     }
 }

@@ -6,7 +6,12 @@
 //!   template mix and a SHA-256 of it, the target) and the simulated instant it has reached;
 //! - `db/`, the device store ([`mdmsim::runner::store`]): every device of the shard, whole, with
 //!   its SessionID counter, tree and logged-on users;
-//! - `server/`, with `--in-process`, the reference server's own folder (its CA and admin token).
+//! - `server/`, with `--in-process`, the reference server's own folder (its CA and admin token);
+//! - with `--discovery`, what the enrolled devices need to go on with their enrollment:
+//!   `identities.jsonl` (a line per enrolled device: its certificate chain, DER in base64, and
+//!   which key it holds), `keys/` (the pool's keys, PKCS#8 PEM, each written once; with
+//!   `--unique-keys` a device's key is in its line) and `roots.pem` (the roots the enrollments
+//!   provisioned). Everything in the directory is private to the user (0700/0600).
 //!
 //! A first run writes the manifest, makes the devices and stores them (in groups, one write
 //! each); a later run checks the command line against the manifest (a flag that says otherwise
@@ -18,22 +23,27 @@
 //! devices at once at each day boundary). The store keeps devices, not their session history:
 //! the report has the counts.
 //!
-//! Enrolled devices (`--discovery`: a key and certificates of their own) are not kept here yet,
-//! and `--state` with `--discovery` is refused: pre-provisioned and in-process devices have no
-//! identity beyond their record. [`FleetState::load_identity`] and [`FleetState::save_identity`]
-//! are where an enrolled device's identity would be loaded and saved.
+//! An enrolled fleet (`--discovery`) enrolls on its first run and goes on with the same
+//! enrollments on the next: a kept device is loaded with its identity and not enrolled again
+//! (no credential is needed then); a device whose enrollment failed, or that a stopped run had
+//! not enrolled yet, enrolls on the next run. A device's identity is written (and synced)
+//! before the device is stored, so a stored device always has it.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use openssl::pkey::{PKey, Private};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use mdmsim::device::Device;
 use mdmsim::fleet::mix::Mix;
 use mdmsim::runner::fleet::{Fleet, LeaseKeeper, Member, Record};
+use mdmsim::runner::keys::KeyPool;
+use mdmsim::runner::mtls::TlsIdentity;
 use mdmsim::runner::store::{Store, StoreError, StoreWriter};
 use mdmsim::schedule::Event;
 
@@ -91,8 +101,15 @@ pub enum Target {
     InProcess,
     /// `--server URL` with `--provider-id ID`.
     Server { url: String, provider_id: String },
-    /// `--discovery URL`: devices that enroll (not kept between runs).
-    Discovery { url: String },
+    /// `--discovery URL`: devices that enroll, as `--email` (else each as its own UPN), with
+    /// keys from a pool of `key_pool` (`None`: `--unique-keys`).
+    Discovery {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+        #[serde(default)]
+        key_pool: Option<usize>,
+    },
 }
 
 /// The command line's say on what defines the fleet (`None`: not given).
@@ -106,6 +123,9 @@ pub struct Given<'a> {
     pub server: Option<&'a str>,
     pub provider_id: Option<&'a str>,
     pub discovery: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub key_pool: Option<usize>,
+    pub unique_keys: bool,
     pub start: Option<DateTime<Utc>>,
 }
 
@@ -128,6 +148,7 @@ pub struct Plan {
 
 /// Defaults without a kept fleet.
 const DEFAULT_SEED: u64 = 1;
+const DEFAULT_POOL: usize = mdmsim::runner::keys::DEFAULT_POOL;
 const DEFAULT_PROVIDER: &str = "mdmsim";
 
 /// Works out the run's fleet: the command line's, or that of the state directory (checked
@@ -149,14 +170,17 @@ pub fn plan(given: Given<'_>, default_start: DateTime<Utc>) -> anyhow::Result<Pl
                 url: url.to_string(),
                 provider_id: given.provider_id.unwrap_or(DEFAULT_PROVIDER).to_string(),
             },
-            (false, None, Some(url)) if given.state.is_none() => Target::Discovery { url: url.to_string() },
-            (false, None, Some(_)) => {
-                return Err(fail(
-                    USAGE,
-                    "--state keeps fleets of pre-provisioned devices (--server, --in-process); a fleet that \
-                     enrolls (--discovery) is not kept between runs",
-                ));
-            }
+            (false, None, Some(url)) => Target::Discovery {
+                url: url.to_string(),
+                email: given.email.map(str::to_string),
+                key_pool: match (given.unique_keys, given.key_pool) {
+                    (true, _) => None,
+                    (false, Some(0)) => {
+                        return Err(fail(USAGE, "--key-pool must be at least 1 (or give --unique-keys)"));
+                    }
+                    (false, k) => Some(k.unwrap_or(DEFAULT_POOL)),
+                },
+            },
             (false, None, None) => return Err(fail(USAGE, "--server URL, --discovery URL or --in-process is needed")),
         };
         let start = given.start.unwrap_or(default_start);
@@ -234,12 +258,69 @@ pub fn plan(given: Given<'_>, default_start: DateTime<Utc>) -> anyhow::Result<Pl
             ),
         ));
     }
-    if let Some(url) = given.discovery {
+    match (&m.target, given.discovery) {
+        (Target::Discovery { url, email, key_pool }, _) => {
+            if let Some(given) = given.discovery.filter(|g| g != url) {
+                return Err(differs("--discovery", url, given));
+            }
+            if let Some(given) = given.email.filter(|g| Some(*g) != email.as_deref()) {
+                return Err(differs("--email", email.as_deref().unwrap_or("(each device's own UPN)"), given));
+            }
+            let given_keys = match (given.unique_keys, given.key_pool) {
+                (true, _) => Some(None),
+                (false, Some(k)) => Some(Some(k)),
+                (false, None) => None,
+            };
+            if let Some(g) = given_keys.filter(|g| g != key_pool) {
+                let text =
+                    |k: &Option<usize>| k.map_or_else(|| "--unique-keys".to_string(), |k| format!("--key-pool {k}"));
+                return Err(fail(
+                    USAGE,
+                    format!(
+                        "{} contradicts the fleet kept in {}: its devices enroll with {} (leave it out to go on with \
+                         that fleet)",
+                        text(&g),
+                        dir.display(),
+                        text(key_pool)
+                    ),
+                ));
+            }
+            if given.in_process || given.server.is_some() {
+                return Err(fail(
+                    USAGE,
+                    format!(
+                        "{} contradicts the fleet kept in {}: its devices enroll through --discovery {url} (leave it \
+                         out to go on with that fleet)",
+                        if given.in_process {
+                            "--in-process".to_string()
+                        } else {
+                            format!("--server {}", given.server.unwrap_or_default())
+                        },
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        (_, Some(url)) => {
+            return Err(fail(
+                USAGE,
+                format!(
+                    "--discovery {url} contradicts the fleet kept in {}: its devices are pre-provisioned (leave \
+                     --discovery out to go on with that fleet)",
+                    dir.display()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if !matches!(m.target, Target::Discovery { .. })
+        && (given.email.is_some() || given.key_pool.is_some() || given.unique_keys)
+    {
         return Err(fail(
             USAGE,
             format!(
-                "--discovery {url} contradicts the fleet kept in {}: its devices are pre-provisioned (leave \
-                 --discovery out to go on with that fleet)",
+                "--email, --key-pool and --unique-keys go with devices that enroll; the fleet kept in {} is \
+                 pre-provisioned",
                 dir.display()
             ),
         ));
@@ -385,6 +466,32 @@ fn inspect(dir: &Path) -> anyhow::Result<Option<Manifest>> {
     Ok(Some(m))
 }
 
+/// The enrolled devices' identities, a JSON line each (the last line of a device wins).
+const IDENTITIES: &str = "identities.jsonl";
+/// The pool's keys, `<bits>-<slot>.pem` each.
+const KEYS_DIR: &str = "keys";
+/// The roots the enrollments provisioned.
+const ROOTS: &str = "roots.pem";
+
+/// One line of `identities.jsonl`: what an enrolled device presents in its sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdentityLine {
+    device: String,
+    /// The certificate chain, client certificate first, DER in base64.
+    chain: Vec<String>,
+    key: KeyLine,
+}
+
+/// Which key an enrolled device holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyLine {
+    /// Key `slot` of the pool's keys of `bits` bits (`keys/<bits>-<slot>.pem`).
+    Pool { bits: u32, slot: usize },
+    /// The device's own key (`--unique-keys`), PKCS#8 PEM.
+    Own { pem: String },
+}
+
 /// The state directory of a kept fleet: its manifest, its store and the store's writer.
 pub struct FleetState {
     dir: PathBuf,
@@ -392,10 +499,20 @@ pub struct FleetState {
     resumed: bool,
     store: Option<Arc<Store>>,
     writer: Option<StoreWriter>,
-    /// For each member made so far, whether it is new (to store) or was loaded.
-    fresh: Vec<bool>,
+    /// The DeviceIDs of the members made (or enrolled) by this run, to store.
+    fresh: HashSet<String>,
     /// When the devices started to be made or loaded.
     began: Option<std::time::Instant>,
+    /// Enrolled devices: the identities kept by earlier runs, by DeviceID.
+    identities: HashMap<String, IdentityLine>,
+    /// The pool's keys kept by earlier runs, by bits and slot.
+    pool_keys: HashMap<(u32, usize), PKey<Private>>,
+    /// The roots kept, and those of this run's enrollments.
+    roots: BTreeSet<String>,
+    /// What this run's enrollments add: identity lines, pool keys, whether roots came.
+    new_lines: Vec<IdentityLine>,
+    new_keys: BTreeMap<(u32, usize), PKey<Private>>,
+    new_roots: bool,
 }
 
 impl FleetState {
@@ -406,8 +523,14 @@ impl FleetState {
             resumed,
             store: None,
             writer: None,
-            fresh: Vec::new(),
+            fresh: HashSet::new(),
             began: None,
+            identities: HashMap::new(),
+            pool_keys: HashMap::new(),
+            roots: BTreeSet::new(),
+            new_lines: Vec::new(),
+            new_keys: BTreeMap::new(),
+            new_roots: false,
         }
     }
 
@@ -464,6 +587,184 @@ impl FleetState {
         };
         self.store = Some(Arc::new(store));
         self.began = Some(std::time::Instant::now());
+        if self.resumed && matches!(self.manifest.target, Target::Discovery { .. }) {
+            self.load_enrollments()?;
+        }
+        Ok(())
+    }
+
+    /// Reads what the enrolled devices of earlier runs need: their identities, the pool's keys
+    /// and the provisioned roots. A line cut short by a stop is skipped (its device was not
+    /// stored, and enrolls again).
+    fn load_enrollments(&mut self) -> anyhow::Result<()> {
+        let path = self.dir.join(IDENTITIES);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(fail(STATE, format!("{}: {e}", path.display()))),
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(l) = serde_json::from_str::<IdentityLine>(line) {
+                self.identities.insert(l.device.clone(), l);
+            }
+        }
+        let keys = self.dir.join(KEYS_DIR);
+        if keys.is_dir() {
+            let entries = std::fs::read_dir(&keys).map_err(|e| fail(STATE, format!("{}: {e}", keys.display())))?;
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some((bits, slot)) = name.strip_suffix(".pem").and_then(|n| n.split_once('-')) else { continue };
+                let (Ok(bits), Ok(slot)) = (bits.parse::<u32>(), slot.parse::<usize>()) else { continue };
+                let bad = |e: String| fail(STATE, format!("{}: {e}", entry.path().display()));
+                let pem = std::fs::read(entry.path()).map_err(|e| bad(e.to_string()))?;
+                let key = PKey::private_key_from_pem(&pem).map_err(|e| bad(e.to_string()))?;
+                self.pool_keys.insert((bits, slot), key);
+            }
+        }
+        let roots = self.dir.join(ROOTS);
+        if let Ok(pem) = std::fs::read_to_string(&roots) {
+            let end = "-----END CERTIFICATE-----";
+            for cert in pem.split_inclusive(end).map(str::trim).filter(|c| c.ends_with(end)) {
+                self.roots.insert(format!("{cert}\n"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the pool's keys kept by earlier runs back in `pool`, so that devices enrolling now
+    /// hold the keys the kept lines name.
+    pub fn preset_keys(&self, pool: &KeyPool) {
+        for (&(bits, slot), key) in &self.pool_keys {
+            pool.preset(bits, slot, key.clone());
+        }
+    }
+
+    /// The roots the kept enrollments provisioned (PEM).
+    pub fn roots(&self) -> Vec<String> {
+        self.roots.iter().cloned().collect()
+    }
+
+    /// Enrolled device `index` of the fleet at `now`, loaded from the store with its identity;
+    /// `None` when it is not kept (it enrolls).
+    pub fn kept_enrolled(
+        &mut self,
+        population: &Population,
+        index: u64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<(Member, Arc<TlsIdentity>)>> {
+        let store = self.store()?;
+        let id = population.device_id(index);
+        let device = match store.load(Some(id.as_str())) {
+            Ok(device) => device,
+            Err(StoreError::UnknownDevice { .. }) => return Ok(None),
+            Err(e) => return Err(super::store_error(e)),
+        };
+        let lines = self.dir.join(IDENTITIES);
+        let Some(line) = self.identities.remove(id.as_str()) else {
+            return Err(fail(
+                STATE,
+                format!(
+                    "{}: device {id} is kept but its identity is not in {} (give another --state directory for a new \
+                     fleet)",
+                    self.dir.display(),
+                    lines.display()
+                ),
+            ));
+        };
+        let identity =
+            self.identity(&line).map_err(|e| fail(STATE, format!("{}: device {id}: {e}", lines.display())))?;
+        let mut m = population.resumed(device, index, now).map_err(|e| fail(USAGE, format!("template: {e}")))?;
+        if population.gone_by(index, now) {
+            m.engine.scheduler.script([(now, Event::NetworkOff)]);
+        }
+        Ok(Some((m, Arc::new(identity))))
+    }
+
+    fn identity(&self, line: &IdentityLine) -> Result<TlsIdentity, String> {
+        use base64::Engine as _;
+        let key = match &line.key {
+            KeyLine::Pool { bits, slot } => self
+                .pool_keys
+                .get(&(*bits, *slot))
+                .cloned()
+                .ok_or_else(|| format!("{KEYS_DIR}/{bits}-{slot}.pem is missing"))?,
+            KeyLine::Own { pem } => PKey::private_key_from_pem(pem.as_bytes()).map_err(|e| format!("its key: {e}"))?,
+        };
+        let chain = line
+            .chain
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.decode(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("its certificate chain: {e}"))?;
+        TlsIdentity::from_der(chain, key)
+    }
+
+    /// Device `m` (`index` of the fleet) just enrolled with `identity` and a key of `pool`: it
+    /// is stored with its identity by [`FleetState::keep`]; `roots` are the roots its
+    /// enrollment provisioned.
+    pub fn enrolled(&mut self, m: &Member, pool: &KeyPool, index: u64, identity: &TlsIdentity) -> anyhow::Result<()> {
+        use base64::Engine as _;
+        let key = match pool.slot(index) {
+            Some(slot) => {
+                let bits = identity.key().bits();
+                if !self.pool_keys.contains_key(&(bits, slot)) {
+                    self.new_keys.entry((bits, slot)).or_insert_with(|| identity.key().clone());
+                }
+                KeyLine::Pool { bits, slot }
+            }
+            None => {
+                let pem = identity
+                    .key()
+                    .private_key_to_pem_pkcs8()
+                    .map_err(|e| fail(STATE, format!("device {}: its key: {e}", m.engine.device.id)))?;
+                KeyLine::Own { pem: String::from_utf8_lossy(&pem).into_owned() }
+            }
+        };
+        let chain = identity.chain_der().map(|d| base64::engine::general_purpose::STANDARD.encode(d)).collect();
+        let id = m.engine.device.id.to_string();
+        self.new_lines.push(IdentityLine { device: id.clone(), chain, key });
+        self.fresh.insert(id);
+        Ok(())
+    }
+
+    /// Roots provisioned by this run's enrollments, kept for the next runs.
+    pub fn add_roots(&mut self, roots: &[String]) {
+        for r in roots {
+            self.new_roots |= self.roots.insert(format!("{}\n", r.trim()));
+        }
+    }
+
+    /// Writes what this run's enrollments added (keys, roots, then identity lines, each synced)
+    /// before their devices are stored.
+    fn save_enrollments(&mut self) -> anyhow::Result<()> {
+        let bad = |path: &Path, e: std::io::Error| fail(STATE, format!("writing {}: {e}", path.display()));
+        if !self.new_keys.is_empty() {
+            let dir = self.dir.join(KEYS_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| bad(&dir, e))?;
+            for ((bits, slot), key) in std::mem::take(&mut self.new_keys) {
+                let path = dir.join(format!("{bits}-{slot}.pem"));
+                let pem =
+                    key.private_key_to_pem_pkcs8().map_err(|e| fail(STATE, format!("{}: {e}", path.display())))?;
+                write_synced(&path, &pem).map_err(|e| bad(&path, e))?;
+                self.pool_keys.insert((bits, slot), key);
+            }
+        }
+        if std::mem::take(&mut self.new_roots) {
+            let path = self.dir.join(ROOTS);
+            write_synced(&path, self.roots.iter().cloned().collect::<String>().as_bytes())
+                .map_err(|e| bad(&path, e))?;
+        }
+        if !self.new_lines.is_empty() {
+            let path = self.dir.join(IDENTITIES);
+            let mut text = Vec::new();
+            for line in std::mem::take(&mut self.new_lines) {
+                serde_json::to_writer(&mut text, &line).map_err(|e| bad(&path, e.into()))?;
+                text.push(b'\n');
+            }
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| bad(&path, e))?;
+            f.write_all(&text).map_err(|e| bad(&path, e))?;
+            f.sync_all().map_err(|e| bad(&path, e))?;
+        }
         Ok(())
     }
 
@@ -480,58 +781,42 @@ impl FleetState {
         match store.load(Some(id.as_str())) {
             Ok(device) => {
                 let mut m = population.resumed(device, index, now).map_err(template)?;
-                self.load_identity(&mut m)?;
+                if m.engine.device.enrollment.is_some() {
+                    return Err(fail(
+                        STATE,
+                        format!(
+                            "{}: device {} is enrolled (a certificate of its own) in a fleet of pre-provisioned \
+                             devices",
+                            self.dir.display(),
+                            m.engine.device.id
+                        ),
+                    ));
+                }
                 // A device gone for good stays off the network.
                 if population.gone_by(index, now) {
                     m.engine.scheduler.script([(now, Event::NetworkOff)]);
                 }
-                self.fresh.push(false);
                 Ok(m)
             }
             Err(StoreError::UnknownDevice { .. }) => {
                 let m = population.member(index, now).map_err(template)?;
-                self.fresh.push(true);
+                self.fresh.insert(m.engine.device.id.to_string());
                 Ok(m)
             }
             Err(e) => Err(super::store_error(e)),
         }
     }
 
-    /// Where an enrolled device's identity (its key and certificates, and the HTTP client that
-    /// presents them) would be loaded and given to its member. The fleet's devices are
-    /// pre-provisioned (or in-process) and have none; a stored device that is enrolled is
-    /// refused rather than run without its identity.
-    fn load_identity(&self, m: &mut Member) -> anyhow::Result<()> {
-        if m.engine.device.enrollment.is_some() {
-            return Err(fail(
-                STATE,
-                format!(
-                    "{}: device {} is enrolled (a certificate of its own): a kept fleet runs pre-provisioned devices \
-                     only",
-                    self.dir.display(),
-                    m.engine.device.id
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Where an enrolled device's identity would be saved next to the store when the device is
-    /// made. Pre-provisioned devices have nothing beyond their record.
-    fn save_identity(&self, _m: &Member) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Stores the devices made by [`FleetState::member`] (in groups, one write each), reserves
-    /// SessionIDs for every device in one write, and starts the store's writer; says on
-    /// standard error what it did and how long it took.
+    /// Stores the devices made by [`FleetState::member`] or enrolled ([`FleetState::enrolled`],
+    /// their identities first) in groups, one write each, reserves SessionIDs for every device
+    /// in one write, and starts the store's writer; says on standard error what it did and how
+    /// long it took.
     pub fn keep(&mut self, members: &mut [Member]) -> anyhow::Result<()> {
         let store = Arc::clone(self.store()?);
-        let fresh: Vec<usize> = self.fresh.iter().enumerate().filter(|(_, f)| **f).map(|(i, _)| i).collect();
+        self.save_enrollments()?;
+        let fresh: Vec<usize> =
+            (0..members.len()).filter(|&i| self.fresh.contains(members[i].engine.device.id.as_str())).collect();
         for chunk in fresh.chunks(CREATE_BATCH) {
-            for &i in chunk {
-                self.save_identity(&members[i])?;
-            }
             let devices: Vec<&Device> = chunk.iter().map(|&i| &members[i].engine.device).collect();
             store.create_all(&devices).map_err(super::store_error)?;
             for &i in chunk {
@@ -551,7 +836,7 @@ impl FleetState {
             fresh.len(),
             self.manifest.reached.to_rfc3339()
         ));
-        self.fresh = Vec::new();
+        self.fresh = HashSet::new();
         Ok(())
     }
 
@@ -620,23 +905,32 @@ impl FleetState {
         Ok(())
     }
 
-    /// Writes the manifest whole or not at all (a new file, synced, renamed over the old one).
+    /// Writes the manifest whole or not at all.
     fn write_manifest(&self) -> anyhow::Result<()> {
         let path = self.dir.join(MANIFEST);
-        let tmp = self.dir.join(format!("{MANIFEST}.new"));
         let bad = |e: std::io::Error| fail(STATE, format!("writing {}: {e}", path.display()));
         let mut text = serde_json::to_vec_pretty(&self.manifest).map_err(|e| bad(e.into()))?;
         text.push(b'\n');
-        let mut f = std::fs::File::create(&tmp).map_err(bad)?;
-        f.write_all(&text).map_err(bad)?;
-        f.sync_all().map_err(bad)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(bad)?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_synced(&path, &text).map_err(bad)
     }
+}
+
+/// Writes `path` whole or not at all: a new file, synced, renamed over the old one.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The end of a run: the kept fleet's devices are saved (see [`FleetState`]), or the fleet is
@@ -666,6 +960,9 @@ mod tests {
             server: None,
             provider_id: None,
             discovery: None,
+            email: None,
+            key_pool: None,
+            unique_keys: false,
             start: None,
         }
     }
@@ -720,6 +1017,42 @@ mod tests {
         std::fs::write(&mix, "[[template]]\npath = \"win10-desktop\"\nweight = 100\n").unwrap();
         let e = refused(Given { templates: Some(&mix), ..given(&dir) });
         assert!(e.starts_with("--templates") && e.contains("the built-in mix"), "{e}");
+    }
+
+    #[test]
+    fn an_enrolled_fleet_keeps_its_discovery_user_and_keys_and_refuses_other_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("f");
+        let url = "https://mdm.test/EnrollmentServer/Discovery.svc";
+        fn enrolled<'a>(g: Given<'a>, url: &'a str) -> Given<'a> {
+            Given { in_process: false, discovery: Some(url), ..g }
+        }
+        let g = Given { email: Some("a@mdm.test"), key_pool: Some(0), ..enrolled(given(&dir), url) };
+        let e = plan(g, at("2026-03-02T00:00:00Z")).err().expect("a pool of no key");
+        assert!(e.to_string().contains("--key-pool must be at least 1"), "{e}");
+        let p = plan(Given { email: Some("a@mdm.test"), ..enrolled(given(&dir), url) }, at("2026-03-02T00:00:00Z"))
+            .unwrap();
+        let target =
+            Target::Discovery { url: url.into(), email: Some("a@mdm.test".into()), key_pool: Some(DEFAULT_POOL) };
+        assert_eq!(p.target, target);
+        let mut m = p.state.unwrap().manifest;
+        m.reached = at("2026-03-03T00:00:00Z");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+
+        let bare = Given { devices: None, seed: None, in_process: false, ..given(&dir) };
+        assert_eq!(
+            plan(Given { ..bare }, at("2030-01-01T00:00:00Z")).unwrap().target,
+            target,
+            "taken from the manifest"
+        );
+        let refused = |g: Given<'_>| plan(g, at("2030-01-01T00:00:00Z")).err().expect("refused").to_string();
+        let g = Given { devices: None, seed: None, in_process: false, unique_keys: true, ..given(&dir) };
+        assert!(refused(g).contains("--unique-keys contradicts"));
+        let g = Given { devices: None, seed: None, in_process: false, email: Some("b@mdm.test"), ..given(&dir) };
+        assert!(refused(g).contains("--email b@mdm.test contradicts"));
+        let e = refused(Given { devices: None, seed: None, ..given(&dir) });
+        assert!(e.contains("--in-process contradicts") && e.contains(url), "{e}");
     }
 
     #[test]

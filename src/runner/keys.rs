@@ -59,6 +59,23 @@ impl KeyPool {
         self.generated.load(Ordering::Relaxed)
     }
 
+    /// The slot of device `index` in the pool; `None` when every enrollment gets a fresh key.
+    pub fn slot(&self, index: u64) -> Option<usize> {
+        (self.size > 0).then(|| (index % self.size as u64) as usize)
+    }
+
+    /// Puts a key kept from an earlier run in its slot (`bits` long keys), so that the devices
+    /// of that slot enroll with it again; false when the slot is out of the pool or already has
+    /// a key.
+    pub fn preset(&self, bits: u32, slot: usize, key: PKey<Private>) -> bool {
+        if slot >= self.size {
+            return false;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let cells = slots.entry(bits).or_insert_with(|| (0..self.size).map(|_| OnceCell::new()).collect());
+        cells[slot].set(key).is_ok()
+    }
+
     /// The key of the enrollment of device `index`, `bits` long.
     pub async fn key(&self, index: u64, bits: u32) -> Result<PKey<Private>, EnrollError> {
         if self.size == 0 {
@@ -98,6 +115,15 @@ mod tests {
         // Another size is another set of keys.
         assert_eq!(pool.key(0, 2048).await.unwrap().bits(), 2048);
         assert_eq!(pool.generated(), 3);
+
+        // A key kept from an earlier run goes back in its slot.
+        let kept = KeyPool::new(2);
+        assert!(kept.preset(1024, 1, b.clone()));
+        assert!(!kept.preset(1024, 1, a.clone()), "the slot has its key");
+        assert!(!kept.preset(1024, 2, a.clone()), "out of the pool");
+        assert_eq!(kept.slot(5), Some(1));
+        assert!(kept.key(5, 1024).await.unwrap().public_eq(&b));
+        assert_eq!(kept.generated(), 0);
 
         let unique = KeyPool::unique();
         let x = unique.key(0, 1024).await.unwrap();

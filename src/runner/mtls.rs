@@ -64,6 +64,26 @@ impl TlsIdentity {
         Ok(TlsIdentity { chain: chain.into_boxed_slice(), key })
     }
 
+    /// The identity of a DER certificate chain (client certificate first) and `key`, as
+    /// [`TlsIdentity::chain_der`] gave it; refused as [`TlsIdentity::from_pem`] refuses.
+    pub fn from_der(chain: Vec<Vec<u8>>, key: PKey<Private>) -> Result<TlsIdentity, String> {
+        let leaf = chain.first().ok_or("the certificate chain holds no certificate")?;
+        let leaf = X509::from_der(leaf).map_err(|e| format!("client certificate: {e}"))?;
+        let public = leaf.public_key().map_err(|e| format!("client certificate: {e}"))?;
+        if !public.public_eq(&key) {
+            return Err("the client certificate is not for the device's key".into());
+        }
+        for (i, der) in chain.iter().enumerate().skip(1) {
+            X509::from_der(der).map_err(|e| format!("certificate {} of the chain: {e}", i + 1))?;
+        }
+        Ok(TlsIdentity { chain: chain.into_iter().map(Vec::into_boxed_slice).collect(), key })
+    }
+
+    /// The certificate chain (DER), client certificate first.
+    pub fn chain_der(&self) -> impl Iterator<Item = &[u8]> {
+        self.chain.iter().map(|c| &c[..])
+    }
+
     /// The client certificate (DER).
     pub fn certificate_der(&self) -> &[u8] {
         &self.chain[0]

@@ -186,6 +186,85 @@ fn devices_enroll_through_discovery_with_pooled_keys_and_run_their_sessions_over
     assert!(err.contains("12 of 12 enrollments failed"), "{err}");
 }
 
+/// An enrolled fleet kept with `--state`: a first run whose enrollments all fail keeps nothing
+/// but its manifest; the next enrolls every device; the one after goes on with the same
+/// enrollments (no credential given, nobody enrolls again) over mTLS, its SessionID counters
+/// going on from the store's.
+#[test]
+fn an_enrolled_fleet_kept_with_state_goes_on_with_its_enrollments_and_enrolls_what_failed() {
+    let server = crate::support::refserver::RefServer::start_https();
+    let ca = server.ca_file();
+    let ca = ca.to_string_lossy();
+    let discovery = server.handle.discovery_url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("fleet");
+    let state_arg = state.to_string_lossy();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["fleet", "--state", &state_arg, "--ca-cert", &ca, "--duration", "6h", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = mdmsim(&args);
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        (code, v, err)
+    };
+    let first = ["--devices", "6", "--seed", "9", "--discovery", &discovery, "--key-pool", "2"];
+    let (code, v, err) = run(&[&first[..], &["--email", "demo@mdmsim.test", "--password", "wrong"]].concat());
+    assert_eq!(code, 4, "every enrollment refused: {err}");
+    assert_eq!(v["enrollment"]["failed"].as_u64(), Some(6), "{v}");
+    assert!(server.handle.devices().is_empty());
+
+    // The devices that failed enroll on the next run; the flags come from the manifest.
+    let (code, v, err) = run(&["--email", "demo@mdmsim.test", "--password", "demo"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["enrollment"]["enrolled"].as_u64(), v["enrollment"]["kept"].as_u64()), (Some(6), Some(0)), "{v}");
+    assert_eq!(count(&v, "failed"), 0, "{v}");
+    let thumbprints = |records: &[mdmsim::server::DeviceRecord]| -> std::collections::BTreeMap<String, String> {
+        records
+            .iter()
+            .map(|r| (r.device_id.clone(), r.enrollment.as_ref().expect("enrolled").cert_thumbprint.clone()))
+            .collect()
+    };
+    let enrolled = thumbprints(&server.handle.devices());
+    assert_eq!(enrolled.len(), 6);
+    let after_enrolling = counters(&state);
+    assert_eq!(after_enrolling.keys().collect::<Vec<_>>(), enrolled.keys().collect::<Vec<_>>(), "every device kept");
+    let m = manifest(&state);
+    assert_eq!(m["target"]["kind"], "discovery", "{m}");
+    assert_eq!((m["target"]["email"].as_str(), m["target"]["key_pool"].as_u64()), (Some("demo@mdmsim.test"), Some(2)));
+    let lines = std::fs::read_to_string(state.join("identities.jsonl")).expect("identities kept");
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+    assert_eq!(std::fs::read_dir(state.join("keys")).expect("the pool's keys kept").count(), 2);
+
+    // Without a credential: the kept devices go on, over mTLS with the certificates they were
+    // issued, and nobody enrolls again.
+    let checkins_before: usize = server.handle.devices().iter().map(|r| r.checkins.len()).sum();
+    let (code, v, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["enrollment"]["enrolled"].as_u64(), v["enrollment"]["kept"].as_u64()), (Some(0), Some(6)), "{v}");
+    assert_eq!(count(&v, "failed"), 0, "{v}");
+    assert!(count(&v, "sessions") >= 6, "{v}");
+    let records = server.handle.devices();
+    assert_eq!(thumbprints(&records), enrolled, "the same enrollments, no new one");
+    let checkins: usize = records.iter().map(|r| r.checkins.len()).sum();
+    assert_eq!((checkins - checkins_before) as u64, count(&v, "sessions"), "the server saw each session");
+    for r in &records {
+        for c in &r.checkins {
+            assert_eq!(c.auth, mdmsim::server::AuthMethod::Certificate, "{}", r.device_id);
+        }
+    }
+    let after = counters(&state);
+    for (id, n) in &after {
+        assert!(*n > after_enrolling[id], "device {id}: SessionID counter from {} to {n}", after_enrolling[id]);
+    }
+
+    // What the manifest says cannot be changed on the way.
+    let (code, _, err) = run(&["--key-pool", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--key-pool 3 contradicts") && err.contains("--key-pool 2"), "{err}");
+    let (code, _, err) = run(&["--email", "other@mdmsim.test"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--email other@mdmsim.test contradicts"), "{err}");
+}
+
 /// Enrolled devices against a server whose management answers fail now and then (503 with
 /// Retry-After, connections reset, bodies cut short): the run goes on, every failure is counted
 /// by class, and the exit code says sessions failed.
