@@ -329,9 +329,13 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             Some(s) => {
                 s.preset_keys(&pool);
                 roots = s.roots();
+                let mut sharing = mdmsim::tree::Sharing::default();
                 for &index in &indices {
                     match s.kept_enrolled(&population, index, start)? {
-                        Some((m, identity)) => ready.push((index, m, identity)),
+                        Some((mut m, identity)) => {
+                            sharing.share(population.kind(index), &mut m.engine.device.tree);
+                            ready.push((index, m, identity));
+                        }
                         None => to_enroll.push(index),
                     }
                 }
