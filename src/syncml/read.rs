@@ -423,6 +423,17 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             closed_root |= stack.is_empty();
         } else {
             stack.push(i);
+            // The text up to the next tag (a leaf's text, or the indentation before a first
+            // child) is checked here and stepped over instead of read as text and reference
+            // events, one per piece (a Data full of escaped XML is a hundred of them): nothing
+            // reads their content, the leaf's text being its raw content between its tags. Text
+            // with a reference the reader would refuse is left to it, and its error stands.
+            if let Some(len) = memchr::memchr(b'<', &text.as_bytes()[inner..]).filter(|&len| len > 0)
+                && let Some(refs) = text_refs(&text[inner..inner + len])
+            {
+                std::io::BufRead::consume(&mut reader.stream(), len);
+                els[i].refs = refs;
+            }
         }
     }
     if let Some(&open) = stack.last() {
@@ -436,6 +447,25 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         return Err(DecodeError::Xml { offset: text.len(), message: "no root element".into() });
     }
     Ok(Doc { src: text, els, owned, xmlns })
+}
+
+/// Whether `text` (character data, no markup in it) has references, when each is one the event
+/// loop accepts (a well-formed character reference or a predefined entity, ended by `;` before
+/// any other `&`); `None` when one is not, to be read and refused as events are.
+fn text_refs(text: &str) -> Option<bool> {
+    let bytes = text.as_bytes();
+    let mut refs = false;
+    let mut from = 0;
+    while let Some(amp) = memchr::memchr(b'&', &bytes[from..]).map(|a| from + a) {
+        let end = amp + 1 + memchr::memchr2(b';', b'&', &bytes[amp + 1..]).filter(|&e| bytes[amp + 1 + e] == b';')?;
+        let r = quick_xml::events::BytesRef::new(&text[amp + 1..end]);
+        if !(r.resolve_char_ref().ok()?.is_some() || quick_xml::escape::resolve_predefined_entity(&r).is_some()) {
+            return None;
+        }
+        refs = true;
+        from = end + 1;
+    }
+    Some(refs)
 }
 
 /// Where the markup (or reference) read from `from` starts: past the whitespace the reader skips
