@@ -10,7 +10,8 @@
 //! device can answer it with a status (OMA DM RepPro Atomic and Sequence).
 //!
 //! Speed matters (a fleet decodes every server message of every device): the element tree is one
-//! vector, names and plain text are slices of the input, and text is unescaped once per leaf.
+//! vector, names and plain text are slices of the input, the text after a start tag is checked
+//! and stepped over rather than read as events, and text is unescaped once per leaf.
 
 use std::borrow::Cow;
 
