@@ -883,7 +883,7 @@ impl Csp for EnterpriseDesktopAppManagement {
         node: NodeRef<'_>,
         _value: Option<&str>,
     ) -> Result<(), StatusCode> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         match (op, segs.as_slice()) {
             (WriteOp::Add, ["MSI", product] | ["MSI", product, _]) if !is_product_code(product) => {
                 Err(StatusCode::BadRequest)
@@ -893,7 +893,7 @@ impl Csp for EnterpriseDesktopAppManagement {
     }
 
     fn after_write(&self, cx: &mut CspCx<'_>, op: WriteOp, node: NodeRef<'_>) -> Result<(), StatusCode> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         if let (WriteOp::Delete, ["MSI", product]) = (op, segs.as_slice()) {
             // The page's uninstall: the node and its values went with the Delete, the timers
             // (and a download's late answer) go now.
@@ -903,12 +903,12 @@ impl Csp for EnterpriseDesktopAppManagement {
     }
 
     fn exec_creates(&self, node: NodeRef<'_>) -> bool {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         matches!(segs.as_slice(), ["MSI", product, "DownloadInstall"] if is_product_code(product))
     }
 
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>) -> StatusCode {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let ["MSI", product, "DownloadInstall"] = segs.as_slice() else {
             return StatusCode::OptionalFeatureNotSupported;
         };
@@ -931,7 +931,7 @@ impl Csp for EnterpriseDesktopAppManagement {
     }
 
     fn exec_refused(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, data: Option<&str>, _code: StatusCode) -> bool {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let ["MSI", product, "DownloadInstall"] = segs.as_slice() else { return false };
         if !is_product_code(product) {
             return false;

@@ -241,7 +241,7 @@ impl Csp for DmClient {
     }
 
     fn read(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<String> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let stored = || cx.value(node.rel).map(str::to_string);
         match segs.as_slice() {
             ["HWDevID"] | ["Provider", _, "HWDevID"] => stored().or_else(|| derived_hw_dev_id(cx.state)),
@@ -275,7 +275,7 @@ impl Csp for DmClient {
     }
 
     fn validate(&self, cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let v = value.map(str::trim);
         match (segs.as_slice(), v) {
             (["UpdateManagementServiceAddress"], Some(v)) => {
@@ -410,7 +410,7 @@ impl Csp for DmClient {
         if cx.env.settings.bool_or("aad_joined", false) {
             return StatusCode::CommandNotAllowed;
         }
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let provider = match segs.as_slice() {
             // "Data Field in Threshold is now IGNORED": the provider is the one in the path.
             ["Provider", id, "Unenroll"] => id.to_string(),
@@ -456,7 +456,7 @@ impl Csp for DmClientUser {
     }
 
     fn validate(&self, cx: &CspCx<'_>, _op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        match node.segments().collect::<Vec<_>>().as_slice() {
+        match node.segment_list().as_slice() {
             ["Provider", id, "FirstSyncStatus", leaf] => first_sync_rule(cx, id, leaf, value.map(str::trim)),
             _ => Ok(()),
         }

@@ -761,7 +761,7 @@ impl Csp for EnterpriseAppManagement {
     }
 
     fn read(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<String> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         match segs.as_slice() {
             [_, "Status"] => cx.env.settings.str("entapp_enterprise_status").map(|s| s.trim().to_string()),
             _ => None,
@@ -769,7 +769,7 @@ impl Csp for EnterpriseAppManagement {
     }
 
     fn validate(&self, _cx: &CspCx<'_>, op: WriteOp, node: NodeRef<'_>, value: Option<&str>) -> Result<(), StatusCode> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let v = value.map(str::trim);
         match (op, segs.as_slice(), v) {
             // The EnterpriseAppManagement CSP page: "1" (CRL check required) or "0".
@@ -786,7 +786,7 @@ impl Csp for EnterpriseAppManagement {
     }
 
     fn after_write(&self, cx: &mut CspCx<'_>, op: WriteOp, node: NodeRef<'_>) -> Result<(), StatusCode> {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         match (op, segs.as_slice()) {
             (WriteOp::Delete, [enterprise]) => {
                 // Unenrollment of the enterprise removes its apps (done by the engine) and timers.
@@ -802,7 +802,7 @@ impl Csp for EnterpriseAppManagement {
     }
 
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
-        let segs: Vec<&str> = node.segments().collect();
+        let segs = node.segment_list();
         let [enterprise, "EnterpriseApps", "Download", product, "DownloadInstall"] = segs.as_slice() else {
             return StatusCode::OptionalFeatureNotSupported;
         };

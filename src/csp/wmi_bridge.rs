@@ -655,7 +655,7 @@ impl Csp for WmiBridge {
     }
 
     fn exists(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> bool {
-        let segments: Vec<&str> = node.segments().collect();
+        let segments = node.segment_list();
         let Some(class) = segments.first().and_then(|c| Class::parse(c)) else { return true };
         match segments[..] {
             [_] => class.present(cx.env),
@@ -670,7 +670,7 @@ impl Csp for WmiBridge {
     }
 
     fn children(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<Vec<String>> {
-        let segments: Vec<&str> = node.segments().collect();
+        let segments = node.segment_list();
         match segments[..] {
             [] => Some(Class::ALL.into_iter().filter(|c| c.present(cx.env)).map(|c| c.name().to_string()).collect()),
             [class] => {
@@ -682,14 +682,14 @@ impl Csp for WmiBridge {
     }
 
     fn read(&self, cx: &CspCx<'_>, node: NodeRef<'_>) -> Option<String> {
-        let segments: Vec<&str> = node.segments().collect();
+        let segments = node.segment_list();
         let [class, instance, property] = segments[..] else { return None };
         let facts = Facts { cx };
         facts.instance(Class::parse(class)?, instance)?.value(property).map(str::to_string)
     }
 
     fn exec(&self, cx: &mut CspCx<'_>, node: NodeRef<'_>, _data: Option<&str>) -> StatusCode {
-        let segments: Vec<&str> = node.segments().collect();
+        let segments = node.segment_list();
         let [class, instance, method] = segments[..] else { return StatusCode::CommandNotAllowed };
         let Some(class) = Class::parse(class) else { return StatusCode::NotFound };
         let method = method.strip_prefix("Exec=").unwrap_or(method);

@@ -10,7 +10,8 @@
 //! device can answer it with a status (OMA DM RepPro Atomic and Sequence).
 //!
 //! Speed matters (a fleet decodes every server message of every device): the element tree is one
-//! vector, names and plain text are slices of the input, and text is unescaped once per leaf.
+//! vector, names and plain text are slices of the input, the text after a start tag is checked
+//! and stepped over rather than read as events, and text is unescaped once per leaf.
 
 use std::borrow::Cow;
 
@@ -269,6 +270,12 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let cfg = reader.config_mut();
     cfg.check_end_names = true;
     cfg.expand_empty_elements = false;
+    // Whitespace before markup (the indentation between elements, a third of the events of an
+    // indented message) is skipped inside the reader instead of coming back as a text event:
+    // nothing here reads it, a leaf's text being its raw content between its tags. A start tag's
+    // offset is then where its name says; other markup's is past that whitespace
+    // ([`past_space`]), exactly where it was when the whitespace came as an event of its own.
+    cfg.trim_text_start = true;
     // About one element per 30 to 40 bytes in typical messages (indented); a guess, not a limit.
     let mut els: Vec<El<'_>> = Vec::with_capacity((text.len() / 32 + 8).min(1 << 14));
     let mut owned: Vec<String> = Vec::new();
@@ -280,7 +287,6 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
     let any_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     loop {
         let before = reader.buffer_position() as usize;
-        let at = before as u64;
         // Matched where it is returned, not moved into a variable first: the event is read
         // field by field, not copied whole (a copy right after the call stalls on the stores
         // that wrote it, about a third of this loop's own time).
@@ -290,7 +296,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 // at the position it reached.
                 let at = match &e {
                     quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag { .. }) => {
-                        before as u64
+                        past_space(text, before) as u64
                     }
                     _ => reader.error_position(),
                 };
@@ -299,10 +305,12 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             Ok(Event::Start(start)) => (start, false),
             Ok(Event::Empty(start)) => (start, true),
             Ok(Event::End(_)) => {
+                let end_tag = past_space(text, before);
+                let at = end_tag as u64;
                 let i = stack.pop().ok_or_else(|| xml_err(&els, &stack, at, "unmatched end tag"))?;
                 let end = els.len();
                 els[i].end = end;
-                els[i].inner.1 = before;
+                els[i].inner.1 = end_tag;
                 if end == i + 1
                     && (any_cr || els[i].refs || els[i].mixed)
                     && let Some(leaf) = leaf_text_of(&els[i], text).map_err(|e| xml_err(&els, &[i], at, e))?
@@ -316,12 +324,14 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             }
             Ok(Event::Eof) => break,
             Ok(Event::Text(t)) => {
+                // Text starts where the reading did (with the whitespace it may begin with).
                 if stack.is_empty() && !t.trim().is_empty() {
-                    return Err(xml_err(&els, &stack, at, "text outside the root element"));
+                    return Err(xml_err(&els, &stack, before as u64, "text outside the root element"));
                 }
                 continue;
             }
             Ok(Event::GeneralRef(r)) => {
+                let at = past_space(text, before) as u64;
                 // Checked here, resolved when the leaf closes.
                 let known = r.resolve_char_ref().map_err(|e| xml_err(&els, &stack, at, e))?.is_some()
                     || quick_xml::escape::resolve_predefined_entity(&r).is_some();
@@ -339,7 +349,10 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                     els[i].mixed = true;
                     continue;
                 }
-                None => return Err(xml_err(&els, &stack, at, "text outside the root element")),
+                None => {
+                    let at = past_space(text, before) as u64;
+                    return Err(xml_err(&els, &stack, at, "text outside the root element"));
+                }
             },
             Ok(Event::Comment(_) | Event::PI(_)) => {
                 if let Some(&i) = stack.last() {
@@ -347,25 +360,36 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
                 }
                 continue;
             }
-            Ok(Event::DocType(_)) => return Err(xml_err(&els, &stack, at, "DOCTYPE is not accepted in SyncML")),
+            Ok(Event::DocType(_)) => {
+                let at = past_space(text, before) as u64;
+                return Err(xml_err(&els, &stack, at, "DOCTYPE is not accepted in SyncML"));
+            }
             // `<?xml ...?>` is only allowed as the very first thing (XML 1.0 §2.8).
-            Ok(Event::Decl(_)) if before == 0 => continue,
-            Ok(Event::Decl(_)) => return Err(xml_err(&els, &stack, at, "XML declaration not at the start")),
+            Ok(Event::Decl(_)) => match past_space(text, before) {
+                0 => continue,
+                at => return Err(xml_err(&els, &stack, at as u64, "XML declaration not at the start")),
+            },
         };
+        // Borrow the name from the input so the tree holds no copies of names: the reader's name
+        // is a slice of `text` (a slice reader), so its place in `text` is where it points. The
+        // tag starts with the `<` right before it.
+        let raw_name = start.name().into_inner();
+        let name_start = (raw_name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        let Some(name) = text
+            .get(name_start..name_start.wrapping_add(raw_name.len()))
+            .filter(|n| std::ptr::eq(n.as_ptr(), raw_name.as_ptr()) && name_start > 0)
+        else {
+            let at = past_space(text, before) as u64;
+            return Err(xml_err(&els, &stack, at, "start tag not where the XML reader says it is"));
+        };
+        let tag = name_start - 1;
+        let at = tag as u64;
         if closed_root {
             return Err(xml_err(&els, &stack, at, "content after the root element"));
         }
         if stack.len() >= MAX_DEPTH {
             return Err(xml_err(&els, &stack, at, format!("elements nested deeper than {MAX_DEPTH}")));
         }
-        // Borrow the name from the input so the tree holds no copies of names: the reader's name
-        // is a slice of `text` (a slice reader), so its place in `text` is where it points.
-        let raw_name = start.name().into_inner();
-        let name_start = (raw_name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-        let name = text
-            .get(name_start..name_start.wrapping_add(raw_name.len()))
-            .filter(|n| std::ptr::eq(n.as_ptr(), raw_name.as_ptr()))
-            .ok_or_else(|| xml_err(&els, &stack, at, "start tag not where the XML reader says it is"))?;
         // quick-xml does not check names; `<Final//>` would otherwise be an element `Final/`.
         let Some(local_name) = checked_name(name) else {
             return Err(xml_err(&els, &stack, at, format!("<{name}> is not a valid element name")));
@@ -376,7 +400,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             // Something is wrong (or unusual): the checked reading says what, as quick-xml words it.
             for attr in start.attributes() {
                 let attr = attr.map_err(|e| DecodeError::Xml {
-                    offset: before,
+                    offset: tag,
                     message: format!("in the attributes of <{}>: {e}", local(name)),
                 })?;
                 if els.is_empty() && attr.key.as_ref() == "xmlns" {
@@ -389,7 +413,7 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         let inner = reader.buffer_position() as usize;
         els.push(El {
             name: local_name,
-            offset: before,
+            offset: tag,
             end: i + 1,
             owned: 0,
             inner: (inner, inner),
@@ -400,6 +424,17 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
             closed_root |= stack.is_empty();
         } else {
             stack.push(i);
+            // The text up to the next tag (a leaf's text, or the indentation before a first
+            // child) is checked here and stepped over instead of read as text and reference
+            // events, one per piece (a Data full of escaped XML is a hundred of them): nothing
+            // reads their content, the leaf's text being its raw content between its tags. Text
+            // with a reference the reader would refuse is left to it, and its error stands.
+            if let Some(len) = memchr::memchr(b'<', &text.as_bytes()[inner..]).filter(|&len| len > 0)
+                && let Some(refs) = text_refs(&text[inner..inner + len])
+            {
+                std::io::BufRead::consume(&mut reader.stream(), len);
+                els[i].refs = refs;
+            }
         }
     }
     if let Some(&open) = stack.last() {
@@ -413,6 +448,32 @@ fn parse_tree(text: &str) -> Result<Doc<'_>, DecodeError> {
         return Err(DecodeError::Xml { offset: text.len(), message: "no root element".into() });
     }
     Ok(Doc { src: text, els, owned, xmlns })
+}
+
+/// Whether `text` (character data, no markup in it) has references, when each is one the event
+/// loop accepts (a well-formed character reference or a predefined entity, ended by `;` before
+/// any other `&`); `None` when one is not, to be read and refused as events are.
+fn text_refs(text: &str) -> Option<bool> {
+    let bytes = text.as_bytes();
+    let mut refs = false;
+    let mut from = 0;
+    while let Some(amp) = memchr::memchr(b'&', &bytes[from..]).map(|a| from + a) {
+        let end = amp + 1 + memchr::memchr2(b';', b'&', &bytes[amp + 1..]).filter(|&e| bytes[amp + 1 + e] == b';')?;
+        let r = quick_xml::events::BytesRef::new(&text[amp + 1..end]);
+        if !(r.resolve_char_ref().ok()?.is_some() || quick_xml::escape::resolve_predefined_entity(&r).is_some()) {
+            return None;
+        }
+        refs = true;
+        from = end + 1;
+    }
+    Some(refs)
+}
+
+/// Where the markup (or reference) read from `from` starts: past the whitespace the reader skips
+/// before it (XML's space, tab, carriage return and line feed).
+fn past_space(text: &str, from: usize) -> usize {
+    let rest = text.as_bytes().get(from..).unwrap_or_default();
+    from + rest.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')).unwrap_or(rest.len())
 }
 
 /// Reads the attributes of a start tag on the fast path: true when they are well-formed, no name

@@ -249,10 +249,16 @@ pub struct NodeRef<'a> {
     pub scope: Scope,
 }
 
-impl NodeRef<'_> {
+impl<'a> NodeRef<'a> {
     /// The decoded segments of the relative path.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
+    pub fn segments(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.rel.split('/').filter(|s| !s.is_empty())
+    }
+
+    /// [`NodeRef::segments`] as a list to match on, held inline (no allocation) down to the
+    /// depth of nearly every node: the hooks of a CSP take their node apart for every command.
+    pub fn segment_list(&self) -> smallvec::SmallVec<[&'a str; 6]> {
+        self.segments().collect()
     }
 }
 

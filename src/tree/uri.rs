@@ -124,20 +124,23 @@ impl<'a> UriRef<'a> {
         // segments are a few bytes long, shorter than a SIMD search's setup.
         let escaped = memchr::memchr(b'%', path.as_bytes()).is_some();
         let mut segments = smallvec::SmallVec::new();
-        if !path.is_empty() {
-            let mut start = 0;
-            let slashes = path.bytes().enumerate().filter_map(|(i, b)| (b == b'/').then_some(i));
-            for end in slashes.chain(std::iter::once(path.len())) {
-                let seg = &path[start..end];
-                if seg.is_empty() {
-                    return Err(UriError::EmptySegment(raw.to_string()));
-                }
-                segments.push(if escaped && seg.as_bytes().contains(&b'%') {
-                    percent_decode_str(seg).decode_utf8_lossy()
-                } else {
-                    Cow::Borrowed(seg)
-                });
-                start = end + 1;
+        let mut rest = path;
+        while !path.is_empty() {
+            let (seg, after) = match rest.bytes().position(|b| b == b'/') {
+                Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
+                None => (rest, None),
+            };
+            if seg.is_empty() {
+                return Err(UriError::EmptySegment(raw.to_string()));
+            }
+            segments.push(if escaped && seg.as_bytes().contains(&b'%') {
+                percent_decode_str(seg).decode_utf8_lossy()
+            } else {
+                Cow::Borrowed(seg)
+            });
+            match after {
+                Some(after) => rest = after,
+                None => break,
             }
         }
         Ok(UriRef { raw, scope, segments, query, plain: (!escaped).then_some(path) })
