@@ -22,7 +22,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use mdmsim::device::{DeviceId, Template};
+use mdmsim::device::{Device, DeviceId, Template};
 use mdmsim::enroll::{AuthToken, Secret};
 use mdmsim::runner::enrollment::EnrollOptions;
 use mdmsim::runner::fleet::{ChannelService, Fleet, FleetOptions, Member, Record};
@@ -297,8 +297,10 @@ async fn demo(a: &DemoArgs, start: DateTime<Utc>, end: DateTime<Utc>, server_dir
     let plan =
         Plan { discovery: &server.discovery_url(), client, pool: Arc::new(pool), concurrency: ENROLLING, at: start };
     let indices: Vec<u64> = (0..a.devices as u64).collect();
-    let kind = |index: u64| plans[index as usize].0;
-    let done = enroll_all(plan, &indices, (options, kind), |_, _, _| progress.inc(1)).await?;
+    // The devices of one template share what their trees hold alike.
+    let mut sharing = mdmsim::tree::Sharing::default();
+    let made = |index: u64, d: &mut Device| sharing.share(plans[index as usize].0, &mut d.tree);
+    let done = enroll_all(plan, &indices, options, |_, _, _| progress.inc(1), made).await?;
     progress.finish_and_clear();
     let enrollment_failures = done.failures;
     let roots: Vec<&str> = done.roots.iter().map(String::as_str).collect();

@@ -319,6 +319,8 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         members.push(m);
         placed.push(index);
     };
+    // Devices of one template share the entries their trees hold alike, however they came.
+    let mut sharing = mdmsim::tree::Sharing::default();
     if let Target::Discovery { url, email, key_pool } = &plan.target {
         let pool = Arc::new(key_pool.map_or_else(KeyPool::unique, KeyPool::new));
         // A kept fleet's enrolled devices go on with their identities; the others enroll.
@@ -329,7 +331,6 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
             Some(s) => {
                 s.preset_keys(&pool);
                 roots = s.roots();
-                let mut sharing = mdmsim::tree::Sharing::default();
                 for &index in &indices {
                     match s.kept_enrolled(&population, index, start)? {
                         Some((mut m, identity)) => {
@@ -371,8 +372,8 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 &population,
                 &to_enroll,
                 user,
-                &report,
-                &metrics,
+                (&report, &metrics),
+                &mut sharing,
             ))?;
             for (index, device, identity) in done.devices {
                 let mut m = Member::new(device, device_seed(seed, index), start)
@@ -385,7 +386,7 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
                 ready.push((index, m, identity));
             }
             if let Some(s) = &mut state {
-                s.add_roots(&done.roots);
+                s.add_roots(&done.roots)?;
             }
             roots.extend(done.roots);
             let enrolled = ready.len() as u64 - kept;
@@ -410,8 +411,6 @@ pub fn run(a: FleetArgs) -> anyhow::Result<ExitCode> {
         }
         enrollment = Some(figures);
     } else {
-        // Devices of one template share the entries their trees hold alike.
-        let mut sharing = mdmsim::tree::Sharing::default();
         for &index in &indices {
             let mut m = match &mut state {
                 Some(s) => s.member(&population, index, start)?,

@@ -128,32 +128,35 @@ pub struct Plan<'a> {
 
 /// Enrolls the devices `indices` of `population` as `--email` (else each as its UPN) with
 /// `auth`; each enrollment is counted in `report` and `metrics` with its latency or its failure
-/// class.
+/// class. The enrolled devices of one template share what their trees hold alike through
+/// `sharing`.
 pub async fn enroll_population(
     plan: Plan<'_>,
     population: &Population,
     indices: &[u64],
     (email, auth): (Option<&str>, &Auth),
-    report: &std::sync::Mutex<Report>,
-    metrics: &Metrics,
+    (report, metrics): (&std::sync::Mutex<Report>, &Metrics),
+    sharing: &mut Sharing<usize>,
 ) -> anyhow::Result<Enrolled> {
     let options = |index| population.enroll_options(index, email, |user| auth.for_user(user));
-    enroll_all(plan, indices, (options, |index| population.kind(index)), |at, us, failed| {
+    let counted = |at, us, failed| {
         super::fleet::lock(report).enrollment(at, us, failed);
         metrics.enrollment(us, failed);
-    })
-    .await
+    };
+    let made = |index, device: &mut Device| sharing.share(population.kind(index), &mut device.tree);
+    enroll_all(plan, indices, options, counted, made).await
 }
 
 /// Enrolls the devices `indices`, each as `options` says, at most `plan.concurrency` at a time,
 /// the pool's keys handed out by index; `counted` sees each enrollment's simulated instant,
-/// latency (µs) and failure class. The devices of one `kind` (their template) share the
-/// entries their trees hold alike (`tree::Sharing`).
+/// latency (µs) and failure class, and `made` each enrolled device (with its index) as it is
+/// unpacked, before the next one is.
 pub async fn enroll_all(
     plan: Plan<'_>,
     indices: &[u64],
-    (options, kind): (impl Fn(u64) -> EnrollOptions, impl Fn(u64) -> usize),
+    options: impl Fn(u64) -> EnrollOptions,
     mut counted: impl FnMut(DateTime<Utc>, u64, Option<&'static str>),
+    mut made: impl FnMut(u64, &mut Device),
 ) -> anyhow::Result<Enrolled> {
     let wall = Instant::now();
     let mut out = Enrolled {
@@ -212,14 +215,13 @@ pub async fn enroll_all(
         }
     }
     packed.sort_by_key(|(i, ..)| *i);
-    let mut sharing = Sharing::default();
     for (index, json, settings, identity) in packed {
         let mut device: Device = serde_json::from_slice(&json)
             .map_err(|e| fail(super::exit::STATE, format!("device {index} after its enrollment: {e}")))?;
         if let Some(shared) = settings.filter(|s| **s == *device.settings) {
             device.settings = shared;
         }
-        sharing.share(kind(index), &mut device.tree);
+        made(index, &mut device);
         out.devices.push((index, device, Arc::new(identity)));
     }
     out.roots = roots.into_iter().collect();

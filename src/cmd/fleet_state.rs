@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use mdmsim::device::Device;
+use mdmsim::enroll::Secret;
 use mdmsim::fleet::mix::Mix;
+use mdmsim::runner::enroll::write_private_key;
 use mdmsim::runner::fleet::{Fleet, LeaseKeeper, Member, Record};
 use mdmsim::runner::keys::KeyPool;
 use mdmsim::runner::mtls::TlsIdentity;
@@ -379,6 +381,10 @@ pub fn plan(given: Given<'_>, default_start: DateTime<Utc>) -> anyhow::Result<Pl
     })
 }
 
+fn template_error(e: mdmsim::schedule::NightlyError) -> anyhow::Error {
+    fail(USAGE, format!("template: {e}"))
+}
+
 fn load_mix(templates: Option<&Path>) -> anyhow::Result<Mix> {
     match templates {
         Some(path) => mdmsim::fleet::mix::load(path).map_err(|e| fail(USAGE, format!("--templates: {e}"))),
@@ -622,11 +628,13 @@ impl FleetState {
             }
         }
         let roots = self.dir.join(ROOTS);
-        if let Ok(pem) = std::fs::read_to_string(&roots) {
-            let end = "-----END CERTIFICATE-----";
-            for cert in pem.split_inclusive(end).map(str::trim).filter(|c| c.ends_with(end)) {
-                self.roots.insert(format!("{cert}\n"));
+        match std::fs::read(&roots) {
+            Ok(pem) => {
+                let certs = certificates(&pem).map_err(|e| fail(STATE, format!("{}: {e}", roots.display())))?;
+                self.roots.extend(certs);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(STATE, format!("{}: {e}", roots.display()))),
         }
         Ok(())
     }
@@ -652,13 +660,8 @@ impl FleetState {
         index: u64,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<(Member, Arc<TlsIdentity>)>> {
-        let store = self.store()?;
-        let id = population.device_id(index);
-        let device = match store.load(Some(id.as_str())) {
-            Ok(device) => device,
-            Err(StoreError::UnknownDevice { .. }) => return Ok(None),
-            Err(e) => return Err(super::store_error(e)),
-        };
+        let Some(m) = self.load(population, index, now)? else { return Ok(None) };
+        let id = m.engine.device.id.to_string();
         let lines = self.dir.join(IDENTITIES);
         let Some(line) = self.identities.remove(id.as_str()) else {
             return Err(fail(
@@ -673,10 +676,6 @@ impl FleetState {
         };
         let identity =
             self.identity(&line).map_err(|e| fail(STATE, format!("{}: device {id}: {e}", lines.display())))?;
-        let mut m = population.resumed(device, index, now).map_err(|e| fail(USAGE, format!("template: {e}")))?;
-        if population.gone_by(index, now) {
-            m.engine.scheduler.script([(now, Event::NetworkOff)]);
-        }
         Ok(Some((m, Arc::new(identity))))
     }
 
@@ -700,8 +699,7 @@ impl FleetState {
     }
 
     /// Device `m` (`index` of the fleet) just enrolled with `identity` and a key of `pool`: it
-    /// is stored with its identity by [`FleetState::keep`]; `roots` are the roots its
-    /// enrollment provisioned.
+    /// is stored with its identity by [`FleetState::keep`].
     pub fn enrolled(&mut self, m: &Member, pool: &KeyPool, index: u64, identity: &TlsIdentity) -> anyhow::Result<()> {
         use base64::Engine as _;
         let key = match pool.slot(index) {
@@ -728,10 +726,14 @@ impl FleetState {
     }
 
     /// Roots provisioned by this run's enrollments, kept for the next runs.
-    pub fn add_roots(&mut self, roots: &[String]) {
+    pub fn add_roots(&mut self, roots: &[String]) -> anyhow::Result<()> {
         for r in roots {
-            self.new_roots |= self.roots.insert(format!("{}\n", r.trim()));
+            let certs = certificates(r.as_bytes()).map_err(|e| fail(STATE, format!("a provisioned root: {e}")))?;
+            for c in certs {
+                self.new_roots |= self.roots.insert(c);
+            }
         }
+        Ok(())
     }
 
     /// Writes what this run's enrollments added (keys, roots, then identity lines, each synced)
@@ -745,7 +747,8 @@ impl FleetState {
                 let path = dir.join(format!("{bits}-{slot}.pem"));
                 let pem =
                     key.private_key_to_pem_pkcs8().map_err(|e| fail(STATE, format!("{}: {e}", path.display())))?;
-                write_synced(&path, &pem).map_err(|e| bad(&path, e))?;
+                let pem = Secret::new(String::from_utf8_lossy(&pem).into_owned());
+                write_private_key(&path, &pem).map_err(|e| bad(&path, e))?;
                 self.pool_keys.insert((bits, slot), key);
             }
         }
@@ -775,36 +778,38 @@ impl FleetState {
     /// Device `index` of the fleet at `now`: loaded from the store when it is there, else made
     /// (and stored by [`FleetState::keep`]).
     pub fn member(&mut self, population: &Population, index: u64, now: DateTime<Utc>) -> anyhow::Result<Member> {
-        let store = self.store()?;
-        let id = population.device_id(index);
-        let template = |e: mdmsim::schedule::NightlyError| fail(USAGE, format!("template: {e}"));
-        match store.load(Some(id.as_str())) {
-            Ok(device) => {
-                let mut m = population.resumed(device, index, now).map_err(template)?;
-                if m.engine.device.enrollment.is_some() {
-                    return Err(fail(
-                        STATE,
-                        format!(
-                            "{}: device {} is enrolled (a certificate of its own) in a fleet of pre-provisioned \
-                             devices",
-                            self.dir.display(),
-                            m.engine.device.id
-                        ),
-                    ));
-                }
-                // A device gone for good stays off the network.
-                if population.gone_by(index, now) {
-                    m.engine.scheduler.script([(now, Event::NetworkOff)]);
-                }
-                Ok(m)
-            }
-            Err(StoreError::UnknownDevice { .. }) => {
-                let m = population.member(index, now).map_err(template)?;
+        match self.load(population, index, now)? {
+            Some(m) if m.engine.device.enrollment.is_some() => Err(fail(
+                STATE,
+                format!(
+                    "{}: device {} is enrolled (a certificate of its own) in a fleet of pre-provisioned devices",
+                    self.dir.display(),
+                    m.engine.device.id
+                ),
+            )),
+            Some(m) => Ok(m),
+            None => {
+                let m = population.member(index, now).map_err(template_error)?;
                 self.fresh.insert(m.engine.device.id.to_string());
                 Ok(m)
             }
-            Err(e) => Err(super::store_error(e)),
         }
+    }
+
+    /// Device `index` as the store keeps it, going on at `now`; `None` when it is not kept.
+    fn load(&self, population: &Population, index: u64, now: DateTime<Utc>) -> anyhow::Result<Option<Member>> {
+        let id = population.device_id(index);
+        let device = match self.store()?.load(Some(id.as_str())) {
+            Ok(device) => device,
+            Err(StoreError::UnknownDevice { .. }) => return Ok(None),
+            Err(e) => return Err(super::store_error(e)),
+        };
+        let mut m = population.resumed(device, index, now).map_err(template_error)?;
+        // A device gone for good stays off the network.
+        if population.gone_by(index, now) {
+            m.engine.scheduler.script([(now, Event::NetworkOff)]);
+        }
+        Ok(Some(m))
     }
 
     /// Stores the devices made by [`FleetState::member`] or enrolled ([`FleetState::enrolled`],
@@ -913,6 +918,15 @@ impl FleetState {
         text.push(b'\n');
         write_synced(&path, &text).map_err(bad)
     }
+}
+
+/// The certificates of a PEM text, each written back as PEM: the same certificate reads the
+/// same whatever its line endings or the text around it.
+fn certificates(pem: &[u8]) -> Result<Vec<String>, openssl::error::ErrorStack> {
+    openssl::x509::X509::stack_from_pem(pem)?
+        .iter()
+        .map(|c| c.to_pem().map(|p| String::from_utf8_lossy(&p).into_owned()))
+        .collect()
 }
 
 /// Writes `path` whole or not at all: a new file, synced, renamed over the old one.
